@@ -1,0 +1,139 @@
+//! `metav1.Condition` bookkeeping shared by every controller.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// `True`, `False` or `Unknown`, as conditions spell them.
+pub fn status_str(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    }
+}
+
+/// Sets a condition in a list, keyed on `type`. `lastTransitionTime` changes
+/// only when the status changes; reason, message and observedGeneration are
+/// always refreshed. Returns whether anything changed, so callers can skip a
+/// write that would change nothing.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: Option<bool>,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> bool {
+    let status = status_str(status);
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            let mut changed = false;
+            if c.status != status {
+                c.status = status.to_string();
+                c.last_transition_time = now;
+                changed = true;
+            }
+            if c.reason != reason {
+                c.reason = reason.to_string();
+                changed = true;
+            }
+            if c.message != message {
+                c.message = message.to_string();
+                changed = true;
+            }
+            if c.observed_generation != observed_generation {
+                c.observed_generation = observed_generation;
+                changed = true;
+            }
+            changed
+        }
+        None => {
+            conditions.push(Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                observed_generation,
+                last_transition_time: now,
+            });
+            true
+        }
+    }
+}
+
+/// Whether the condition of that type is `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The condition of that type.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let mut cs = Vec::new();
+        assert!(set_condition(
+            &mut cs,
+            "Ready",
+            Some(false),
+            "Starting",
+            "",
+            Some(1),
+            t(10)
+        ));
+        assert!(!set_condition(
+            &mut cs,
+            "Ready",
+            Some(false),
+            "Starting",
+            "",
+            Some(1),
+            t(20)
+        ));
+        assert_eq!(cs[0].last_transition_time, t(10));
+        assert!(set_condition(
+            &mut cs,
+            "Ready",
+            Some(false),
+            "Pulling",
+            "x",
+            Some(2),
+            t(30)
+        ));
+        assert_eq!(cs[0].last_transition_time, t(10));
+        assert!(set_condition(
+            &mut cs,
+            "Ready",
+            Some(true),
+            "Running",
+            "",
+            Some(2),
+            t(40)
+        ));
+        assert_eq!(cs[0].last_transition_time, t(40));
+        assert!(is_true(&cs, "Ready"));
+        assert!(set_condition(
+            &mut cs,
+            "Scheduled",
+            None,
+            "Waiting",
+            "",
+            None,
+            t(50)
+        ));
+        assert_eq!(cs.len(), 2);
+        assert_eq!(find(&cs, "Scheduled").unwrap().status, "Unknown");
+    }
+}

@@ -1,0 +1,147 @@
+//! `GpuNode`: one GPU host, published by its node agent, cordoned by admins.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::GPU_UUID_PATTERN;
+
+/// What admins want of a GPU node.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "medforge.dev",
+    version = "v1alpha1",
+    kind = "GpuNode",
+    plural = "gpunodes",
+    singular = "gpunode",
+    status = "GpuNodeStatus",
+    derive = "PartialEq",
+    shortname = "gn",
+    category = "medforge",
+    doc = "A GPU host that runs MedForge sessions. Its node agent publishes the GPUs and their health in status; admins cordon the node or single GPUs in spec.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the node agent is alive and Docker and ZFS work"
+    ),
+    printcolumn(
+        name = "Allocatable",
+        type_ = "integer",
+        json_path = ".status.allocatable",
+        description = "Healthy GPUs that may be given out"
+    ),
+    printcolumn(
+        name = "Unschedulable",
+        type_ = "boolean",
+        json_path = ".spec.unschedulable",
+        description = "Cordoned by an admin"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuNodeSpec {
+    /// Cordon the whole node: running sessions stay, no new session is placed here.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// UUIDs of single GPUs to cordon: running sessions keep them, no new session gets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_gpus: Vec<String>,
+}
+
+/// Health of one GPU as NVML (or the static inventory) reports it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum GpuHealth {
+    /// The GPU works.
+    Healthy,
+    /// The GPU reported an error (XID, ECC, lost); it is not scheduled.
+    Unhealthy,
+    /// Not known yet.
+    #[default]
+    Unknown,
+}
+
+/// One GPU of a node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuInfo {
+    /// The GPU's index on the node.
+    pub index: u32,
+    /// The GPU's UUID (`GPU-…`).
+    #[schemars(regex(pattern = GPU_UUID_PATTERN))]
+    pub uuid: String,
+    /// The product name (`NVIDIA H100 80GB HBM3`).
+    #[serde(default)]
+    pub model: String,
+    /// Total memory in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Health as last observed.
+    #[serde(default)]
+    pub health: GpuHealth,
+}
+
+/// Which session holds which GPU.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuAllocation {
+    /// The GPU's UUID.
+    pub uuid: String,
+    /// The holding Session as `<namespace>/<name>`.
+    pub session: String,
+    /// The holding Session's uid.
+    pub session_uid: String,
+}
+
+/// Health of a runtime dependency of the node agent (Docker, ZFS).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentHealth {
+    /// Whether the component answered its last check.
+    pub healthy: bool,
+    /// The component's version, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What went wrong, and how to fix it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What the node agent observes on its node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuNodeStatus {
+    /// The node's GPUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuInfo>,
+    /// Number of healthy, uncordoned GPUs.
+    #[serde(default)]
+    pub allocatable: u32,
+    /// GPUs held by sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocated: Vec<GpuAllocation>,
+    /// Version of the node agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Docker Engine on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<ComponentHealth>,
+    /// ZFS on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zfs: Option<ComponentHealth>,
+    /// The node agent's last heartbeat; the node turns `Ready=False` when it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
+    /// Standard conditions: `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,97 @@
+//! MedForge's resource types, group `medforge.dev`, version `v1alpha1`.
+//!
+//! This crate owns the shape of the declared resources and nothing else: no
+//! client, no runtime. The doc comments on every field become the CRD
+//! descriptions that `kubectl explain` shows, so they are written for the
+//! people who read them there.
+//!
+//! The generated CRD YAML is committed under `charts/medforge/crds/` and a test
+//! fails when it drifts from these types (`medforge crds --write DIR` refreshes it).
+#![forbid(unsafe_code)]
+// kube-derive takes one `printcolumn(...)` per column, each with its own
+// `type_`; clippy mistakes those for repeated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+pub mod conditions;
+pub mod gpunode;
+pub mod pack;
+pub mod quantity;
+pub mod session;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use gpunode::{
+    ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
+};
+pub use pack::{EnvVar, Pack, PackSpec, PackStatus};
+pub use session::{
+    AssignedGpu, DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec,
+    SessionStatus, WorkspaceSpec, WorkspaceStatus,
+};
+
+/// The API group of every MedForge resource.
+pub const GROUP: &str = "medforge.dev";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as it appears in manifests.
+pub const API_VERSION: &str = "medforge.dev/v1alpha1";
+/// The kubectl category that `kubectl get medforge` lists.
+pub const CATEGORY: &str = "medforge";
+
+/// Every MedForge CRD, in a stable order (Session, GpuNode, Pack).
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![Session::crd(), GpuNode::crd(), Pack::crd()]
+}
+
+/// The file name a CRD is committed under: `<plural>.<group>.yaml`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// Errors while rendering CRDs.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("could not render CRD {name} as YAML: {source}")]
+    Yaml {
+        name: String,
+        #[source]
+        source: serde_saphyr::ser::Error,
+    },
+}
+
+/// One CRD as a YAML document (no leading `---`).
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, RenderError> {
+    serde_saphyr::to_string(crd).map_err(|source| RenderError::Yaml {
+        name: crd.metadata.name.clone().unwrap_or_default(),
+        source,
+    })
+}
+
+/// Every CRD as one multi-document YAML stream, as `medforge crds` prints it.
+pub fn all_crds_yaml() -> Result<String, RenderError> {
+    let mut out = String::new();
+    for crd in all_crds() {
+        out.push_str("---\n");
+        out.push_str(&crd_yaml(&crd)?);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The `metav1.Condition` type every status uses, re-exported for the controllers.
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// Schema helpers shared by the resource modules.
+pub(crate) mod schema {
+    /// Kubernetes' own pattern for a resource quantity (`500m`, `2Gi`, `1e3`).
+    pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+    /// A Go-style duration as kube-apiserver and kubectl write them (`90s`, `1h30m`).
+    pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+    /// A session slug: 8 characters of `[a-z0-9]`.
+    pub const SLUG_PATTERN: &str = r"^[a-z0-9]{8}$";
+    /// A GPU UUID as NVML reports it (`GPU-` followed by a UUID) or as the static inventory names it.
+    pub const GPU_UUID_PATTERN: &str = r"^GPU-[A-Za-z0-9-]+$";
+}

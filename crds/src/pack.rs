@@ -1,0 +1,82 @@
+//! `Pack`: an image and the defaults a session runs with.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::session::SessionResources;
+
+/// A container image pinned by digest, with the port and defaults its sessions use.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "medforge.dev",
+    version = "v1alpha1",
+    kind = "Pack",
+    plural = "packs",
+    singular = "pack",
+    status = "PackStatus",
+    derive = "PartialEq",
+    shortname = "pk",
+    category = "medforge",
+    doc = "An image pack: the container image a session runs (pinned by digest), its port, command, environment and default resources.",
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        description = "The image, pinned by digest"
+    ),
+    printcolumn(name = "Port", type_ = "integer", json_path = ".spec.port"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PackSpec {
+    /// The image, pinned by digest: `name@sha256:<64 hex>`, or a local image id `sha256:<64 hex>`.
+    #[schemars(regex(pattern = r"^([^@\s]+@)?sha256:[a-f0-9]{64}$"))]
+    pub image: String,
+    /// The port the session's server listens on inside the container.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Overrides the image's command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Extra environment variables for the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Resource limits for sessions that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<SessionResources>,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// One environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct EnvVar {
+    /// The variable's name.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Its value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// What the operator observes of a Pack.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PackStatus {
+    /// Conditions, such as `ImagePresent` (the image exists on every Ready node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

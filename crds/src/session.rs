@@ -1,0 +1,301 @@
+//! `Session`: one user's interactive container with whole GPUs and a private workspace.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_PATTERN};
+
+/// The desired state of a Session: what its owner asked for.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "medforge.dev",
+    version = "v1alpha1",
+    kind = "Session",
+    plural = "sessions",
+    singular = "session",
+    namespaced,
+    status = "SessionStatus",
+    derive = "PartialEq",
+    shortname = "sess",
+    category = "medforge",
+    doc = "An interactive GPU session: a container with whole GPUs, a private ZFS workspace mounted at /workspace and a URL s-<slug>.<domain> that only its owner (and admins) can open.",
+    printcolumn(
+        name = "Owner",
+        type_ = "string",
+        json_path = ".spec.owner",
+        description = "The user who owns the session"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Where the session is in its lifecycle"
+    ),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".status.nodeName",
+        description = "The GPU node the session is bound to"
+    ),
+    printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".spec.gpus",
+        description = "Number of whole GPUs requested"
+    ),
+    printcolumn(
+        name = "Slug",
+        type_ = "string",
+        json_path = ".status.slug",
+        description = "The session's host is s-<slug>.<domain>",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    selectable = ".spec.owner"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSpec {
+    /// The id of the user who owns this session. Only this user (and admins) may open it. Set at creation and immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub owner: String,
+
+    /// The name of the cluster-scoped Pack (container image and defaults) the session runs.
+    #[schemars(length(min = 1, max = 253))]
+    pub pack: String,
+
+    /// Which domain the session is reachable on: `external` (the public domain) or `internal` (the internal domain, for users allowed to use it).
+    #[serde(default)]
+    pub exposure: Exposure,
+
+    /// Number of whole GPUs the session needs, 0 to 8. 0 runs without a GPU.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 8))]
+    pub gpus: u32,
+
+    /// Whether the session should be running. Set to `Stopped` to stop it: the container stops, the workspace is snapshotted and the GPUs are freed.
+    #[serde(default)]
+    pub state: DesiredState,
+
+    /// Resource limits of the container. Unset values come from the Pack's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<SessionResources>,
+
+    /// The session's private ZFS workspace, mounted at /workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSpec>,
+
+    /// Stop the session after this long without a request through the proxy (a duration such as `30m` or `2h`). Unset means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_timeout: Option<String>,
+
+    /// Stop the session this long after it started running, whatever its activity (a duration such as `12h`). Unset means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_lifetime: Option<String>,
+}
+
+/// Which domain a session is exposed on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Exposure {
+    /// Reachable on the public domain.
+    #[default]
+    External,
+    /// Reachable on the internal domain only.
+    Internal,
+}
+
+impl Exposure {
+    /// The value as it appears in manifests and URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exposure::External => "external",
+            Exposure::Internal => "internal",
+        }
+    }
+}
+
+/// The state the owner wants a session in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum DesiredState {
+    /// The session should run.
+    #[default]
+    Running,
+    /// The session should be stopped (its workspace is kept).
+    Stopped,
+}
+
+/// Container resource limits. Quantities use Kubernetes notation (`500m`, `2`, `16Gi`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResources {
+    /// CPU limit in cores (`2`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub cpu: Option<String>,
+    /// Memory limit (`16Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub memory: Option<String>,
+    /// Size of /dev/shm (`2Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub shm: Option<String>,
+    /// Maximum number of processes in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 1_000_000))]
+    pub pids: Option<i64>,
+}
+
+/// The desired workspace of a session.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// Quota of the workspace dataset (`50Gi`). Writes past it fail with "disk quota exceeded".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub quota: Option<String>,
+    /// Start from an earlier snapshot instead of an empty workspace: the full ZFS snapshot name (`pool/medforge/<owner>/<uid>@stop-1700000000000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:/-]+@[A-Za-z0-9_.:-]+$"))]
+    pub restore_from: Option<String>,
+}
+
+/// Where a session is in its lifecycle.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SessionPhase {
+    /// Waiting for the scheduler to bind it to a node and GPUs.
+    Pending,
+    /// Bound to a node and GPUs; the node agent has not started it yet.
+    Scheduled,
+    /// The node agent is creating the workspace and the container.
+    Starting,
+    /// The container runs and answers on its port; the proxy may route to it.
+    Running,
+    /// The node agent is stopping the container and snapshotting the workspace.
+    Stopping,
+    /// Stopped; the GPUs are free and the workspace is kept.
+    Stopped,
+    /// Could not start, or its container died; see `reason` and `message`.
+    Failed,
+}
+
+impl SessionPhase {
+    /// Whether the session holds nothing any more (GPUs free, no container running).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SessionPhase::Stopped | SessionPhase::Failed)
+    }
+}
+
+/// A GPU given to a session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedGpu {
+    /// The GPU's index on its node.
+    pub index: u32,
+    /// The GPU's UUID (`GPU-…`), what the container sees in NVIDIA_VISIBLE_DEVICES.
+    #[schemars(regex(pattern = GPU_UUID_PATTERN))]
+    pub uuid: String,
+}
+
+/// The observed workspace of a session.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceStatus {
+    /// The ZFS dataset (`<root>/<owner>/<session uid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Snapshots taken of the dataset, oldest first (`stop-<unix ms>`, `death-<unix ms>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+}
+
+/// The observed state of a Session, written only by the scheduler and the node agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    /// Where the session is in its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SessionPhase>,
+    /// The node the scheduler bound the session to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The GPUs the scheduler gave the session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<AssignedGpu>,
+    /// 8 characters of [a-z0-9], unique, fixed once set: names the container `mf-session-<slug>` and the host `s-<slug>.<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SLUG_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("slug is fixed once set"))]
+    pub slug: Option<String>,
+    /// The Docker container id on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// `host:port` the proxy may dial to reach the session, set only while it is Running and Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The session's workspace dataset and snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceStatus>,
+    /// When the container last started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the session last stopped or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Time>,
+    /// The last request through the proxy, as reported by the api.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<Time>,
+    /// A CamelCase reason for the current phase (`NoGpuAvailable`, `ContainerExited`, `Idle`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Standard conditions: `Scheduled`, `WorkspaceReady`, `ContainerReady`, `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl Session {
+    /// The session's phase, `Pending` when nothing has been observed yet.
+    pub fn phase(&self) -> SessionPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(SessionPhase::Pending)
+    }
+
+    /// The condition of the given type, if the status has one.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}
+
+/// Condition types a Session's status carries.
+pub mod condition {
+    /// The scheduler bound the session to a node and GPUs (or says why not).
+    pub const SCHEDULED: &str = "Scheduled";
+    /// The workspace dataset exists and is mounted.
+    pub const WORKSPACE_READY: &str = "WorkspaceReady";
+    /// The container runs.
+    pub const CONTAINER_READY: &str = "ContainerReady";
+    /// The session answers on its port and may be routed to.
+    pub const READY: &str = "Ready";
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up and runs every MedForge test on this machine (Debian, as root):
+# installs missing packages, checks formatting and lints, brings up the test
+# harness (dockerd in its own network namespace, zfs-fuse with a file-backed
+# pool), runs the whole test suite with cargo-nextest, and tears the harness
+# down again by PID. Ends with nextest's summary line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+harness=target/debug/mf-harness
+cleanup() {
+  status=$?
+  "$harness" down || echo "test.sh: harness teardown failed" >&2
+  exit "$status"
+}
+trap cleanup EXIT
+echo "== harness up"
+"$harness" up
+
+echo "== tests"
+cargo nextest run --workspace --locked --profile ci

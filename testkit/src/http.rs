@@ -1,0 +1,155 @@
+//! A tiny HTTP/1 client for talking to containers from the test process,
+//! through the harness network namespace.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_LENGTH, HOST};
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::rt::TokioIo;
+
+use crate::error::{HarnessError, Result};
+use crate::netns;
+
+/// Default deadline of one request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A complete response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The body as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            HarnessError::other("http", format!("response is not the expected JSON: {e}"))
+        })
+    }
+}
+
+/// Sends one request over a fresh connection opened inside the namespace at
+/// `netns_path`, all within `timeout`.
+pub async fn request(
+    netns_path: &Path,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    let url = format!("http://{addr}{path}");
+    let err = |detail: String| HarnessError::Http {
+        method: method.to_string(),
+        url: url.clone(),
+        detail,
+    };
+    let exchange = async {
+        let stream = netns::connect(netns_path, addr, timeout)
+            .await
+            .map_err(|e| err(format!("connect: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| err(format!("handshake: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(HOST, addr.to_string())
+            .header(CONTENT_LENGTH, body.len())
+            .body(Full::new(body))
+            .map_err(|e| err(format!("request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| err(format!("send: {e}")))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| err(format!("body: {e}")))?
+            .to_bytes();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(err(format!("no complete answer within {timeout:?}"))),
+    }
+}
+
+/// Polls `GET path` until it answers 2xx or `timeout` passes; returns the
+/// first successful response, or the last error.
+pub async fn wait_for_http(
+    netns_path: &Path,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = left
+            .min(Duration::from_secs(2))
+            .max(Duration::from_millis(100));
+        match request(netns_path, addr, Method::GET, path, Bytes::new(), attempt).await {
+            Ok(r) if r.is_success() => return Ok(r),
+            Ok(r) => last = format!("status {}: {}", r.status, r.text()),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                component: "http",
+                what: format!("http://{addr}{path} did not answer 2xx; last: {last}"),
+                waited: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until a TCP connection to `addr` (inside the namespace) succeeds.
+pub async fn wait_for_port(netns_path: &Path, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = left
+            .min(Duration::from_secs(2))
+            .max(Duration::from_millis(100));
+        let last = match netns::connect(netns_path, addr, attempt).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                component: "http",
+                what: format!("{addr} did not accept a connection; last: {last}"),
+                waited: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

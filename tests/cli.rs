@@ -1,0 +1,99 @@
+//! The `medforge` binary as a user meets it: usage errors and `medforge crds`.
+
+use std::process::{Command, Output};
+
+fn medforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medforge"))
+        .args(args)
+        .output()
+        .expect("run medforge")
+}
+
+#[test]
+fn unknown_subcommand_exits_non_zero_with_usage() {
+    let out = medforge(&["frobnicate"]);
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Usage: medforge"), "{stderr}");
+}
+
+#[test]
+fn bad_flag_exits_non_zero_with_usage() {
+    let out = medforge(&["crds", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unexpected argument '--no-such-flag'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Usage: medforge crds"), "{stderr}");
+}
+
+#[test]
+fn no_subcommand_prints_help_and_fails() {
+    let out = medforge(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: medforge"));
+}
+
+#[test]
+fn crds_prints_three_crd_documents() {
+    let out = medforge(&["crds"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<&str> = text
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    assert_eq!(docs.len(), 3);
+    let mut names = Vec::new();
+    for doc in docs {
+        let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_saphyr::from_str(doc).unwrap();
+        names.push(crd.metadata.name.unwrap());
+    }
+    assert_eq!(
+        names,
+        [
+            "sessions.medforge.dev",
+            "gpunodes.medforge.dev",
+            "packs.medforge.dev"
+        ]
+    );
+}
+
+#[test]
+fn crds_write_creates_one_file_per_crd_and_reports_unwritable_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medforge(&["crds", "--write", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "gpunodes.medforge.dev.yaml",
+            "packs.medforge.dev.yaml",
+            "sessions.medforge.dev.yaml"
+        ]
+    );
+
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = medforge(&["crds", "--write", blocker.join("sub").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("medforge: creating "), "{stderr}");
+}
