@@ -1,1 +1,308 @@
-//! Placeholder: this crate is being written.
+//! MedForge's embedded control plane: a Kubernetes-compatible API server for
+//! the `medforge.dev` resources (registered from the CRDs of `medforge-crds`)
+//! and the core kinds the controllers use (`v1` Namespace,
+//! `events.k8s.io/v1` Event, `coordination.k8s.io/v1` Lease), stored in
+//! SQLite. The kube client, kube-runtime controllers and `kubectl` work
+//! against it as against kube-apiserver.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), medforge_apiserver::Error> {
+//! let server = medforge_apiserver::start(medforge_apiserver::Config::new("/var/lib/medforge/apiserver")).await?;
+//! let client = server.client()?; // a kube::Client with the server's CA and token
+//! println!("kubectl --kubeconfig {}", server.kubeconfig_path().display());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Deviations from kube-apiserver are listed in
+//! `docs/decisions/0002-embedded-control-plane.md`.
+#![forbid(unsafe_code)]
+
+mod db;
+mod discovery;
+mod jsonpath;
+mod managed;
+mod namespaces;
+mod openapi;
+mod patch;
+mod pki;
+mod registry;
+mod resources;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod table;
+mod validation;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The default address: loopback only, kube-apiserver's port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6443";
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds the SQLite database, the CA, the token and (by default) the kubeconfig.
+    pub data_dir: PathBuf,
+    /// Where to listen; port 0 picks a free port. Default `127.0.0.1:6443`.
+    pub listen: SocketAddr,
+    /// Extra DNS names or IP addresses for the serving certificate, besides
+    /// `127.0.0.1`, `::1` and `localhost`.
+    pub extra_sans: Vec<String>,
+    /// The CRDs to serve. Default: `medforge_crds::all_crds()`.
+    pub crds: Vec<CustomResourceDefinition>,
+    /// How many writes the watch history keeps (for resuming watches and
+    /// paginated lists). Older versions get `410 Expired`. Default 10,000.
+    pub watch_history: usize,
+    /// How often a watch that allows bookmarks gets one. Default 60 s.
+    pub bookmark_interval: Duration,
+    /// The largest request body accepted; kube-apiserver's 3 MiB by default.
+    pub max_body_bytes: usize,
+    /// Where to write the kubeconfig. Default `<data_dir>/kubeconfig`.
+    pub kubeconfig_path: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            extra_sans: Vec::new(),
+            crds: medforge_crds::all_crds(),
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(60),
+            max_body_bytes: 3 * 1024 * 1024,
+            kubeconfig_path: None,
+        }
+    }
+
+    /// The same configuration listening on `addr`.
+    pub fn with_listen(mut self, addr: SocketAddr) -> Config {
+        self.listen = addr;
+        self
+    }
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the database in the data directory could not be opened: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0} is locked: another server is using this data directory")]
+    Locked(PathBuf),
+    #[error("the database schema could not be migrated: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not create a certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("invalid CRD: {0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error("could not build a client: {0}")]
+    Client(#[from] kube::Error),
+    #[error("could not create the initial namespaces: {0}")]
+    Bootstrap(String),
+}
+
+/// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    url: String,
+    token: String,
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    kubeconfig_path: PathBuf,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    state: Arc<server::AppState>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .field("token", &"***")
+            .field("kubeconfig_path", &self.kubeconfig_path)
+            .finish()
+    }
+}
+
+impl RunningServer {
+    /// The address the server listens on (the real port when configured with 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bearer token clients must present.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The CA that signed the serving certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The kubeconfig written for `kubectl` and the other components.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// The kubeconfig's contents.
+    pub fn kubeconfig(&self) -> String {
+        pki::kubeconfig(&self.url, &self.ca_pem, &self.token)
+    }
+
+    /// A kube client configuration for this server (default namespace `default`).
+    pub fn kube_config(&self) -> kube::Config {
+        let mut c = kube::Config::new(self.url.parse().expect("the server URL is a valid URI"));
+        c.root_cert = Some(vec![self.ca_der.clone()]);
+        c.auth_info.token = Some(self.token.clone().into());
+        c.default_namespace = "default".into();
+        c
+    }
+
+    /// A kube client for this server.
+    pub fn client(&self) -> Result<kube::Client, Error> {
+        Ok(kube::Client::try_from(self.kube_config())?)
+    }
+
+    /// The newest resourceVersion the server has given out.
+    pub fn resource_version(&self) -> u64 {
+        self.state.store.current_rv()
+    }
+
+    /// Stops listening, ends watches and waits for in-flight writes to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // Dropping the last reference to the store closes the write queue; the
+        // writer finishes what it has queued and closes the database, which
+        // releases the data directory for the next server.
+        drop(self.state);
+        if tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not close within 10 s (a request still holds it)");
+        }
+    }
+}
+
+/// Starts the server: opens (or creates) the data directory, loads the store,
+/// creates credentials on first start, writes the kubeconfig and listens.
+pub async fn start(config: Config) -> Result<RunningServer, Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let registry = Arc::new(registry::Registry::new(&config.crds)?);
+    let creds = pki::load_or_create(&config.data_dir, &config.extra_sans)?;
+    let db = db::Db::open(
+        &config.data_dir.join("store.db"),
+        config.watch_history.max(1) as u64,
+    )
+    .await?;
+    let (store, writer) = store::Store::open(registry.clone(), db, config.watch_history).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Listen {
+            addr: config.listen,
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| Error::Listen {
+        addr: config.listen,
+        source: e,
+    })?;
+    let url = pki::server_url(addr);
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(server::AppState {
+        store,
+        registry: registry.clone(),
+        token: creds.token.clone(),
+        openapi: openapi::OpenApi::build(&registry),
+        max_body: config.max_body_bytes,
+        bookmark_interval: config.bookmark_interval,
+        shutdown: shutdown.clone(),
+        server_address: url.trim_start_matches("https://").to_string(),
+    });
+    namespaces::ensure_initial(&state)
+        .await
+        .map_err(|e| Error::Bootstrap(e.to_string()))?;
+
+    let kubeconfig_path = config
+        .kubeconfig_path
+        .clone()
+        .unwrap_or_else(|| pki::default_kubeconfig_path(&config.data_dir));
+    if let Some(parent) = kubeconfig_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Io {
+            path: parent.to_path_buf(),
+            source: e,
+        })?;
+    }
+    pki::write_private(
+        &kubeconfig_path,
+        pki::kubeconfig(&url, &creds.ca_pem, &creds.token).as_bytes(),
+    )?;
+
+    let app = server::app(state.clone());
+    let tasks = vec![
+        tokio::spawn(server::serve(
+            listener,
+            creds.tls.clone(),
+            app,
+            shutdown.clone(),
+        )),
+        tokio::spawn(namespaces::run(state.clone())),
+    ];
+    tracing::info!(%url, data_dir = %config.data_dir.display(), kubeconfig = %kubeconfig_path.display(), token = "***", "embedded control plane listening");
+    Ok(RunningServer {
+        addr,
+        url,
+        token: creds.token,
+        ca_pem: creds.ca_pem,
+        ca_der: creds.ca_der,
+        kubeconfig_path,
+        shutdown,
+        tasks,
+        writer,
+        state,
+    })
+}

@@ -1,0 +1,763 @@
+//! The semantics controllers depend on, through kube's `Api`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use medforge_crds::{Session, SessionPhase, SessionStatus};
+use serde_json::json;
+
+use crate::common::{self, session, status};
+
+#[tokio::test]
+async fn create_get_list_replace_delete_with_system_metadata() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &session("s1", "alice"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36));
+    assert!(meta.creation_timestamp.is_some());
+    assert_eq!(meta.generation, Some(1));
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    let rv1: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
+    // Defaults from the schema were applied.
+    assert_eq!(created.spec.state, medforge_crds::DesiredState::Running);
+
+    let got = api.get("s1").await.unwrap();
+    assert_eq!(got.metadata.uid, created.metadata.uid);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+
+    // A label change does not bump generation; a spec change does.
+    let mut labelled = got.clone();
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert("team".into(), "radiology".into());
+    let labelled = api
+        .replace("s1", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(1));
+    let rv2: u64 = labelled
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1);
+    let mut respec = labelled.clone();
+    respec.spec.gpus = 2;
+    let respec = api
+        .replace("s1", &PostParams::default(), &respec)
+        .await
+        .unwrap();
+    assert_eq!(respec.metadata.generation, Some(2));
+    assert_eq!(respec.metadata.uid, created.metadata.uid);
+    assert_eq!(
+        respec.metadata.creation_timestamp,
+        created.metadata.creation_timestamp
+    );
+
+    api.delete("s1", &DeleteParams::default()).await.unwrap();
+    let err = status(api.get("s1").await.unwrap_err());
+    assert_eq!(err.code, 404);
+    assert_eq!(err.reason, "NotFound");
+    assert_eq!(err.message, "sessions.medforge.dev \"s1\" not found");
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn resource_version_increases_across_the_store_and_stale_writes_conflict() {
+    let ts = common::start().await;
+    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
+    let mut last = 0u64;
+    for i in 0..5 {
+        let s = sessions
+            .create(&PostParams::default(), &session(&format!("s{i}"), "bob"))
+            .await
+            .unwrap();
+        let l: Lease = serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": format!("l{i}")}, "spec": {"holderIdentity": "x"}
+        }))
+        .unwrap();
+        let l = leases.create(&PostParams::default(), &l).await.unwrap();
+        for rv in [s.metadata.resource_version, l.metadata.resource_version] {
+            let rv: u64 = rv.unwrap().parse().unwrap();
+            assert!(rv > last, "{rv} after {last}");
+            last = rv;
+        }
+    }
+    let stale = sessions.get("s0").await.unwrap();
+    let mut fresh = stale.clone();
+    fresh.spec.gpus = 3;
+    sessions
+        .replace("s0", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    let mut again = stale.clone();
+    again.spec.gpus = 4;
+    let err = status(
+        sessions
+            .replace("s0", &PostParams::default(), &again)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 409);
+    assert_eq!(err.reason, "Conflict");
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
+    assert_eq!(sessions.get("s0").await.unwrap().spec.gpus, 3);
+
+    // Creating an existing object: 409 AlreadyExists.
+    let err = status(
+        sessions
+            .create(&PostParams::default(), &session("s0", "bob"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_subresource_is_the_only_writer_of_status() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let mut s = session("st", "carol");
+    s.status = Some(SessionStatus {
+        phase: Some(SessionPhase::Running),
+        ..Default::default()
+    });
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(
+        created.status, None,
+        "create through the main resource drops status"
+    );
+
+    let patched = api
+        .patch_status(
+            "st",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Scheduled", "nodeName": "n1"}, "spec": {"gpus": 7}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.status.as_ref().unwrap().phase,
+        Some(SessionPhase::Scheduled)
+    );
+    assert_eq!(
+        patched.spec.gpus, 1,
+        "the status subresource never writes spec"
+    );
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+
+    let mut main = patched.clone();
+    main.status.as_mut().unwrap().phase = Some(SessionPhase::Failed);
+    main.spec.gpus = 2;
+    let replaced = api
+        .replace("st", &PostParams::default(), &main)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.status.unwrap().phase,
+        Some(SessionPhase::Scheduled),
+        "the main resource never writes status"
+    );
+    assert_eq!(replaced.spec.gpus, 2);
+    assert_eq!(replaced.metadata.generation, Some(2));
+
+    // A status write that changes nothing is not a write.
+    let before = api.get("st").await.unwrap();
+    let same = api
+        .patch_status(
+            "st",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Scheduled"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        same.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn generate_name_and_finalizers() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let mut s = session("", "dave");
+    s.metadata.name = None;
+    s.metadata.generate_name = Some("work-".into());
+    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    assert!(name.starts_with("work-") && name.len() == 10, "{name}");
+
+    let deleted = api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let pending = deleted
+        .left()
+        .expect("the object is returned while finalizers hold it");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let still = api.get(&name).await.unwrap();
+    assert!(still.metadata.deletion_timestamp.is_some());
+
+    // No new finalizers on an object being deleted.
+    let err = status(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"finalizers": ["medforge.dev/agent", "x.dev/other"]}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["medforge.dev/agent"]},
+                {"op": "remove", "path": "/metadata/finalizers"}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(api.get(&name).await.unwrap_err()).code, 404);
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_objects_get_422_naming_the_field() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let mut s = session("bad", "erin");
+    s.spec.gpus = 9;
+    let err = status(api.create(&PostParams::default(), &s).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "Session.medforge.dev \"bad\" is invalid: spec.gpus: Invalid value: 9: spec.gpus in body should be less than or equal to 8"
+    );
+    let causes = err.details.unwrap().causes;
+    assert_eq!(causes[0].field, "spec.gpus");
+
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ts.client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<Session>(&()),
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+        "metadata": {"name": "noowner"}, "spec": {"pack": "p", "state": "Sleeping"}
+    }))
+    .unwrap();
+    let err = status(raw.create(&PostParams::default(), &obj).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("spec.owner: Required value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("spec.state: Unsupported value: \"Sleeping\""),
+        "{}",
+        err.message
+    );
+
+    // CEL: owner is immutable.
+    api.create(&PostParams::default(), &session("good", "erin"))
+        .await
+        .unwrap();
+    let err = status(
+        api.patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"owner": "mallory"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        "Session.medforge.dev \"good\" is invalid: spec.owner: Invalid value: \"string\": owner is immutable"
+    );
+    assert_eq!(err.details.unwrap().causes[0].field, "spec.owner");
+    assert_eq!(api.get("good").await.unwrap().spec.owner, "erin");
+    // Nothing invalid was stored.
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn selectors_filter_lists() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    for (name, owner, team) in [("a", "u1", "x"), ("b", "u2", "x"), ("c", "u1", "y")] {
+        let mut s = session(name, owner);
+        s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        api.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let names = |l: kube::core::ObjectList<Session>| {
+        l.items
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let l = api
+        .list(&ListParams::default().labels("team=x"))
+        .await
+        .unwrap();
+    assert_eq!(names(l), ["a", "b"]);
+    let l = api
+        .list(&ListParams::default().labels("team in (y),team!=x"))
+        .await
+        .unwrap();
+    assert_eq!(names(l), ["c"]);
+    let l = api
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
+    assert_eq!(names(l), ["b"]);
+    let l = api
+        .list(&ListParams::default().fields("spec.owner=u1"))
+        .await
+        .unwrap();
+    assert_eq!(names(l), ["a", "c"]);
+    let l = api
+        .list(&ListParams::default().fields("metadata.namespace=default,metadata.name!=a"))
+        .await
+        .unwrap();
+    assert_eq!(names(l), ["b", "c"]);
+
+    let err = status(
+        api.list(&ListParams::default().labels("!"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    let err = status(
+        api.list(&ListParams::default().labels("a b"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    let err = status(
+        api.list(&ListParams::default().fields("spec.pack=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 400);
+    assert!(
+        err.message.contains("is not a known field selector"),
+        "{}",
+        err.message
+    );
+
+    // Pagination: a consistent list in pages.
+    let page1 = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page1.items.len(), 2);
+    let token = page1.metadata.continue_.clone().unwrap();
+    api.create(&PostParams::default(), &session("aa", "u9"))
+        .await
+        .unwrap();
+    let page2 = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(page2.clone()),
+        ["c"],
+        "a page shows the list as of the first page"
+    );
+    assert!(page2.metadata.continue_.is_none());
+    assert_eq!(
+        page2.metadata.resource_version,
+        page1.metadata.resource_version
+    );
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn objects_and_resource_versions_survive_a_restart() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    for i in 0..3 {
+        api.create(&PostParams::default(), &session(&format!("p{i}"), "frank"))
+            .await
+            .unwrap();
+    }
+    let before = api.list(&ListParams::default()).await.unwrap();
+    let rv_before: u64 = before
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A second server on the same data directory is refused.
+    let second = medforge_apiserver::start(common::config(ts.dir.path())).await;
+    assert!(
+        matches!(second, Err(medforge_apiserver::Error::Locked(_))),
+        "{second:?}"
+    );
+    let token = ts.server.token().to_string();
+    let ts = common::restart(ts).await;
+    assert_eq!(ts.server.token(), token, "the token is kept");
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let after = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(after.items, before.items);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    let s = api
+        .create(&PostParams::default(), &session("p9", "frank"))
+        .await
+        .unwrap();
+    let rv: u64 = s.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(rv > rv_before);
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fifty_writers_with_optimistic_concurrency_lose_no_increment() {
+    let ts = common::start().await;
+    let api: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
+    let lease: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "counter"}, "spec": {"leaseTransitions": 0}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &lease).await.unwrap();
+    const TASKS: i32 = 50;
+    const EACH: i32 = 2;
+    let mut handles = Vec::new();
+    for _ in 0..TASKS {
+        let api = api.clone();
+        handles.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..EACH {
+                loop {
+                    let mut l = api.get("counter").await.unwrap();
+                    let spec = l.spec.get_or_insert_with(Default::default);
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                    match api.replace("counter", &PostParams::default(), &l).await {
+                        Ok(_) => break,
+                        Err(kube::Error::Api(s)) if s.code == 409 => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.unwrap();
+    }
+    let l = api.get("counter").await.unwrap();
+    assert_eq!(l.spec.unwrap().lease_transitions, Some(TASKS * EACH));
+    assert!(conflicts > 0, "the writers did race");
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn namespaces_gate_creation_and_delete_their_contents() {
+    let ts = common::start().await;
+    let nss: Api<Namespace> = Api::all(ts.client.clone());
+    let names: Vec<String> = nss
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "team-a");
+    let err = status(
+        api.create(&PostParams::default(), &session("x", "u"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 404);
+    assert_eq!(err.message, "namespaces \"team-a\" not found");
+
+    let ns: Namespace = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
+    )
+    .unwrap();
+    let ns = nss.create(&PostParams::default(), &ns).await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
+    api.create(&PostParams::default(), &session("x", "u"))
+        .await
+        .unwrap();
+    let mut held = session("held", "u");
+    held.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+
+    nss.delete("team-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = nss.get("team-a").await.unwrap();
+    assert_eq!(
+        terminating.status.unwrap().phase.as_deref(),
+        Some("Terminating")
+    );
+    let err = status(
+        api.create(&PostParams::default(), &session("y", "u"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    // The namespace waits for the finalizer of its last object.
+    wait_until(|| async { api.get("x").await.is_err() }).await;
+    assert!(
+        api.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert!(nss.get("team-a").await.is_ok());
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    wait_until(|| async { nss.get("team-a").await.is_err() }).await;
+    ts.server.shutdown().await;
+}
+
+pub async fn wait_until<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+#[tokio::test]
+async fn patches_merge_json_and_server_side_apply() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    // Apply creates.
+    let applied = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("alice-tool"),
+            &Patch::Apply(json!({
+                "apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+                "metadata": {"name": "ssa", "labels": {"a": "1"}},
+                "spec": {"owner": "alice", "pack": "jupyter", "gpus": 1}
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.spec.gpus, 1);
+    let mf = applied.metadata.managed_fields.clone().unwrap();
+    assert_eq!(mf[0].manager.as_deref(), Some("alice-tool"));
+    assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
+
+    // Another manager setting the same field to another value conflicts.
+    let err = status(
+        api.patch(
+            "ssa",
+            &PatchParams::apply("bob-tool"),
+            &Patch::Apply(json!({"apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+                "metadata": {"name": "ssa"}, "spec": {"owner": "alice", "pack": "jupyter", "gpus": 2}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains("conflict with \"alice-tool\""),
+        "{}",
+        err.message
+    );
+    // Forced, it wins.
+    let forced = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("bob-tool").force(),
+            &Patch::Apply(json!({"apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+                "metadata": {"name": "ssa"}, "spec": {"owner": "alice", "pack": "jupyter", "gpus": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.gpus, 2);
+    // Alice stops applying the label: it is removed.
+    let after = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("alice-tool"),
+            &Patch::Apply(
+                json!({"apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+                "metadata": {"name": "ssa"}, "spec": {"owner": "alice", "pack": "jupyter"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(after.metadata.labels.unwrap_or_default().is_empty());
+    assert_eq!(after.spec.gpus, 2);
+
+    // JSON merge patch and JSON patch.
+    let merged = api
+        .patch(
+            "ssa",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"idleTimeout": "30m"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.spec.idle_timeout.as_deref(), Some("30m"));
+    let err = status(
+        api.patch(
+            "ssa",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "test", "path": "/spec/gpus", "value": 5}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    // Strategic merge patch is for built-in kinds only, as in Kubernetes.
+    let err = status(
+        api.patch(
+            "ssa",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"gpus": 1}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+
+    // Status through apply on the status subresource.
+    let st = api
+        .patch_status(
+            "ssa",
+            &PatchParams::apply("agent"),
+            &Patch::Apply(json!({"apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "reason": "Up", "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.unwrap().phase, Some(SessionPhase::Running));
+
+    // Dry run stores nothing.
+    let rv = api.get("ssa").await.unwrap().metadata.resource_version;
+    let dry = api
+        .patch(
+            "ssa",
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(json!({"spec": {"gpus": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.spec.gpus, 4);
+    let now = api.get("ssa").await.unwrap();
+    assert_eq!(now.spec.gpus, 2);
+    assert_eq!(now.metadata.resource_version, rv);
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_collection_deletes_what_the_selector_matches() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    for (name, tier) in [("a", "gpu"), ("b", "gpu"), ("c", "cpu")] {
+        let mut s = session(name, "u");
+        s.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
+        if name == "b" {
+            s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+        }
+        api.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=gpu"),
+        )
+        .await
+        .unwrap()
+        .left()
+        .expect("the deleted objects");
+    let mut names: Vec<String> = deleted
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["b", "c"], "b waits for its finalizer");
+    assert!(
+        api.get("b")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    ts.server.shutdown().await;
+}

@@ -1,0 +1,518 @@
+//! Watches: resume, expiry, bookmarks, selectors, kube-runtime's watcher
+//! across a server restart, and a Controller with a finalizer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{WatchStreamExt, watcher};
+use medforge_crds::{Session, SessionPhase};
+use serde_json::json;
+
+use crate::common::{self, session, status};
+use crate::crud::wait_until;
+
+fn describe(e: &WatchEvent<Session>) -> String {
+    match e {
+        WatchEvent::Added(s) => format!("ADDED {}", s.metadata.name.as_deref().unwrap_or("")),
+        WatchEvent::Modified(s) => format!("MODIFIED {}", s.metadata.name.as_deref().unwrap_or("")),
+        WatchEvent::Deleted(s) => format!("DELETED {}", s.metadata.name.as_deref().unwrap_or("")),
+        WatchEvent::Bookmark(_) => "BOOKMARK".into(),
+        WatchEvent::Error(s) => format!("ERROR {} {}", s.code, s.reason),
+    }
+}
+
+async fn next(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Session>>> + Unpin),
+) -> String {
+    let e = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a watch event within 5 s")
+        .expect("the stream is open")
+        .expect("no transport error");
+    describe(&e)
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version_without_loss() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    api.create(&PostParams::default(), &session("a", "u"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &session("b", "u"))
+        .await
+        .unwrap();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.create(&PostParams::default(), &session("c", "u"))
+        .await
+        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"gpus": 2}})),
+    )
+    .await
+    .unwrap();
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+
+    let mut w = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next(&mut w).await, "ADDED c");
+    assert_eq!(next(&mut w).await, "MODIFIED a");
+    assert_eq!(next(&mut w).await, "DELETED b");
+    // Live events follow the replayed ones.
+    api.create(&PostParams::default(), &session("d", "u"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut w).await, "ADDED d");
+
+    // Without a resourceVersion ("0"), a watch starts with the current state.
+    let mut w0 = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut initial = vec![
+        next(&mut w0).await,
+        next(&mut w0).await,
+        next(&mut w0).await,
+    ];
+    initial.sort();
+    assert_eq!(initial, ["ADDED a", "ADDED c", "ADDED d"]);
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
+    let ts = common::start_with(|c| {
+        let mut c = c;
+        c.watch_history = 5;
+        c.bookmark_interval = Duration::from_millis(200);
+        c
+    })
+    .await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let first = api
+        .create(&PostParams::default(), &session("e0", "u"))
+        .await
+        .unwrap();
+    let old_rv = first.metadata.resource_version.unwrap();
+    for i in 1..10 {
+        api.create(&PostParams::default(), &session(&format!("e{i}"), "u"))
+            .await
+            .unwrap();
+    }
+    let mut w = api
+        .watch(&WatchParams::default(), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    let e = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match e {
+        WatchEvent::Error(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+            assert!(
+                s.message.starts_with("too old resource version"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 410, got {}", describe(&other)),
+    }
+    // A paginated list whose continue token fell out of the history: 410 too.
+    let current = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut wb = api
+        .watch(&WatchParams::default(), &current)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next(&mut wb).await, "BOOKMARK");
+    api.create(&PostParams::default(), &session("late", "u"))
+        .await
+        .unwrap();
+    let mut seen = next(&mut wb).await;
+    while seen == "BOOKMARK" {
+        seen = next(&mut wb).await;
+    }
+    assert_eq!(seen, "ADDED late");
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn selector_watches_see_objects_enter_and_leave() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut w = api
+        .watch(&WatchParams::default().labels("tier=gpu"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &session("plain", "u"))
+        .await
+        .unwrap();
+    api.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "gpu"}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut w).await, "ADDED plain");
+    api.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"gpus": 3}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut w).await, "MODIFIED plain");
+    api.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": null}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut w).await, "DELETED plain");
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    api.create(&PostParams::default(), &session("s1", "u"))
+        .await
+        .unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(s) => names.push(s.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(names, ["s1"]);
+    api.create(&PostParams::default(), &session("s2", "u"))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Apply(s) => assert_eq!(s.metadata.name.as_deref(), Some("s2")),
+        other => panic!("unexpected {other:?}"),
+    }
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    api.create(&PostParams::default(), &session("r1", "u"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &session("r2", "u"))
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch_api = api.clone();
+    let task = tokio::spawn(async move {
+        let mut s = watcher(watch_api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(e) = s.next().await {
+            let line = match e {
+                Ok(watcher::Event::Init) => "INIT".to_string(),
+                Ok(watcher::Event::InitApply(s)) => {
+                    format!("INITAPPLY {}", s.metadata.name.unwrap())
+                }
+                Ok(watcher::Event::InitDone) => "INITDONE".to_string(),
+                Ok(watcher::Event::Apply(s)) => {
+                    format!("APPLY {} gpus={}", s.metadata.name.unwrap(), s.spec.gpus)
+                }
+                Ok(watcher::Event::Delete(s)) => format!("DELETE {}", s.metadata.name.unwrap()),
+                Err(_) => continue, // the server is down for a moment
+            };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut recv = async || {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+    };
+    assert_eq!(recv().await, "INIT");
+    let mut init = vec![recv().await, recv().await];
+    init.sort();
+    assert_eq!(init, ["INITAPPLY r1", "INITAPPLY r2"]);
+    assert_eq!(recv().await, "INITDONE");
+    api.patch(
+        "r1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"gpus": 2}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recv().await, "APPLY r1 gpus=2");
+
+    let ts = common::restart(ts).await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    // Writes that happen before the watcher reconnects are replayed from the
+    // persisted history; nothing is listed again.
+    api.create(&PostParams::default(), &session("r3", "u"))
+        .await
+        .unwrap();
+    api.patch(
+        "r2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"gpus": 3}})),
+    )
+    .await
+    .unwrap();
+    api.delete("r1", &DeleteParams::default()).await.unwrap();
+    assert_eq!(recv().await, "APPLY r3 gpus=1");
+    assert_eq!(recv().await, "APPLY r2 gpus=3");
+    assert_eq!(recv().await, "DELETE r1");
+    api.create(&PostParams::default(), &session("r4", "u"))
+        .await
+        .unwrap();
+    assert_eq!(recv().await, "APPLY r4 gpus=1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "no duplicate or extra event"
+    );
+    task.abort();
+    ts.server.shutdown().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Finalizer(#[from] Box<kube::runtime::finalizer::Error<kube::Error>>),
+}
+
+struct Ctx {
+    api: Api<Session>,
+    cleanups: AtomicUsize,
+}
+
+async fn reconcile(s: Arc<Session>, ctx: Arc<Ctx>) -> Result<Action, TestError> {
+    let api = ctx.api.clone();
+    finalizer(&api, "medforge.dev/test-agent", s, |event| async {
+        match event {
+            Finalizer::Apply(s) => {
+                let generation = s.metadata.generation;
+                api.patch_status(
+                    s.metadata.name.as_deref().unwrap(),
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"status": {"phase": "Running", "observedGeneration": generation}}),
+                    ),
+                )
+                .await?;
+                Ok(Action::await_change())
+            }
+            Finalizer::Cleanup(_) => {
+                ctx.cleanups.fetch_add(1, Ordering::SeqCst);
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| TestError::Finalizer(Box::new(e)))
+}
+
+fn error_policy(_: Arc<Session>, _: &TestError, _: Arc<Ctx>) -> Action {
+    Action::requeue(Duration::from_millis(100))
+}
+
+#[tokio::test]
+async fn a_controller_with_a_finalizer_converges() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let ctx = Arc::new(Ctx {
+        api: api.clone(),
+        cleanups: AtomicUsize::new(0),
+    });
+    let controller = tokio::spawn(
+        Controller::new(api.clone(), watcher::Config::default())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|_| async {}),
+    );
+    api.create(&PostParams::default(), &session("c1", "u"))
+        .await
+        .unwrap();
+    wait_until(|| async {
+        let s = api.get("c1").await.unwrap();
+        s.metadata.finalizers.unwrap_or_default() == ["medforge.dev/test-agent"]
+            && s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)
+            && s.status.as_ref().and_then(|st| st.observed_generation) == Some(1)
+    })
+    .await;
+    // A spec change is observed with the new generation.
+    api.patch(
+        "c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"gpus": 2}})),
+    )
+    .await
+    .unwrap();
+    wait_until(|| async {
+        api.get("c1")
+            .await
+            .unwrap()
+            .status
+            .and_then(|st| st.observed_generation)
+            == Some(2)
+    })
+    .await;
+    api.delete("c1", &DeleteParams::default()).await.unwrap();
+    wait_until(|| async { api.get("c1").await.is_err() }).await;
+    assert_eq!(status(api.get("c1").await.unwrap_err()).code, 404);
+    assert_eq!(ctx.cleanups.load(Ordering::SeqCst), 1);
+    controller.abort();
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_event_recorder_publishes_and_repeats_into_a_series() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let s = api
+        .create(&PostParams::default(), &session("ev", "u"))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        ts.client.clone(),
+        Reporter {
+            controller: "medforge-test".into(),
+            instance: Some("test-1".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "NoGpuAvailable".into(),
+        note: Some("no node has 1 free GPU".into()),
+        action: "Schedule".into(),
+        secondary: None,
+    };
+    let reference = s.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ts.client.clone(), "default");
+    let list = events
+        .list(&ListParams::default().fields("regarding.name=ev,reason=NoGpuAvailable"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let e = &list.items[0];
+    assert_eq!(e.note.as_deref(), Some("no node has 1 free GPU"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+    ts.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
+    let ts = common::start_with(|mut c| {
+        c.watch_history = 20;
+        c
+    })
+    .await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let first = api
+        .create(&PostParams::default(), &session("h", "u"))
+        .await
+        .unwrap();
+    let old_rv = first.metadata.resource_version.unwrap();
+    // Enough writes for the database to prune its copy of the history too.
+    let mut recent_rv = String::new();
+    for i in 0..600 {
+        let s = api
+            .patch(
+                "h",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"n": i.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        if i == 590 {
+            recent_rv = s.metadata.resource_version.unwrap();
+        }
+    }
+    let ts = common::restart(ts).await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let mut w = api
+        .watch(&WatchParams::default(), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next(&mut w).await, "ERROR 410 Expired");
+    let mut w = api
+        .watch(&WatchParams::default(), &recent_rv)
+        .await
+        .unwrap()
+        .boxed();
+    for _ in 591..600 {
+        assert_eq!(next(&mut w).await, "MODIFIED h");
+    }
+    assert_eq!(
+        api.get("h").await.unwrap().metadata.annotations.unwrap()["n"],
+        "599"
+    );
+    ts.server.shutdown().await;
+}
