@@ -1,0 +1,310 @@
+//! The node agent's `GpuNode`: it publishes its GPUs, Docker and ZFS health
+//! and a heartbeat, so the scheduler knows what it may place here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use medforge_crds::conditions::set_condition;
+use medforge_crds::{
+    ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
+    Session,
+};
+
+use crate::gpu::GpuInventory;
+use crate::scheduler::controller::holds_binding;
+
+/// Checks one runtime dependency (Docker, ZFS).
+pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, ComponentHealth> + Send + Sync>;
+
+/// What the publisher needs to describe its node.
+#[derive(Clone)]
+pub struct NodeFacts {
+    pub node_name: String,
+    pub inventory: Arc<dyn GpuInventory>,
+    pub docker: HealthCheck,
+    pub zfs: HealthCheck,
+}
+
+/// What a node agent observed on its node in one heartbeat.
+pub struct Observed {
+    pub gpus: Result<Vec<GpuInfo>, String>,
+    pub docker: ComponentHealth,
+    pub zfs: ComponentHealth,
+    pub allocated: Vec<GpuAllocation>,
+    pub now: Timestamp,
+}
+
+/// The status a node agent publishes, computed without I/O from what it
+/// observed. `Ready` is True only when the GPUs could be listed and Docker
+/// and ZFS both answer.
+pub fn node_status(
+    previous: Option<&GpuNodeStatus>,
+    spec: &GpuNodeSpec,
+    generation: Option<i64>,
+    observed: Observed,
+) -> GpuNodeStatus {
+    let Observed {
+        gpus,
+        docker,
+        zfs,
+        allocated,
+        now,
+    } = observed;
+    let mut status = previous.cloned().unwrap_or_default();
+    let (gpus, gpu_error) = match gpus {
+        Ok(g) => (g, None),
+        // Keep the last known list; the node is not Ready until it reads again.
+        Err(e) => (status.gpus.clone(), Some(e)),
+    };
+    status.allocatable = gpus
+        .iter()
+        .filter(|g| g.health == GpuHealth::Healthy)
+        .filter(|g| {
+            !spec
+                .disabled_gpus
+                .iter()
+                .any(|d| d == &g.uuid || d == &g.index.to_string())
+        })
+        .count() as u32;
+    status.gpus = gpus;
+    status.allocated = allocated;
+    status.agent_version = Some(env!("CARGO_PKG_VERSION").to_string());
+    let mut problems = Vec::new();
+    if !docker.healthy {
+        problems.push(format!(
+            "Docker: {}",
+            docker.message.as_deref().unwrap_or("not answering")
+        ));
+    }
+    if !zfs.healthy {
+        problems.push(format!(
+            "ZFS: {}",
+            zfs.message.as_deref().unwrap_or("not answering")
+        ));
+    }
+    if let Some(e) = gpu_error {
+        problems.push(format!("GPUs: {e}"));
+    }
+    status.docker = Some(docker);
+    status.zfs = Some(zfs);
+    status.last_heartbeat_time = Some(Time(now));
+    let (ready, reason, message) = if problems.is_empty() {
+        (
+            true,
+            "AgentReady",
+            "the node agent runs and Docker and ZFS answer".to_string(),
+        )
+    } else {
+        (false, "RuntimeUnavailable", problems.join("; "))
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        Some(ready),
+        reason,
+        &message,
+        generation,
+        Time(now),
+    );
+    status.observed_generation = generation;
+    status
+}
+
+/// Which sessions hold which GPUs of this node.
+pub fn allocations(node: &str, sessions: &[Arc<Session>]) -> Vec<GpuAllocation> {
+    let mut out: Vec<GpuAllocation> = sessions
+        .iter()
+        .filter(|s| holds_binding(s))
+        .filter(|s| s.status.as_ref().and_then(|st| st.node_name.as_deref()) == Some(node))
+        .flat_map(|s| {
+            let session = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+            let uid = s.uid().unwrap_or_default();
+            s.status
+                .as_ref()
+                .map(|st| st.gpus.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |g| GpuAllocation {
+                    uuid: g.uuid,
+                    session: session.clone(),
+                    session_uid: uid.clone(),
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    out
+}
+
+/// Creates the GpuNode if needed and writes one heartbeat.
+pub async fn publish(
+    client: &Client,
+    facts: &NodeFacts,
+    sessions: &[Arc<Session>],
+) -> Result<GpuNode, kube::Error> {
+    let api: Api<GpuNode> = Api::all(client.clone());
+    let node = match api.get_opt(&facts.node_name).await? {
+        Some(n) => n,
+        None => {
+            let fresh = GpuNode {
+                metadata: ObjectMeta {
+                    name: Some(facts.node_name.clone()),
+                    ..Default::default()
+                },
+                spec: GpuNodeSpec::default(),
+                status: None,
+            };
+            match api.create(&PostParams::default(), &fresh).await {
+                Ok(n) => n,
+                Err(kube::Error::Api(s)) if s.code == 409 => api.get(&facts.node_name).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let gpus = facts.inventory.gpus().map_err(|e| e.to_string());
+    let (docker, zfs) = futures::join!((facts.docker)(), (facts.zfs)());
+    let mut updated = node.clone();
+    updated.status = Some(node_status(
+        node.status.as_ref(),
+        &node.spec,
+        node.meta().generation,
+        Observed {
+            gpus,
+            docker,
+            zfs,
+            allocated: allocations(&facts.node_name, sessions),
+            now: Timestamp::now(),
+        },
+    ));
+    api.replace_status(&facts.node_name, &PostParams::default(), &updated)
+        .await
+}
+
+/// Publishes a heartbeat every `period` until the future is dropped. A failed
+/// write is logged and tried again at the next beat.
+pub async fn heartbeat_loop(
+    client: Client,
+    facts: NodeFacts,
+    sessions: impl Fn() -> Vec<Arc<Session>> + Send,
+    period: Duration,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = publish(&client, &facts, &sessions()).await {
+            tracing::warn!(node = %facts.node_name, error = %e, "could not publish the GpuNode heartbeat");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(i: u32, health: GpuHealth) -> GpuInfo {
+        GpuInfo {
+            index: i,
+            uuid: format!("GPU-{i}"),
+            model: "m".into(),
+            memory_bytes: 1,
+            health,
+        }
+    }
+
+    fn observed(
+        gpus: Result<Vec<GpuInfo>, String>,
+        docker: ComponentHealth,
+        now: Timestamp,
+    ) -> Observed {
+        Observed {
+            gpus,
+            docker,
+            zfs: ok(),
+            allocated: vec![],
+            now,
+        }
+    }
+
+    fn ok() -> ComponentHealth {
+        ComponentHealth {
+            healthy: true,
+            version: Some("1".into()),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn ready_when_everything_answers_and_allocatable_skips_bad_gpus() {
+        let spec = GpuNodeSpec {
+            unschedulable: false,
+            disabled_gpus: vec!["GPU-1".into()],
+        };
+        let now = Timestamp::from_second(100).unwrap();
+        let s = node_status(
+            None,
+            &spec,
+            Some(1),
+            observed(
+                Ok(vec![
+                    gpu(0, GpuHealth::Healthy),
+                    gpu(1, GpuHealth::Healthy),
+                    gpu(2, GpuHealth::Unhealthy),
+                ]),
+                ok(),
+                now,
+            ),
+        );
+        assert_eq!(s.allocatable, 1);
+        assert_eq!(s.gpus.len(), 3);
+        assert_eq!(s.last_heartbeat_time, Some(Time(now)));
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "True")
+        );
+    }
+
+    #[test]
+    fn not_ready_says_which_component_failed_and_keeps_the_last_gpu_list() {
+        let spec = GpuNodeSpec::default();
+        let t1 = Timestamp::from_second(100).unwrap();
+        let first = node_status(
+            None,
+            &spec,
+            None,
+            observed(Ok(vec![gpu(0, GpuHealth::Healthy)]), ok(), t1),
+        );
+        let docker_down = ComponentHealth {
+            healthy: false,
+            version: None,
+            message: Some("cannot connect to /run/docker.sock".into()),
+        };
+        let t2 = Timestamp::from_second(110).unwrap();
+        let s = node_status(
+            Some(&first),
+            &spec,
+            None,
+            observed(Err("NVML is not available".into()), docker_down, t2),
+        );
+        assert_eq!(s.gpus.len(), 1, "last known GPUs kept");
+        let ready = &s.conditions[0];
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "RuntimeUnavailable");
+        assert!(
+            ready.message.contains("Docker: cannot connect"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready.message.contains("GPUs: NVML is not available"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(ready.last_transition_time, Time(t2));
+    }
+}

@@ -1,0 +1,95 @@
+//! The node agent's GpuNode heartbeat against the embedded control plane.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use medforge_crds::{ComponentHealth, GpuNode};
+use medforge_operator::gpu::StaticInventory;
+use medforge_operator::node::{HealthCheck, NodeFacts, publish};
+
+fn health(healthy: bool, message: &'static str) -> HealthCheck {
+    Arc::new(move || {
+        async move {
+            ComponentHealth {
+                healthy,
+                version: healthy.then(|| "test".to_string()),
+                message: (!healthy).then(|| message.to_string()),
+            }
+        }
+        .boxed()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = medforge_apiserver::start(
+        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let client = server.client().unwrap();
+    let mut facts = NodeFacts {
+        node_name: "gpu-host-1".into(),
+        inventory: Arc::new(StaticInventory::parse("gpu-host-1", "static:4").unwrap()),
+        docker: health(true, ""),
+        zfs: health(true, ""),
+    };
+
+    let n = publish(&client, &facts, &[]).await.unwrap();
+    let st = n.status.clone().unwrap();
+    assert_eq!(st.gpus.len(), 4);
+    assert_eq!(st.allocatable, 4);
+    assert!(st.last_heartbeat_time.is_some());
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+
+    // An admin cordons a GPU with a patch; the next heartbeat keeps the
+    // cordon (spec is the admin's) and counts one GPU fewer.
+    let nodes: Api<GpuNode> = Api::all(client.clone());
+    nodes
+        .patch(
+            "gpu-host-1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"disabledGpus": ["GPU-static-gpu-host-1-2"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let n = publish(&client, &facts, &[]).await.unwrap();
+    assert_eq!(
+        n.spec.disabled_gpus,
+        vec!["GPU-static-gpu-host-1-2".to_string()]
+    );
+    assert_eq!(n.status.as_ref().unwrap().allocatable, 3);
+
+    // Docker down: Ready=False with a message that names it.
+    facts.docker = health(
+        false,
+        "cannot connect to the Docker socket /run/docker.sock",
+    );
+    let n = publish(&client, &facts, &[]).await.unwrap();
+    let ready = n
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "RuntimeUnavailable");
+    assert!(
+        ready.message.contains("Docker: cannot connect"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(n.metadata.name.as_deref(), Some("gpu-host-1"));
+    assert_eq!(
+        nodes.list(&Default::default()).await.unwrap().items.len(),
+        1
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,484 @@
+//! The scheduler against the embedded control plane: races, restarts,
+//! limits and cordons, with real watches and optimistic concurrency.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use medforge_crds::{
+    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session, SessionSpec,
+};
+use medforge_operator::leader::ensure_namespace;
+use medforge_operator::scheduler::controller::{SchedulerConfig, run};
+use medforge_operator::scheduler::placement::Limits;
+use tokio::task::JoinHandle;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    server: medforge_apiserver::RunningServer,
+    client: Client,
+    ns: String,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap());
+    let server = medforge_apiserver::start(config).await.unwrap();
+    let client = server.client().unwrap();
+    let ns = "sched-test".to_string();
+    ensure_namespace(&client, &ns).await.unwrap();
+    Env {
+        _dir: dir,
+        server,
+        client,
+        ns,
+    }
+}
+
+fn cfg(limits: Limits) -> SchedulerConfig {
+    let mut c = SchedulerConfig::new("test-scheduler");
+    c.limits = limits;
+    c.heartbeat_timeout = Duration::from_secs(3600);
+    c.resync = Duration::from_millis(200);
+    c
+}
+
+type Seen = tokio::sync::watch::Receiver<HashMap<String, String>>;
+
+fn observed(c: &mut SchedulerConfig) -> Seen {
+    let (tx, rx) = tokio::sync::watch::channel(HashMap::new());
+    c.observer = Some(Arc::new(tx));
+    rx
+}
+
+/// Waits until the scheduler has made a pass with this version of the node.
+async fn scheduler_saw(seen: &mut Seen, node: &GpuNode) {
+    let (name, rv) = (node.name_any(), node.resource_version());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        seen.wait_for(|m| m.get(&name) == rv.as_ref()),
+    )
+    .await
+    .expect("the scheduler never saw the node change")
+    .unwrap();
+}
+
+fn spawn_scheduler(client: &Client, c: SchedulerConfig) -> JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run(client, c, std::future::pending()).await {
+            panic!("scheduler stopped: {e}");
+        }
+    })
+}
+
+fn ready_condition(now: Timestamp) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: "AgentReady".into(),
+        message: String::new(),
+        observed_generation: None,
+        last_transition_time: Time(now),
+    }
+}
+
+/// Publishes a node as its agent would.
+async fn node(client: &Client, name: &str, gpus: u32, heartbeat: Timestamp) -> GpuNode {
+    let api: Api<GpuNode> = Api::all(client.clone());
+    let n = GpuNode {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: GpuNodeSpec::default(),
+        status: None,
+    };
+    let created = match api.get_opt(name).await.unwrap() {
+        Some(n) => n,
+        None => api.create(&PostParams::default(), &n).await.unwrap(),
+    };
+    let mut updated = created.clone();
+    updated.status = Some(GpuNodeStatus {
+        gpus: (0..gpus)
+            .map(|i| GpuInfo {
+                index: i,
+                uuid: format!("GPU-{name}-{i}"),
+                model: "test".into(),
+                memory_bytes: 1,
+                health: GpuHealth::Healthy,
+            })
+            .collect(),
+        allocatable: gpus,
+        last_heartbeat_time: Some(Time(heartbeat)),
+        conditions: vec![ready_condition(heartbeat)],
+        ..Default::default()
+    });
+    api.replace_status(name, &PostParams::default(), &updated)
+        .await
+        .unwrap()
+}
+
+fn session(name: &str, owner: &str, gpus: u32) -> Session {
+    let mut s = Session::new(
+        name,
+        SessionSpec {
+            owner: owner.into(),
+            pack: "default".into(),
+            exposure: Default::default(),
+            gpus,
+            state: Default::default(),
+            resources: None,
+            workspace: None,
+            idle_timeout: None,
+            max_lifetime: None,
+        },
+    );
+    s.metadata.labels = Some(BTreeMap::from([("medforge.test/round".into(), "x".into())]));
+    s
+}
+
+/// Polls until every listed Session has a `Scheduled` condition and returns them.
+async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = api.list(&ListParams::default()).await.unwrap().items;
+        let done: Vec<Session> = list
+            .into_iter()
+            .filter(|s| names.contains(&s.name_any()))
+            .filter(|s| s.condition("Scheduled").is_some())
+            .collect();
+        if done.len() == names.len() {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} sessions were decided in time",
+            done.len(),
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bound_gpus(sessions: &[Session]) -> Vec<String> {
+    sessions
+        .iter()
+        .filter(|s| s.condition("Scheduled").is_some_and(|c| c.status == "True"))
+        .flat_map(|s| {
+            s.status
+                .as_ref()
+                .unwrap()
+                .gpus
+                .iter()
+                .map(|g| g.uuid.clone())
+        })
+        .collect()
+}
+
+fn reasons(sessions: &[Session]) -> Vec<String> {
+    let mut r: Vec<String> = sessions
+        .iter()
+        .map(|s| s.condition("Scheduled").unwrap().reason.clone())
+        .collect();
+    r.sort();
+    r
+}
+
+async fn create_all(api: &Api<Session>, names: &[String], owner_of: impl Fn(usize) -> String) {
+    let creates = names.iter().enumerate().map(|(i, n)| {
+        let api = api.clone();
+        let s = session(n, &owner_of(i), 1);
+        async move { api.create(&PostParams::default(), &s).await.unwrap() }
+    });
+    futures::future::join_all(creates).await;
+}
+
+async fn delete_all_and_wait(api: &Api<Session>) {
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_distinct(gpus: &[String]) {
+    let set: HashSet<&String> = gpus.iter().collect();
+    assert_eq!(set.len(), gpus.len(), "a GPU was given twice: {gpus:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_sessions_race_for_seven_gpus_fifty_times() {
+    let e = env().await;
+    let now = Timestamp::now();
+    node(&e.client, "node-a", 4, now).await;
+    node(&e.client, "node-b", 3, now).await;
+    let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
+    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+
+    for round in 0..50 {
+        let names: Vec<String> = (0..8).map(|i| format!("r{round}-s{i}")).collect();
+        create_all(&api, &names, |i| format!("user-{i}")).await;
+        let sessions = decided(&api, &names).await;
+        let gpus = bound_gpus(&sessions);
+        assert_eq!(gpus.len(), 7, "round {round}: {:?}", reasons(&sessions));
+        assert_distinct(&gpus);
+        let refused: Vec<&Session> = sessions
+            .iter()
+            .filter(|s| s.condition("Scheduled").unwrap().status == "False")
+            .collect();
+        assert_eq!(refused.len(), 1, "round {round}");
+        assert_eq!(
+            refused[0].condition("Scheduled").unwrap().reason,
+            "NoGpuAvailable"
+        );
+        for s in &sessions {
+            let st = s.status.as_ref().unwrap();
+            if st.node_name.is_some() {
+                let slug = st.slug.as_deref().unwrap();
+                assert_eq!(slug.len(), 8);
+            }
+        }
+        delete_all_and_wait(&api).await;
+    }
+    sched.abort();
+    e.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_scheduler_mid_binding_never_gives_a_gpu_twice() {
+    let e = env().await;
+    let now = Timestamp::now();
+    node(&e.client, "node-a", 4, now).await;
+    node(&e.client, "node-b", 3, now).await;
+    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+
+    for round in 0..10u64 {
+        let names: Vec<String> = (0..8).map(|i| format!("k{round}-s{i}")).collect();
+        let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
+        create_all(&api, &names, |i| format!("user-{i}")).await;
+        // Kill it at a different moment each round: before, during and after
+        // choosing and writing bindings.
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        sched.abort();
+        let _ = sched.await;
+        let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
+        let sessions = decided(&api, &names).await;
+        let gpus = bound_gpus(&sessions);
+        assert_distinct(&gpus);
+        assert_eq!(gpus.len(), 7, "round {round}: {:?}", reasons(&sessions));
+        sched.abort();
+        let _ = sched.await;
+        delete_all_and_wait(&api).await;
+    }
+    e.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_limit_holds_when_creates_race() {
+    let e = env().await;
+    node(&e.client, "node-a", 8, Timestamp::now()).await;
+    let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
+    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    let names: Vec<String> = (0..4).map(|i| format!("lim-{i}")).collect();
+    // Users alice and bob each create two sessions at the same instant.
+    create_all(&api, &names, |i| {
+        if i % 2 == 0 {
+            "alice".into()
+        } else {
+            "bob".into()
+        }
+    })
+    .await;
+    let sessions = decided(&api, &names).await;
+    for user in ["alice", "bob"] {
+        let mine: Vec<&Session> = sessions.iter().filter(|s| s.spec.owner == user).collect();
+        let bound = mine
+            .iter()
+            .filter(|s| s.condition("Scheduled").unwrap().status == "True")
+            .count();
+        assert_eq!(bound, 1, "{user} should get exactly one session");
+        let refused = mine
+            .iter()
+            .find(|s| s.condition("Scheduled").unwrap().status == "False")
+            .unwrap();
+        let c = refused.condition("Scheduled").unwrap();
+        assert_eq!(c.reason, "UserLimitReached");
+        assert!(c.message.contains("limit is 1"), "{}", c.message);
+        assert_eq!(
+            refused.status.as_ref().unwrap().reason.as_deref(),
+            Some("UserLimitReached")
+        );
+    }
+
+    // Stopping alice's bound session frees her slot; the waiting one binds.
+    let bound = sessions
+        .iter()
+        .find(|s| s.spec.owner == "alice" && s.condition("Scheduled").unwrap().status == "True")
+        .unwrap();
+    let mut stopped = bound.clone();
+    stopped.status.as_mut().unwrap().phase = Some(medforge_crds::SessionPhase::Stopped);
+    api.replace_status(&bound.name_any(), &PostParams::default(), &stopped)
+        .await
+        .unwrap();
+    let waiting = sessions
+        .iter()
+        .find(|s| s.spec.owner == "alice" && s.condition("Scheduled").unwrap().status == "False")
+        .unwrap()
+        .name_any();
+    poll(&api, &waiting, |s| {
+        s.condition("Scheduled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    sched.abort();
+    e.server.shutdown().await;
+}
+
+async fn poll(api: &Api<Session>, name: &str, ok: impl Fn(&Session) -> bool) -> Session {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = api.get(name).await.unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never reached the wanted state: {:?}",
+            s.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordons_and_stale_heartbeats_steer_placement() {
+    let e = env().await;
+    let now = Timestamp::now();
+    node(&e.client, "node-a", 2, now).await;
+    node(&e.client, "node-b", 2, now).await;
+    let mut c = cfg(Limits {
+        max_sessions_per_user: 100,
+        max_gpus_per_user: 100,
+    });
+    c.heartbeat_timeout = Duration::from_secs(30);
+    let mut seen = observed(&mut c);
+    let sched = spawn_scheduler(&e.client, c);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    let nodes: Api<GpuNode> = Api::all(e.client.clone());
+    let bind = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &session(name, "u", 1))
+                .await
+                .unwrap();
+            let s = poll(&api, name, |s| s.condition("Scheduled").is_some()).await;
+            let st = s.status.unwrap();
+            (st.node_name, st.gpus.first().map(|g| g.uuid.clone()))
+        }
+    };
+
+    // Packing puts the first session on node-a, GPU 0.
+    assert_eq!(
+        bind("c1").await,
+        (Some("node-a".into()), Some("GPU-node-a-0".into()))
+    );
+    // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
+    let n = nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}})),
+        )
+        .await
+        .unwrap();
+    scheduler_saw(&mut seen, &n).await;
+    assert_eq!(
+        bind("c2").await,
+        (Some("node-b".into()), Some("GPU-node-b-0".into()))
+    );
+    // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
+    let n = nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": null}})),
+        )
+        .await
+        .unwrap();
+    scheduler_saw(&mut seen, &n).await;
+    assert_eq!(
+        bind("c3").await,
+        (Some("node-a".into()), Some("GPU-node-a-1".into()))
+    );
+    // Whole-node cordon of node-b: nothing fits any more.
+    let n = nodes
+        .patch(
+            "node-b",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    scheduler_saw(&mut seen, &n).await;
+    let api2 = api.clone();
+    api2.create(&PostParams::default(), &session("c4", "u", 1))
+        .await
+        .unwrap();
+    let s = poll(&api, "c4", |s| s.condition("Scheduled").is_some()).await;
+    assert_eq!(s.condition("Scheduled").unwrap().reason, "NoGpuAvailable");
+    api.delete("c4", &DeleteParams::default()).await.unwrap();
+
+    // A fresh node with a stale heartbeat gets nothing, and is marked Ready=Unknown.
+    let n = node(
+        &e.client,
+        "node-stale",
+        8,
+        Timestamp::now() - Duration::from_secs(120),
+    )
+    .await;
+    scheduler_saw(&mut seen, &n).await;
+    api.create(&PostParams::default(), &session("c5", "u", 1))
+        .await
+        .unwrap();
+    let s = poll(&api, "c5", |s| s.condition("Scheduled").is_some()).await;
+    assert_eq!(s.condition("Scheduled").unwrap().reason, "NoGpuAvailable");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = nodes.get("node-stale").await.unwrap();
+        let ready = n
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        if ready.status == "Unknown" {
+            assert_eq!(ready.reason, "NodeStatusUnknown");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stale node never marked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sched.abort();
+    e.server.shutdown().await;
+}
