@@ -1,0 +1,318 @@
+//! Admin routes: GPU nodes (free and used GPUs, cordon and uncordon of a node or
+//! one GPU), every session, and users' flags.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use medforge_crds::{GpuHealth, GpuNode};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::AppState;
+use crate::auth::{Admin, UserView};
+use crate::error::ApiError;
+use crate::reply::{Page, Reply};
+use crate::request::{Json, Query};
+use crate::sessions::{ListQuery, SessionView, list_sessions};
+use crate::users::{self, UserUpdate};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/admin/nodes", get(list_nodes))
+        .route("/api/v2/admin/nodes/{node}/cordon", post(cordon_node))
+        .route("/api/v2/admin/nodes/{node}/uncordon", post(uncordon_node))
+        .route(
+            "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon",
+            post(cordon_gpu),
+        )
+        .route(
+            "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon",
+            post(uncordon_gpu),
+        )
+        .route("/api/v2/admin/sessions", get(all_sessions))
+        .route("/api/v2/admin/users", get(list_users))
+        .route(
+            "/api/v2/admin/users/{id}",
+            axum::routing::patch(update_user),
+        )
+}
+
+/// One GPU of a node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeGpuView {
+    /// Index on the node.
+    pub index: u32,
+    /// UUID.
+    pub uuid: String,
+    /// Product name.
+    pub model: String,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// `healthy`, `unhealthy` or `unknown`.
+    pub health: String,
+    /// Cordoned by an admin.
+    pub cordoned: bool,
+    /// The session holding it (`namespace/name`), if any.
+    pub session: Option<String>,
+}
+
+/// A GPU node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// The agent reports the node Ready.
+    pub ready: bool,
+    /// The whole node is cordoned.
+    pub unschedulable: bool,
+    /// Agent's last heartbeat (RFC 3339).
+    pub last_heartbeat: Option<String>,
+    /// GPUs on the node.
+    pub total: u32,
+    /// GPUs held by sessions.
+    pub used: u32,
+    /// GPUs a new session could get now (healthy, not cordoned, not held, node schedulable).
+    pub free: u32,
+    /// The GPUs.
+    pub gpus: Vec<NodeGpuView>,
+}
+
+/// Renders a node.
+pub fn node_view(node: &GpuNode) -> NodeView {
+    let status = node.status.clone().unwrap_or_default();
+    let gpus: Vec<NodeGpuView> = status
+        .gpus
+        .iter()
+        .map(|g| NodeGpuView {
+            index: g.index,
+            uuid: g.uuid.clone(),
+            model: g.model.clone(),
+            memory_bytes: g.memory_bytes,
+            health: format!("{:?}", g.health).to_ascii_lowercase(),
+            cordoned: node.spec.disabled_gpus.contains(&g.uuid),
+            session: status
+                .allocated
+                .iter()
+                .find(|a| a.uuid == g.uuid)
+                .map(|a| a.session.clone()),
+        })
+        .collect();
+    let used = gpus.iter().filter(|g| g.session.is_some()).count() as u32;
+    let free = if node.spec.unschedulable {
+        0
+    } else {
+        status
+            .gpus
+            .iter()
+            .zip(&gpus)
+            .filter(|(g, v)| g.health == GpuHealth::Healthy && !v.cordoned && v.session.is_none())
+            .count() as u32
+    };
+    NodeView {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        ready: status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        unschedulable: node.spec.unschedulable,
+        last_heartbeat: status.last_heartbeat_time.map(|t| t.0.to_string()),
+        total: gpus.len() as u32,
+        used,
+        free,
+        gpus,
+    }
+}
+
+async fn list_nodes(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Reply<Vec<NodeView>>, ApiError> {
+    let mut nodes = state.backend().list_nodes().await?;
+    nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(Reply::ok(nodes.iter().map(node_view).collect()))
+}
+
+async fn set_node(
+    state: &AppState,
+    node: &str,
+    unschedulable: bool,
+) -> Result<Reply<NodeView>, ApiError> {
+    let updated = state
+        .backend()
+        .set_node_unschedulable(node, unschedulable)
+        .await?;
+    tracing::info!(node = %node, unschedulable, "node cordon changed");
+    Ok(Reply::ok(node_view(&updated)))
+}
+
+async fn cordon_node(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(node): Path<String>,
+) -> Result<Reply<NodeView>, ApiError> {
+    set_node(&state, &node, true).await
+}
+
+async fn uncordon_node(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(node): Path<String>,
+) -> Result<Reply<NodeView>, ApiError> {
+    set_node(&state, &node, false).await
+}
+
+async fn set_gpu(
+    state: &AppState,
+    node: &str,
+    gpu: &str,
+    disabled: bool,
+) -> Result<Reply<NodeView>, ApiError> {
+    let nodes = state.backend().list_nodes().await?;
+    let found = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .ok_or_else(|| ApiError::NotFound("Node not found.".into()))?;
+    let uuid = found
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.gpus
+                .iter()
+                .find(|g| g.uuid == gpu || gpu.parse::<u32>().is_ok_and(|i| i == g.index))
+        })
+        .map(|g| g.uuid.clone())
+        .ok_or_else(|| ApiError::NotFound("No GPU with this index or UUID on this node.".into()))?;
+    let updated = state
+        .backend()
+        .set_gpu_disabled(node, &uuid, disabled)
+        .await?;
+    tracing::info!(node = %node, gpu = %uuid, disabled, "GPU cordon changed");
+    Ok(Reply::ok(node_view(&updated)))
+}
+
+async fn cordon_gpu(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path((node, gpu)): Path<(String, String)>,
+) -> Result<Reply<NodeView>, ApiError> {
+    set_gpu(&state, &node, &gpu, true).await
+}
+
+async fn uncordon_gpu(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path((node, gpu)): Path<(String, String)>,
+) -> Result<Reply<NodeView>, ApiError> {
+    set_gpu(&state, &node, &gpu, false).await
+}
+
+async fn all_sessions(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Query(query): Query<ListQuery>,
+) -> Result<Reply<Vec<SessionView>>, ApiError> {
+    let owner = query.owner.clone();
+    list_sessions(&state, &query, |e| {
+        owner.as_deref().is_none_or(|o| e.owner == o)
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsersQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Query(query): Query<UsersQuery>,
+) -> Result<Reply<Vec<UserView>>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 200"));
+    }
+    let after = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))?,
+        ),
+    };
+    let mut found = users::list_users(state.db(), after.as_deref(), i64::from(limit) + 1).await?;
+    let has_more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let next_cursor = has_more
+        .then(|| found.last().map(|u| URL_SAFE_NO_PAD.encode(&u.email)))
+        .flatten();
+    Ok(
+        Reply::ok(found.iter().map(UserView::from).collect()).page(Page {
+            limit: Some(limit),
+            next_cursor,
+            has_more: Some(has_more),
+        }),
+    )
+}
+
+/// Body of `PATCH /api/v2/admin/users/{id}`; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// Admin flag.
+    pub is_admin: Option<bool>,
+    /// Internal-domain permission.
+    pub can_use_internal: Option<bool>,
+    /// Session limit override, 0 to 1000; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    pub max_sessions: Option<Option<i64>>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize)]
+struct UserReply {
+    user: UserView,
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Json(patch): Json<UserPatch>,
+) -> Result<Reply<UserReply>, ApiError> {
+    if let Some(Some(n)) = patch.max_sessions
+        && !(0..=1000).contains(&n)
+    {
+        return Err(ApiError::invalid(
+            "max_sessions",
+            "must be between 0 and 1000, or null",
+        ));
+    }
+    if admin.user.id == id && patch.is_admin == Some(false) {
+        return Err(ApiError::conflict(
+            "last_admin_guard",
+            "Admins cannot remove their own admin flag; ask another admin.",
+        ));
+    }
+    let update = UserUpdate {
+        is_admin: patch.is_admin,
+        can_use_internal: patch.can_use_internal,
+        max_sessions: patch.max_sessions,
+    };
+    let user = users::update_user(state.db(), &id, &update)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;
+    state.tokens().forget_user(&id);
+    tracing::info!(user_id = %id, admin = %admin.user.id, "user flags changed");
+    Ok(Reply::ok(UserReply {
+        user: UserView::from(&user),
+    }))
+}

@@ -1,0 +1,471 @@
+//! Accounts and login: `POST /api/v2/auth/{signup,login,logout}`, `GET /api/v2/me`,
+//! the extractors that authenticate a request (cookie, or `Authorization: Bearer`
+//! for programs), password hashing with Argon2id, and the admin bootstrap.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::routing::{get, post};
+use axum::{Router, response::IntoResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PasswordHashing;
+use crate::db::Db;
+use crate::error::{ApiError, FieldError};
+use crate::reply::Reply;
+use crate::request::{ClientIp, Json};
+use crate::tokens::{self, Principal};
+use crate::users::{self, User};
+use crate::{AppState, now_secs, rfc3339};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/auth/signup", post(signup))
+        .route("/api/v2/auth/login", post(login))
+        .route("/api/v2/auth/logout", post(logout))
+        .route("/api/v2/me", get(me))
+}
+
+/// A user as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    /// The user's id (the `owner` of their sessions).
+    pub id: String,
+    /// Login email.
+    pub email: String,
+    /// Admin flag.
+    pub is_admin: bool,
+    /// May use the internal domain.
+    pub can_use_internal: bool,
+    /// Session limit override, when set.
+    pub max_sessions: Option<i64>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            is_admin: user.is_admin,
+            can_use_internal: user.can_use_internal,
+            max_sessions: user.max_sessions,
+            created_at: rfc3339(user.created_at),
+        }
+    }
+}
+
+/// Body of signup and login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Login email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Most characters of a password (Argon2 accepts more; this bounds the work per request).
+const MAX_PASSWORD: usize = 1024;
+/// Fewest characters of a new password.
+pub const MIN_PASSWORD: usize = 8;
+
+/// Lower-cases and checks an email; the field error names `email`.
+pub fn normalize_email(email: &str) -> Result<String, FieldError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(FieldError::new(
+            "email",
+            "must be an email address such as ada@example.org",
+        ))
+    }
+}
+
+fn check_new_password(password: &str) -> Result<(), FieldError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD {
+        Err(FieldError::new(
+            "password",
+            format!("must have at least {MIN_PASSWORD} characters"),
+        ))
+    } else if password.len() > MAX_PASSWORD {
+        Err(FieldError::new(
+            "password",
+            format!("must have at most {MAX_PASSWORD} bytes"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn argon2(params: PasswordHashing) -> Result<Argon2<'static>, ApiError> {
+    let params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        None,
+    )
+    .map_err(ApiError::internal)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes a password with Argon2id (PHC string), off the async threads.
+pub async fn hash_password(params: PasswordHashing, password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2(params)?
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Checks a password against a stored hash, off the async threads. Without a stored
+/// hash (unknown user) a dummy hash is checked, so both cases take as long.
+pub async fn verify_password(
+    params: PasswordHashing,
+    password: String,
+    stored: Option<String>,
+) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let stored = match stored {
+            Some(s) => s,
+            None => dummy_hash(params)?,
+        };
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return Ok(false);
+        };
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn dummy_hash(params: PasswordHashing) -> Result<String, ApiError> {
+    static DUMMY: OnceLock<(PasswordHashing, String)> = OnceLock::new();
+    if let Some((p, h)) = DUMMY.get()
+        && *p == params
+    {
+        return Ok(h.clone());
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2(params)?
+        .hash_password(b"not a password anyone has", &salt)
+        .map_err(ApiError::internal)?
+        .to_string();
+    let _ = DUMMY.set((params, hash.clone()));
+    Ok(hash)
+}
+
+/// The login tokens a request carries: a bearer token first, then every cookie of the configured name.
+pub fn request_tokens<'h>(
+    headers: &'h HeaderMap,
+    cookie_name: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    bearer
+        .into_iter()
+        .chain(cookie_values(headers, cookie_name))
+}
+
+/// Every value of the cookie `name` in the request's `Cookie` headers.
+pub fn cookie_values<'h>(
+    headers: &'h HeaderMap,
+    name: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// Resolves the first valid token among the request's tokens.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Principal>>, ApiError> {
+    let now = now_secs();
+    for token in request_tokens(headers, &state.config().cookie.name) {
+        if token.len() > 256 {
+            continue;
+        }
+        if let Some(p) = state.tokens().resolve(state.db(), token, now).await? {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// The authenticated caller; 401 otherwise.
+#[derive(Clone, Debug)]
+pub struct Auth(pub Arc<Principal>);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.headers)
+            .await?
+            .map(Auth)
+            .ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// An authenticated admin; 401 or 403 otherwise.
+#[derive(Clone, Debug)]
+pub struct Admin(pub Arc<Principal>);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        if principal.is_admin() {
+            Ok(Admin(principal))
+        } else {
+            Err(ApiError::forbidden(
+                "admin_required",
+                "This route is for admins.",
+            ))
+        }
+    }
+}
+
+fn cookie_header(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let c = &state.config().cookie;
+    let mut cookie = format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={}",
+        c.name,
+        c.same_site.as_str()
+    );
+    if c.secure {
+        cookie.push_str("; Secure");
+    }
+    if let Some(domain) = &c.domain {
+        cookie.push_str("; Domain=");
+        cookie.push_str(domain);
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Issues a login token for a user and returns the `Set-Cookie` value.
+async fn issue_token(state: &AppState, user: &User) -> Result<HeaderValue, ApiError> {
+    let token = tokens::new_token();
+    let now = now_secs();
+    let max_ttl = state.config().auth.max_ttl.as_secs() as i64;
+    users::insert_token(
+        state.db(),
+        &tokens::hash_hex(&tokens::hash_token(&token)),
+        &user.id,
+        now,
+        now + max_ttl,
+    )
+    .await?;
+    Ok(cookie_header(state, &token, max_ttl))
+}
+
+/// The body of signup, login and me.
+#[derive(Serialize)]
+struct UserReply {
+    user: UserView,
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<Credentials>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .auth_limiter()
+        .check(ip)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    if !state.config().auth.signup_enabled {
+        return Err(ApiError::forbidden(
+            "signup_disabled",
+            "Sign-up is closed here; ask an admin for an account.",
+        ));
+    }
+    let mut errors = Vec::new();
+    let email = normalize_email(&body.email)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if let Err(e) = check_new_password(&body.password) {
+        errors.push(e);
+    }
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let hash = hash_password(state.config().auth.password_hashing, body.password).await?;
+    let user = match users::create_user(state.db(), &email, &hash, false, now_secs()).await {
+        Ok(user) => user,
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "An account with this email exists; log in instead.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(user_id = %user.id, "user signed up");
+    let cookie = issue_token(&state, &user).await?;
+    Ok(Reply::created(UserReply {
+        user: UserView::from(&user),
+    })
+    .header(header::SET_COOKIE, cookie))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<Credentials>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .auth_limiter()
+        .check(ip)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    let email = normalize_email(&body.email).map_err(|e| ApiError::Validation(vec![e]))?;
+    if body.password.is_empty() || body.password.len() > MAX_PASSWORD {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must have 1 to {MAX_PASSWORD} bytes"),
+        ));
+    }
+    let found = users::find_for_login(state.db(), &email).await?;
+    let stored = found.as_ref().map(|u| u.password_hash.clone());
+    let params = state.config().auth.password_hashing;
+    if !verify_password(params, body.password, stored).await? {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let Some(found) = found else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let cookie = issue_token(&state, &found.user).await?;
+    tracing::info!(user_id = %found.user.id, "user logged in");
+    Ok(Reply::ok(UserReply {
+        user: UserView::from(&found.user),
+    })
+    .header(header::SET_COOKIE, cookie))
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // Revokes the tokens the request carries, whether or not they are still valid.
+    for token in request_tokens(&headers, &state.config().cookie.name) {
+        let key = tokens::hash_token(token);
+        users::delete_token(state.db(), &tokens::hash_hex(&key)).await?;
+        state.tokens().forget(&key);
+    }
+    Ok(Reply::ok(Message {
+        message: "Logged out.",
+    })
+    .header(header::SET_COOKIE, cookie_header(&state, "", 0)))
+}
+
+async fn me(Auth(principal): Auth) -> Reply<UserReply> {
+    Reply::ok(UserReply {
+        user: UserView::from(&principal.user),
+    })
+}
+
+/// Errors of the admin bootstrap.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The email is not valid.
+    #[error("invalid admin email: {0}")]
+    Email(String),
+    /// The account does not exist and no usable password was given.
+    #[error(
+        "the admin account {0} does not exist; give a password of at least {MIN_PASSWORD} characters to create it"
+    )]
+    Password(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// Hashing failed.
+    #[error("could not hash the password: {0}")]
+    Hash(String),
+}
+
+/// Makes `email` an admin: promotes the existing account (its password unchanged), or
+/// creates it with `password`. There is no default password: without one, a missing
+/// account is an error. Used by the configuration's `bootstrap_admin` and the CLI.
+pub async fn ensure_admin(
+    db: &Db,
+    hashing: PasswordHashing,
+    email: &str,
+    password: Option<&str>,
+) -> Result<User, BootstrapError> {
+    let email = normalize_email(email).map_err(|e| BootstrapError::Email(e.message))?;
+    if let Some(user) = users::get_user_by_email(db, &email).await? {
+        let update = users::UserUpdate {
+            is_admin: Some(true),
+            can_use_internal: Some(true),
+            max_sessions: None,
+        };
+        let user = users::update_user(db, &user.id, &update)
+            .await?
+            .unwrap_or(user);
+        tracing::info!(user_id = %user.id, "admin ensured (existing account)");
+        return Ok(user);
+    }
+    let password = password
+        .filter(|p| check_new_password(p).is_ok())
+        .ok_or_else(|| BootstrapError::Password(email.clone()))?;
+    let hash = hash_password(hashing, password.to_owned())
+        .await
+        .map_err(|e| BootstrapError::Hash(e.to_string()))?;
+    let user = users::create_user(db, &email, &hash, true, now_secs()).await?;
+    tracing::info!(user_id = %user.id, "admin created");
+    Ok(user)
+}

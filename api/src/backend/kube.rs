@@ -1,0 +1,242 @@
+//! The backend over the Kubernetes API (a real cluster or the embedded control
+//! plane), with the kube client: Sessions in one namespace, GpuNodes cluster-wide.
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use medforge_crds::{DesiredState, GpuNode, Session};
+use serde_json::json;
+
+use super::{BackendError, OWNER_LABEL, SessionBackend, WatchEvent};
+
+/// Field manager the api's writes are recorded under.
+const FIELD_MANAGER: &str = "medforge-api";
+
+/// Sessions and GpuNodes through the kube client.
+#[derive(Clone)]
+pub struct KubeBackend {
+    sessions: Api<Session>,
+    nodes: Api<GpuNode>,
+}
+
+impl KubeBackend {
+    /// A backend for Sessions in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            sessions: Api::namespaced(client.clone(), namespace),
+            nodes: Api::all(client),
+        }
+    }
+
+    fn patch_params() -> PatchParams {
+        PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        }
+    }
+}
+
+fn map_err(what: &str, err: kube::Error) -> BackendError {
+    match err {
+        kube::Error::Api(status) if status.code == 404 => BackendError::NotFound(what.into()),
+        kube::Error::Api(status) if status.code == 409 => {
+            BackendError::Conflict(format!("{what}: {}", status.message))
+        }
+        kube::Error::Api(status) => {
+            BackendError::Api(format!("{what}: {} ({})", status.message, status.code))
+        }
+        other => BackendError::Unreachable(format!("{what}: {other}")),
+    }
+}
+
+impl SessionBackend for KubeBackend {
+    fn create(&self, session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
+        async move {
+            let name = session.metadata.name.clone().unwrap_or_default();
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            self.sessions
+                .create(&pp, &session)
+                .await
+                .map_err(|e| map_err(&format!("session {name}"), e))
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Session>, BackendError>> {
+        async move {
+            self.sessions
+                .get_opt(name)
+                .await
+                .map_err(|e| map_err(&format!("session {name}"), e))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, BackendError>> {
+        async move {
+            let mut lp = ListParams::default();
+            if let Some(owner) = owner {
+                lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
+            }
+            self.sessions
+                .list(&lp)
+                .await
+                .map(|l| l.items)
+                .map_err(|e| map_err("sessions", e))
+        }
+        .boxed()
+    }
+
+    fn set_state<'a>(
+        &'a self,
+        name: &'a str,
+        state: DesiredState,
+    ) -> BoxFuture<'a, Result<Session, BackendError>> {
+        async move {
+            let patch = json!({ "spec": { "state": state } });
+            self.sessions
+                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| map_err(&format!("session {name}"), e))
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        async move {
+            match self.sessions.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+                Err(e) => Err(map_err(&format!("session {name}"), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>> {
+        watcher(self.sessions.clone(), watcher::Config::default())
+            .default_backoff()
+            .map(|event| match event {
+                Ok(watcher::Event::Init) => Ok(WatchEvent::Init),
+                Ok(watcher::Event::InitApply(s)) => Ok(WatchEvent::InitApply(s)),
+                Ok(watcher::Event::InitDone) => Ok(WatchEvent::InitDone),
+                Ok(watcher::Event::Apply(s)) => Ok(WatchEvent::Apply(s)),
+                Ok(watcher::Event::Delete(s)) => Ok(WatchEvent::Delete(s)),
+                Err(e) => Err(BackendError::Unreachable(format!("watch on sessions: {e}"))),
+            })
+            .boxed()
+    }
+
+    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
+        async move {
+            self.nodes
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .map_err(|e| map_err("gpunodes", e))
+        }
+        .boxed()
+    }
+
+    fn set_node_unschedulable<'a>(
+        &'a self,
+        node: &'a str,
+        unschedulable: bool,
+    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
+        async move {
+            let patch = json!({ "spec": { "unschedulable": unschedulable } });
+            self.nodes
+                .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| map_err(&format!("gpunode {node}"), e))
+        }
+        .boxed()
+    }
+
+    fn set_gpu_disabled<'a>(
+        &'a self,
+        node: &'a str,
+        gpu_uuid: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
+        async move {
+            // Read-modify-write of the list, guarded by resourceVersion; retried on conflict.
+            let what = format!("gpunode {node}");
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let current = self.nodes.get(node).await.map_err(|e| map_err(&what, e))?;
+                let mut list = current.spec.disabled_gpus.clone();
+                list.retain(|u| u != gpu_uuid);
+                if disabled {
+                    list.push(gpu_uuid.to_owned());
+                }
+                if list == current.spec.disabled_gpus {
+                    return Ok(current);
+                }
+                let patch = json!({
+                    "metadata": { "resourceVersion": current.metadata.resource_version },
+                    "spec": { "disabledGpus": list },
+                });
+                match self
+                    .nodes
+                    .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(updated) => return Ok(updated),
+                    Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => {
+                        continue;
+                    }
+                    Err(e) => return Err(map_err(&what, e)),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn record_activity<'a>(
+        &'a self,
+        activity: &'a [(String, jiff::Timestamp)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let mut first_error = None;
+            for (name, at) in activity {
+                let patch = json!({ "status": { "lastActivityAt": Time(*at) } });
+                match self
+                    .sessions
+                    .patch_status(name, &Self::patch_params(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    // Deleted since: nothing to record.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(e) => {
+                        first_error.get_or_insert_with(|| map_err(&format!("session {name}"), e));
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        async move {
+            self.sessions
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err("sessions", e))
+        }
+        .boxed()
+    }
+}

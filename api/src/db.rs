@@ -1,0 +1,231 @@
+//! The SQL database of users and tokens: SQLite (a file in the data directory, the
+//! default) or PostgreSQL (for several api replicas). Queries are runtime
+//! `sqlx::query*` calls written once in portable SQL (`$n` placeholders work on
+//! both) and run on whichever pool is configured; each backend has its own
+//! migrations under `migrations/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Could not open or reach the database.
+    #[error("could not connect to the database {what}: {source}")]
+    Connect {
+        /// Which database (URL without password, or file).
+        what: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// The data directory could not be created.
+    #[error("could not create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DbError {
+    /// Whether the error is a unique-constraint violation.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Query(err) => err
+                .as_database_error()
+                .is_some_and(|e| e.is_unique_violation()),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A pool on SQLite or PostgreSQL, with a count of the queries it ran (the benchmark
+/// uses it to show that the hot path makes none).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) pool: Pool,
+    queries: Arc<AtomicU64>,
+}
+
+/// Runs the same query on whichever pool the database has. `$p` names the pool.
+macro_rules! on_pool {
+    ($db:expr, |$p:ident| $body:expr) => {{
+        $db.count_query();
+        match &$db.pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    }};
+}
+pub(crate) use on_pool;
+
+/// The database kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The file name of the default SQLite database inside the data directory.
+pub const SQLITE_FILE: &str = "api.sqlite3";
+
+impl Db {
+    /// Opens the configured database: a `postgres://`/`postgresql://` URL, a `sqlite:` URL,
+    /// or (when `url` is `None`) `<data_dir>/api.sqlite3`, created when missing.
+    pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Db, DbError> {
+        match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::connect_postgres(url).await
+            }
+            Some(url) => {
+                let options =
+                    SqliteConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+                        what: url.to_owned(),
+                        source,
+                    })?;
+                Self::connect_sqlite(options, url).await
+            }
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+                    path: data_dir.display().to_string(),
+                    source,
+                })?;
+                let file = data_dir.join(SQLITE_FILE);
+                let options = SqliteConnectOptions::new().filename(&file);
+                Self::connect_sqlite(options, &file.display().to_string()).await
+            }
+        }
+    }
+
+    async fn connect_sqlite(options: SqliteConnectOptions, what: &str) -> Result<Db, DbError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Connect {
+                what: what.to_owned(),
+                source,
+            })?;
+        Ok(Db::from_pool(Pool::Sqlite(pool)))
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Db, DbError> {
+        let what = redact_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+            what: what.clone(),
+            source,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Connect { what, source })?;
+        Ok(Db::from_pool(Pool::Postgres(pool)))
+    }
+
+    fn from_pool(pool: Pool) -> Db {
+        Db {
+            pool,
+            queries: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Applies the migrations of this database kind.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Which kind of database this is.
+    pub fn kind(&self) -> DbKind {
+        match self.pool {
+            Pool::Sqlite(_) => DbKind::Sqlite,
+            Pool::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// How many queries ran through this pool (all clones together).
+    pub fn query_count(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_query(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        on_pool!(self, |p| sqlx::query("SELECT 1")
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            super::redact_url("postgres://mf:secret@db:5432/mf"),
+            "postgres://mf:***@db:5432/mf"
+        );
+        assert_eq!(super::redact_url("postgres://db/mf"), "postgres://db/mf");
+    }
+}

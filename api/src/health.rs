@@ -1,0 +1,73 @@
+//! `/healthz` (the process answers) and `/readyz` (database and control plane
+//! answer, the session watch has synced). Both stay out of the request log.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::reply::Reply;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn healthz() -> Reply<Health> {
+    Reply::ok(Health { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    database: bool,
+    control_plane: bool,
+    watch_synced: bool,
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (database, control_plane) = tokio::join!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.db().ping()),
+        tokio::time::timeout(CHECK_TIMEOUT, state.backend().ping()),
+    );
+    let database = matches!(database, Ok(Ok(())));
+    let control_plane = matches!(control_plane, Ok(Ok(())));
+    let watch_synced = state.index().is_synced();
+    if database && control_plane && watch_synced {
+        return Reply::ok(Readiness {
+            status: "ready",
+            database,
+            control_plane,
+            watch_synced,
+        })
+        .into_response();
+    }
+    let failing: Vec<&str> = [
+        (!database).then_some("database"),
+        (!control_plane).then_some("control plane"),
+        (!watch_synced).then_some("session watch not synced"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    ApiError::Unavailable {
+        code: "not_ready",
+        detail: format!("Not ready: {}.", failing.join(", ")),
+        retry_after_secs: Some(1),
+    }
+    .into_response()
+}

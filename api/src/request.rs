@@ -1,0 +1,398 @@
+//! Per-request plumbing: the request id, the request log (with tokens redacted),
+//! turning bare error responses into problems, and the extractors that reject
+//! bad input with the same problem shape (JSON bodies, query strings, client IP).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, FieldError, PROBLEM_JSON, Problem};
+
+/// The `X-Request-Id` header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every response of one request needs to know about it.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The request id, echoed in `X-Request-Id` and in every body.
+    pub id: Arc<str>,
+    /// The request path without the query (the problem's `instance`; queries may hold tokens).
+    pub path: Arc<str>,
+}
+
+tokio::task_local! {
+    static CURRENT: RequestContext;
+}
+
+impl RequestContext {
+    /// The context of the request being handled (a placeholder outside of one).
+    pub fn current() -> RequestContext {
+        CURRENT
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| RequestContext {
+                id: Arc::from("unknown"),
+                path: Arc::from(""),
+            })
+    }
+}
+
+/// Accepts a caller's request id only when it is short and plain; otherwise makes one.
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    if let Some(given) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !given.is_empty()
+        && given.len() <= 64
+        && given
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Arc::from(given);
+    }
+    // A v4 UUID from the thread-local generator: no system call per request.
+    let bytes: [u8; 16] = rand::random();
+    Arc::from(
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+    )
+}
+
+/// Routes whose requests are not logged at info level: probes and Caddy's per-request auth.
+fn is_quiet(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/api/v2/auth/session-proxy")
+}
+
+/// The outermost middleware: request id, request log, problem rendering of bare errors.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let ctx = RequestContext {
+        id: request_id(req.headers()),
+        path: Arc::from(req.uri().path()),
+    };
+    let method = req.method().clone();
+    let quiet = is_quiet(req.uri().path());
+    let logged_uri = if quiet {
+        String::new()
+    } else {
+        redact_uri(req.uri())
+    };
+    let started = Instant::now();
+
+    let mut response = CURRENT.scope(ctx.clone(), next.run(req)).await;
+
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
+        // A response axum made on its own (405, a rejection we did not wrap): same shape as ours.
+        let mut problem = Problem::for_status(status).into_response_with(&ctx);
+        for name in [header::ALLOW, header::RETRY_AFTER] {
+            if let Some(value) = response.headers().get(&name) {
+                problem.headers_mut().insert(name, value.clone());
+            }
+        }
+        response = problem;
+    }
+    if let Ok(value) = HeaderValue::from_str(&ctx.id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    if !quiet {
+        tracing::info!(
+            request_id = %ctx.id,
+            method = %method,
+            uri = %logged_uri,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    response
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+}
+
+/// The URI as logged: the values of query parameters that carry secrets become `***`.
+pub fn redact_uri(uri: &Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (key, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let lower = key.to_ascii_lowercase();
+            if lower.contains("token") || lower.contains("password") || lower.contains("secret") {
+                format!("{key}=***")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", redacted.join("&"))
+}
+
+/// A JSON body that is rejected as a problem: 415 without a JSON content type, 413
+/// past the body limit, 400 when it is not JSON, 422 naming the field when it does
+/// not fit the expected shape.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Like [`Json`], but an empty body (with any content type) means `T::default()`.
+#[derive(Debug)]
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonOrEmpty<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = has_json_content_type(req.headers());
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(JsonOrEmpty)
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request<Body>, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::MalformedJson("the body could not be read".into())
+        }
+    })
+}
+
+fn has_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON body, which must be an object, naming the offending field in a
+/// 422 when the shape is wrong (400 when it is not JSON at all).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        ApiError::Validation(vec![field_error(&path, &inner.to_string())])
+    })
+}
+
+/// Turns serde's message into a field error, pointing at the missing or unknown field itself.
+fn field_error(path: &str, message: &str) -> FieldError {
+    let message = strip_position(message);
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let field = match (named, path) {
+        (Some(name), "." | "") => name.to_owned(),
+        // serde_path_to_error already ends the path with an unknown field's name.
+        (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_owned()
+        }
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, "." | "") => "body".to_owned(),
+        (None, path) => path.to_owned(),
+    };
+    FieldError::new(field, message)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A query string that is rejected as a 422 naming the parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let message = err.into_inner().to_string();
+                ApiError::Validation(vec![field_error(&path, &message)])
+            })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// The client's address: the peer, or the nearest untrusted hop of
+/// `X-Forwarded-For` when the peer is a trusted proxy (Caddy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.config().trusted_proxies,
+        )))
+    }
+}
+
+/// Walks `X-Forwarded-For` from the right while the hops are trusted proxies.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|hop| !trusted.contains(hop))
+        .copied()
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_token_values_in_query() {
+        let uri: Uri = "/api/v2/events?token=abc.def&x=1&access_token=zz"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redact_uri(&uri),
+            "/api/v2/events?token=***&x=1&access_token=***"
+        );
+        let plain: Uri = "/api/v2/me".parse().unwrap();
+        assert_eq!(redact_uri(&plain), "/api/v2/me");
+    }
+
+    #[test]
+    fn field_errors_name_missing_and_nested_fields() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            cpu: String,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            email: String,
+            inner: Option<Inner>,
+        }
+        let missing = parse_json::<Body>(br#"{}"#).unwrap_err();
+        assert!(
+            matches!(&missing, ApiError::Validation(e) if e[0].field == "email"),
+            "{missing:?}"
+        );
+        let nested = parse_json::<Body>(br#"{"email":"a","inner":{"cpu":3}}"#).unwrap_err();
+        assert!(
+            matches!(&nested, ApiError::Validation(e) if e[0].field == "inner.cpu"),
+            "{nested:?}"
+        );
+        let unknown = parse_json::<Body>(br#"{"email":"a","bogus":1}"#).unwrap_err();
+        assert!(
+            matches!(&unknown, ApiError::Validation(e) if e[0].field == "bogus"),
+            "{unknown:?}"
+        );
+        let broken = parse_json::<Body>(br#"{"email":"#).unwrap_err();
+        assert!(matches!(broken, ApiError::MalformedJson(_)));
+        let trailing = parse_json::<Body>(br#"{"email":"a"} x"#).unwrap_err();
+        assert!(matches!(trailing, ApiError::MalformedJson(_)));
+    }
+
+    #[test]
+    fn forwarded_for_is_trusted_only_from_trusted_peers() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        let trusted = vec![proxy, "10.0.0.1".parse().unwrap()];
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+    }
+}

@@ -1,0 +1,826 @@
+//! Sessions: `POST/GET /api/v2/{external,internal}/sessions`, `GET …/{id}`,
+//! `POST …/{id}/stop`, `DELETE …/{id}` (admins).
+//!
+//! Create writes a `Session` resource and waits, bounded, for the scheduler's
+//! decision as the watch reports it: bound → 201; refused (`Scheduled=False`) →
+//! the resource is deleted and the caller gets 409 with the reason as `code`;
+//! no decision in time → deleted, 503. Reads come from the watch-fed index.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use medforge_crds::session::condition::SCHEDULED;
+use medforge_crds::{DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::auth::{Admin, Auth};
+use crate::backend::{MAX_SESSIONS_ANNOTATION, OWNER_LABEL, SLUG_KEY};
+use crate::config::SessionsConfig;
+use crate::error::{ApiError, FieldError};
+use crate::host::SLUG_LEN;
+use crate::index::{IndexedSession, SessionIndex, routable_upstream};
+use crate::reply::{Page, Reply};
+use crate::request::{JsonOrEmpty, Query};
+use crate::tokens::Principal;
+
+/// The routes for one exposure, to be nested under `/api/v2/<exposure>`.
+pub fn router(exposure: Exposure) -> Router<AppState> {
+    Router::new()
+        .route("/sessions", post(create).get(list))
+        .route("/sessions/{id}", get(get_one).delete(delete_one))
+        .route("/sessions/{id}/stop", post(stop))
+        .layer(Extension(exposure))
+}
+
+/// A GPU of a session.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GpuView {
+    /// Index on its node.
+    pub index: u32,
+    /// UUID.
+    pub uuid: String,
+}
+
+/// A session as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    /// The session's id (the Session resource's name).
+    pub id: String,
+    /// 8 characters of `[a-z0-9]`; the host is `s-<slug>.<domain>`.
+    pub slug: Option<String>,
+    /// `external` or `internal`.
+    pub exposure: String,
+    /// The owner's user id.
+    pub owner: String,
+    /// The Pack the session runs.
+    pub pack: String,
+    /// Desired state: `running` or `stopped`.
+    pub state: String,
+    /// Observed phase: `pending`, `scheduled`, `starting`, `running`, `stopping`, `stopped`, `failed`.
+    pub phase: String,
+    /// Whether the proxy routes to it now.
+    pub ready: bool,
+    /// GPUs requested.
+    pub gpu_count: u32,
+    /// GPUs given.
+    pub gpus: Vec<GpuView>,
+    /// The node it is bound to.
+    pub node: Option<String>,
+    /// Where to open it.
+    pub url: Option<String>,
+    /// CamelCase reason of the phase (`NoGpuAvailable`, `ContainerExited`, …).
+    pub reason: Option<String>,
+    /// What went wrong, when something did.
+    pub error_message: Option<String>,
+    /// Idle timeout (`30m`).
+    pub idle_timeout: Option<String>,
+    /// Maximum lifetime (`12h`).
+    pub max_lifetime: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: Option<String>,
+    /// When it last started running.
+    pub started_at: Option<String>,
+    /// When it last stopped.
+    pub stopped_at: Option<String>,
+    /// Last request through the proxy.
+    pub last_activity_at: Option<String>,
+}
+
+fn time(t: Option<&Time>) -> Option<String> {
+    t.map(|t| t.0.to_string())
+}
+
+fn phase_name(phase: SessionPhase) -> String {
+    format!("{phase:?}").to_ascii_lowercase()
+}
+
+/// Renders a session; `activity` is the index's in-memory last activity (Unix seconds).
+pub fn view(state: &AppState, session: &Session, activity: i64) -> SessionView {
+    let status = session.status.as_ref();
+    let slug = status.and_then(|s| s.slug.clone()).or_else(|| {
+        session
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SLUG_KEY).cloned())
+    });
+    let phase = session.phase();
+    let refused = session
+        .condition(SCHEDULED)
+        .is_some_and(|c| c.status == "False");
+    let recorded = status
+        .and_then(|s| s.last_activity_at.as_ref())
+        .map_or(0, |t| t.0.as_second());
+    let last_activity = recorded.max(activity);
+    SessionView {
+        id: session.metadata.name.clone().unwrap_or_default(),
+        url: slug.as_ref().map(|slug| {
+            format!(
+                "{}://{}/",
+                state.config().public_scheme,
+                state.hosts().host_for(slug, session.spec.exposure)
+            )
+        }),
+        slug,
+        exposure: session.spec.exposure.as_str().to_owned(),
+        owner: session.spec.owner.clone(),
+        pack: session.spec.pack.clone(),
+        state: match session.spec.state {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+        }
+        .to_owned(),
+        phase: phase_name(phase),
+        ready: routable_upstream(session).is_some(),
+        gpu_count: session.spec.gpus,
+        gpus: status
+            .map(|s| {
+                s.gpus
+                    .iter()
+                    .map(|g| GpuView {
+                        index: g.index,
+                        uuid: g.uuid.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        node: status.and_then(|s| s.node_name.clone()),
+        reason: status.and_then(|s| s.reason.clone()),
+        error_message: (phase == SessionPhase::Failed || refused)
+            .then(|| status.and_then(|s| s.message.clone()))
+            .flatten(),
+        idle_timeout: session.spec.idle_timeout.clone(),
+        max_lifetime: session.spec.max_lifetime.clone(),
+        created_at: time(session.metadata.creation_timestamp.as_ref()),
+        started_at: time(status.and_then(|s| s.started_at.as_ref())),
+        stopped_at: time(status.and_then(|s| s.stopped_at.as_ref())),
+        last_activity_at: (last_activity > 0)
+            .then(|| jiff::Timestamp::from_second(last_activity).ok())
+            .flatten()
+            .map(|t| t.to_string()),
+    }
+}
+
+fn view_indexed(state: &AppState, entry: &IndexedSession) -> SessionView {
+    view(state, &entry.session, entry.last_activity())
+}
+
+/// Body of `POST …/sessions`. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Pack name (default: the configured default pack).
+    pub pack: Option<String>,
+    /// Whole GPUs, 0 to the configured maximum (default: the configured default).
+    pub gpus: Option<u32>,
+    /// Stop after this long without a request (`30m`, `2h`).
+    pub idle_timeout: Option<String>,
+    /// Stop this long after starting (`12h`).
+    pub max_lifetime: Option<String>,
+    /// Container limits.
+    pub resources: Option<ResourcesBody>,
+}
+
+/// Container limits in a create body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesBody {
+    /// CPU cores (`2`, `500m`).
+    pub cpu: Option<String>,
+    /// Memory (`16Gi`).
+    pub memory: Option<String>,
+    /// /dev/shm size (`2Gi`).
+    pub shm: Option<String>,
+    /// Process limit, 16 to 1000000.
+    pub pids: Option<i64>,
+}
+
+/// A DNS-1123 label: what a Pack's name must be here.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Go duration as the CRD accepts it: `([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+`.
+pub fn is_duration(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if b.is_empty() || s.len() > 64 {
+        return false;
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let frac = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == frac {
+                return false;
+            }
+        }
+        let rest = &s[i..];
+        let unit = ["ns", "us", "ms", "s", "m", "h"]
+            .iter()
+            .find(|u| rest.starts_with(*u) && !(**u == "m" && rest.starts_with("ms")))
+            .map(|u| u.len());
+        match unit {
+            Some(n) => i += n,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A resource quantity in the common forms (`2`, `500m`, `1.5`, `16Gi`, `2G`).
+pub fn is_quantity(s: &str) -> bool {
+    if s.is_empty() || s.len() > 32 {
+        return false;
+    }
+    let number_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(number_end);
+    let number_ok = match number.split_once('.') {
+        None => !number.is_empty(),
+        Some((int, frac)) => (!int.is_empty() || !frac.is_empty()) && !frac.contains('.'),
+    };
+    number_ok
+        && matches!(
+            suffix,
+            "" | "Ki"
+                | "Mi"
+                | "Gi"
+                | "Ti"
+                | "Pi"
+                | "Ei"
+                | "n"
+                | "u"
+                | "m"
+                | "k"
+                | "M"
+                | "G"
+                | "T"
+                | "P"
+                | "E"
+        )
+}
+
+impl CreateSession {
+    /// Checks the body and builds the spec; every invalid field is named.
+    pub fn into_spec(
+        self,
+        owner: &str,
+        exposure: Exposure,
+        config: &SessionsConfig,
+    ) -> Result<SessionSpec, ApiError> {
+        let mut errors = Vec::new();
+        let pack = self.pack.unwrap_or_else(|| config.default_pack.clone());
+        if !is_dns_label(&pack) {
+            errors.push(FieldError::new(
+                "pack",
+                "must be a Pack name: 1 to 63 characters of [a-z0-9-], not starting or ending with '-'",
+            ));
+        }
+        let gpus = self.gpus.unwrap_or(config.default_gpus);
+        if gpus > config.max_gpus {
+            errors.push(FieldError::new(
+                "gpus",
+                format!("must be between 0 and {}", config.max_gpus),
+            ));
+        }
+        for (field, value) in [
+            ("idle_timeout", &self.idle_timeout),
+            ("max_lifetime", &self.max_lifetime),
+        ] {
+            if let Some(v) = value
+                && !is_duration(v)
+            {
+                errors.push(FieldError::new(
+                    field,
+                    "must be a duration such as 30m, 2h or 1h30m",
+                ));
+            }
+        }
+        let resources = self.resources.map(|r| {
+            for (field, value) in [
+                ("resources.cpu", &r.cpu),
+                ("resources.memory", &r.memory),
+                ("resources.shm", &r.shm),
+            ] {
+                if let Some(v) = value
+                    && !is_quantity(v)
+                {
+                    errors.push(FieldError::new(
+                        field,
+                        "must be a quantity such as 2, 500m or 16Gi",
+                    ));
+                }
+            }
+            if let Some(p) = r.pids
+                && !(16..=1_000_000).contains(&p)
+            {
+                errors.push(FieldError::new(
+                    "resources.pids",
+                    "must be between 16 and 1000000",
+                ));
+            }
+            SessionResources {
+                cpu: r.cpu,
+                memory: r.memory,
+                shm: r.shm,
+                pids: r.pids,
+            }
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(SessionSpec {
+            owner: owner.to_owned(),
+            pack,
+            exposure,
+            gpus,
+            state: DesiredState::Running,
+            resources,
+            workspace: None,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        })
+    }
+}
+
+/// A new slug, not taken in the index.
+pub fn new_slug(index: &SessionIndex) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    loop {
+        let slug: String = (0..SLUG_LEN)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect();
+        if !index.slug_taken(&slug) {
+            return slug;
+        }
+    }
+}
+
+/// `NoGpuAvailable` → `no_gpu_available`.
+fn snake_case(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len() + 4);
+    for (i, c) in reason.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    out
+}
+
+fn refusal_detail(reason: &str, message: &str) -> String {
+    let advice = match reason {
+        "NoGpuAvailable" => "No GPU is free for this session now; ask for fewer GPUs or try later.",
+        "UserLimitReached" => "You have reached your limit of active sessions; stop one first.",
+        _ => "The scheduler refused this session.",
+    };
+    if message.is_empty() {
+        advice.to_owned()
+    } else {
+        format!("{advice} ({message})")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CreateQuery {
+    wait: Option<String>,
+}
+
+/// Body of create and stop.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionReply {
+    /// What happened.
+    pub message: String,
+    /// The session.
+    pub session: SessionView,
+}
+
+enum Decision {
+    Bound(Arc<IndexedSession>),
+    Refused { reason: String, message: String },
+    Vanished,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    Query(query): Query<CreateQuery>,
+    JsonOrEmpty(body): JsonOrEmpty<CreateSession>,
+) -> Result<Response, ApiError> {
+    if exposure == Exposure::Internal && !(principal.user.can_use_internal || principal.is_admin())
+    {
+        return Err(ApiError::forbidden(
+            "internal_not_allowed",
+            "You may not create sessions on the internal domain; ask an admin.",
+        ));
+    }
+    let wait_ready = match query.wait.as_deref() {
+        None | Some("") => false,
+        Some("ready") => true,
+        Some(_) => return Err(ApiError::invalid("wait", "must be `ready` or absent")),
+    };
+    let config = &state.config().sessions;
+    let spec = body.into_spec(&principal.user.id, exposure, config)?;
+
+    let name = uuid::Uuid::new_v4().to_string();
+    let slug = new_slug(state.index());
+    let mut annotations = BTreeMap::from([(SLUG_KEY.to_owned(), slug.clone())]);
+    if let Some(limit) = principal.user.max_sessions {
+        annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
+    }
+    let session = Session {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([
+                (OWNER_LABEL.to_owned(), principal.user.id.clone()),
+                (SLUG_KEY.to_owned(), slug.clone()),
+            ])),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    state.backend().create(session).await?;
+    tracing::info!(session = %name, slug = %slug, user_id = %principal.user.id, "session created; waiting for the scheduler");
+
+    let mut seen = false;
+    let deadline = Instant::now() + config.schedule_timeout;
+    let decision = state
+        .index()
+        .wait_for(&name, deadline, |entry| {
+            let Some(entry) = entry else {
+                return seen.then_some(Decision::Vanished);
+            };
+            seen = true;
+            match entry.session.condition(SCHEDULED) {
+                Some(c) if c.status == "True" => Some(Decision::Bound(entry.clone())),
+                Some(c) if c.status == "False" => Some(Decision::Refused {
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                }),
+                _ if entry.phase() != SessionPhase::Pending => Some(Decision::Bound(entry.clone())),
+                _ => None,
+            }
+        })
+        .await;
+
+    let bound = match decision {
+        Some(Decision::Bound(entry)) => entry,
+        Some(Decision::Refused { reason, message }) => {
+            delete_quietly(&state, &name).await;
+            tracing::info!(session = %name, reason = %reason, "scheduler refused the session");
+            return Err(ApiError::conflict(
+                snake_case(&reason),
+                refusal_detail(&reason, &message),
+            ));
+        }
+        Some(Decision::Vanished) => {
+            return Err(ApiError::conflict(
+                "session_deleted",
+                "The session was deleted before the scheduler decided.",
+            ));
+        }
+        None => {
+            delete_quietly(&state, &name).await;
+            return Err(ApiError::Unavailable {
+                code: "scheduler_timeout",
+                detail: format!(
+                    "The scheduler did not decide within {} s; nothing was created. Retry shortly.",
+                    config.schedule_timeout.as_secs_f64()
+                ),
+                retry_after_secs: Some(5),
+            });
+        }
+    };
+
+    if !wait_ready {
+        return Ok(Reply::created(SessionReply {
+            message: "Session scheduled.".into(),
+            session: view_indexed(&state, &bound),
+        })
+        .into_response());
+    }
+    let deadline = Instant::now() + config.ready_timeout;
+    let outcome = state
+        .index()
+        .wait_for(&name, deadline, |entry| match entry {
+            None => Some(None),
+            Some(e) if e.upstream.is_some() || e.phase().is_terminal() => Some(Some(e.clone())),
+            Some(_) => None,
+        })
+        .await;
+    match outcome {
+        Some(Some(entry)) if entry.upstream.is_some() => Ok(Reply::created(SessionReply {
+            message: "Session ready.".into(),
+            session: view_indexed(&state, &entry),
+        })
+        .into_response()),
+        Some(Some(entry)) => Err(ApiError::conflict(
+            "session_failed",
+            format!(
+                "The session did not start: {}",
+                entry
+                    .session
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.message.clone())
+                    .unwrap_or_else(|| phase_name(entry.phase()))
+            ),
+        )),
+        Some(None) => Err(ApiError::conflict(
+            "session_deleted",
+            "The session was deleted while starting.",
+        )),
+        None => {
+            let current = state.index().get(&name).unwrap_or(bound);
+            Ok(Reply::accepted(SessionReply {
+                message: "Session scheduled; not ready yet.".into(),
+                session: view_indexed(&state, &current),
+            })
+            .into_response())
+        }
+    }
+}
+
+async fn delete_quietly(state: &AppState, name: &str) {
+    if let Err(err) = state.backend().delete(name).await {
+        tracing::error!(session = %name, error = %err, "could not delete a refused session");
+    }
+}
+
+/// The session `id` when the caller may see it on this exposure's routes; 404 otherwise
+/// (another user's session is indistinguishable from a missing one).
+fn visible(
+    state: &AppState,
+    principal: &Principal,
+    exposure: Option<Exposure>,
+    id: &str,
+) -> Result<Arc<IndexedSession>, ApiError> {
+    state
+        .index()
+        .get(id)
+        .filter(|e| exposure.is_none_or(|x| e.exposure == x))
+        .filter(|e| principal.is_admin() || e.owner == principal.user.id)
+        .ok_or_else(|| ApiError::NotFound("Session not found.".into()))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Reply<SessionView>, ApiError> {
+    let entry = visible(&state, &principal, Some(exposure), &id)?;
+    Ok(Reply::ok(view_indexed(&state, &entry)))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Reply<SessionReply>, ApiError> {
+    let entry = visible(&state, &principal, Some(exposure), &id)?;
+    let terminal = entry.phase().is_terminal();
+    let session = if entry.session.spec.state == DesiredState::Stopped {
+        entry.session.clone()
+    } else {
+        state
+            .backend()
+            .set_state(&id, DesiredState::Stopped)
+            .await?
+    };
+    tracing::info!(session = %id, user_id = %principal.user.id, "stop requested");
+    let message = if terminal {
+        "Session is already terminal."
+    } else {
+        "Session stop requested."
+    };
+    Ok(Reply::accepted(SessionReply {
+        message: message.into(),
+        session: view(&state, &session, entry.last_activity()),
+    }))
+}
+
+async fn delete_one(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Admin(principal): Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    visible(&state, &principal, Some(exposure), &id)?;
+    if !state.backend().delete(&id).await? {
+        return Err(ApiError::NotFound("Session not found.".into()));
+    }
+    tracing::info!(session = %id, admin = %principal.user.id, "session deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Query of the list routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// A phase (`running`, `stopped`, …) or `active` (not stopped or failed).
+    pub state: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page's `meta.next_cursor`.
+    pub cursor: Option<String>,
+    /// Admins only: one owner's sessions.
+    pub owner: Option<String>,
+}
+
+const PHASES: [SessionPhase; 7] = [
+    SessionPhase::Pending,
+    SessionPhase::Scheduled,
+    SessionPhase::Starting,
+    SessionPhase::Running,
+    SessionPhase::Stopping,
+    SessionPhase::Stopped,
+    SessionPhase::Failed,
+];
+
+fn encode_cursor(entry: &IndexedSession) -> String {
+    let ts = entry
+        .session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_nanosecond());
+    URL_SAFE_NO_PAD.encode(format!("{ts}|{}", entry.name))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(i128, String)> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (ts, name) = raw.split_once('|')?;
+    Some((ts.parse().ok()?, name.to_owned()))
+}
+
+/// Lists the sessions `filter` accepts, paginated per `query`.
+pub fn list_sessions(
+    state: &AppState,
+    query: &ListQuery,
+    filter: impl Fn(&IndexedSession) -> bool,
+) -> Result<Reply<Vec<SessionView>>, ApiError> {
+    let mut errors = Vec::new();
+    let phase_filter: Option<Option<SessionPhase>> = match query.state.as_deref() {
+        None => None,
+        Some("active") => Some(None),
+        Some(s) => match PHASES.iter().find(|p| phase_name(**p) == s) {
+            Some(p) => Some(Some(*p)),
+            None => {
+                errors.push(FieldError::new(
+                    "state",
+                    "must be one of pending, scheduled, starting, running, stopping, stopped, failed, active",
+                ));
+                None
+            }
+        },
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 200"));
+    }
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => match decode_cursor(c) {
+            Some(c) => Some(c),
+            None => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned; start again without one",
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let all = state.index().list(|e| {
+        filter(e)
+            && match phase_filter {
+                None => true,
+                Some(None) => !e.phase().is_terminal(),
+                Some(Some(p)) => e.phase() == p,
+            }
+    });
+    let start = match &cursor {
+        None => 0,
+        Some((ts, name)) => all
+            .iter()
+            .position(|e| {
+                let ets = e
+                    .session
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_nanosecond());
+                ets < *ts || (ets == *ts && e.name.as_str() > name.as_str())
+            })
+            .unwrap_or(all.len()),
+    };
+    let page: Vec<&Arc<IndexedSession>> = all.iter().skip(start).take(limit as usize).collect();
+    let has_more = start + page.len() < all.len();
+    let next_cursor = if has_more {
+        page.last().map(|e| encode_cursor(e))
+    } else {
+        None
+    };
+    let data = page.iter().map(|e| view_indexed(state, e)).collect();
+    Ok(Reply::ok(data).page(Page {
+        limit: Some(limit),
+        next_cursor,
+        has_more: Some(has_more),
+    }))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    Query(query): Query<ListQuery>,
+) -> Result<Reply<Vec<SessionView>>, ApiError> {
+    if query.owner.is_some() && !principal.is_admin() {
+        return Err(ApiError::invalid(
+            "owner",
+            "only admins may filter by owner",
+        ));
+    }
+    let owner = query.owner.clone();
+    list_sessions(&state, &query, |e| {
+        e.exposure == exposure
+            && (principal.is_admin() || e.owner == principal.user.id)
+            && owner.as_deref().is_none_or(|o| e.owner == o)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_the_crd_pattern() {
+        for ok in ["30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns"] {
+            assert!(is_duration(ok), "{ok}");
+        }
+        for bad in [
+            "", "30", "m", "1d", "1.h", ".5h", "-1h", "1h ", "1H", "30mm",
+        ] {
+            assert!(!is_duration(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities_in_common_forms() {
+        for ok in ["2", "500m", "1.5", "16Gi", "2G", "0.5Mi", ".5", "1."] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "2 Gi", "2gi", "-1", "1..2", "1.2.3", "."] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_become_codes() {
+        assert_eq!(snake_case("NoGpuAvailable"), "no_gpu_available");
+        assert_eq!(snake_case("UserLimitReached"), "user_limit_reached");
+    }
+}

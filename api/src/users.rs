@@ -1,0 +1,331 @@
+//! Users, login tokens and event tokens in SQL. Tokens are stored only as SHA-256
+//! hashes; times are Unix seconds.
+
+use serde::Serialize;
+
+use crate::db::{Db, DbError, on_pool};
+
+/// A user as the rest of the API sees it (no password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    /// Stable id (a UUID), the `owner` of the user's Sessions.
+    pub id: String,
+    /// Login email, lower case.
+    pub email: String,
+    /// Sees and manages everything.
+    pub is_admin: bool,
+    /// May create sessions on the internal domain.
+    pub can_use_internal: bool,
+    /// Per-user override of the scheduler's session limit (`None`: the cluster default).
+    pub max_sessions: Option<i64>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// A user with the password hash, for login.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct UserWithPassword {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A login token's row joined with its user.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TokenRecord {
+    /// The user the token belongs to.
+    #[sqlx(flatten)]
+    pub user: User,
+    /// When the token was issued (Unix seconds).
+    pub token_created_at: i64,
+    /// When the token was last used, as last written back (Unix seconds).
+    pub last_used_at: i64,
+    /// When the token expires whatever its use (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// Flags an admin may change on a user. `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct UserUpdate {
+    /// New admin flag.
+    pub is_admin: Option<bool>,
+    /// New internal-domain permission.
+    pub can_use_internal: Option<bool>,
+    /// New session limit override (`Some(None)` clears it).
+    pub max_sessions: Option<Option<i64>>,
+}
+
+/// Creates a user. A taken email is a unique violation ([`DbError::is_unique_violation`]).
+pub async fn create_user(
+    db: &Db,
+    email: &str,
+    password_hash: &str,
+    is_admin: bool,
+    now: i64,
+) -> Result<User, DbError> {
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.to_owned(),
+        is_admin,
+        can_use_internal: is_admin,
+        max_sessions: None,
+        created_at: now,
+    };
+    on_pool!(db, |p| {
+        sqlx::query(
+        "INSERT INTO users (id, email, password_hash, is_admin, can_use_internal, max_sessions, created_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6)"
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(password_hash)
+    .bind(user.is_admin)
+    .bind(user.can_use_internal)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(user)
+}
+
+/// The user with this email and the password hash, for login.
+pub(crate) async fn find_for_login(
+    db: &Db,
+    email: &str,
+) -> Result<Option<UserWithPassword>, DbError> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, UserWithPassword>(
+        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at, password_hash \
+         FROM users WHERE email = $1"
+    )
+    .bind(email)
+    .fetch_optional(p)
+    .await)?)
+}
+
+/// A user by id.
+pub async fn get_user(db: &Db, id: &str) -> Result<Option<User>, DbError> {
+    Ok(on_pool!(db, |p| {
+        sqlx::query_as::<_, User>(
+        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at FROM users WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(p)
+    .await
+    })?)
+}
+
+/// A user by email.
+pub async fn get_user_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
+    Ok(find_for_login(db, email).await?.map(|u| u.user))
+}
+
+/// Users ordered by email, after `after_email`, at most `limit`.
+pub async fn list_users(
+    db: &Db,
+    after_email: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, DbError> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, User>(
+        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at FROM users \
+         WHERE email > $1 ORDER BY email LIMIT $2"
+    )
+    .bind(after_email.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Applies an admin's change to a user's flags; `None` when there is no such user.
+pub async fn update_user(db: &Db, id: &str, update: &UserUpdate) -> Result<Option<User>, DbError> {
+    let Some(mut user) = get_user(db, id).await? else {
+        return Ok(None);
+    };
+    if let Some(v) = update.is_admin {
+        user.is_admin = v;
+    }
+    if let Some(v) = update.can_use_internal {
+        user.can_use_internal = v;
+    }
+    if let Some(v) = update.max_sessions {
+        user.max_sessions = v;
+    }
+    on_pool!(db, |p| sqlx::query(
+        "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4 WHERE id = $1"
+    )
+    .bind(&user.id)
+    .bind(user.is_admin)
+    .bind(user.can_use_internal)
+    .bind(user.max_sessions)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(Some(user))
+}
+
+/// Sets a user's password hash.
+pub async fn set_password_hash(db: &Db, id: &str, password_hash: &str) -> Result<(), DbError> {
+    on_pool!(db, |p| sqlx::query(
+        "UPDATE users SET password_hash = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(password_hash)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Stores a new login token's hash.
+pub async fn insert_token(
+    db: &Db,
+    token_hash: &str,
+    user_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), DbError> {
+    on_pool!(db, |p| sqlx::query(
+        "INSERT INTO auth_tokens (token_hash, user_id, created_at, last_used_at, expires_at) \
+         VALUES ($1, $2, $3, $3, $4)"
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(now)
+    .bind(expires_at)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// A token's record and its user, by token hash.
+pub async fn find_token(db: &Db, token_hash: &str) -> Result<Option<TokenRecord>, DbError> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, TokenRecord>(
+        "SELECT u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, u.created_at, \
+                t.created_at AS token_created_at, t.last_used_at, t.expires_at \
+         FROM auth_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1"
+    )
+    .bind(token_hash)
+    .fetch_optional(p)
+    .await)?)
+}
+
+/// Revokes a token. Revoking an unknown token is not an error.
+pub async fn delete_token(db: &Db, token_hash: &str) -> Result<(), DbError> {
+    on_pool!(db, |p| sqlx::query(
+        "DELETE FROM auth_tokens WHERE token_hash = $1"
+    )
+    .bind(token_hash)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Writes back the last use of many tokens in one transaction.
+pub async fn touch_tokens(db: &Db, uses: &[(String, i64)]) -> Result<(), DbError> {
+    if uses.is_empty() {
+        return Ok(());
+    }
+    on_pool!(db, |p| {
+        let mut tx = p.begin().await?;
+        for (hash, at) in uses {
+            sqlx::query(
+                "UPDATE auth_tokens SET last_used_at = $2 WHERE token_hash = $1 AND last_used_at < $2",
+            )
+            .bind(hash)
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    })?;
+    Ok(())
+}
+
+/// Deletes tokens past their absolute expiry or idle longer than `idle_secs`, and stale event tokens.
+pub async fn delete_expired_tokens(db: &Db, now: i64, idle_secs: i64) -> Result<u64, DbError> {
+    let removed = on_pool!(db, |p| sqlx::query(
+        "DELETE FROM auth_tokens WHERE expires_at <= $1 OR last_used_at <= $2"
+    )
+    .bind(now)
+    .bind(now - idle_secs)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_pool!(db, |p| sqlx::query(
+        "DELETE FROM event_tokens WHERE expires_at <= $1"
+    )
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(removed)
+}
+
+/// Stores a single-use event token's hash.
+pub async fn insert_event_token(
+    db: &Db,
+    token_hash: &str,
+    user_id: &str,
+    expires_at: i64,
+) -> Result<(), DbError> {
+    on_pool!(db, |p| sqlx::query(
+        "INSERT INTO event_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)"
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Redeems an event token: deletes it and returns its user when it had not expired.
+/// Deleting in the same statement makes it single-use across api replicas.
+pub async fn redeem_event_token(
+    db: &Db,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<User>, DbError> {
+    let row: Option<(String, i64)> = on_pool!(db, |p| sqlx::query_as::<_, (String, i64)>(
+        "DELETE FROM event_tokens WHERE token_hash = $1 RETURNING user_id, expires_at"
+    )
+    .bind(token_hash)
+    .fetch_optional(p)
+    .await)?;
+    match row {
+        Some((user_id, expires_at)) if expires_at > now => get_user(db, &user_id).await,
+        _ => Ok(None),
+    }
+}
+
+/// Number of admins.
+pub async fn count_admins(db: &Db) -> Result<i64, DbError> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, (i64,)>(
+        "SELECT COUNT(*) FROM users WHERE is_admin = TRUE"
+    )
+    .fetch_one(p)
+    .await)?
+    .0)
+}
+
+/// Overwrites a token's times. For tests of expiry and for admin tooling that ends logins early.
+pub async fn set_token_times(
+    db: &Db,
+    token_hash: &str,
+    last_used_at: i64,
+    expires_at: i64,
+) -> Result<(), DbError> {
+    on_pool!(db, |p| sqlx::query(
+        "UPDATE auth_tokens SET last_used_at = $2, expires_at = $3 WHERE token_hash = $1"
+    )
+    .bind(token_hash)
+    .bind(last_used_at)
+    .bind(expires_at)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Admin routes: nodes and cordons, all sessions, users.
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::common::TestEnv;
+
+async fn nodes_show_free_and_used_gpus(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    t.get("/api/v2/admin/nodes")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    t.get("/api/v2/admin/nodes")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(403, "admin_required");
+    let s = t.session(&ada).await;
+    let nodes = t
+        .get("/api/v2/admin/nodes")
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    let node = &nodes[0];
+    assert_eq!(node["name"], "node-a");
+    assert_eq!(node["ready"], true);
+    assert_eq!(node["total"], 4);
+    assert_eq!(node["used"], 1);
+    assert_eq!(node["free"], 3);
+    let held: Vec<_> = node["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| !g["session"].is_null())
+        .collect();
+    assert_eq!(held.len(), 1);
+    assert!(
+        held[0]["session"]
+            .as_str()
+            .unwrap()
+            .ends_with(s["id"].as_str().unwrap())
+    );
+}
+
+async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    let post = |path: &str, who: Option<&crate::common::Client>| {
+        let mut r = t.post(path);
+        if let Some(c) = who {
+            r = r.cookie(c);
+        }
+        r.send()
+    };
+    post("/api/v2/admin/nodes/node-a/cordon", None)
+        .await
+        .problem(401, "unauthenticated");
+    post("/api/v2/admin/nodes/node-a/cordon", Some(&ada))
+        .await
+        .problem(403, "admin_required");
+    post("/api/v2/admin/nodes/nope/cordon", Some(&admin))
+        .await
+        .problem(404, "not_found");
+    post("/api/v2/admin/nodes/nope/uncordon", Some(&admin))
+        .await
+        .problem(404, "not_found");
+
+    let node = post("/api/v2/admin/nodes/node-a/cordon", Some(&admin))
+        .await
+        .data(200);
+    assert_eq!(node["unschedulable"], true);
+    assert_eq!(node["free"], 0);
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(409, "no_gpu_available");
+    let node = post("/api/v2/admin/nodes/node-a/uncordon", Some(&admin))
+        .await
+        .data(200);
+    assert_eq!(node["unschedulable"], false);
+    assert_eq!(node["free"], 4);
+
+    // One GPU, by index and by UUID.
+    let node = post("/api/v2/admin/nodes/node-a/gpus/0/cordon", Some(&admin))
+        .await
+        .data(200);
+    assert_eq!(node["gpus"][0]["cordoned"], true);
+    assert_eq!(node["free"], 3);
+    let node = post(
+        "/api/v2/admin/nodes/node-a/gpus/GPU-node-a-1/cordon",
+        Some(&admin),
+    )
+    .await
+    .data(200);
+    assert_eq!(node["free"], 2);
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .json(json!({"gpus": 3}))
+        .send()
+        .await
+        .problem(409, "no_gpu_available");
+    post("/api/v2/admin/nodes/node-a/gpus/0/uncordon", Some(&admin))
+        .await
+        .data(200);
+    let node = post(
+        "/api/v2/admin/nodes/node-a/gpus/GPU-node-a-1/uncordon",
+        Some(&admin),
+    )
+    .await
+    .data(200);
+    assert_eq!(node["free"], 4);
+    post("/api/v2/admin/nodes/node-a/gpus/9/cordon", Some(&admin))
+        .await
+        .problem(404, "not_found");
+    post("/api/v2/admin/nodes/nope/gpus/0/uncordon", Some(&admin))
+        .await
+        .problem(404, "not_found");
+    post("/api/v2/admin/nodes/node-a/gpus/0/cordon", Some(&ada))
+        .await
+        .problem(403, "admin_required");
+    post("/api/v2/admin/nodes/node-a/gpus/0/uncordon", None)
+        .await
+        .problem(401, "unauthenticated");
+}
+
+async fn admins_list_every_session(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", bob.id))
+        .cookie(&admin)
+        .json(json!({"can_use_internal": true}))
+        .send()
+        .await
+        .data(200);
+    t.session(&ada).await;
+    t.post("/api/v2/internal/sessions")
+        .cookie(&bob)
+        .send()
+        .await
+        .data(201);
+    let all = t
+        .get("/api/v2/admin/sessions")
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let bobs = t
+        .get(&format!("/api/v2/admin/sessions?owner={}", bob.id))
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(bobs[0]["exposure"], "internal");
+    assert_eq!(bobs.as_array().unwrap().len(), 1);
+    t.get("/api/v2/admin/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(403, "admin_required");
+    t.get("/api/v2/admin/sessions")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    assert_eq!(
+        t.get("/api/v2/admin/sessions?state=nope")
+            .cookie(&admin)
+            .send()
+            .await
+            .error_fields(),
+        ["state"]
+    );
+}
+
+async fn admins_manage_users(env: TestEnv) {
+    let t = env.app().await;
+    let admin = t.admin("root@example.org").await;
+    let mut emails = Vec::new();
+    for i in 0..3 {
+        emails.push(t.user(&format!("user{i}@example.org")).await);
+    }
+    // Paginated by email.
+    let res = t
+        .get("/api/v2/admin/users?limit=2")
+        .cookie(&admin)
+        .send()
+        .await;
+    let body = res.json();
+    assert_eq!(res.data(200).as_array().unwrap().len(), 2);
+    assert_eq!(body["meta"]["has_more"], true);
+    let cursor = body["meta"]["next_cursor"].as_str().unwrap();
+    let rest = t
+        .get(&format!("/api/v2/admin/users?limit=2&cursor={cursor}"))
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(rest.as_array().unwrap().len(), 2, "4 users in all");
+    assert_eq!(
+        t.get("/api/v2/admin/users?limit=0")
+            .cookie(&admin)
+            .send()
+            .await
+            .error_fields(),
+        ["limit"]
+    );
+    assert_eq!(
+        t.get("/api/v2/admin/users?cursor=*")
+            .cookie(&admin)
+            .send()
+            .await
+            .error_fields(),
+        ["cursor"]
+    );
+    t.get("/api/v2/admin/users")
+        .cookie(&emails[0])
+        .send()
+        .await
+        .problem(403, "admin_required");
+    t.get("/api/v2/admin/users")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    t.req(
+        Method::PATCH,
+        &format!("/api/v2/admin/users/{}", emails[1].id),
+    )
+    .json(json!({"is_admin": true}))
+    .send()
+    .await
+    .problem(401, "unauthenticated");
+    t.req(
+        Method::PATCH,
+        &format!("/api/v2/admin/users/{}", emails[1].id),
+    )
+    .cookie(&emails[0])
+    .json(json!({"is_admin": true}))
+    .send()
+    .await
+    .problem(403, "admin_required");
+
+    let patch = |id: &str, body: serde_json::Value| {
+        t.req(Method::PATCH, &format!("/api/v2/admin/users/{id}"))
+            .cookie(&admin)
+            .json(body)
+            .send()
+    };
+    let user = &emails[0];
+    let updated = patch(&user.id, json!({"is_admin": true, "max_sessions": 3}))
+        .await
+        .data(200);
+    assert_eq!(updated["user"]["is_admin"], true);
+    assert_eq!(updated["user"]["max_sessions"], 3);
+    // The change is visible at once on this replica (the token cache forgets the user).
+    let me = t.get("/api/v2/me").cookie(user).send().await.data(200);
+    assert_eq!(me["user"]["is_admin"], true);
+    let cleared = patch(&user.id, json!({"max_sessions": null}))
+        .await
+        .data(200);
+    assert!(cleared["user"]["max_sessions"].is_null());
+    assert_eq!(cleared["user"]["is_admin"], true, "absent fields stay");
+    assert_eq!(
+        patch(&user.id, json!({"max_sessions": -1}))
+            .await
+            .error_fields(),
+        ["max_sessions"]
+    );
+    assert_eq!(
+        patch(&user.id, json!({"is_admin": "yes"}))
+            .await
+            .error_fields(),
+        ["is_admin"]
+    );
+    assert_eq!(
+        patch(&user.id, json!({"email": "x@y.org"}))
+            .await
+            .error_fields(),
+        ["email"]
+    );
+    patch("nope", json!({"is_admin": true}))
+        .await
+        .problem(404, "not_found");
+    patch(&admin.id, json!({"is_admin": false}))
+        .await
+        .problem(409, "last_admin_guard");
+    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", user.id))
+        .cookie(&admin)
+        .body(Some("text/plain"), "{}")
+        .send()
+        .await
+        .problem(415, "unsupported_media_type");
+    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", user.id))
+        .cookie(&admin)
+        .body(Some("application/json"), "{")
+        .send()
+        .await
+        .problem(400, "malformed_json");
+}
+
+crate::scenarios!(
+    nodes_show_free_and_used_gpus,
+    cordon_and_uncordon_nodes_and_gpus,
+    admins_list_every_session,
+    admins_manage_users,
+);

@@ -1,0 +1,494 @@
+//! Signup, login, logout, me: success, every documented error, cookie attributes,
+//! token storage, expiry, rate limits and the Origin allowlist.
+
+use axum::http::StatusCode;
+use medforge_api::backend::MemoryBackendConfig;
+use medforge_api::{tokens, users};
+use serde_json::json;
+
+use crate::common::{GOOD_ORIGIN, TestEnv, client_from};
+
+async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
+    let t = env.app().await;
+    let res = t
+        .post("/api/v2/auth/signup")
+        .json(json!({"email": "  Ada@Example.ORG ", "password": "correct horse"}))
+        .send()
+        .await;
+    let data = res.data(201);
+    assert_eq!(data["user"]["email"], "ada@example.org");
+    assert_eq!(data["user"]["is_admin"], false);
+    assert_eq!(data["user"]["can_use_internal"], false);
+    let cookie = res.header("set-cookie").unwrap();
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Domain=.medforge.test",
+        "Path=/",
+        "Max-Age=604800",
+    ] {
+        assert!(
+            cookie.contains(attribute),
+            "{attribute} missing in {cookie}"
+        );
+    }
+    let client = client_from(&res);
+    let db = t.state().db();
+    let hashed = tokens::hash_hex(&tokens::hash_token(&client.token));
+    assert!(users::find_token(db, &hashed).await.unwrap().is_some());
+    assert!(
+        users::find_token(db, &client.token)
+            .await
+            .unwrap()
+            .is_none(),
+        "the raw token is not stored"
+    );
+    // The cookie works.
+    let me = t.get("/api/v2/me").cookie(&client).send().await;
+    assert_eq!(me.data(200)["user"]["id"], client.id.as_str());
+}
+
+async fn signup_rejects_bad_input(env: TestEnv) {
+    let t = env.app().await;
+    let post = |body: serde_json::Value| t.post("/api/v2/auth/signup").json(body).send();
+    assert_eq!(
+        post(json!({"password": "correct horse"}))
+            .await
+            .error_fields(),
+        ["email"]
+    );
+    assert_eq!(
+        post(json!({"email": "not-an-email", "password": "correct horse"}))
+            .await
+            .error_fields(),
+        ["email"]
+    );
+    assert_eq!(
+        post(json!({"email": "a@b.org", "password": "short"}))
+            .await
+            .error_fields(),
+        ["password"]
+    );
+    assert_eq!(
+        post(json!({"email": "x", "password": "short"}))
+            .await
+            .error_fields(),
+        ["email", "password"]
+    );
+    assert_eq!(
+        post(json!({"email": "a@b.org", "password": "correct horse", "admin": true}))
+            .await
+            .error_fields(),
+        ["admin"]
+    );
+    assert_eq!(
+        post(json!({"email": 42, "password": "correct horse"}))
+            .await
+            .error_fields(),
+        ["email"]
+    );
+    t.post("/api/v2/auth/signup")
+        .body(Some("application/json"), "{\"email\": ")
+        .send()
+        .await
+        .problem(400, "malformed_json");
+    t.post("/api/v2/auth/signup")
+        .body(
+            Some("text/plain"),
+            r#"{"email":"a@b.org","password":"correct horse"}"#,
+        )
+        .send()
+        .await
+        .problem(415, "unsupported_media_type");
+    t.post("/api/v2/auth/signup")
+        .body(None, r#"{"email":"a@b.org","password":"correct horse"}"#)
+        .send()
+        .await
+        .problem(415, "unsupported_media_type");
+    let huge = format!(
+        r#"{{"email":"a@b.org","password":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    t.post("/api/v2/auth/signup")
+        .body(Some("application/json"), huge)
+        .send()
+        .await
+        .problem(413, "payload_too_large");
+
+    t.user("dup@example.org").await;
+    post(json!({"email": "DUP@example.org", "password": "correct horse"}))
+        .await
+        .problem(409, "email_taken");
+}
+
+async fn signup_can_be_closed(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.auth.signup_enabled = false,
+            MemoryBackendConfig::default(),
+        )
+        .await;
+    t.post("/api/v2/auth/signup")
+        .json(json!({"email": "a@b.org", "password": "correct horse"}))
+        .send()
+        .await
+        .problem(403, "signup_disabled");
+}
+
+async fn login_success_and_failures(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/auth/login")
+        .json(json!({"email": "ADA@example.org", "password": "correct horse"}))
+        .send()
+        .await;
+    assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
+    let second = client_from(&res);
+    assert_ne!(second.token, ada.token, "each login gets its own token");
+
+    t.post("/api/v2/auth/login")
+        .json(json!({"email": "ada@example.org", "password": "wrong horse"}))
+        .send()
+        .await
+        .problem(401, "invalid_credentials");
+    t.post("/api/v2/auth/login")
+        .json(json!({"email": "nobody@example.org", "password": "correct horse"}))
+        .send()
+        .await
+        .problem(401, "invalid_credentials");
+    let fields = t
+        .post("/api/v2/auth/login")
+        .json(json!({"email": "ada@example.org", "password": ""}))
+        .send()
+        .await
+        .error_fields();
+    assert_eq!(fields, ["password"]);
+    t.post("/api/v2/auth/login")
+        .body(Some("application/json"), "nope")
+        .send()
+        .await
+        .problem(400, "malformed_json");
+    t.post("/api/v2/auth/login")
+        .body(Some("application/json"), vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .problem(413, "payload_too_large");
+    t.post("/api/v2/auth/login")
+        .body(Some("text/html"), "{}")
+        .send()
+        .await
+        .problem(415, "unsupported_media_type");
+}
+
+async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| {
+                c.rate_limit.burst = 2;
+                c.rate_limit.per_minute = 1;
+            },
+            MemoryBackendConfig::default(),
+        )
+        .await;
+    let attempt = |peer: &str, forwarded: Option<&str>| {
+        let mut req = t
+            .post("/api/v2/auth/login")
+            .peer(peer)
+            .json(json!({"email": "a@b.org", "password": "whatever1"}));
+        if let Some(f) = forwarded {
+            req = req.header("x-forwarded-for", f);
+        }
+        req.send()
+    };
+    attempt("198.51.100.1:5000", None)
+        .await
+        .problem(401, "invalid_credentials");
+    attempt("198.51.100.1:5001", None)
+        .await
+        .problem(401, "invalid_credentials");
+    let limited = attempt("198.51.100.1:5002", None).await;
+    limited.problem(429, "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Signup shares the bucket.
+    t.post("/api/v2/auth/signup")
+        .peer("198.51.100.1:5003")
+        .json(json!({"email": "new@b.org", "password": "correct horse"}))
+        .send()
+        .await
+        .problem(429, "rate_limited");
+    // Another address has its own bucket.
+    attempt("198.51.100.2:5000", None)
+        .await
+        .problem(401, "invalid_credentials");
+    // Behind the trusted proxy (loopback), X-Forwarded-For names the client.
+    attempt("127.0.0.1:4000", Some("203.0.113.5"))
+        .await
+        .problem(401, "invalid_credentials");
+    attempt("127.0.0.1:4000", Some("203.0.113.5"))
+        .await
+        .problem(401, "invalid_credentials");
+    attempt("127.0.0.1:4000", Some("203.0.113.5"))
+        .await
+        .problem(429, "rate_limited");
+    attempt("127.0.0.1:4000", Some("203.0.113.6"))
+        .await
+        .problem(401, "invalid_credentials");
+    // An untrusted peer cannot pick its bucket with X-Forwarded-For.
+    attempt("198.51.100.1:5004", Some("203.0.113.99"))
+        .await
+        .problem(429, "rate_limited");
+}
+
+async fn me_needs_a_valid_token(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    t.get("/api/v2/me")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    t.get("/api/v2/me")
+        .header("cookie", "medforge_session=forged-token")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    let bearer = format!("Bearer {}", ada.token);
+    let res = t
+        .get("/api/v2/me")
+        .header("authorization", &bearer)
+        .send()
+        .await;
+    assert_eq!(res.data(200)["user"]["email"], "ada@example.org");
+    // Another cookie alongside, and an invalid one first, do not matter.
+    let cookies = format!(
+        "theme=dark; medforge_session=bogus; medforge_session={}",
+        ada.token
+    );
+    let res = t.get("/api/v2/me").header("cookie", &cookies).send().await;
+    assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
+}
+
+async fn logout_revokes_the_token(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let other_login = client_from(
+        &t.post("/api/v2/auth/login")
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+            .await,
+    );
+    t.get("/api/v2/me").cookie(&ada).send().await.data(200);
+    let res = t.post("/api/v2/auth/logout").cookie(&ada).send().await;
+    assert_eq!(res.data(200)["message"], "Logged out.");
+    let cleared = res.header("set-cookie").unwrap();
+    assert!(cleared.starts_with("medforge_session=;") && cleared.contains("Max-Age=0"));
+    t.get("/api/v2/me")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    let hashed = tokens::hash_hex(&tokens::hash_token(&ada.token));
+    assert!(
+        users::find_token(t.state().db(), &hashed)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Only that token: the other login still works.
+    t.get("/api/v2/me")
+        .cookie(&other_login)
+        .send()
+        .await
+        .data(200);
+    // Logging out without a token is fine too.
+    t.post("/api/v2/auth/logout").send().await.data(200);
+}
+
+async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
+    let t = env.app().await;
+    let db = t.state().db();
+    let now = medforge_api::now_secs();
+    let idle = t.state().config().auth.idle_ttl.as_secs() as i64;
+
+    let absolute = t.user("abs@example.org").await;
+    let hash = tokens::hash_hex(&tokens::hash_token(&absolute.token));
+    users::set_token_times(db, &hash, now, now - 1)
+        .await
+        .unwrap();
+    t.state()
+        .tokens()
+        .forget(&tokens::hash_token(&absolute.token));
+    t.get("/api/v2/me")
+        .cookie(&absolute)
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+
+    let idler = t.user("idle@example.org").await;
+    let hash = tokens::hash_hex(&tokens::hash_token(&idler.token));
+    users::set_token_times(db, &hash, now - idle - 1, now + 3600)
+        .await
+        .unwrap();
+    t.state().tokens().forget(&tokens::hash_token(&idler.token));
+    t.get("/api/v2/me")
+        .cookie(&idler)
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+
+    // A cached token expires too, without asking the database.
+    let cached = t.user("cached@example.org").await;
+    let cache = t.state().tokens();
+    assert!(
+        cache
+            .resolve(db, &cached.token, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let queries = db.query_count();
+    assert!(
+        cache
+            .resolve(db, &cached.token, now + 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(db.query_count(), queries, "answered from the cache");
+    assert!(
+        cache
+            .resolve(db, &cached.token, now + 5 + idle)
+            .await
+            .unwrap()
+            .is_none(),
+        "idle expiry counts from the last use seen in memory"
+    );
+
+    // Token use is written back in batches: last_used_at moves on flush.
+    let user = t.user("flush@example.org").await;
+    let hash = tokens::hash_hex(&tokens::hash_token(&user.token));
+    users::set_token_times(db, &hash, now - 100, now + 3600)
+        .await
+        .unwrap();
+    t.state().tokens().forget(&tokens::hash_token(&user.token));
+    t.get("/api/v2/me").cookie(&user).send().await.data(200);
+    assert_eq!(
+        users::find_token(db, &hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        now - 100
+    );
+    medforge_api::flush_activity(t.state()).await;
+    assert!(
+        users::find_token(db, &hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            >= now
+    );
+}
+
+async fn origin_allowlist_guards_state_changing_routes(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    for origin in [
+        "https://evil.example.org",
+        "null",
+        "http://medforge.test",
+        "https://s-abcd1234.external.medforge.test",
+        "https://medforge.test.evil.org",
+    ] {
+        // Every documented state-changing route.
+        for op in medforge_api::openapi::operations() {
+            if op.method == "get" {
+                continue;
+            }
+            let path = op
+                .path
+                .replace("{id}", "x")
+                .replace("{node}", "node-a")
+                .replace("{gpu}", "0");
+            let method = op.method.to_ascii_uppercase().parse().unwrap();
+            let res = t
+                .req(method, &path)
+                .cookie(&ada)
+                .header("origin", origin)
+                .json(json!({}))
+                .send()
+                .await;
+            res.problem(403, "origin_not_allowed");
+        }
+    }
+    for origin in [
+        GOOD_ORIGIN,
+        "https://api.medforge.test",
+        "https://external.medforge.test",
+        "https://internal.medforge.test:443",
+    ] {
+        let res = t
+            .post("/api/v2/auth/login")
+            .header("origin", origin)
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{origin}: {}", res.text());
+    }
+    // Reads are not guarded.
+    t.get("/api/v2/me")
+        .cookie(&ada)
+        .header("origin", "https://evil.example.org")
+        .send()
+        .await
+        .data(200);
+}
+
+async fn admin_bootstrap_never_uses_a_default_password(env: TestEnv) {
+    let t = env.app().await;
+    let db = t.state().db();
+    let fast = medforge_api::PasswordHashing::INSECURE_FAST;
+    assert!(
+        medforge_api::ensure_admin(db, fast, "root@example.org", None)
+            .await
+            .is_err(),
+        "a missing account needs a password"
+    );
+    assert!(
+        medforge_api::ensure_admin(db, fast, "root@example.org", Some("short"))
+            .await
+            .is_err()
+    );
+    let admin = medforge_api::ensure_admin(db, fast, "root@example.org", Some("long enough"))
+        .await
+        .unwrap();
+    assert!(admin.is_admin && admin.can_use_internal);
+    // Promoting an existing account keeps its password.
+    let ada = t.user("ada@example.org").await;
+    let promoted = medforge_api::ensure_admin(db, fast, "ADA@example.org", None)
+        .await
+        .unwrap();
+    assert_eq!(promoted.id, ada.id);
+    assert!(promoted.is_admin);
+    t.post("/api/v2/auth/login")
+        .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+        .send()
+        .await
+        .data(200);
+}
+
+crate::scenarios!(
+    signup_sets_a_cookie_and_stores_only_a_hash,
+    signup_rejects_bad_input,
+    signup_can_be_closed,
+    login_success_and_failures,
+    login_and_signup_are_rate_limited_per_ip,
+    me_needs_a_valid_token,
+    logout_revokes_the_token,
+    tokens_expire_when_idle_and_absolutely,
+    origin_allowlist_guards_state_changing_routes,
+    admin_bootstrap_never_uses_a_default_password,
+);

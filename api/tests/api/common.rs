@@ -1,0 +1,583 @@
+//! The test harness: an API over the in-memory control plane and a real database
+//! (a SQLite file in a temporary directory, or a database of its own in a
+//! throwaway PostgreSQL cluster), and a small request builder over `oneshot`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use medforge_api::backend::{MemoryBackend, MemoryBackendConfig};
+use medforge_api::{Api, ApiConfig, AppState, Db, PasswordHashing};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The base domain of every test API.
+pub const DOMAIN: &str = "medforge.test";
+/// An allowed origin.
+pub const GOOD_ORIGIN: &str = "https://medforge.test";
+
+/// Where a test's databases come from.
+#[derive(Clone, Debug)]
+pub enum TestEnv {
+    /// A SQLite file per app.
+    Sqlite,
+    /// A database per app in a shared PostgreSQL cluster, reached through its admin URL.
+    Postgres {
+        /// `postgres://postgres@127.0.0.1:<port>`
+        base_url: String,
+    },
+}
+
+static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One scenario, runnable on either database.
+pub type Scenario = fn(TestEnv) -> BoxFuture<'static, ()>;
+
+/// Declares scenarios: each becomes a SQLite test here and is listed in `SCENARIOS`
+/// for the PostgreSQL suite.
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::TestEnv::Sqlite).await
+                }
+            )*
+        }
+        pub const SCENARIOS: &[(&str, $crate::common::Scenario)] = &[
+            $( (concat!(module_path!(), "::", stringify!($name)), |env| Box::pin($name(env))) ),*
+        ];
+    };
+}
+
+/// The in-memory control plane of most tests: automatic scheduling, 10 sessions per user.
+pub fn memory_defaults() -> MemoryBackendConfig {
+    MemoryBackendConfig {
+        default_user_limit: 10,
+        ..MemoryBackendConfig::default()
+    }
+}
+
+/// Test defaults: cheap hashing, generous rate limits, short waits, manual flushes.
+pub fn test_config(data_dir: PathBuf) -> ApiConfig {
+    let mut config = ApiConfig::new(DOMAIN, data_dir);
+    config.auth.password_hashing = PasswordHashing::INSECURE_FAST;
+    config.rate_limit.burst = 10_000;
+    config.rate_limit.per_minute = 10_000;
+    config.sessions.schedule_timeout = Duration::from_secs(5);
+    config.sessions.ready_timeout = Duration::from_secs(5);
+    config.activity_flush_interval = Duration::from_secs(3600);
+    config
+}
+
+impl TestEnv {
+    /// An app with the test defaults and one node of 4 GPUs.
+    pub async fn app(&self) -> TestApp {
+        self.app_with(|_| {}, memory_defaults()).await
+    }
+
+    /// An app with a changed configuration and control plane.
+    pub async fn app_with(
+        &self,
+        configure: impl FnOnce(&mut ApiConfig),
+        memory: MemoryBackendConfig,
+    ) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path().to_path_buf());
+        if let TestEnv::Postgres { base_url } = self {
+            let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = format!("t_{}_{n}", std::process::id());
+            create_database(base_url, &name).await;
+            config.database_url = Some(format!("{base_url}/{name}"));
+        }
+        configure(&mut config);
+        let db = Db::connect(config.database_url.as_deref(), &config.data_dir)
+            .await
+            .expect("database");
+        db.migrate().await.expect("migrations");
+        let backend = MemoryBackend::new(memory);
+        backend.add_node("node-a", 4);
+        let api = Api::with_db(config, db, Arc::new(backend.clone()));
+        assert!(
+            api.wait_synced(Duration::from_secs(5)).await,
+            "watch synced"
+        );
+        TestApp {
+            router: api.router(),
+            api,
+            backend,
+            _dir: dir,
+        }
+    }
+}
+
+async fn create_database(base_url: &str, name: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&format!("{base_url}/postgres"))
+        .await
+        .expect("connect to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let _ = conn.close().await;
+}
+
+/// A running test API.
+pub struct TestApp {
+    /// The API (background tasks run while it lives).
+    pub api: Api,
+    /// Its router.
+    pub router: Router,
+    /// The in-memory control plane.
+    pub backend: MemoryBackend,
+    _dir: tempfile::TempDir,
+}
+
+/// A logged-in user.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The login token (cookie value).
+    pub token: String,
+    /// The user's id.
+    pub id: String,
+}
+
+impl Client {
+    /// The `Cookie` header value.
+    pub fn cookie(&self) -> String {
+        format!("medforge_session={}", self.token)
+    }
+}
+
+impl TestApp {
+    /// The state.
+    pub fn state(&self) -> &AppState {
+        self.api.state()
+    }
+
+    /// A request.
+    pub fn req(&self, method: Method, uri: &str) -> Req {
+        Req {
+            router: self.router.clone(),
+            builder: Request::builder().method(method).uri(uri),
+            body: Body::empty(),
+        }
+    }
+
+    /// GET.
+    pub fn get(&self, uri: &str) -> Req {
+        self.req(Method::GET, uri)
+    }
+
+    /// POST.
+    pub fn post(&self, uri: &str) -> Req {
+        self.req(Method::POST, uri)
+    }
+
+    /// Signs up a user and returns it logged in.
+    pub async fn user(&self, email: &str) -> Client {
+        let res = self
+            .post("/api/v2/auth/signup")
+            .json(serde_json::json!({"email": email, "password": "correct horse"}))
+            .send()
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        client_from(&res)
+    }
+
+    /// An admin, created through the bootstrap path, logged in.
+    pub async fn admin(&self, email: &str) -> Client {
+        medforge_api::ensure_admin(
+            self.state().db(),
+            PasswordHashing::INSECURE_FAST,
+            email,
+            Some("admin password"),
+        )
+        .await
+        .expect("admin");
+        let res = self
+            .post("/api/v2/auth/login")
+            .json(serde_json::json!({"email": email, "password": "admin password"}))
+            .send()
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        client_from(&res)
+    }
+
+    /// Creates an external session for a user and returns its body (`data.session`).
+    pub async fn session(&self, client: &Client) -> Value {
+        let res = self
+            .post("/api/v2/external/sessions")
+            .cookie(client)
+            .json(serde_json::json!({"gpus": 1}))
+            .send()
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        res.json()["data"]["session"].clone()
+    }
+
+    /// Polls until the index shows the session `id` in `phase`.
+    pub async fn wait_phase(&self, id: &str, phase: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = self.state().index().get(id)
+                && format!("{:?}", e.phase()).eq_ignore_ascii_case(phase)
+                && (phase != "running" || e.upstream.is_some())
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {id} never reached {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// session-proxy for a host, with optional cookie.
+    pub async fn proxy(&self, host: &str, client: Option<&Client>) -> Res {
+        let mut req = self.get("/api/v2/auth/session-proxy").header("host", host);
+        if let Some(c) = client {
+            req = req.cookie(c);
+        }
+        req.send().await
+    }
+}
+
+/// The logged-in client from a signup or login response.
+pub fn client_from(res: &Res) -> Client {
+    let set_cookie = res
+        .headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("Set-Cookie");
+    let token = set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("medforge_session="))
+        .expect("cookie value")
+        .to_owned();
+    let body = res.json();
+    Client {
+        token,
+        id: body["data"]["user"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A request on a router.
+pub fn request(router: &Router, method: Method, uri: &str) -> Req {
+    Req {
+        router: router.clone(),
+        builder: Request::builder().method(method).uri(uri),
+        body: Body::empty(),
+    }
+}
+
+/// A request being built.
+pub struct Req {
+    router: Router,
+    builder: axum::http::request::Builder,
+    body: Body,
+}
+
+impl Req {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(
+            HeaderName::try_from(name).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+        self
+    }
+
+    /// Sends the client's cookie.
+    pub fn cookie(self, client: &Client) -> Self {
+        let cookie = client.cookie();
+        self.header("cookie", &cookie)
+    }
+
+    /// A JSON body.
+    pub fn json(mut self, value: Value) -> Self {
+        self.builder = self
+            .builder
+            .header(header::CONTENT_TYPE, "application/json");
+        self.body = Body::from(value.to_string());
+        self
+    }
+
+    /// A raw body.
+    pub fn body(mut self, content_type: Option<&str>, body: impl Into<Bytes>) -> Self {
+        if let Some(ct) = content_type {
+            self.builder = self.builder.header(header::CONTENT_TYPE, ct);
+        }
+        self.body = Body::from(body.into());
+        self
+    }
+
+    /// Pretends the request came from this peer.
+    pub fn peer(mut self, addr: &str) -> Self {
+        let addr: SocketAddr = addr.parse().unwrap();
+        self.builder = self.builder.extension(ConnectInfo(addr));
+        self
+    }
+
+    /// Sends it and reads the whole body.
+    pub async fn send(self) -> Res {
+        let response = self.send_streaming().await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Res {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Sends it and returns the response with its body unread (for SSE).
+    pub async fn send_streaming(self) -> axum::response::Response {
+        let request = self.builder.body(self.body).expect("request");
+        self.router.oneshot(request).await.expect("infallible")
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Res {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Res {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem response with this status and code, and returns its body.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], status);
+        assert!(body["type"].as_str().unwrap().ends_with(code));
+        assert_eq!(
+            body["request_id"].as_str(),
+            self.header("x-request-id"),
+            "problem request_id matches the header"
+        );
+        body
+    }
+
+    /// Asserts a success envelope with this status, and returns `data`.
+    #[track_caller]
+    pub fn data(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(
+            body["meta"]["request_id"].as_str(),
+            self.header("x-request-id")
+        );
+        assert_eq!(body["meta"]["api_version"], "v2");
+        body["data"].clone()
+    }
+
+    /// The field names of a 422's `errors[]`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.problem(422, "validation_failed")["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A throwaway PostgreSQL cluster, stopped (by PID, through `pg_ctl stop`) when dropped.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// The postmaster's PID.
+    pub pid: u32,
+    as_postgres: bool,
+}
+
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("MEDFORGE_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+impl PgCluster {
+    /// Starts a cluster, or says why it cannot (`Err` when the binaries are absent).
+    pub fn start() -> Result<PgCluster, String> {
+        let bin = pg_bin_dir()
+            .ok_or("PostgreSQL server binaries not found (apt-get install postgresql)")?;
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        let dir = tempfile::Builder::new()
+            .prefix("mf-api-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        if as_postgres {
+            // initdb refuses to run as root: the cluster belongs to the postgres user.
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            assert!(status.success(), "chown of the cluster directory failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let mut cluster = PgCluster {
+            dir,
+            bin,
+            port,
+            pid: 0,
+            as_postgres,
+        };
+        let data = cluster.data_dir();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            cluster.dir.path().display()
+        );
+        let log = cluster
+            .dir
+            .path()
+            .join("postgres.log")
+            .display()
+            .to_string();
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+        )?;
+        let pidfile = std::fs::read_to_string(cluster.dir.path().join("data/postmaster.pid"))
+            .map_err(|e| e.to_string())?;
+        cluster.pid = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("no pid in postmaster.pid")?;
+        Ok(cluster)
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+            Err(format!(
+                "{program} {args:?} failed: {}{}\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The admin URL (append `/<database>`).
+    pub fn base_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        if self
+            .run(
+                "pg_ctl",
+                &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"],
+            )
+            .is_err()
+            && self.pid > 0
+        {
+            // pg_ctl could not stop it: end the postmaster by its PID.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Live events over SSE, single-use event tokens, and token redaction in logs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::common::{TestEnv, memory_defaults};
+
+/// Reads SSE events from a body.
+struct EventReader {
+    body: Body,
+    buffer: String,
+}
+
+impl EventReader {
+    fn new(response: axum::response::Response) -> Self {
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (name, JSON data), skipping comments.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if name.is_empty() {
+                    continue;
+                }
+                return (name, serde_json::from_str(&data).expect("JSON data"));
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
+                .await
+                .expect("an event within 5 s")
+                .expect("stream open")
+                .expect("frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event about a session, skipping others.
+    async fn next_named(&mut self, name: &str) -> Value {
+        loop {
+            let (n, data) = self.next().await;
+            if n == name {
+                return data;
+            }
+        }
+    }
+}
+
+async fn events_stream_the_callers_sessions(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let existing = t.session(&ada).await;
+    let response = t.get("/api/v2/events").cookie(&ada).send_streaming().await;
+    let mut events = EventReader::new(response);
+    let (name, snapshot) = events.next().await;
+    assert_eq!(name, "snapshot");
+    assert_eq!(snapshot.as_array().unwrap().len(), 1);
+    assert_eq!(snapshot[0]["id"], existing["id"]);
+    // Bob's changes are not Ada's business.
+    t.session(&bob).await;
+    let created = t.session(&ada).await;
+    // Only Ada's sessions (the existing one may still be starting) until the new one shows.
+    loop {
+        let event = events.next_named("session").await;
+        assert_eq!(event["owner"], ada.id.as_str());
+        if event["id"] == created["id"] {
+            break;
+        }
+    }
+    // Running, then stopped, arrive as changes.
+    let id = created["id"].as_str().unwrap();
+    loop {
+        let e = events.next_named("session").await;
+        assert_eq!(e["owner"], ada.id.as_str());
+        if e["id"] == id && e["phase"] == "running" {
+            break;
+        }
+    }
+    t.req(
+        axum::http::Method::DELETE,
+        &format!("/api/v2/external/sessions/{id}"),
+    )
+    .cookie(&t.admin("root@example.org").await)
+    .send()
+    .await;
+    loop {
+        let (name, e) = events.next().await;
+        if name == "session_deleted" {
+            assert_eq!(e["id"], id);
+            break;
+        }
+    }
+    t.get("/api/v2/events")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+}
+
+async fn event_tokens_are_single_use(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    t.post("/api/v2/events/token")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    let issued = t
+        .post("/api/v2/events/token")
+        .cookie(&ada)
+        .send()
+        .await
+        .data(201);
+    assert_eq!(issued["expires_in"], 60);
+    let token = issued["token"].as_str().unwrap();
+    let uri = format!("/api/v2/events?token={token}");
+    let mut events = EventReader::new(t.get(&uri).send_streaming().await);
+    assert_eq!(events.next().await.0, "snapshot");
+    t.get(&uri).send().await.problem(401, "unauthenticated");
+    t.get("/api/v2/events?token=made-up")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    // A login token is not an event token.
+    t.get(&format!("/api/v2/events?token={}", ada.token))
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+}
+
+async fn event_tokens_expire(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.auth.event_token_ttl = Duration::ZERO,
+            memory_defaults(),
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let issued = t
+        .post("/api/v2/events/token")
+        .cookie(&ada)
+        .send()
+        .await
+        .data(201);
+    let uri = format!("/api/v2/events?token={}", issued["token"].as_str().unwrap());
+    t.get(&uri).send().await.problem(401, "unauthenticated");
+}
+
+crate::scenarios!(
+    events_stream_the_callers_sessions,
+    event_tokens_are_single_use,
+    event_tokens_expire,
+);
+
+/// A writer that keeps what the log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn tokens_never_appear_in_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (login_token, event_token) = rt.block_on(async {
+        let t = TestEnv::Sqlite.app().await;
+        let ada = t.user("ada@example.org").await;
+        let issued = t
+            .post("/api/v2/events/token")
+            .cookie(&ada)
+            .send()
+            .await
+            .data(201);
+        let token = issued["token"].as_str().unwrap().to_owned();
+        let response = t
+            .get(&format!("/api/v2/events?token={token}"))
+            .send_streaming()
+            .await;
+        assert_eq!(response.status().as_u16(), 200);
+        t.get("/api/v2/events?token=somethingsecret").send().await;
+        (ada.token, token)
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("token=***"),
+        "the request log shows the route: {logs}"
+    );
+    for secret in [
+        login_token.as_str(),
+        event_token.as_str(),
+        "somethingsecret",
+    ] {
+        assert!(!logs.contains(secret), "a token leaked into the logs");
+    }
+}

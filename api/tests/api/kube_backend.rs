@@ -1,0 +1,326 @@
+//! The kube-backed implementation against the embedded control plane
+//! (`medforge-apiserver`): the API serves real Session and GpuNode resources
+//! through the kube client; a small stand-in for the scheduler and the node agent
+//! binds (or refuses) Sessions by patching their status, as the operator will.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api as KubeApi, ListParams, Patch, PatchParams, PostParams};
+use medforge_api::backend::{KubeBackend, SLUG_KEY, SessionBackend, condition};
+use medforge_api::{Api, Db};
+use medforge_crds::session::condition::{READY, SCHEDULED};
+use medforge_crds::{
+    DesiredState, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session,
+};
+use serde_json::json;
+
+use crate::common::{Client, Res, client_from, request, test_config};
+
+const NAMESPACE: &str = "mf-api-test";
+
+/// Binds every undecided Session (Running + Ready at once) unless it wants more than 2 GPUs.
+async fn stand_in_scheduler(sessions: KubeApi<Session>) {
+    loop {
+        if let Ok(list) = sessions.list(&ListParams::default()).await {
+            for s in list.items {
+                if s.condition(SCHEDULED).is_some() {
+                    continue;
+                }
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let status = if s.spec.gpus > 2 {
+                    json!({"status": {
+                        "phase": "Pending", "reason": "NoGpuAvailable",
+                        "conditions": [condition(SCHEDULED, false, "NoGpuAvailable", "no node has 3 free GPUs")]
+                    }})
+                } else {
+                    let slug = s.metadata.labels.as_ref().unwrap()[SLUG_KEY].clone();
+                    json!({"status": {
+                        "phase": "Running", "nodeName": "node-a", "slug": slug,
+                        "upstream": format!("mf-session-{slug}:8080"),
+                        "gpus": [{"index": 0, "uuid": "GPU-node-a-0"}],
+                        "conditions": [
+                            condition(SCHEDULED, true, "Bound", "bound to node-a"),
+                            condition(READY, true, "Serving", "port open"),
+                        ]
+                    }})
+                };
+                let _ = sessions
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_backend_on_the_embedded_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = medforge_apiserver::start(
+        medforge_apiserver::Config::new(dir.path().join("control-plane"))
+            .with_listen("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .expect("embedded control plane");
+    let client = server.client().unwrap();
+    KubeApi::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NAMESPACE.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .unwrap();
+    let nodes: KubeApi<GpuNode> = KubeApi::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &GpuNode::new("node-a", GpuNodeSpec::default()),
+        )
+        .await
+        .unwrap();
+    let node_status = GpuNodeStatus {
+        gpus: (0..2)
+            .map(|i| GpuInfo {
+                index: i,
+                uuid: format!("GPU-node-a-{i}"),
+                model: "Simulated".into(),
+                memory_bytes: 1 << 30,
+                health: GpuHealth::Healthy,
+            })
+            .collect(),
+        allocatable: 2,
+        ..GpuNodeStatus::default()
+    };
+    nodes
+        .patch_status(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": node_status})),
+        )
+        .await
+        .unwrap();
+    let sessions: KubeApi<Session> = KubeApi::namespaced(client.clone(), NAMESPACE);
+    let scheduler = tokio::spawn(stand_in_scheduler(sessions.clone()));
+
+    let backend = Arc::new(KubeBackend::new(client.clone(), NAMESPACE));
+    backend.ping().await.expect("ping");
+    let config = test_config(dir.path().join("api"));
+    let db = Db::connect(None, &config.data_dir).await.unwrap();
+    db.migrate().await.unwrap();
+    let api = Api::with_db(config, db, backend.clone());
+    assert!(
+        api.wait_synced(Duration::from_secs(10)).await,
+        "watch synced"
+    );
+    let router = api.router();
+    let send =
+        |method: Method, uri: &str, who: Option<&Client>, body: Option<serde_json::Value>| {
+            let mut r = request(&router, method, uri);
+            if let Some(c) = who {
+                r = r.cookie(c);
+            }
+            if let Some(b) = body {
+                r = r.json(b);
+            }
+            r.send()
+        };
+    let signup: Res = send(
+        Method::POST,
+        "/api/v2/auth/signup",
+        None,
+        Some(json!({"email": "ada@example.org", "password": "correct horse"})),
+    )
+    .await;
+    let ada = client_from(&signup);
+    medforge_api::ensure_admin(
+        api.state().db(),
+        medforge_api::PasswordHashing::INSECURE_FAST,
+        "root@example.org",
+        Some("admin password"),
+    )
+    .await
+    .unwrap();
+    let admin = client_from(
+        &send(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            Some(json!({"email": "root@example.org", "password": "admin password"})),
+        )
+        .await,
+    );
+
+    // Create: bound by the stand-in scheduler.
+    let created = send(
+        Method::POST,
+        "/api/v2/external/sessions",
+        Some(&ada),
+        Some(json!({"gpus": 1})),
+    )
+    .await
+    .data(201);
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let slug = created["session"]["slug"].as_str().unwrap().to_owned();
+    let stored = sessions.get(&id).await.unwrap();
+    assert_eq!(stored.spec.owner, ada.id);
+    assert_eq!(
+        stored.metadata.labels.as_ref().unwrap()["medforge.dev/owner"],
+        ada.id
+    );
+    assert_eq!(backend.list(Some(&ada.id)).await.unwrap().len(), 1);
+    assert!(backend.get(&id).await.unwrap().is_some());
+
+    // forward_auth from the watch-fed index.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = request(&router, Method::GET, "/api/v2/auth/session-proxy")
+            .header("host", &format!("s-{slug}.external.medforge.test"))
+            .cookie(&ada)
+            .send()
+            .await;
+        if res.status == StatusCode::OK {
+            assert_eq!(
+                res.header("x-upstream"),
+                Some(format!("mf-session-{slug}:8080").as_str())
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never routable: {}",
+            res.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    medforge_api::flush_activity(api.state()).await;
+    let recorded = sessions.get_status(&id).await.unwrap();
+    assert!(
+        recorded.status.unwrap().last_activity_at.is_some(),
+        "activity patched into status"
+    );
+
+    // Refused: 409 and the Session is gone.
+    send(
+        Method::POST,
+        "/api/v2/external/sessions",
+        Some(&ada),
+        Some(json!({"gpus": 3})),
+    )
+    .await
+    .problem(409, "no_gpu_available");
+    assert_eq!(
+        sessions
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // Stop sets spec.state.
+    send(
+        Method::POST,
+        &format!("/api/v2/external/sessions/{id}/stop"),
+        Some(&ada),
+        None,
+    )
+    .await
+    .data(202);
+    assert_eq!(
+        sessions.get(&id).await.unwrap().spec.state,
+        DesiredState::Stopped
+    );
+
+    // Admin: nodes, cordons.
+    let listed = send(Method::GET, "/api/v2/admin/nodes", Some(&admin), None)
+        .await
+        .data(200);
+    assert_eq!(listed[0]["name"], "node-a");
+    assert_eq!(listed[0]["total"], 2);
+    send(
+        Method::POST,
+        "/api/v2/admin/nodes/node-a/cordon",
+        Some(&admin),
+        None,
+    )
+    .await
+    .data(200);
+    assert!(nodes.get("node-a").await.unwrap().spec.unschedulable);
+    send(
+        Method::POST,
+        "/api/v2/admin/nodes/node-a/uncordon",
+        Some(&admin),
+        None,
+    )
+    .await
+    .data(200);
+    assert!(!nodes.get("node-a").await.unwrap().spec.unschedulable);
+    send(
+        Method::POST,
+        "/api/v2/admin/nodes/node-a/gpus/1/cordon",
+        Some(&admin),
+        None,
+    )
+    .await
+    .data(200);
+    assert_eq!(
+        nodes.get("node-a").await.unwrap().spec.disabled_gpus,
+        ["GPU-node-a-1"]
+    );
+    send(
+        Method::POST,
+        "/api/v2/admin/nodes/node-a/gpus/GPU-node-a-1/uncordon",
+        Some(&admin),
+        None,
+    )
+    .await
+    .data(200);
+    assert!(
+        nodes
+            .get("node-a")
+            .await
+            .unwrap()
+            .spec
+            .disabled_gpus
+            .is_empty()
+    );
+    send(
+        Method::POST,
+        "/api/v2/admin/nodes/nope/cordon",
+        Some(&admin),
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+
+    // Delete.
+    let res = send(
+        Method::DELETE,
+        &format!("/api/v2/external/sessions/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    assert!(sessions.get_opt(&id).await.unwrap().is_none());
+    assert!(
+        !backend.delete(&id).await.unwrap(),
+        "deleting again is not an error"
+    );
+    send(Method::GET, "/readyz", None, None).await.data(200);
+
+    scheduler.abort();
+    api.shutdown().await;
+    server.shutdown().await;
+}

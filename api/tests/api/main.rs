@@ -1,0 +1,15 @@
+//! Route tests of the API over the in-memory control plane. Every scenario runs
+//! on SQLite (one test each) and, in `postgres::all_scenarios`, on a throwaway
+//! PostgreSQL cluster started once for the whole suite.
+
+mod common;
+
+mod admin;
+mod auth;
+mod contract;
+mod events;
+mod fuzz;
+mod kube_backend;
+mod postgres;
+mod proxy;
+mod sessions;

@@ -1,0 +1,588 @@
+//! Session routes: create (bound, refused, timed out, wait=ready), list, get, stop, delete.
+
+use std::time::Duration;
+
+use medforge_api::backend::{
+    MAX_SESSIONS_ANNOTATION, MemoryBackendConfig, OWNER_LABEL, SLUG_KEY, SchedulerMode,
+};
+use medforge_crds::{DesiredState, SessionPhase};
+use serde_json::json;
+
+use crate::common::TestEnv;
+
+async fn create_binds_and_answers_201(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .json(
+            json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
+                     "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}}),
+        )
+        .send()
+        .await;
+    let data = res.data(201);
+    assert_eq!(data["message"], "Session scheduled.");
+    let s = &data["session"];
+    let id = s["id"].as_str().unwrap();
+    let slug = s["slug"].as_str().unwrap();
+    assert_eq!(slug.len(), 8);
+    assert!(
+        slug.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    );
+    assert_eq!(s["exposure"], "external");
+    assert_eq!(s["owner"], ada.id.as_str());
+    assert_eq!(s["pack"], "default");
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["gpu_count"], 2);
+    assert_eq!(s["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(s["node"], "node-a");
+    assert!(s["phase"] == "scheduled" || s["phase"] == "running", "{s}");
+    assert_eq!(
+        s["url"].as_str().unwrap(),
+        format!("https://s-{slug}.external.medforge.test/")
+    );
+    assert!(s["created_at"].as_str().is_some());
+    assert_eq!(s["error_message"], serde_json::Value::Null);
+    // The resource as written.
+    let session = t.backend.session(id).expect("Session resource");
+    let labels = session.metadata.labels.clone().unwrap();
+    assert_eq!(labels[OWNER_LABEL], ada.id);
+    assert_eq!(labels[SLUG_KEY], slug);
+    assert_eq!(
+        session.metadata.annotations.clone().unwrap()[SLUG_KEY],
+        slug
+    );
+    assert_eq!(session.spec.gpus, 2);
+    assert_eq!(session.spec.idle_timeout.as_deref(), Some("30m"));
+    assert_eq!(
+        session.spec.resources.unwrap().memory.as_deref(),
+        Some("16Gi")
+    );
+    // An empty body uses the defaults.
+    let res = t
+        .post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .send()
+        .await;
+    assert_eq!(res.data(201)["session"]["gpu_count"], 1);
+}
+
+async fn create_rejects_bad_input(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let create = |body: serde_json::Value| {
+        t.post("/api/v2/external/sessions")
+            .cookie(&ada)
+            .json(body)
+            .send()
+    };
+    assert_eq!(create(json!({"gpus": 99})).await.error_fields(), ["gpus"]);
+    assert_eq!(create(json!({"gpus": -1})).await.error_fields(), ["gpus"]);
+    assert_eq!(
+        create(json!({"gpus": "two"})).await.error_fields(),
+        ["gpus"]
+    );
+    assert_eq!(
+        create(json!({"pack": "Bad_Pack"})).await.error_fields(),
+        ["pack"]
+    );
+    assert_eq!(
+        create(json!({"idle_timeout": "forever", "max_lifetime": "1d"}))
+            .await
+            .error_fields(),
+        ["idle_timeout", "max_lifetime"]
+    );
+    assert_eq!(
+        create(json!({"resources": {"cpu": "lots", "pids": 1}}))
+            .await
+            .error_fields(),
+        ["resources.cpu", "resources.pids"]
+    );
+    assert_eq!(
+        create(json!({"resources": {"gpu": 1}}))
+            .await
+            .error_fields(),
+        ["resources.gpu"]
+    );
+    assert_eq!(
+        create(json!({"owner": "someone"})).await.error_fields(),
+        ["owner"]
+    );
+    assert_eq!(create(json!([1, 2])).await.error_fields(), ["body"]);
+    t.post("/api/v2/external/sessions?wait=soon")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(422, "validation_failed");
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .body(Some("application/json"), "{")
+        .send()
+        .await
+        .problem(400, "malformed_json");
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .body(Some("application/x-www-form-urlencoded"), "gpus=1")
+        .send()
+        .await
+        .problem(415, "unsupported_media_type");
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .body(Some("application/json"), vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .problem(413, "payload_too_large");
+    t.post("/api/v2/external/sessions")
+        .json(json!({}))
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    assert!(t.backend.sessions().is_empty(), "nothing was created");
+}
+
+async fn internal_sessions_need_permission(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    t.post("/api/v2/internal/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(403, "internal_not_allowed");
+    assert!(t.backend.sessions().is_empty());
+    t.req(
+        axum::http::Method::PATCH,
+        &format!("/api/v2/admin/users/{}", ada.id),
+    )
+    .cookie(&admin)
+    .json(json!({"can_use_internal": true}))
+    .send()
+    .await
+    .data(200);
+    let res = t
+        .post("/api/v2/internal/sessions")
+        .cookie(&ada)
+        .send()
+        .await;
+    let s = res.data(201)["session"].clone();
+    assert_eq!(s["exposure"], "internal");
+    assert!(
+        s["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(".internal.medforge.test/")
+    );
+    // Admins may always.
+    t.post("/api/v2/internal/sessions")
+        .cookie(&admin)
+        .send()
+        .await
+        .data(201);
+}
+
+async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .json(json!({"gpus": 5}))
+        .send()
+        .await;
+    let problem = res.problem(409, "no_gpu_available");
+    assert!(problem["detail"].as_str().unwrap().contains("GPU"));
+    assert!(
+        t.backend.sessions().is_empty(),
+        "the refused Session is deleted"
+    );
+
+    // The per-user limit override travels as an annotation; the scheduler enforces it.
+    let admin = t.admin("root@example.org").await;
+    t.req(
+        axum::http::Method::PATCH,
+        &format!("/api/v2/admin/users/{}", ada.id),
+    )
+    .cookie(&admin)
+    .json(json!({"max_sessions": 1}))
+    .send()
+    .await
+    .data(200);
+    let first = t.session(&ada).await;
+    let stored = t.backend.session(first["id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        stored.metadata.annotations.unwrap()[MAX_SESSIONS_ANNOTATION],
+        "1"
+    );
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(409, "user_limit_reached");
+    assert_eq!(t.backend.sessions().len(), 1);
+    // Once stopped, it no longer counts.
+    t.post(&format!(
+        "/api/v2/external/sessions/{}/stop",
+        first["id"].as_str().unwrap()
+    ))
+    .cookie(&ada)
+    .send()
+    .await
+    .data(202);
+    t.session(&ada).await;
+}
+
+async fn concurrent_creates_at_limit_one(env: TestEnv) {
+    let t = env
+        .app_with(
+            |_| {},
+            MemoryBackendConfig {
+                default_user_limit: 1,
+                ..MemoryBackendConfig::default()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let create = || t.post("/api/v2/external/sessions").cookie(&ada).send();
+    let (a, b) = tokio::join!(create(), create());
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{} / {}", a.text(), b.text());
+    let refused = if a.status.as_u16() == 409 { &a } else { &b };
+    refused.problem(409, "user_limit_reached");
+    assert_eq!(t.backend.sessions().len(), 1, "exactly one Session remains");
+}
+
+async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.sessions.schedule_timeout = Duration::from_millis(200),
+            MemoryBackendConfig {
+                scheduler: SchedulerMode::Manual,
+                ..MemoryBackendConfig::default()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .send()
+        .await;
+    res.problem(503, "scheduler_timeout");
+    assert_eq!(res.header("retry-after"), Some("5"));
+    assert!(t.backend.sessions().is_empty());
+    // The control plane down: 503 too.
+    t.backend.set_reachable(false);
+    t.post("/api/v2/external/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(503, "control_plane_unavailable");
+}
+
+async fn wait_ready_returns_once_ready(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.sessions.ready_timeout = Duration::from_secs(5),
+            MemoryBackendConfig {
+                start_after: Some(Duration::from_millis(50)),
+                ..MemoryBackendConfig::default()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/external/sessions?wait=ready")
+        .cookie(&ada)
+        .send()
+        .await;
+    let data = res.data(201);
+    assert_eq!(data["message"], "Session ready.");
+    assert_eq!(data["session"]["phase"], "running");
+    assert_eq!(data["session"]["ready"], true);
+    assert!(data["session"]["started_at"].as_str().is_some());
+}
+
+async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.sessions.ready_timeout = Duration::from_millis(200),
+            MemoryBackendConfig {
+                start_after: None,
+                ..MemoryBackendConfig::default()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let res = t
+        .post("/api/v2/external/sessions?wait=ready")
+        .cookie(&ada)
+        .send()
+        .await;
+    let data = res.data(202);
+    assert_eq!(data["session"]["phase"], "scheduled");
+    assert_eq!(data["session"]["ready"], false);
+
+    // A session that fails while starting: the simulated agent marks the next one Failed.
+    let first_id = data["session"]["id"].as_str().unwrap().to_owned();
+    let backend = t.backend.clone();
+    let failer = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let next = backend.sessions().into_iter().find(|s| {
+                s.metadata.name.as_deref() != Some(first_id.as_str())
+                    && s.phase() == SessionPhase::Scheduled
+            });
+            if let Some(s) = next {
+                backend.update_status(s.metadata.name.as_deref().unwrap(), |st| {
+                    st.phase = Some(SessionPhase::Failed);
+                    st.reason = Some("ImageMissing".into());
+                    st.message = Some("image not present on node-a".into());
+                });
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no second session");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let res = t
+        .post("/api/v2/external/sessions?wait=ready")
+        .cookie(&ada)
+        .send()
+        .await;
+    failer.await.unwrap();
+    let problem = res.problem(409, "session_failed");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("image not present")
+    );
+}
+
+async fn list_shows_own_sessions_paginated(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(t.session(&ada).await["id"].as_str().unwrap().to_owned());
+    }
+    let bobs = t.session(&bob).await;
+    // Newest first, one per page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = match &cursor {
+            None => "/api/v2/external/sessions?limit=1".to_owned(),
+            Some(c) => format!("/api/v2/external/sessions?limit=1&cursor={c}"),
+        };
+        let res = t.get(&uri).cookie(&ada).send().await;
+        let body = res.json();
+        let page = res.data(200);
+        assert_eq!(page.as_array().unwrap().len(), 1);
+        assert_eq!(body["meta"]["limit"], 1);
+        seen.push(page[0]["id"].as_str().unwrap().to_owned());
+        if body["meta"]["has_more"] == false {
+            assert!(body["meta"]["next_cursor"].is_null());
+            break;
+        }
+        cursor = Some(body["meta"]["next_cursor"].as_str().unwrap().to_owned());
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "each of ada's sessions once, none of bob's");
+    // Admins see everyone's; and can filter by owner.
+    let all = t
+        .get("/api/v2/external/sessions")
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    let bob_only = t
+        .get(&format!("/api/v2/external/sessions?owner={}", bob.id))
+        .cookie(&admin)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(bob_only[0]["id"], bobs["id"]);
+    assert_eq!(bob_only.as_array().unwrap().len(), 1);
+    // State filter.
+    t.post(&format!("/api/v2/external/sessions/{}/stop", ids[0]))
+        .cookie(&ada)
+        .send()
+        .await
+        .data(202);
+    t.wait_phase(&ids[0], "stopped").await;
+    let stopped = t
+        .get("/api/v2/external/sessions?state=stopped")
+        .cookie(&ada)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(stopped.as_array().unwrap().len(), 1);
+    assert_eq!(stopped[0]["id"], ids[0].as_str());
+    let active = t
+        .get("/api/v2/external/sessions?state=active")
+        .cookie(&ada)
+        .send()
+        .await
+        .data(200);
+    assert_eq!(active.as_array().unwrap().len(), 2);
+    // The internal list is separate.
+    let internal = t
+        .get("/api/v2/internal/sessions")
+        .cookie(&ada)
+        .send()
+        .await
+        .data(200);
+    assert!(internal.as_array().unwrap().is_empty());
+    // Errors.
+    let bad = |q: &str| {
+        t.get(&format!("/api/v2/external/sessions?{q}"))
+            .cookie(&ada)
+            .send()
+    };
+    assert_eq!(bad("state=sleeping").await.error_fields(), ["state"]);
+    assert_eq!(bad("limit=0").await.error_fields(), ["limit"]);
+    assert_eq!(bad("limit=lots").await.error_fields(), ["limit"]);
+    assert_eq!(bad("cursor=%21%21").await.error_fields(), ["cursor"]);
+    assert_eq!(
+        bad(&format!("owner={}", bob.id)).await.error_fields(),
+        ["owner"]
+    );
+    t.get("/api/v2/external/sessions")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+}
+
+async fn get_shows_one_session_to_its_owner(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    let s = t.session(&ada).await;
+    let id = s["id"].as_str().unwrap();
+    t.wait_phase(id, "running").await;
+    let path = format!("/api/v2/external/sessions/{id}");
+    let got = t.get(&path).cookie(&ada).send().await.data(200);
+    assert_eq!(got["id"], id);
+    assert_eq!(got["phase"], "running");
+    assert_eq!(got["ready"], true);
+    t.get(&path).cookie(&admin).send().await.data(200);
+    t.get(&path)
+        .cookie(&bob)
+        .send()
+        .await
+        .problem(404, "not_found");
+    t.get(&path).send().await.problem(401, "unauthenticated");
+    t.get("/api/v2/external/sessions/nope")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(404, "not_found");
+    t.get(&format!("/api/v2/internal/sessions/{id}"))
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(404, "not_found");
+}
+
+async fn stop_is_idempotent(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let s = t.session(&ada).await;
+    let id = s["id"].as_str().unwrap();
+    let path = format!("/api/v2/external/sessions/{id}/stop");
+    t.post(&path)
+        .cookie(&bob)
+        .send()
+        .await
+        .problem(404, "not_found");
+    t.post(&path).send().await.problem(401, "unauthenticated");
+    t.post("/api/v2/external/sessions/nope/stop")
+        .cookie(&ada)
+        .send()
+        .await
+        .problem(404, "not_found");
+
+    let first = t.post(&path).cookie(&ada).send().await.data(202);
+    assert_eq!(first["message"], "Session stop requested.");
+    assert_eq!(first["session"]["state"], "stopped");
+    assert_eq!(
+        t.backend.session(id).unwrap().spec.state,
+        DesiredState::Stopped
+    );
+    t.wait_phase(id, "stopped").await;
+    let again = t.post(&path).cookie(&ada).send().await.data(202);
+    assert_eq!(again["message"], "Session is already terminal.");
+    assert_eq!(again["session"]["phase"], "stopped");
+    assert!(again["session"]["stopped_at"].as_str().is_some());
+}
+
+async fn delete_is_for_admins(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    let s = t.session(&ada).await;
+    let id = s["id"].as_str().unwrap();
+    let path = format!("/api/v2/external/sessions/{id}");
+    let delete = |c: Option<&crate::common::Client>, p: &str| {
+        let mut r = t.req(axum::http::Method::DELETE, p);
+        if let Some(c) = c {
+            r = r.cookie(c);
+        }
+        r.send()
+    };
+    delete(None, &path).await.problem(401, "unauthenticated");
+    delete(Some(&ada), &path)
+        .await
+        .problem(403, "admin_required");
+    delete(Some(&admin), "/api/v2/external/sessions/nope")
+        .await
+        .problem(404, "not_found");
+    let res = delete(Some(&admin), &path).await;
+    assert_eq!(res.status.as_u16(), 204, "{}", res.text());
+    assert!(res.body.is_empty());
+    assert!(res.header("x-request-id").is_some());
+    assert!(t.backend.session(id).is_none());
+    t.wait_phase_gone(id).await;
+    delete(Some(&admin), &path).await.problem(404, "not_found");
+}
+
+impl crate::common::TestApp {
+    async fn wait_phase_gone(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.state().index().get(id).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} stays in the index"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+crate::scenarios!(
+    create_binds_and_answers_201,
+    create_rejects_bad_input,
+    internal_sessions_need_permission,
+    refused_sessions_give_409_and_leave_nothing,
+    concurrent_creates_at_limit_one,
+    create_gives_up_when_the_scheduler_is_silent,
+    wait_ready_returns_once_ready,
+    wait_ready_answers_202_or_409_when_not_ready,
+    list_shows_own_sessions_paginated,
+    get_shows_one_session_to_its_owner,
+    stop_is_idempotent,
+    delete_is_for_admins,
+);
