@@ -1,1 +1,10 @@
-//! Placeholder: this crate is being written.
+//! MedForge's controllers: the scheduler that gives out whole GPUs, and the
+//! node agent that turns bound Sessions into containers and workspaces.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod gpu;
+pub mod isolation;
+pub mod leader;
+pub mod node;
+pub mod scheduler;

@@ -1,0 +1,533 @@
+//! [`Containers`] on Docker Engine through bollard (API 1.41, Engine 20.10
+//! and later). Images are never pulled: a missing image is an error the
+//! Session shows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerSummaryStateEnum, DeviceRequest, EndpointSettings, HostConfig, Mount,
+    MountBindOptions, MountType, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::{ClientVersion, Docker};
+use k8s_openapi::jiff::Timestamp;
+use medforge_crds::ComponentHealth;
+
+use super::runtime::{
+    ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary, Containers,
+};
+
+/// The oldest API the agent speaks: Engine 20.10.
+pub const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// Docker through its Unix socket.
+#[derive(Clone)]
+pub struct DockerContainers {
+    docker: Docker,
+    socket: String,
+}
+
+impl std::fmt::Debug for DockerContainers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerContainers")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl DockerContainers {
+    /// A client for the daemon at `socket` (nothing is sent yet).
+    pub fn connect(socket: &Path) -> Result<DockerContainers, ContainerError> {
+        let socket = socket.to_string_lossy().into_owned();
+        let docker = Docker::connect_with_unix(&socket, 120, &API_VERSION).map_err(|e| {
+            ContainerError::Unavailable {
+                cause: format!("cannot use the Docker socket {socket}: {e}"),
+            }
+        })?;
+        Ok(DockerContainers { docker, socket })
+    }
+
+    /// The bollard client (for the event watcher).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// Whether the network exists; when several have its name (an earlier
+    /// race), all but the oldest are removed, so every caller converges on
+    /// the same one.
+    async fn dedupe_network(&self, name: &str) -> Result<bool, ContainerError> {
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(HashMap::from([(
+                    "name".to_string(),
+                    vec![name.to_string()],
+                )])),
+            }))
+            .await
+            .map_err(|e| classify("list", "networks", e))?;
+        let mut same: Vec<_> = list
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .map(|n| (n.created.unwrap_or_default(), n.id.unwrap_or_default()))
+            .collect();
+        same.sort();
+        for (_, id) in same.iter().skip(1) {
+            if let Err(e) = self.docker.remove_network(id).await {
+                tracing::warn!(network = %name, %id, error = %error_text(&e), "cannot remove a duplicate network");
+            }
+        }
+        Ok(!same.is_empty())
+    }
+
+    /// Docker's health for the GpuNode.
+    pub async fn health(&self) -> ComponentHealth {
+        match self.docker.version().await {
+            Ok(v) => ComponentHealth {
+                healthy: true,
+                version: v.version,
+                message: None,
+            },
+            Err(e) => ComponentHealth {
+                healthy: false,
+                version: None,
+                message: Some(format!(
+                    "cannot reach Docker at {}: {}",
+                    self.socket,
+                    error_text(&e)
+                )),
+            },
+        }
+    }
+}
+
+fn error_text(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Maps a bollard error: connection-level failures mean Docker is down.
+fn classify(action: &str, what: &str, e: BollardError) -> ContainerError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } if message.contains("network") => ContainerError::NetworkMissing {
+            what: what.to_string(),
+            message,
+        },
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => ContainerError::NotFound {
+            what: format!("{what} ({message})"),
+        },
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } if action == "create a container" => ContainerError::Conflict {
+            name: format!("{what} ({message})"),
+        },
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => ContainerError::Rejected {
+            action: format!("{action} {what}"),
+            status: status_code,
+            message,
+        },
+        other => ContainerError::Unavailable {
+            cause: format!("while trying to {action} {what}: {other}"),
+        },
+    }
+}
+
+/// Docker's zero time for a container that never ran.
+fn docker_time(s: Option<&str>) -> Option<Timestamp> {
+    let t: Timestamp = s?.parse().ok()?;
+    (t.as_second() > 0).then_some(t)
+}
+
+fn state_of(s: Option<ContainerStateStatusEnum>) -> ContainerState {
+    match s {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Exited,
+    }
+}
+
+/// What the agent reads from an inspect answer.
+pub fn observation(info: ContainerInspectResponse, network: &str) -> ContainerObs {
+    let state = info.state.unwrap_or_default();
+    let labels: BTreeMap<String, String> = info
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let ip = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut nets| nets.remove(network))
+        .and_then(|ep| ep.ip_address)
+        .and_then(|ip| ip.parse().ok());
+    ContainerObs {
+        id: info.id.unwrap_or_default(),
+        name: info
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        labels,
+        state: state_of(state.status),
+        started_at: docker_time(state.started_at.as_deref()),
+        finished_at: docker_time(state.finished_at.as_deref()),
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        error: state.error.filter(|e| !e.is_empty()),
+        ip,
+        restart_count: info.restart_count.unwrap_or(0),
+    }
+}
+
+/// The Docker create request for a [`ContainerSpec`]: uid 1000:1000, every
+/// capability dropped, no new privileges, not privileged, an init process,
+/// a read-only root file system with `/workspace` the only persistent
+/// writable mount, the limits, and the GPUs by UUID.
+pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let device_requests = spec.device_requests.then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_string()),
+            device_ids: Some(spec.gpus.clone()),
+            capabilities: Some(vec![vec!["gpu".to_string()]]),
+            ..Default::default()
+        }]
+    });
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.cmd.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        hostname: Some(spec.hostname.clone()),
+        user: Some(spec.user.clone()),
+        stop_timeout: Some(spec.stop_timeout.as_secs() as i64),
+        host_config: Some(HostConfig {
+            init: Some(true),
+            privileged: Some(false),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}", spec.tmp_bytes),
+            )])),
+            mounts: Some(vec![Mount {
+                target: Some("/workspace".to_string()),
+                source: Some(spec.workspace.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                bind_options: Some(MountBindOptions {
+                    non_recursive: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            memory: spec.memory_bytes,
+            // No swap beyond the memory limit.
+            memory_swap: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: spec.pids_limit,
+            shm_size: spec.shm_bytes,
+            network_mode: Some(spec.network.clone()),
+            device_requests,
+            cgroup_parent: spec.cgroup_parent.clone(),
+            // A session that dies stays dead: the agent reports it.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings::default(),
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+impl Containers for DockerContainers {
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerObs>, ContainerError> {
+        match self
+            .docker
+            .inspect_container(name_or_id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                // The network is read from the container's own settings.
+                let network = info
+                    .host_config
+                    .as_ref()
+                    .and_then(|h| h.network_mode.clone())
+                    .unwrap_or_default();
+                Ok(Some(observation(info, &network)))
+            }
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(classify("inspect", &format!("container {name_or_id}"), e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<ContainerSummary>, ContainerError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| classify("list", "containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                created: c.created.and_then(|s| Timestamp::from_second(s).ok()),
+                running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+            })
+            .collect())
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, ContainerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(classify("inspect", &format!("image {image}"), e)),
+        }
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<(), ContainerError> {
+        if self.dedupe_network(name).await? {
+            return Ok(());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            labels: Some(HashMap::from([(
+                "medforge.dev/managed".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_)
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(e) => return Err(classify("create", &format!("network {name}"), e)),
+        }
+        // Engine 20.10 lets two creates race to two networks of one name.
+        self.dedupe_network(name).await.map(drop)
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, ContainerError> {
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                create_body(spec),
+            )
+            .await
+            .map_err(|e| match e {
+                BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } if !message.contains("network") => ContainerError::NotFound {
+                    what: format!("image {} ({message})", spec.image),
+                },
+                other => classify("create a container", &spec.name, other),
+            })?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), ContainerError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(classify("start", &format!("container {id}"), e)),
+        }
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    signal: None,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(classify("stop", &format!("container {id}"), e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // "removal of container … is already in progress"
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
+            Err(e) => Err(classify("remove", &format!("container {id}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "mf-session-abcd1234".into(),
+            image: format!("sha256:{}", "a".repeat(64)),
+            cmd: None,
+            env: vec!["NVIDIA_VISIBLE_DEVICES=GPU-1".into()],
+            labels: BTreeMap::from([("medforge.dev/session-uid".into(), "u".into())]),
+            hostname: "s-abcd1234".into(),
+            user: "1000:1000".into(),
+            workspace: PathBuf::from("/pool/mf/alice/u"),
+            memory_bytes: Some(1 << 30),
+            nano_cpus: Some(2_000_000_000),
+            pids_limit: Some(4096),
+            shm_bytes: Some(64 << 20),
+            tmp_bytes: 1 << 30,
+            gpus: vec!["GPU-1".into()],
+            device_requests: true,
+            network: "medforge-sessions".into(),
+            cgroup_parent: Some("/medforge".into()),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn the_create_request_carries_the_hardening() {
+        let body = create_body(&spec());
+        let host = body.host_config.unwrap();
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.memory, Some(1 << 30));
+        assert_eq!(host.memory_swap, Some(1 << 30));
+        assert_eq!(host.pids_limit, Some(4096));
+        assert_eq!(host.cgroup_parent.as_deref(), Some("/medforge"));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].target.as_deref(), Some("/workspace"));
+        assert_eq!(mounts[0].source.as_deref(), Some("/pool/mf/alice/u"));
+        let req = &host.device_requests.unwrap()[0];
+        assert_eq!(req.device_ids, Some(vec!["GPU-1".to_string()]));
+        assert!(
+            body.env
+                .unwrap()
+                .contains(&"NVIDIA_VISIBLE_DEVICES=GPU-1".to_string())
+        );
+
+        let mut s = spec();
+        s.device_requests = false;
+        assert!(
+            create_body(&s)
+                .host_config
+                .unwrap()
+                .device_requests
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn docker_times() {
+        assert_eq!(docker_time(Some("0001-01-01T00:00:00Z")), None);
+        assert_eq!(docker_time(None), None);
+        assert_eq!(
+            docker_time(Some("2026-11-22T07:16:06.123456789Z")).map(|t| t.as_second()),
+            Some(1_795_331_766)
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! The node agent's runtimes behind small traits: containers (Docker),
+//! workspaces (ZFS) and the cluster (the Kubernetes API). The reconciler is
+//! written against these traits only, so its logic is tested with the fakes
+//! of `fixtures.rs`; `docker.rs`, `zfs.rs` and [`KubeCluster`] are the real
+//! implementations, tested against the real things.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::{Api, Client, ResourceExt};
+use medforge_crds::{Pack, Session};
+
+/// Labels every session container carries.
+pub mod labels {
+    /// The Session's uid: what a container is keyed by.
+    pub const SESSION_UID: &str = "medforge.dev/session-uid";
+    pub const SESSION_NAMESPACE: &str = "medforge.dev/session-namespace";
+    pub const SESSION_NAME: &str = "medforge.dev/session-name";
+    /// The node agent that owns the container.
+    pub const NODE: &str = "medforge.dev/node";
+    pub const SLUG: &str = "medforge.dev/slug";
+    /// The port the workload listens on (the Pack's), for the upstream.
+    pub const PORT: &str = "medforge.dev/port";
+}
+
+/// A container's lifecycle state as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Removing => "removing",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+        }
+    }
+}
+
+/// What the agent observed of one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerObs {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// When it last started; `None` when it never ran.
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Docker's own error for the last start, if any.
+    pub error: Option<String>,
+    /// Its address on the agent's network.
+    pub ip: Option<IpAddr>,
+    pub restart_count: i64,
+}
+
+impl ContainerObs {
+    /// The uid of the Session the container belongs to (its label).
+    pub fn session_uid(&self) -> Option<&str> {
+        self.labels.get(labels::SESSION_UID).map(String::as_str)
+    }
+
+    /// The workload's port (its label).
+    pub fn port(&self) -> Option<u16> {
+        self.labels.get(labels::PORT).and_then(|p| p.parse().ok())
+    }
+
+    /// Whether it ran at some point (a `created` container never did).
+    pub fn ever_started(&self) -> bool {
+        self.started_at.is_some()
+    }
+}
+
+/// One container of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub created: Option<Timestamp>,
+    pub running: bool,
+}
+
+impl ContainerSummary {
+    pub fn session_uid(&self) -> Option<&str> {
+        self.labels.get(labels::SESSION_UID).map(String::as_str)
+    }
+}
+
+/// What the agent asks Docker to create: built without I/O by
+/// [`super::spec::container_spec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    /// `uid:gid`.
+    pub user: String,
+    /// Host path bind-mounted read-write at `/workspace`.
+    pub workspace: PathBuf,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub shm_bytes: Option<i64>,
+    pub tmp_bytes: u64,
+    /// GPU UUIDs, passed by device request when `device_requests`.
+    pub gpus: Vec<String>,
+    pub device_requests: bool,
+    pub network: String,
+    pub cgroup_parent: Option<String>,
+    pub stop_timeout: Duration,
+}
+
+/// Why a container operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ContainerError {
+    #[error("Docker is not answering ({cause})")]
+    Unavailable { cause: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error("the network of {what} does not exist ({message})")]
+    NetworkMissing { what: String, message: String },
+    #[error("the container name {name} is already in use")]
+    Conflict { name: String },
+    #[error("Docker refused to {action} (HTTP {status}): {message}")]
+    Rejected {
+        action: String,
+        status: u16,
+        message: String,
+    },
+}
+
+/// Containers on this node.
+pub trait Containers: Send + Sync + 'static {
+    /// The container with this name or id, `None` when there is none.
+    fn inspect(
+        &self,
+        name_or_id: &str,
+    ) -> impl Future<Output = Result<Option<ContainerObs>, ContainerError>> + Send;
+    /// Every container (running or not) carrying all these labels.
+    fn list(
+        &self,
+        labels: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<ContainerSummary>, ContainerError>> + Send;
+    /// Whether the image is on the node (never pulls).
+    fn image_present(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<bool, ContainerError>> + Send;
+    /// Creates the network sessions are attached to, unless it exists.
+    fn ensure_network(&self, name: &str)
+    -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Creates a container; its id. A taken name is [`ContainerError::Conflict`].
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, ContainerError>> + Send;
+    /// Starts it (a running container is fine).
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Stops it: SIGTERM, SIGKILL after `timeout` (a stopped one is fine).
+    fn stop(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Removes it, forced (an absent one is fine).
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), ContainerError>> + Send;
+}
+
+/// What the agent observed of a workspace dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetObs {
+    pub name: String,
+    pub mountpoint: Option<PathBuf>,
+    pub mounted: bool,
+    /// Owner of the mounted root directory.
+    pub owner: Option<(u32, u32)>,
+    /// Its snapshots' short names (after the `@`).
+    pub snapshots: Vec<String>,
+}
+
+/// What destroying a dataset did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destroyed {
+    Destroyed,
+    AlreadyGone,
+    /// Other datasets were cloned from its snapshots; they were promoted
+    /// (they now hold those snapshots) and the dataset destroyed.
+    PromotedClones(Vec<String>),
+}
+
+/// Why a workspace operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("ZFS is not answering ({cause})")]
+    Unavailable { cause: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: String },
+}
+
+/// Workspace datasets and snapshots on this node.
+pub trait Workspaces: Send + Sync + 'static {
+    fn inspect(
+        &self,
+        dataset: &str,
+    ) -> impl Future<Output = Result<Option<DatasetObs>, WorkspaceError>> + Send;
+    fn snapshot_exists(
+        &self,
+        snapshot: &str,
+    ) -> impl Future<Output = Result<bool, WorkspaceError>> + Send;
+    /// Creates the dataset (and its parents) with these properties at once,
+    /// so a refused property leaves nothing behind.
+    fn create(
+        &self,
+        dataset: &str,
+        properties: &[(String, String)],
+    ) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// Clones a snapshot into a new dataset with these properties.
+    fn clone_from(
+        &self,
+        snapshot: &str,
+        dataset: &str,
+        properties: &[(String, String)],
+    ) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    fn mount(&self, dataset: &str) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// Gives the dataset's root directory to `uid:gid` (not recursive).
+    fn chown(
+        &self,
+        path: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// Takes `dataset@name` (an existing one is fine).
+    fn snapshot(&self, snapshot: &str) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// Unmounts and destroys the dataset with its snapshots (an absent one is fine).
+    fn destroy(
+        &self,
+        dataset: &str,
+    ) -> impl Future<Output = Result<Destroyed, WorkspaceError>> + Send;
+}
+
+/// The Kubernetes API as the reconciler uses it.
+pub trait Cluster: Send + Sync + 'static {
+    fn get_session(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Session>, kube::Error>> + Send;
+    /// Writes the status with the resourceVersion it carries (409 when stale).
+    fn replace_status(
+        &self,
+        session: &Session,
+    ) -> impl Future<Output = Result<Session, kube::Error>> + Send;
+    fn get_pack(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Pack>, kube::Error>> + Send;
+}
+
+/// [`Cluster`] on a kube client.
+#[derive(Clone)]
+pub struct KubeCluster {
+    pub client: Client,
+}
+
+impl Cluster for KubeCluster {
+    async fn get_session(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Session>, kube::Error> {
+        Api::<Session>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    async fn replace_status(&self, session: &Session) -> Result<Session, kube::Error> {
+        let ns = session.namespace().unwrap_or_default();
+        Api::<Session>::namespaced(self.client.clone(), &ns)
+            .replace_status(&session.name_any(), &PostParams::default(), session)
+            .await
+    }
+
+    async fn get_pack(&self, name: &str) -> Result<Option<Pack>, kube::Error> {
+        Api::<Pack>::all(self.client.clone()).get_opt(name).await
+    }
+}

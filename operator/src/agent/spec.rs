@@ -1,0 +1,357 @@
+//! Names and the desired container, computed without I/O from a Session,
+//! its Pack and the agent's configuration.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kube::ResourceExt;
+use medforge_crds::quantity::{parse_bytes, parse_duration, parse_nano_cpus};
+use medforge_crds::{Pack, Session, SessionResources};
+
+use super::AgentConfig;
+use super::runtime::{ContainerSpec, labels};
+
+/// Environment variables the agent sets itself; a Pack cannot override them.
+const RESERVED_ENV_PREFIXES: &[&str] = &["MEDFORGE_", "NVIDIA_"];
+
+/// `<prefix>mf-session-<slug>`.
+pub fn container_name(prefix: &str, slug: &str) -> String {
+    format!("{prefix}mf-session-{slug}")
+}
+
+/// A user id as one ZFS dataset component: characters ZFS refuses become `_`.
+pub fn owner_component(owner: &str) -> String {
+    let safe: String = owner
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe == "." || safe == ".." {
+        format!("_{safe}")
+    } else {
+        safe
+    }
+}
+
+/// The parent dataset of one owner's workspaces: `<root>/<owner>`.
+pub fn owner_dataset(root: &str, owner: &str) -> String {
+    format!("{root}/{}", owner_component(owner))
+}
+
+/// `<root>/<owner>/<session uid>`.
+pub fn dataset_name(root: &str, owner: &str, uid: &str) -> String {
+    format!("{}/{uid}", owner_dataset(root, owner))
+}
+
+/// The session's dataset, when it has a uid.
+pub fn session_dataset(config: &AgentConfig, s: &Session) -> Option<String> {
+    Some(dataset_name(
+        &config.dataset_root,
+        &s.spec.owner,
+        &s.metadata.uid.clone()?,
+    ))
+}
+
+/// A spec the agent cannot run, and why (shown in the Session's status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// The resource limits in effect: the Session's, else the Pack's, field by field.
+pub fn effective_resources(s: &Session, pack: Option<&Pack>) -> SessionResources {
+    let mine = s.spec.resources.clone().unwrap_or_default();
+    let theirs = pack
+        .and_then(|p| p.spec.resources.clone())
+        .unwrap_or_default();
+    SessionResources {
+        cpu: mine.cpu.or(theirs.cpu),
+        memory: mine.memory.or(theirs.memory),
+        shm: mine.shm.or(theirs.shm),
+        pids: mine.pids.or(theirs.pids),
+    }
+}
+
+/// The workspace quota in bytes, when one is set.
+pub fn quota_bytes(s: &Session) -> Result<Option<u64>, InvalidSpec> {
+    match s.spec.workspace.as_ref().and_then(|w| w.quota.as_deref()) {
+        None => Ok(None),
+        Some(q) => parse_bytes(q)
+            .map(Some)
+            .map_err(|e| InvalidSpec(format!("workspace quota: {e}"))),
+    }
+}
+
+/// Checks what can be checked without I/O: durations, quota, resources and
+/// that `restoreFrom` names a snapshot of this owner's own workspaces.
+pub fn validate(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<(), InvalidSpec> {
+    for (what, value) in [
+        ("idleTimeout", &s.spec.idle_timeout),
+        ("maxLifetime", &s.spec.max_lifetime),
+    ] {
+        if let Some(v) = value {
+            parse_duration(v).map_err(|e| InvalidSpec(format!("{what}: {e}")))?;
+        }
+    }
+    quota_bytes(s)?;
+    limits(&effective_resources(s, Some(pack)))?;
+    if let Some(src) = restore_from(s) {
+        let mine = format!("{}/", owner_dataset(&config.dataset_root, &s.spec.owner));
+        let (dataset, snap) = src.split_once('@').unwrap_or((src, ""));
+        if !dataset.starts_with(&mine) || snap.is_empty() || dataset.contains("..") {
+            return Err(InvalidSpec(format!(
+                "workspace.restoreFrom {src:?} is not a snapshot of this owner's workspaces \
+                 (they are under {mine}); restore only from your own sessions' snapshots"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `spec.workspace.restoreFrom`.
+pub fn restore_from(s: &Session) -> Option<&str> {
+    s.spec
+        .workspace
+        .as_ref()
+        .and_then(|w| w.restore_from.as_deref())
+}
+
+struct Limits {
+    memory: Option<i64>,
+    nano_cpus: Option<i64>,
+    shm: Option<i64>,
+    pids: Option<i64>,
+}
+
+fn limits(r: &SessionResources) -> Result<Limits, InvalidSpec> {
+    let bytes = |what: &str, v: &Option<String>| -> Result<Option<i64>, InvalidSpec> {
+        v.as_deref()
+            .map(|q| {
+                parse_bytes(q)
+                    .map_err(|e| InvalidSpec(format!("resources.{what}: {e}")))
+                    .and_then(|b| {
+                        i64::try_from(b)
+                            .map_err(|_| InvalidSpec(format!("resources.{what}: {q} is too large")))
+                    })
+            })
+            .transpose()
+    };
+    let memory = bytes("memory", &r.memory)?;
+    if memory.is_some_and(|m| m < 6 * 1024 * 1024) {
+        return Err(InvalidSpec(
+            "resources.memory: Docker needs at least 6Mi".to_string(),
+        ));
+    }
+    Ok(Limits {
+        memory,
+        shm: bytes("shm", &r.shm)?,
+        nano_cpus: r
+            .cpu
+            .as_deref()
+            .map(|c| parse_nano_cpus(c).map_err(|e| InvalidSpec(format!("resources.cpu: {e}"))))
+            .transpose()?,
+        pids: r.pids,
+    })
+}
+
+/// The container a Session runs: hardened, limited, labelled with the
+/// Session's identity, its workspace at `/workspace`, its GPUs by UUID.
+pub fn container_spec(
+    config: &AgentConfig,
+    s: &Session,
+    pack: &Pack,
+    workspace: &Path,
+) -> Result<ContainerSpec, InvalidSpec> {
+    let status = s.status.clone().unwrap_or_default();
+    let slug = status
+        .slug
+        .clone()
+        .ok_or_else(|| InvalidSpec("the session has no slug yet".to_string()))?;
+    let uid = s
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| InvalidSpec("the session has no uid".to_string()))?;
+    let limits = limits(&effective_resources(s, Some(pack)))?;
+    let gpus: Vec<String> = status.gpus.iter().map(|g| g.uuid.clone()).collect();
+
+    let mut labels_map: BTreeMap<String, String> = config
+        .extra_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in [
+        (labels::SESSION_UID, uid.clone()),
+        (labels::SESSION_NAMESPACE, s.namespace().unwrap_or_default()),
+        (labels::SESSION_NAME, s.name_any()),
+        (labels::NODE, config.node_name.clone()),
+        (labels::SLUG, slug.clone()),
+        (labels::PORT, pack.spec.port.to_string()),
+    ] {
+        labels_map.insert(k.to_string(), v);
+    }
+
+    let mut env: Vec<String> = pack
+        .spec
+        .env
+        .iter()
+        .filter(|e| !RESERVED_ENV_PREFIXES.iter().any(|p| e.name.starts_with(p)))
+        .map(|e| format!("{}={}", e.name, e.value))
+        .collect();
+    env.push(format!("MEDFORGE_SESSION={}", s.name_any()));
+    env.push(format!("MEDFORGE_SESSION_UID={uid}"));
+    env.push(format!("MEDFORGE_SLUG={slug}"));
+    env.push(format!("MEDFORGE_OWNER={}", s.spec.owner));
+    // `void`: the NVIDIA runtime exposes no GPU at all to a session without one.
+    env.push(format!(
+        "NVIDIA_VISIBLE_DEVICES={}",
+        if gpus.is_empty() {
+            "void".to_string()
+        } else {
+            gpus.join(",")
+        }
+    ));
+
+    Ok(ContainerSpec {
+        name: container_name(&config.container_prefix, &slug),
+        image: pack.spec.image.clone(),
+        cmd: pack.spec.command.clone(),
+        env,
+        labels: labels_map,
+        hostname: format!("s-{slug}"),
+        user: format!("{}:{}", config.container_uid, config.container_gid),
+        workspace: workspace.to_path_buf(),
+        memory_bytes: limits.memory,
+        nano_cpus: limits.nano_cpus,
+        pids_limit: Some(limits.pids.unwrap_or(config.default_pids)),
+        shm_bytes: limits.shm,
+        tmp_bytes: config.tmp_bytes,
+        device_requests: config.gpu_device_requests && !gpus.is_empty(),
+        gpus,
+        network: config.network.clone(),
+        cgroup_parent: config.cgroup_parent.clone(),
+        stop_timeout: config.stop_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fixtures;
+
+    #[test]
+    fn names() {
+        assert_eq!(container_name("", "ab12cd34"), "mf-session-ab12cd34");
+        assert_eq!(container_name("t1-", "ab12cd34"), "t1-mf-session-ab12cd34");
+        assert_eq!(owner_component("alice"), "alice");
+        assert_eq!(owner_component("a b/c@d"), "a_b_c_d");
+        assert_eq!(owner_component(""), "_");
+        assert_eq!(owner_component(".."), "_..");
+        assert_eq!(dataset_name("tank/mf", "bob", "u-1"), "tank/mf/bob/u-1");
+    }
+
+    #[test]
+    fn the_container_is_hardened_labelled_and_limited() {
+        let config = fixtures::config();
+        let mut s = fixtures::bound_session("s1", 2);
+        s.spec.resources = Some(SessionResources {
+            memory: Some("1Gi".into()),
+            ..Default::default()
+        });
+        let mut pack = fixtures::pack("default");
+        pack.spec.resources = Some(SessionResources {
+            memory: Some("8Gi".into()),
+            cpu: Some("1500m".into()),
+            shm: Some("256Mi".into()),
+            pids: Some(512),
+        });
+        pack.spec.env = vec![
+            medforge_crds::EnvVar {
+                name: "JUPYTER_TOKEN".into(),
+                value: "x".into(),
+            },
+            medforge_crds::EnvVar {
+                name: "NVIDIA_VISIBLE_DEVICES".into(),
+                value: "all".into(),
+            },
+        ];
+        let spec = container_spec(&config, &s, &pack, Path::new("/pool/ws")).unwrap();
+        assert_eq!(spec.name, "mf-session-abcd1234");
+        assert_eq!(spec.user, "1000:1000");
+        assert_eq!(
+            spec.memory_bytes,
+            Some(1 << 30),
+            "the session's own limit wins"
+        );
+        assert_eq!(
+            spec.nano_cpus,
+            Some(1_500_000_000),
+            "the pack fills the rest"
+        );
+        assert_eq!(spec.shm_bytes, Some(256 << 20));
+        assert_eq!(spec.pids_limit, Some(512));
+        assert_eq!(spec.labels[labels::SESSION_UID], "uid-s1");
+        assert_eq!(spec.labels[labels::SESSION_NAMESPACE], "ns");
+        assert_eq!(spec.labels[labels::SESSION_NAME], "s1");
+        assert_eq!(spec.labels[labels::NODE], "node-a");
+        assert_eq!(spec.labels[labels::PORT], "8080");
+        assert!(spec.env.contains(&"JUPYTER_TOKEN=x".to_string()));
+        assert!(
+            spec.env
+                .contains(&"NVIDIA_VISIBLE_DEVICES=GPU-0,GPU-1".to_string()),
+            "{:?}",
+            spec.env
+        );
+        assert!(
+            !spec.env.contains(&"NVIDIA_VISIBLE_DEVICES=all".to_string()),
+            "a pack cannot widen the GPUs"
+        );
+        assert!(!spec.device_requests, "static inventory: environment only");
+
+        let mut config = config;
+        config.gpu_device_requests = true;
+        let spec = container_spec(&config, &s, &pack, Path::new("/pool/ws")).unwrap();
+        assert!(spec.device_requests);
+        let no_gpu = fixtures::bound_session("s2", 0);
+        let spec = container_spec(&config, &no_gpu, &pack, Path::new("/pool/ws")).unwrap();
+        assert!(!spec.device_requests);
+        assert!(
+            spec.env
+                .contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string())
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field_and_refuses_foreign_snapshots() {
+        let config = fixtures::config();
+        let pack = fixtures::pack("default");
+        let mut s = fixtures::bound_session("s1", 0);
+        assert_eq!(validate(&config, &s, &pack), Ok(()));
+
+        s.spec.idle_timeout = Some("10 minutes".into());
+        let e = validate(&config, &s, &pack).unwrap_err();
+        assert!(e.0.starts_with("idleTimeout:"), "{e}");
+        s.spec.idle_timeout = None;
+
+        s.spec.resources = Some(SessionResources {
+            memory: Some("1Ki".into()),
+            ..Default::default()
+        });
+        let e = validate(&config, &s, &pack).unwrap_err();
+        assert!(e.0.contains("resources.memory"), "{e}");
+        s.spec.resources = None;
+
+        s.spec.workspace = Some(medforge_crds::WorkspaceSpec {
+            quota: None,
+            restore_from: Some("pool/mf/mallory/u-9@stop-1".into()),
+        });
+        let e = validate(&config, &s, &pack).unwrap_err();
+        assert!(e.0.contains("not a snapshot of this owner"), "{e}");
+        s.spec.workspace.as_mut().unwrap().restore_from = Some("pool/mf/alice/u-0@stop-1".into());
+        assert_eq!(validate(&config, &s, &pack), Ok(()));
+    }
+}

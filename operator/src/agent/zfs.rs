@@ -1,0 +1,365 @@
+//! [`Workspaces`] on ZFS through the `zfs` command (kernel ZFS or zfs-fuse).
+//!
+//! zfs-fuse quirks handled here: `zfs list -p` does not exist (exact numbers
+//! come from `zfs get -Hp`); destroying a mounted dataset often fails with
+//! "dataset is busy", so datasets are unmounted first and busy answers are
+//! retried with a short backoff; after the daemon restarts, datasets come
+//! back unmounted (the reconciler mounts them again).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use medforge_crds::ComponentHealth;
+use tokio::process::Command;
+
+use super::runtime::{DatasetObs, Destroyed, WorkspaceError, Workspaces};
+
+/// ZFS through the `zfs` program.
+#[derive(Debug, Clone)]
+pub struct ZfsWorkspaces {
+    zfs: PathBuf,
+    /// Creates run one at a time: two `zfs create -p` racing to make the
+    /// same parent fail to mount it on zfs-fuse ("Input/output error").
+    creating: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Short retries for ZFS's transient "dataset is busy".
+fn busy_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(8)
+}
+
+fn is_busy(e: &WorkspaceError) -> bool {
+    matches!(e, WorkspaceError::Failed { stderr, .. } if stderr.contains("busy"))
+}
+
+fn is_missing(stderr: &str) -> bool {
+    stderr.contains("does not exist") || stderr.contains("no such pool")
+}
+
+impl ZfsWorkspaces {
+    pub fn new(zfs: impl Into<PathBuf>) -> ZfsWorkspaces {
+        ZfsWorkspaces {
+            zfs: zfs.into(),
+            creating: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Runs `zfs ARGS…`; its stdout. A daemon that does not answer is
+    /// [`WorkspaceError::Unavailable`]; an absent dataset `NotFound`.
+    async fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<String, WorkspaceError> {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let command = format!("zfs {}", args.join(" "));
+        let out = Command::new(&self.zfs)
+            .args(&args)
+            .env("LC_ALL", "C")
+            .kill_on_drop(false)
+            .output()
+            .await
+            .map_err(|e| WorkspaceError::Unavailable {
+                cause: format!("cannot run {}: {e}", self.zfs.display()),
+            })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if stderr.contains("failed to initialize ZFS library")
+            || stderr.contains("zfs-fuse daemon is running")
+            || stderr.contains("/dev/zfs")
+        {
+            return Err(WorkspaceError::Unavailable { cause: stderr });
+        }
+        if is_missing(&stderr) {
+            return Err(WorkspaceError::NotFound {
+                what: format!("{} ({stderr})", args.last().copied().unwrap_or("")),
+            });
+        }
+        Err(WorkspaceError::Failed { command, stderr })
+    }
+
+    /// ZFS's health for the GpuNode: the pool of `root` answers.
+    pub async fn health(&self, root: &str) -> ComponentHealth {
+        let pool = root.split('/').next().unwrap_or(root);
+        match self.run(&["list", "-H", "-o", "name", pool]).await {
+            Ok(_) => ComponentHealth {
+                healthy: true,
+                version: None,
+                message: None,
+            },
+            Err(e) => ComponentHealth {
+                healthy: false,
+                version: None,
+                message: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Creates the root dataset (and its parents) unless it exists.
+    pub async fn ensure_root(&self, root: &str) -> Result<(), WorkspaceError> {
+        match self.run(&["create", "-p", root]).await {
+            Ok(_) => Ok(()),
+            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn unmount(&self, dataset: &str) -> Result<(), WorkspaceError> {
+        let once = || async {
+            match self.run(&["unmount", dataset]).await {
+                Err(WorkspaceError::Failed { stderr, .. })
+                    if stderr.contains("not currently mounted")
+                        || stderr.contains("not mounted") =>
+                {
+                    Ok(String::new())
+                }
+                other => other,
+            }
+        };
+        once.retry(busy_backoff()).when(is_busy).await.map(drop)
+    }
+}
+
+fn properties_args(properties: &[(String, String)]) -> Vec<String> {
+    properties
+        .iter()
+        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// The dataset and its snapshots from `zfs list -H -o name,mounted,mountpoint
+/// -t all -r -d 1` (owner not filled in).
+fn parse_listing(dataset: &str, out: &str) -> Option<DatasetObs> {
+    let mut obs: Option<DatasetObs> = None;
+    let mut snapshots = Vec::new();
+    let prefix = format!("{dataset}@");
+    for line in out.lines() {
+        let mut cols = line.split('\t');
+        let (Some(name), Some(mounted), Some(mountpoint)) = (cols.next(), cols.next(), cols.next())
+        else {
+            continue;
+        };
+        if name == dataset {
+            obs = Some(DatasetObs {
+                name: name.to_string(),
+                mounted: mounted.trim() == "yes",
+                mountpoint: mountpoint
+                    .trim()
+                    .starts_with('/')
+                    .then(|| PathBuf::from(mountpoint.trim())),
+                owner: None,
+                snapshots: Vec::new(),
+            });
+        } else if let Some(snap) = name.strip_prefix(&prefix) {
+            snapshots.push(snap.to_string());
+        }
+    }
+    obs.map(|o| DatasetObs { snapshots, ..o })
+}
+
+/// The datasets `zfs destroy` names as dependent clones.
+fn dependent_clones(stderr: &str) -> Vec<String> {
+    if !stderr.contains("dependent clones") {
+        return Vec::new();
+    }
+    stderr
+        .lines()
+        .skip_while(|l| !l.contains("use '-R'"))
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains(' '))
+        .map(str::to_string)
+        .collect()
+}
+
+impl Workspaces for ZfsWorkspaces {
+    async fn inspect(&self, dataset: &str) -> Result<Option<DatasetObs>, WorkspaceError> {
+        // One call for the dataset and its snapshots.
+        let out = match self
+            .run(&[
+                "list",
+                "-H",
+                "-o",
+                "name,mounted,mountpoint",
+                "-t",
+                "all",
+                "-r",
+                "-d",
+                "1",
+                dataset,
+            ])
+            .await
+        {
+            Ok(out) => out,
+            Err(WorkspaceError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(obs) = parse_listing(dataset, &out) else {
+            return Ok(None);
+        };
+        let owner = match (&obs.mountpoint, obs.mounted) {
+            (Some(p), true) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::metadata(&p).ok().map(|m| (m.uid(), m.gid()))
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+            _ => None,
+        };
+        Ok(Some(DatasetObs { owner, ..obs }))
+    }
+
+    async fn snapshot_exists(&self, snapshot: &str) -> Result<bool, WorkspaceError> {
+        match self
+            .run(&["list", "-H", "-o", "name", "-t", "snapshot", snapshot])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(WorkspaceError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(
+        &self,
+        dataset: &str,
+        properties: &[(String, String)],
+    ) -> Result<(), WorkspaceError> {
+        let mut args = vec!["create".to_string(), "-p".to_string()];
+        args.extend(properties_args(properties));
+        args.push(dataset.to_string());
+        let _one_at_a_time = self.creating.lock().await;
+        self.run(&args).await.map(drop)
+    }
+
+    async fn clone_from(
+        &self,
+        snapshot: &str,
+        dataset: &str,
+        properties: &[(String, String)],
+    ) -> Result<(), WorkspaceError> {
+        let mut args = vec!["clone".to_string(), "-p".to_string()];
+        args.extend(properties_args(properties));
+        args.push(snapshot.to_string());
+        args.push(dataset.to_string());
+        let _one_at_a_time = self.creating.lock().await;
+        match self.run(&args).await {
+            Ok(_) => Ok(()),
+            // The absent one is the snapshot, not the new dataset.
+            Err(WorkspaceError::NotFound { .. }) => Err(WorkspaceError::NotFound {
+                what: format!("snapshot {snapshot}"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn mount(&self, dataset: &str) -> Result<(), WorkspaceError> {
+        match self.run(&["mount", dataset]).await {
+            Ok(_) => Ok(()),
+            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already mounted") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), WorkspaceError> {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || std::os::unix::fs::chown(&p, Some(uid), Some(gid)))
+            .await
+            .map_err(|e| WorkspaceError::Io {
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })?
+            .map_err(|e| WorkspaceError::Io {
+                path: path.display().to_string(),
+                cause: format!("cannot change the owner to {uid}:{gid}: {e}"),
+            })
+    }
+
+    async fn snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
+        match self.run(&["snapshot", snapshot]).await {
+            Ok(_) => Ok(()),
+            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn destroy(&self, dataset: &str) -> Result<Destroyed, WorkspaceError> {
+        match self.inspect(dataset).await? {
+            None => return Ok(Destroyed::AlreadyGone),
+            Some(d) if d.mounted => self.unmount(dataset).await?,
+            Some(_) => {}
+        }
+        let destroy = || async {
+            match self.run(&["destroy", "-r", dataset]).await {
+                Err(WorkspaceError::NotFound { .. }) => Ok(String::new()),
+                other => other,
+            }
+        };
+        match destroy.retry(busy_backoff()).when(is_busy).await {
+            Ok(_) => Ok(Destroyed::Destroyed),
+            Err(WorkspaceError::Failed { stderr, command }) => {
+                let clones = dependent_clones(&stderr);
+                if clones.is_empty() {
+                    return Err(WorkspaceError::Failed { command, stderr });
+                }
+                // Another workspace was restored from one of its snapshots:
+                // promote it (it takes the snapshots it depends on), then
+                // the dataset can go without touching the other workspace.
+                for clone in &clones {
+                    self.run(&["promote", clone]).await?;
+                }
+                destroy.retry(busy_backoff()).when(is_busy).await?;
+                Ok(Destroyed::PromotedClones(clones))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependent_clones_are_read_from_the_error() {
+        let stderr = "cannot destroy 'p/a/b': filesystem has dependent clones\n\
+                      use '-R' to destroy the following datasets:\n\
+                      p/a/g\n\
+                      p/x/y\n";
+        assert_eq!(dependent_clones(stderr), vec!["p/a/g", "p/x/y"]);
+        assert!(dependent_clones("cannot destroy: dataset is busy").is_empty());
+    }
+
+    #[test]
+    fn a_listing_gives_the_dataset_and_its_snapshots() {
+        let out = "p/ws/a/u\tyes\t/mnt/p/ws/a/u\np/ws/a/u@stop-1\t-\t-\np/ws/a/u@death-2\t-\t-\n";
+        let obs = parse_listing("p/ws/a/u", out).unwrap();
+        assert!(obs.mounted);
+        assert_eq!(obs.mountpoint, Some(PathBuf::from("/mnt/p/ws/a/u")));
+        assert_eq!(obs.snapshots, vec!["stop-1", "death-2"]);
+        let unmounted = parse_listing("p/x", "p/x\tno\tnone\n").unwrap();
+        assert!(!unmounted.mounted && unmounted.mountpoint.is_none());
+        assert_eq!(parse_listing("p/y", ""), None);
+    }
+
+    #[test]
+    fn properties_become_o_flags() {
+        assert_eq!(
+            properties_args(&[("quota".into(), "1024".into())]),
+            vec!["-o", "quota=1024"]
+        );
+    }
+}

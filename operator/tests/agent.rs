@@ -1,0 +1,775 @@
+//! The node agent against the embedded control plane, the harness's real
+//! dockerd and zfs-fuse, and the test workload image.
+//!
+//! Every agent here runs with a resync of an hour: whatever a test waits for
+//! is driven by the Session watch or by Docker events.
+
+mod agent_support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use medforge_crds::{EnvVar, GpuNode, Session, SessionPhase, WorkspaceSpec};
+use medforge_operator::agent::StepHook;
+use medforge_operator::agent::plan::StepKind;
+use medforge_operator::scheduler::controller::{SchedulerConfig, run as run_scheduler};
+use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
+use medforge_testkit::bollard::query_parameters::{CreateContainerOptions, KillContainerOptions};
+
+use agent_support::{Env, is_running_and_ready};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+/// Stops and deaths must be seen within a few seconds (watch/events driven).
+const QUICK: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_watch() {
+    let env = Env::new().await;
+    let agent = env.spawn_agent(env.config());
+    // The real scheduler binds what the agent's GpuNode offers.
+    let mut sched = SchedulerConfig::new("test-scheduler");
+    sched.resync = Duration::from_millis(200);
+    let scheduler = {
+        let client = env.client.clone();
+        tokio::spawn(async move {
+            let _ = run_scheduler(client, sched, std::future::pending()).await;
+        })
+    };
+
+    let mut spec = Env::spec("workload", 2);
+    spec.workspace = Some(WorkspaceSpec {
+        quota: Some("64Mi".into()),
+        restore_from: None,
+    });
+    let created = env
+        .sessions()
+        .create(&Default::default(), &Session::new("web", spec))
+        .await
+        .unwrap();
+    let s = env
+        .wait_for("web", "Running and Ready", DEADLINE, is_running_and_ready)
+        .await;
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.node_name.as_deref(), Some(env.node.as_str()));
+    assert_eq!(st.gpus.len(), 2);
+    assert!(st.started_at.is_some());
+    assert_eq!(
+        s.finalizers(),
+        ["medforge.dev/node-agent".to_string()],
+        "the finalizer guards the container and dataset"
+    );
+    for c in ["WorkspaceReady", "ContainerReady", "Ready"] {
+        assert_eq!(s.condition(c).unwrap().status, "True", "{c}");
+    }
+
+    // Ready means the workload answers at the upstream, at once.
+    let upstream = Env::upstream(&s);
+    assert_eq!(upstream.port(), 8080);
+    let root = env.harness.http_get(upstream, "/").await.unwrap();
+    assert_eq!(root.text(), "web");
+    let vars: HashMap<String, String> = env
+        .harness
+        .http_get(upstream, "/env")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let uuids: Vec<String> = st.gpus.iter().map(|g| g.uuid.clone()).collect();
+    assert_eq!(vars["NVIDIA_VISIBLE_DEVICES"], uuids.join(","));
+
+    // The workspace round trip through the container, onto the dataset.
+    let put = env
+        .harness
+        .http_put(upstream, "/workspace/notes.txt", "hello from the session")
+        .await
+        .unwrap();
+    assert!(put.is_success(), "{put:?}");
+    let back = env
+        .harness
+        .http_get(upstream, "/workspace/notes.txt")
+        .await
+        .unwrap();
+    assert_eq!(back.text(), "hello from the session");
+    let dataset = env.dataset_of(&s);
+    assert_eq!(
+        st.workspace.as_ref().unwrap().dataset.as_deref(),
+        Some(dataset.as_str())
+    );
+    let mountpoint = env
+        .harness
+        .zfs(["get", "-H", "-o", "value", "mountpoint", dataset.as_str()])
+        .await
+        .unwrap();
+    let on_host = std::path::Path::new(mountpoint.trim()).join("notes.txt");
+    assert_eq!(
+        std::fs::read_to_string(&on_host).unwrap(),
+        "hello from the session"
+    );
+    let quota = env
+        .harness
+        .zfs(["get", "-Hp", "-o", "value", "quota", dataset.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(quota.trim(), (64u64 << 20).to_string());
+
+    // One container, hardened and labelled.
+    let containers = env.containers_of(&s).await;
+    assert_eq!(containers.len(), 1);
+    let info = env
+        .harness
+        .docker()
+        .inspect_container(
+            containers[0].id.as_deref().unwrap(),
+            None::<medforge_testkit::bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        info.name.as_deref().unwrap().trim_start_matches('/'),
+        format!(
+            "{}mf-session-{}",
+            env.scope.name(""),
+            st.slug.as_deref().unwrap()
+        )
+    );
+    let config = info.config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("1000:1000"));
+    let labels = config.labels.unwrap();
+    assert_eq!(labels["medforge.dev/session-uid"], created.uid().unwrap());
+    assert_eq!(labels["medforge.dev/session-namespace"], env.ns);
+    assert_eq!(labels["medforge.dev/session-name"], "web");
+    assert_eq!(labels["medforge.dev/node"], env.node);
+    let host = info.host_config.unwrap();
+    assert_eq!(host.init, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()])
+    );
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert!(host.pids_limit.unwrap_or(0) > 0);
+    assert!(host.device_requests.unwrap_or_default().is_empty());
+
+    // Metrics and health on the agent's own port.
+    let metrics_addr = agent.state.borrow().metrics_addr.expect("metrics served");
+    let text = plain_get(metrics_addr, "/metrics").await;
+    assert!(text.contains("medforge_agent_reconciles_total"), "{text}");
+    assert!(
+        text.contains("medforge_agent_sessions{phase=\"Running\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("medforge_agent_reconcile_duration_seconds_bucket"));
+    assert!(plain_get(metrics_addr, "/healthz").await.contains("ok"));
+    assert!(plain_get(metrics_addr, "/readyz").await.contains("ready"));
+
+    // Stop: seen through the watch (the resync is an hour).
+    let asked = Instant::now();
+    env.set_state("web", "Stopped").await;
+    let s = env.wait_phase("web", SessionPhase::Stopped, QUICK).await;
+    println!("stop → Stopped in {:?}", asked.elapsed());
+    let st = s.status.clone().unwrap();
+    assert!(st.gpus.is_empty(), "GPUs released");
+    assert!(st.upstream.is_none());
+    assert_eq!(st.reason.as_deref(), Some("StopRequested"));
+    assert_eq!(s.condition("Ready").unwrap().status, "False");
+    let snap = st.workspace.unwrap().snapshots.pop().unwrap();
+    assert!(snap.starts_with("stop-"), "{snap}");
+    assert!(
+        env.snapshots(&dataset)
+            .await
+            .contains(&format!("{dataset}@{snap}")),
+        "zfs list -t snapshot shows {snap}"
+    );
+    let (running, ..) = env
+        .container_facts(containers[0].id.as_deref().unwrap())
+        .await;
+    assert!(!running, "the container is stopped");
+
+    // Delete: container gone, finalizer removed, dataset kept (default policy).
+    env.delete("web").await;
+    env.wait_gone("web", QUICK).await;
+    assert!(env.containers_of(&s).await.is_empty());
+    assert!(env.dataset_exists(&dataset).await, "kept by default");
+
+    scheduler.abort();
+    agent.kill().await;
+    env.cleanup().await;
+}
+
+async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_killed_from_outside_fails_the_session_through_docker_events() {
+    let env = Env::new().await;
+    let agent = env.spawn_agent(env.config());
+    env.create_bound("victim", Env::spec("workload", 1)).await;
+    let s = env
+        .wait_for("victim", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    let id = env.containers_of(&s).await[0].id.clone().unwrap();
+
+    let killed = Instant::now();
+    env.harness
+        .docker()
+        .kill_container(&id, None::<KillContainerOptions>)
+        .await
+        .unwrap();
+    let s = env.wait_phase("victim", SessionPhase::Failed, QUICK).await;
+    println!("kill → Failed in {:?}", killed.elapsed());
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("ContainerExited"));
+    assert!(
+        st.message.as_deref().unwrap().contains("code 137"),
+        "{st:?}"
+    );
+    assert!(st.gpus.is_empty());
+    let snap = st.workspace.unwrap().snapshots.pop().unwrap();
+    assert!(snap.starts_with("death-"), "{snap}");
+    let dataset = env.dataset_of(&s);
+    assert!(
+        env.snapshots(&dataset)
+            .await
+            .contains(&format!("{dataset}@{snap}"))
+    );
+    // Failed is final: the container stays dead.
+    let (running, _, restarts) = env.container_facts(&id).await;
+    assert!(!running && restarts == 0);
+
+    // A container removed from outside: ContainerMissing.
+    env.create_bound("vanished", Env::spec("workload", 0)).await;
+    let s = env
+        .wait_for("vanished", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    let id = env.containers_of(&s).await[0].id.clone().unwrap();
+    env.harness
+        .docker()
+        .remove_container(
+            &id,
+            Some(
+                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let s = env
+        .wait_phase("vanished", SessionPhase::Failed, QUICK)
+        .await;
+    let st = s.status.unwrap();
+    assert!(
+        matches!(
+            st.reason.as_deref(),
+            Some("ContainerMissing" | "ContainerExited")
+        ),
+        "{st:?}"
+    );
+    assert!(st.workspace.unwrap().snapshots[0].starts_with("death-"));
+
+    // Deleting sessions whose container (or dataset) is already gone works.
+    env.delete("vanished").await;
+    env.wait_gone("vanished", QUICK).await;
+    agent.kill().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.start_timeout = Duration::from_secs(3);
+    let agent = env.spawn_agent(config);
+    env.put_pack("ghost", &format!("sha256:{}", "0".repeat(64)), Vec::new())
+        .await;
+    // Listens on 9999 while the pack says 8080: never ready.
+    env.put_pack(
+        "deaf",
+        &env.image.clone(),
+        vec![EnvVar {
+            name: "PORT".into(),
+            value: "9999".into(),
+        }],
+    )
+    .await;
+
+    let mut restore = Env::spec("workload", 0);
+    restore.workspace = Some(WorkspaceSpec {
+        quota: None,
+        restore_from: Some(format!(
+            "{}/ws/alice/no-such-session@stop-1",
+            env.scope.dataset()
+        )),
+    });
+    let mut tiny = Env::spec("workload", 0);
+    tiny.workspace = Some(WorkspaceSpec {
+        quota: Some("1Ki".into()),
+        restore_from: None,
+    });
+    let cases = [
+        (
+            "no-pack",
+            Env::spec("missing-pack", 1),
+            "PackNotFound",
+            "missing-pack",
+        ),
+        (
+            "no-image",
+            Env::spec("ghost", 1),
+            "ImageNotPresent",
+            "0000000000",
+        ),
+        (
+            "no-snapshot",
+            restore,
+            "SnapshotNotFound",
+            "no-such-session@stop-1",
+        ),
+        ("tiny-quota", tiny, "WorkspaceFailed", "out of space"),
+    ];
+    for (name, spec, _, _) in &cases {
+        env.create_bound(name, spec.clone()).await;
+    }
+    for (name, _, reason, needle) in &cases {
+        let s = env.wait_phase(name, SessionPhase::Failed, DEADLINE).await;
+        let st = s.status.clone().unwrap();
+        assert_eq!(st.reason.as_deref(), Some(*reason), "{name}: {st:?}");
+        let msg = st.message.clone().unwrap();
+        assert!(msg.contains(needle), "{name}: {msg}");
+        let ready = s.condition("Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", *reason)
+        );
+        assert!(st.gpus.is_empty(), "{name}: GPUs released");
+        assert!(
+            env.containers_of(&s).await.is_empty(),
+            "{name}: no container"
+        );
+        assert!(
+            !env.dataset_exists(&env.dataset_of(&s)).await,
+            "{name}: no dataset"
+        );
+    }
+
+    // Each failure is told as a Warning Event on its Session.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let deadline = Instant::now() + QUICK;
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let warned: HashSet<(String, String)> = list
+            .items
+            .iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| {
+                Some((
+                    e.regarding.as_ref()?.name.clone()?,
+                    e.reason.clone().unwrap_or_default(),
+                ))
+            })
+            .collect();
+        if cases
+            .iter()
+            .all(|(name, _, reason, _)| warned.contains(&(name.to_string(), reason.to_string())))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing Warning events: {warned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Ready only once the workload answers on its port: a deaf one waits,
+    // then fails, and its container is stopped.
+    env.create_bound("deaf", Env::spec("deaf", 0)).await;
+    let s = env
+        .wait_for("deaf", "waiting for its port", DEADLINE, |s| {
+            s.condition("Ready")
+                .is_some_and(|c| c.reason == "WaitingForPort")
+        })
+        .await;
+    assert_eq!(s.phase(), SessionPhase::Starting);
+    assert!(s.status.unwrap().upstream.is_none());
+    let s = env.wait_phase("deaf", SessionPhase::Failed, DEADLINE).await;
+    assert_eq!(
+        s.status.clone().unwrap().reason.as_deref(),
+        Some("StartTimeout")
+    );
+    let id = env.containers_of(&s).await[0].id.clone().unwrap();
+    assert!(!env.container_facts(&id).await.0, "stopped");
+
+    agent.kill().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone() {
+    let env = Env::new().await;
+    let agent = env.spawn_agent(env.config());
+    let destroy = BTreeMap::from([(
+        "medforge.dev/workspace-on-delete".to_string(),
+        "destroy".to_string(),
+    )]);
+    env.create_bound_with("doomed", Env::spec("workload", 0), destroy.clone())
+        .await;
+    env.create_bound_with("hollow", Env::spec("workload", 0), destroy)
+        .await;
+    let doomed = env
+        .wait_for("doomed", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    let hollow = env
+        .wait_for("hollow", "Running", DEADLINE, is_running_and_ready)
+        .await;
+
+    env.delete("doomed").await;
+    env.wait_gone("doomed", QUICK).await;
+    assert!(env.containers_of(&doomed).await.is_empty());
+    assert!(
+        !env.dataset_exists(&env.dataset_of(&doomed)).await,
+        "destroyed per policy"
+    );
+
+    // Its container and dataset removed behind the agent's back first.
+    let id = env.containers_of(&hollow).await[0].id.clone().unwrap();
+    env.harness
+        .docker()
+        .remove_container(
+            &id,
+            Some(
+                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    env.wait_phase("hollow", SessionPhase::Failed, QUICK).await;
+    let ds = env.dataset_of(&hollow);
+    env.harness.zfs(["unmount", ds.as_str()]).await.unwrap();
+    env.harness
+        .zfs(["destroy", "-r", ds.as_str()])
+        .await
+        .unwrap();
+    env.delete("hollow").await;
+    env.wait_gone("hollow", QUICK).await;
+
+    agent.kill().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_lifetime_limits_stop_sessions() {
+    let env = Env::new().await;
+    let agent = env.spawn_agent(env.config());
+    let mut old = Env::spec("workload", 0);
+    old.max_lifetime = Some("2s".into());
+    let mut idle = Env::spec("workload", 0);
+    idle.idle_timeout = Some("3s".into());
+    env.create_bound("old", old).await;
+    env.create_bound("idle", idle).await;
+    let s = env
+        .wait_for("idle", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    let started = s.status.unwrap().started_at.unwrap().0;
+
+    // Activity reported by the api (as forward_auth would) a second later.
+    let activity = started
+        .checked_add(std::time::Duration::from_secs(1))
+        .unwrap();
+    env.sessions()
+        .patch_status(
+            "idle",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"lastActivityAt": activity.to_string()}})),
+        )
+        .await
+        .unwrap();
+
+    let s = env.wait_phase("old", SessionPhase::Stopped, DEADLINE).await;
+    let st = s.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("Expired"));
+    assert!(st.workspace.unwrap().snapshots[0].starts_with("stop-"));
+
+    let s = env
+        .wait_phase("idle", SessionPhase::Stopped, DEADLINE)
+        .await;
+    let st = s.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("Idle"));
+    let stopped = st.stopped_at.unwrap().0;
+    assert!(
+        stopped.as_millisecond() - activity.as_millisecond() >= 3000,
+        "stopped at {stopped}, 3 s after the last activity at {activity} at the earliest"
+    );
+    agent.kill().await;
+    env.cleanup().await;
+}
+
+/// Parks each named session's reconcile before its step, the first time.
+fn parking_hook(
+    targets: HashMap<String, StepKind>,
+    parked: tokio::sync::mpsc::UnboundedSender<String>,
+) -> StepHook {
+    let done = Arc::new(Mutex::new(HashSet::new()));
+    Arc::new(move |s: &Session, kind: StepKind| {
+        let name = s.name_any();
+        if targets.get(&name) == Some(&kind) && done.lock().unwrap().insert(name.clone()) {
+            let _ = parked.send(name);
+            return futures::future::pending().boxed();
+        }
+        async {}.boxed()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_at_each_step_restarts_and_converges_with_one_of_everything() {
+    let env = Env::new().await;
+    let start_points = [
+        StepKind::Begin,
+        StepKind::CreateDataset,
+        StepKind::ChownWorkspace,
+        StepKind::CreateContainer,
+        StepKind::StartContainer,
+        StepKind::AwaitPort,
+    ];
+    let stop_points = [
+        StepKind::BeginStop,
+        StepKind::StopContainer,
+        StepKind::Snapshot,
+        StepKind::Finish,
+    ];
+    let name_of = |k: StepKind| k.as_str().to_lowercase();
+    let mut targets = HashMap::new();
+    for k in start_points {
+        targets.insert(format!("start-{}", name_of(k)), k);
+    }
+    for k in stop_points {
+        targets.insert(format!("stop-{}", name_of(k)), k);
+    }
+    let (tx, mut parked) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = env.config();
+    config.step_hook = Some(parking_hook(targets.clone(), tx));
+    let first = env.spawn_agent(config);
+
+    // Sessions to be stopped run first.
+    for k in stop_points {
+        env.create_bound(&format!("stop-{}", name_of(k)), Env::spec("workload", 1))
+            .await;
+    }
+    let mut running_before = HashMap::new();
+    for k in stop_points {
+        let name = format!("stop-{}", name_of(k));
+        let s = env
+            .wait_for(&name, "Running", DEADLINE, is_running_and_ready)
+            .await;
+        let id = env.containers_of(&s).await[0].id.clone().unwrap();
+        running_before.insert(name, id);
+    }
+    for k in start_points {
+        env.create_bound(&format!("start-{}", name_of(k)), Env::spec("workload", 1))
+            .await;
+    }
+    for k in stop_points {
+        env.set_state(&format!("stop-{}", name_of(k)), "Stopped")
+            .await;
+    }
+    let mut waiting: HashSet<String> = targets.keys().cloned().collect();
+    let deadline = Instant::now() + DEADLINE;
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let name = tokio::time::timeout(left, parked.recv())
+            .await
+            .unwrap_or_else(|_| panic!("never parked: {waiting:?}"))
+            .unwrap();
+        waiting.remove(&name);
+    }
+
+    // Every session is stopped right before its step: the agent dies now.
+    first.kill().await;
+    let s = env.get("start-createcontainer").await;
+    assert!(env.dataset_exists(&env.dataset_of(&s)).await);
+    assert!(env.containers_of(&s).await.is_empty());
+    let s = env.get("start-startcontainer").await;
+    assert_eq!(env.containers_of(&s).await.len(), 1, "created, not started");
+    let s = env.get("stop-snapshot").await;
+    assert_eq!(s.phase(), SessionPhase::Stopping, "its intent is recorded");
+
+    let second = env.spawn_agent(env.config());
+    for k in start_points {
+        let name = format!("start-{}", name_of(k));
+        let s = env
+            .wait_for(&name, "Running", DEADLINE, is_running_and_ready)
+            .await;
+        let containers = env.containers_of(&s).await;
+        assert_eq!(containers.len(), 1, "{name}: exactly one container");
+        assert!(
+            env.container_facts(containers[0].id.as_deref().unwrap())
+                .await
+                .0
+        );
+        let answer = env.harness.http_get(Env::upstream(&s), "/").await.unwrap();
+        assert_eq!(answer.text(), name);
+    }
+    for k in stop_points {
+        let name = format!("stop-{}", name_of(k));
+        let s = env.wait_phase(&name, SessionPhase::Stopped, DEADLINE).await;
+        let containers = env.containers_of(&s).await;
+        assert_eq!(containers.len(), 1, "{name}: exactly one container");
+        assert_eq!(
+            containers[0].id.as_ref(),
+            Some(&running_before[&name]),
+            "{name}: the same container"
+        );
+        let snaps = s.status.clone().unwrap().workspace.unwrap().snapshots;
+        assert_eq!(snaps.len(), 1, "{name}: {snaps:?}");
+        let dataset = env.dataset_of(&s);
+        assert_eq!(
+            env.snapshots(&dataset).await,
+            vec![format!("{dataset}@{}", snaps[0])],
+            "{name}: exactly the recorded snapshot"
+        );
+    }
+    // One dataset per session, and no GPU held twice.
+    let all = env.sessions().list(&ListParams::default()).await.unwrap();
+    let mut datasets = env.datasets_of_owner("alice").await;
+    datasets.sort();
+    let mut expected: Vec<String> = all.items.iter().map(|s| env.dataset_of(s)).collect();
+    expected.sort();
+    assert_eq!(datasets, expected);
+    let mut held = HashSet::new();
+    for s in all.items.iter().filter(|s| !s.phase().is_terminal()) {
+        for g in &s.status.as_ref().unwrap().gpus {
+            assert!(held.insert(g.uuid.clone()), "{} held twice", g.uuid);
+        }
+    }
+    // The GpuNode the restarted agent publishes agrees.
+    let nodes: Api<GpuNode> = Api::all(env.client.clone());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let node = nodes.get(&env.node).await.unwrap();
+        let allocated = node.status.unwrap_or_default().allocated;
+        let uuids: HashSet<String> = allocated.iter().map(|a| a.uuid.clone()).collect();
+        if uuids == held && allocated.len() == held.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GpuNode allocations {allocated:?} != {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.kill().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
+    let env = Env::new().await;
+    let first = env.spawn_agent(env.config());
+    for name in ["keep-a", "keep-b"] {
+        env.create_bound(name, Env::spec("workload", 0)).await;
+    }
+    let mut before = HashMap::new();
+    for name in ["keep-a", "keep-b"] {
+        let s = env
+            .wait_for(name, "Running", DEADLINE, is_running_and_ready)
+            .await;
+        let id = env.containers_of(&s).await[0].id.clone().unwrap();
+        before.insert(name, (id.clone(), env.container_facts(&id).await.1));
+    }
+    first.kill().await;
+
+    // While the agent is down: a container no Session owns appears.
+    let orphan = env.scope.name("orphan");
+    let mut labels = env.scope.labels();
+    labels.insert("medforge.dev/node".into(), env.node.clone());
+    labels.insert("medforge.dev/session-uid".into(), "no-such-uid".into());
+    env.harness
+        .docker()
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(orphan.clone()),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(env.image.clone()),
+                labels: Some(labels),
+                user: Some("1000:1000".into()),
+                host_config: Some(HostConfig {
+                    init: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.harness
+        .docker()
+        .start_container(&orphan, None)
+        .await
+        .unwrap();
+
+    let mut config = env.config();
+    config.orphan_grace = Duration::ZERO;
+    let second = env.spawn_agent(config);
+    let state = second
+        .wait_state("one sweep and both sessions reconciled", |s| {
+            s.sweeps >= 1 && s.sessions_reconciled >= 2
+        })
+        .await;
+    assert_eq!(state.adopted, 2);
+    assert_eq!(state.orphans_removed, 1);
+    let left = env
+        .harness
+        .docker()
+        .inspect_container(
+            &orphan,
+            None::<medforge_testkit::bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await;
+    assert!(left.is_err(), "the orphan is removed");
+    for name in ["keep-a", "keep-b"] {
+        let s = env.get(name).await;
+        assert!(is_running_and_ready(&s));
+        let containers = env.containers_of(&s).await;
+        assert_eq!(containers.len(), 1);
+        let (id, started) = &before[name];
+        assert_eq!(containers[0].id.as_ref(), Some(id), "{name}: adopted");
+        let (running, started_now, restarts) = env.container_facts(id).await;
+        assert!(running && restarts == 0);
+        assert_eq!(&started_now, started, "{name}: not restarted");
+    }
+    // The removal is told as an Event about the GpuNode.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    let deadline = Instant::now() + QUICK;
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("OrphanContainerRemoved")
+                && e.note.as_deref().is_some_and(|n| n.contains(&orphan))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no OrphanContainerRemoved event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.kill().await;
+    env.cleanup().await;
+}
