@@ -518,6 +518,27 @@ impl Harness {
         http::request(self.netns_path(), addr, method, path, body.into(), timeout).await
     }
 
+    /// One request with extra headers (a `Host` header picks a virtual host).
+    pub async fn http_with_headers(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<HttpResponse> {
+        http::request_with_headers(
+            self.netns_path(),
+            addr,
+            method,
+            path,
+            headers,
+            body.into(),
+            http::DEFAULT_TIMEOUT,
+        )
+        .await
+    }
+
     /// `GET path` with the default deadline (10 s).
     pub async fn http_get(&self, addr: SocketAddr, path: &str) -> Result<HttpResponse> {
         self.http(Method::GET, addr, path, Bytes::new(), http::DEFAULT_TIMEOUT)

@@ -53,6 +53,21 @@ pub async fn request(
     body: Bytes,
     timeout: Duration,
 ) -> Result<HttpResponse> {
+    request_with_headers(netns_path, addr, method, path, &[], body, timeout).await
+}
+
+/// Like [`request`], with extra request headers. A `Host` among them
+/// replaces the default (`addr`), so a test can address a virtual host of a
+/// proxy listening at `addr`.
+pub async fn request_with_headers(
+    netns_path: &Path,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<HttpResponse> {
     let url = format!("http://{addr}{path}");
     let err = |detail: String| HarnessError::Http {
         method: method.to_string(),
@@ -69,10 +84,14 @@ pub async fn request(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(HOST, addr.to_string())
+        let mut builder = Request::builder().method(method.clone()).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            builder = builder.header(HOST, addr.to_string());
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder
             .header(CONTENT_LENGTH, body.len())
             .body(Full::new(body))
             .map_err(|e| err(format!("request: {e}")))?;
