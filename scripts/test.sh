@@ -21,7 +21,11 @@ cargo build --workspace --all-targets --locked
 harness=target/debug/mf-harness
 cleanup() {
   status=$?
-  "$harness" down || echo "test.sh: harness teardown failed" >&2
+  # Quiet on success, so nextest's summary stays the last line printed.
+  if ! "$harness" down >target/harness-down.log 2>&1; then
+    cat target/harness-down.log >&2
+    echo "test.sh: harness teardown failed (log: target/harness-down.log)" >&2
+  fi
   exit "$status"
 }
 trap cleanup EXIT
