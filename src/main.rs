@@ -57,6 +57,9 @@ struct ApiserverArgs {
     /// Address to listen on.
     #[arg(long, default_value = medforge_apiserver::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// How long an Event lives after its last write (`30m`, `1h`, `2h30m`).
+    #[arg(long, default_value = "1h", value_parser = run::parse_duration_arg)]
+    event_ttl: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +101,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
-    let config = medforge_apiserver::Config::new(&args.data_dir).with_listen(args.listen);
+    let mut config = medforge_apiserver::Config::new(&args.data_dir).with_listen(args.listen);
+    config.event_ttl = args.event_ttl;
     let server = medforge_apiserver::start(config)
         .await
         .with_context(|| format!("starting the control plane in {}", args.data_dir.display()))?;

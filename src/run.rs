@@ -242,6 +242,11 @@ async fn agent_task(client: kube::Client, config: medforge_operator::agent::Agen
     }
 }
 
+/// Parses a duration flag with the same rules as a Session's durations.
+pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    medforge_crds::quantity::parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// `medforge up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -252,6 +257,10 @@ pub struct UpArgs {
     /// Where the control plane listens (loopback by default).
     #[arg(long, default_value = medforge_apiserver::DEFAULT_LISTEN)]
     pub apiserver_listen: SocketAddr,
+    /// How long the control plane keeps an Event after its last write
+    /// (`30m`, `1h`, `2h30m`), as kube-apiserver's `--event-ttl`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub event_ttl: std::time::Duration,
     /// Where the api listens (Caddy forwards to it).
     #[arg(long, default_value = "127.0.0.1:8000", env = "MEDFORGE_API_LISTEN")]
     pub api_listen: SocketAddr,
@@ -442,11 +451,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let apiserver_dir = args.data_dir.join("apiserver");
-    let server = medforge_apiserver::start(
-        medforge_apiserver::Config::new(&apiserver_dir).with_listen(args.apiserver_listen),
-    )
-    .await
-    .with_context(|| format!("starting the control plane in {}", apiserver_dir.display()))?;
+    let mut apiserver_config =
+        medforge_apiserver::Config::new(&apiserver_dir).with_listen(args.apiserver_listen);
+    apiserver_config.event_ttl = args.event_ttl;
+    let server = medforge_apiserver::start(apiserver_config)
+        .await
+        .with_context(|| format!("starting the control plane in {}", apiserver_dir.display()))?;
     tracing::info!(
         url = server.url(),
         kubeconfig = %server.kubeconfig_path().display(),

@@ -1,5 +1,5 @@
 //! The "simple JSONPath" that CRD printer columns and selectable fields use:
-//! `.spec.owner`, `.items[0]`, `.gpus[*].uuid`, `['a.b']`,
+//! `.spec.owner`, `.items[0]`, `.gpus[*].uuid`, `['a.b']`, `.a\.b/c` (escaped dot),
 //! `.status.conditions[?(@.type=="Ready")].status`.
 
 use serde_json::Value;
@@ -37,11 +37,16 @@ impl JsonPath {
             match chars[i] {
                 '.' => {
                     i += 1;
-                    let start = i;
+                    // `\.` is a literal dot in a field name, as in Kubernetes'
+                    // JSONPath: `.metadata.annotations.medforge\.dev/owner-email`.
+                    let mut name = String::new();
                     while i < chars.len() && chars[i] != '.' && chars[i] != '[' {
+                        if chars[i] == '\\' && i + 1 < chars.len() {
+                            i += 1;
+                        }
+                        name.push(chars[i]);
                         i += 1;
                     }
-                    let name: String = chars[start..i].iter().collect();
                     if name.is_empty() {
                         return Err(format!("empty field name in {src:?}"));
                     }
@@ -245,6 +250,12 @@ mod tests {
             p(".metadata.labels['a.b/c']").find_text(&v).as_deref(),
             Some("x")
         );
+        assert_eq!(
+            p(".metadata.labels.a\\.b/c").find_text(&v).as_deref(),
+            Some("x"),
+            "an escaped dot is part of the field name"
+        );
+        assert_eq!(p(".metadata.labels.a.b/c").find_text(&v), None);
         assert_eq!(p(".spec.missing").find_text(&v), None);
         assert!(JsonPath::parse(".a[").is_err());
     }

@@ -20,6 +20,7 @@
 
 mod db;
 mod discovery;
+mod events;
 mod jsonpath;
 mod managed;
 mod namespaces;
@@ -48,6 +49,9 @@ use tokio_util::sync::CancellationToken;
 /// The default address: loopback only, kube-apiserver's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6443";
 
+/// kube-apiserver's default `--event-ttl`.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,6 +73,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Where to write the kubeconfig. Default `<data_dir>/kubeconfig`.
     pub kubeconfig_path: Option<PathBuf>,
+    /// How long an Event lives after its last write before it is deleted;
+    /// kube-apiserver's `--event-ttl`, one hour by default.
+    pub event_ttl: Duration,
 }
 
 impl Config {
@@ -82,6 +89,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(60),
             max_body_bytes: 3 * 1024 * 1024,
             kubeconfig_path: None,
+            event_ttl: DEFAULT_EVENT_TTL,
         }
     }
 
@@ -291,6 +299,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
             shutdown.clone(),
         )),
         tokio::spawn(namespaces::run(state.clone())),
+        tokio::spawn(events::expire(state.clone(), config.event_ttl)),
     ];
     tracing::info!(%url, data_dir = %config.data_dir.display(), kubeconfig = %kubeconfig_path.display(), token = "***", "embedded control plane listening");
     Ok(RunningServer {

@@ -63,7 +63,13 @@ async fn sweep(st: &AppState) -> Result<(), crate::status::ApiError> {
     let (namespaces, _) = st.store.snapshot(ns_rt.id, None);
     for ns in namespaces.iter().filter(|n| n.deleting) {
         let mut remaining = 0;
-        for rt in st.registry.types.iter().filter(|t| t.namespaced) {
+        // Views (core v1 Events) show objects their stored kind already holds.
+        for rt in st
+            .registry
+            .types
+            .iter()
+            .filter(|t| t.namespaced && t.alias_of.is_none())
+        {
             let (objects, _) = st.store.snapshot(rt.id, Some(&ns.name));
             for o in objects {
                 remaining += 1;

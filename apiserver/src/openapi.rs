@@ -23,6 +23,7 @@ pub fn component_name(rt: &ResourceType) -> String {
     match rt.builtin {
         Some(Builtin::Namespace) => "io.k8s.api.core.v1.Namespace".into(),
         Some(Builtin::Event) => "io.k8s.api.events.v1.Event".into(),
+        Some(Builtin::CoreEvent) => "io.k8s.api.core.v1.Event".into(),
         Some(Builtin::Lease) => "io.k8s.api.coordination.v1.Lease".into(),
         None => {
             let reversed: Vec<&str> = rt.group.split('.').rev().collect();
@@ -38,7 +39,7 @@ fn gvk(rt: &ResourceType, kind: &str) -> Value {
 /// Definitions of the built-in kinds and the metadata types, from k8s-openapi.
 fn builtin_definitions() -> Map<String, Value> {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace};
     use k8s_openapi::api::events::v1::Event;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         DeleteOptions, ListMeta, ObjectMeta, Status,
@@ -46,6 +47,7 @@ fn builtin_definitions() -> Map<String, Value> {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     generator.subschema_for::<Namespace>();
     generator.subschema_for::<Event>();
+    generator.subschema_for::<CoreEvent>();
     generator.subschema_for::<Lease>();
     generator.subschema_for::<ObjectMeta>();
     generator.subschema_for::<ListMeta>();

@@ -1,6 +1,7 @@
 //! The kinds this server serves: MedForge's CRDs, registered generically from
 //! their definitions, and the few built-in kinds the controllers need
-//! (`v1` Namespace, `events.k8s.io/v1` Event, `coordination.k8s.io/v1` Lease).
+//! (`v1` Namespace, `events.k8s.io/v1` Event and its core `v1` view,
+//! `coordination.k8s.io/v1` Lease).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub type ResourceId = usize;
 pub enum Builtin {
     Namespace,
     Event,
+    /// The core `v1` view of the `events.k8s.io/v1` Events (see `events.rs`).
+    CoreEvent,
     Lease,
 }
 
@@ -30,6 +33,9 @@ pub struct PrinterColumn {
     pub description: String,
     pub priority: i64,
     pub path: JsonPath,
+    /// Paths tried in order when `path` finds nothing (built-in columns only,
+    /// such as an Event's "Last Seen").
+    pub fallbacks: Vec<JsonPath>,
 }
 
 /// How lists inside a kind merge (from `x-kubernetes-list-type`), keyed by the
@@ -69,6 +75,9 @@ pub struct ResourceType {
     pub storage_key: String,
     /// List types by path (`status.conditions` → `Map(["type"])`).
     pub list_types: HashMap<String, ListType>,
+    /// For a view of another kind's objects (the core `v1` Events), the kind
+    /// whose objects it shows: the store keeps them once, under that kind.
+    pub alias_of: Option<ResourceId>,
 }
 
 impl ResourceType {
@@ -87,15 +96,6 @@ impl ResourceType {
             self.plural.clone()
         } else {
             format!("{}.{}", self.plural, self.group)
-        }
-    }
-
-    /// `Session.medforge.dev` or `Namespace`, as 422 messages name a kind.
-    pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
         }
     }
 
@@ -150,8 +150,22 @@ impl Registry {
     /// The built-in kinds plus every served version of every CRD.
     pub fn new(crds: &[CustomResourceDefinition]) -> Result<Registry, RegistryError> {
         let mut reg = Registry::default();
-        for b in [Builtin::Namespace, Builtin::Event, Builtin::Lease] {
+        for b in [
+            Builtin::Namespace,
+            Builtin::Event,
+            Builtin::Lease,
+            Builtin::CoreEvent,
+        ] {
             reg.add(builtin_type(b));
+        }
+        let stored_events = reg
+            .lookup("events.k8s.io", "v1", "events")
+            .map(|t| t.id)
+            .expect("events.k8s.io/v1 is registered before its core view");
+        for t in reg.types.iter_mut() {
+            if t.builtin == Some(Builtin::CoreEvent) {
+                t.alias_of = Some(stored_events);
+            }
         }
         for crd in crds {
             for rt in crd_types(crd)? {
@@ -180,8 +194,11 @@ impl Registry {
         &self.types[id]
     }
 
+    /// The kind whose objects are stored under `key` (never a view).
     pub fn by_storage_key(&self, key: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.storage_key == key)
+        self.types
+            .iter()
+            .find(|t| t.storage_key == key && t.alias_of.is_none())
     }
 
     pub fn namespace_type(&self) -> &ResourceType {
@@ -230,6 +247,7 @@ fn column(name: &str, type_: &str, path: &str, description: &str, priority: i64)
         description: description.to_string(),
         priority,
         path: JsonPath::parse(path).expect("built-in printer column paths parse"),
+        fallbacks: Vec::new(),
     }
 }
 
@@ -280,6 +298,7 @@ fn builtin_type(b: Builtin) -> ResourceType {
                 plural
             ),
             list_types: HashMap::new(),
+            alias_of: None,
         };
     match b {
         Builtin::Namespace => {
@@ -333,6 +352,78 @@ fn builtin_type(b: Builtin) -> ResourceType {
                 "reportingController",
                 "type",
             ]);
+            t
+        }
+        Builtin::CoreEvent => {
+            let mut t = base("", "v1", "Event", "events", true);
+            // Stored once, with the events.k8s.io/v1 Events.
+            t.storage_key = "events.k8s.io/events".into();
+            t.short_names = vec!["ev".into()];
+            let mut last_seen = column(
+                "Last Seen",
+                "date",
+                ".series.lastObservedTime",
+                "When the event was last observed",
+                0,
+            );
+            last_seen.fallbacks = [
+                ".lastTimestamp",
+                ".eventTime",
+                ".metadata.creationTimestamp",
+            ]
+            .iter()
+            .map(|p| JsonPath::parse(p).expect("built-in printer column paths parse"))
+            .collect();
+            t.printer_columns = vec![
+                last_seen,
+                column("Type", "string", ".type", "Type of this event", 0),
+                column("Reason", "string", ".reason", "Why the action was taken", 0),
+                column(
+                    "Object",
+                    "string",
+                    ".involvedObject.name",
+                    "The object this event is about",
+                    0,
+                ),
+                column(
+                    "Message",
+                    "string",
+                    ".message",
+                    "A human-readable description",
+                    0,
+                ),
+                column(
+                    "Source",
+                    "string",
+                    ".reportingComponent",
+                    "The controller that reported the event",
+                    1,
+                ),
+                column(
+                    "Count",
+                    "integer",
+                    ".series.count",
+                    "How often it happened",
+                    1,
+                ),
+            ];
+            // kube-apiserver's selectable fields of core v1 Events.
+            t.selectable_fields = selectable(&[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "type",
+            ]);
+            t.selectable_fields.push((
+                "source".into(),
+                JsonPath::parse(".source.component").expect("built-in field paths parse"),
+            ));
             t
         }
         Builtin::Lease => {
@@ -420,6 +511,7 @@ fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceType>, Regist
                     .to_string(),
                 priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                 path,
+                fallbacks: Vec::new(),
             });
         }
         if printer_columns.is_empty() {
@@ -463,6 +555,7 @@ fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceType>, Regist
             builtin: None,
             storage_key: format!("{group}/{plural}"),
             list_types,
+            alias_of: None,
         });
     }
     Ok(out)

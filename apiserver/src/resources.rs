@@ -91,7 +91,10 @@ pub struct WriteOpts {
 }
 
 impl WriteOpts {
-    pub fn from_request(req: &ResourceRequest) -> ApiResult<WriteOpts> {
+    /// `options_kind` names the options object kube-apiserver validates for
+    /// this verb (`CreateOptions`, `UpdateOptions`, `PatchOptions`,
+    /// `DeleteOptions`), as its 422 messages do.
+    pub fn from_request(req: &ResourceRequest, options_kind: &str) -> ApiResult<WriteOpts> {
         let dry_run = match req.query.0.get("dryRun").map(String::as_str) {
             None | Some("") => false,
             Some("All") => true,
@@ -102,9 +105,16 @@ impl WriteOpts {
             }
         };
         let manager = match req.query.get("fieldManager") {
-            Some(m) if m.chars().count() > 128 => {
-                return Err(ApiError::bad_request(
-                    "fieldManager: Too long: must have at most 128 bytes",
+            Some(m) if m.len() > 128 => {
+                return Err(ApiError::invalid_kind(
+                    "meta.k8s.io",
+                    options_kind,
+                    "",
+                    vec![Cause::new(
+                        "FieldValueTooLong",
+                        "fieldManager",
+                        "Too long: may not be more than 128 bytes",
+                    )],
                 ));
             }
             Some(m) => m.to_string(),
@@ -914,7 +924,7 @@ pub async fn create(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
             "the server does not allow this method on the requested resource",
         ));
     }
-    let opts = WriteOpts::from_request(req)?;
+    let opts = WriteOpts::from_request(req, "CreateOptions")?;
     let v = decode_body(rt, &req.body, &req.content_type)?;
     let (json, warnings) = create_object(st, rt, req.ns(), v, &opts, false).await?;
     Ok(object_response(
@@ -928,7 +938,7 @@ pub async fn create(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
 
 pub async fn update(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.rt_id);
-    let opts = WriteOpts::from_request(req)?;
+    let opts = WriteOpts::from_request(req, "UpdateOptions")?;
     let body = decode_body(rt, &req.body, &req.content_type)?;
     let name = req.name();
     match meta_str(&body, "name") {
@@ -973,19 +983,24 @@ pub async fn update(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
 
 pub async fn patch(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.rt_id);
-    let opts = WriteOpts::from_request(req)?;
+    let opts = WriteOpts::from_request(req, "PatchOptions")?;
     let kind = patch::PatchKind::from_content_type(rt, &req.content_type)?;
     let force = req.query.flag("force");
     if kind == patch::PatchKind::Apply {
+        // kube-apiserver's ValidatePatchOptions: 422 Invalid, not 400.
         if req.query.get("fieldManager").is_none() {
-            return Err(ApiError::bad_request(
-                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-            ));
+            return Err(ApiError::invalid_patch_options(Cause::new(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )));
         }
     } else if force {
-        return Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
-        ));
+        return Err(ApiError::invalid_patch_options(Cause::new(
+            "FieldValueForbidden",
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        )));
     }
     let parsed = patch::parse(rt, kind, &req.body)?;
     let name = req.name().to_string();
@@ -1027,7 +1042,7 @@ pub struct DeleteOpts {
 impl DeleteOpts {
     pub fn from_request(req: &ResourceRequest) -> ApiResult<DeleteOpts> {
         let mut o = DeleteOpts {
-            dry_run: WriteOpts::from_request(req)?.dry_run,
+            dry_run: WriteOpts::from_request(req, "DeleteOptions")?.dry_run,
             ..Default::default()
         };
         if !req.body.is_empty() {
@@ -1096,6 +1111,16 @@ pub async fn delete_object(
             let meta = meta_mut(&mut v)?;
             meta.insert("deletionTimestamp".into(), json!(now()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            // As kube-apiserver's BeforeDelete: an object that tracks its
+            // generation gets a new one when its deletion starts, so
+            // controllers that filter on generation changes see it.
+            if let Some(g) = meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .filter(|g| *g > 0)
+            {
+                meta.insert("generation".into(), json!(g + 1));
+            }
             if rt.builtin == Some(Builtin::Namespace) {
                 v["status"] = json!({ "phase": "Terminating" });
             }

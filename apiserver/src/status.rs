@@ -156,6 +156,13 @@ impl ApiError {
 
     /// 422 with causes: `Session.medforge.dev "x" is invalid: spec.gpus: Invalid value: …`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<Cause>) -> Self {
+        ApiError::invalid_kind(&rt.group, &rt.kind, name, causes)
+    }
+
+    /// `422 Invalid` for any group and kind, as kube-apiserver's
+    /// `errors.NewInvalid`: also for option objects such as
+    /// `PatchOptions.meta.k8s.io`, which are no served resource.
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let joined = if causes.len() == 1 {
             causes[0].display()
         } else {
@@ -168,22 +175,28 @@ impl ApiError {
                     .join(", ")
             )
         };
-        let mut d = json!({ "name": name, "kind": rt.kind });
-        if !rt.group.is_empty() {
-            d["group"] = json!(rt.group);
+        let mut d = json!({ "name": name, "kind": kind });
+        if !group.is_empty() {
+            d["group"] = json!(group);
         }
         d["causes"] = causes_json(&causes);
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         ApiError::new(
             422,
             "Invalid",
-            format!(
-                "{} \"{}\" is invalid: {}",
-                rt.qualified_kind(),
-                name,
-                joined
-            ),
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
         )
         .with_details(d)
+    }
+
+    /// `422 Invalid` for `PatchOptions.meta.k8s.io ""`: a bad option of a
+    /// patch request (kube-apiserver's `ValidatePatchOptions`).
+    pub fn invalid_patch_options(cause: Cause) -> Self {
+        ApiError::invalid_kind("meta.k8s.io", "PatchOptions", "", vec![cause])
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

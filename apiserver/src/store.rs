@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::db::{Db, Loaded, Write};
-use crate::registry::{Registry, ResourceId, ResourceType};
+use crate::events;
+use crate::registry::{Builtin, Registry, ResourceId, ResourceType};
 
 /// `(namespace, name)`; the namespace is `""` for cluster-scoped objects.
 pub type ObjectKey = (String, String);
@@ -253,7 +254,37 @@ impl Store {
         self.published.clone()
     }
 
+    /// The kind whose objects a view kind shows (core `v1` Events show the
+    /// stored `events.k8s.io/v1` ones); `None` for a stored kind.
+    fn stored_kind(&self, rid: ResourceId) -> Option<ResourceId> {
+        self.registry.get(rid).alias_of
+    }
+
+    /// A stored object as the view kind `rid` shows it.
+    fn view(&self, rid: ResourceId, o: &StoredObject) -> Arc<StoredObject> {
+        let rt = self.registry.get(rid);
+        let v = match rt.builtin {
+            Some(Builtin::CoreEvent) => events::to_core(&o.value()),
+            _ => o.value(),
+        };
+        let json = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+        Arc::new(StoredObject::new(rt, &v, json))
+    }
+
+    /// An object written through the view kind `rid`, as it is stored.
+    fn unview(&self, rid: ResourceId, v: Value) -> Value {
+        match self.registry.get(rid).builtin {
+            Some(Builtin::CoreEvent) => events::from_core(&v),
+            _ => v,
+        }
+    }
+
     pub fn get(&self, rid: ResourceId, namespace: &str, name: &str) -> Option<Arc<StoredObject>> {
+        if let Some(stored) = self.stored_kind(rid) {
+            return self
+                .get(stored, namespace, name)
+                .map(|o| self.view(rid, &o));
+        }
         self.read().objects[rid]
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
@@ -273,6 +304,18 @@ impl Store {
         after: Option<&ObjectKey>,
         at: Option<u64>,
     ) -> Result<ListResult, ReadError> {
+        if let Some(stored) = self.stored_kind(rid) {
+            let mut r = self.list(
+                stored,
+                namespace,
+                &|o| filter(&self.view(rid, o)),
+                limit,
+                after,
+                at,
+            )?;
+            r.items = r.items.iter().map(|o| self.view(rid, o)).collect();
+            return Ok(r);
+        }
         let state = self.read();
         let map = &state.objects[rid];
         let lower: Bound<ObjectKey> = match (after, namespace) {
@@ -362,6 +405,23 @@ impl Store {
         rid: ResourceId,
         after: u64,
     ) -> Result<(Vec<Arc<Event>>, u64), ReadError> {
+        if let Some(stored) = self.stored_kind(rid) {
+            let (events, rv) = self.events_since(stored, after)?;
+            let shown = events
+                .iter()
+                .map(|e| {
+                    Arc::new(Event {
+                        rv: e.rv,
+                        resource: rid,
+                        kind: e.kind,
+                        object: self.view(rid, &e.object),
+                        prev: e.prev.as_ref().map(|p| self.view(rid, p)),
+                        prev_known: e.prev_known,
+                    })
+                })
+                .collect();
+            return Ok((shown, rv));
+        }
         let state = self.read();
         if after > state.rv {
             return Err(ReadError::TooLarge {
@@ -386,13 +446,48 @@ impl Store {
     }
 
     /// Queues a write and waits until it is durable and published.
+    /// A write through a view kind is stored under the stored kind and
+    /// answered as the view shows it.
     pub async fn write(&self, op: WriteOp) -> Result<Arc<StoredObject>, WriteError> {
+        let (op, view_as) = match op {
+            WriteOp::Put {
+                resource,
+                object,
+                precondition,
+            } if self.stored_kind(resource).is_some() => (
+                WriteOp::Put {
+                    resource: self.stored_kind(resource).expect("checked"),
+                    object: self.unview(resource, object),
+                    precondition,
+                },
+                Some(resource),
+            ),
+            WriteOp::Delete {
+                resource,
+                key,
+                precondition,
+                last_state,
+            } if self.stored_kind(resource).is_some() => (
+                WriteOp::Delete {
+                    resource: self.stored_kind(resource).expect("checked"),
+                    key,
+                    precondition,
+                    last_state: last_state.map(|v| self.unview(resource, v)),
+                },
+                Some(resource),
+            ),
+            op => (op, None),
+        };
         let (tx, rx) = oneshot::channel();
         self.writes
             .send((op, tx))
             .await
             .map_err(|_| WriteError::Closed)?;
-        rx.await.map_err(|_| WriteError::Closed)?
+        let written = rx.await.map_err(|_| WriteError::Closed)??;
+        Ok(match view_as {
+            Some(rid) => self.view(rid, &written),
+            None => written,
+        })
     }
 }
 

@@ -158,13 +158,16 @@ fn row(rt: &ResourceType, obj: &Value, include: IncludeObject) -> Value {
             .unwrap_or(Value::String(String::new())),
     ];
     for c in &rt.printer_columns {
-        let found = c.path.find(obj);
+        let path = std::iter::once(&c.path)
+            .chain(&c.fallbacks)
+            .find(|p| !p.find(obj).is_empty())
+            .unwrap_or(&c.path);
+        let found = path.find(obj);
         let cell = match found.first() {
             None => Value::Null,
             Some(first) => match c.type_.as_str() {
                 "date" => age(first),
-                "string" => c
-                    .path
+                "string" => path
                     .find_text(obj)
                     .map(Value::String)
                     .unwrap_or(Value::Null),

@@ -737,6 +737,20 @@ fn decode_typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// An Event's `type` is `Normal` or `Warning` when set.
+fn check_event_type(v: &Value, causes: &mut Vec<Cause>) {
+    if let Some(t) = v.get("type").and_then(Value::as_str)
+        && t != "Normal"
+        && t != "Warning"
+    {
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "type",
+            format!("Unsupported value: {t:?}: supported values: \"Normal\", \"Warning\""),
+        ));
+    }
+}
+
 /// Validates a built-in kind by decoding it into its typed form, which also
 /// drops unknown fields, plus the few rules the controllers rely on.
 pub fn validate_builtin(rt: &ResourceType, value: &mut Value) -> ApiResult<Vec<String>> {
@@ -765,16 +779,14 @@ pub fn validate_builtin(rt: &ResourceType, value: &mut Value) -> ApiResult<Vec<S
                     "Required value",
                 ));
             }
-            if let Some(t) = v.get("type").and_then(Value::as_str)
-                && t != "Normal"
-                && t != "Warning"
-            {
-                causes.push(Cause::new(
-                    "FieldValueNotSupported",
-                    "type",
-                    format!("Unsupported value: {t:?}: supported values: \"Normal\", \"Warning\""),
-                ));
-            }
+            check_event_type(&v, &mut causes);
+            v
+        }
+        // Core v1 Events (written by older recorders): eventTime is
+        // optional there, as on kube-apiserver.
+        Some(Builtin::CoreEvent) => {
+            let v = decode_typed::<k8s_openapi::api::core::v1::Event>(rt, value)?;
+            check_event_type(&v, &mut causes);
             v
         }
         None => value.clone(),

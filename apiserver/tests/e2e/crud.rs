@@ -761,3 +761,141 @@ async fn delete_collection_deletes_what_the_selector_matches() {
     );
     ts.server.shutdown().await;
 }
+
+/// kube-apiserver (`rest.BeforeDelete`): when deletion of an object that
+/// tracks `metadata.generation` is deferred by finalizers, setting
+/// `deletionTimestamp` increments `generation`, once; objects without a
+/// generation (Namespaces, Leases) get none.
+#[tokio::test]
+async fn deletion_with_finalizers_bumps_generation_once() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let mut s = session("gen", "dave");
+    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let pending = api
+        .delete("gen", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("finalizers hold the object");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(pending.metadata.generation, Some(2));
+    // A second delete changes nothing.
+    let again = api
+        .delete("gen", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(again.metadata.generation, Some(2));
+    assert_eq!(
+        again.metadata.resource_version,
+        pending.metadata.resource_version
+    );
+
+    let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
+    let mut l = Lease::default();
+    l.metadata.name = Some("held".into());
+    l.metadata.finalizers = Some(vec!["medforge.dev/test".into()]);
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    let pending = leases
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(pending.metadata.generation, None);
+    ts.server.shutdown().await;
+}
+
+/// kube-apiserver (`ValidatePatchOptions`): an apply patch without
+/// `fieldManager`, or `force` on a non-apply patch, is `422 Invalid` for
+/// `PatchOptions.meta.k8s.io ""`, naming the field; a too-long
+/// `fieldManager` is `422` for the verb's options kind.
+#[tokio::test]
+async fn bad_patch_options_are_422_invalid() {
+    let ts = common::start().await;
+    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    api.create(&PostParams::default(), &session("opts", "dave"))
+        .await
+        .unwrap();
+    let apply = |manager: Option<&str>, force: bool| {
+        let mut q = String::new();
+        if let Some(m) = manager {
+            q.push_str(&format!("fieldManager={m}&"));
+        }
+        if force {
+            q.push_str("force=true");
+        }
+        http::Request::builder()
+            .method("PATCH")
+            .uri(format!(
+                "/apis/medforge.dev/v1alpha1/namespaces/default/sessions/opts?{q}"
+            ))
+            .header("content-type", "application/apply-patch+yaml")
+            .body(br#"{"apiVersion":"medforge.dev/v1alpha1","kind":"Session","metadata":{"name":"opts"},"spec":{"owner":"dave","pack":"p"}}"#.to_vec())
+            .unwrap()
+    };
+    let err = |r: Result<String, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    };
+    let s = err(ts.client.request_text(apply(None, false)).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    let d = s.details.unwrap();
+    assert_eq!(
+        (d.group.as_str(), d.kind.as_str()),
+        ("meta.k8s.io", "PatchOptions")
+    );
+    assert_eq!(d.causes[0].field, "fieldManager");
+    assert_eq!(d.causes[0].reason, "FieldValueRequired");
+
+    let merge_forced = http::Request::builder()
+        .method("PATCH")
+        .uri("/apis/medforge.dev/v1alpha1/namespaces/default/sessions/opts?force=true")
+        .header("content-type", "application/merge-patch+json")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let s = err(ts.client.request_text(merge_forced).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message
+            .ends_with("force: Forbidden: may not be specified for non-apply patch"),
+        "{}",
+        s.message
+    );
+
+    let long = "m".repeat(129);
+    let s = err(ts.client.request_text(apply(Some(&long), false)).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message
+            .starts_with("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
+        "{}",
+        s.message
+    );
+    let create_long = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/apis/medforge.dev/v1alpha1/namespaces/default/sessions?fieldManager={long}"
+        ))
+        .header("content-type", "application/json")
+        .body(br#"{"apiVersion":"medforge.dev/v1alpha1","kind":"Session","metadata":{"name":"other"},"spec":{"owner":"dave","pack":"p"}}"#.to_vec())
+        .unwrap();
+    let s = err(ts.client.request_text(create_long).await);
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message.starts_with("CreateOptions.meta.k8s.io"),
+        "{}",
+        s.message
+    );
+    // Nothing was written by the refused requests.
+    assert!(api.get_opt("other").await.unwrap().is_none());
+    ts.server.shutdown().await;
+}

@@ -5,5 +5,6 @@
 mod bad_input;
 mod common;
 mod crud;
+mod events;
 mod kubectl;
 mod watch;

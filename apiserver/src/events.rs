@@ -1,0 +1,236 @@
+//! The two views of Events. They are stored once, as `events.k8s.io/v1`
+//! Events (what kube-rs's `Recorder` writes); the core `v1` Event view that
+//! `kubectl describe` and `kubectl get events` read is a conversion of the
+//! same objects, field for field as kube-apiserver converts between the two
+//! versions:
+//!
+//! | `events.k8s.io/v1`        | core `v1`             |
+//! |---------------------------|-----------------------|
+//! | `regarding`               | `involvedObject`      |
+//! | `note`                    | `message`             |
+//! | `reportingController`     | `reportingComponent`  |
+//! | `deprecatedSource`        | `source`              |
+//! | `deprecatedFirstTimestamp`| `firstTimestamp`      |
+//! | `deprecatedLastTimestamp` | `lastTimestamp`       |
+//! | `deprecatedCount`         | `count`               |
+//!
+//! Every other field (`metadata`, `reason`, `type`, `action`, `related`,
+//! `eventTime`, `series`, `reportingInstance`) keeps its name. The conversion
+//! is lossless both ways for every field the two versions share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::server::AppState;
+use crate::store::{Precondition, WriteError, WriteOp};
+
+/// `(events.k8s.io/v1 name, core v1 name)` of the renamed fields.
+const RENAMED: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// Fields with the same name in both versions.
+const SHARED: &[&str] = &[
+    "metadata",
+    "reason",
+    "type",
+    "action",
+    "related",
+    "eventTime",
+    "series",
+    "reportingInstance",
+];
+
+fn convert(v: &Value, api_version: &str, to_core: bool) -> Value {
+    let Some(src) = v.as_object() else {
+        return v.clone();
+    };
+    let mut out = Map::new();
+    out.insert("kind".into(), Value::String("Event".into()));
+    out.insert("apiVersion".into(), Value::String(api_version.into()));
+    for k in SHARED {
+        if let Some(x) = src.get(*k) {
+            out.insert((*k).into(), x.clone());
+        }
+    }
+    for (new, core) in RENAMED {
+        let (from, to) = if to_core { (new, core) } else { (core, new) };
+        if let Some(x) = src.get(*from) {
+            out.insert((*to).into(), x.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// An `events.k8s.io/v1` Event as the core `v1` view shows it.
+pub fn to_core(v: &Value) -> Value {
+    convert(v, "v1", true)
+}
+
+/// A core `v1` Event as it is stored (`events.k8s.io/v1`).
+pub fn from_core(v: &Value) -> Value {
+    convert(v, "events.k8s.io/v1", false)
+}
+
+/// When an Event was last written: the newest of its creation, its series'
+/// last observation, its last timestamps and its managed-fields times. Events
+/// expire a fixed time after this, as kube-apiserver's per-write etcd lease does.
+pub fn last_written(v: &Value) -> Option<jiff::Timestamp> {
+    let mut times: Vec<&str> = Vec::new();
+    for p in [
+        "/metadata/creationTimestamp",
+        "/series/lastObservedTime",
+        "/deprecatedLastTimestamp",
+        "/eventTime",
+    ] {
+        if let Some(s) = v.pointer(p).and_then(Value::as_str) {
+            times.push(s);
+        }
+    }
+    if let Some(entries) = v
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    {
+        times.extend(
+            entries
+                .iter()
+                .filter_map(|e| e.get("time").and_then(Value::as_str)),
+        );
+    }
+    times
+        .into_iter()
+        .filter_map(|s| s.parse::<jiff::Timestamp>().ok())
+        .max()
+}
+
+/// How often the reaper looks for expired Events: a tenth of the lifetime,
+/// between 100 ms and a minute.
+fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Deletes Events `ttl` after their last write until shutdown, as
+/// kube-apiserver's `--event-ttl` does (one hour by default).
+pub async fn expire(st: Arc<AppState>, ttl: Duration) {
+    let Some(rt) = st
+        .registry
+        .types
+        .iter()
+        .find(|t| t.builtin == Some(crate::registry::Builtin::Event))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(sweep_interval(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = st.shutdown.cancelled() => return,
+        }
+        let Ok(ttl) = jiff::SignedDuration::try_from(ttl) else {
+            return;
+        };
+        let cutoff = jiff::Timestamp::now() - ttl;
+        let (events, _) = st.store.snapshot(rt.id, None);
+        let mut expired = 0usize;
+        for e in events {
+            if last_written(&e.value()).is_some_and(|t| t > cutoff) {
+                continue;
+            }
+            let op = WriteOp::Delete {
+                resource: rt.id,
+                key: e.key(),
+                // A write since the snapshot renews the Event: leave it.
+                precondition: Precondition::Rv(e.rv),
+                last_state: None,
+            };
+            match st.store.write(op).await {
+                Ok(_) => expired += 1,
+                Err(WriteError::Conflict | WriteError::NotFound) => {}
+                Err(WriteError::Closed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not delete an expired Event");
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::debug!(expired, "deleted expired Events");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored() -> Value {
+        json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "s1.abc", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "eventTime": "2026-01-01T00:00:00.000001Z",
+            "series": {"count": 3, "lastObservedTime": "2026-01-01T00:05:00.000000Z"},
+            "reportingController": "medforge-node-agent",
+            "reportingInstance": "node-a",
+            "action": "Start",
+            "reason": "Started",
+            "regarding": {"apiVersion": "medforge.dev/v1alpha1", "kind": "Session", "name": "s1",
+                          "namespace": "ns", "uid": "su"},
+            "related": {"kind": "GpuNode", "name": "node-a"},
+            "note": "container started",
+            "type": "Normal",
+            "deprecatedSource": {"component": "agent", "host": "node-a"},
+            "deprecatedFirstTimestamp": "2026-01-01T00:00:00Z",
+            "deprecatedLastTimestamp": "2026-01-01T00:05:00Z",
+            "deprecatedCount": 3
+        })
+    }
+
+    #[test]
+    fn core_view_renames_and_round_trips() {
+        let core = to_core(&stored());
+        assert_eq!(core["apiVersion"], "v1");
+        assert_eq!(core["involvedObject"]["kind"], "Session");
+        assert_eq!(core["message"], "container started");
+        assert_eq!(core["reportingComponent"], "medforge-node-agent");
+        assert_eq!(core["source"]["host"], "node-a");
+        assert_eq!(core["firstTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(core["lastTimestamp"], "2026-01-01T00:05:00Z");
+        assert_eq!(core["count"], 3);
+        assert_eq!(core["series"]["count"], 3);
+        assert!(core.get("regarding").is_none() && core.get("note").is_none());
+        assert_eq!(from_core(&core), stored(), "lossless both ways");
+    }
+
+    #[test]
+    fn absent_fields_stay_absent() {
+        let core = to_core(&json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e"}, "reason": "R"}));
+        assert_eq!(
+            core,
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "reason": "R"})
+        );
+    }
+
+    #[test]
+    fn last_written_is_the_newest_time() {
+        let t = last_written(&stored()).unwrap();
+        assert_eq!(t.to_string(), "2026-01-01T00:05:00Z");
+        let mut v = stored();
+        v["metadata"]["managedFields"] = json!([{"manager": "m", "time": "2026-01-02T00:00:00Z"}]);
+        assert_eq!(
+            last_written(&v).unwrap().to_string(),
+            "2026-01-02T00:00:00Z"
+        );
+    }
+}
