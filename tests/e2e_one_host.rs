@@ -330,6 +330,31 @@ async fn probe(netns: &Path, to: SocketAddr) -> &'static str {
     }
 }
 
+/// Runs the real kubectl inside the harness namespace against `medforge
+/// up`'s control plane; fails the test with its stderr when kubectl fails.
+async fn kubectl(harness: &Harness, dir: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let home = dir.join("kubectl-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = harness.netns_command("/usr/bin/kubectl");
+    cmd.env_clear()
+        .env("HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args);
+    let out = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .expect("kubectl runs (apt-get install kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_run_on_one_host() {
     let harness = Harness::get().await.expect("harness");
@@ -621,6 +646,64 @@ async fn evidence_run_on_one_host() {
         snapshots.trim().replace('\n', ", ")
     )
     .unwrap();
+
+    // What an admin sees with kubectl on this host: people and URLs rather
+    // than ids, GPUs free at a glance, and the node agent's own Events.
+    writeln!(report, "\n## kubectl on the host\n").unwrap();
+    let kubeconfig = dir.path().join("data/apiserver/kubeconfig");
+    let sessions_table = kubectl(
+        &harness,
+        dir.path(),
+        &kubeconfig,
+        &["get", "sessions", "-A", "-o", "wide"],
+    )
+    .await;
+    writeln!(report, "```\n{}```", sessions_table).unwrap();
+    let row_a = sessions_table
+        .lines()
+        .find(|l| l.contains(&id_a))
+        .unwrap_or_else(|| panic!("no row for {id_a}:\n{sessions_table}"));
+    for want in [
+        "alice@medforge.test",
+        slug_a.as_str(),
+        "Stopped",
+        &format!("http://s-{slug_a}.external.{DOMAIN}/"),
+    ] {
+        assert!(row_a.contains(want), "{want:?} not in {row_a:?}");
+    }
+    let nodes_table = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+    writeln!(report, "```\n{}```", nodes_table).unwrap();
+    let node_row: Vec<&str> = nodes_table
+        .lines()
+        .find(|l| l.starts_with("e2e-node"))
+        .unwrap_or_else(|| panic!("no e2e-node in:\n{nodes_table}"))
+        .split_whitespace()
+        .collect();
+    // Two GPUs; B holds one, A released its own when it stopped.
+    assert_eq!(
+        node_row[..4],
+        ["e2e-node", "2", "1", "True"],
+        "{nodes_table}"
+    );
+    let described = poll(
+        "the agent's stop Event in describe",
+        Duration::from_secs(30),
+        async || {
+            let out = kubectl(
+                &harness,
+                dir.path(),
+                &kubeconfig,
+                &["describe", "session", &id_a, "-n", "medforge"],
+            )
+            .await;
+            let events = out.split("Events:").nth(1)?.to_string();
+            (events.contains("StopRequested") && events.contains("medforge-node-agent"))
+                .then_some(out)
+        },
+    )
+    .await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    writeln!(report, "- describe session A, Events:\n```{events}```").unwrap();
 
     // Restart medforge up with B running: B stays reachable except while the
     // api itself is down, and its container is not restarted.

@@ -33,6 +33,7 @@ use crate::index::{IndexedSession, SessionIndex, routable_upstream};
 use crate::reply::{Page, Reply};
 use crate::request::{JsonOrEmpty, Query};
 use crate::tokens::Principal;
+use medforge_crds::keys::{OWNER_EMAIL_ANNOTATION, URL_ANNOTATION};
 
 /// The routes for one exposure, to be nested under `/api/v2/<exposure>`.
 pub fn router(exposure: Exposure) -> Router<AppState> {
@@ -460,7 +461,21 @@ async fn create(
 
     let name = uuid::Uuid::new_v4().to_string();
     let slug = new_slug(state.index());
-    let mut annotations = BTreeMap::from([(SLUG_KEY.to_owned(), slug.clone())]);
+    let url = format!(
+        "{}://{}/",
+        state.config().public_scheme,
+        state.hosts().host_for(&slug, spec.exposure)
+    );
+    // Denormalised for people reading `kubectl get sessions`: emails cannot
+    // change, and the URL follows from the slug and exposure, which cannot either.
+    let mut annotations = BTreeMap::from([
+        (SLUG_KEY.to_owned(), slug.clone()),
+        (
+            OWNER_EMAIL_ANNOTATION.to_owned(),
+            principal.user.email.clone(),
+        ),
+        (URL_ANNOTATION.to_owned(), url),
+    ]);
     if let Some(limit) = principal.user.max_sessions {
         annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
     }
@@ -529,6 +544,19 @@ async fn create(
             });
         }
     };
+
+    // The scheduler keeps the slug the api chose unless another session took
+    // it meanwhile; then the URL annotation must follow the slug it gave.
+    if let Some(given) = bound.slug.as_deref().filter(|g| *g != slug) {
+        let url = format!(
+            "{}://{}/",
+            state.config().public_scheme,
+            state.hosts().host_for(given, bound.exposure)
+        );
+        if let Err(e) = state.backend().annotate(&name, URL_ANNOTATION, &url).await {
+            tracing::warn!(session = %name, error = %e, "could not correct the URL annotation");
+        }
+    }
 
     if !wait_ready {
         return Ok(Reply::created(SessionReply {

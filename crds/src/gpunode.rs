@@ -21,27 +21,47 @@ use crate::schema::GPU_UUID_PATTERN;
     category = "medforge",
     doc = "A GPU host that runs MedForge sessions. Its node agent publishes the GPUs and their health in status; admins cordon the node or single GPUs in spec.",
     printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".status.capacity",
+        description = "GPUs on the node, healthy or not"
+    ),
+    printcolumn(
+        name = "Free",
+        type_ = "integer",
+        json_path = ".status.free",
+        description = "Healthy, uncordoned GPUs that no session holds"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         description = "Whether the node agent is alive and Docker and ZFS work"
     ),
     printcolumn(
-        name = "Allocatable",
-        type_ = "integer",
-        json_path = ".status.allocatable",
-        description = "Healthy GPUs that may be given out"
-    ),
-    printcolumn(
-        name = "Unschedulable",
+        name = "Cordoned",
         type_ = "boolean",
         json_path = ".spec.unschedulable",
-        description = "Cordoned by an admin"
+        description = "Cordoned by an admin: no new session is placed here"
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Allocatable",
+        type_ = "integer",
+        json_path = ".status.allocatable",
+        description = "Healthy, uncordoned GPUs, held or not",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the node is or is not Ready",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -119,9 +139,17 @@ pub struct GpuNodeStatus {
     /// The node's GPUs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<GpuInfo>,
-    /// Number of healthy, uncordoned GPUs.
+    /// Number of GPUs on the node, healthy or not.
+    #[serde(default)]
+    pub capacity: u32,
+    /// Number of healthy, uncordoned GPUs (held by sessions or not).
     #[serde(default)]
     pub allocatable: u32,
+    /// Number of healthy, uncordoned GPUs that no session holds: what the
+    /// scheduler can still give out here. The node agent recomputes it
+    /// whenever a session on this node binds or releases GPUs.
+    #[serde(default)]
+    pub free: u32,
     /// GPUs held by sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allocated: Vec<GpuAllocation>,

@@ -14,6 +14,7 @@
 
 pub mod conditions;
 pub mod gpunode;
+pub mod keys;
 pub mod pack;
 pub mod quantity;
 pub mod session;

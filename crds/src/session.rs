@@ -22,10 +22,22 @@ use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_P
     category = "medforge",
     doc = "An interactive GPU session: a container with whole GPUs, a private ZFS workspace mounted at /workspace and a URL s-<slug>.<domain> that only its owner (and admins) can open.",
     printcolumn(
+        name = "Slug",
+        type_ = "string",
+        json_path = ".status.slug",
+        description = "The session's host is s-<slug>.<exposure>.<domain>"
+    ),
+    printcolumn(
         name = "Owner",
         type_ = "string",
-        json_path = ".spec.owner",
-        description = "The user who owns the session"
+        json_path = ".metadata.annotations.medforge\\.dev/owner-email",
+        description = "The owner's email, as the api recorded it at creation (annotation medforge.dev/owner-email)"
+    ),
+    printcolumn(
+        name = "Pack",
+        type_ = "string",
+        json_path = ".spec.pack",
+        description = "The Pack (image and defaults) the session runs"
     ),
     printcolumn(
         name = "Phase",
@@ -46,16 +58,36 @@ use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_P
         description = "Number of whole GPUs requested"
     ),
     printcolumn(
-        name = "Slug",
+        name = "Ready",
         type_ = "string",
-        json_path = ".status.slug",
-        description = "The session's host is s-<slug>.<domain>",
-        priority = "1"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the session answers at its URL"
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".metadata.annotations.medforge\\.dev/url",
+        description = "Where the owner opens the session (annotation medforge.dev/url, written by the api)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        description = "Why the session is in its phase",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Owner-ID",
+        type_ = "string",
+        json_path = ".spec.owner",
+        description = "The owner's user id",
+        priority = "1"
     ),
     selectable = ".spec.owner"
 )]

@@ -61,7 +61,7 @@ pub fn node_status(
         // Keep the last known list; the node is not Ready until it reads again.
         Err(e) => (status.gpus.clone(), Some(e)),
     };
-    status.allocatable = gpus
+    let schedulable: Vec<&GpuInfo> = gpus
         .iter()
         .filter(|g| g.health == GpuHealth::Healthy)
         .filter(|g| {
@@ -70,7 +70,13 @@ pub fn node_status(
                 .iter()
                 .any(|d| d == &g.uuid || d == &g.index.to_string())
         })
+        .collect();
+    status.allocatable = schedulable.len() as u32;
+    status.free = schedulable
+        .iter()
+        .filter(|g| !allocated.iter().any(|a| a.uuid == g.uuid))
         .count() as u32;
+    status.capacity = gpus.len() as u32;
     status.gpus = gpus;
     status.allocated = allocated;
     status.agent_version = Some(env!("CARGO_PKG_VERSION").to_string());
@@ -184,8 +190,15 @@ pub async fn publish(
         .await
 }
 
-/// Publishes a heartbeat every `period` until the future is dropped. A failed
-/// write is logged and tried again at the next beat.
+/// How often the heartbeat loop looks for a change of this node's GPU
+/// allocations between beats (a look at the in-memory cache, no I/O).
+const ALLOCATION_CHECK: Duration = Duration::from_millis(250);
+
+/// Publishes a heartbeat every `period` until the future is dropped, and
+/// sooner when a session on this node binds or releases GPUs, so that
+/// `status.allocated` and `status.free` follow the bindings within
+/// [`ALLOCATION_CHECK`] rather than a whole period. A failed write is logged
+/// and tried again at the next beat.
 pub async fn heartbeat_loop(
     client: Client,
     facts: NodeFacts,
@@ -194,10 +207,25 @@ pub async fn heartbeat_loop(
 ) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(ALLOCATION_CHECK.min(period));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published: Option<Vec<GpuAllocation>> = None;
     loop {
-        tick.tick().await;
-        if let Err(e) = publish(&client, &facts, &sessions()).await {
-            tracing::warn!(node = %facts.node_name, error = %e, "could not publish the GpuNode heartbeat");
+        let beat = tokio::select! {
+            _ = tick.tick() => true,
+            _ = check.tick() => false,
+        };
+        let current = sessions();
+        let allocated = allocations(&facts.node_name, &current);
+        if !beat && published.as_ref() == Some(&allocated) {
+            continue;
+        }
+        match publish(&client, &facts, &current).await {
+            Ok(_) => published = Some(allocated),
+            Err(e) => {
+                published = None;
+                tracing::warn!(node = %facts.node_name, error = %e, "could not publish the GpuNode heartbeat");
+            }
         }
     }
 }
@@ -260,6 +288,8 @@ mod tests {
             ),
         );
         assert_eq!(s.allocatable, 1);
+        assert_eq!(s.capacity, 3);
+        assert_eq!(s.free, 1);
         assert_eq!(s.gpus.len(), 3);
         assert_eq!(s.last_heartbeat_time, Some(Time(now)));
         let ready = &s.conditions[0];
@@ -306,5 +336,29 @@ mod tests {
             ready.message
         );
         assert_eq!(ready.last_transition_time, Time(t2));
+    }
+
+    #[test]
+    fn free_counts_schedulable_gpus_that_no_session_holds() {
+        let spec = GpuNodeSpec {
+            unschedulable: false,
+            disabled_gpus: vec!["GPU-3".into()],
+        };
+        let mut o = observed(
+            Ok((0..4).map(|i| gpu(i, GpuHealth::Healthy)).collect()),
+            ok(),
+            Timestamp::from_second(100).unwrap(),
+        );
+        // GPU-0 held; GPU-3 cordoned but held by a session that kept it.
+        o.allocated = ["GPU-0", "GPU-3"]
+            .iter()
+            .map(|u| GpuAllocation {
+                uuid: u.to_string(),
+                session: "ns/s".into(),
+                session_uid: "uid".into(),
+            })
+            .collect();
+        let s = node_status(None, &spec, Some(1), o);
+        assert_eq!((s.capacity, s.allocatable, s.free), (4, 3, 2));
     }
 }

@@ -111,6 +111,23 @@ impl SessionBackend for KubeBackend {
         .boxed()
     }
 
+    fn annotate<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let patch = json!({ "metadata": { "annotations": { key: value } } });
+            self.sessions
+                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err(&format!("session {name}"), e))
+        }
+        .boxed()
+    }
+
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
         async move {
             match self.sessions.delete(name, &DeleteParams::default()).await {

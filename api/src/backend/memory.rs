@@ -530,6 +530,33 @@ impl SessionBackend for MemoryBackend {
         .boxed()
     }
 
+    fn annotate<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            self.check_reachable()?;
+            let mut st = self.lock();
+            st.resource_version += 1;
+            let rv = st.resource_version;
+            let session = st
+                .sessions
+                .get_mut(name)
+                .ok_or_else(|| BackendError::NotFound(format!("session {name}")))?;
+            session
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(key.to_owned(), value.to_owned());
+            session.metadata.resource_version = Some(rv.to_string());
+            self.emit(WatchEvent::Apply(session.clone()));
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn set_state<'a>(
         &'a self,
         name: &'a str,

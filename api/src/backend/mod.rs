@@ -13,12 +13,7 @@ use medforge_crds::{DesiredState, GpuNode, Session};
 pub use self::kube::KubeBackend;
 pub use memory::{MemoryBackend, MemoryBackendConfig, SchedulerMode, condition, set_condition};
 
-/// Label naming the owner (user id) of a Session.
-pub const OWNER_LABEL: &str = "medforge.dev/owner";
-/// Label and annotation carrying the slug the api chose, until the operator copies it to `status.slug`.
-pub const SLUG_KEY: &str = "medforge.dev/slug";
-/// Annotation carrying the owner's per-user session limit override, for the scheduler.
-pub const MAX_SESSIONS_ANNOTATION: &str = "medforge.dev/max-sessions";
+pub use medforge_crds::keys::{MAX_SESSIONS_ANNOTATION, OWNER_LABEL, SLUG_KEY};
 
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +64,13 @@ pub trait SessionBackend: Send + Sync + 'static {
         name: &'a str,
         state: DesiredState,
     ) -> BoxFuture<'a, Result<Session, BackendError>>;
+    /// Sets one annotation of a Session (a merge patch of `metadata.annotations`).
+    fn annotate<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Deletes a Session; `false` when it did not exist.
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
     /// A never-ending stream of changes to Sessions, starting with a full listing.

@@ -1,5 +1,7 @@
-//! The real `kubectl` against the server: apply, get (printer columns),
-//! describe, explain, get -w, delete waiting for a finalizer.
+//! The real `kubectl` against the server: namespaces, create, apply, edit,
+//! label, annotate, get (printer columns), describe with Events, events in
+//! both groups, wait, api-resources, explain, get -w, delete with and without
+//! waiting for a finalizer.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -14,16 +16,23 @@ use crate::common::{self, TestServer, session};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
-fn kubectl_path() -> Option<PathBuf> {
+/// The kubectl these tests drive (`$KUBECTL`, else `/usr/bin/kubectl`). A
+/// missing one fails the test: the tests exist to prove kubectl works.
+pub(crate) fn kubectl_path() -> PathBuf {
     let p = std::env::var_os("KUBECTL")
         .map(PathBuf::from)
         .unwrap_or_else(|| KUBECTL.into());
-    p.exists().then_some(p)
+    assert!(
+        p.exists(),
+        "{} is missing: install it with `apt-get install kubernetes-client` (or set KUBECTL)",
+        p.display()
+    );
+    p
 }
 
 /// A kubectl command isolated from the user's configuration and caches.
-fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
-    let mut c = Command::new(kubectl_path().expect("kubectl is installed"));
+pub(crate) fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
+    let mut c = Command::new(kubectl_path());
     let home = ts.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     c.env_clear()
@@ -37,7 +46,7 @@ fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
     c
 }
 
-async fn run(ts: &TestServer, args: &[&str]) -> Output {
+pub(crate) async fn run(ts: &TestServer, args: &[&str]) -> Output {
     // Asynchronously: the server runs on this test's runtime.
     let out = tokio::process::Command::from(kubectl(ts, args))
         .output()
@@ -52,7 +61,7 @@ async fn run(ts: &TestServer, args: &[&str]) -> Output {
     out
 }
 
-async fn ok(ts: &TestServer, args: &[&str]) -> String {
+pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     let out = run(ts, args).await;
     assert!(out.status.success(), "kubectl {} failed", args.join(" "));
     String::from_utf8(out.stdout).unwrap()
@@ -90,10 +99,6 @@ fn table(out: &str) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn apply_get_describe_explain() {
-    if kubectl_path().is_none() {
-        eprintln!("kubectl not installed; skipped");
-        return;
-    }
     let ts = common::start().await;
     let file = manifest(ts.dir.path(), 1);
     let f = file.to_str().unwrap();
@@ -102,9 +107,14 @@ async fn apply_get_describe_explain() {
 
     let out = ok(&ts, &["get", "sessions"]).await;
     let rows = table(&out);
-    assert_eq!(rows[0], ["NAME", "OWNER", "PHASE", "NODE", "GPUS", "AGE"]);
+    assert_eq!(
+        rows[0],
+        [
+            "NAME", "SLUG", "OWNER", "PACK", "PHASE", "NODE", "GPUS", "READY", "AGE"
+        ]
+    );
     // Unset columns print empty, as for CRDs on kube-apiserver.
-    assert_eq!(rows[1][..3], ["demo", "alice", "1"]);
+    assert_eq!(rows[1][..3], ["demo", "jupyter", "1"]);
 
     // Re-applying a change goes through client-side apply's merge patch.
     manifest(ts.dir.path(), 2);
@@ -126,12 +136,17 @@ async fn apply_get_describe_explain() {
     let rows = table(&ok(&ts, &["get", "sess", "-o", "wide"]).await);
     assert_eq!(
         rows[0],
-        ["NAME", "OWNER", "PHASE", "NODE", "GPUS", "SLUG", "AGE"]
+        [
+            "NAME", "SLUG", "OWNER", "PACK", "PHASE", "NODE", "GPUS", "READY", "AGE", "URL",
+            "REASON", "OWNER-ID"
+        ]
     );
+    // No owner-email annotation (not created by the api): that cell is empty.
     assert_eq!(
         rows[1][..6],
-        ["demo", "alice", "Running", "gpu-1", "2", "ab12cd34"]
+        ["demo", "ab12cd34", "jupyter", "Running", "gpu-1", "2"]
     );
+    assert_eq!(rows[1].last().map(String::as_str), Some("alice"));
     // The category lists every MedForge kind.
     let out = ok(&ts, &["get", "medforge"]).await;
     assert!(out.contains("session.medforge.dev/demo"), "{out}");
@@ -216,10 +231,6 @@ async fn apply_get_describe_explain() {
 
 #[tokio::test]
 async fn get_watch_sees_a_status_change() {
-    if kubectl_path().is_none() {
-        eprintln!("kubectl not installed; skipped");
-        return;
-    }
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     api.create(&PostParams::default(), &session("watched", "alice"))
@@ -251,17 +262,13 @@ async fn get_watch_sees_a_status_change() {
     .unwrap();
     let line = next().await;
     let cells: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cells[..3], ["watched", "alice", "Running"], "{line}");
+    assert_eq!(cells[..3], ["watched", "jupyter", "Running"], "{line}");
     child.kill().await.unwrap();
     ts.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn delete_waits_for_the_finalizer() {
-    if kubectl_path().is_none() {
-        eprintln!("kubectl not installed; skipped");
-        return;
-    }
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     let mut s = session("held", "alice");
@@ -313,5 +320,405 @@ async fn delete_waits_for_the_finalizer() {
         "session.medforge.dev \"held\" deleted"
     );
     assert!(api.get("held").await.is_err());
+    ts.server.shutdown().await;
+}
+
+/// A row of `kubectl get` whose first cell is `name`.
+fn row_named(out: &str, name: &str) -> Vec<String> {
+    table(out)
+        .into_iter()
+        .find(|r| r.first().map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name:?} in:\n{out}"))
+}
+
+/// What a cluster admin does with kubectl on a `medforge up` host, end to
+/// end: namespaces (sent as protobuf by kubectl), create/apply/edit, label,
+/// annotate, the readable columns, describe with the node agent's Events,
+/// events in both groups, wait, api-resources, explain, delete without
+/// waiting on a finalizer.
+#[tokio::test]
+async fn kubectl_works_as_on_a_cluster() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use medforge_crds::GpuNode;
+
+    let ts = common::start().await;
+    let dir = ts.dir.path();
+    let out = ok(&ts, &["create", "namespace", "demo"]).await;
+    assert_eq!(out.trim(), "namespace/demo created");
+    let out = ok(
+        &ts,
+        &["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"],
+    )
+    .await;
+    assert_eq!(out, "Active");
+
+    let file = dir.join("demo.yaml");
+    let write = |gpus: u32| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: medforge.dev/v1alpha1
+kind: Session
+metadata:
+  name: demo
+  namespace: demo
+  annotations:
+    medforge.dev/owner-email: alice@example.org
+    medforge.dev/url: https://s-ab12cd34.external.example.org/
+spec:
+  owner: 0b6c6a4e-alice
+  pack: jupyter
+  gpus: {gpus}
+"
+            ),
+        )
+        .unwrap()
+    };
+    write(1);
+    let f = file.to_str().unwrap();
+    assert_eq!(
+        ok(&ts, &["create", "-f", f]).await.trim(),
+        "session.medforge.dev/demo created"
+    );
+    write(2);
+    assert_eq!(
+        ok(&ts, &["apply", "-f", f]).await.trim(),
+        "session.medforge.dev/demo configured"
+    );
+
+    // kubectl edit, non-interactive: the editor is a script that edits the file.
+    let editor = dir.join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/^  gpus: 2$/  gpus: 3/' \"$1\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = tokio::process::Command::from({
+        let mut c = kubectl(&ts, &["edit", "session", "demo", "-n", "demo"]);
+        c.env("KUBE_EDITOR", &editor);
+        c
+    })
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "session.medforge.dev/demo edited"
+    );
+    assert_eq!(
+        ok(
+            &ts,
+            &[
+                "get",
+                "session",
+                "demo",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.spec.gpus}"
+            ]
+        )
+        .await,
+        "3"
+    );
+
+    assert_eq!(
+        ok(
+            &ts,
+            &["label", "session", "demo", "-n", "demo", "tier=gold"]
+        )
+        .await
+        .trim(),
+        "session.medforge.dev/demo labeled"
+    );
+    assert_eq!(
+        ok(
+            &ts,
+            &["annotate", "session", "demo", "-n", "demo", "note=hi"]
+        )
+        .await
+        .trim(),
+        "session.medforge.dev/demo annotated"
+    );
+    let out = ok(
+        &ts,
+        &[
+            "get",
+            "sessions",
+            "-n",
+            "demo",
+            "-l",
+            "tier=gold",
+            "-o",
+            "jsonpath={.items[0].metadata.annotations.note}",
+        ],
+    )
+    .await;
+    assert_eq!(out, "hi");
+
+    // kubectl wait on a jsonpath, satisfied by a status write while it waits.
+    let waiting = tokio::spawn(
+        tokio::process::Command::from(kubectl(
+            &ts,
+            &[
+                "wait",
+                "--for=jsonpath={.status.phase}=Running",
+                "session/demo",
+                "-n",
+                "demo",
+                "--timeout=60s",
+            ],
+        ))
+        .output(),
+    );
+    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "demo");
+    sessions
+        .patch_status(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Running", "nodeName": "gpu-1", "slug": "ab12cd34",
+                "reason": "Started",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ContainerReady",
+                                "message": "answers", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+            }})),
+        )
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(90), waiting)
+        .await
+        .expect("kubectl wait ends")
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "session.medforge.dev/demo condition met"
+    );
+
+    // Columns a person can read.
+    let out = ok(&ts, &["get", "sessions", "-A"]).await;
+    assert_eq!(
+        table(&out)[0],
+        [
+            "NAMESPACE",
+            "NAME",
+            "SLUG",
+            "OWNER",
+            "PACK",
+            "PHASE",
+            "NODE",
+            "GPUS",
+            "READY",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        table(&out)[1][..9],
+        [
+            "demo",
+            "demo",
+            "ab12cd34",
+            "alice@example.org",
+            "jupyter",
+            "Running",
+            "gpu-1",
+            "3",
+            "True"
+        ]
+    );
+    let out = ok(&ts, &["get", "sessions", "-n", "demo", "-o", "wide"]).await;
+    let row = row_named(&out, "demo");
+    assert_eq!(
+        row[9..],
+        [
+            "https://s-ab12cd34.external.example.org/",
+            "Started",
+            "0b6c6a4e-alice"
+        ],
+        "{out}"
+    );
+
+    let nodes: Api<GpuNode> = Api::all(ts.client.clone());
+    let mut node = GpuNode::new("gpu-1", Default::default());
+    node.spec.unschedulable = true;
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    nodes
+        .patch_status(
+            "gpu-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "capacity": 8, "allocatable": 7, "free": 4,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady",
+                                "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+            }})),
+        )
+        .await
+        .unwrap();
+    let out = ok(&ts, &["get", "gpunodes"]).await;
+    assert_eq!(
+        table(&out)[0],
+        ["NAME", "GPUS", "FREE", "READY", "CORDONED", "AGE"]
+    );
+    assert_eq!(
+        row_named(&out, "gpu-1")[..5],
+        ["gpu-1", "8", "4", "True", "true"]
+    );
+    let out = ok(&ts, &["get", "gn", "-o", "wide"]).await;
+    assert_eq!(row_named(&out, "gpu-1")[6..], ["7", "AgentReady"], "{out}");
+
+    // The node agent's Events, as its Recorder writes them (events.k8s.io/v1).
+    let s = sessions.get("demo").await.unwrap();
+    let recorder = Recorder::new(
+        ts.client.clone(),
+        Reporter {
+            controller: "medforge-node-agent".into(),
+            instance: Some("gpu-1".into()),
+        },
+    );
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "ContainerStarted".into(),
+                note: Some("container 3f2a started with GPU-0".into()),
+                action: "Start".into(),
+                secondary: None,
+            },
+            &s.object_ref(&()),
+        )
+        .await
+        .unwrap();
+    let out = ok(&ts, &["describe", "session", "demo", "-n", "demo"]).await;
+    let events = out
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("describe has no Events section:\n{out}"));
+    assert!(!events.contains("<none>"), "{out}");
+    assert!(
+        events.contains("ContainerStarted") && events.contains("container 3f2a started with GPU-0"),
+        "{out}"
+    );
+    let out = ok(&ts, &["get", "events", "-n", "demo"]).await;
+    assert!(
+        table(&out)[0]
+            .join(" ")
+            .contains("LAST SEEN TYPE REASON OBJECT MESSAGE"),
+        "core v1 columns: {out}"
+    );
+    assert!(
+        out.contains("ContainerStarted") && out.contains("container 3f2a started with GPU-0"),
+        "{out}"
+    );
+    let out = ok(&ts, &["get", "events.events.k8s.io", "-n", "demo"]).await;
+    assert!(out.contains("ContainerStarted"), "{out}");
+    let out = ok(
+        &ts,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.kind=Session,reason=ContainerStarted",
+            "-o",
+            "jsonpath={.items[*].involvedObject.name}",
+        ],
+    )
+    .await;
+    assert_eq!(out, "demo");
+
+    let out = ok(&ts, &["api-resources"]).await;
+    for want in [
+        [
+            "sessions",
+            "sess",
+            "medforge.dev/v1alpha1",
+            "true",
+            "Session",
+        ],
+        [
+            "gpunodes",
+            "gn",
+            "medforge.dev/v1alpha1",
+            "false",
+            "GpuNode",
+        ],
+        ["packs", "pk", "medforge.dev/v1alpha1", "false", "Pack"],
+        ["events", "ev", "v1", "true", "Event"],
+        ["events", "ev", "events.k8s.io/v1", "true", "Event"],
+        ["namespaces", "ns", "v1", "false", "Namespace"],
+        ["leases", "", "coordination.k8s.io/v1", "true", "Lease"],
+    ] {
+        let want: Vec<&str> = want.into_iter().filter(|c| !c.is_empty()).collect();
+        assert!(
+            table(&out).iter().any(|r| *r == want),
+            "api-resources lacks {want:?}:\n{out}"
+        );
+    }
+    let out = ok(&ts, &["explain", "gpunode.status.free"]).await;
+    assert!(out.contains("no session holds"), "{out}");
+    let out = ok(
+        &ts,
+        &["explain", "events.involvedObject", "--api-version=v1"],
+    )
+    .await;
+    assert!(
+        out.contains("ObjectReference") || out.contains("involvedObject"),
+        "{out}"
+    );
+
+    // Delete without waiting on a finalizer: kubectl returns at once, the
+    // object stays marked for deletion with a new generation.
+    sessions
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["medforge.dev/node-agent"]}})),
+        )
+        .await
+        .unwrap();
+    let generation = sessions
+        .get("demo")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    let out = ok(
+        &ts,
+        &["delete", "session", "demo", "-n", "demo", "--wait=false"],
+    )
+    .await;
+    assert_eq!(out.trim(), "session.medforge.dev \"demo\" deleted");
+    let held = sessions.get("demo").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.generation, Some(generation + 1));
+    sessions
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(sessions.get_opt("demo").await.unwrap().is_none());
+    assert_eq!(
+        ok(&ts, &["delete", "namespace", "demo"]).await.trim(),
+        "namespace \"demo\" deleted"
+    );
     ts.server.shutdown().await;
 }
