@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::{self, TestServer, session};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+pub(crate) const KUBECTL: &str = "/usr/bin/kubectl";
 
-fn kubectl_path() -> Option<PathBuf> {
+pub(crate) fn kubectl_path() -> Option<PathBuf> {
     let p = std::env::var_os("KUBECTL")
         .map(PathBuf::from)
         .unwrap_or_else(|| KUBECTL.into());
@@ -22,7 +22,7 @@ fn kubectl_path() -> Option<PathBuf> {
 }
 
 /// A kubectl command isolated from the user's configuration and caches.
-fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
+pub(crate) fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
     let mut c = Command::new(kubectl_path().expect("kubectl is installed"));
     let home = ts.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -37,7 +37,7 @@ fn kubectl(ts: &TestServer, args: &[&str]) -> Command {
     c
 }
 
-async fn run(ts: &TestServer, args: &[&str]) -> Output {
+pub(crate) async fn run(ts: &TestServer, args: &[&str]) -> Output {
     // Asynchronously: the server runs on this test's runtime.
     let out = tokio::process::Command::from(kubectl(ts, args))
         .output()
@@ -52,7 +52,7 @@ async fn run(ts: &TestServer, args: &[&str]) -> Output {
     out
 }
 
-async fn ok(ts: &TestServer, args: &[&str]) -> String {
+pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     let out = run(ts, args).await;
     assert!(out.status.success(), "kubectl {} failed", args.join(" "));
     String::from_utf8(out.stdout).unwrap()
