@@ -27,6 +27,7 @@ mod namespaces;
 mod openapi;
 mod patch;
 mod pki;
+mod protobuf;
 mod registry;
 mod resources;
 mod selector;

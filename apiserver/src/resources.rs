@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::managed::{self, Scope};
 use crate::patch;
+use crate::protobuf;
 use crate::registry::{Builtin, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::AppState;
@@ -54,8 +55,12 @@ pub struct ResourceRequest {
     pub query: Query,
     pub body: Bytes,
     pub content_type: String,
+    /// The media range chosen from the `Accept` header when the answer is
+    /// JSON (it may ask for a Table); `None` for a protobuf answer.
     pub accept: Option<String>,
     pub user_agent: Option<String>,
+    /// Whether the answer is written in protobuf (a watch writes its frames so).
+    pub protobuf: bool,
 }
 
 impl ResourceRequest {
@@ -221,11 +226,36 @@ fn pending_finalizers(rt: &ResourceType, v: &Value) -> bool {
                 .is_some_and(|a| !a.is_empty()))
 }
 
-/// Parses a request body (JSON, or YAML for `application/yaml`) into an object
-/// and checks that it is of this kind.
+/// The media type of a `Content-Type` header, without parameters.
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// Decodes a protobuf request body: built-in kinds only, as on kube-apiserver,
+/// where custom resources are JSON (or YAML) only.
+fn decode_protobuf(rt: &ResourceType, body: &[u8]) -> ApiResult<Value> {
+    if rt.builtin.is_none() {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {}: {} is a custom resource, which is served in JSON only)",
+            protobuf::PROTOBUF,
+            rt.group_resource()
+        )));
+    }
+    protobuf::decode(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as {}: {e}",
+            protobuf::PROTOBUF
+        ))
+    })
+}
+
+/// Parses a request body (JSON, YAML for `application/yaml`, or Kubernetes
+/// protobuf for the built-in kinds) into an object and checks that it is of
+/// this kind.
 pub fn decode_body(rt: &ResourceType, body: &[u8], content_type: &str) -> ApiResult<Value> {
-    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let ct = media_type(content_type);
     let v: Value = match ct {
+        protobuf::PROTOBUF => decode_protobuf(rt, body)?,
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
@@ -237,8 +267,13 @@ pub fn decode_body(rt: &ResourceType, body: &[u8], content_type: &str) -> ApiRes
             })?
         }
         other => {
+            let accepted = if rt.builtin.is_some() {
+                "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+            } else {
+                "application/json, application/yaml"
+            };
             return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+                "the body of the request was in an unknown format - accepted media types include: {accepted} (got {other})"
             )));
         }
     };
@@ -1040,15 +1075,28 @@ pub struct DeleteOpts {
 }
 
 impl DeleteOpts {
-    pub fn from_request(req: &ResourceRequest) -> ApiResult<DeleteOpts> {
+    pub fn from_request(rt: &ResourceType, req: &ResourceRequest) -> ApiResult<DeleteOpts> {
         let mut o = DeleteOpts {
             dry_run: WriteOpts::from_request(req, "DeleteOptions")?.dry_run,
             ..Default::default()
         };
         if !req.body.is_empty() {
-            let v: Value = serde_json::from_slice(&req.body).map_err(|e| {
-                ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-            })?;
+            let v: Value = if media_type(&req.content_type) == protobuf::PROTOBUF {
+                let v = decode_protobuf(rt, &req.body)?;
+                let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+                if kind != "DeleteOptions" {
+                    return Err(ApiError::bad_request(format!(
+                        "the body of a delete request must be DeleteOptions, not {kind}"
+                    )));
+                }
+                v
+            } else {
+                serde_json::from_slice(&req.body).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "couldn't get version/kind; json parse error: {e}"
+                    ))
+                })?
+            };
             o.uid = v
                 .pointer("/preconditions/uid")
                 .and_then(Value::as_str)
@@ -1165,7 +1213,7 @@ pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
             "the server does not allow this method on the requested resource",
         ));
     }
-    let opts = DeleteOpts::from_request(req)?;
+    let opts = DeleteOpts::from_request(rt, req)?;
     let so = delete_object(st, rt, req.ns(), req.name(), &opts).await?;
     Ok(json_response(StatusCode::OK, so.json.clone(), &[]))
 }
@@ -1173,7 +1221,7 @@ pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
 pub async fn delete_collection(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.rt_id);
     let sel = Selectors::from_query(rt, &req.query)?;
-    let opts = DeleteOpts::from_request(req)?;
+    let opts = DeleteOpts::from_request(rt, req)?;
     let ns = if rt.namespaced {
         req.namespace.as_deref()
     } else {

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::discovery;
 use crate::openapi::OpenApi;
+use crate::protobuf;
 use crate::registry::Registry;
 use crate::resources::{self, Query, ResourceRequest, json_response};
 use crate::status::{ApiError, ApiResult};
@@ -231,6 +232,24 @@ async fn resource(
     rest: &[&str],
     req: Request,
 ) -> ApiResult<Response> {
+    let mut output = Output::Json;
+    let result = resource_json(st, group, version, rest, req, &mut output).await;
+    match output {
+        Output::Json => result,
+        Output::Protobuf => Ok(protobuf_response(result).await),
+    }
+}
+
+/// Serves a request on a resource; sets `output` to the negotiated media
+/// type of the answer, which it writes in JSON except for a watch's frames.
+async fn resource_json(
+    st: Arc<AppState>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    req: Request,
+    output: &mut Output,
+) -> ApiResult<Response> {
     let reg = &st.registry;
     let (watch_prefix, rest) = match rest.split_first() {
         Some((&"watch", r)) => (true, r),
@@ -276,20 +295,17 @@ async fn resource(
         )
     };
     let query = Query::parse(req.uri().query());
-    if let Some(a) = &accept {
-        let acceptable = a.split(',').any(|p| {
-            let p = p.trim();
-            p.starts_with("application/json")
-                || p.starts_with("*/*")
-                || p.starts_with("application/*")
-                || p.is_empty()
-        });
-        if !acceptable {
-            return Err(ApiError::not_acceptable(
-                "only the following media types are accepted: application/json",
-            ));
-        }
-    }
+    let builtin = rt.builtin.is_some();
+    let (chosen, range) = negotiate(accept.as_deref(), builtin).ok_or_else(|| {
+        ApiError::not_acceptable(if builtin {
+            "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
+        } else {
+            "only the following media types are accepted: application/json"
+        })
+    })?;
+    *output = chosen;
+    // What a JSON answer may be converted to (`;as=Table`) is read from the chosen range.
+    let accept = (chosen == Output::Json).then_some(range);
     let body = if matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -308,6 +324,7 @@ async fn resource(
         content_type,
         accept,
         user_agent,
+        protobuf: chosen == Output::Protobuf,
     };
     let collection_namespaced_all = rt.namespaced && rr.namespace.is_none();
     match (method, name.is_some()) {
@@ -336,6 +353,108 @@ async fn resource(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// The media type of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Json,
+    Protobuf,
+}
+
+/// Chooses the media type of the answer as kube-apiserver does: the media
+/// ranges of `Accept` in the client's order of preference (by `q`, then as
+/// listed; `q=0` is not acceptable), the first one this server can write for
+/// the kind. JSON for `application/json`, `application/*` and `*/*` (with the
+/// `;as=Table` and `;as=PartialObjectMetadata` conversions, JSON only here);
+/// protobuf for a plain object, list or Status of a built-in kind. Returns
+/// the chosen range, or `None` when nothing acceptable can be written.
+fn negotiate(accept: Option<&str>, builtin: bool) -> Option<(Output, String)> {
+    let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Some((Output::Json, String::new()));
+    };
+    let mut ranges: Vec<(f32, &str)> = accept
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .filter_map(|r| {
+            let q = r
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())?;
+            (q > 0.0).then_some((q, r))
+        })
+        .collect();
+    // A stable sort: equal preferences keep the client's order.
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranges.into_iter().find_map(|(_, range)| {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let converts = parts.any(|p| p.trim().starts_with("as="));
+        match media.as_str() {
+            "application/json" | "application/*" | "*/*" => Some((Output::Json, range.to_string())),
+            protobuf::PROTOBUF if builtin && !converts => {
+                Some((Output::Protobuf, range.to_string()))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Rewrites a finished JSON answer (an object, a list, or an error Status) in
+/// protobuf; a watch, which streams protobuf frames already, passes as it is.
+async fn protobuf_response(result: ApiResult<Response>) -> Response {
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => return protobuf_status(&e),
+    };
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let encoded = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| protobuf::encode(&v)),
+        Err(e) => Err(e.to_string()),
+    };
+    match encoded {
+        Ok(bytes) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(protobuf::PROTOBUF),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "an answer could not be encoded as protobuf");
+            protobuf_status(&ApiError::internal(format!(
+                "the answer could not be encoded as protobuf: {e}"
+            )))
+        }
+    }
+}
+
+/// An error as a protobuf `Status`, with the error's HTTP code and headers.
+fn protobuf_status(e: &ApiError) -> Response {
+    let mut resp = e.clone().into_response();
+    // A Status always encodes; were it not to, the JSON one would still tell.
+    if let Ok(bytes) = protobuf::encode(&e.to_status()) {
+        *resp.body_mut() = axum::body::Body::from(bytes);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(protobuf::PROTOBUF),
+        );
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    resp
 }
 
 /// Accepts TLS connections until `shutdown`, serving each with hyper (HTTP/2
@@ -394,4 +513,46 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen(accept: Option<&str>, builtin: bool) -> Option<(Output, String)> {
+        negotiate(accept, builtin)
+    }
+
+    #[test]
+    fn negotiation_follows_the_clients_preferences() {
+        const PB: &str = "application/vnd.kubernetes.protobuf";
+        assert_eq!(chosen(None, true), Some((Output::Json, String::new())));
+        assert_eq!(chosen(Some(""), false), Some((Output::Json, String::new())));
+        assert_eq!(chosen(Some(PB), true), Some((Output::Protobuf, PB.into())));
+        // Custom resources are JSON only.
+        assert_eq!(chosen(Some(PB), false), None);
+        let both = "application/vnd.kubernetes.protobuf, application/json";
+        assert_eq!(chosen(Some(both), true).unwrap().0, Output::Protobuf);
+        assert_eq!(chosen(Some(both), false).unwrap().0, Output::Json);
+        let json_first = "application/json, application/vnd.kubernetes.protobuf";
+        assert_eq!(chosen(Some(json_first), true).unwrap().0, Output::Json);
+        // q orders the ranges; q=0 rules one out.
+        let q = "application/json;q=0.5, application/vnd.kubernetes.protobuf";
+        assert_eq!(chosen(Some(q), true).unwrap().0, Output::Protobuf);
+        let q0 = "application/vnd.kubernetes.protobuf;q=0, */*;q=0.1";
+        assert_eq!(chosen(Some(q0), true).unwrap().0, Output::Json);
+        assert_eq!(chosen(Some("application/json;q=0"), true), None);
+        assert_eq!(chosen(Some("text/html"), true), None);
+        assert_eq!(chosen(Some("application/*"), true).unwrap().0, Output::Json);
+        // Tables are JSON only: the protobuf Table range is passed over.
+        let table = "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, \
+                     application/json;as=Table;v=v1;g=meta.k8s.io, application/json";
+        assert_eq!(
+            chosen(Some(table), true),
+            Some((
+                Output::Json,
+                "application/json;as=Table;v=v1;g=meta.k8s.io".into()
+            ))
+        );
+    }
 }

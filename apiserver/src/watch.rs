@@ -1,9 +1,11 @@
 //! Watch streams: newline-delimited `{"type", "object"}` events over a chunked
-//! response, resuming after any retained `resourceVersion`, with synthetic
-//! `ADDED` events for the current state when no version is given (or with
-//! `sendInitialEvents`), periodic bookmarks when asked, an `ERROR` event with
-//! a 410 `Expired` Status when the version is older than the history, and
-//! `ADDED`/`DELETED` when an object starts or stops matching the selectors.
+//! response (or length-delimited protobuf `WatchEvent` frames when the client
+//! asks for `application/vnd.kubernetes.protobuf`), resuming after any
+//! retained `resourceVersion`, with synthetic `ADDED` events for the current
+//! state when no version is given (or with `sendInitialEvents`), periodic
+//! bookmarks when asked, an `ERROR` event with a 410 `Expired` Status when the
+//! version is older than the history, and `ADDED`/`DELETED` when an object
+//! starts or stops matching the selectors.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::protobuf;
 use crate::registry::ResourceType;
 use crate::resources::{ResourceRequest, Selectors};
 use crate::server::AppState;
@@ -35,10 +38,15 @@ enum Start {
 struct Encoder {
     transform: Option<Transform>,
     first: bool,
+    /// Protobuf frames instead of JSON lines.
+    protobuf: bool,
 }
 
 impl Encoder {
     fn line(&mut self, rt: &ResourceType, kind: &str, object: &StoredObject) -> Bytes {
+        if self.protobuf {
+            return Encoder::frame(kind, &object.value());
+        }
         let mut out = Vec::with_capacity(object.json.len() + 32);
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(kind.as_bytes());
@@ -68,11 +76,25 @@ impl Encoder {
         Bytes::from(out)
     }
 
-    fn raw(kind: &str, object: &Value) -> Bytes {
+    fn raw(&self, kind: &str, object: &Value) -> Bytes {
+        if self.protobuf {
+            return Encoder::frame(kind, object);
+        }
         let mut out =
             serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
         out.push(b'\n');
         Bytes::from(out)
+    }
+
+    /// One protobuf frame; an object that cannot be encoded becomes an `ERROR` event.
+    fn frame(kind: &str, object: &Value) -> Bytes {
+        let frame = protobuf::encode_watch_event(kind, object).or_else(|e| {
+            tracing::warn!(error = %e, "a watch event could not be encoded as protobuf");
+            let status =
+                ApiError::internal(format!("the object could not be encoded as protobuf: {e}"));
+            protobuf::encode_watch_event("ERROR", &status.to_status())
+        });
+        Bytes::from(frame.unwrap_or_default())
     }
 
     fn bookmark(&self, rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
@@ -80,7 +102,7 @@ impl Encoder {
         if initial_end {
             meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
-        Encoder::raw(
+        self.raw(
             "BOOKMARK",
             &json!({ "kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta }),
         )
@@ -145,6 +167,7 @@ pub fn watch(
         None
     };
     let transform = req.transform();
+    let as_protobuf = req.protobuf;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let rt_id = rt.id;
     tokio::spawn(async move {
@@ -152,6 +175,7 @@ pub fn watch(
         let mut enc = Encoder {
             transform,
             first: true,
+            protobuf: as_protobuf,
         };
         let matches = |o: &StoredObject| {
             namespace.as_deref().is_none_or(|ns| o.namespace == ns) && sel.matches(rt, o)
@@ -187,7 +211,7 @@ pub fn watch(
                         )),
                         ReadError::TooLarge { .. } => crate::resources::read_error(e),
                     };
-                    let _ = tx.send(Encoder::raw("ERROR", &status.to_status())).await;
+                    let _ = tx.send(enc.raw("ERROR", &status.to_status())).await;
                     return;
                 }
                 Ok((events, upto)) => {
@@ -245,7 +269,11 @@ pub fn watch(
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(if as_protobuf {
+            protobuf::PROTOBUF_WATCH
+        } else {
+            "application/json"
+        }),
     );
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
