@@ -17,6 +17,7 @@ want iptables iptables
 want nsenter util-linux
 want kubectl kubernetes-client
 want wrk wrk
+want curl curl
 want cc gcc
 # PostgreSQL's server binaries live outside PATH on Debian.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)

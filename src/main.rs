@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod logging;
+mod quickstart;
 mod run;
 
 use std::io::Write;
@@ -28,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run everything on this host: the embedded control plane, the scheduler,
     /// a node agent for this host and the api, in one process.
-    Up(run::UpArgs),
+    Up(Box<run::UpArgs>),
     /// Run only the embedded control plane (a Kubernetes-compatible API server).
     Apiserver(ApiserverArgs),
     /// Run the scheduler and/or the node agent against a control plane.
@@ -37,6 +38,9 @@ enum Command {
     Api(run::ApiArgs),
     /// Create or promote an admin user in the api's database.
     CreateAdmin(run::CreateAdminArgs),
+    /// Stop, by PID, what `medforge up --quickstart` started (MedForge,
+    /// Caddy, and Docker and zfs-fuse when it started them).
+    Down(run::DownArgs),
     /// Print every MedForge CustomResourceDefinition as YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
@@ -86,10 +90,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Crds { write: Some(dir) } => write_crds(&dir),
         Command::Apiserver(args) => runtime()?.block_on(run_apiserver(args)),
-        Command::Up(args) => runtime()?.block_on(run::up(args)),
+        Command::Up(args) => runtime()?.block_on(run::up(*args)),
         Command::Operator(args) => runtime()?.block_on(run::operator(args)),
         Command::Api(args) => runtime()?.block_on(run::api(args)),
         Command::CreateAdmin(args) => runtime()?.block_on(run::create_admin(args)),
+        Command::Down(args) => runtime()?.block_on(run::down(args)),
     }
 }
 

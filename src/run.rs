@@ -44,6 +44,10 @@ pub struct SchedulerArgs {
     /// A node whose heartbeat is older than this many seconds gets no new sessions.
     #[arg(long, default_value_t = 40)]
     pub heartbeat_timeout_secs: u64,
+    /// Allow sessions without GPUs (`gpus: 0`). Off by default: a GPU host
+    /// is for GPU work. `--quickstart` turns it on.
+    #[arg(long, env = "MEDFORGE_ALLOW_CPU_ONLY")]
+    pub allow_cpu_only: bool,
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -56,6 +60,7 @@ impl SchedulerArgs {
         c.limits = Limits {
             max_sessions_per_user: self.max_sessions_per_user,
             max_gpus_per_user: self.max_gpus_per_user,
+            allow_cpu_only: self.allow_cpu_only,
         };
         c.policy = self.placement;
         c.heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs);
@@ -68,7 +73,9 @@ impl SchedulerArgs {
 pub struct ApiSettings {
     /// The MedForge base domain: sessions are served at
     /// `s-<slug>.external.<domain>`, the api at `api.<domain>`.
-    #[arg(long, default_value = "medforge.localtest.me", env = "MEDFORGE_DOMAIN")]
+    /// The default, `medforge.localhost`, reaches this machine from a browser
+    /// or curl on it without any DNS.
+    #[arg(long, default_value = "medforge.localhost", env = "MEDFORGE_DOMAIN")]
     pub domain: String,
     /// SQL database for users and login tokens: `postgres://…` or `sqlite:…`.
     /// Default: a SQLite file in the data directory.
@@ -211,34 +218,67 @@ fn hostname() -> String {
 
 /// East-west isolation of the sessions' network, kept in place next to the
 /// node agent (iptables in this process's network namespace, where dockerd's
-/// bridge is).
-fn isolation_task(args: &AgentArgs) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// bridge is). Waits for Docker when it does not answer yet, instead of
+/// ending `medforge up`.
+fn isolation_task(args: &AgentArgs) -> tokio::task::JoinHandle<()> {
     use medforge_operator::isolation::{CommandPrefix, Isolation, keep_applied};
-    let docker = bollard::Docker::connect_with_unix(
-        args.docker_socket
-            .to_str()
-            .context("the Docker socket path is not UTF-8")?,
-        120,
-        &medforge_operator::agent::docker::API_VERSION,
-    )
-    .with_context(|| format!("connecting to Docker at {}", args.docker_socket.display()))?;
+    let socket = args.docker_socket.clone();
     let prefix = match &args.netns {
         Some(path) => CommandPrefix::nsenter_net(path),
         None => CommandPrefix::host(),
     };
-    Ok(tokio::spawn(keep_applied(
-        docker,
-        args.network.clone(),
-        Isolation::new(prefix),
-        Vec::new(),
-        Duration::from_secs(2),
-    )))
+    let network = args.network.clone();
+    tokio::spawn(async move {
+        let mut warned = false;
+        let docker = loop {
+            match socket.to_str().map(|s| {
+                bollard::Docker::connect_with_unix(
+                    s,
+                    120,
+                    &medforge_operator::agent::docker::API_VERSION,
+                )
+            }) {
+                Some(Ok(d)) => break d,
+                Some(Err(e)) => {
+                    if !warned {
+                        tracing::warn!(socket = %socket.display(), error = %e, "isolation waits for Docker (start it: `systemctl start docker`, or `medforge up --quickstart`)");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                None => {
+                    tracing::error!(socket = %socket.display(), "the Docker socket path is not UTF-8; no isolation");
+                    return;
+                }
+            }
+        };
+        keep_applied(
+            docker,
+            network,
+            Isolation::new(prefix),
+            Vec::new(),
+            Duration::from_secs(2),
+        )
+        .await
+    })
 }
 
+/// Runs the node agent; when it cannot start (Docker not answering, say),
+/// says why and how to fix it, and tries again rather than ending `medforge up`.
 async fn agent_task(client: kube::Client, config: medforge_operator::agent::AgentConfig) {
-    tracing::info!(node = %config.node_name, "node agent starting");
-    if let Err(e) = medforge_operator::agent::run(client, config, std::future::pending()).await {
-        tracing::error!(error = %e, "the node agent stopped");
+    let mut delay = Duration::from_secs(1);
+    loop {
+        tracing::info!(node = %config.node_name, "node agent starting");
+        match medforge_operator::agent::run(client.clone(), config.clone(), std::future::pending())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, socket = %config.docker_socket.display(), "the node agent stopped; is Docker running (`systemctl start docker`, or `medforge up --quickstart`)? Retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
     }
 }
 
@@ -274,6 +314,26 @@ pub struct UpArgs {
     /// `name@sha256:…` or a local image id `sha256:…`) at start.
     #[arg(long, env = "MEDFORGE_DEFAULT_PACK_IMAGE")]
     pub default_pack_image: Option<String>,
+    #[command(flatten)]
+    pub quickstart: crate::quickstart::QuickstartArgs,
+}
+
+/// `medforge down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The data directory `medforge up --quickstart` used.
+    #[arg(long, default_value = "/var/lib/medforge", env = "MEDFORGE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Also destroy the trial pool and remove the data directory.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// `medforge down`: stops, by PID, what `medforge up --quickstart` started.
+pub async fn down(args: DownArgs) -> anyhow::Result<()> {
+    let out = crate::quickstart::down(&args.data_dir, args.purge).await?;
+    print!("{out}");
+    Ok(())
 }
 
 /// Creates or updates the `default` Pack. The control plane validates the
@@ -393,28 +453,53 @@ async fn scheduler_loop(client: kube::Client, config: SchedulerConfig) {
 }
 
 /// Ensures an admin exists. With none configured and none in the database,
-/// creates `admin@<domain>` with a random password and prints it once.
-async fn first_admin(config: &medforge_api::ApiConfig) -> anyhow::Result<()> {
-    if config.bootstrap_admin.is_some() {
-        return Ok(()); // Api::start ensures it.
+/// creates `admin@<domain>` with a random password, written to
+/// `<data_dir>/admin-password` (mode 0600); the log names the file, never the
+/// password. Returns how to sign in as the first admin.
+async fn first_admin(config: &medforge_api::ApiConfig, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(b) = &config.bootstrap_admin {
+        return Ok(format!(
+            "{} with the password you gave in MEDFORGE_ADMIN_PASSWORD",
+            b.email
+        )); // Api::start ensures it.
     }
     let db = medforge_api::Db::connect(config.database_url.as_deref(), &config.data_dir)
         .await
         .context("opening the api database")?;
     db.migrate().await.context("migrating the api database")?;
-    if medforge_api::users::count_admins(&db).await? > 0 {
-        return Ok(());
-    }
     let email = format!("admin@{}", config.domain);
+    let file = data_dir.join("admin-password");
+    if medforge_api::users::count_admins(&db).await? > 0 {
+        return Ok(if file.exists() {
+            format!(
+                "{email}, password in {} (unless changed since)",
+                file.display()
+            )
+        } else {
+            "an existing admin (`medforge create-admin` makes another)".to_string()
+        });
+    }
     let password = random_password();
+    write_secret(&file, &password)?;
     medforge_api::ensure_admin(&db, config.auth.password_hashing, &email, Some(&password))
         .await
         .context("creating the first admin")?;
-    eprintln!(
-        "\nmedforge: created the first admin {email} with password {password}\n\
-         medforge: this password is shown once; change it or create another admin with `medforge create-admin`.\n"
-    );
-    Ok(())
+    tracing::info!(%email, password_file = %file.display(), "created the first admin; the password is in the file (mode 0600)");
+    Ok(format!("{email}, password in {}", file.display()))
+}
+
+/// Writes a secret to a new file only its owner can read.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("writing {}", path.display()))
 }
 
 fn random_password() -> String {
@@ -426,10 +511,14 @@ fn random_password() -> String {
         .collect()
 }
 
+/// Starts the api, waits until its session index has synced (so that no
+/// request sees an empty index and answers 404 for a live session), then
+/// listens on `listen` and serves until shutdown.
 async fn serve_api(
     config: medforge_api::ApiConfig,
     client: kube::Client,
     listen: SocketAddr,
+    listen_flag: &str,
 ) -> anyhow::Result<()> {
     let backend = Arc::new(medforge_api::backend::KubeBackend::new(
         client,
@@ -438,25 +527,54 @@ async fn serve_api(
     let api = medforge_api::Api::start(config, backend)
         .await
         .context("starting the api")?;
+    if !api.wait_synced(Duration::from_secs(30)).await {
+        tracing::warn!("the api's session watch has not synced within 30 s; serving anyway");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| {
+            format!("the api cannot listen on {listen}: is the port in use? Pick another with {listen_flag}")
+        })?;
     api.serve(listener, shutdown_signal())
         .await
         .context("serving the api")
 }
 
 /// `medforge up`: everything in one process.
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let mut quickstart = None;
+    if args.quickstart.quickstart {
+        let qs = crate::quickstart::QuickstartDir::new(&args.data_dir);
+        let prepared = crate::quickstart::prepare(
+            &args.data_dir,
+            &args.quickstart,
+            &args.agent.docker_socket,
+            &args.agent.zfs_binary,
+            &args.agent.zfs_root,
+            args.default_pack_image.as_deref(),
+        )
+        .await?;
+        std::fs::write(qs.pidfile("medforge"), format!("{}\n", std::process::id()))
+            .context("recording medforge up's PID")?;
+        args.agent.zfs_root = prepared.zfs_root.clone();
+        args.default_pack_image = prepared.pack_image.clone();
+        args.scheduler.allow_cpu_only = true;
+        quickstart = Some(prepared);
+    }
     let apiserver_dir = args.data_dir.join("apiserver");
     let mut apiserver_config =
         medforge_apiserver::Config::new(&apiserver_dir).with_listen(args.apiserver_listen);
     apiserver_config.event_ttl = args.event_ttl;
     let server = medforge_apiserver::start(apiserver_config)
         .await
-        .with_context(|| format!("starting the control plane in {}", apiserver_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "starting the control plane in {} (if its port is in use, pick another with --apiserver-listen)",
+                apiserver_dir.display()
+            )
+        })?;
     tracing::info!(
         url = server.url(),
         kubeconfig = %server.kubeconfig_path().display(),
@@ -478,15 +596,40 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let agent = if args.agent.no_agent {
         None
     } else {
+        let mut agent_config = args.agent.config()?;
+        agent_config.storage_note = quickstart.as_ref().and_then(|q| q.storage_note.clone());
         Some((
-            tokio::spawn(agent_task(client.clone(), args.agent.config()?)),
-            isolation_task(&args.agent)?,
+            tokio::spawn(agent_task(client.clone(), agent_config)),
+            isolation_task(&args.agent),
         ))
     };
 
     let api_config = args.api.config(&args.data_dir.join("api"))?;
-    first_admin(&api_config).await?;
-    let result = serve_api(api_config, client, args.api_listen).await;
+    let admin = first_admin(&api_config, &args.data_dir).await?;
+    let domain = api_config.domain.clone();
+    if let Some(prepared) = &mut quickstart {
+        crate::quickstart::ensure_caddy(
+            &args.data_dir,
+            &args.quickstart,
+            &domain,
+            &args.api_listen.to_string(),
+            &mut prepared.report,
+        )
+        .await?;
+        println!(
+            "{}",
+            crate::quickstart::summary(
+                &args.data_dir,
+                &args.quickstart,
+                &domain,
+                &admin,
+                &prepared.report
+            )
+        );
+    } else {
+        tracing::info!(%admin, "first admin");
+    }
+    let result = serve_api(api_config, client, args.api_listen, "--api-listen").await;
 
     scheduler.abort();
     if let Some((agent, isolation)) = agent {
@@ -513,7 +656,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     }
     if !args.agent.no_agent {
         tasks.push(tokio::spawn(agent_task(client, args.agent.config()?)));
-        tasks.push(isolation_task(&args.agent)?);
+        tasks.push(isolation_task(&args.agent));
     }
     shutdown_signal().await;
     for t in tasks {
@@ -526,8 +669,9 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let client = client_from(args.kubeconfig.as_deref()).await?;
     let config = args.api.config(&args.data_dir)?;
-    first_admin(&config).await?;
-    serve_api(config, client, args.listen).await
+    let admin = first_admin(&config, &args.data_dir).await?;
+    tracing::info!(%admin, "first admin");
+    serve_api(config, client, args.listen, "--listen").await
 }
 
 /// `medforge create-admin`: reads the password from standard input.

@@ -651,11 +651,23 @@ async fn evidence_run_on_one_host() {
     // than ids, GPUs free at a glance, and the node agent's own Events.
     writeln!(report, "\n## kubectl on the host\n").unwrap();
     let kubeconfig = dir.path().join("data/apiserver/kubeconfig");
-    let sessions_table = kubectl(
-        &harness,
-        dir.path(),
-        &kubeconfig,
-        &["get", "sessions", "-A", "-o", "wide"],
+    // The agent finishes the stop (phase, released GPU) a moment after the
+    // host answers 404: wait for kubectl to show it.
+    let sessions_table = poll(
+        "session A Stopped in kubectl",
+        Duration::from_secs(30),
+        async || {
+            let t = kubectl(
+                &harness,
+                dir.path(),
+                &kubeconfig,
+                &["get", "sessions", "-A", "-o", "wide"],
+            )
+            .await;
+            t.lines()
+                .any(|l| l.contains(&id_a) && l.contains("Stopped"))
+                .then_some(t)
+        },
     )
     .await;
     writeln!(report, "```\n{}```", sessions_table).unwrap();
@@ -671,20 +683,23 @@ async fn evidence_run_on_one_host() {
     ] {
         assert!(row_a.contains(want), "{want:?} not in {row_a:?}");
     }
-    let nodes_table = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
-    writeln!(report, "```\n{}```", nodes_table).unwrap();
-    let node_row: Vec<&str> = nodes_table
-        .lines()
-        .find(|l| l.starts_with("e2e-node"))
-        .unwrap_or_else(|| panic!("no e2e-node in:\n{nodes_table}"))
-        .split_whitespace()
-        .collect();
     // Two GPUs; B holds one, A released its own when it stopped.
-    assert_eq!(
-        node_row[..4],
-        ["e2e-node", "2", "1", "True"],
-        "{nodes_table}"
-    );
+    let nodes_table = poll(
+        "one GPU free on e2e-node",
+        Duration::from_secs(30),
+        async || {
+            let t = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+            let row: Vec<String> = t
+                .lines()
+                .find(|l| l.starts_with("e2e-node"))?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            (row[..4] == ["e2e-node", "2", "1", "True"]).then_some(t)
+        },
+    )
+    .await;
+    writeln!(report, "```\n{}```", nodes_table).unwrap();
     let described = poll(
         "the agent's stop Event in describe",
         Duration::from_secs(30),

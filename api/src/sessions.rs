@@ -408,6 +408,9 @@ fn refusal_detail(reason: &str, message: &str) -> String {
     let advice = match reason {
         "NoGpuAvailable" => "No GPU is free for this session now; ask for fewer GPUs or try later.",
         "UserLimitReached" => "You have reached your limit of active sessions; stop one first.",
+        "CpuOnlyNotAllowed" => {
+            "Sessions without GPUs are not allowed here; ask for at least one GPU."
+        }
         _ => "The scheduler refused this session.",
     };
     if message.is_empty() {

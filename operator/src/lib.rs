@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod gpu;
+pub mod image;
 pub mod isolation;
 pub mod leader;
 pub mod node;

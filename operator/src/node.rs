@@ -28,7 +28,14 @@ pub struct NodeFacts {
     pub inventory: Arc<dyn GpuInventory>,
     pub docker: HealthCheck,
     pub zfs: HealthCheck,
+    /// Set when the workspaces live on storage meant only for trying
+    /// MedForge out (the quickstart's file-backed pool): published as the
+    /// condition `TrialStorage`, so nobody mistakes the node for production.
+    pub storage_note: Option<String>,
 }
+
+/// The condition a node with trial storage carries (see [`NodeFacts::storage_note`]).
+pub const TRIAL_STORAGE: &str = "TrialStorage";
 
 /// What a node agent observed on its node in one heartbeat.
 pub struct Observed {
@@ -174,7 +181,8 @@ pub async fn publish(
     let gpus = facts.inventory.gpus().map_err(|e| e.to_string());
     let (docker, zfs) = futures::join!((facts.docker)(), (facts.zfs)());
     let mut updated = node.clone();
-    updated.status = Some(node_status(
+    let now = Timestamp::now();
+    let mut status = node_status(
         node.status.as_ref(),
         &node.spec,
         node.meta().generation,
@@ -183,9 +191,24 @@ pub async fn publish(
             docker,
             zfs,
             allocated: allocations(&facts.node_name, sessions),
-            now: Timestamp::now(),
+            now,
         },
-    ));
+    );
+    match &facts.storage_note {
+        Some(note) => {
+            set_condition(
+                &mut status.conditions,
+                TRIAL_STORAGE,
+                Some(true),
+                "FileBackedPool",
+                note,
+                node.meta().generation,
+                Time(now),
+            );
+        }
+        None => status.conditions.retain(|c| c.type_ != TRIAL_STORAGE),
+    }
+    updated.status = Some(status);
     api.replace_status(&facts.node_name, &PostParams::default(), &updated)
         .await
 }

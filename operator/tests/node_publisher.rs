@@ -36,10 +36,15 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         inventory: Arc::new(StaticInventory::parse("gpu-host-1", "static:4").unwrap()),
         docker: health(true, ""),
         zfs: health(true, ""),
+        storage_note: None,
     };
 
     let n = publish(&client, &facts, &[]).await.unwrap();
     let st = n.status.clone().unwrap();
+    assert!(
+        !st.conditions.iter().any(|c| c.type_ == "TrialStorage"),
+        "production storage carries no TrialStorage condition"
+    );
     assert_eq!(st.gpus.len(), 4);
     assert_eq!(st.allocatable, 4);
     assert!(st.last_heartbeat_time.is_some());
@@ -90,6 +95,33 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
     assert_eq!(
         nodes.list(&Default::default()).await.unwrap().items.len(),
         1
+    );
+
+    // Trial storage is labelled on the node, and the label goes with it.
+    facts.storage_note = Some(
+        "workspaces live in the file-backed pool /var/lib/medforge/quickstart/pool.img".into(),
+    );
+    let n = publish(&client, &facts, &[]).await.unwrap();
+    let trial = n
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "TrialStorage")
+        .expect("a TrialStorage condition");
+    assert_eq!(
+        (trial.status.as_str(), trial.reason.as_str()),
+        ("True", "FileBackedPool")
+    );
+    assert!(trial.message.contains("pool.img"), "{}", trial.message);
+    facts.storage_note = None;
+    let n = publish(&client, &facts, &[]).await.unwrap();
+    assert!(
+        !n.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "TrialStorage")
     );
     server.shutdown().await;
 }

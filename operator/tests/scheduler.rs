@@ -376,6 +376,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     let mut c = cfg(Limits {
         max_sessions_per_user: 100,
         max_gpus_per_user: 100,
+        allow_cpu_only: false,
     });
     c.heartbeat_timeout = Duration::from_secs(30);
     let mut seen = observed(&mut c);

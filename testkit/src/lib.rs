@@ -44,7 +44,7 @@ pub use http::{DEFAULT_TIMEOUT as HTTP_TIMEOUT, HttpResponse};
 pub use hyper::Method;
 pub use image::{
     ENV_WORKLOAD_BIN, WORKLOAD_REPOSITORY, build_workload_binary, ensure_image_from_binary,
-    ensure_workload_image, is_static_elf, workload_target_dir,
+    ensure_workload_image, workload_target_dir,
 };
 pub use layout::{ENV_HARNESS_DIR, HarnessConfig, Layout, workspace_root};
 pub use netns::connect as connect_in_netns;

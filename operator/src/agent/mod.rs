@@ -157,6 +157,9 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Test hook, called before each step.
     pub step_hook: Option<StepHook>,
+    /// Set when the workspaces live on trial storage (the quickstart's
+    /// file-backed pool); the GpuNode shows it as `TrialStorage`.
+    pub storage_note: Option<String>,
     /// Receives the agent's [`AgentState`].
     pub observer: Option<Arc<watch::Sender<AgentState>>>,
 }
@@ -212,6 +215,7 @@ impl AgentConfig {
             error_backoff_max: Duration::from_secs(60),
             metrics_addr: None,
             step_hook: None,
+            storage_note: None,
             observer: None,
         }
     }
@@ -404,6 +408,7 @@ pub async fn run(
         inventory: config.inventory.clone(),
         docker: docker_health,
         zfs: zfs_health,
+        storage_note: config.storage_note.clone(),
     };
     let heartbeat_store = store.clone();
     let heartbeat = node::heartbeat_loop(

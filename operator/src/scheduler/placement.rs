@@ -40,6 +40,10 @@ pub struct Limits {
     pub max_sessions_per_user: u32,
     /// GPUs one user may hold at once, over all their sessions.
     pub max_gpus_per_user: u32,
+    /// Whether a session may ask for no GPU at all. Off in production (a
+    /// GPU host is for GPU work); the quickstart turns it on so that a
+    /// machine without GPUs can try MedForge.
+    pub allow_cpu_only: bool,
 }
 
 impl Default for Limits {
@@ -47,6 +51,7 @@ impl Default for Limits {
         Limits {
             max_sessions_per_user: 1,
             max_gpus_per_user: 8,
+            allow_cpu_only: false,
         }
     }
 }
@@ -105,6 +110,8 @@ pub enum RefuseReason {
     NoGpuAvailable,
     /// The owner is at their session or GPU limit.
     UserLimitReached,
+    /// The session asks for no GPU and this installation does not allow that.
+    CpuOnlyNotAllowed,
 }
 
 impl RefuseReason {
@@ -113,6 +120,7 @@ impl RefuseReason {
         match self {
             RefuseReason::NoGpuAvailable => "NoGpuAvailable",
             RefuseReason::UserLimitReached => "UserLimitReached",
+            RefuseReason::CpuOnlyNotAllowed => "CpuOnlyNotAllowed",
         }
     }
 }
@@ -279,6 +287,12 @@ impl ClusterView {
             };
         }
 
+        if req.gpus == 0 && !limits.allow_cpu_only {
+            return Decision::Refuse {
+                reason: RefuseReason::CpuOnlyNotAllowed,
+                message: "sessions without GPUs are not allowed here (an admin allows them with `medforge up --allow-cpu-only`)".into(),
+            };
+        }
         let (sessions, gpus) = self.user_usage(&req.owner);
         let max_sessions = req
             .max_sessions_override
@@ -416,7 +430,36 @@ mod tests {
     const MANY: Limits = Limits {
         max_sessions_per_user: 100,
         max_gpus_per_user: 100,
+        allow_cpu_only: true,
     };
+
+    #[test]
+    fn cpu_only_sessions_need_the_policy() {
+        let mut v = ClusterView::new();
+        v.upsert_node(node("a", 0));
+        let refused = v.decide(&req("s1", "u", 0), Limits::default(), Policy::Pack);
+        assert!(
+            matches!(
+                refused,
+                Decision::Refuse {
+                    reason: RefuseReason::CpuOnlyNotAllowed,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let allowed = Limits {
+            allow_cpu_only: true,
+            ..Limits::default()
+        };
+        assert_eq!(
+            v.decide(&req("s1", "u", 0), allowed, Policy::Pack),
+            Decision::Bind {
+                node: "a".into(),
+                gpus: vec![]
+            }
+        );
+    }
 
     #[test]
     fn pack_fills_lowest_index_on_fullest_node_first() {
@@ -501,6 +544,7 @@ mod tests {
         let limits = Limits {
             max_sessions_per_user: 10,
             max_gpus_per_user: 3,
+            allow_cpu_only: false,
         };
         let d = v.decide(&req("s3", "u", 2), limits, Policy::Pack);
         assert!(matches!(
@@ -621,7 +665,7 @@ mod tests {
                     v.release(&uid);
                 } else {
                     let uid = format!("s{i}");
-                    if let Decision::Bind { .. } = bind(&mut v, &req(&uid, &format!("u{user}"), gpus), Limits { max_sessions_per_user: 3, max_gpus_per_user: 5 }) {
+                    if let Decision::Bind { .. } = bind(&mut v, &req(&uid, &format!("u{user}"), gpus), Limits { max_sessions_per_user: 3, max_gpus_per_user: 5, allow_cpu_only: true }) {
                         live.push(uid);
                     }
                 }
