@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use medforge_operator::scheduler::controller::SchedulerConfig;
 use medforge_operator::scheduler::placement::{Limits, Policy};
+use tokio_util::sync::CancellationToken;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -26,6 +27,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
         _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C: every long-running part of a
+/// command watches it, drains, and is awaited before the process exits.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        t.cancel();
+    });
+    token
+}
+
+/// Waits (at most `within` each) for the tasks to finish after shutdown.
+async fn await_drained(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, within: Duration) {
+    for (name, task) in tasks {
+        match tokio::time::timeout(within, task).await {
+            Ok(_) => tracing::info!(part = name, "drained"),
+            Err(_) => tracing::warn!(part = name, "did not drain within {within:?}; leaving it"),
+        }
     }
 }
 
@@ -265,17 +288,28 @@ fn isolation_task(args: &AgentArgs) -> tokio::task::JoinHandle<()> {
 
 /// Runs the node agent; when it cannot start (Docker not answering, say),
 /// says why and how to fix it, and tries again rather than ending `medforge up`.
-async fn agent_task(client: kube::Client, config: medforge_operator::agent::AgentConfig) {
+async fn agent_task(
+    client: kube::Client,
+    config: medforge_operator::agent::AgentConfig,
+    shutdown: CancellationToken,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         tracing::info!(node = %config.node_name, "node agent starting");
-        match medforge_operator::agent::run(client.clone(), config.clone(), std::future::pending())
-            .await
+        match medforge_operator::agent::run(
+            client.clone(),
+            config.clone(),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
         {
             Ok(()) => return,
             Err(e) => {
                 tracing::error!(error = %e, socket = %config.docker_socket.display(), "the node agent stopped; is Docker running (`systemctl start docker`, or `medforge up --quickstart`)? Retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
@@ -433,20 +467,30 @@ fn identity() -> String {
 }
 
 /// Runs the scheduler, stepping back into the election whenever leadership is
-/// lost, until the process shuts down.
-async fn scheduler_loop(client: kube::Client, config: SchedulerConfig) {
+/// lost, until `shutdown` is cancelled; then it drains (see the scheduler).
+async fn scheduler_loop(
+    client: kube::Client,
+    config: SchedulerConfig,
+    shutdown: CancellationToken,
+) {
     loop {
-        match medforge_operator::scheduler::controller::run(
+        let outcome = medforge_operator::scheduler::controller::run(
             client.clone(),
             config.clone(),
-            std::future::pending(),
+            shutdown.clone().cancelled_owned(),
         )
-        .await
-        {
+        .await;
+        match outcome {
             Ok(()) => return,
             Err(e) => {
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 tracing::warn!(error = %e, "scheduler stopped; rejoining the election");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
             }
         }
     }
@@ -519,6 +563,7 @@ async fn serve_api(
     client: kube::Client,
     listen: SocketAddr,
     listen_flag: &str,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let backend = Arc::new(medforge_api::backend::KubeBackend::new(
         client,
@@ -535,7 +580,7 @@ async fn serve_api(
         .with_context(|| {
             format!("the api cannot listen on {listen}: is the port in use? Pick another with {listen_flag}")
         })?;
-    api.serve(listener, shutdown_signal())
+    api.serve(listener, shutdown.cancelled_owned())
         .await
         .context("serving the api")
 }
@@ -589,20 +634,25 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         apply_default_pack(&client, image).await?;
     }
 
-    let scheduler = tokio::spawn(scheduler_loop(
-        client.clone(),
-        args.scheduler.config(&identity()),
-    ));
-    let agent = if args.agent.no_agent {
-        None
-    } else {
+    let shutdown = shutdown_token();
+    let mut drain = vec![(
+        "scheduler",
+        tokio::spawn(scheduler_loop(
+            client.clone(),
+            args.scheduler.config(&identity()),
+            shutdown.clone(),
+        )),
+    )];
+    let mut isolation = None;
+    if !args.agent.no_agent {
         let mut agent_config = args.agent.config()?;
         agent_config.storage_note = quickstart.as_ref().and_then(|q| q.storage_note.clone());
-        Some((
-            tokio::spawn(agent_task(client.clone(), agent_config)),
-            isolation_task(&args.agent),
-        ))
-    };
+        drain.push((
+            "node agent",
+            tokio::spawn(agent_task(client.clone(), agent_config, shutdown.clone())),
+        ));
+        isolation = Some(isolation_task(&args.agent));
+    }
 
     let api_config = args.api.config(&args.data_dir.join("api"))?;
     let admin = first_admin(&api_config, &args.data_dir).await?;
@@ -629,11 +679,21 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!(%admin, "first admin");
     }
-    let result = serve_api(api_config, client, args.api_listen, "--api-listen").await;
+    let result = serve_api(
+        api_config,
+        client,
+        args.api_listen,
+        "--api-listen",
+        shutdown.clone(),
+    )
+    .await;
 
-    scheduler.abort();
-    if let Some((agent, isolation)) = agent {
-        agent.abort();
+    // SIGTERM (or the api failing): the scheduler and the node agent finish
+    // what they have in flight, then the control plane closes. Containers
+    // keep running and are adopted at the next start.
+    shutdown.cancel();
+    await_drained(drain, Duration::from_secs(30)).await;
+    if let Some(isolation) = isolation {
         isolation.abort();
     }
     server.shutdown().await;
@@ -647,20 +707,30 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         bail!("nothing to run: both --no-scheduler and --no-agent were given");
     }
     let client = client_from(args.kubeconfig.as_deref()).await?;
-    let mut tasks = Vec::new();
+    let shutdown = shutdown_token();
+    let mut drain = Vec::new();
+    let mut isolation = None;
     if !args.no_scheduler {
-        tasks.push(tokio::spawn(scheduler_loop(
-            client.clone(),
-            args.scheduler.config(&identity()),
-        )));
+        drain.push((
+            "scheduler",
+            tokio::spawn(scheduler_loop(
+                client.clone(),
+                args.scheduler.config(&identity()),
+                shutdown.clone(),
+            )),
+        ));
     }
     if !args.agent.no_agent {
-        tasks.push(tokio::spawn(agent_task(client, args.agent.config()?)));
-        tasks.push(isolation_task(&args.agent));
+        drain.push((
+            "node agent",
+            tokio::spawn(agent_task(client, args.agent.config()?, shutdown.clone())),
+        ));
+        isolation = Some(isolation_task(&args.agent));
     }
-    shutdown_signal().await;
-    for t in tasks {
-        t.abort();
+    shutdown.cancelled().await;
+    await_drained(drain, Duration::from_secs(30)).await;
+    if let Some(isolation) = isolation {
+        isolation.abort();
     }
     Ok(())
 }
@@ -671,7 +741,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let config = args.api.config(&args.data_dir)?;
     let admin = first_admin(&config, &args.data_dir).await?;
     tracing::info!(%admin, "first admin");
-    serve_api(config, client, args.listen, "--listen").await
+    serve_api(config, client, args.listen, "--listen", shutdown_token()).await
 }
 
 /// `medforge create-admin`: reads the password from standard input.

@@ -42,6 +42,27 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits up to `within` for the exit; `None` when it did
+    /// not exit in time (then it is killed).
+    fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -735,7 +756,44 @@ async fn evidence_run_on_one_host() {
         .unwrap()
         .state
         .and_then(|s| s.started_at);
-    up.stop(nix::sys::signal::Signal::SIGTERM);
+    // SIGTERM drains: the node agent and the scheduler finish what they have
+    // in flight and say so, the process exits 0 within 10 s, and B's
+    // container is left running (checked below).
+    let log_before = up.log().len();
+    let status = up
+        .terminate_within(Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "medforge up did not exit within 10 s of SIGTERM:\n{}",
+                up.log_tail()
+            )
+        });
+    assert!(
+        status.success(),
+        "medforge up exited with {status}:\n{}",
+        up.log_tail()
+    );
+    let shutdown_log = up.log()[log_before..].to_string();
+    for want in [
+        "SIGTERM: shutting down",
+        "node agent stopping: finishing the steps in flight",
+        "node agent stopped",
+        "scheduler stopping: finishing the binding writes in flight",
+        "scheduler stopped",
+        "lease released",
+        "part=\"node agent\"",
+        "part=\"scheduler\"",
+    ] {
+        assert!(
+            shutdown_log.contains(want),
+            "the shutdown log lacks {want:?}:\n{shutdown_log}"
+        );
+    }
+    writeln!(
+        report,
+        "- SIGTERM: exited {status}; the agent and the scheduler drained"
+    )
+    .unwrap();
     let mut during = Vec::new();
     let mut up = start_medforge(
         &harness,

@@ -45,6 +45,8 @@ impl LeaseConfig {
 pub struct Leadership {
     lost: watch::Receiver<bool>,
     renewer: JoinHandle<()>,
+    api: Api<Lease>,
+    cfg: LeaseConfig,
 }
 
 impl Leadership {
@@ -54,6 +56,41 @@ impl Leadership {
         while !*self.lost.borrow() {
             if self.lost.changed().await.is_err() {
                 return;
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Stops renewing and hands the Lease back (holder cleared, compared on
+    /// its resourceVersion), so that another replica takes over at once
+    /// instead of after the Lease duration. A Lease someone else holds by
+    /// now is left alone. Returns whether it was handed back.
+    pub async fn release(self) -> bool {
+        self.renewer.abort();
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+            return false;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return false;
+        };
+        if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
+            return false;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(now_micro());
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "lease released");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(lease = %self.cfg.name, error = %e, "could not release the lease; it expires on its own");
+                false
             }
         }
     }
@@ -153,7 +190,9 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
 pub async fn acquire(client: Client, cfg: LeaseConfig) -> Result<Leadership, kube::Error> {
     ensure_namespace(&client, &cfg.namespace).await?;
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let retry = cfg.duration / 5;
+    // Candidates look again every few seconds whatever the Lease duration,
+    // so a released Lease is taken at once (client-go retries every 2 s).
+    let retry = (cfg.duration / 5).min(Duration::from_secs(2));
     loop {
         match try_acquire(&api, &cfg).await {
             Ok(true) => break,
@@ -166,7 +205,9 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Result<Leadership, kub
     }
     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
     let (tx, rx) = watch::channel(false);
+    let (renew_api, renew_cfg) = (api.clone(), cfg.clone());
     let renewer = tokio::spawn(async move {
+        let (api, cfg) = (renew_api, renew_cfg);
         let period = cfg.duration / 3;
         loop {
             tokio::time::sleep(period).await;
@@ -185,7 +226,12 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Result<Leadership, kub
             }
         }
     });
-    Ok(Leadership { lost: rx, renewer })
+    Ok(Leadership {
+        lost: rx,
+        renewer,
+        api,
+        cfg,
+    })
 }
 
 #[cfg(test)]

@@ -483,3 +483,69 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     sched.abort();
     e.server.shutdown().await;
 }
+
+/// A scheduler told to stop drains and hands its Lease back: the other
+/// replica becomes leader at once, although the Lease is an hour long and
+/// would otherwise keep it waiting for that hour; and it then binds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_scheduler_hands_the_lease_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let e = env().await;
+    node(&e.client, "node-a", 2, Timestamp::now()).await;
+    let hour = |identity: &str| {
+        let mut c = cfg(Limits::default());
+        c.lease.identity = identity.into();
+        c.lease.duration = Duration::from_secs(3600);
+        c
+    };
+    let leases: Api<Lease> = Api::namespaced(e.client.clone(), "medforge-system");
+    let holder = || async {
+        leases
+            .get_opt("medforge-scheduler")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let client = e.client.clone();
+    let a_config = hour("replica-a");
+    let a = tokio::spawn(async move {
+        run(client, a_config, async move {
+            let _ = stopped_a.await;
+        })
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while holder().await.as_deref() != Some("replica-a") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica-a never led"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = spawn_scheduler(&e.client, hour("replica-b"));
+    stop_a.send(()).unwrap();
+    a.await.unwrap().expect("replica-a stops cleanly");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while holder().await.as_deref() != Some("replica-b") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica-b did not take over the released lease: holder {:?}",
+            holder().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    api.create(&PostParams::default(), &session("after-handover", "u", 1))
+        .await
+        .unwrap();
+    let s = poll(&api, "after-handover", |s| {
+        s.status.as_ref().and_then(|st| st.node_name.as_deref()) == Some("node-a")
+    })
+    .await;
+    assert_eq!(s.status.unwrap().gpus.len(), 1);
+    b.abort();
+    let _ = b.await;
+    e.server.shutdown().await;
+}

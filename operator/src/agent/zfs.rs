@@ -94,7 +94,7 @@ impl ZfsWorkspaces {
             Err(e) => ComponentHealth {
                 healthy: false,
                 version: None,
-                message: Some(e.to_string()),
+                message: Some(pool_problem(pool, &e.to_string())),
             },
         }
     }
@@ -329,6 +329,17 @@ impl Workspaces for ZfsWorkspaces {
     }
 }
 
+/// What a failed look at the pool means, with the fix when the pool is missing.
+fn pool_problem(pool: &str, error: &str) -> String {
+    if error.contains("does not exist") || error.contains("no such pool") {
+        format!(
+            "{error}: the ZFS pool {pool} does not exist; create it (`zpool create {pool} <devices>`), point --zfs-root at an existing pool, or try MedForge with `medforge up --quickstart` (a file-backed trial pool)"
+        )
+    } else {
+        error.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +371,19 @@ mod tests {
         assert_eq!(
             properties_args(&[("quota".into(), "1024".into())]),
             vec!["-o", "quota=1024"]
+        );
+    }
+
+    #[test]
+    fn a_missing_pool_names_the_fix() {
+        let m = pool_problem("tank", "cannot open 'tank': dataset does not exist");
+        assert!(
+            m.contains("zpool create tank") && m.contains("--quickstart"),
+            "{m}"
+        );
+        assert_eq!(
+            pool_problem("tank", "permission denied"),
+            "permission denied"
         );
     }
 }

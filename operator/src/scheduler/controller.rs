@@ -219,7 +219,14 @@ pub async fn run(
     cfg: SchedulerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    let mut leadership = leader::acquire(client.clone(), cfg.lease.clone()).await?;
+    tokio::pin!(shutdown);
+    let mut leadership = tokio::select! {
+        l = leader::acquire(client.clone(), cfg.lease.clone()) => l?,
+        _ = &mut shutdown => {
+            tracing::info!("scheduler stopped before it became leader");
+            return Ok(());
+        }
+    };
 
     let sessions_api: Api<Session> = Api::all(client.clone());
     let nodes_api: Api<GpuNode> = Api::all(client.clone());
@@ -256,6 +263,11 @@ pub async fn run(
         tokio::select! {
             _ = &mut wait_synced => break,
             ev = events.next() => if ev.is_none() { return Err(SchedulerError::WatchEnded) },
+            _ = &mut shutdown => {
+                let released = leadership.release().await;
+                tracing::info!(lease_released = released, "scheduler stopped before its caches synced");
+                return Ok(());
+            }
         }
     }
     tracing::info!(
@@ -268,13 +280,24 @@ pub async fn run(
     let mut writes = FuturesUnordered::new();
     let mut resync = tokio::time::interval(cfg.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     let _ = wake_tx.try_send(());
 
     loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                // Drain: let the binding writes in flight land (each is one
+                // request), then hand the Lease over.
+                let in_flight = writes.len();
+                tracing::info!(in_flight, "scheduler stopping: finishing the binding writes in flight");
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while writes.next().await.is_some() {}
+                })
+                .await;
+                let released = leadership.release().await;
+                tracing::info!(in_flight, lease_released = released, "scheduler stopped");
+                return Ok(());
+            }
             _ = leadership.lost() => return Err(SchedulerError::LostLeadership),
             Some(done) = writes.next(), if !writes.is_empty() => {
                 // A written binding stays in flight until the cache shows it
