@@ -103,8 +103,8 @@ fn main() {
         return;
     }
     if Command::new("wrk").arg("--version").output().is_err() {
-        println!("SKIPPED: wrk is not installed (apt-get install wrk)");
-        return;
+        eprintln!("session_proxy: wrk is not installed: `apt-get install wrk`");
+        std::process::exit(1);
     }
     let seconds = env_or("BENCH_SECONDS", 2);
     let connections = env_or("BENCH_CONNECTIONS", 16);
