@@ -18,6 +18,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build"
 cargo build --workspace --all-targets --locked
 
+# The binary alone, with the features a user's `cargo build --bin medforge`
+# resolves (tests and dev-dependencies unify more of them into the build above).
+echo "== check the medforge binary alone"
+cargo check --locked -p medforge --bin medforge
+
 harness=target/debug/mf-harness
 cleanup() {
   status=$?
