@@ -24,8 +24,11 @@ use medforge_testkit::bollard::query_parameters::{CreateContainerOptions, KillCo
 use agent_support::{Env, is_running_and_ready};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-/// Stops and deaths must be seen within a few seconds (watch/events driven).
-const QUICK: Duration = Duration::from_secs(5);
+/// Deadline for stops and deaths. The agent's resync is an hour in these
+/// tests (`agent_support::Env`), so only the watch and Docker events can
+/// meet it; the deadline itself is generous for a loaded machine, not a
+/// latency claim (the agent benchmark reports those, `docs/benchmarks.md`).
+const EVENT_DRIVEN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_watch() {
@@ -170,7 +173,9 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     // Stop: seen through the watch (the resync is an hour).
     let asked = Instant::now();
     env.set_state("web", "Stopped").await;
-    let s = env.wait_phase("web", SessionPhase::Stopped, QUICK).await;
+    let s = env
+        .wait_phase("web", SessionPhase::Stopped, EVENT_DRIVEN)
+        .await;
     println!("stop → Stopped in {:?}", asked.elapsed());
     let st = s.status.clone().unwrap();
     assert!(st.gpus.is_empty(), "GPUs released");
@@ -192,7 +197,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
 
     // Delete: container gone, finalizer removed, dataset kept (default policy).
     env.delete("web").await;
-    env.wait_gone("web", QUICK).await;
+    env.wait_gone("web", EVENT_DRIVEN).await;
     assert!(env.containers_of(&s).await.is_empty());
     assert!(env.dataset_exists(&dataset).await, "kept by default");
 
@@ -228,7 +233,9 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
         .kill_container(&id, None::<KillContainerOptions>)
         .await
         .unwrap();
-    let s = env.wait_phase("victim", SessionPhase::Failed, QUICK).await;
+    let s = env
+        .wait_phase("victim", SessionPhase::Failed, EVENT_DRIVEN)
+        .await;
     println!("kill → Failed in {:?}", killed.elapsed());
     let st = s.status.clone().unwrap();
     assert_eq!(st.reason.as_deref(), Some("ContainerExited"));
@@ -269,7 +276,7 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
         .await
         .unwrap();
     let s = env
-        .wait_phase("vanished", SessionPhase::Failed, QUICK)
+        .wait_phase("vanished", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
     let st = s.status.unwrap();
     assert!(
@@ -283,7 +290,7 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
 
     // Deleting sessions whose container (or dataset) is already gone works.
     env.delete("vanished").await;
-    env.wait_gone("vanished", QUICK).await;
+    env.wait_gone("vanished", EVENT_DRIVEN).await;
     agent.kill().await;
     env.cleanup().await;
 }
@@ -368,7 +375,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
 
     // Each failure is told as a Warning Event on its Session.
     let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    let deadline = Instant::now() + QUICK;
+    let deadline = Instant::now() + EVENT_DRIVEN;
     loop {
         let list = events.list(&ListParams::default()).await.unwrap();
         let warned: HashSet<(String, String)> = list
@@ -438,7 +445,7 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
         .await;
 
     env.delete("doomed").await;
-    env.wait_gone("doomed", QUICK).await;
+    env.wait_gone("doomed", EVENT_DRIVEN).await;
     assert!(env.containers_of(&doomed).await.is_empty());
     assert!(
         !env.dataset_exists(&env.dataset_of(&doomed)).await,
@@ -460,7 +467,8 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
         )
         .await
         .unwrap();
-    env.wait_phase("hollow", SessionPhase::Failed, QUICK).await;
+    env.wait_phase("hollow", SessionPhase::Failed, EVENT_DRIVEN)
+        .await;
     let ds = env.dataset_of(&hollow);
     env.harness.zfs(["unmount", ds.as_str()]).await.unwrap();
     env.harness
@@ -468,7 +476,7 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
         .await
         .unwrap();
     env.delete("hollow").await;
-    env.wait_gone("hollow", QUICK).await;
+    env.wait_gone("hollow", EVENT_DRIVEN).await;
 
     agent.kill().await;
     env.cleanup().await;
@@ -758,7 +766,7 @@ async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
     }
     // The removal is told as an Event about the GpuNode.
     let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
-    let deadline = Instant::now() + QUICK;
+    let deadline = Instant::now() + EVENT_DRIVEN;
     loop {
         let list = events.list(&ListParams::default()).await.unwrap();
         if list.items.iter().any(|e| {
