@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Run everything on this host: the embedded control plane, the scheduler,
     /// a node agent for this host and the api, in one process.
-    Up(run::UpArgs),
+    Up(Box<run::UpArgs>),
     /// Run only the embedded control plane (a Kubernetes-compatible API server).
     Apiserver(ApiserverArgs),
     /// Run the scheduler and/or the node agent against a control plane.
@@ -86,7 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Crds { write: Some(dir) } => write_crds(&dir),
         Command::Apiserver(args) => runtime()?.block_on(run_apiserver(args)),
-        Command::Up(args) => runtime()?.block_on(run::up(args)),
+        Command::Up(args) => runtime()?.block_on(run::up(*args)),
         Command::Operator(args) => runtime()?.block_on(run::operator(args)),
         Command::Api(args) => runtime()?.block_on(run::api(args)),
         Command::CreateAdmin(args) => runtime()?.block_on(run::create_admin(args)),

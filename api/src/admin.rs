@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use medforge_crds::{GpuHealth, GpuNode};
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Admin, UserReply, UserView};
@@ -231,6 +231,7 @@ async fn all_sessions(
 #[derive(Debug, Default, Deserialize)]
 pub struct UsersQuery {
     /// Page size.
+    #[serde(default, deserialize_with = "validate::int::query_u32")]
     pub limit: Option<u32>,
     /// `meta.next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -320,14 +321,9 @@ pub struct UserPatch {
     /// Internal-domain permission (`null`: unchanged).
     pub can_use_internal: Option<bool>,
     /// Session limit override; `null` clears it (the cluster default applies).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::int::body_nullable_i64")]
     #[schemars(with = "Option<i64>", range(min = validate::MAX_SESSIONS_MIN, max = validate::MAX_SESSIONS_MAX))]
     pub max_sessions: Option<Option<i64>>,
-}
-
-/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 async fn update_user(

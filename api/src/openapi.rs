@@ -359,6 +359,7 @@ fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .body(signup, true)
             .ok(201, Success::Envelope(user_reply.clone()))
             .header("Set-Cookie", "The login cookie")
+            .link("ChangeUser", "changeUser", &[("id", "$response.body#/data/user/id")])
             .error(403, &["signup_disabled"])
             .error(409, &["email_taken"])
             .error(429, &["rate_limited"])
@@ -421,8 +422,7 @@ fn operations_with(s: &mut Schemas) -> Vec<Operation> {
         op("get", "/api/v2/admin/users", "listUsers", "Users, by email", "admin", Admin)
             .param(limit_param())
             .param(query("cursor", validate::USERS_CURSOR.schema(), "`meta.next_cursor` of the previous page"))
-            .ok(200, Success::Envelope(users))
-            .link("ChangeUser", "changeUser", &[("id", "$response.body#/data/0/id")]),
+            .ok(200, Success::Envelope(users)),
         op("patch", "/api/v2/admin/users/{id}", "changeUser", "Change a user's flags", "admin", Admin)
             .param(path_param::<UserId>())
             .body(user_patch, true)
@@ -482,12 +482,7 @@ fn operations_with(s: &mut Schemas) -> Vec<Operation> {
                 User,
             )
             .params(list_params(true))
-            .ok(200, Success::Envelope(sessions.clone()))
-            .link(
-                "GetSession",
-                get_id.clone(),
-                &[("id", "$response.body#/data/0/id")],
-            ),
+            .ok(200, Success::Envelope(sessions.clone())),
         );
         ops.push(
             op(
@@ -701,7 +696,6 @@ pub fn document(config: &ApiConfig) -> Value {
     }
     json!({
         "openapi": "3.1.0",
-        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "info": {
             "title": "MedForge API",
             "version": crate::reply::API_VERSION,

@@ -197,6 +197,7 @@ pub struct CreateSession {
     #[schemars(schema_with = "crate::openapi::pack_name")]
     pub pack: Option<String>,
     /// Whole GPUs, 0 to the configured maximum (default: the configured default).
+    #[serde(default, deserialize_with = "validate::int::body_u32")]
     pub gpus: Option<u32>,
     /// Stop after this long without a request (`30m`, `2h`).
     #[serde(default)]
@@ -207,6 +208,7 @@ pub struct CreateSession {
     #[schemars(schema_with = "crate::openapi::duration")]
     pub max_lifetime: Option<String>,
     /// Container limits (unset ones come from the Pack).
+    #[serde(default, deserialize_with = "validate::object_or_null")]
     pub resources: Option<ResourcesBody>,
 }
 
@@ -228,6 +230,7 @@ pub struct ResourcesBody {
     #[schemars(schema_with = "crate::openapi::size")]
     pub shm: Option<String>,
     /// Process limit.
+    #[serde(default, deserialize_with = "validate::int::body_i64")]
     #[schemars(range(min = validate::PIDS_MIN, max = validate::PIDS_MAX))]
     pub pids: Option<i64>,
 }
@@ -632,6 +635,7 @@ pub struct ListQuery {
     /// A phase (`running`, `stopped`, …) or `active` (not stopped or failed).
     pub state: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[serde(default, deserialize_with = "validate::int::query_u32")]
     pub limit: Option<u32>,
     /// Opaque cursor from the previous page's `meta.next_cursor`.
     pub cursor: Option<String>,
