@@ -671,20 +671,25 @@ async fn evidence_run_on_one_host() {
     ] {
         assert!(row_a.contains(want), "{want:?} not in {row_a:?}");
     }
-    let nodes_table = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+    // Two GPUs; B holds one, A released its own when it stopped (the agent
+    // publishes a release within a quarter second of the Stopped status).
+    let nodes_table = poll(
+        "e2e-node to show 2 GPUs, 1 free",
+        Duration::from_secs(10),
+        async || {
+            let table = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+            let row: Vec<String> = table
+                .lines()
+                .find(|l| l.starts_with("e2e-node"))
+                .unwrap_or_else(|| panic!("no e2e-node in:\n{table}"))
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            (row[..4] == ["e2e-node", "2", "1", "True"]).then_some(table)
+        },
+    )
+    .await;
     writeln!(report, "```\n{}```", nodes_table).unwrap();
-    let node_row: Vec<&str> = nodes_table
-        .lines()
-        .find(|l| l.starts_with("e2e-node"))
-        .unwrap_or_else(|| panic!("no e2e-node in:\n{nodes_table}"))
-        .split_whitespace()
-        .collect();
-    // Two GPUs; B holds one, A released its own when it stopped.
-    assert_eq!(
-        node_row[..4],
-        ["e2e-node", "2", "1", "True"],
-        "{nodes_table}"
-    );
     let described = poll(
         "the agent's stop Event in describe",
         Duration::from_secs(30),
@@ -792,21 +797,31 @@ async fn evidence_run_on_one_host() {
         writeln!(report, "\n- delete {id} as admin: `{}`", r.status).unwrap();
         assert!(r.is_success(), "delete {id}: {}", r.text());
     }
+    // The api forgets a session as soon as its deletion starts; the Session
+    // itself stays until the node agent's finalizer is done.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap().to_string();
+        let r = c
+            .api(
+                Method::GET,
+                &format!("/api/v2/external/sessions/{id}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 404, "a deleted session is gone: {}", r.text());
         poll(
-            "the deleted session to be gone",
+            "the deleted Session to be gone from the control plane",
             Duration::from_secs(30),
             async || {
-                let r = c
-                    .api(
-                        Method::GET,
-                        &format!("/api/v2/external/sessions/{id}"),
-                        Some(&admin),
-                        None,
-                    )
-                    .await;
-                (r.status == 404).then_some(())
+                let names = kubectl(
+                    &harness,
+                    dir.path(),
+                    &kubeconfig,
+                    &["get", "sessions", "-n", "medforge", "-o", "name"],
+                )
+                .await;
+                (!names.contains(&id)).then_some(())
             },
         )
         .await;
