@@ -19,6 +19,11 @@ want kubectl kubernetes-client
 want wrk wrk
 want curl curl
 want cc gcc
+want python3 python3
+# The virtualenv module, which Debian ships apart.
+if have python3 && ! python3 -m venv --help >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
 # PostgreSQL's server binaries live outside PATH on Debian.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # glibc's static library, for the statically linked test workload.
@@ -38,4 +43,20 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# The api fuzzer (tests/api_fuzz.rs): Schemathesis and openapi-spec-validator
+# with everything they pull in, pinned in scripts/fuzz-requirements.txt, in a
+# virtualenv of their own. Reinstalled only when that list changes.
+fuzz_venv=${MEDFORGE_FUZZ_VENV:-/opt/medforge/tools/fuzz}
+fuzz_reqs="$(cd "$(dirname "$0")" && pwd)/fuzz-requirements.txt"
+fuzz_sum=$(sha256sum "$fuzz_reqs" | cut -d' ' -f1)
+if [ "$(cat "$fuzz_venv/.requirements.sha256" 2>/dev/null)" != "$fuzz_sum" ] ||
+  ! "$fuzz_venv/bin/st" --version >/dev/null 2>&1; then
+  echo "install-deps: installing the api fuzzer into $fuzz_venv"
+  mkdir -p "$(dirname "$fuzz_venv")"
+  python3 -m venv --clear "$fuzz_venv"
+  "$fuzz_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$fuzz_reqs"
+  "$fuzz_venv/bin/st" --version >/dev/null
+  echo "$fuzz_sum" >"$fuzz_venv/.requirements.sha256"
 fi

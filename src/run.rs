@@ -114,6 +114,10 @@ pub struct ApiSettings {
     /// from MEDFORGE_ADMIN_PASSWORD (used only when the account is new).
     #[arg(long, env = "MEDFORGE_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
+    /// How long a create with `?wait=ready` waits for the session to be
+    /// Ready before answering 202 (`30s`, `2m`).
+    #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
+    pub session_ready_timeout: std::time::Duration,
 }
 
 impl ApiSettings {
@@ -121,6 +125,7 @@ impl ApiSettings {
         let mut c = medforge_api::ApiConfig::new(&self.domain, data_dir);
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
+        c.sessions.ready_timeout = self.session_ready_timeout;
         if self.insecure_cookies {
             c.cookie.secure = false;
             c.public_scheme = "http".into();

@@ -865,21 +865,31 @@ async fn evidence_run_on_one_host() {
         writeln!(report, "\n- delete {id} as admin: `{}`", r.status).unwrap();
         assert!(r.is_success(), "delete {id}: {}", r.text());
     }
+    // The api forgets a session as soon as its deletion starts; the Session
+    // itself stays until the node agent's finalizer is done.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap().to_string();
+        let r = c
+            .api(
+                Method::GET,
+                &format!("/api/v2/external/sessions/{id}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 404, "a deleted session is gone: {}", r.text());
         poll(
-            "the deleted session to be gone",
+            "the deleted Session to be gone from the control plane",
             Duration::from_secs(30),
             async || {
-                let r = c
-                    .api(
-                        Method::GET,
-                        &format!("/api/v2/external/sessions/{id}"),
-                        Some(&admin),
-                        None,
-                    )
-                    .await;
-                (r.status == 404).then_some(())
+                let names = kubectl(
+                    &harness,
+                    dir.path(),
+                    &kubeconfig,
+                    &["get", "sessions", "-n", "medforge", "-o", "name"],
+                )
+                .await;
+                (!names.contains(&id)).then_some(())
             },
         )
         .await;

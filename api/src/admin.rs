@@ -2,20 +2,21 @@
 //! one GPU), every session, and users' flags.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use medforge_crds::{GpuHealth, GpuNode};
-use serde::{Deserialize, Deserializer, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::{Admin, UserView};
+use crate::auth::{Admin, UserReply, UserView};
 use crate::error::ApiError;
 use crate::reply::{Page, Reply};
-use crate::request::{Json, Query};
+use crate::request::{GpuRef, Json, NodeName, Param, Query, UserId};
 use crate::sessions::{ListQuery, SessionView, list_sessions};
 use crate::users::{self, UserUpdate};
+use crate::validate;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -40,7 +41,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// One GPU of a node.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[schemars(rename = "NodeGpu")]
 pub struct NodeGpuView {
     /// Index on the node.
     pub index: u32,
@@ -51,6 +53,7 @@ pub struct NodeGpuView {
     /// Memory in bytes.
     pub memory_bytes: u64,
     /// `healthy`, `unhealthy` or `unknown`.
+    #[schemars(extend("enum" = ["healthy", "unhealthy", "unknown"]))]
     pub health: String,
     /// Cordoned by an admin.
     pub cordoned: bool,
@@ -59,15 +62,18 @@ pub struct NodeGpuView {
 }
 
 /// A GPU node.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[schemars(rename = "Node")]
 pub struct NodeView {
     /// Node name.
+    #[schemars(schema_with = "crate::openapi::kube_name")]
     pub name: String,
     /// The agent reports the node Ready.
     pub ready: bool,
     /// The whole node is cordoned.
     pub unschedulable: bool,
     /// Agent's last heartbeat (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub last_heartbeat: Option<String>,
     /// GPUs on the node.
     pub total: u32,
@@ -150,17 +156,17 @@ async fn set_node(
 async fn cordon_node(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Path(node): Path<String>,
+    node: Param<NodeName>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, &node, true).await
+    set_node(&state, node.as_str(), true).await
 }
 
 async fn uncordon_node(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Path(node): Path<String>,
+    node: Param<NodeName>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, &node, false).await
+    set_node(&state, node.as_str(), false).await
 }
 
 async fn set_gpu(
@@ -195,17 +201,19 @@ async fn set_gpu(
 async fn cordon_gpu(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Path((node, gpu)): Path<(String, String)>,
+    node: Param<NodeName>,
+    gpu: Param<GpuRef>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, &node, &gpu, true).await
+    set_gpu(&state, node.as_str(), gpu.as_str(), true).await
 }
 
 async fn uncordon_gpu(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Path((node, gpu)): Path<(String, String)>,
+    node: Param<NodeName>,
+    gpu: Param<GpuRef>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, &node, &gpu, false).await
+    set_gpu(&state, node.as_str(), gpu.as_str(), false).await
 }
 
 async fn all_sessions(
@@ -219,10 +227,38 @@ async fn all_sessions(
     })
 }
 
+/// Query of `GET /api/v2/admin/users`.
 #[derive(Debug, Default, Deserialize)]
-struct UsersQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
+pub struct UsersQuery {
+    /// Page size.
+    #[serde(default, deserialize_with = "validate::int::query_u32")]
+    pub limit: Option<u32>,
+    /// `meta.next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Base64url without padding, decoding whatever trailing bits a cursor has, so
+/// that every string `USERS_CURSOR` admits is a position in the list.
+const CURSOR_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+);
+
+/// The email a users cursor points after, or a 422 naming `cursor`.
+fn users_cursor(cursor: &str) -> Result<String, ApiError> {
+    validate::USERS_CURSOR
+        .check("cursor", cursor)
+        .map_err(|e| ApiError::Validation(vec![e]))?;
+    let bytes = CURSOR_B64
+        .decode(cursor)
+        .map_err(|_| ApiError::Validation(vec![validate::USERS_CURSOR.error("cursor")]))?;
+    // Emails hold no NUL (and PostgreSQL's text cannot): cutting at the first
+    // one keeps the position, since no email sorts between the two.
+    let after = String::from_utf8_lossy(&bytes);
+    Ok(after.split('\0').next().unwrap_or_default().to_owned())
 }
 
 async fn list_users(
@@ -230,25 +266,30 @@ async fn list_users(
     Admin(_): Admin,
     Query(query): Query<UsersQuery>,
 ) -> Result<Reply<Vec<UserView>>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 200"));
+    let mut errors = Vec::new();
+    let limit = query.limit.unwrap_or(validate::LIMIT_DEFAULT);
+    if !(validate::LIMIT_MIN..=validate::LIMIT_MAX).contains(&limit) {
+        errors.push(limit_error());
     }
     let after = match query.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))?,
-        ),
+        Some(c) => match users_cursor(c) {
+            Ok(after) => Some(after),
+            Err(ApiError::Validation(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+            Err(other) => return Err(other),
+        },
     };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
     let mut found = users::list_users(state.db(), after.as_deref(), i64::from(limit) + 1).await?;
     let has_more = found.len() > limit as usize;
     found.truncate(limit as usize);
     let next_cursor = has_more
-        .then(|| found.last().map(|u| URL_SAFE_NO_PAD.encode(&u.email)))
+        .then(|| found.last().map(|u| CURSOR_B64.encode(&u.email)))
         .flatten();
     Ok(
         Reply::ok(found.iter().map(UserView::from).collect()).page(Page {
@@ -259,41 +300,49 @@ async fn list_users(
     )
 }
 
+/// The field error of a page size out of bounds.
+pub fn limit_error() -> crate::error::FieldError {
+    crate::error::FieldError::new(
+        "limit",
+        format!(
+            "must be between {} and {}",
+            validate::LIMIT_MIN,
+            validate::LIMIT_MAX
+        ),
+    )
+}
+
 /// Body of `PATCH /api/v2/admin/users/{id}`; absent fields stay as they are.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
-    /// Admin flag.
+    /// Admin flag (`null`: unchanged).
     pub is_admin: Option<bool>,
-    /// Internal-domain permission.
+    /// Internal-domain permission (`null`: unchanged).
     pub can_use_internal: Option<bool>,
-    /// Session limit override, 0 to 1000; `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    /// Session limit override; `null` clears it (the cluster default applies).
+    #[serde(default, deserialize_with = "validate::int::body_nullable_i64")]
+    #[schemars(with = "Option<i64>", range(min = validate::MAX_SESSIONS_MIN, max = validate::MAX_SESSIONS_MAX))]
     pub max_sessions: Option<Option<i64>>,
-}
-
-/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
-}
-
-#[derive(Serialize)]
-struct UserReply {
-    user: UserView,
 }
 
 async fn update_user(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    id: Param<UserId>,
     Json(patch): Json<UserPatch>,
 ) -> Result<Reply<UserReply>, ApiError> {
+    let id = id.value;
     if let Some(Some(n)) = patch.max_sessions
-        && !(0..=1000).contains(&n)
+        && !(validate::MAX_SESSIONS_MIN..=validate::MAX_SESSIONS_MAX).contains(&n)
     {
         return Err(ApiError::invalid(
             "max_sessions",
-            "must be between 0 and 1000, or null",
+            format!(
+                "must be between {} and {}, or null",
+                validate::MAX_SESSIONS_MIN,
+                validate::MAX_SESSIONS_MAX
+            ),
         ));
     }
     if admin.user.id == id && patch.is_admin == Some(false) {

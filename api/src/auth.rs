@@ -21,7 +21,9 @@ use crate::reply::Reply;
 use crate::request::{ClientIp, Json};
 use crate::tokens::{self, Principal};
 use crate::users::{self, User};
+use crate::validate;
 use crate::{AppState, now_secs, rfc3339};
+use schemars::JsonSchema;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -33,11 +35,13 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "User")]
 pub struct UserView {
     /// The user's id (the `owner` of their sessions).
+    #[schemars(schema_with = "crate::openapi::user_id")]
     pub id: String,
-    /// Login email.
+    /// Login email (lower case).
     pub email: String,
     /// Admin flag.
     pub is_admin: bool,
@@ -46,6 +50,7 @@ pub struct UserView {
     /// Session limit override, when set.
     pub max_sessions: Option<i64>,
     /// Creation time (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
 }
 
@@ -62,59 +67,42 @@ impl From<&User> for UserView {
     }
 }
 
-/// Body of signup and login.
-#[derive(Debug, Deserialize)]
+/// Body of signup.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Credentials {
+#[schemars(title = "Signup")]
+pub struct Signup {
     /// Login email.
+    #[schemars(schema_with = "crate::openapi::email")]
     pub email: String,
     /// Password.
+    #[schemars(schema_with = "crate::openapi::new_password")]
     pub password: String,
 }
 
-/// Most characters of a password (Argon2 accepts more; this bounds the work per request).
-const MAX_PASSWORD: usize = 1024;
+/// Body of login.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Login")]
+pub struct Login {
+    /// Login email.
+    #[schemars(schema_with = "crate::openapi::email")]
+    pub email: String,
+    /// Password.
+    #[schemars(schema_with = "crate::openapi::password")]
+    pub password: String,
+}
+
 /// Fewest characters of a new password.
-pub const MIN_PASSWORD: usize = 8;
+pub const MIN_PASSWORD: usize = validate::MIN_PASSWORD;
 
 /// Lower-cases and checks an email; the field error names `email`.
 pub fn normalize_email(email: &str) -> Result<String, FieldError> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(email)
-    } else {
-        Err(FieldError::new(
-            "email",
-            "must be an email address such as ada@example.org",
-        ))
-    }
+    validate::email("email", email)
 }
 
 fn check_new_password(password: &str) -> Result<(), FieldError> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD {
-        Err(FieldError::new(
-            "password",
-            format!("must have at least {MIN_PASSWORD} characters"),
-        ))
-    } else if password.len() > MAX_PASSWORD {
-        Err(FieldError::new(
-            "password",
-            format!("must have at most {MAX_PASSWORD} bytes"),
-        ))
-    } else {
-        Ok(())
-    }
+    validate::NEW_PASSWORD.check("password", password)
 }
 
 fn argon2(params: PasswordHashing) -> Result<Argon2<'static>, ApiError> {
@@ -308,16 +296,17 @@ async fn issue_token(state: &AppState, user: &User) -> Result<HeaderValue, ApiEr
     Ok(cookie_header(state, &token, max_ttl))
 }
 
-/// The body of signup, login and me.
-#[derive(Serialize)]
-struct UserReply {
-    user: UserView,
+/// The body of signup, login, me and a user's change.
+#[derive(Serialize, JsonSchema)]
+pub struct UserReply {
+    /// The user.
+    pub user: UserView,
 }
 
 async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Json(body): Json<Credentials>,
+    Json(body): Json<Signup>,
 ) -> Result<impl IntoResponse, ApiError> {
     state
         .auth_limiter()
@@ -361,19 +350,22 @@ async fn signup(
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Json(body): Json<Credentials>,
+    Json(body): Json<Login>,
 ) -> Result<impl IntoResponse, ApiError> {
     state
         .auth_limiter()
         .check(ip)
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-    let email = normalize_email(&body.email).map_err(|e| ApiError::Validation(vec![e]))?;
-    if body.password.is_empty() || body.password.len() > MAX_PASSWORD {
-        return Err(ApiError::invalid(
-            "password",
-            format!("must have 1 to {MAX_PASSWORD} bytes"),
-        ));
+    let mut errors = Vec::new();
+    let email = normalize_email(&body.email)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if let Err(e) = validate::PASSWORD.check("password", &body.password) {
+        errors.push(e);
     }
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
     let found = users::find_for_login(state.db(), &email).await?;
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     let params = state.config().auth.password_hashing;
@@ -391,9 +383,11 @@ async fn login(
     .header(header::SET_COOKIE, cookie))
 }
 
-#[derive(Serialize)]
-struct Message {
-    message: &'static str,
+/// A body that only says what happened.
+#[derive(Serialize, JsonSchema)]
+pub struct Message {
+    /// What happened.
+    pub message: &'static str,
 }
 
 async fn logout(

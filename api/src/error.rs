@@ -15,7 +15,7 @@ use crate::request::RequestContext;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field of a request: `field` is a dotted path into the body or a query parameter name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct FieldError {
     /// The field, as a dotted path (`resources.cpu`) or a query parameter (`limit`).
     pub field: String,
@@ -71,6 +71,10 @@ pub enum ApiError {
     /// No route matches the path (404).
     #[error("no such route")]
     RouteNotFound,
+    /// A path parameter that cannot name anything (404 `not_found`, with
+    /// `errors[]` naming the parameter and what it must look like).
+    #[error("invalid path parameter {}", .0.field)]
+    InvalidPathParam(FieldError),
     /// The request conflicts with the current state (409).
     #[error("{detail}")]
     Conflict {
@@ -172,6 +176,12 @@ impl ApiError {
             ApiError::NotFound(detail) => {
                 Problem::new(StatusCode::NOT_FOUND, "not_found", detail.clone())
             }
+            ApiError::InvalidPathParam(e) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("Nothing exists at this path: `{}` {}.", e.field, e.message),
+            )
+            .with_errors(vec![e.clone()]),
             ApiError::RouteNotFound => Problem::new(
                 StatusCode::NOT_FOUND,
                 "route_not_found",
@@ -264,18 +274,29 @@ pub struct Problem {
     pub retry_after_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An RFC 9457 problem document as sent.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Problem")]
+pub struct ProblemBody<'a> {
+    /// `https://medforge.dev/problems/<code>`.
     #[serde(rename = "type")]
-    type_: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    instance: &'a str,
-    code: &'a str,
-    request_id: &'a str,
+    #[schemars(extend("format" = "uri"))]
+    pub type_: String,
+    /// The status's reason phrase.
+    pub title: &'a str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: &'a str,
+    /// The request's path.
+    pub instance: &'a str,
+    /// What went wrong, for programs.
+    pub code: &'a str,
+    /// The request id (also in `X-Request-Id`).
+    pub request_id: &'a str,
+    /// The invalid fields (422), or the path parameter that cannot name anything (404).
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    errors: &'a [FieldError],
+    pub errors: &'a [FieldError],
 }
 
 impl Problem {

@@ -38,11 +38,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /api/v2/events/token`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventToken {
     /// Pass as `?token=` to `GET /api/v2/events`, once.
     pub token: String,
     /// When it stops working (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub expires_at: String,
     /// Seconds it is valid for.
     pub expires_in: u64,
@@ -81,6 +82,10 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let user_id = match query.token.as_deref() {
         Some(token) => {
+            // A token of the wrong shape is no credential: 401 without a query.
+            if !crate::validate::EVENT_TOKEN.matches(token) {
+                return Err(ApiError::Unauthenticated);
+            }
             let hash = tokens::hash_hex(&tokens::hash_token(token));
             users::redeem_event_token(state.db(), &hash, now_secs())
                 .await?

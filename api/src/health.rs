@@ -20,21 +20,30 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
+/// The body of `/healthz`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// `ok`.
+    #[schemars(extend("enum" = ["ok"]))]
+    pub status: &'static str,
 }
 
 async fn healthz() -> Reply<Health> {
     Reply::ok(Health { status: "ok" })
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    database: bool,
-    control_plane: bool,
-    watch_synced: bool,
+/// The body of `/readyz` when ready.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Readiness {
+    /// `ready`.
+    #[schemars(extend("enum" = ["ready"]))]
+    pub status: &'static str,
+    /// The database answers.
+    pub database: bool,
+    /// The control plane answers.
+    pub control_plane: bool,
+    /// The session watch has listed every Session.
+    pub watch_synced: bool,
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -79,6 +79,11 @@ impl IndexedSession {
     pub fn phase(&self) -> SessionPhase {
         self.session.phase()
     }
+
+    /// Whether the Session is being deleted (its finalizers are still running).
+    pub fn is_deleting(&self) -> bool {
+        self.session.metadata.deletion_timestamp.is_some()
+    }
 }
 
 /// `status.upstream` when the session may be routed to: phase Running, `Ready` True, upstream set.

@@ -38,6 +38,7 @@ mod server;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod validate;
 
 use std::sync::Arc;
 

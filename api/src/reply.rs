@@ -21,14 +21,23 @@ pub struct Page {
     pub has_more: Option<bool>,
 }
 
-#[derive(Serialize)]
-struct Meta<'a> {
-    request_id: &'a str,
-    api_version: &'static str,
-    timestamp: String,
-    limit: Option<u32>,
-    next_cursor: Option<&'a str>,
-    has_more: Option<bool>,
+/// `meta` of every success body.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Meta<'a> {
+    /// The request id (also in `X-Request-Id`).
+    pub request_id: &'a str,
+    /// `v2`.
+    #[schemars(extend("enum" = ["v2"]))]
+    pub api_version: &'static str,
+    /// When the answer was made (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub timestamp: String,
+    /// The page size, on lists.
+    pub limit: Option<u32>,
+    /// The next page's cursor, on lists with more.
+    pub next_cursor: Option<&'a str>,
+    /// Whether more items follow, on lists.
+    pub has_more: Option<bool>,
 }
 
 #[derive(Serialize)]

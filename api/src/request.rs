@@ -2,12 +2,13 @@
 //! turning bare error responses into problems, and the extractors that reject
 //! bad input with the same problem shape (JSON bodies, query strings, client IP).
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::middleware::Next;
@@ -283,6 +284,92 @@ where
 
 fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
     form_urlencoded::parse(query.as_bytes())
+}
+
+/// A path parameter with the rule it must follow.
+pub trait PathParam: Send + Sync + 'static {
+    /// Its name in the route (`{node}`).
+    const NAME: &'static str;
+    /// What it must look like.
+    const RULE: crate::validate::Rule;
+    /// One line for the OpenAPI document.
+    const DESCRIPTION: &'static str;
+}
+
+/// The name of a GpuNode (a Kubernetes object name).
+pub struct NodeName;
+impl PathParam for NodeName {
+    const NAME: &'static str = "node";
+    const RULE: crate::validate::Rule = crate::validate::KUBE_NAME;
+    const DESCRIPTION: &'static str = "The GpuNode's name";
+}
+
+/// A GPU of a node, by index or UUID.
+pub struct GpuRef;
+impl PathParam for GpuRef {
+    const NAME: &'static str = "gpu";
+    const RULE: crate::validate::Rule = crate::validate::GPU_REF;
+    const DESCRIPTION: &'static str = "The GPU's index on the node, or its UUID";
+}
+
+/// A session id (the Session's name).
+pub struct SessionId;
+impl PathParam for SessionId {
+    const NAME: &'static str = "id";
+    const RULE: crate::validate::Rule = crate::validate::KUBE_NAME;
+    const DESCRIPTION: &'static str = "The session's id (`data.session.id` of create)";
+}
+
+/// A user id.
+pub struct UserId;
+impl PathParam for UserId {
+    const NAME: &'static str = "id";
+    const RULE: crate::validate::Rule = crate::validate::USER_ID;
+    const DESCRIPTION: &'static str = "The user's id";
+}
+
+/// A path parameter checked against its rule before the handler runs: a value
+/// that cannot be one (`é` as a node name) is a 404 whose `errors[]` names the
+/// parameter and what it must look like, and never reaches the control plane
+/// or the database.
+#[derive(Debug)]
+pub struct Param<P> {
+    /// The value, percent-decoded.
+    pub value: String,
+    _rule: PhantomData<P>,
+}
+
+impl<P> Param<P> {
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+}
+
+impl<S, P> FromRequestParts<S> for Param<P>
+where
+    S: Send + Sync,
+    P: PathParam,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::InvalidPathParam(P::RULE.error(P::NAME)))?;
+        let value = raw
+            .iter()
+            .find(|(name, _)| *name == P::NAME)
+            .map(|(_, value)| value.to_owned())
+            .ok_or_else(|| ApiError::internal(format!("the route has no {{{}}}", P::NAME)))?;
+        P::RULE
+            .check(P::NAME, &value)
+            .map_err(ApiError::InvalidPathParam)?;
+        Ok(Param {
+            value,
+            _rule: PhantomData,
+        })
+    }
 }
 
 /// The client's address: the peer, or the nearest untrusted hop of

@@ -9,17 +9,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use medforge_crds::session::condition::SCHEDULED;
 use medforge_crds::{DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec};
 use rand::Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -31,8 +30,9 @@ use crate::error::{ApiError, FieldError};
 use crate::host::SLUG_LEN;
 use crate::index::{IndexedSession, SessionIndex, routable_upstream};
 use crate::reply::{Page, Reply};
-use crate::request::{JsonOrEmpty, Query};
+use crate::request::{JsonOrEmpty, Param, Query, SessionId};
 use crate::tokens::Principal;
+use crate::validate;
 use medforge_crds::keys::{OWNER_EMAIL_ANNOTATION, URL_ANNOTATION};
 
 /// The routes for one exposure, to be nested under `/api/v2/<exposure>`.
@@ -45,7 +45,8 @@ pub fn router(exposure: Exposure) -> Router<AppState> {
 }
 
 /// A GPU of a session.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "SessionGpu")]
 pub struct GpuView {
     /// Index on its node.
     pub index: u32,
@@ -54,21 +55,27 @@ pub struct GpuView {
 }
 
 /// A session as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[schemars(rename = "Session")]
 pub struct SessionView {
     /// The session's id (the Session resource's name).
+    #[schemars(schema_with = "crate::openapi::kube_name")]
     pub id: String,
     /// 8 characters of `[a-z0-9]`; the host is `s-<slug>.<domain>`.
+    #[schemars(regex(pattern = medforge_crds::schema::SLUG_PATTERN))]
     pub slug: Option<String>,
     /// `external` or `internal`.
+    #[schemars(extend("enum" = ["external", "internal"]))]
     pub exposure: String,
     /// The owner's user id.
     pub owner: String,
     /// The Pack the session runs.
     pub pack: String,
     /// Desired state: `running` or `stopped`.
+    #[schemars(extend("enum" = ["running", "stopped"]))]
     pub state: String,
     /// Observed phase: `pending`, `scheduled`, `starting`, `running`, `stopping`, `stopped`, `failed`.
+    #[schemars(extend("enum" = ["pending", "scheduled", "starting", "running", "stopping", "stopped", "failed"]))]
     pub phase: String,
     /// Whether the proxy routes to it now.
     pub ready: bool,
@@ -89,12 +96,16 @@ pub struct SessionView {
     /// Maximum lifetime (`12h`).
     pub max_lifetime: Option<String>,
     /// Creation time (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub created_at: Option<String>,
     /// When it last started running.
+    #[schemars(extend("format" = "date-time"))]
     pub started_at: Option<String>,
     /// When it last stopped.
+    #[schemars(extend("format" = "date-time"))]
     pub stopped_at: Option<String>,
     /// Last request through the proxy.
+    #[schemars(extend("format" = "date-time"))]
     pub last_activity_at: Option<String>,
 }
 
@@ -177,116 +188,51 @@ fn view_indexed(state: &AppState, entry: &IndexedSession) -> SessionView {
     view(state, &entry.session, entry.last_activity())
 }
 
-/// Body of `POST …/sessions`. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
+/// Body of `POST …/sessions`. Every field is optional; `null` is the same as absent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// Pack name (default: the configured default pack).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::pack_name")]
     pub pack: Option<String>,
     /// Whole GPUs, 0 to the configured maximum (default: the configured default).
+    #[serde(default, deserialize_with = "validate::int::body_u32")]
     pub gpus: Option<u32>,
     /// Stop after this long without a request (`30m`, `2h`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::duration")]
     pub idle_timeout: Option<String>,
     /// Stop this long after starting (`12h`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::duration")]
     pub max_lifetime: Option<String>,
-    /// Container limits.
+    /// Container limits (unset ones come from the Pack).
+    #[serde(default, deserialize_with = "validate::object_or_null")]
     pub resources: Option<ResourcesBody>,
 }
 
-/// Container limits in a create body.
-#[derive(Debug, Default, Deserialize)]
+/// Container limits in a create body; `null` is the same as absent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
 pub struct ResourcesBody {
     /// CPU cores (`2`, `500m`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::cpu")]
     pub cpu: Option<String>,
     /// Memory (`16Gi`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::size")]
     pub memory: Option<String>,
     /// /dev/shm size (`2Gi`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::size")]
     pub shm: Option<String>,
-    /// Process limit, 16 to 1000000.
+    /// Process limit.
+    #[serde(default, deserialize_with = "validate::int::body_i64")]
+    #[schemars(range(min = validate::PIDS_MIN, max = validate::PIDS_MAX))]
     pub pids: Option<i64>,
-}
-
-/// A DNS-1123 label: what a Pack's name must be here.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A Go duration as the CRD accepts it: `([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+`.
-pub fn is_duration(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.is_empty() || s.len() > 64 {
-        return false;
-    }
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            let frac = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == frac {
-                return false;
-            }
-        }
-        let rest = &s[i..];
-        let unit = ["ns", "us", "ms", "s", "m", "h"]
-            .iter()
-            .find(|u| rest.starts_with(*u) && !(**u == "m" && rest.starts_with("ms")))
-            .map(|u| u.len());
-        match unit {
-            Some(n) => i += n,
-            None => return false,
-        }
-    }
-    true
-}
-
-/// A resource quantity in the common forms (`2`, `500m`, `1.5`, `16Gi`, `2G`).
-pub fn is_quantity(s: &str) -> bool {
-    if s.is_empty() || s.len() > 32 {
-        return false;
-    }
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(number_end);
-    let number_ok = match number.split_once('.') {
-        None => !number.is_empty(),
-        Some((int, frac)) => (!int.is_empty() || !frac.is_empty()) && !frac.contains('.'),
-    };
-    number_ok
-        && matches!(
-            suffix,
-            "" | "Ki"
-                | "Mi"
-                | "Gi"
-                | "Ti"
-                | "Pi"
-                | "Ei"
-                | "n"
-                | "u"
-                | "m"
-                | "k"
-                | "M"
-                | "G"
-                | "T"
-                | "P"
-                | "E"
-        )
 }
 
 impl CreateSession {
@@ -299,11 +245,8 @@ impl CreateSession {
     ) -> Result<SessionSpec, ApiError> {
         let mut errors = Vec::new();
         let pack = self.pack.unwrap_or_else(|| config.default_pack.clone());
-        if !is_dns_label(&pack) {
-            errors.push(FieldError::new(
-                "pack",
-                "must be a Pack name: 1 to 63 characters of [a-z0-9-], not starting or ending with '-'",
-            ));
+        if let Err(e) = validate::PACK_NAME.check("pack", &pack) {
+            errors.push(e);
         }
         let gpus = self.gpus.unwrap_or(config.default_gpus);
         if gpus > config.max_gpus {
@@ -317,35 +260,34 @@ impl CreateSession {
             ("max_lifetime", &self.max_lifetime),
         ] {
             if let Some(v) = value
-                && !is_duration(v)
+                && let Err(e) = validate::duration(field, v)
             {
-                errors.push(FieldError::new(
-                    field,
-                    "must be a duration such as 30m, 2h or 1h30m",
-                ));
+                errors.push(e);
             }
         }
         let resources = self.resources.map(|r| {
-            for (field, value) in [
-                ("resources.cpu", &r.cpu),
-                ("resources.memory", &r.memory),
-                ("resources.shm", &r.shm),
-            ] {
+            if let Some(v) = &r.cpu
+                && let Err(e) = validate::cpu("resources.cpu", v)
+            {
+                errors.push(e);
+            }
+            for (field, value) in [("resources.memory", &r.memory), ("resources.shm", &r.shm)] {
                 if let Some(v) = value
-                    && !is_quantity(v)
+                    && let Err(e) = validate::size(field, v)
                 {
-                    errors.push(FieldError::new(
-                        field,
-                        "must be a quantity such as 2, 500m or 16Gi",
-                    ));
+                    errors.push(e);
                 }
             }
             if let Some(p) = r.pids
-                && !(16..=1_000_000).contains(&p)
+                && !(validate::PIDS_MIN..=validate::PIDS_MAX).contains(&p)
             {
                 errors.push(FieldError::new(
                     "resources.pids",
-                    "must be between 16 and 1000000",
+                    format!(
+                        "must be between {} and {}",
+                        validate::PIDS_MIN,
+                        validate::PIDS_MAX
+                    ),
                 ));
             }
             SessionResources {
@@ -386,47 +328,53 @@ pub fn new_slug(index: &SessionIndex) -> String {
     }
 }
 
-/// `NoGpuAvailable` → `no_gpu_available`.
-fn snake_case(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len() + 4);
-    for (i, c) in reason.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else {
-            out.push('_');
-        }
-    }
-    out
-}
+/// The scheduler's refusals the api knows: the condition's reason, the
+/// problem `code` it becomes (409), and advice. Any other reason is
+/// `scheduler_refused`, with the scheduler's message.
+pub const SCHEDULER_REFUSALS: &[(&str, &str, &str)] = &[
+    (
+        "NoGpuAvailable",
+        "no_gpu_available",
+        "No GPU is free for this session now; ask for fewer GPUs or try later.",
+    ),
+    (
+        "UserLimitReached",
+        "user_limit_reached",
+        "You have reached your limit of active sessions; stop one first.",
+    ),
+    (
+        "CpuOnlyNotAllowed",
+        "cpu_only_not_allowed",
+        "Sessions without GPUs are not allowed here; ask for at least one GPU.",
+    ),
+];
 
-fn refusal_detail(reason: &str, message: &str) -> String {
-    let advice = match reason {
-        "NoGpuAvailable" => "No GPU is free for this session now; ask for fewer GPUs or try later.",
-        "UserLimitReached" => "You have reached your limit of active sessions; stop one first.",
-        "CpuOnlyNotAllowed" => {
-            "Sessions without GPUs are not allowed here; ask for at least one GPU."
-        }
-        _ => "The scheduler refused this session.",
-    };
-    if message.is_empty() {
+/// The code of any other refusal.
+pub const OTHER_REFUSAL: &str = "scheduler_refused";
+
+fn refusal(reason: &str, message: &str) -> ApiError {
+    let (code, advice) = SCHEDULER_REFUSALS
+        .iter()
+        .find(|(r, _, _)| *r == reason)
+        .map(|(_, code, advice)| (*code, *advice))
+        .unwrap_or((OTHER_REFUSAL, "The scheduler refused this session."));
+    let detail = if message.is_empty() {
         advice.to_owned()
     } else {
         format!("{advice} ({message})")
-    }
+    };
+    ApiError::conflict(code, detail)
 }
 
+/// Query of `POST …/sessions`.
 #[derive(Debug, Default, Deserialize)]
-struct CreateQuery {
-    wait: Option<String>,
+pub struct CreateQuery {
+    /// `ready`: answer once the session is Ready.
+    pub wait: Option<String>,
 }
 
 /// Body of create and stop.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SessionReply {
     /// What happened.
     pub message: String,
@@ -455,7 +403,7 @@ async fn create(
         ));
     }
     let wait_ready = match query.wait.as_deref() {
-        None | Some("") => false,
+        None => false,
         Some("ready") => true,
         Some(_) => return Err(ApiError::invalid("wait", "must be `ready` or absent")),
     };
@@ -524,10 +472,7 @@ async fn create(
         Some(Decision::Refused { reason, message }) => {
             delete_quietly(&state, &name).await;
             tracing::info!(session = %name, reason = %reason, "scheduler refused the session");
-            return Err(ApiError::conflict(
-                snake_case(&reason),
-                refusal_detail(&reason, &message),
-            ));
+            return Err(refusal(&reason, &message));
         }
         Some(Decision::Vanished) => {
             return Err(ApiError::conflict(
@@ -617,7 +562,8 @@ async fn delete_quietly(state: &AppState, name: &str) {
 }
 
 /// The session `id` when the caller may see it on this exposure's routes; 404 otherwise
-/// (another user's session is indistinguishable from a missing one).
+/// (another user's session is indistinguishable from a missing one, and a session
+/// being deleted is gone as far as the api is concerned).
 fn visible(
     state: &AppState,
     principal: &Principal,
@@ -627,6 +573,7 @@ fn visible(
     state
         .index()
         .get(id)
+        .filter(|e| !e.is_deleting())
         .filter(|e| exposure.is_none_or(|x| e.exposure == x))
         .filter(|e| principal.is_admin() || e.owner == principal.user.id)
         .ok_or_else(|| ApiError::NotFound("Session not found.".into()))
@@ -636,8 +583,9 @@ async fn get_one(
     State(state): State<AppState>,
     Extension(exposure): Extension<Exposure>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    id: Param<SessionId>,
 ) -> Result<Reply<SessionView>, ApiError> {
+    let id = id.value;
     let entry = visible(&state, &principal, Some(exposure), &id)?;
     Ok(Reply::ok(view_indexed(&state, &entry)))
 }
@@ -646,8 +594,9 @@ async fn stop(
     State(state): State<AppState>,
     Extension(exposure): Extension<Exposure>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    id: Param<SessionId>,
 ) -> Result<Reply<SessionReply>, ApiError> {
+    let id = id.value;
     let entry = visible(&state, &principal, Some(exposure), &id)?;
     let terminal = entry.phase().is_terminal();
     let session = if entry.session.spec.state == DesiredState::Stopped {
@@ -674,8 +623,9 @@ async fn delete_one(
     State(state): State<AppState>,
     Extension(exposure): Extension<Exposure>,
     Admin(principal): Admin,
-    Path(id): Path<String>,
+    id: Param<SessionId>,
 ) -> Result<Response, ApiError> {
+    let id = id.value;
     visible(&state, &principal, Some(exposure), &id)?;
     if !state.backend().delete(&id).await? {
         return Err(ApiError::NotFound("Session not found.".into()));
@@ -690,6 +640,7 @@ pub struct ListQuery {
     /// A phase (`running`, `stopped`, …) or `active` (not stopped or failed).
     pub state: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[serde(default, deserialize_with = "validate::int::query_u32")]
     pub limit: Option<u32>,
     /// Opaque cursor from the previous page's `meta.next_cursor`.
     pub cursor: Option<String>,
@@ -707,20 +658,24 @@ const PHASES: [SessionPhase; 7] = [
     SessionPhase::Failed,
 ];
 
+/// A position in the newest-first order: `<creation time in ns>_<name>`.
+/// Any string `SESSION_CURSOR` admits is one, whether or not a page gave it.
 fn encode_cursor(entry: &IndexedSession) -> String {
     let ts = entry
         .session
         .metadata
         .creation_timestamp
         .as_ref()
-        .map_or(0, |t| t.0.as_nanosecond());
-    URL_SAFE_NO_PAD.encode(format!("{ts}|{}", entry.name))
+        .map_or(0, |t| t.0.as_nanosecond())
+        .max(0);
+    format!("{ts}_{}", entry.name)
 }
 
 fn decode_cursor(cursor: &str) -> Option<(i128, String)> {
-    let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let raw = String::from_utf8(raw).ok()?;
-    let (ts, name) = raw.split_once('|')?;
+    if !validate::SESSION_CURSOR.matches(cursor) {
+        return None;
+    }
+    let (ts, name) = cursor.split_once('_')?;
     Some((ts.parse().ok()?, name.to_owned()))
 }
 
@@ -739,15 +694,20 @@ pub fn list_sessions(
             None => {
                 errors.push(FieldError::new(
                     "state",
-                    "must be one of pending, scheduled, starting, running, stopping, stopped, failed, active",
+                    format!("must be one of {}", validate::LIST_STATES.join(", ")),
                 ));
                 None
             }
         },
     };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        errors.push(FieldError::new("limit", "must be between 1 and 200"));
+    let limit = query.limit.unwrap_or(validate::LIMIT_DEFAULT);
+    if !(validate::LIMIT_MIN..=validate::LIMIT_MAX).contains(&limit) {
+        errors.push(crate::admin::limit_error());
+    }
+    if let Some(owner) = query.owner.as_deref()
+        && let Err(e) = validate::USER_ID.check("owner", owner)
+    {
+        errors.push(e);
     }
     let cursor = match query.cursor.as_deref() {
         None | Some("") => None,
@@ -756,7 +716,7 @@ pub fn list_sessions(
             None => {
                 errors.push(FieldError::new(
                     "cursor",
-                    "is not a cursor this API returned; start again without one",
+                    "is not a cursor this API returns (meta.next_cursor); start again without one",
                 ));
                 None
             }
@@ -766,7 +726,8 @@ pub fn list_sessions(
         return Err(ApiError::Validation(errors));
     }
     let all = state.index().list(|e| {
-        filter(e)
+        !e.is_deleting()
+            && filter(e)
             && match phase_filter {
                 None => true,
                 Some(None) => !e.phase().is_terminal(),
@@ -828,30 +789,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_follow_the_crd_pattern() {
-        for ok in ["30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns"] {
-            assert!(is_duration(ok), "{ok}");
-        }
-        for bad in [
-            "", "30", "m", "1d", "1.h", ".5h", "-1h", "1h ", "1H", "30mm",
-        ] {
-            assert!(!is_duration(bad), "{bad}");
-        }
+    fn refusals_become_codes() {
+        let code = |reason| match refusal(reason, "") {
+            ApiError::Conflict { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code("NoGpuAvailable"), "no_gpu_available");
+        assert_eq!(code("UserLimitReached"), "user_limit_reached");
+        assert_eq!(code("SomethingNew"), OTHER_REFUSAL);
     }
 
     #[test]
-    fn quantities_in_common_forms() {
-        for ok in ["2", "500m", "1.5", "16Gi", "2G", "0.5Mi", ".5", "1."] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "Gi", "2 Gi", "2gi", "-1", "1..2", "1.2.3", "."] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn reasons_become_codes() {
-        assert_eq!(snake_case("NoGpuAvailable"), "no_gpu_available");
-        assert_eq!(snake_case("UserLimitReached"), "user_limit_reached");
+    fn every_cursor_the_pattern_admits_is_a_position() {
+        use proptest::prelude::*;
+        let inner = validate::SESSION_CURSOR
+            .pattern
+            .unwrap()
+            .strip_prefix('^')
+            .unwrap()
+            .strip_suffix('$')
+            .unwrap();
+        proptest!(|(c in proptest::string::string_regex(inner).unwrap())| {
+            prop_assert!(c.is_empty() || decode_cursor(&c).is_some(), "{c}");
+        });
+        assert!(decode_cursor("!!").is_none());
     }
 }

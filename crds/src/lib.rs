@@ -85,8 +85,9 @@ pub fn all_crds_yaml() -> Result<String, RenderError> {
 /// The `metav1.Condition` type every status uses, re-exported for the controllers.
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-/// Schema helpers shared by the resource modules.
-pub(crate) mod schema {
+/// The patterns the CRDs put on their string fields, for other crates (the api)
+/// to check their own stricter patterns against.
+pub mod schema {
     /// Kubernetes' own pattern for a resource quantity (`500m`, `2Gi`, `1e3`).
     pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
     /// A Go-style duration as kube-apiserver and kubectl write them (`90s`, `1h30m`).

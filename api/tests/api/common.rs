@@ -335,6 +335,12 @@ impl Req {
 
     /// Sends it and reads the whole body.
     pub async fn send(self) -> Res {
+        let method = self.builder.method_ref().cloned().unwrap_or(Method::GET);
+        let uri = self
+            .builder
+            .uri_ref()
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
         let response = self.send_streaming().await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
@@ -342,6 +348,8 @@ impl Req {
             status: parts.status,
             headers: parts.headers,
             body,
+            method,
+            path: uri,
         }
     }
 
@@ -361,6 +369,15 @@ pub struct Res {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// The request's method.
+    pub method: Method,
+    /// The request's path.
+    pub path: String,
+}
+
+/// The documented operation that serves this request, if any.
+fn documented(method: &Method, path: &str) -> Option<medforge_api::openapi::Operation> {
+    medforge_api::openapi::operation_for(method.as_str(), path)
 }
 
 impl Res {
@@ -393,6 +410,16 @@ impl Res {
         let body = self.json();
         assert_eq!(body["code"], code, "{body}");
         assert_eq!(body["status"], status);
+        // Every problem a test sees is one the OpenAPI document lists for its route.
+        if let Some(op) = documented(&self.method, &self.path) {
+            assert!(
+                op.codes(status).contains(&code),
+                "{} {} answered {status} {code}, which the OpenAPI document does not list (it lists {:?})",
+                self.method,
+                self.path,
+                op.codes(status)
+            );
+        }
         assert!(body["type"].as_str().unwrap().ends_with(code));
         assert_eq!(
             body["request_id"].as_str(),
@@ -406,6 +433,14 @@ impl Res {
     #[track_caller]
     pub fn data(&self, status: u16) -> Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        if let Some(op) = documented(&self.method, &self.path) {
+            assert!(
+                op.succeeds_with(status),
+                "{} {} answered {status}, which the OpenAPI document does not list",
+                self.method,
+                self.path
+            );
+        }
         let body = self.json();
         assert_eq!(
             body["meta"]["request_id"].as_str(),

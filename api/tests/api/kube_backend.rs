@@ -303,6 +303,22 @@ async fn kube_backend_on_the_embedded_control_plane() {
     )
     .await
     .problem(404, "not_found");
+    // Issue 18: a name the control plane could never hold was a 503
+    // `control_plane_unavailable` (the client could not even build the URL).
+    // It is refused before the control plane is asked, naming the parameter.
+    for bad in ["%C3%A9", "a%0Ab", "a%00", "Node-A"] {
+        for action in ["cordon", "uncordon"] {
+            let problem = send(
+                Method::POST,
+                &format!("/api/v2/admin/nodes/{bad}/{action}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .problem(404, "not_found");
+            assert_eq!(problem["errors"][0]["field"], "node", "{problem}");
+        }
+    }
 
     // Delete.
     let res = send(

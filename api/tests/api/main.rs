@@ -13,3 +13,4 @@ mod kube_backend;
 mod postgres;
 mod proxy;
 mod sessions;
+mod validation;

@@ -20,6 +20,7 @@ fn all_scenarios() -> Vec<(&'static str, Scenario)> {
         crate::events::SCENARIOS,
         crate::admin::SCENARIOS,
         crate::contract::SCENARIOS,
+        crate::validation::SCENARIOS,
     ]
     .concat()
 }
