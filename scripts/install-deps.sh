@@ -18,6 +18,11 @@ want nsenter util-linux
 want kubectl kubernetes-client
 want wrk wrk
 want curl curl
+want python3 python3
+# The api fuzzer's virtualenv needs venv (a separate package on Debian).
+if have python3 && ! python3 -m venv --help >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
 want cc gcc
 want python3 python3
 # The virtualenv module, which Debian ships apart.
