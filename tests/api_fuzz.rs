@@ -19,11 +19,14 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::{Harness, HttpResponse, Method};
+
+mod support;
 use serde_json::{Value, json};
+use support::{Proc, cookie_of, free_port};
 
 const DOMAIN: &str = "medforge.test";
 const ADMIN_EMAIL: &str = "fuzz-admin@medforge.test";
@@ -44,57 +47,6 @@ fn fuzzer_venv() -> PathBuf {
         );
     }
     venv
-}
-
-/// A child process stopped by PID when dropped.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    20_000 + (rand::random::<u16>() % 30_000)
-}
-
-fn cookie_of(r: &HttpResponse) -> String {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("medforge_session="))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no login cookie in {:?}", r.headers))
 }
 
 async fn call(
@@ -267,6 +219,7 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file);
     let mut up = Proc {
+        name: "medforge-up",
         child: cmd.spawn().expect("starting medforge up"),
         log,
     };
@@ -448,7 +401,7 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    up.stop();
+    up.stop(nix::sys::signal::Signal::SIGTERM);
     scope.cleanup().await.unwrap();
 
     for run in &runs {

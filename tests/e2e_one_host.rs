@@ -9,81 +9,19 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::{Harness, HttpResponse, Method};
+
+mod support;
 use serde_json::{Value, json};
+use support::{Proc, cookie_of, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOMAIN: &str = "medforge.test";
 const ADMIN_EMAIL: &str = "admin@medforge.test";
 const ADMIN_PASSWORD: &str = "admin-password-e2e";
-
-/// A child process stopped by PID when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn stop(&mut self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, signal);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits up to `within` for the exit; `None` when it did
-    /// not exit in time (then it is killed).
-    fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("stopping {} (pid {})", self.name, self.child.id());
-            self.stop(nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    // Loopback inside the namespace is private to the harness; pick from a
-    // range no other test uses and avoid collisions between parallel runs.
-    20_000 + (rand::random::<u16>() % 30_000)
-}
 
 struct Ports {
     apiserver: u16,
@@ -267,17 +205,6 @@ impl Client<'_> {
         )
         .await
     }
-}
-
-fn cookie_of(r: &HttpResponse) -> String {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("medforge_session="))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no login cookie in {:?}", r.headers))
 }
 
 async fn poll<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {

@@ -1,0 +1,92 @@
+//! What the end-to-end tests of the `medforge` binary share: child processes
+//! stopped by PID, loopback ports inside the harness namespace, the login
+//! cookie of an answer. Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use medforge_testkit::HttpResponse;
+
+/// A child process, stopped by PID (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Sends `signal` and waits up to 20 s, then kills.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        if self.wait_within(Duration::from_secs(20)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit; `None` when it did
+    /// not exit in time (then it is killed).
+    pub fn terminate_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_within(within);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
+    }
+
+    fn wait_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 40 lines of the log, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let text = self.log();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            eprintln!("stopping {} (pid {})", self.name, self.child.id());
+            self.stop(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+/// A port on loopback inside the harness namespace, which is private to the
+/// harness: a range no other test uses, random to avoid parallel runs.
+pub fn free_port() -> u16 {
+    20_000 + (rand::random::<u16>() % 30_000)
+}
+
+/// The `medforge_session` cookie an answer sets.
+pub fn cookie_of(r: &HttpResponse) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("medforge_session="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no login cookie in {:?}", r.headers))
+}
