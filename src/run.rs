@@ -11,24 +11,8 @@ use medforge_operator::scheduler::controller::SchedulerConfig;
 use medforge_operator::scheduler::placement::{Limits, Policy};
 use tokio_util::sync::CancellationToken;
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-        _ = term => tracing::info!("SIGTERM: shutting down"),
-    }
-}
+/// Resolves on SIGTERM or Ctrl-C (one definition, the api's).
+pub use medforge_api::shutdown_signal;
 
 /// A token cancelled on SIGTERM or Ctrl-C: every long-running part of a
 /// command watches it, drains, and is awaited before the process exits.

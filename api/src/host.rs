@@ -9,7 +9,7 @@ use medforge_crds::Exposure;
 use crate::config::{ApiConfig, normalize_domain};
 
 /// Length of a slug.
-pub const SLUG_LEN: usize = 8;
+pub const SLUG_LEN: usize = medforge_crds::slug::LEN;
 
 /// A parsed session host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,12 +37,7 @@ pub struct HostParser {
 }
 
 /// Whether a string is a valid slug: 8 characters of `[a-z0-9]`.
-pub fn is_valid_slug(slug: &str) -> bool {
-    slug.len() == SLUG_LEN
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
+pub use medforge_crds::slug::is_valid as is_valid_slug;
 
 impl HostParser {
     /// A parser for the configured domains.

@@ -17,7 +17,6 @@ use axum::{Extension, Router};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use medforge_crds::session::condition::SCHEDULED;
 use medforge_crds::{DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec};
-use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -27,7 +26,6 @@ use crate::auth::{Admin, Auth};
 use crate::backend::{MAX_SESSIONS_ANNOTATION, OWNER_LABEL, SLUG_KEY};
 use crate::config::SessionsConfig;
 use crate::error::{ApiError, FieldError};
-use crate::host::SLUG_LEN;
 use crate::index::{IndexedSession, SessionIndex, routable_upstream};
 use crate::reply::{Page, Reply};
 use crate::request::{JsonOrEmpty, Param, Query, SessionId};
@@ -316,16 +314,7 @@ impl CreateSession {
 
 /// A new slug, not taken in the index.
 pub fn new_slug(index: &SessionIndex) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    loop {
-        let slug: String = (0..SLUG_LEN)
-            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-            .collect();
-        if !index.slug_taken(&slug) {
-            return slug;
-        }
-    }
+    medforge_crds::slug::unused(|s| index.slug_taken(s))
 }
 
 /// The scheduler's refusals the api knows: the condition's reason, the

@@ -1,4 +1,5 @@
-//! Labels and annotations that MedForge puts on its resources.
+//! Every label, annotation and finalizer key MedForge uses, on its resources
+//! and on the Docker objects the node agent makes. No other crate spells one.
 
 /// Label naming the owner (user id) of a Session.
 pub const OWNER_LABEL: &str = "medforge.dev/owner";
@@ -14,3 +15,25 @@ pub const OWNER_EMAIL_ANNOTATION: &str = "medforge.dev/owner-email";
 /// Annotation with the URL the api serves the Session at
 /// (`https://s-<slug>.<exposure>.<domain>/`), written when it creates the Session.
 pub const URL_ANNOTATION: &str = "medforge.dev/url";
+
+/// The node agent's finalizer: it holds a Session until its container (and,
+/// per policy, its dataset) is gone.
+pub const AGENT_FINALIZER: &str = "medforge.dev/node-agent";
+/// Annotation that overrides the dataset policy on delete: `keep` or `destroy`.
+pub const WORKSPACE_ON_DELETE_ANNOTATION: &str = "medforge.dev/workspace-on-delete";
+
+/// Labels on the Docker objects the node agent makes.
+pub mod container {
+    /// The Session's uid: what a container is keyed by.
+    pub const SESSION_UID: &str = "medforge.dev/session-uid";
+    pub const SESSION_NAMESPACE: &str = "medforge.dev/session-namespace";
+    pub const SESSION_NAME: &str = "medforge.dev/session-name";
+    /// The node agent that owns the container.
+    pub const NODE: &str = "medforge.dev/node";
+    /// The session's slug (the same key as on the Session).
+    pub const SLUG: &str = super::SLUG_KEY;
+    /// The port the workload listens on (the Pack's), for the upstream.
+    pub const PORT: &str = "medforge.dev/port";
+    /// On the sessions network the agent creates.
+    pub const MANAGED: &str = "medforge.dev/managed";
+}

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod pack;
 pub mod quantity;
 pub mod session;
+pub mod slug;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -455,7 +455,8 @@ pub fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Cond
     }
 }
 
-/// Sets or replaces the condition of a type.
+/// Sets or replaces the condition of a type (`medforge_crds::conditions`,
+/// without an observed generation).
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -463,22 +464,15 @@ pub fn set_condition(
     reason: &str,
     message: &str,
 ) {
-    let new = condition(type_, status, reason, message);
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) => {
-            if existing.status == new.status {
-                // lastTransitionTime changes only when the status does.
-                let since = existing.last_transition_time.clone();
-                *existing = Condition {
-                    last_transition_time: since,
-                    ..new
-                };
-            } else {
-                *existing = new;
-            }
-        }
-        None => conditions.push(new),
-    }
+    medforge_crds::conditions::set_condition(
+        conditions,
+        type_,
+        Some(status),
+        reason,
+        message,
+        None,
+        Time(jiff::Timestamp::now()),
+    );
 }
 
 impl SessionBackend for MemoryBackend {

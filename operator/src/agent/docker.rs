@@ -354,7 +354,7 @@ impl Containers for DockerContainers {
             name: name.to_string(),
             driver: Some("bridge".to_string()),
             labels: Some(HashMap::from([(
-                "medforge.dev/managed".to_string(),
+                medforge_crds::keys::container::MANAGED.to_string(),
                 "true".to_string(),
             )])),
             ..Default::default()
@@ -464,7 +464,10 @@ mod tests {
             image: format!("sha256:{}", "a".repeat(64)),
             cmd: None,
             env: vec!["NVIDIA_VISIBLE_DEVICES=GPU-1".into()],
-            labels: BTreeMap::from([("medforge.dev/session-uid".into(), "u".into())]),
+            labels: BTreeMap::from([(
+                super::super::runtime::labels::SESSION_UID.into(),
+                "u".into(),
+            )]),
             hostname: "s-abcd1234".into(),
             user: "1000:1000".into(),
             workspace: PathBuf::from("/pool/mf/alice/u"),

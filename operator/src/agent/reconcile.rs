@@ -27,12 +27,7 @@ use super::runtime::{
 };
 use super::spec::{self, container_name, session_dataset};
 
-/// The finalizer that holds a Session until its container (and, per policy,
-/// its dataset) is gone.
-pub const FINALIZER: &str = "medforge.dev/node-agent";
-
-/// Annotation that overrides the dataset policy on delete: `keep` or `destroy`.
-pub const WORKSPACE_ON_DELETE_ANNOTATION: &str = "medforge.dev/workspace-on-delete";
+pub use medforge_crds::keys::{AGENT_FINALIZER as FINALIZER, WORKSPACE_ON_DELETE_ANNOTATION};
 
 /// The longest one readiness probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);

@@ -15,18 +15,8 @@ use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use medforge_crds::{Pack, Session};
 
-/// Labels every session container carries.
-pub mod labels {
-    /// The Session's uid: what a container is keyed by.
-    pub const SESSION_UID: &str = "medforge.dev/session-uid";
-    pub const SESSION_NAMESPACE: &str = "medforge.dev/session-namespace";
-    pub const SESSION_NAME: &str = "medforge.dev/session-name";
-    /// The node agent that owns the container.
-    pub const NODE: &str = "medforge.dev/node";
-    pub const SLUG: &str = "medforge.dev/slug";
-    /// The port the workload listens on (the Pack's), for the upstream.
-    pub const PORT: &str = "medforge.dev/port";
-}
+/// Labels every session container carries (`medforge_crds::keys::container`).
+pub use medforge_crds::keys::container as labels;
 
 /// A container's lifecycle state as Docker reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

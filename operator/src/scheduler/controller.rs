@@ -33,10 +33,9 @@ use tokio::sync::mpsc;
 use super::placement::{ClusterView, Decision, GpuView, Limits, NodeView, Policy, Request};
 use crate::leader::{self, LeaseConfig};
 
-/// The label the api puts the slug it chose in; copied to `status.slug`.
-pub const SLUG_LABEL: &str = "medforge.dev/slug";
-/// The annotation carrying a user's own session limit, set by the api.
-pub const MAX_SESSIONS_ANNOTATION: &str = "medforge.dev/max-sessions";
+/// The label the api puts the slug it chose in (copied to `status.slug`),
+/// and the annotation carrying a user's own session limit.
+pub use medforge_crds::keys::{MAX_SESSIONS_ANNOTATION, SLUG_KEY as SLUG_LABEL};
 
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
@@ -196,21 +195,6 @@ struct InFlight {
 enum Outcome {
     Bound { uid: String, ok: bool },
     Refused,
-}
-
-fn random_slug() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-fn valid_slug(s: &str) -> bool {
-    s.len() == 8
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Runs the scheduler until `shutdown` resolves or leadership is lost.
@@ -459,15 +443,10 @@ fn status_for(
                 let wanted = s
                     .labels()
                     .get(SLUG_LABEL)
-                    .filter(|l| valid_slug(l) && !used_slugs.contains(*l));
+                    .filter(|l| medforge_crds::slug::is_valid(l) && !used_slugs.contains(*l));
                 status.slug = Some(match wanted {
                     Some(l) => l.clone(),
-                    None => loop {
-                        let candidate = random_slug();
-                        if !used_slugs.contains(&candidate) {
-                            break candidate;
-                        }
-                    },
+                    None => medforge_crds::slug::unused(|c| used_slugs.contains(c)),
                 });
             }
             status.reason = None;
