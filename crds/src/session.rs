@@ -318,6 +318,30 @@ impl Session {
             .iter()
             .find(|c| c.type_ == type_)
     }
+
+    /// The node the session is bound to, if any.
+    pub fn bound_node(&self) -> Option<&str> {
+        self.status.as_ref()?.node_name.as_deref()
+    }
+
+    /// Whether the session holds its node and GPUs: bound and not yet
+    /// Stopped or Failed. A session being deleted holds its GPUs until it is
+    /// gone, since its container may run until the node agent's finalizer
+    /// finishes. The one definition the scheduler and the node agent's GPU
+    /// accounting share.
+    pub fn holds_binding(&self) -> bool {
+        self.bound_node().is_some() && !self.phase().is_terminal()
+    }
+
+    /// Whether the session waits for the scheduler: wanted Running, not
+    /// being deleted, not bound, still Pending.
+    pub fn wants_binding(&self) -> bool {
+        self.metadata.deletion_timestamp.is_none()
+            && self.spec.state == DesiredState::Running
+            && self.status.as_ref().is_none_or(|st| {
+                st.node_name.is_none() && matches!(st.phase, None | Some(SessionPhase::Pending))
+            })
+    }
 }
 
 /// Condition types a Session's status carries.
@@ -330,4 +354,52 @@ pub mod condition {
     pub const CONTAINER_READY: &str = "ContainerReady";
     /// The session answers on its port and may be routed to.
     pub const READY: &str = "Ready";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(state: DesiredState, node: Option<&str>, phase: Option<SessionPhase>) -> Session {
+        let mut s = Session::new(
+            "s",
+            SessionSpec {
+                owner: "u".into(),
+                pack: "p".into(),
+                exposure: Exposure::default(),
+                gpus: 1,
+                state,
+                resources: None,
+                workspace: None,
+                idle_timeout: None,
+                max_lifetime: None,
+            },
+        );
+        s.status = Some(SessionStatus {
+            node_name: node.map(str::to_string),
+            phase,
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn binding_predicates() {
+        use DesiredState::{Running, Stopped};
+        use SessionPhase as P;
+        let pending = session(Running, None, None);
+        assert!(pending.wants_binding() && !pending.holds_binding());
+        let bound = session(Running, Some("n"), Some(P::Scheduled));
+        assert!(!bound.wants_binding() && bound.holds_binding());
+        assert_eq!(bound.bound_node(), Some("n"));
+        let stopping = session(Stopped, Some("n"), Some(P::Stopping));
+        assert!(!stopping.wants_binding() && stopping.holds_binding());
+        let stopped = session(Stopped, Some("n"), Some(P::Stopped));
+        assert!(!stopped.wants_binding() && !stopped.holds_binding());
+        let not_wanted = session(Stopped, None, None);
+        assert!(!not_wanted.wants_binding());
+        let mut deleting = session(Running, None, None);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!deleting.wants_binding());
+    }
 }

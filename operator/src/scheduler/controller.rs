@@ -25,9 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::{self, set_condition};
 use medforge_crds::session::condition::{READY, SCHEDULED};
-use medforge_crds::{
-    AssignedGpu, DesiredState, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus,
-};
+use medforge_crds::{AssignedGpu, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus};
 use tokio::sync::mpsc;
 
 use super::placement::{ClusterView, Decision, GpuView, Limits, NodeView, Policy, Request};
@@ -123,19 +121,12 @@ pub fn node_view(node: &GpuNode, now: Timestamp, timeout: Duration) -> NodeView 
 /// A session being deleted holds its GPUs until it is gone, since its
 /// container may still run until the node agent's finalizer finishes.
 pub fn holds_binding(s: &Session) -> bool {
-    let Some(status) = s.status.as_ref() else {
-        return false;
-    };
-    status.node_name.is_some() && !status.phase.is_some_and(SessionPhase::is_terminal)
+    s.holds_binding()
 }
 
-/// Whether a session waits for the scheduler.
+/// Whether a session waits for the scheduler ([`Session::wants_binding`]).
 pub fn wants_binding(s: &Session) -> bool {
-    s.meta().deletion_timestamp.is_none()
-        && s.spec.state == DesiredState::Running
-        && s.status.as_ref().is_none_or(|st| {
-            st.node_name.is_none() && matches!(st.phase, None | Some(SessionPhase::Pending))
-        })
+    s.wants_binding()
 }
 
 fn request_of(s: &Session) -> Request {
