@@ -6,6 +6,7 @@
 //! the resource is deleted and the caller gets 409 with the reason as `code`;
 //! no decision in time → deleted, 503. Reads come from the watch-fed index.
 
+use medforge_crds::session::refusal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -322,17 +323,17 @@ pub fn new_slug(index: &SessionIndex) -> String {
 /// `scheduler_refused`, with the scheduler's message.
 pub const SCHEDULER_REFUSALS: &[(&str, &str, &str)] = &[
     (
-        "NoGpuAvailable",
+        refusal::NO_GPU_AVAILABLE,
         "no_gpu_available",
         "No GPU is free for this session now; ask for fewer GPUs or try later.",
     ),
     (
-        "UserLimitReached",
+        refusal::USER_LIMIT_REACHED,
         "user_limit_reached",
         "You have reached your limit of active sessions; stop one first.",
     ),
     (
-        "CpuOnlyNotAllowed",
+        refusal::CPU_ONLY_NOT_ALLOWED,
         "cpu_only_not_allowed",
         "Sessions without GPUs are not allowed here; ask for at least one GPU.",
     ),

@@ -344,6 +344,17 @@ impl Session {
     }
 }
 
+/// Reasons of a `Scheduled=False` condition: why the scheduler did not bind
+/// a Session. The api turns each into its problem code.
+pub mod refusal {
+    /// No Ready, schedulable node has enough free healthy GPUs.
+    pub const NO_GPU_AVAILABLE: &str = "NoGpuAvailable";
+    /// The owner is at their session or GPU limit.
+    pub const USER_LIMIT_REACHED: &str = "UserLimitReached";
+    /// The session asks for no GPU and the installation does not allow that.
+    pub const CPU_ONLY_NOT_ALLOWED: &str = "CpuOnlyNotAllowed";
+}
+
 /// Condition types a Session's status carries.
 pub mod condition {
     /// The scheduler bound the session to a node and GPUs (or says why not).

@@ -4,6 +4,7 @@
 //! `UserLimitReached`, serialized like the real single leader) and, optionally, the
 //! node agent (Running + Ready + upstream after binding; Stopped on stop).
 
+use medforge_crds::session::refusal;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -255,12 +256,12 @@ impl MemoryBackend {
                 "user {} has {active} active sessions; the limit is {limit}",
                 session.spec.owner
             );
-            self.refuse_locked(&mut st, name, "UserLimitReached", &message);
+            self.refuse_locked(&mut st, name, refusal::USER_LIMIT_REACHED, &message);
             return;
         }
         let Some((node_name, gpus)) = find_gpus(&st, session.spec.gpus) else {
             let message = format!("no node has {} free GPUs", session.spec.gpus);
-            self.refuse_locked(&mut st, name, "NoGpuAvailable", &message);
+            self.refuse_locked(&mut st, name, refusal::NO_GPU_AVAILABLE, &message);
             return;
         };
         if let Some(node) = st.nodes.get_mut(&node_name) {

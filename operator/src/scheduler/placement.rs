@@ -6,6 +6,7 @@
 //! it records a binding in the view only after the binding was written, so a
 //! crash between choosing and recording leaves nothing held.
 
+use medforge_crds::session::refusal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How to choose among nodes that fit.
@@ -118,9 +119,9 @@ impl RefuseReason {
     /// The condition reason as it appears in `status.conditions`.
     pub fn as_str(self) -> &'static str {
         match self {
-            RefuseReason::NoGpuAvailable => "NoGpuAvailable",
-            RefuseReason::UserLimitReached => "UserLimitReached",
-            RefuseReason::CpuOnlyNotAllowed => "CpuOnlyNotAllowed",
+            RefuseReason::NoGpuAvailable => refusal::NO_GPU_AVAILABLE,
+            RefuseReason::UserLimitReached => refusal::USER_LIMIT_REACHED,
+            RefuseReason::CpuOnlyNotAllowed => refusal::CPU_ONLY_NOT_ALLOWED,
         }
     }
 }
