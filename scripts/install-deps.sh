@@ -40,9 +40,10 @@ want nsenter util-linux
 # Debian's kubernetes-client package on purpose: on a machine where
 # /usr/bin/kubectl comes from another package (Google Cloud SDK's `kubectl`,
 # 1.32 here) that package would conflict with it, and Debian's
-# kubernetes-client is older (1.20 in bookworm) while the tests are written
-# against a current kubectl's output. A working /usr/bin/kubectl is never
-# replaced; kubernetes-client is installed only when there is none.
+# kubernetes-client is older (1.20 in bookworm) than the kubectl (1.32) the
+# tests were written and run against, whose output they read. A working
+# /usr/bin/kubectl is never replaced; kubernetes-client is installed only
+# when there is none (or it does not run).
 /usr/bin/kubectl version --client >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 want wrk wrk
 want curl curl
