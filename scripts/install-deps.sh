@@ -3,36 +3,75 @@
 # Safe to run again: it installs nothing that is already there.
 set -euo pipefail
 
+# `--check`: list what is missing and exit 1 if anything is, installing
+# nothing (for a quick look; CI runs the script without it).
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
+
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
-want() { # want <command> <package>
+want() { # want <command> <package>: the tests only run the command
   have "$1" || need_apt+=("$2")
 }
+installed() { # installed <package>: dpkg has it installed (not just known)
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+want_package() { # want_package <package>: the tests need its own files
+  installed "$1" || need_apt+=("$1")
+}
 
+# Docker: the harness starts dockerd itself and needs containerd, runc and
+# docker-init next to it (testkit/src/process.rs lists them); any Docker
+# that provides those works, so these are checked as commands.
 want dockerd docker.io
-want zfs-fuse zfs-fuse
+want containerd containerd
+want runc runc
+want docker-init tini
+# zfs-fuse by package: the harness talks to the zfs-fuse daemon with the
+# `zpool` and `zfs` of that package; OpenZFS's (zfsutils-linux) on the PATH
+# would pass a command check but drive the kernel module instead.
+want_package zfs-fuse
 want caddy caddy
 want ip iproute2
 want iptables iptables
 want nsenter util-linux
-want kubectl kubernetes-client
+# kubectl: the tests run exactly /usr/bin/kubectl (not whatever is first on
+# the PATH), so that file is checked, and that it runs. It is not checked as
+# Debian's kubernetes-client package on purpose: on a machine where
+# /usr/bin/kubectl comes from another package (Google Cloud SDK's `kubectl`,
+# 1.32 here) that package would conflict with it, and Debian's
+# kubernetes-client is older (1.20 in bookworm) than the kubectl (1.32) the
+# tests were written and run against, whose output they read. A working
+# /usr/bin/kubectl is never replaced; kubernetes-client is installed only
+# when there is none (or it does not run).
+/usr/bin/kubectl version --client >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 want wrk wrk
 want curl curl
+want cc gcc
 want python3 python3
 # The api fuzzer's virtualenv needs venv (a separate package on Debian).
 if have python3 && ! python3 -m venv --help >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
-want cc gcc
-want python3 python3
-# The virtualenv module, which Debian ships apart.
-if have python3 && ! python3 -m venv --help >/dev/null 2>&1; then
-  need_apt+=(python3-venv)
-fi
-# PostgreSQL's server binaries live outside PATH on Debian.
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# PostgreSQL's server binaries live outside PATH on Debian: the suite runs
+# initdb and pg_ctl of one /usr/lib/postgresql/<version>/bin, as the
+# `postgres` user that the package creates.
+pg_ok=false
+for bin in /usr/lib/postgresql/*/bin; do
+  [ -x "$bin/initdb" ] && [ -x "$bin/pg_ctl" ] && pg_ok=true
+done
+$pg_ok && id postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # glibc's static library, for the statically linked test workload.
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+
+if $check_only; then
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "install-deps: missing: ${need_apt[*]} (install with: bash scripts/install-deps.sh)"
+    exit 1
+  fi
+  echo "install-deps: every Debian package the tests need is there"
+  exit 0
+fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing ${need_apt[*]}"

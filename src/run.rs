@@ -55,6 +55,24 @@ pub struct SchedulerArgs {
     /// is for GPU work. `--quickstart` turns it on.
     #[arg(long, env = "MEDFORGE_ALLOW_CPU_ONLY")]
     pub allow_cpu_only: bool,
+    /// How long the scheduler's Lease (`medforge-system/medforge-scheduler`)
+    /// stays valid without renewal, in whole seconds (`15s`, `1m`). The
+    /// leader renews it every third of this; when the leader dies, another
+    /// replica takes over once it has expired. Every replica should use the
+    /// same value.
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: Duration,
+}
+
+/// A Lease duration: whole seconds (a Lease stores seconds), at least one.
+fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d.as_secs() < 1 || d.subsec_nanos() != 0 || i32::try_from(d.as_secs()).is_err() {
+        return Err(format!(
+            "{s:?}: a lease duration is a whole number of seconds, at least 1s"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -71,6 +89,7 @@ impl SchedulerArgs {
         };
         c.policy = self.placement;
         c.heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs);
+        c.lease.duration = self.lease_duration;
         c
     }
 }

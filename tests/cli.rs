@@ -97,3 +97,16 @@ fn crds_write_creates_one_file_per_crd_and_reports_unwritable_dirs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("medforge: creating "), "{stderr}");
 }
+
+#[test]
+fn a_lease_duration_is_whole_seconds() {
+    for bad in ["500ms", "1500ms", "0s"] {
+        let out = medforge(&["operator", "--no-agent", "--lease-duration", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("a whole number of seconds"),
+            "{bad}: {stderr}"
+        );
+    }
+}
