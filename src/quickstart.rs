@@ -138,10 +138,15 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 /// The PID recorded in `file`, when that process still runs as `comm`.
 pub fn live_pid(file: &Path, comm: &str) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
-    let actual = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    runs_as(pid, comm).then_some(pid)
+}
+
+/// Whether `pid` is a live (not zombie) process running the program `comm`.
+fn runs_as(pid: i32, comm: &str) -> bool {
     // `comm` is cut to 15 bytes.
     let want: String = comm.chars().take(15).collect();
-    (actual.trim() == want).then_some(pid)
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == want)
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
 fn write_pid(file: &Path, pid: u32) -> Result<()> {
@@ -712,14 +717,7 @@ pub async fn ensure_caddy(
 
 /// SIGTERM, then SIGKILL after `grace`; only a process that still runs as `comm`.
 pub async fn stop_pid(pid: i32, comm: &str, grace: Duration) -> bool {
-    let alive = || {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim() == comm.chars().take(15).collect::<String>())
-            .unwrap_or(false)
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(false)
-    };
+    let alive = || runs_as(pid, comm);
     if !alive() {
         return false;
     }

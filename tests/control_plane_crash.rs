@@ -10,16 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::{host_port, kube_client};
 
 fn start(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_medforge"))
@@ -31,25 +26,6 @@ fn start(dir: &Path, port: u16) -> Child {
         .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
         .spawn()
         .expect("medforge apiserver starts")
-}
-
-/// A client once the server answers, within a generous deadline.
-async fn client(dir: &Path) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(kc) = kube::config::Kubeconfig::read_from(dir.join("kubeconfig"))
-            && let Ok(config) = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await
-            && let Ok(c) = Client::try_from(config)
-            && c.apiserver_version().await.is_ok()
-        {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the control plane never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn lease(name: &str) -> Lease {
@@ -69,9 +45,9 @@ fn lease(name: &str) -> Lease {
 async fn acknowledged_writes_survive_sigkill_and_no_resource_version_is_reused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("apiserver");
-    let port = free_port();
+    let port = host_port();
     let mut server = start(&dir, port);
-    let c = client(&dir).await;
+    let c = kube_client(&dir).await;
     let leases: Api<Lease> = Api::namespaced(c.clone(), "default");
 
     // Eight writers create Leases as fast as they can and record every
@@ -130,7 +106,7 @@ async fn acknowledged_writes_survive_sigkill_and_no_resource_version_is_reused()
     let max_acked = *acked.values().max().unwrap();
 
     let mut server = start(&dir, port);
-    let c = client(&dir).await;
+    let c = kube_client(&dir).await;
     let leases: Api<Lease> = Api::namespaced(c, "default");
     let stored: BTreeMap<String, u64> = leases
         .list(&ListParams::default())

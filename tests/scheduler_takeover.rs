@@ -22,7 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use medforge_crds::{
     GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session, SessionSpec,
 };
-use support::Proc;
+use support::{Proc, host_port, kube_client};
 
 /// Lease duration given to both schedulers: short, so that the takeover
 /// after expiry happens within the test.
@@ -32,14 +32,6 @@ const OWNERS: usize = 4;
 const SESSIONS_PER_OWNER: usize = 3;
 const MAX_SESSIONS_PER_USER: usize = 2;
 const NS: &str = "takeover";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(name: &'static str, dir: &Path, args: &[&str]) -> Proc {
     let log = dir.join(format!("{name}.log"));
@@ -100,25 +92,6 @@ fn spawn_scheduler(
         }
     });
     Proc { name, child, log }
-}
-
-/// A client once the server answers, within a generous deadline.
-async fn client(dir: &Path) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(kc) = kube::config::Kubeconfig::read_from(dir.join("kubeconfig"))
-            && let Ok(config) = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await
-            && let Ok(c) = Client::try_from(config)
-            && c.apiserver_version().await.is_ok()
-        {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the control plane never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Publishes a ready node with `gpus` GPUs and a fresh heartbeat, as its
@@ -251,7 +224,7 @@ async fn the_other_scheduler_takes_over_only_after_the_killed_leaders_lease_expi
 async fn takeover_round() -> bool {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("apiserver");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", host_port());
     let _server = spawn(
         "apiserver",
         tmp.path(),
@@ -263,7 +236,7 @@ async fn takeover_round() -> bool {
             &listen,
         ],
     );
-    let c = client(&dir).await;
+    let c = kube_client(&dir).await;
     medforge_operator::leader::ensure_namespace(&c, NS)
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 //! cookie of an answer. Each test file uses a part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -89,4 +89,33 @@ pub fn cookie_of(r: &HttpResponse) -> String {
         .and_then(|v| v.split(';').next())
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no login cookie in {:?}", r.headers))
+}
+
+/// A free port on the host's loopback (for processes in the host's namespace).
+pub fn host_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A kube client for the control plane whose data directory is `dir`, once
+/// it answers, within a generous deadline.
+pub async fn kube_client(dir: &Path) -> kube::Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(kc) = kube::config::Kubeconfig::read_from(dir.join("kubeconfig"))
+            && let Ok(config) = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await
+            && let Ok(c) = kube::Client::try_from(config)
+            && c.apiserver_version().await.is_ok()
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control plane never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
