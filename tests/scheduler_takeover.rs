@@ -153,7 +153,8 @@ fn session(name: &str, owner: &str) -> Session {
 }
 
 fn is_bound(s: &Session) -> bool {
-    s.condition("Scheduled").is_some_and(|c| c.status == "True")
+    s.condition(medforge_crds::SessionCondition::Scheduled)
+        .is_some_and(|c| c.status == "True")
 }
 
 fn gpus_of(s: &Session) -> Vec<String> {
@@ -394,7 +395,10 @@ async fn takeover_round() -> bool {
     ledger.observe(&list);
     let undecided = list
         .iter()
-        .filter(|s| s.condition("Scheduled").is_none())
+        .filter(|s| {
+            s.condition(medforge_crds::SessionCondition::Scheduled)
+                .is_none()
+        })
         .count();
     assert!(undecided > 0, "nothing was pending at the takeover");
 
@@ -462,7 +466,10 @@ async fn takeover_round() -> bool {
     let done = loop {
         let list = sessions.list(&ListParams::default()).await.unwrap().items;
         ledger.observe(&list);
-        let decided = list.iter().all(|s| s.condition("Scheduled").is_some());
+        let decided = list.iter().all(|s| {
+            s.condition(medforge_crds::SessionCondition::Scheduled)
+                .is_some()
+        });
         let bound = list.iter().filter(|s| is_bound(s)).count();
         if list.len() == names.len() && decided && bound == expected_bound {
             break list;
@@ -495,7 +502,11 @@ async fn takeover_round() -> bool {
         .iter()
         .filter(|s| after_kill.iter().any(|(n, _)| *n == s.name_any()))
     {
-        let at = s.condition("Scheduled").unwrap().last_transition_time.0;
+        let at = s
+            .condition(medforge_crds::SessionCondition::Scheduled)
+            .unwrap()
+            .last_transition_time
+            .0;
         assert!(
             at.as_second() >= taken.acquire.as_second(),
             "{} decided at {at}, before the takeover at {}",
@@ -515,8 +526,9 @@ async fn takeover_round() -> bool {
     // The binding the kill cut off is not lost: that Session ends decided
     // (checked above for all), and if bound, on a GPU no other Session has.
     assert!(
-        done.iter()
-            .any(|s| s.name_any() == trigger_session && s.condition("Scheduled").is_some()),
+        done.iter().any(|s| s.name_any() == trigger_session
+            && s.condition(medforge_crds::SessionCondition::Scheduled)
+                .is_some()),
         "{trigger_session} was never decided"
     );
     schedulers[other].stop(nix::sys::signal::Signal::SIGTERM);

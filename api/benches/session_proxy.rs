@@ -25,7 +25,7 @@ use medforge_api::backend::{
     MemoryBackend, MemoryBackendConfig, OWNER_LABEL, SLUG_KEY, SchedulerMode, condition,
 };
 use medforge_api::{Api, ApiConfig, Db, PasswordHashing, tokens, users};
-use medforge_crds::session::condition::{READY, SCHEDULED};
+use medforge_crds::SessionCondition;
 use medforge_crds::{DesiredState, Exposure, Session, SessionPhase, SessionSpec, SessionStatus};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -449,8 +449,8 @@ fn running_session(name: &str, owner: &str, slug: &str) -> Session {
         node_name: Some("node-a".into()),
         started_at: Some(Time(jiff::Timestamp::now())),
         conditions: vec![
-            condition(SCHEDULED, true, "Bound", "bench"),
-            condition(READY, true, "Serving", "bench"),
+            condition(SessionCondition::Scheduled, true, "Bound", "bench"),
+            condition(SessionCondition::Ready, true, "Serving", "bench"),
         ],
         ..SessionStatus::default()
     });

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use base64::Engine;
-use medforge_crds::{GpuHealth, GpuNode};
+use medforge_crds::{GpuHealth, GpuNode, NodeCondition};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +121,7 @@ pub fn node_view(node: &GpuNode) -> NodeView {
         ready: status
             .conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
+            .any(|c| c.type_ == NodeCondition::Ready && c.status == "True"),
         unschedulable: node.spec.unschedulable,
         last_heartbeat: status.last_heartbeat_time.map(|t| t.0.to_string()),
         total: gpus.len() as u32,

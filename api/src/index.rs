@@ -10,8 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::HeaderValue;
 use futures::StreamExt;
-use medforge_crds::session::condition::READY;
-use medforge_crds::{Exposure, Session, SessionPhase};
+use medforge_crds::{Exposure, Session, SessionCondition, SessionPhase};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
@@ -89,7 +88,9 @@ impl IndexedSession {
 /// `status.upstream` when the session may be routed to: phase Running, `Ready` True, upstream set.
 pub fn routable_upstream(session: &Session) -> Option<&str> {
     let status = session.status.as_ref()?;
-    let ready = session.condition(READY).is_some_and(|c| c.status == "True");
+    let ready = session
+        .condition(SessionCondition::Ready)
+        .is_some_and(|c| c.status == "True");
     if status.phase == Some(SessionPhase::Running) && ready {
         status.upstream.as_deref().filter(|u| !u.is_empty())
     } else {

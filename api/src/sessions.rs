@@ -6,7 +6,6 @@
 //! the resource is deleted and the caller gets 409 with the reason as `code`;
 //! no decision in time → deleted, 503. Reads come from the watch-fed index.
 
-use medforge_crds::session::refusal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use medforge_crds::session::condition::SCHEDULED;
-use medforge_crds::{DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec};
+use medforge_crds::{
+    DesiredState, Exposure, Session, SessionCondition, SessionPhase, SessionReason,
+    SessionResources, SessionSpec,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -128,7 +129,7 @@ pub fn view(state: &AppState, session: &Session, activity: i64) -> SessionView {
     });
     let phase = session.phase();
     let refused = session
-        .condition(SCHEDULED)
+        .condition(SessionCondition::Scheduled)
         .is_some_and(|c| c.status == "False");
     let recorded = status
         .and_then(|s| s.last_activity_at.as_ref())
@@ -321,19 +322,19 @@ pub fn new_slug(index: &SessionIndex) -> String {
 /// The scheduler's refusals the api knows: the condition's reason, the
 /// problem `code` it becomes (409), and advice. Any other reason is
 /// `scheduler_refused`, with the scheduler's message.
-pub const SCHEDULER_REFUSALS: &[(&str, &str, &str)] = &[
+pub const SCHEDULER_REFUSALS: &[(SessionReason, &str, &str)] = &[
     (
-        refusal::NO_GPU_AVAILABLE,
+        SessionReason::NoGpuAvailable,
         "no_gpu_available",
         "No GPU is free for this session now; ask for fewer GPUs or try later.",
     ),
     (
-        refusal::USER_LIMIT_REACHED,
+        SessionReason::UserLimitReached,
         "user_limit_reached",
         "You have reached your limit of active sessions; stop one first.",
     ),
     (
-        refusal::CPU_ONLY_NOT_ALLOWED,
+        SessionReason::CpuOnlyNotAllowed,
         "cpu_only_not_allowed",
         "Sessions without GPUs are not allowed here; ask for at least one GPU.",
     ),
@@ -345,7 +346,7 @@ pub const OTHER_REFUSAL: &str = "scheduler_refused";
 fn refusal(reason: &str, message: &str) -> ApiError {
     let (code, advice) = SCHEDULER_REFUSALS
         .iter()
-        .find(|(r, _, _)| *r == reason)
+        .find(|(r, _, _)| *reason == *r)
         .map(|(_, code, advice)| (*code, *advice))
         .unwrap_or((OTHER_REFUSAL, "The scheduler refused this session."));
     let detail = if message.is_empty() {
@@ -445,7 +446,7 @@ async fn create(
                 return seen.then_some(Decision::Vanished);
             };
             seen = true;
-            match entry.session.condition(SCHEDULED) {
+            match entry.session.condition(SessionCondition::Scheduled) {
                 Some(c) if c.status == "True" => Some(Decision::Bound(entry.clone())),
                 Some(c) if c.status == "False" => Some(Decision::Refused {
                     reason: c.reason.clone(),
@@ -784,8 +785,14 @@ mod tests {
             ApiError::Conflict { code, .. } => code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code("NoGpuAvailable"), "no_gpu_available");
-        assert_eq!(code("UserLimitReached"), "user_limit_reached");
+        assert_eq!(
+            code(SessionReason::NoGpuAvailable.as_str()),
+            "no_gpu_available"
+        );
+        assert_eq!(
+            code(SessionReason::UserLimitReached.as_str()),
+            "user_limit_reached"
+        );
         assert_eq!(code("SomethingNew"), OTHER_REFUSAL);
     }
 

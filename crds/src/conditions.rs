@@ -17,13 +17,14 @@ pub fn status_str(value: Option<bool>) -> &'static str {
 /// write that would change nothing.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    type_: &str,
+    type_: impl AsRef<str>,
     status: Option<bool>,
-    reason: &str,
+    reason: impl AsRef<str>,
     message: &str,
     observed_generation: Option<i64>,
     now: Time,
 ) -> bool {
+    let (type_, reason) = (type_.as_ref(), reason.as_ref());
     let status = status_str(status);
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
@@ -62,14 +63,16 @@ pub fn set_condition(
 }
 
 /// Whether the condition of that type is `True`.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub fn is_true(conditions: &[Condition], type_: impl AsRef<str>) -> bool {
+    let type_ = type_.as_ref();
     conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The condition of that type.
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+pub fn find<'a>(conditions: &'a [Condition], type_: impl AsRef<str>) -> Option<&'a Condition> {
+    let type_ = type_.as_ref();
     conditions.iter().find(|c| c.type_ == type_)
 }
 

@@ -17,6 +17,7 @@ pub mod gpunode;
 pub mod keys;
 pub mod pack;
 pub mod quantity;
+pub mod reason;
 pub mod session;
 pub mod slug;
 
@@ -27,6 +28,7 @@ pub use gpunode::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
 };
 pub use pack::{EnvVar, Pack, PackSpec, PackStatus};
+pub use reason::{EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason};
 pub use session::{
     AssignedGpu, DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec,
     SessionStatus, WorkspaceSpec, WorkspaceStatus,

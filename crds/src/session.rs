@@ -1,5 +1,6 @@
 //! `Session`: one user's interactive container with whole GPUs and a private workspace.
 
+use crate::reason::SessionCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -311,12 +312,8 @@ impl Session {
     }
 
     /// The condition of the given type, if the status has one.
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+    pub fn condition(&self, type_: SessionCondition) -> Option<&Condition> {
+        crate::conditions::find(&self.status.as_ref()?.conditions, type_)
     }
 
     /// The node the session is bound to, if any.
@@ -342,29 +339,6 @@ impl Session {
                 st.node_name.is_none() && matches!(st.phase, None | Some(SessionPhase::Pending))
             })
     }
-}
-
-/// Reasons of a `Scheduled=False` condition: why the scheduler did not bind
-/// a Session. The api turns each into its problem code.
-pub mod refusal {
-    /// No Ready, schedulable node has enough free healthy GPUs.
-    pub const NO_GPU_AVAILABLE: &str = "NoGpuAvailable";
-    /// The owner is at their session or GPU limit.
-    pub const USER_LIMIT_REACHED: &str = "UserLimitReached";
-    /// The session asks for no GPU and the installation does not allow that.
-    pub const CPU_ONLY_NOT_ALLOWED: &str = "CpuOnlyNotAllowed";
-}
-
-/// Condition types a Session's status carries.
-pub mod condition {
-    /// The scheduler bound the session to a node and GPUs (or says why not).
-    pub const SCHEDULED: &str = "Scheduled";
-    /// The workspace dataset exists and is mounted.
-    pub const WORKSPACE_READY: &str = "WorkspaceReady";
-    /// The container runs.
-    pub const CONTAINER_READY: &str = "ContainerReady";
-    /// The session answers on its port and may be routed to.
-    pub const READY: &str = "Ready";
 }
 
 #[cfg(test)]

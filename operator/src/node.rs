@@ -12,7 +12,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::set_condition;
 use medforge_crds::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
-    Session,
+    NodeCondition, NodeReason, Session,
 };
 
 use crate::gpu::GpuInventory;
@@ -33,9 +33,6 @@ pub struct NodeFacts {
     /// condition `TrialStorage`, so nobody mistakes the node for production.
     pub storage_note: Option<String>,
 }
-
-/// The condition a node with trial storage carries (see [`NodeFacts::storage_note`]).
-pub const TRIAL_STORAGE: &str = "TrialStorage";
 
 /// What a node agent observed on its node in one heartbeat.
 pub struct Observed {
@@ -109,15 +106,15 @@ pub fn node_status(
     let (ready, reason, message) = if problems.is_empty() {
         (
             true,
-            "AgentReady",
+            NodeReason::AgentReady,
             "the node agent runs and Docker and ZFS answer".to_string(),
         )
     } else {
-        (false, "RuntimeUnavailable", problems.join("; "))
+        (false, NodeReason::RuntimeUnavailable, problems.join("; "))
     };
     set_condition(
         &mut status.conditions,
-        "Ready",
+        NodeCondition::Ready,
         Some(ready),
         reason,
         &message,
@@ -198,15 +195,17 @@ pub async fn publish(
         Some(note) => {
             set_condition(
                 &mut status.conditions,
-                TRIAL_STORAGE,
+                NodeCondition::TrialStorage,
                 Some(true),
-                "FileBackedPool",
+                NodeReason::FileBackedPool,
                 note,
                 node.meta().generation,
                 Time(now),
             );
         }
-        None => status.conditions.retain(|c| c.type_ != TRIAL_STORAGE),
+        None => status
+            .conditions
+            .retain(|c| c.type_ != NodeCondition::TrialStorage),
     }
     updated.status = Some(status);
     api.replace_status(&facts.node_name, &PostParams::default(), &updated)

@@ -66,7 +66,11 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
         ["medforge.dev/node-agent".to_string()],
         "the finalizer guards the container and dataset"
     );
-    for c in ["WorkspaceReady", "ContainerReady", "Ready"] {
+    for c in [
+        medforge_crds::SessionCondition::WorkspaceReady,
+        medforge_crds::SessionCondition::ContainerReady,
+        medforge_crds::SessionCondition::Ready,
+    ] {
         assert_eq!(s.condition(c).unwrap().status, "True", "{c}");
     }
 
@@ -181,7 +185,12 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert!(st.gpus.is_empty(), "GPUs released");
     assert!(st.upstream.is_none());
     assert_eq!(st.reason.as_deref(), Some("StopRequested"));
-    assert_eq!(s.condition("Ready").unwrap().status, "False");
+    assert_eq!(
+        s.condition(medforge_crds::SessionCondition::Ready)
+            .unwrap()
+            .status,
+        "False"
+    );
     let snap = st.workspace.unwrap().snapshots.pop().unwrap();
     assert!(snap.starts_with("stop-"), "{snap}");
     assert!(
@@ -357,7 +366,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
         assert_eq!(st.reason.as_deref(), Some(*reason), "{name}: {st:?}");
         let msg = st.message.clone().unwrap();
         assert!(msg.contains(needle), "{name}: {msg}");
-        let ready = s.condition("Ready").unwrap();
+        let ready = s.condition(medforge_crds::SessionCondition::Ready).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", *reason)
@@ -407,7 +416,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
     env.create_bound("deaf", Env::spec("deaf", 0)).await;
     let s = env
         .wait_for("deaf", "waiting for its port", DEADLINE, |s| {
-            s.condition("Ready")
+            s.condition(medforge_crds::SessionCondition::Ready)
                 .is_some_and(|c| c.reason == "WaitingForPort")
         })
         .await;

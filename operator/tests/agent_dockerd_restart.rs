@@ -120,7 +120,7 @@ async fn the_agent_rides_out_a_dockerd_restart_and_reports_what_it_finds() {
     // failed reconcile as a Warning Event; it is retried with backoff.
     env.create_bound("during", Env::spec("workload", 1)).await;
     env.wait_for("during", "ContainerReady=Unknown", DEADLINE, |s| {
-        s.condition("ContainerReady")
+        s.condition(medforge_crds::SessionCondition::ContainerReady)
             .is_some_and(|c| c.status == "Unknown" && c.reason == "DockerUnavailable")
     })
     .await;

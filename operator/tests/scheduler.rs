@@ -151,7 +151,10 @@ async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
         let done: Vec<Session> = list
             .into_iter()
             .filter(|s| names.contains(&s.name_any()))
-            .filter(|s| s.condition("Scheduled").is_some())
+            .filter(|s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .is_some()
+            })
             .collect();
         if done.len() == names.len() {
             return done;
@@ -169,7 +172,10 @@ async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
 fn bound_gpus(sessions: &[Session]) -> Vec<String> {
     sessions
         .iter()
-        .filter(|s| s.condition("Scheduled").is_some_and(|c| c.status == "True"))
+        .filter(|s| {
+            s.condition(medforge_crds::SessionCondition::Scheduled)
+                .is_some_and(|c| c.status == "True")
+        })
         .flat_map(|s| {
             s.status
                 .as_ref()
@@ -184,7 +190,12 @@ fn bound_gpus(sessions: &[Session]) -> Vec<String> {
 fn reasons(sessions: &[Session]) -> Vec<String> {
     let mut r: Vec<String> = sessions
         .iter()
-        .map(|s| s.condition("Scheduled").unwrap().reason.clone())
+        .map(|s| {
+            s.condition(medforge_crds::SessionCondition::Scheduled)
+                .unwrap()
+                .reason
+                .clone()
+        })
         .collect();
     r.sort();
     r
@@ -242,11 +253,19 @@ async fn eight_sessions_race_for_seven_gpus_fifty_times() {
         assert_distinct(&gpus);
         let refused: Vec<&Session> = sessions
             .iter()
-            .filter(|s| s.condition("Scheduled").unwrap().status == "False")
+            .filter(|s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .unwrap()
+                    .status
+                    == "False"
+            })
             .collect();
         assert_eq!(refused.len(), 1, "round {round}");
         assert_eq!(
-            refused[0].condition("Scheduled").unwrap().reason,
+            refused[0]
+                .condition(medforge_crds::SessionCondition::Scheduled)
+                .unwrap()
+                .reason,
             "NoGpuAvailable"
         );
         for s in &sessions {
@@ -312,14 +331,26 @@ async fn per_user_limit_holds_when_creates_race() {
         let mine: Vec<&Session> = sessions.iter().filter(|s| s.spec.owner == user).collect();
         let bound = mine
             .iter()
-            .filter(|s| s.condition("Scheduled").unwrap().status == "True")
+            .filter(|s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .unwrap()
+                    .status
+                    == "True"
+            })
             .count();
         assert_eq!(bound, 1, "{user} should get exactly one session");
         let refused = mine
             .iter()
-            .find(|s| s.condition("Scheduled").unwrap().status == "False")
+            .find(|s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .unwrap()
+                    .status
+                    == "False"
+            })
             .unwrap();
-        let c = refused.condition("Scheduled").unwrap();
+        let c = refused
+            .condition(medforge_crds::SessionCondition::Scheduled)
+            .unwrap();
         assert_eq!(c.reason, "UserLimitReached");
         assert!(c.message.contains("limit is 1"), "{}", c.message);
         assert_eq!(
@@ -331,7 +362,13 @@ async fn per_user_limit_holds_when_creates_race() {
     // Stopping alice's bound session frees her slot; the waiting one binds.
     let bound = sessions
         .iter()
-        .find(|s| s.spec.owner == "alice" && s.condition("Scheduled").unwrap().status == "True")
+        .find(|s| {
+            s.spec.owner == "alice"
+                && s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .unwrap()
+                    .status
+                    == "True"
+        })
         .unwrap();
     let mut stopped = bound.clone();
     stopped.status.as_mut().unwrap().phase = Some(medforge_crds::SessionPhase::Stopped);
@@ -340,11 +377,18 @@ async fn per_user_limit_holds_when_creates_race() {
         .unwrap();
     let waiting = sessions
         .iter()
-        .find(|s| s.spec.owner == "alice" && s.condition("Scheduled").unwrap().status == "False")
+        .find(|s| {
+            s.spec.owner == "alice"
+                && s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .unwrap()
+                    .status
+                    == "False"
+        })
         .unwrap()
         .name_any();
     poll(&api, &waiting, |s| {
-        s.condition("Scheduled").is_some_and(|c| c.status == "True")
+        s.condition(medforge_crds::SessionCondition::Scheduled)
+            .is_some_and(|c| c.status == "True")
     })
     .await;
     sched.abort();
@@ -389,7 +433,11 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
             api.create(&PostParams::default(), &session(name, "u", 1))
                 .await
                 .unwrap();
-            let s = poll(&api, name, |s| s.condition("Scheduled").is_some()).await;
+            let s = poll(&api, name, |s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .is_some()
+            })
+            .await;
             let st = s.status.unwrap();
             (st.node_name, st.gpus.first().map(|g| g.uuid.clone()))
         }
@@ -442,8 +490,17 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     api2.create(&PostParams::default(), &session("c4", "u", 1))
         .await
         .unwrap();
-    let s = poll(&api, "c4", |s| s.condition("Scheduled").is_some()).await;
-    assert_eq!(s.condition("Scheduled").unwrap().reason, "NoGpuAvailable");
+    let s = poll(&api, "c4", |s| {
+        s.condition(medforge_crds::SessionCondition::Scheduled)
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        s.condition(medforge_crds::SessionCondition::Scheduled)
+            .unwrap()
+            .reason,
+        "NoGpuAvailable"
+    );
     api.delete("c4", &DeleteParams::default()).await.unwrap();
 
     // A fresh node with a stale heartbeat gets nothing, and is marked Ready=Unknown.
@@ -458,8 +515,17 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     api.create(&PostParams::default(), &session("c5", "u", 1))
         .await
         .unwrap();
-    let s = poll(&api, "c5", |s| s.condition("Scheduled").is_some()).await;
-    assert_eq!(s.condition("Scheduled").unwrap().reason, "NoGpuAvailable");
+    let s = poll(&api, "c5", |s| {
+        s.condition(medforge_crds::SessionCondition::Scheduled)
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        s.condition(medforge_crds::SessionCondition::Scheduled)
+            .unwrap()
+            .reason,
+        "NoGpuAvailable"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let n = nodes.get("node-stale").await.unwrap();

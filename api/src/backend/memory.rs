@@ -4,7 +4,6 @@
 //! `UserLimitReached`, serialized like the real single leader) and, optionally, the
 //! node agent (Running + Ready + upstream after binding; Stopped on stop).
 
-use medforge_crds::session::refusal;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,10 +13,10 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use medforge_crds::session::condition::{READY, SCHEDULED};
 use medforge_crds::{
     AssignedGpu, DesiredState, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec,
-    GpuNodeStatus, Session, SessionPhase, SessionStatus,
+    GpuNodeStatus, NodeCondition, NodeReason, Session, SessionCondition, SessionPhase,
+    SessionReason, SessionStatus,
 };
 use tokio::sync::broadcast;
 
@@ -135,7 +134,12 @@ impl MemoryBackend {
                 })
                 .collect(),
             allocatable: gpus,
-            conditions: vec![condition(READY, true, "AgentReady", "simulated")],
+            conditions: vec![condition(
+                NodeCondition::Ready,
+                true,
+                NodeReason::AgentReady,
+                "simulated",
+            )],
             ..GpuNodeStatus::default()
         });
         self.put_node(node);
@@ -215,7 +219,13 @@ impl MemoryBackend {
             status.phase = Some(SessionPhase::Pending);
             status.reason = Some(reason.into());
             status.message = Some(message.into());
-            set_condition(&mut status.conditions, SCHEDULED, false, reason, message);
+            set_condition(
+                &mut status.conditions,
+                SessionCondition::Scheduled,
+                false,
+                reason,
+                message,
+            );
             session.metadata.resource_version = Some(rv.to_string());
             let session = session.clone();
             self.emit(WatchEvent::Apply(session));
@@ -228,7 +238,9 @@ impl MemoryBackend {
         let Some(session) = st.sessions.get(name).cloned() else {
             return;
         };
-        if session.condition(SCHEDULED).is_some() || session.spec.state == DesiredState::Stopped {
+        if session.condition(SessionCondition::Scheduled).is_some()
+            || session.spec.state == DesiredState::Stopped
+        {
             return;
         }
         let limit = session
@@ -247,7 +259,7 @@ impl MemoryBackend {
                     && other.spec.state == DesiredState::Running
                     && !other.phase().is_terminal()
                     && other
-                        .condition(SCHEDULED)
+                        .condition(SessionCondition::Scheduled)
                         .is_some_and(|c| c.status == "True")
             })
             .count();
@@ -256,12 +268,22 @@ impl MemoryBackend {
                 "user {} has {active} active sessions; the limit is {limit}",
                 session.spec.owner
             );
-            self.refuse_locked(&mut st, name, refusal::USER_LIMIT_REACHED, &message);
+            self.refuse_locked(
+                &mut st,
+                name,
+                SessionReason::UserLimitReached.as_str(),
+                &message,
+            );
             return;
         }
         let Some((node_name, gpus)) = find_gpus(&st, session.spec.gpus) else {
             let message = format!("no node has {} free GPUs", session.spec.gpus);
-            self.refuse_locked(&mut st, name, refusal::NO_GPU_AVAILABLE, &message);
+            self.refuse_locked(
+                &mut st,
+                name,
+                SessionReason::NoGpuAvailable.as_str(),
+                &message,
+            );
             return;
         };
         if let Some(node) = st.nodes.get_mut(&node_name) {
@@ -287,9 +309,9 @@ impl MemoryBackend {
         status.message = None;
         set_condition(
             &mut status.conditions,
-            SCHEDULED,
+            SessionCondition::Scheduled,
             true,
-            "Bound",
+            SessionReason::Bound,
             &format!("bound to {node_name}"),
         );
         stored.metadata.resource_version = Some(rv.to_string());
@@ -324,7 +346,13 @@ impl MemoryBackend {
             status.slug = Some(slug.clone());
             status.upstream = Some(format!("mf-session-{slug}:8080"));
             status.started_at = Some(Time(jiff::Timestamp::now()));
-            set_condition(&mut status.conditions, READY, true, "Serving", "port open");
+            set_condition(
+                &mut status.conditions,
+                SessionCondition::Ready,
+                true,
+                SessionReason::Running,
+                "port open",
+            );
             true
         });
     }
@@ -343,7 +371,13 @@ impl MemoryBackend {
             status.phase = Some(SessionPhase::Stopped);
             status.upstream = None;
             status.stopped_at = Some(Time(jiff::Timestamp::now()));
-            set_condition(&mut status.conditions, READY, false, "Stopped", "stopped");
+            set_condition(
+                &mut status.conditions,
+                SessionCondition::Ready,
+                false,
+                SessionReason::StopRequested,
+                "stopped",
+            );
             true
         });
         if let Some((node, uid)) = freed {
@@ -445,14 +479,19 @@ fn find_gpus(st: &State, count: u32) -> Option<(String, Vec<AssignedGpu>)> {
 }
 
 /// A `metav1.Condition` with the current time.
-pub fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+pub fn condition(
+    type_: impl AsRef<str>,
+    status: bool,
+    reason: impl AsRef<str>,
+    message: &str,
+) -> Condition {
     Condition {
         last_transition_time: Time(jiff::Timestamp::now()),
         message: message.into(),
         observed_generation: None,
-        reason: reason.into(),
+        reason: reason.as_ref().into(),
         status: if status { "True" } else { "False" }.into(),
-        type_: type_.into(),
+        type_: type_.as_ref().into(),
     }
 }
 
@@ -460,9 +499,9 @@ pub fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Cond
 /// without an observed generation).
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    type_: &str,
+    type_: impl AsRef<str>,
     status: bool,
-    reason: &str,
+    reason: impl AsRef<str>,
     message: &str,
 ) {
     medforge_crds::conditions::set_condition(

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api as KubeApi, ListParams, Patch, PatchParams, PostParams};
 use medforge_api::backend::{KubeBackend, SLUG_KEY, SessionBackend, condition};
 use medforge_api::{Api, Db};
-use medforge_crds::session::condition::{READY, SCHEDULED};
+use medforge_crds::SessionCondition;
 use medforge_crds::{
     DesiredState, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session,
 };
@@ -27,14 +27,14 @@ async fn stand_in_scheduler(sessions: KubeApi<Session>) {
     loop {
         if let Ok(list) = sessions.list(&ListParams::default()).await {
             for s in list.items {
-                if s.condition(SCHEDULED).is_some() {
+                if s.condition(SessionCondition::Scheduled).is_some() {
                     continue;
                 }
                 let name = s.metadata.name.clone().unwrap_or_default();
                 let status = if s.spec.gpus > 2 {
                     json!({"status": {
                         "phase": "Pending", "reason": "NoGpuAvailable",
-                        "conditions": [condition(SCHEDULED, false, "NoGpuAvailable", "no node has 3 free GPUs")]
+                        "conditions": [condition(SessionCondition::Scheduled, false, "NoGpuAvailable", "no node has 3 free GPUs")]
                     }})
                 } else {
                     let slug = s.metadata.labels.as_ref().unwrap()[SLUG_KEY].clone();
@@ -43,8 +43,8 @@ async fn stand_in_scheduler(sessions: KubeApi<Session>) {
                         "upstream": format!("mf-session-{slug}:8080"),
                         "gpus": [{"index": 0, "uuid": "GPU-node-a-0"}],
                         "conditions": [
-                            condition(SCHEDULED, true, "Bound", "bound to node-a"),
-                            condition(READY, true, "Serving", "port open"),
+                            condition(SessionCondition::Scheduled, true, "Bound", "bound to node-a"),
+                            condition(SessionCondition::Ready, true, "Serving", "port open"),
                         ]
                     }})
                 };

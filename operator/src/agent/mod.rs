@@ -47,7 +47,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use medforge_crds::Session;
+use medforge_crds::{EventAction, NodeReason, Session};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -299,9 +299,9 @@ async fn sweep_loop(
                     tracing::warn!(container = %c.name, %note, "orphan container");
                     let event = KubeEvent {
                         type_: EventType::Warning,
-                        reason: "OrphanContainerRemoved".to_string(),
+                        reason: NodeReason::OrphanContainerRemoved.to_string(),
                         note: Some(note),
-                        action: "Sweep".to_string(),
+                        action: EventAction::Sweep.to_string(),
                         secondary: None,
                     };
                     if let Err(e) = recorder.publish(&event, &gpunode_ref(&node)).await {

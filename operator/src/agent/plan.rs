@@ -16,58 +16,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use medforge_crds::conditions::{self, set_condition};
 use medforge_crds::quantity::parse_duration;
-use medforge_crds::session::condition::{CONTAINER_READY, READY, WORKSPACE_READY};
-use medforge_crds::{DesiredState, Session, SessionPhase, SessionStatus, WorkspaceStatus};
+use medforge_crds::{
+    DesiredState, Session, SessionCondition, SessionPhase, SessionReason, SessionStatus,
+    WorkspaceStatus,
+};
 
 use super::runtime::{ContainerObs, ContainerState, DatasetObs};
-
-/// The `reason`s the node agent writes (status and conditions).
-pub mod reason {
-    pub const STARTING: &str = "Starting";
-    pub const WAITING_FOR_PORT: &str = "WaitingForPort";
-    pub const RUNNING: &str = "Running";
-    pub const STOPPING: &str = "Stopping";
-    /// The owner set `spec.state: Stopped`.
-    pub const STOP_REQUESTED: &str = "StopRequested";
-    /// No request through the proxy for `idleTimeout`.
-    pub const IDLE: &str = "Idle";
-    /// Running for longer than `maxLifetime`.
-    pub const EXPIRED: &str = "Expired";
-    /// The container exited (or was killed) while the session ran.
-    pub const CONTAINER_EXITED: &str = "ContainerExited";
-    /// The container disappeared while the session ran.
-    pub const CONTAINER_MISSING: &str = "ContainerMissing";
-    /// The workload did not accept connections within the start timeout.
-    pub const START_TIMEOUT: &str = "StartTimeout";
-    pub const PACK_NOT_FOUND: &str = "PackNotFound";
-    pub const IMAGE_NOT_PRESENT: &str = "ImageNotPresent";
-    pub const SNAPSHOT_NOT_FOUND: &str = "SnapshotNotFound";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// ZFS refused to create the workspace (a quota it cannot set, …).
-    pub const WORKSPACE_FAILED: &str = "WorkspaceFailed";
-    /// Docker refused to create or start the container.
-    pub const CONTAINER_FAILED: &str = "ContainerFailed";
-    /// The container name is held by a container of another Session.
-    pub const NAME_CONFLICT: &str = "NameConflict";
-    /// One of the session's GPUs is held by another session on this node
-    /// (the scheduler should never allow it; the agent does not start it).
-    pub const GPU_IN_USE: &str = "GpuInUse";
-    pub const DOCKER_UNAVAILABLE: &str = "DockerUnavailable";
-    pub const ZFS_UNAVAILABLE: &str = "ZfsUnavailable";
-    pub const WORKSPACE_READY: &str = "WorkspaceReady";
-    pub const CONTAINER_RUNNING: &str = "ContainerRunning";
-    pub const CREATING: &str = "Creating";
-}
 
 /// Why a session is being wound down, and where it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopCause {
-    pub reason: &'static str,
+    pub reason: SessionReason,
     pub message: String,
 }
 
 impl StopCause {
-    fn new(reason: &'static str, message: impl Into<String>) -> StopCause {
+    fn new(reason: SessionReason, message: impl Into<String>) -> StopCause {
         StopCause {
             reason,
             message: message.into(),
@@ -76,17 +40,17 @@ impl StopCause {
 
     /// The phase the session ends in: `Failed` when its container died or
     /// never became ready, `Stopped` otherwise.
-    pub fn final_phase(reason: &str) -> SessionPhase {
+    pub fn final_phase(reason: SessionReason) -> SessionPhase {
         match reason {
-            reason::CONTAINER_EXITED | reason::CONTAINER_MISSING | reason::START_TIMEOUT => {
-                SessionPhase::Failed
-            }
+            SessionReason::ContainerExited
+            | SessionReason::ContainerMissing
+            | SessionReason::StartTimeout => SessionPhase::Failed,
             _ => SessionPhase::Stopped,
         }
     }
 
     /// `stop-` or `death-`: the snapshot name's prefix.
-    pub fn snapshot_prefix(reason: &str) -> &'static str {
+    pub fn snapshot_prefix(reason: SessionReason) -> &'static str {
         match Self::final_phase(reason) {
             SessionPhase::Failed => "death",
             _ => "stop",
@@ -141,7 +105,7 @@ pub enum Step {
     Finish,
     /// Fail at once (nothing running to wind down).
     Fail {
-        reason: &'static str,
+        reason: SessionReason,
         message: String,
     },
     /// Stop a container that runs although its session is over.
@@ -264,11 +228,11 @@ pub fn exit_message(c: &ContainerObs) -> String {
 
 /// When the session must stop for idleness or age, and why; `None` when it
 /// has no such limit.
-pub fn deadline(s: &Session) -> Option<(Timestamp, &'static str)> {
+pub fn deadline(s: &Session) -> Option<(Timestamp, SessionReason)> {
     let st = s.status.as_ref()?;
     let started = st.started_at.as_ref()?.0;
-    let mut out: Option<(Timestamp, &'static str)> = None;
-    let mut consider = |at: Timestamp, why: &'static str| {
+    let mut out: Option<(Timestamp, SessionReason)> = None;
+    let mut consider = |at: Timestamp, why: SessionReason| {
         if out.is_none_or(|(t, _)| at < t) {
             out = Some((at, why));
         }
@@ -280,7 +244,7 @@ pub fn deadline(s: &Session) -> Option<(Timestamp, &'static str)> {
         .and_then(|d| parse_duration(d).ok())
         && let Ok(at) = started.checked_add(life)
     {
-        consider(at, reason::EXPIRED);
+        consider(at, SessionReason::Expired);
     }
     if let Some(idle) = s
         .spec
@@ -295,7 +259,7 @@ pub fn deadline(s: &Session) -> Option<(Timestamp, &'static str)> {
             .filter(|t| *t > started)
             .unwrap_or(started);
         if let Ok(at) = active.checked_add(idle) {
-            consider(at, reason::IDLE);
+            consider(at, SessionReason::Idle);
         }
     }
     out
@@ -314,8 +278,8 @@ fn running_status_is_current(s: &Session, c: &ContainerObs, addr: SocketAddr) ->
     st.upstream.as_deref() == Some(addr.to_string().as_str())
         && st.container_id.as_deref() == Some(c.id.as_str())
         && st.reason.is_none()
-        && conditions::is_true(&st.conditions, READY)
-        && conditions::is_true(&st.conditions, CONTAINER_READY)
+        && conditions::is_true(&st.conditions, SessionCondition::Ready)
+        && conditions::is_true(&st.conditions, SessionCondition::ContainerReady)
 }
 
 /// The next step. Pure: the same inputs give the same step.
@@ -324,7 +288,7 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
     let container = w.container.as_ref();
     let stop_requested = || {
         Step::BeginStop(StopCause::new(
-            reason::STOP_REQUESTED,
+            SessionReason::StopRequested,
             "stopped at the owner's request",
         ))
     };
@@ -361,7 +325,7 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
                 && Some(other) != s.metadata.uid.as_deref()
             {
                 return Step::Fail {
-                    reason: reason::NAME_CONFLICT,
+                    reason: SessionReason::NameConflict,
                     message: format!(
                         "the container name {} is taken by a container of another session (uid {other}); \
                          remove that container",
@@ -375,14 +339,14 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
                     Step::StartContainer
                 }
                 ContainerState::Exited | ContainerState::Dead => Step::BeginStop(StopCause::new(
-                    reason::CONTAINER_EXITED,
+                    SessionReason::ContainerExited,
                     format!("{} before it accepted connections", exit_message(c)),
                 )),
                 ContainerState::Running => {
                     let started = c.started_at.unwrap_or(now);
                     if until(started, now) > p.start_timeout {
                         return Step::BeginStop(StopCause::new(
-                            reason::START_TIMEOUT,
+                            SessionReason::StartTimeout,
                             format!(
                                 "the workload did not accept connections on port {} within {:?}",
                                 c.port().unwrap_or(0),
@@ -406,7 +370,7 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
             }
             let Some(c) = container else {
                 return Step::BeginStop(StopCause::new(
-                    reason::CONTAINER_MISSING,
+                    SessionReason::ContainerMissing,
                     "the session's container disappeared while it ran",
                 ));
             };
@@ -417,7 +381,7 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
                 }
                 _ => {
                     return Step::BeginStop(StopCause::new(
-                        reason::CONTAINER_EXITED,
+                        SessionReason::ContainerExited,
                         exit_message(c),
                     ));
                 }
@@ -426,7 +390,7 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
             if let Some((at, why)) = next
                 && at <= now
             {
-                let message = if why == reason::IDLE {
+                let message = if why == SessionReason::Idle {
                     format!(
                         "no activity for {}",
                         s.spec.idle_timeout.as_deref().unwrap_or("?")
@@ -486,27 +450,27 @@ pub fn status_starting(s: &Session, dataset: &str, now: Timestamp) -> SessionSta
     let t = now_time(now);
     set_condition(
         &mut st.conditions,
-        WORKSPACE_READY,
+        SessionCondition::WorkspaceReady,
         Some(false),
-        reason::CREATING,
+        SessionReason::Creating,
         &format!("creating dataset {dataset}"),
         g,
         t.clone(),
     );
     set_condition(
         &mut st.conditions,
-        CONTAINER_READY,
+        SessionCondition::ContainerReady,
         Some(false),
-        reason::CREATING,
+        SessionReason::Creating,
         "creating the container",
         g,
         t.clone(),
     );
     set_condition(
         &mut st.conditions,
-        READY,
+        SessionCondition::Ready,
         Some(false),
-        reason::STARTING,
+        SessionReason::Starting,
         "the node agent is creating the workspace and the container",
         g,
         t,
@@ -539,27 +503,27 @@ pub fn status_running(
         .unwrap_or_default();
     set_condition(
         &mut st.conditions,
-        WORKSPACE_READY,
+        SessionCondition::WorkspaceReady,
         Some(true),
-        reason::WORKSPACE_READY,
+        SessionReason::WorkspaceReady,
         &format!("dataset {dataset} is mounted at /workspace"),
         g,
         t.clone(),
     );
     set_condition(
         &mut st.conditions,
-        CONTAINER_READY,
+        SessionCondition::ContainerReady,
         Some(true),
-        reason::CONTAINER_RUNNING,
+        SessionReason::ContainerRunning,
         &format!("container {} runs", c.name),
         g,
         t.clone(),
     );
     set_condition(
         &mut st.conditions,
-        READY,
+        SessionCondition::Ready,
         Some(true),
-        reason::RUNNING,
+        SessionReason::Running,
         &format!("the workload accepts connections at {upstream}"),
         g,
         t,
@@ -574,9 +538,9 @@ pub fn status_waiting_for_port(s: &Session, addr: SocketAddr, now: Timestamp) ->
     let mut st = status_of(s);
     set_condition(
         &mut st.conditions,
-        READY,
+        SessionCondition::Ready,
         Some(false),
-        reason::WAITING_FOR_PORT,
+        SessionReason::WaitingForPort,
         &format!("waiting for the workload to accept connections at {addr}"),
         g,
         now_time(now),
@@ -590,9 +554,9 @@ pub fn status_gpu_in_use(s: &Session, message: &str, now: Timestamp) -> Option<S
     let mut st = status_of(s);
     let changed = set_condition(
         &mut st.conditions,
-        READY,
+        SessionCondition::Ready,
         Some(false),
-        reason::GPU_IN_USE,
+        SessionReason::GpuInUse,
         message,
         s.metadata.generation,
         now_time(now),
@@ -620,7 +584,7 @@ pub fn status_stopping(s: &Session, cause: &StopCause, now: Timestamp) -> Sessio
     }
     set_condition(
         &mut st.conditions,
-        READY,
+        SessionCondition::Ready,
         Some(false),
         cause.reason,
         &cause.message,
@@ -637,11 +601,13 @@ pub fn status_stopping(s: &Session, cause: &StopCause, now: Timestamp) -> Sessio
 pub fn status_finished(s: &Session, w: &World, now: Timestamp) -> SessionStatus {
     let g = s.metadata.generation;
     let mut st = status_of(s);
+    // A reason this agent did not write (or none) ends the session as a stop.
     let why = st
         .reason
-        .clone()
-        .unwrap_or_else(|| reason::STOP_REQUESTED.to_string());
-    let phase = StopCause::final_phase(&why);
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(SessionReason::StopRequested);
+    let phase = StopCause::final_phase(why);
     if let Some(planned) = planned_snapshot(s)
         && (w.dataset.is_none() || w.planned_snapshot_exists != Some(true))
         && let Some(ws) = st.workspace.as_mut()
@@ -661,20 +627,33 @@ pub fn status_finished(s: &Session, w: &World, now: Timestamp) -> SessionStatus 
     };
     set_condition(
         &mut st.conditions,
-        CONTAINER_READY,
+        SessionCondition::ContainerReady,
         Some(false),
         c_reason,
         c_message,
         g,
         t.clone(),
     );
-    set_condition(&mut st.conditions, READY, Some(false), &why, &message, g, t);
+    set_condition(
+        &mut st.conditions,
+        SessionCondition::Ready,
+        Some(false),
+        &why,
+        &message,
+        g,
+        t,
+    );
     st.observed_generation = g;
     st
 }
 
 /// `Failed` at once, with nothing running (bad input, a refused create).
-pub fn status_failed(s: &Session, why: &str, message: &str, now: Timestamp) -> SessionStatus {
+pub fn status_failed(
+    s: &Session,
+    why: SessionReason,
+    message: &str,
+    now: Timestamp,
+) -> SessionStatus {
     let g = s.metadata.generation;
     let mut st = status_of(s);
     st.phase = Some(SessionPhase::Failed);
@@ -685,8 +664,10 @@ pub fn status_failed(s: &Session, why: &str, message: &str, now: Timestamp) -> S
     st.stopped_at = Some(now_time(now));
     let t = now_time(now);
     let failed_condition = match why {
-        reason::WORKSPACE_FAILED | reason::SNAPSHOT_NOT_FOUND => WORKSPACE_READY,
-        _ => CONTAINER_READY,
+        SessionReason::WorkspaceFailed | SessionReason::SnapshotNotFound => {
+            SessionCondition::WorkspaceReady
+        }
+        _ => SessionCondition::ContainerReady,
     };
     set_condition(
         &mut st.conditions,
@@ -697,7 +678,15 @@ pub fn status_failed(s: &Session, why: &str, message: &str, now: Timestamp) -> S
         g,
         t.clone(),
     );
-    set_condition(&mut st.conditions, READY, Some(false), why, message, g, t);
+    set_condition(
+        &mut st.conditions,
+        SessionCondition::Ready,
+        Some(false),
+        why,
+        message,
+        g,
+        t,
+    );
     st.observed_generation = g;
     st
 }
@@ -706,8 +695,8 @@ pub fn status_failed(s: &Session, why: &str, message: &str, now: Timestamp) -> S
 /// condition it concerns. `None` when the status already says so.
 pub fn status_runtime_unavailable(
     s: &Session,
-    condition: &str,
-    why: &str,
+    condition: SessionCondition,
+    why: SessionReason,
     message: &str,
     now: Timestamp,
 ) -> Option<SessionStatus> {
@@ -792,7 +781,7 @@ mod tests {
         assert!(matches!(
             decide(&s, &w, &p, t(200)),
             Step::BeginStop(StopCause {
-                reason: reason::START_TIMEOUT,
+                reason: SessionReason::StartTimeout,
                 ..
             })
         ));
@@ -815,7 +804,7 @@ mod tests {
         assert!(matches!(
             decide(&s, &w, &p, t(2)),
             Step::Fail {
-                reason: reason::NAME_CONFLICT,
+                reason: SessionReason::NameConflict,
                 ..
             }
         ));
@@ -855,7 +844,7 @@ mod tests {
         );
         match step {
             Step::BeginStop(cause) => {
-                assert_eq!(cause.reason, reason::CONTAINER_EXITED);
+                assert_eq!(cause.reason, SessionReason::ContainerExited);
                 assert!(cause.message.contains("code 137"), "{}", cause.message);
             }
             other => panic!("{other:?}"),
@@ -863,7 +852,7 @@ mod tests {
         assert!(matches!(
             decide(&s, &World::default(), &p, t(103)),
             Step::BeginStop(StopCause {
-                reason: reason::CONTAINER_MISSING,
+                reason: SessionReason::ContainerMissing,
                 ..
             })
         ));
@@ -874,7 +863,7 @@ mod tests {
         assert!(matches!(
             decide(&stop, &w, &p, t(103)),
             Step::BeginStop(StopCause {
-                reason: reason::STOP_REQUESTED,
+                reason: SessionReason::StopRequested,
                 ..
             })
         ));
@@ -902,7 +891,7 @@ mod tests {
         assert!(matches!(
             decide(&s, &w, &p, t(1030)),
             Step::BeginStop(StopCause {
-                reason: reason::IDLE,
+                reason: SessionReason::Idle,
                 ..
             })
         ));
@@ -916,7 +905,7 @@ mod tests {
         assert!(matches!(
             decide(&s, &w, &p, t(4600)),
             Step::BeginStop(StopCause {
-                reason: reason::EXPIRED,
+                reason: SessionReason::Expired,
                 ..
             })
         ));
@@ -931,7 +920,7 @@ mod tests {
         let c = running_container(&s, t(2));
         s.status = Some(status_running(&s, &c, upstream_of(&c).unwrap(), t(3)));
 
-        let cause = StopCause::new(reason::STOP_REQUESTED, "asked");
+        let cause = StopCause::new(SessionReason::StopRequested, "asked");
         let mut stopping = s.clone();
         stopping.status = Some(status_stopping(&s, &cause, t(10)));
         let st = stopping.status.as_ref().unwrap();
@@ -960,16 +949,22 @@ mod tests {
         assert_eq!(done.phase, Some(SessionPhase::Stopped));
         assert!(done.gpus.is_empty());
         assert_eq!(done.workspace.unwrap().snapshots, vec!["stop-10000"]);
-        assert!(!conditions::is_true(&done.conditions, READY));
+        assert!(!conditions::is_true(
+            &done.conditions,
+            SessionCondition::Ready
+        ));
 
         // A death ends Failed with a death- snapshot.
-        let death = StopCause::new(reason::CONTAINER_EXITED, "exited");
+        let death = StopCause::new(SessionReason::ContainerExited, "exited");
         let mut dying = s.clone();
         dying.status = Some(status_stopping(&s, &death, t(20)));
         assert_eq!(planned_snapshot(&dying).as_deref(), Some("death-20000"));
         let done = status_finished(&dying, &w, t(21));
         assert_eq!(done.phase, Some(SessionPhase::Failed));
-        assert_eq!(done.reason.as_deref(), Some(reason::CONTAINER_EXITED));
+        assert_eq!(
+            done.reason.as_deref(),
+            Some(SessionReason::ContainerExited.as_str())
+        );
 
         // Stopped before any dataset existed: no snapshot is kept.
         let mut early = with_phase(fixtures::bound_session("s2", 0), SessionPhase::Starting);
@@ -1010,8 +1005,8 @@ mod tests {
         assert_eq!(a.conditions, b.conditions);
         let unavailable = status_runtime_unavailable(
             &s2,
-            CONTAINER_READY,
-            reason::DOCKER_UNAVAILABLE,
+            SessionCondition::ContainerReady,
+            SessionReason::DockerUnavailable,
             "down",
             t(60),
         )
@@ -1020,8 +1015,8 @@ mod tests {
         assert!(
             status_runtime_unavailable(
                 &s2,
-                CONTAINER_READY,
-                reason::DOCKER_UNAVAILABLE,
+                SessionCondition::ContainerReady,
+                SessionReason::DockerUnavailable,
                 "down",
                 t(70)
             )

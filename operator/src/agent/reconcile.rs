@@ -15,12 +15,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use medforge_crds::session::condition::{CONTAINER_READY, READY, WORKSPACE_READY};
-use medforge_crds::{Session, SessionPhase, SessionStatus};
+use medforge_crds::{
+    EventAction, Session, SessionCondition, SessionPhase, SessionReason, SessionStatus,
+};
 
 use super::AgentConfig;
 use super::metrics::Metrics;
-use super::plan::{self, Policy, Step, StepKind, StopCause, World, reason};
+use super::plan::{self, Policy, Step, StepKind, StopCause, World};
 use super::runtime::{
     Cluster, ContainerError, ContainerObs, Containers, Destroyed, KubeCluster, WorkspaceError,
     Workspaces, labels,
@@ -51,17 +52,19 @@ pub enum Error {
 
 impl Error {
     /// The category used as metric label and Event reason.
-    pub fn category(&self) -> &'static str {
+    pub fn category(&self) -> SessionReason {
         match self {
-            Error::Container(ContainerError::Unavailable { .. }) => reason::DOCKER_UNAVAILABLE,
-            Error::Container(_) => "DockerError",
-            Error::Workspace(WorkspaceError::Unavailable { .. }) => reason::ZFS_UNAVAILABLE,
-            Error::Workspace(_) => "ZfsError",
-            Error::Kube(_) => "KubernetesApiError",
+            Error::Container(ContainerError::Unavailable { .. }) => {
+                SessionReason::DockerUnavailable
+            }
+            Error::Container(_) => SessionReason::DockerError,
+            Error::Workspace(WorkspaceError::Unavailable { .. }) => SessionReason::ZfsUnavailable,
+            Error::Workspace(_) => SessionReason::ZfsError,
+            Error::Kube(_) => SessionReason::KubernetesApiError,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
-                _ => "FinalizerError",
+                _ => SessionReason::FinalizerError,
             },
         }
     }
@@ -224,7 +227,14 @@ impl<C, W, K> Context<C, W, K> {
     }
 
     /// Publishes an Event about the session, off the reconcile's path.
-    fn publish(&self, s: &Session, type_: EventType, reason: &str, action: &str, note: String) {
+    fn publish(
+        &self,
+        s: &Session,
+        type_: EventType,
+        reason: SessionReason,
+        action: EventAction,
+        note: String,
+    ) {
         let Some(recorder) = self.recorder.clone() else {
             return;
         };
@@ -316,19 +326,25 @@ pub fn error_policy<C: Containers, W: Workspaces>(
     ctx: Arc<Context<C, W, KubeCluster>>,
 ) -> Action {
     let category = err.category();
-    ctx.metrics.failure(category);
+    ctx.metrics.failure(category.as_str());
     let note = cause_chain(err);
     let delay = ctx.next_backoff(&s.uid().unwrap_or_default());
     tracing::warn!(
         session = %s.name_any(),
         namespace = %s.namespace().unwrap_or_default(),
         uid = %s.uid().unwrap_or_default(),
-        category,
+        category = %category,
         error = %note,
         retry_in = ?delay,
         "reconcile failed"
     );
-    ctx.publish(&s, EventType::Warning, category, "Reconcile", note);
+    ctx.publish(
+        &s,
+        EventType::Warning,
+        category,
+        EventAction::Reconcile,
+        note,
+    );
     Action::requeue(delay)
 }
 
@@ -411,12 +427,14 @@ async fn report_runtime<C: Containers, W: Workspaces, K: Cluster>(
     e: Error,
 ) -> Error {
     let (condition, why) = match &e {
-        Error::Container(ContainerError::Unavailable { .. }) => {
-            (CONTAINER_READY, reason::DOCKER_UNAVAILABLE)
-        }
-        Error::Workspace(WorkspaceError::Unavailable { .. }) => {
-            (WORKSPACE_READY, reason::ZFS_UNAVAILABLE)
-        }
+        Error::Container(ContainerError::Unavailable { .. }) => (
+            SessionCondition::ContainerReady,
+            SessionReason::DockerUnavailable,
+        ),
+        Error::Workspace(WorkspaceError::Unavailable { .. }) => (
+            SessionCondition::WorkspaceReady,
+            SessionReason::ZfsUnavailable,
+        ),
         _ => return e,
     };
     if let Some(st) =
@@ -580,7 +598,7 @@ async fn apply<C: Containers, W: Workspaces, K: Cluster>(
                     ctx,
                     s,
                     w,
-                    reason::WORKSPACE_FAILED,
+                    SessionReason::WorkspaceFailed,
                     &format!("dataset {dataset} has no mountpoint"),
                     now,
                 )
@@ -608,7 +626,7 @@ async fn apply<C: Containers, W: Workspaces, K: Cluster>(
                         ctx,
                         s,
                         w,
-                        reason::CONTAINER_FAILED,
+                        SessionReason::ContainerFailed,
                         &format!("Docker could not start container {}: {message}", c.name),
                         now,
                     )
@@ -621,7 +639,7 @@ async fn apply<C: Containers, W: Workspaces, K: Cluster>(
         Step::BeginStop(cause) => {
             let updated = write_status(ctx, s, plan::status_stopping(s, &cause, now)).await?;
             let failed = StopCause::final_phase(cause.reason) == SessionPhase::Failed;
-            tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = cause.reason, message = %cause.message, "stopping");
+            tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %cause.reason, message = %cause.message, "stopping");
             ctx.publish(
                 s,
                 if failed {
@@ -630,7 +648,7 @@ async fn apply<C: Containers, W: Workspaces, K: Cluster>(
                     EventType::Normal
                 },
                 cause.reason,
-                "Stop",
+                EventAction::Stop,
                 cause.message.clone(),
             );
             Ok(Next::Again(Some(Box::new(updated))))
@@ -672,10 +690,10 @@ async fn begin<C: Containers, W: Workspaces, K: Cluster>(
             "pack {:?} does not exist: create the Pack, or give the session an existing one",
             s.spec.pack
         );
-        return fail(ctx, s, w, reason::PACK_NOT_FOUND, &msg, now).await;
+        return fail(ctx, s, w, SessionReason::PackNotFound, &msg, now).await;
     };
     if let Err(e) = spec::validate(cfg, s, &pack) {
-        return fail(ctx, s, w, reason::INVALID_SPEC, &e.0, now).await;
+        return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await;
     }
     if !ctx.containers.image_present(&pack.spec.image).await? {
         let msg = format!(
@@ -683,13 +701,13 @@ async fn begin<C: Containers, W: Workspaces, K: Cluster>(
              load it on the node (docker load, or docker pull by digest) and create the session again",
             pack.spec.image, s.spec.pack, cfg.node_name
         );
-        return fail(ctx, s, w, reason::IMAGE_NOT_PRESENT, &msg, now).await;
+        return fail(ctx, s, w, SessionReason::ImageNotPresent, &msg, now).await;
     }
     if let Some(src) = spec::restore_from(s)
         && !ctx.workspaces.snapshot_exists(src).await?
     {
         let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");
-        return fail(ctx, s, w, reason::SNAPSHOT_NOT_FOUND, &msg, now).await;
+        return fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await;
     }
     if let Some((uuid, holder)) = ctx.gpu_conflict(s) {
         let msg = format!(
@@ -698,7 +716,13 @@ async fn begin<C: Containers, W: Workspaces, K: Cluster>(
         tracing::error!(session = %s.name_any(), %uuid, %holder, "a GPU bound to two sessions");
         if let Some(st) = plan::status_gpu_in_use(s, &msg, now) {
             write_status(ctx, s, st).await?;
-            ctx.publish(s, EventType::Warning, reason::GPU_IN_USE, "Start", msg);
+            ctx.publish(
+                s,
+                EventType::Warning,
+                SessionReason::GpuInUse,
+                EventAction::Start,
+                msg,
+            );
         }
         return Ok(Next::Wait(Duration::from_secs(2)));
     }
@@ -715,7 +739,7 @@ async fn create_dataset<C: Containers, W: Workspaces, K: Cluster>(
 ) -> Result<Next, Error> {
     let quota = match spec::quota_bytes(s) {
         Ok(q) => q,
-        Err(e) => return fail(ctx, s, w, reason::INVALID_SPEC, &e.0, now).await,
+        Err(e) => return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await,
     };
     let mut properties = vec![
         (
@@ -747,14 +771,14 @@ async fn create_dataset<C: Containers, W: Workspaces, K: Cluster>(
         }
         Err(WorkspaceError::NotFound { what }) => {
             let msg = format!("workspace.restoreFrom: {what} does not exist");
-            fail(ctx, s, w, reason::SNAPSHOT_NOT_FOUND, &msg, now).await
+            fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await
         }
         Err(WorkspaceError::Failed { stderr, .. }) => {
             let quota_note = quota
                 .map(|q| format!(" with quota {q} bytes"))
                 .unwrap_or_default();
             let msg = format!("ZFS could not create the workspace {dataset}{quota_note}: {stderr}");
-            fail(ctx, s, w, reason::WORKSPACE_FAILED, &msg, now).await
+            fail(ctx, s, w, SessionReason::WorkspaceFailed, &msg, now).await
         }
         Err(e) => Err(e.into()),
     }
@@ -769,7 +793,7 @@ async fn create_container<C: Containers, W: Workspaces, K: Cluster>(
     let cfg = &ctx.config;
     let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
         let msg = format!("pack {:?} does not exist any more", s.spec.pack);
-        return fail(ctx, s, w, reason::PACK_NOT_FOUND, &msg, now).await;
+        return fail(ctx, s, w, SessionReason::PackNotFound, &msg, now).await;
     };
     let mountpoint = w
         .dataset
@@ -778,7 +802,7 @@ async fn create_container<C: Containers, W: Workspaces, K: Cluster>(
         .unwrap_or_default();
     let spec = match spec::container_spec(cfg, s, &pack, &mountpoint) {
         Ok(spec) => spec,
-        Err(e) => return fail(ctx, s, w, reason::INVALID_SPEC, &e.0, now).await,
+        Err(e) => return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await,
     };
     {
         let mut ready = ctx.network_ready.lock().await;
@@ -800,14 +824,14 @@ async fn create_container<C: Containers, W: Workspaces, K: Cluster>(
                 "{what}: the image of pack {:?} is not present on node {}; the node agent never pulls images",
                 s.spec.pack, cfg.node_name
             );
-            fail(ctx, s, w, reason::IMAGE_NOT_PRESENT, &msg, now).await
+            fail(ctx, s, w, SessionReason::ImageNotPresent, &msg, now).await
         }
         Err(ContainerError::Rejected { message, .. }) => {
             let msg = format!(
                 "Docker refused to create container {}: {message}",
                 spec.name
             );
-            fail(ctx, s, w, reason::CONTAINER_FAILED, &msg, now).await
+            fail(ctx, s, w, SessionReason::ContainerFailed, &msg, now).await
         }
         Err(e) => {
             // A network removed under us is created again on the next try.
@@ -844,8 +868,8 @@ async fn await_port<C: Containers, W: Workspaces, K: Cluster>(
             Err(e) if Instant::now() >= deadline => {
                 tracing::debug!(session = %s.name_any(), %addr, error = %e, "workload not answering yet");
                 let waiting = s
-                    .condition(READY)
-                    .is_some_and(|c| c.reason == reason::WAITING_FOR_PORT);
+                    .condition(SessionCondition::Ready)
+                    .is_some_and(|c| c.reason == SessionReason::WaitingForPort);
                 if !waiting && s.phase() == SessionPhase::Starting {
                     write_status(ctx, s, plan::status_waiting_for_port(s, addr, now)).await?;
                 }
@@ -862,7 +886,7 @@ async fn fail<C: Containers, W: Workspaces, K: Cluster>(
     ctx: &Context<C, W, K>,
     s: &Session,
     w: &World,
-    why: &'static str,
+    why: SessionReason,
     message: &str,
     now: Timestamp,
 ) -> Result<Next, Error> {
@@ -874,8 +898,14 @@ async fn fail<C: Containers, W: Workspaces, K: Cluster>(
     }
     let updated = write_status(ctx, s, plan::status_failed(s, why, message, now)).await?;
     ctx.release_gpus(&s.uid().unwrap_or_default());
-    tracing::warn!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = why, %message, "failed");
-    ctx.publish(s, EventType::Warning, why, "Start", message.to_string());
+    tracing::warn!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %why, %message, "failed");
+    ctx.publish(
+        s,
+        EventType::Warning,
+        why,
+        EventAction::Start,
+        message.to_string(),
+    );
     Ok(Next::Again(Some(Box::new(updated))))
 }
 
@@ -924,7 +954,13 @@ pub async fn cleanup<C: Containers, W: Workspaces, K: Cluster>(
         }
     }
     tracing::info!(session = %s.name_any(), %uid, %note, "cleaned up");
-    ctx.publish(s, EventType::Normal, "CleanedUp", "Delete", note);
+    ctx.publish(
+        s,
+        EventType::Normal,
+        SessionReason::CleanedUp,
+        EventAction::Delete,
+        note,
+    );
     Ok(Action::await_change())
 }
 
@@ -990,8 +1026,11 @@ mod tests {
         let s = w.cluster.session("s1");
         let st = s.status.clone().unwrap();
         assert_eq!(s.phase(), SessionPhase::Running);
-        assert!(conditions::is_true(&st.conditions, READY));
-        assert!(conditions::is_true(&st.conditions, WORKSPACE_READY));
+        assert!(conditions::is_true(&st.conditions, SessionCondition::Ready));
+        assert!(conditions::is_true(
+            &st.conditions,
+            SessionCondition::WorkspaceReady
+        ));
         assert_eq!(st.upstream.as_deref(), Some("10.0.0.3:8080"));
         assert_eq!(st.gpus.len(), 2);
         let dataset = "pool/mf/alice/uid-s1";
@@ -1022,7 +1061,10 @@ mod tests {
         let s = w.cluster.session("s1");
         let st = s.status.clone().unwrap();
         assert_eq!(s.phase(), SessionPhase::Stopped);
-        assert_eq!(st.reason.as_deref(), Some(reason::STOP_REQUESTED));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some(SessionReason::StopRequested.as_str())
+        );
         assert!(st.gpus.is_empty() && st.upstream.is_none() && st.stopped_at.is_some());
         let snap = st.workspace.unwrap().snapshots[0].clone();
         assert!(snap.starts_with("stop-"), "{snap}");
@@ -1126,11 +1168,11 @@ mod tests {
             let st = s.status.clone().unwrap();
             assert_eq!(s.phase(), SessionPhase::Failed);
             let want = if missing {
-                reason::CONTAINER_MISSING
+                SessionReason::ContainerMissing
             } else {
-                reason::CONTAINER_EXITED
+                SessionReason::ContainerExited
             };
-            assert_eq!(st.reason.as_deref(), Some(want));
+            assert_eq!(st.reason.as_deref(), Some(want.as_str()));
             if !missing {
                 assert!(st.message.unwrap().contains("code 137"));
             }
@@ -1154,7 +1196,10 @@ mod tests {
         w.drive("s1").await.unwrap();
         let st = w.cluster.session("s1").status.unwrap();
         assert_eq!(st.phase, Some(SessionPhase::Failed));
-        assert_eq!(st.reason.as_deref(), Some(reason::PACK_NOT_FOUND));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some(SessionReason::PackNotFound.as_str())
+        );
         assert!(st.message.unwrap().contains("\"nope\""));
 
         // An image that is not on the node.
@@ -1165,7 +1210,10 @@ mod tests {
         w.cluster.put(fixtures::bound_session("s1", 0));
         w.drive("s1").await.unwrap();
         let st = w.cluster.session("s1").status.unwrap();
-        assert_eq!(st.reason.as_deref(), Some(reason::IMAGE_NOT_PRESENT));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some(SessionReason::ImageNotPresent.as_str())
+        );
         assert!(st.message.unwrap().contains(IMAGE));
         assert!(w.zfs.datasets().is_empty(), "nothing made");
 
@@ -1179,7 +1227,10 @@ mod tests {
         w.cluster.put(s);
         w.drive("s1").await.unwrap();
         let st = w.cluster.session("s1").status.unwrap();
-        assert_eq!(st.reason.as_deref(), Some(reason::SNAPSHOT_NOT_FOUND));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some(SessionReason::SnapshotNotFound.as_str())
+        );
         assert!(st.message.unwrap().contains("pool/mf/alice/old@stop-1"));
         assert!(w.zfs.datasets().is_empty());
 
@@ -1193,7 +1244,10 @@ mod tests {
         w.cluster.put(s);
         w.drive("s1").await.unwrap();
         let st = w.cluster.session("s1").status.unwrap();
-        assert_eq!(st.reason.as_deref(), Some(reason::WORKSPACE_FAILED));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some(SessionReason::WorkspaceFailed.as_str())
+        );
         assert!(st.message.unwrap().contains("out of space"));
         assert!(w.zfs.datasets().is_empty());
         assert!(w.docker.of_session("uid-s1").is_empty());
@@ -1224,12 +1278,12 @@ mod tests {
         w.drive("s1").await.unwrap();
         w.docker.set_down(true);
         let err = w.drive("s1").await.unwrap_err();
-        assert_eq!(err.category(), reason::DOCKER_UNAVAILABLE);
+        assert_eq!(err.category(), SessionReason::DockerUnavailable);
         let s = w.cluster.session("s1");
-        let c = s.condition(CONTAINER_READY).unwrap();
+        let c = s.condition(SessionCondition::ContainerReady).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
-            ("Unknown", reason::DOCKER_UNAVAILABLE)
+            ("Unknown", SessionReason::DockerUnavailable.as_str())
         );
         assert_eq!(
             s.phase(),
@@ -1242,7 +1296,7 @@ mod tests {
         let s = w.cluster.session("s1");
         assert!(conditions::is_true(
             &s.status.unwrap().conditions,
-            CONTAINER_READY
+            SessionCondition::ContainerReady
         ));
 
         w.zfs.set_down(true);
@@ -1253,7 +1307,7 @@ mod tests {
         };
         w2.cluster.put(fixtures::bound_session("s2", 0));
         let err = w2.drive("s2").await.unwrap_err();
-        assert_eq!(err.category(), reason::ZFS_UNAVAILABLE);
+        assert_eq!(err.category(), SessionReason::ZfsUnavailable);
     }
 
     #[tokio::test]
@@ -1312,7 +1366,10 @@ mod tests {
         assert_eq!(action, Action::requeue(Duration::from_secs(2)));
         let second = w.cluster.session("second");
         assert_eq!(second.phase(), SessionPhase::Scheduled);
-        assert_eq!(second.condition(READY).unwrap().reason, reason::GPU_IN_USE);
+        assert_eq!(
+            second.condition(SessionCondition::Ready).unwrap().reason,
+            SessionReason::GpuInUse
+        );
         assert!(w.docker.of_session("uid-second").is_empty());
 
         // Once the first is stopped, the GPU is free.
@@ -1329,7 +1386,7 @@ mod tests {
         let e = Error::Container(ContainerError::Unavailable {
             cause: "connection refused".into(),
         });
-        assert_eq!(e.category(), "DockerUnavailable");
+        assert_eq!(e.category(), SessionReason::DockerUnavailable);
         assert!(cause_chain(&e).contains("connection refused"));
         let long = Error::Workspace(WorkspaceError::Failed {
             command: "zfs".into(),

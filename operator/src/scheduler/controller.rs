@@ -24,8 +24,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::{self, set_condition};
-use medforge_crds::session::condition::{READY, SCHEDULED};
 use medforge_crds::{AssignedGpu, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus};
+use medforge_crds::{NodeCondition, NodeReason, SessionCondition, SessionReason};
 use tokio::sync::mpsc;
 
 use super::placement::{ClusterView, Decision, GpuView, Limits, NodeView, Policy, Request};
@@ -87,7 +87,7 @@ pub fn node_is_ready(node: &GpuNode, now: Timestamp, timeout: Duration) -> bool 
         .last_heartbeat_time
         .as_ref()
         .is_some_and(|t| now.as_millisecond() - t.0.as_millisecond() <= timeout.as_millis() as i64);
-    fresh && conditions::is_true(&status.conditions, "Ready")
+    fresh && conditions::is_true(&status.conditions, NodeCondition::Ready)
 }
 
 /// The scheduler's view of a GpuNode.
@@ -445,9 +445,9 @@ fn status_for(
             let msg = format!("bound to {node} with {} GPU(s)", gpus.len());
             set_condition(
                 &mut status.conditions,
-                SCHEDULED,
+                SessionCondition::Scheduled,
                 Some(true),
-                "Bound",
+                SessionReason::Bound,
                 &msg,
                 generation,
                 now,
@@ -460,7 +460,7 @@ fn status_for(
             status.phase = Some(SessionPhase::Pending);
             changed |= set_condition(
                 &mut status.conditions,
-                SCHEDULED,
+                SessionCondition::Scheduled,
                 Some(false),
                 reason.as_str(),
                 message,
@@ -491,7 +491,7 @@ async fn mark_stale_nodes(client: &Client, nodes: &Store<GpuNode>, cfg: &Schedul
         let Some(status) = n.status.as_ref() else {
             continue;
         };
-        if !conditions::is_true(&status.conditions, "Ready")
+        if !conditions::is_true(&status.conditions, NodeCondition::Ready)
             || node_is_ready(&n, now, cfg.heartbeat_timeout)
         {
             continue;
@@ -506,9 +506,9 @@ async fn mark_stale_nodes(client: &Client, nodes: &Store<GpuNode>, cfg: &Schedul
         let msg = format!("the node agent stopped sending heartbeats (last one {age})");
         set_condition(
             &mut st.conditions,
-            "Ready",
+            NodeCondition::Ready,
             None,
-            "NodeStatusUnknown",
+            NodeReason::NodeStatusUnknown,
             &msg,
             n.meta().generation,
             Time(now),
@@ -551,7 +551,9 @@ async fn mark_lost_sessions(
         if ready.contains(node) || !holds_binding(&s) {
             continue;
         }
-        if conditions::find(&status.conditions, READY).is_some_and(|c| c.reason == "NodeLost") {
+        if conditions::find(&status.conditions, SessionCondition::Ready)
+            .is_some_and(|c| c.reason == SessionReason::NodeLost)
+        {
             continue;
         }
         let mut updated = (*s).clone();
@@ -561,14 +563,14 @@ async fn mark_lost_sessions(
         );
         set_condition(
             &mut st.conditions,
-            READY,
+            SessionCondition::Ready,
             Some(false),
-            "NodeLost",
+            SessionReason::NodeLost,
             &msg,
             s.meta().generation,
             Time(now),
         );
-        st.reason = Some("NodeLost".into());
+        st.reason = Some(SessionReason::NodeLost.to_string());
         st.message = Some(msg);
         let ns_api: Api<Session> = Api::namespaced(
             api.clone().into_client(),

@@ -6,7 +6,7 @@
 //! it records a binding in the view only after the binding was written, so a
 //! crash between choosing and recording leaves nothing held.
 
-use medforge_crds::session::refusal;
+use medforge_crds::SessionReason;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How to choose among nodes that fit.
@@ -117,12 +117,17 @@ pub enum RefuseReason {
 
 impl RefuseReason {
     /// The condition reason as it appears in `status.conditions`.
-    pub fn as_str(self) -> &'static str {
+    pub fn reason(self) -> SessionReason {
         match self {
-            RefuseReason::NoGpuAvailable => refusal::NO_GPU_AVAILABLE,
-            RefuseReason::UserLimitReached => refusal::USER_LIMIT_REACHED,
-            RefuseReason::CpuOnlyNotAllowed => refusal::CPU_ONLY_NOT_ALLOWED,
+            RefuseReason::NoGpuAvailable => SessionReason::NoGpuAvailable,
+            RefuseReason::UserLimitReached => SessionReason::UserLimitReached,
+            RefuseReason::CpuOnlyNotAllowed => SessionReason::CpuOnlyNotAllowed,
         }
+    }
+
+    /// [`RefuseReason::reason`] as written.
+    pub fn as_str(self) -> &'static str {
+        self.reason().as_str()
     }
 }
 

@@ -500,5 +500,7 @@ fn random_slug() -> String {
 }
 
 pub fn is_running_and_ready(s: &Session) -> bool {
-    s.phase() == SessionPhase::Running && s.condition("Ready").is_some_and(|c| c.status == "True")
+    s.phase() == SessionPhase::Running
+        && s.condition(medforge_crds::SessionCondition::Ready)
+            .is_some_and(|c| c.status == "True")
 }
