@@ -1,0 +1,109 @@
+//! From flags to the crates' configurations: what `cli` parsed becomes a
+//! `SchedulerConfig`, an `ApiConfig` or an `AgentConfig`. The one I/O here is
+//! what a configuration needs to exist: the GPU inventory (NVML) and the
+//! network namespace the agent dials into.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use medforge_operator::agent::AgentConfig;
+use medforge_operator::scheduler::controller::SchedulerConfig;
+use medforge_operator::scheduler::placement::Limits;
+
+use crate::cli::{AgentArgs, ApiSettings, SchedulerArgs};
+
+impl SchedulerArgs {
+    /// The scheduler's configuration, electing itself as `identity`.
+    pub fn config(&self, identity: &str) -> SchedulerConfig {
+        let mut c = SchedulerConfig::new(identity);
+        c.limits = Limits {
+            max_sessions_per_user: self.max_sessions_per_user,
+            max_gpus_per_user: self.max_gpus_per_user,
+            allow_cpu_only: self.allow_cpu_only,
+        };
+        c.policy = self.placement;
+        c.heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs);
+        c.lease.duration = self.lease_duration;
+        c
+    }
+}
+
+impl ApiSettings {
+    /// The api's configuration, its default database under `data_dir`. An
+    /// admin email needs its password in MEDFORGE_ADMIN_PASSWORD.
+    pub fn config(&self, data_dir: &Path) -> anyhow::Result<medforge_api::ApiConfig> {
+        let mut c = medforge_api::ApiConfig::new(&self.domain, data_dir);
+        c.database_url = self.database_url.clone();
+        c.sessions.namespace = self.namespace.clone();
+        c.sessions.ready_timeout = self.session_ready_timeout;
+        if self.insecure_cookies {
+            c.cookie.secure = false;
+            c.public_scheme = "http".into();
+        }
+        if let Some(email) = &self.admin_email {
+            let password = std::env::var("MEDFORGE_ADMIN_PASSWORD")
+                .context("--admin-email needs the admin's password in MEDFORGE_ADMIN_PASSWORD")?;
+            c.bootstrap_admin = Some(medforge_api::AdminBootstrap {
+                email: email.clone(),
+                password,
+            });
+        }
+        Ok(c)
+    }
+}
+
+impl AgentArgs {
+    /// The node agent's configuration, with its GPU inventory: NVML for
+    /// `auto` when a driver answers (else none), or the static list given.
+    pub fn config(&self) -> anyhow::Result<AgentConfig> {
+        use medforge_operator::agent::WorkspaceOnDelete;
+        use medforge_operator::agent::dialer::NetnsDialer;
+        use medforge_operator::gpu::{GpuInventory, NvmlInventory, StaticInventory};
+        let node = self.node_name.clone().unwrap_or_else(hostname);
+        let mut c = AgentConfig::new(&node, &self.zfs_root);
+        c.docker_socket = self.docker_socket.clone();
+        c.zfs_binary = self.zfs_binary.clone();
+        c.network = self.network.clone();
+        c.metrics_addr = self.agent_metrics;
+        c.extra_labels.extend(self.container_labels.iter().cloned());
+        if self.destroy_workspaces {
+            c.workspace_on_delete = WorkspaceOnDelete::Destroy;
+        }
+        if let Some(path) = &self.netns {
+            c.dialer =
+                Arc::new(NetnsDialer::new(path).with_context(|| {
+                    format!("opening the network namespace {}", path.display())
+                })?);
+        }
+        let inventory: Arc<dyn GpuInventory> = match self.gpus.as_str() {
+            "auto" => match NvmlInventory::init() {
+                Ok(nvml) => {
+                    c.gpu_device_requests = true;
+                    Arc::new(nvml)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "no NVIDIA GPUs: {e}. The node runs sessions without GPUs; pass --gpus static:N to simulate N GPUs"
+                    );
+                    Arc::new(StaticInventory::new(Vec::new()))
+                }
+            },
+            spec => Arc::new(StaticInventory::parse(&node, spec)?),
+        };
+        c.inventory = inventory;
+        Ok(c)
+    }
+}
+
+/// This process's name in the scheduler's election: `<host>-<pid>`.
+pub fn identity() -> String {
+    format!("{}-{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,119 @@
+//! One-shot steps a command takes before its parts run: reaching the control
+//! plane, the default Pack, and the first admin.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// A client of the control plane from `kubeconfig`, or from the usual places
+/// (KUBECONFIG, ~/.kube/config, in-cluster) when none is given.
+pub async fn client_from(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no kubeconfig given and none found (KUBECONFIG, ~/.kube/config, in-cluster)",
+        )?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Creates or updates the `default` Pack. The control plane validates the
+/// image reference, so a bad one fails the start with a clear message.
+pub async fn apply_default_pack(client: &kube::Client, image: &str) -> anyhow::Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let packs: kube::Api<medforge_crds::Pack> = kube::Api::all(client.clone());
+    let pack = serde_json::json!({
+        "apiVersion": medforge_crds::API_VERSION,
+        "kind": "Pack",
+        "metadata": {"name": "default"},
+        "spec": {"image": image, "port": 8080},
+    });
+    packs
+        .patch(
+            "default",
+            &PatchParams::apply("medforge-up").force(),
+            &Patch::Apply(&pack),
+        )
+        .await
+        .with_context(|| format!("applying the default Pack with image {image}"))?;
+    tracing::info!(%image, "default Pack applied");
+    Ok(())
+}
+
+/// Opens the api's database and brings its schema up to date.
+pub async fn api_db(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<medforge_api::Db> {
+    let db = medforge_api::Db::connect(database_url, data_dir)
+        .await
+        .context("opening the api database")?;
+    db.migrate().await.context("migrating the api database")?;
+    Ok(db)
+}
+
+/// Ensures an admin exists. With none configured and none in the database,
+/// creates `admin@<domain>` with a random password, written to
+/// `<data_dir>/admin-password` (mode 0600); the log names the file, never the
+/// password. Returns how to sign in as the first admin.
+pub async fn first_admin(
+    config: &medforge_api::ApiConfig,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    if let Some(b) = &config.bootstrap_admin {
+        return Ok(format!(
+            "{} with the password you gave in MEDFORGE_ADMIN_PASSWORD",
+            b.email
+        )); // Api::start ensures it.
+    }
+    let db = api_db(config.database_url.as_deref(), &config.data_dir).await?;
+    let email = format!("admin@{}", config.domain);
+    let file = data_dir.join("admin-password");
+    if medforge_api::users::count_admins(&db).await? > 0 {
+        return Ok(if file.exists() {
+            format!(
+                "{email}, password in {} (unless changed since)",
+                file.display()
+            )
+        } else {
+            "an existing admin (`medforge create-admin` makes another)".to_string()
+        });
+    }
+    let password = random_password();
+    write_secret(&file, &password)?;
+    medforge_api::ensure_admin(&db, config.auth.password_hashing, &email, Some(&password))
+        .await
+        .context("creating the first admin")?;
+    tracing::info!(%email, password_file = %file.display(), "created the first admin; the password is in the file (mode 0600)");
+    Ok(format!("{email}, password in {}", file.display()))
+}
+
+/// Writes a secret to a new file only its owner can read.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("writing {}", path.display()))
+}
+
+/// 20 characters from an alphabet without look-alikes (no 0/O, 1/l/I).
+fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
