@@ -111,9 +111,31 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 /// 20 characters from an alphabet without look-alikes (no 0/O, 1/l/I).
 fn random_password() -> String {
     use rand::Rng;
+    use rand::distr::slice::Choose;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    (0..20)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+    let Ok(letters) = Choose::new(ALPHABET) else {
+        unreachable!("the alphabet is not empty")
+    };
+    rand::rng()
+        .sample_iter(letters)
+        .take(20)
+        .map(|&b| char::from(b))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_password;
+
+    #[test]
+    fn a_random_password_has_20_characters_without_look_alikes() {
+        let p = random_password();
+        assert_eq!(p.chars().count(), 20);
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() && !"01OIl".contains(c)),
+            "{p}"
+        );
+        assert_ne!(p, random_password());
+    }
 }
