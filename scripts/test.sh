@@ -15,6 +15,32 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# No module imports another that imports it back, in any crate's library or
+# binary (docs/decisions/0009): cargo-modules' acyclic check, one target at a
+# time (it stops at the first cycle of a target), every target checked
+# before this step fails.
+echo "== module cycles"
+cargo_modules=${MEDFORGE_CARGO_MODULES_ROOT:-/opt/medforge/tools/cargo-modules}/bin/cargo-modules
+targets=$(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "lib" in t["kind"]:
+            print(p["name"], "--lib")
+        elif "bin" in t["kind"]:
+            print(p["name"], "--bin=" + t["name"])
+')
+cyclic=()
+while read -r package target; do
+  if ! "$cargo_modules" dependencies --package "$package" "$target" --acyclic --layout none; then
+    cyclic+=("$package $target")
+  fi
+done <<<"$targets"
+if [ ${#cyclic[@]} -gt 0 ]; then
+  echo "test.sh: module cycles in: ${cyclic[*]}" >&2
+  exit 1
+fi
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 

@@ -67,11 +67,10 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         }
         None => tracing::info!(%admin, "first admin"),
     }
-    let api_listen = args.api_listen;
     let result = serve_api(
         api_config,
         client,
-        api_listen,
+        args.api_listen,
         "--api-listen",
         parts.shutdown(),
     )
