@@ -71,7 +71,7 @@ pub fn is_true(conditions: &[Condition], type_: impl AsRef<str>) -> bool {
 }
 
 /// The condition of that type.
-pub fn find<'a>(conditions: &'a [Condition], type_: impl AsRef<str>) -> Option<&'a Condition> {
+pub fn find(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
     let type_ = type_.as_ref();
     conditions.iter().find(|c| c.type_ == type_)
 }
