@@ -89,15 +89,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
-# The module-cycle check (scripts/test.sh; docs/decisions/0009): cargo-modules
-# at a pinned version, in a root of its own so that another cargo-modules on
-# the PATH is neither used nor replaced. Built only when that version is not
-# there (a build of rust-analyzer's crates: about 15 minutes on 2 cores).
-cargo_modules_version=0.27.0
-cargo_modules_root=${MEDFORGE_CARGO_MODULES_ROOT:-/opt/medforge/tools/cargo-modules}
-if [ "$("$cargo_modules_root/bin/cargo-modules" --version 2>/dev/null)" != "cargo-modules $cargo_modules_version" ]; then
-  echo "install-deps: installing cargo-modules $cargo_modules_version into $cargo_modules_root"
-  cargo install --locked --force --version "$cargo_modules_version" --root "$cargo_modules_root" cargo-modules
+# The module-cycle check (scripts/test.sh; docs/decisions/0009):
+# cargo-cycles at a pinned version, in a root of its own so that another
+# one on the PATH is neither used nor replaced. Built only when that version
+# is not there (about 3 minutes of CPU).
+cargo_cycles_version=0.2.0
+cargo_cycles_root=${MEDFORGE_CARGO_CYCLES_ROOT:-/opt/medforge/tools/cargo-cycles}
+if [ "$("$cargo_cycles_root/bin/cargo-cycles" --version 2>/dev/null)" != "cargo-cycles $cargo_cycles_version" ]; then
+  echo "install-deps: installing cargo-cycles $cargo_cycles_version into $cargo_cycles_root"
+  cargo install --locked --force --version "$cargo_cycles_version" --root "$cargo_cycles_root" cargo-cycles
 fi
 
 # The api fuzzer (tests/api_fuzz.rs): Schemathesis and openapi-spec-validator

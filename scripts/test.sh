@@ -15,27 +15,25 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# No module imports another that imports it back, in any crate's library or
-# binary (docs/decisions/0009): cargo-modules' acyclic check, one target at a
-# time (it stops at the first cycle of a target), every target checked
-# before this step fails.
+# No module imports another that imports it back, in any crate
+# (docs/decisions/0009): cargo-cycles over each package's src/, every
+# package checked before this step fails. It is run as `cargo-cycles`, not
+# `cargo cycles` (it refuses the argument cargo passes), from the package's
+# folder (it reads ./Cargo.toml).
 echo "== module cycles"
-cargo_modules=${MEDFORGE_CARGO_MODULES_ROOT:-/opt/medforge/tools/cargo-modules}/bin/cargo-modules
-targets=$(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
-import json, sys
+cargo_cycles=${MEDFORGE_CARGO_CYCLES_ROOT:-/opt/medforge/tools/cargo-cycles}/bin/cargo-cycles
+packages=$(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+import json, os, sys
 for p in json.load(sys.stdin)["packages"]:
-    for t in p["targets"]:
-        if "lib" in t["kind"]:
-            print(p["name"], "--lib")
-        elif "bin" in t["kind"]:
-            print(p["name"], "--bin=" + t["name"])
+    print(p["name"], os.path.dirname(p["manifest_path"]))
 ')
 cyclic=()
-while read -r package target; do
-  if ! "$cargo_modules" dependencies --package "$package" "$target" --acyclic --layout none; then
-    cyclic+=("$package $target")
+while read -r package dir; do
+  echo "-- $package ($dir/src)"
+  if ! (cd "$dir" && "$cargo_cycles" --workspace "$dir/src"); then
+    cyclic+=("$package")
   fi
-done <<<"$targets"
+done <<<"$packages"
 if [ ${#cyclic[@]} -gt 0 ]; then
   echo "test.sh: module cycles in: ${cyclic[*]}" >&2
   exit 1
