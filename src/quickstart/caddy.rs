@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::dir::{QuickstartDir, Report};
 use super::host::{find_program, tail};
 use super::process::{live_pid, spawn_daemon, stop_pid};
-use super::{QuickstartArgs, QuickstartDir, Report};
+use crate::cli::QuickstartArgs;
 
 /// The Caddyfile MedForge ships, configured through its environment.
 const CADDYFILE: &str = include_str!("../../deploy/caddy/Caddyfile");

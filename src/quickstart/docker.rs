@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::dir::{QuickstartDir, Report};
 use super::host::{find_program, run, tail, wait_until};
 use super::process::spawn_daemon;
-use super::{QuickstartDir, Report};
 use crate::cli::DOCKER_SOCKET;
 
 /// Makes Docker answer at `socket`: uses it when it does, else starts it

@@ -13,42 +13,32 @@
 //! `--quickstart`, `medforge up` starts nothing of its own.
 
 mod caddy;
+mod dir;
 mod docker;
 mod host;
 mod pack;
 mod process;
+mod storage;
 mod summary;
 mod trial_pool;
 mod zfs;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 pub use crate::cli::QuickstartArgs;
 pub use caddy::ensure_caddy;
+pub use dir::{QuickstartDir, Report};
 pub use summary::summary;
 
 use docker::ensure_docker;
-use host::{iptables_usable, is_root, short_hash};
+use host::{iptables_usable, is_root};
 use pack::ensure_pack_image;
 use process::{live_pid, stop_pid};
-use zfs::ensure_zfs;
-
-/// What the quickstart did, reused or found missing, for the closing summary.
-#[derive(Debug, Default)]
-pub struct Report {
-    lines: Vec<String>,
-}
-
-impl Report {
-    fn note(&mut self, line: String) {
-        tracing::info!("quickstart: {line}");
-        self.lines.push(line);
-    }
-}
+use storage::ensure_zfs;
 
 /// What `prepare` settled that `medforge up` uses.
 #[derive(Debug)]
@@ -60,49 +50,6 @@ pub struct Prepared {
     pub zfs_root: String,
     /// The default Pack's image, when the quickstart provided it.
     pub pack_image: Option<String>,
-}
-
-/// Paths of the quickstart's own files.
-#[derive(Debug, Clone)]
-pub struct QuickstartDir {
-    pub dir: PathBuf,
-}
-
-impl QuickstartDir {
-    pub fn new(data_dir: &Path) -> QuickstartDir {
-        QuickstartDir {
-            dir: data_dir.join("quickstart"),
-        }
-    }
-    pub fn pidfile(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.pid"))
-    }
-    pub fn log(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
-    }
-    pub fn pool_file(&self) -> PathBuf {
-        self.dir.join("pool.img")
-    }
-    pub fn caddy_home(&self) -> PathBuf {
-        self.dir.join("caddy")
-    }
-    /// The root certificate of Caddy's internal CA (what a browser or curl trusts).
-    pub fn caddy_root_cert(&self) -> PathBuf {
-        self.caddy_home()
-            .join("data/caddy/pki/authorities/local/root.crt")
-    }
-    /// The trial pool's name, from this directory's hash.
-    pub fn trial_pool(&self) -> String {
-        format!("mftrial{}", self.hash())
-    }
-    /// The exec root of a dockerd the quickstart starts on a socket of its
-    /// own (a short path: containerd's sockets live there).
-    pub fn dockerd_exec_root(&self) -> PathBuf {
-        PathBuf::from(format!("/run/medforge-qs-{}", self.hash()))
-    }
-    fn hash(&self) -> String {
-        short_hash(&self.dir.display().to_string())
-    }
 }
 
 /// The processes the quickstart may start, by the name their PID file has.

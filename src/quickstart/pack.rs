@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 
-use super::Report;
+use super::dir::Report;
 
 fn default_workload_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{QuickstartArgs, QuickstartDir, Report};
+use super::dir::{QuickstartDir, Report};
+use crate::cli::QuickstartArgs;
 
 /// How a person reaches MedForge now, printed when `medforge up` is ready.
 pub fn summary(

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::dir::{QuickstartDir, Report};
 use super::host::{find_program, run};
 use super::zfs::{ZfsTools, pools};
-use super::{QuickstartDir, Report};
 
 /// Uses the trial pool when it is imported, imports it again when its file
 /// is there, else creates it (`pool_size`, sparse); then makes its
