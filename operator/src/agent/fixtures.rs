@@ -20,7 +20,7 @@ use super::AgentConfig;
 use super::dialer::Dialer;
 use super::runtime::{
     Cluster, ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary,
-    Containers, DatasetObs, Destroyed, WorkspaceError, Workspaces, labels,
+    Containers, DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces, labels,
 };
 use super::spec::container_name;
 
@@ -409,17 +409,19 @@ fn add_dataset(
     properties: &[(String, String)],
 ) -> Result<(), WorkspaceError> {
     if st.datasets.contains_key(dataset) {
-        return Err(WorkspaceError::Failed {
+        return Err(WorkspaceError::Refused {
             command: format!("zfs create {dataset}"),
             stderr: format!("cannot create '{dataset}': dataset already exists"),
+            why: Refusal::AlreadyExists,
         });
     }
     if let Some((_, q)) = properties.iter().find(|(k, _)| k == "quota")
         && q.parse::<u64>().unwrap_or(0) < 1 << 20
     {
-        return Err(WorkspaceError::Failed {
+        return Err(WorkspaceError::Refused {
             command: format!("zfs create {dataset}"),
             stderr: format!("cannot create '{dataset}': out of space"),
+            why: Refusal::Other,
         });
     }
     st.datasets.insert(

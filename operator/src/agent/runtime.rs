@@ -209,10 +209,33 @@ pub enum WorkspaceError {
     Unavailable { cause: String },
     #[error("{what} does not exist")]
     NotFound { what: String },
+    /// ZFS refused the command; `why` says what about, `stderr` is its own
+    /// words (shown to users).
     #[error("`{command}` failed: {stderr}")]
-    Failed { command: String, stderr: String },
+    Refused {
+        command: String,
+        stderr: String,
+        why: Refusal,
+    },
     #[error("{path}: {cause}")]
     Io { path: String, cause: String },
+}
+
+/// What a refused workspace command was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The dataset or snapshot to make already exists.
+    AlreadyExists,
+    AlreadyMounted,
+    NotMounted,
+    /// The dataset is in use; trying again shortly may work.
+    Busy,
+    /// Other datasets were cloned from the dataset's snapshots (named here).
+    DependentClones(Vec<String>),
+    /// The dataset was made but could not be mounted.
+    CannotMount,
+    /// Anything else (out of space, a property ZFS does not take, …).
+    Other,
 }
 
 /// Workspace datasets and snapshots on this node.

@@ -15,7 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use medforge_crds::ComponentHealth;
 use tokio::process::Command;
 
-use super::runtime::{DatasetObs, Destroyed, WorkspaceError, Workspaces};
+use super::runtime::{DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces};
 
 /// ZFS through the `zfs` program.
 #[derive(Debug, Clone)]
@@ -35,11 +35,53 @@ fn busy_backoff() -> ExponentialBuilder {
 }
 
 fn is_busy(e: &WorkspaceError) -> bool {
-    matches!(e, WorkspaceError::Failed { stderr, .. } if stderr.contains("busy"))
+    matches!(
+        e,
+        WorkspaceError::Refused {
+            why: Refusal::Busy,
+            ..
+        }
+    )
 }
 
 fn is_missing(stderr: &str) -> bool {
     stderr.contains("does not exist") || stderr.contains("no such pool")
+}
+
+/// What a failed `zfs` command's answer means: the one place ZFS's words
+/// are read. `args` are the command's arguments (the last names the object).
+fn classify(command: String, args: &[&str], stderr: String) -> WorkspaceError {
+    if stderr.contains("failed to initialize ZFS library")
+        || stderr.contains("zfs-fuse daemon is running")
+        || stderr.contains("/dev/zfs")
+    {
+        return WorkspaceError::Unavailable { cause: stderr };
+    }
+    if is_missing(&stderr) {
+        return WorkspaceError::NotFound {
+            what: format!("{} ({stderr})", args.last().copied().unwrap_or("")),
+        };
+    }
+    let why = if stderr.contains("already exists") {
+        Refusal::AlreadyExists
+    } else if stderr.contains("already mounted") {
+        Refusal::AlreadyMounted
+    } else if stderr.contains("not currently mounted") || stderr.contains("not mounted") {
+        Refusal::NotMounted
+    } else if stderr.contains("busy") {
+        Refusal::Busy
+    } else if stderr.contains("dependent clones") {
+        Refusal::DependentClones(dependent_clones(&stderr))
+    } else if stderr.contains("cannot mount") {
+        Refusal::CannotMount
+    } else {
+        Refusal::Other
+    };
+    WorkspaceError::Refused {
+        command,
+        stderr,
+        why,
+    }
 }
 
 impl ZfsWorkspaces {
@@ -68,18 +110,7 @@ impl ZfsWorkspaces {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stderr.contains("failed to initialize ZFS library")
-            || stderr.contains("zfs-fuse daemon is running")
-            || stderr.contains("/dev/zfs")
-        {
-            return Err(WorkspaceError::Unavailable { cause: stderr });
-        }
-        if is_missing(&stderr) {
-            return Err(WorkspaceError::NotFound {
-                what: format!("{} ({stderr})", args.last().copied().unwrap_or("")),
-            });
-        }
-        Err(WorkspaceError::Failed { command, stderr })
+        Err(classify(command, &args, stderr))
     }
 
     /// ZFS's health for the GpuNode: the pool of `root` answers.
@@ -103,9 +134,10 @@ impl ZfsWorkspaces {
     pub async fn ensure_root(&self, root: &str) -> Result<(), WorkspaceError> {
         match self.run(&["create", "-p", root]).await {
             Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
-                Ok(())
-            }
+            Err(WorkspaceError::Refused {
+                why: Refusal::AlreadyExists,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -113,12 +145,10 @@ impl ZfsWorkspaces {
     async fn unmount(&self, dataset: &str) -> Result<(), WorkspaceError> {
         let once = || async {
             match self.run(&["unmount", dataset]).await {
-                Err(WorkspaceError::Failed { stderr, .. })
-                    if stderr.contains("not currently mounted")
-                        || stderr.contains("not mounted") =>
-                {
-                    Ok(String::new())
-                }
+                Err(WorkspaceError::Refused {
+                    why: Refusal::NotMounted,
+                    ..
+                }) => Ok(String::new()),
                 other => other,
             }
         };
@@ -265,9 +295,10 @@ impl Workspaces for ZfsWorkspaces {
     async fn mount(&self, dataset: &str) -> Result<(), WorkspaceError> {
         match self.run(&["mount", dataset]).await {
             Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already mounted") => {
-                Ok(())
-            }
+            Err(WorkspaceError::Refused {
+                why: Refusal::AlreadyMounted,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -289,9 +320,10 @@ impl Workspaces for ZfsWorkspaces {
     async fn snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
         match self.run(&["snapshot", snapshot]).await {
             Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
-                Ok(())
-            }
+            Err(WorkspaceError::Refused {
+                why: Refusal::AlreadyExists,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -310,11 +342,10 @@ impl Workspaces for ZfsWorkspaces {
         };
         match destroy.retry(busy_backoff()).when(is_busy).await {
             Ok(_) => Ok(Destroyed::Destroyed),
-            Err(WorkspaceError::Failed { stderr, command }) => {
-                let clones = dependent_clones(&stderr);
-                if clones.is_empty() {
-                    return Err(WorkspaceError::Failed { command, stderr });
-                }
+            Err(WorkspaceError::Refused {
+                why: Refusal::DependentClones(clones),
+                ..
+            }) if !clones.is_empty() => {
                 // Another workspace was restored from one of its snapshots:
                 // promote it (it takes the snapshots it depends on), then
                 // the dataset can go without touching the other workspace.

@@ -1,0 +1,71 @@
+//! `Begin`: check the inputs (Pack, spec, image, restore snapshot, GPUs)
+//! before anything is made, then write `Starting`.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use medforge_crds::{EventAction, Session, SessionReason};
+
+use super::{Next, fail};
+use crate::agent::context::Context;
+use crate::agent::controller::Error;
+use crate::agent::driver::write_status;
+use crate::agent::plan::{self, World};
+use crate::agent::runtime::{Cluster, Containers, Workspaces};
+use crate::agent::spec;
+
+/// Checks the inputs before anything is made, then writes `Starting`.
+pub(super) async fn begin<C: Containers, W: Workspaces, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    s: &Session,
+    w: &World,
+    dataset: &str,
+    now: Timestamp,
+) -> Result<Next, Error> {
+    let cfg = &ctx.config;
+    let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
+        let msg = format!(
+            "pack {:?} does not exist: create the Pack, or give the session an existing one",
+            s.spec.pack
+        );
+        return fail(ctx, s, w, SessionReason::PackNotFound, &msg, now).await;
+    };
+    if let Err(e) = spec::validate(cfg, s, &pack) {
+        return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await;
+    }
+    if !ctx.containers.image_present(&pack.spec.image).await? {
+        let msg = format!(
+            "image {} of pack {:?} is not present on node {}; the node agent never pulls images: \
+             load it on the node (docker load, or docker pull by digest) and create the session again",
+            pack.spec.image, s.spec.pack, cfg.node_name
+        );
+        return fail(ctx, s, w, SessionReason::ImageNotPresent, &msg, now).await;
+    }
+    if let Some(src) = spec::restore_from(s)
+        && !ctx.workspaces.snapshot_exists(src).await?
+    {
+        let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");
+        return fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await;
+    }
+    if let Some((uuid, holder)) = ctx.gpu_conflict(s) {
+        let msg = format!(
+            "GPU {uuid} is in use by session {holder} on this node; waiting until it is free"
+        );
+        tracing::error!(session = %s.name_any(), %uuid, %holder, "a GPU bound to two sessions");
+        if let Some(st) = plan::status_gpu_in_use(s, &msg, now) {
+            write_status(ctx, s, st).await?;
+            ctx.publish(
+                s,
+                EventType::Warning,
+                SessionReason::GpuInUse,
+                EventAction::Start,
+                msg,
+            );
+        }
+        return Ok(Next::Wait(Duration::from_secs(2)));
+    }
+    let updated = write_status(ctx, s, plan::status_starting(s, dataset, now)).await?;
+    Ok(Next::written(updated))
+}

@@ -1,0 +1,101 @@
+//! The workspace steps: create (or clone) the dataset, mount it, give its
+//! root to the workload's user.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use medforge_crds::{Session, SessionReason};
+
+use super::{Next, fail};
+use crate::agent::context::Context;
+use crate::agent::controller::Error;
+use crate::agent::plan::World;
+use crate::agent::runtime::{Cluster, Containers, Refusal, WorkspaceError, Workspaces};
+use crate::agent::spec;
+
+/// `CreateDataset`: the dataset with its properties and quota, cloned from
+/// the restore snapshot when there is one.
+pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    s: &Session,
+    w: &World,
+    dataset: &str,
+    now: Timestamp,
+) -> Result<Next, Error> {
+    let quota = match spec::quota_bytes(s) {
+        Ok(q) => q,
+        Err(e) => return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await,
+    };
+    let mut properties = vec![
+        (
+            "medforge:session-uid".to_string(),
+            s.uid().unwrap_or_default(),
+        ),
+        (
+            "medforge:session".to_string(),
+            format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
+        ),
+    ];
+    if let Some(q) = quota {
+        properties.push(("quota".to_string(), q.to_string()));
+    }
+    let made = match spec::restore_from(s) {
+        Some(src) => ctx.workspaces.clone_from(src, dataset, &properties).await,
+        None => ctx.workspaces.create(dataset, &properties).await,
+    };
+    match made {
+        Ok(()) => Ok(Next::AGAIN),
+        // Made by an earlier, interrupted pass: the next pass sees it.
+        Err(WorkspaceError::Refused {
+            why: Refusal::AlreadyExists,
+            ..
+        }) => Ok(Next::AGAIN),
+        // Made, but not mounted (zfs-fuse hiccup): the next pass mounts it,
+        // or this is tried again.
+        Err(
+            e @ WorkspaceError::Refused {
+                why: Refusal::CannotMount,
+                ..
+            },
+        ) => Err(e.into()),
+        Err(WorkspaceError::NotFound { what }) => {
+            let msg = format!("workspace.restoreFrom: {what} does not exist");
+            fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await
+        }
+        Err(WorkspaceError::Refused { stderr, .. }) => {
+            let quota_note = quota
+                .map(|q| format!(" with quota {q} bytes"))
+                .unwrap_or_default();
+            let msg = format!("ZFS could not create the workspace {dataset}{quota_note}: {stderr}");
+            fail(ctx, s, w, SessionReason::WorkspaceFailed, &msg, now).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `MountDataset`.
+pub(super) async fn mount<C: Containers, W: Workspaces, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    dataset: &str,
+) -> Result<Next, Error> {
+    ctx.workspaces.mount(dataset).await?;
+    Ok(Next::AGAIN)
+}
+
+/// `ChownWorkspace`: the dataset's root to the workload's user.
+pub(super) async fn chown<C: Containers, W: Workspaces, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    s: &Session,
+    w: &World,
+    dataset: &str,
+    now: Timestamp,
+) -> Result<Next, Error> {
+    let Some(path) = w.dataset.as_ref().and_then(|d| d.mountpoint.clone()) else {
+        let msg = format!("dataset {dataset} has no mountpoint");
+        return fail(ctx, s, w, SessionReason::WorkspaceFailed, &msg, now).await;
+    };
+    let cfg = &ctx.config;
+    ctx.workspaces
+        .chown(&path, cfg.container_uid, cfg.container_gid)
+        .await?;
+    Ok(Next::AGAIN)
+}
