@@ -36,8 +36,6 @@ pub mod dialer;
 pub mod docker;
 mod driver;
 pub mod events;
-#[cfg(any(test, feature = "testing"))]
-pub mod fixtures;
 pub mod metrics;
 pub mod plan;
 pub mod recovery;
@@ -46,6 +44,8 @@ pub mod spec;
 mod state;
 mod steps;
 mod tasks;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod zfs;
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! The node agent's runtimes behind small traits: containers (Docker),
 //! workspaces (ZFS) and the cluster (the Kubernetes API). The reconciler is
 //! written against these traits only, so its logic is tested with the fakes
-//! of `fixtures.rs`; `docker.rs`, `zfs.rs` and [`KubeCluster`] are the real
+//! of `testing`; `docker.rs`, `zfs.rs` and [`KubeCluster`] are the real
 //! implementations, tested against the real things.
 
 use std::collections::BTreeMap;

@@ -14,10 +14,10 @@ use crate::agent::AgentConfig;
 use crate::agent::cleanup::cleanup;
 use crate::agent::context::Context;
 use crate::agent::controller::{Error, cause_chain};
-use crate::agent::fixtures::{self, FakeCluster, FakeContainers, FakeWorkspaces, IMAGE};
 use crate::agent::metrics::Metrics;
 use crate::agent::plan::StepKind;
 use crate::agent::runtime::{ContainerError, Refusal, WorkspaceError};
+use crate::agent::testing::{self as fixtures, FakeCluster, FakeContainers, FakeWorkspaces, IMAGE};
 
 type Ctx = Context<FakeContainers, FakeWorkspaces, FakeCluster>;
 

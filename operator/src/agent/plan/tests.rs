@@ -6,8 +6,8 @@ use medforge_crds::conditions;
 use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, SessionReason};
 
 use super::*;
-use crate::agent::fixtures::{self, running_container};
 use crate::agent::runtime::{ContainerState, DatasetObs};
+use crate::agent::testing::{self as fixtures, running_container};
 
 fn policy() -> Policy {
     Policy {
