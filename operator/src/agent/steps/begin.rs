@@ -3,37 +3,33 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use medforge_crds::{EventAction, Session, SessionReason};
+use medforge_crds::{EventAction, SessionReason};
 
-use super::{Next, fail};
-use crate::agent::context::Context;
+use super::{Next, Pass};
 use crate::agent::controller::Error;
 use crate::agent::driver::write_status;
-use crate::agent::plan::{self, World};
+use crate::agent::plan::{self};
 use crate::agent::runtime::{Cluster, Containers, Workspaces};
 use crate::agent::spec;
 
 /// Checks the inputs before anything is made, then writes `Starting`.
 pub(super) async fn begin<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
+    p: &Pass<'_, C, W, K>,
     dataset: &str,
-    now: Timestamp,
 ) -> Result<Next, Error> {
+    let Pass { ctx, s, w: _, now } = *p;
     let cfg = &ctx.config;
     let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
         let msg = format!(
             "pack {:?} does not exist: create the Pack, or give the session an existing one",
             s.spec.pack
         );
-        return fail(ctx, s, w, SessionReason::PackNotFound, &msg, now).await;
+        return p.fail(SessionReason::PackNotFound, &msg).await;
     };
     if let Err(e) = spec::validate(cfg, s, &pack) {
-        return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await;
+        return p.fail(SessionReason::InvalidSpec, &e.0).await;
     }
     if !ctx.containers.image_present(&pack.spec.image).await? {
         let msg = format!(
@@ -41,13 +37,13 @@ pub(super) async fn begin<C: Containers, W: Workspaces, K: Cluster>(
              load it on the node (docker load, or docker pull by digest) and create the session again",
             pack.spec.image, s.spec.pack, cfg.node_name
         );
-        return fail(ctx, s, w, SessionReason::ImageNotPresent, &msg, now).await;
+        return p.fail(SessionReason::ImageNotPresent, &msg).await;
     }
     if let Some(src) = spec::restore_from(s)
         && !ctx.workspaces.snapshot_exists(src).await?
     {
         let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");
-        return fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await;
+        return p.fail(SessionReason::SnapshotNotFound, &msg).await;
     }
     if let Some((uuid, holder)) = ctx.gpu_conflict(s) {
         let msg = format!(

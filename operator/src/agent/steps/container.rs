@@ -1,27 +1,22 @@
 //! The container steps: create it (the network first), start it.
 
-use k8s_openapi::jiff::Timestamp;
-use medforge_crds::{Session, SessionReason};
+use medforge_crds::SessionReason;
 
-use super::{Next, fail};
-use crate::agent::context::Context;
+use super::{Next, Pass};
 use crate::agent::controller::Error;
-use crate::agent::plan::World;
 use crate::agent::runtime::{Cluster, ContainerError, Containers, Workspaces};
 use crate::agent::spec;
 
 /// `CreateContainer`: the container the spec describes, on the sessions'
 /// network.
 pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
-    now: Timestamp,
+    p: &Pass<'_, C, W, K>,
 ) -> Result<Next, Error> {
+    let Pass { ctx, s, w, now: _ } = *p;
     let cfg = &ctx.config;
     let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
         let msg = format!("pack {:?} does not exist any more", s.spec.pack);
-        return fail(ctx, s, w, SessionReason::PackNotFound, &msg, now).await;
+        return p.fail(SessionReason::PackNotFound, &msg).await;
     };
     let mountpoint = w
         .dataset
@@ -30,7 +25,7 @@ pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
         .unwrap_or_default();
     let spec = match spec::container_spec(cfg, s, &pack, &mountpoint) {
         Ok(spec) => spec,
-        Err(e) => return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await,
+        Err(e) => return p.fail(SessionReason::InvalidSpec, &e.0).await,
     };
     ctx.network
         .ensure(|| ctx.containers.ensure_network(&cfg.network))
@@ -48,14 +43,14 @@ pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
                 "{what}: the image of pack {:?} is not present on node {}; the node agent never pulls images",
                 s.spec.pack, cfg.node_name
             );
-            fail(ctx, s, w, SessionReason::ImageNotPresent, &msg, now).await
+            p.fail(SessionReason::ImageNotPresent, &msg).await
         }
         Err(ContainerError::Rejected { message, .. }) => {
             let msg = format!(
                 "Docker refused to create container {}: {message}",
                 spec.name
             );
-            fail(ctx, s, w, SessionReason::ContainerFailed, &msg, now).await
+            p.fail(SessionReason::ContainerFailed, &msg).await
         }
         Err(e) => {
             // A network removed under us is created again on the next try.
@@ -68,11 +63,14 @@ pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
 /// `StartContainer`. A container whose network was removed since it was
 /// created is made again (it never ran).
 pub(super) async fn start<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
-    now: Timestamp,
+    p: &Pass<'_, C, W, K>,
 ) -> Result<Next, Error> {
+    let Pass {
+        ctx,
+        s: _,
+        w,
+        now: _,
+    } = *p;
     let c = w.container.as_ref().expect("decided on a container");
     match ctx.containers.start(&c.id).await {
         Ok(()) | Err(ContainerError::NotFound { .. }) => Ok(Next::AGAIN),
@@ -83,7 +81,7 @@ pub(super) async fn start<C: Containers, W: Workspaces, K: Cluster>(
         }
         Err(ContainerError::Rejected { message, .. }) => {
             let msg = format!("Docker could not start container {}: {message}", c.name);
-            fail(ctx, s, w, SessionReason::ContainerFailed, &msg, now).await
+            p.fail(SessionReason::ContainerFailed, &msg).await
         }
         Err(e) => Err(e.into()),
     }

@@ -1,29 +1,30 @@
 //! The workspace steps: create (or clone) the dataset, mount it, give its
 //! root to the workload's user.
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use medforge_crds::{Session, SessionReason};
+use medforge_crds::SessionReason;
 
-use super::{Next, fail};
+use super::{Next, Pass};
 use crate::agent::context::Context;
 use crate::agent::controller::Error;
-use crate::agent::plan::World;
 use crate::agent::runtime::{Cluster, Containers, Refusal, WorkspaceError, Workspaces};
 use crate::agent::spec;
 
 /// `CreateDataset`: the dataset with its properties and quota, cloned from
 /// the restore snapshot when there is one.
 pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
+    p: &Pass<'_, C, W, K>,
     dataset: &str,
-    now: Timestamp,
 ) -> Result<Next, Error> {
+    let Pass {
+        ctx,
+        s,
+        w: _,
+        now: _,
+    } = *p;
     let quota = match spec::quota_bytes(s) {
         Ok(q) => q,
-        Err(e) => return fail(ctx, s, w, SessionReason::InvalidSpec, &e.0, now).await,
+        Err(e) => return p.fail(SessionReason::InvalidSpec, &e.0).await,
     };
     let mut properties = vec![
         (
@@ -59,14 +60,14 @@ pub(super) async fn create<C: Containers, W: Workspaces, K: Cluster>(
         ) => Err(e.into()),
         Err(WorkspaceError::NotFound { what }) => {
             let msg = format!("workspace.restoreFrom: {what} does not exist");
-            fail(ctx, s, w, SessionReason::SnapshotNotFound, &msg, now).await
+            p.fail(SessionReason::SnapshotNotFound, &msg).await
         }
         Err(WorkspaceError::Refused { stderr, .. }) => {
             let quota_note = quota
                 .map(|q| format!(" with quota {q} bytes"))
                 .unwrap_or_default();
             let msg = format!("ZFS could not create the workspace {dataset}{quota_note}: {stderr}");
-            fail(ctx, s, w, SessionReason::WorkspaceFailed, &msg, now).await
+            p.fail(SessionReason::WorkspaceFailed, &msg).await
         }
         Err(e) => Err(e.into()),
     }
@@ -83,15 +84,18 @@ pub(super) async fn mount<C: Containers, W: Workspaces, K: Cluster>(
 
 /// `ChownWorkspace`: the dataset's root to the workload's user.
 pub(super) async fn chown<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
+    p: &Pass<'_, C, W, K>,
     dataset: &str,
-    now: Timestamp,
 ) -> Result<Next, Error> {
+    let Pass {
+        ctx,
+        s: _,
+        w,
+        now: _,
+    } = *p;
     let Some(path) = w.dataset.as_ref().and_then(|d| d.mountpoint.clone()) else {
         let msg = format!("dataset {dataset} has no mountpoint");
-        return fail(ctx, s, w, SessionReason::WorkspaceFailed, &msg, now).await;
+        return p.fail(SessionReason::WorkspaceFailed, &msg).await;
     };
     let cfg = &ctx.config;
     ctx.workspaces

@@ -41,6 +41,49 @@ impl Next {
     }
 }
 
+/// One pass over a session: what a step executor works with.
+pub(super) struct Pass<'a, C, W, K> {
+    pub ctx: &'a Context<C, W, K>,
+    /// The session as this pass read it.
+    pub s: &'a Session,
+    /// What this pass observed.
+    pub w: &'a World,
+    pub now: Timestamp,
+}
+
+impl<C, W, K> Clone for Pass<'_, C, W, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, W, K> Copy for Pass<'_, C, W, K> {}
+
+impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// Fails the session at once. A container that never ran is removed, so
+    /// a refused start leaves nothing half-made behind.
+    async fn fail(&self, why: SessionReason, message: &str) -> Result<Next, Error> {
+        let Pass { ctx, s, w, now } = *self;
+        if let Some(c) = w.container.as_ref()
+            && !c.ever_started()
+            && c.session_uid() == s.uid().as_deref()
+        {
+            ctx.containers.remove(&c.id).await?;
+        }
+        let updated = write_status(ctx, s, plan::status_failed(s, why, message, now)).await?;
+        ctx.gpus.release(&s.uid().unwrap_or_default());
+        tracing::warn!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %why, %message, "failed");
+        ctx.publish(
+            s,
+            EventType::Warning,
+            why,
+            EventAction::Start,
+            message.to_string(),
+        );
+        Ok(Next::written(updated))
+    }
+}
+
 /// Applies one step.
 pub(super) async fn apply<C: Containers, W: Workspaces, K: Cluster>(
     ctx: &Context<C, W, K>,
@@ -50,48 +93,20 @@ pub(super) async fn apply<C: Containers, W: Workspaces, K: Cluster>(
     now: Timestamp,
 ) -> Result<Next, Error> {
     let dataset = session_dataset(&ctx.config, s).unwrap_or_default();
+    let p = &Pass { ctx, s, w, now };
     match step {
         Step::Wait(_) => unreachable!("waits are not applied"),
-        Step::Begin => begin::begin(ctx, s, w, &dataset, now).await,
-        Step::CreateDataset => dataset::create(ctx, s, w, &dataset, now).await,
+        Step::Begin => begin::begin(p, &dataset).await,
+        Step::CreateDataset => dataset::create(p, &dataset).await,
         Step::MountDataset => dataset::mount(ctx, &dataset).await,
-        Step::ChownWorkspace => dataset::chown(ctx, s, w, &dataset, now).await,
-        Step::CreateContainer => container::create(ctx, s, w, now).await,
-        Step::StartContainer => container::start(ctx, s, w, now).await,
-        Step::AwaitPort { addr } => port::await_port(ctx, s, w, addr, now).await,
-        Step::BeginStop(cause) => stop::begin(ctx, s, &cause, now).await,
+        Step::ChownWorkspace => dataset::chown(p, &dataset).await,
+        Step::CreateContainer => container::create(p).await,
+        Step::StartContainer => container::start(p).await,
+        Step::AwaitPort { addr } => port::await_port(p, addr).await,
+        Step::BeginStop(cause) => stop::begin(p, &cause).await,
         Step::StopContainer | Step::StopStray => stop::stop_container(ctx, w).await,
         Step::Snapshot { name } => stop::snapshot(ctx, &dataset, &name).await,
-        Step::Finish => stop::finish(ctx, s, w, now).await,
-        Step::Fail { reason, message } => fail(ctx, s, w, reason, &message, now).await,
+        Step::Finish => stop::finish(p).await,
+        Step::Fail { reason, message } => p.fail(reason, &message).await,
     }
-}
-
-/// Fails the session at once. A container that never ran is removed, so a
-/// refused start leaves nothing half-made behind.
-async fn fail<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
-    why: SessionReason,
-    message: &str,
-    now: Timestamp,
-) -> Result<Next, Error> {
-    if let Some(c) = w.container.as_ref()
-        && !c.ever_started()
-        && c.session_uid() == s.uid().as_deref()
-    {
-        ctx.containers.remove(&c.id).await?;
-    }
-    let updated = write_status(ctx, s, plan::status_failed(s, why, message, now)).await?;
-    ctx.gpus.release(&s.uid().unwrap_or_default());
-    tracing::warn!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %why, %message, "failed");
-    ctx.publish(
-        s,
-        EventType::Warning,
-        why,
-        EventAction::Start,
-        message.to_string(),
-    );
-    Ok(Next::written(updated))
 }

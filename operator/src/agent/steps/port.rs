@@ -3,15 +3,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use medforge_crds::{Session, SessionCondition, SessionPhase, SessionReason};
+use medforge_crds::{SessionCondition, SessionPhase, SessionReason};
 
-use super::Next;
-use crate::agent::context::Context;
+use super::{Next, Pass};
 use crate::agent::controller::Error;
 use crate::agent::driver::write_status;
-use crate::agent::plan::{self, World};
+use crate::agent::plan::{self};
 use crate::agent::runtime::{Cluster, ContainerObs, Containers, Workspaces};
 
 /// The longest one readiness probe waits for an answer.
@@ -20,12 +18,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Dials the workload for a short burst; `Running` as soon as it answers,
 /// otherwise looks again after the probe interval.
 pub(super) async fn await_port<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
+    p: &Pass<'_, C, W, K>,
     addr: SocketAddr,
-    now: Timestamp,
 ) -> Result<Next, Error> {
+    let Pass { ctx, s, w, now } = *p;
     let cfg = &ctx.config;
     let c: &ContainerObs = w.container.as_ref().expect("decided on a container");
     let deadline = Instant::now() + cfg.probe_burst;

@@ -1,12 +1,11 @@
 //! The stop steps: record the cause and the snapshot to take (`Stopping`),
 //! stop the container, take the snapshot, write the final phase.
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use medforge_crds::{EventAction, Session, SessionPhase};
+use medforge_crds::{EventAction, SessionPhase};
 
-use super::Next;
+use super::{Next, Pass};
 use crate::agent::context::Context;
 use crate::agent::controller::Error;
 use crate::agent::driver::write_status;
@@ -15,11 +14,10 @@ use crate::agent::runtime::{Cluster, Containers, WorkspaceError, Workspaces};
 
 /// `BeginStop`: write `Stopping` with the cause and the planned snapshot.
 pub(super) async fn begin<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
+    p: &Pass<'_, C, W, K>,
     cause: &StopCause,
-    now: Timestamp,
 ) -> Result<Next, Error> {
+    let Pass { ctx, s, now, .. } = *p;
     let updated = write_status(ctx, s, plan::status_stopping(s, cause, now)).await?;
     let failed = StopCause::final_phase(cause.reason) == SessionPhase::Failed;
     tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %cause.reason, message = %cause.message, "stopping");
@@ -61,11 +59,9 @@ pub(super) async fn snapshot<C: Containers, W: Workspaces, K: Cluster>(
 
 /// `Finish`: the final phase, the GPUs released.
 pub(super) async fn finish<C: Containers, W: Workspaces, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    w: &World,
-    now: Timestamp,
+    p: &Pass<'_, C, W, K>,
 ) -> Result<Next, Error> {
+    let Pass { ctx, s, w, now } = *p;
     let st = plan::status_finished(s, w, now);
     let phase = st.phase;
     let updated = write_status(ctx, s, st).await?;
