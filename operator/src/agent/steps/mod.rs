@@ -96,17 +96,17 @@ pub(super) async fn apply<C: Containers, W: Workspaces, K: Cluster>(
     let p = &Pass { ctx, s, w, now };
     match step {
         Step::Wait(_) => unreachable!("waits are not applied"),
-        Step::Begin => begin::begin(p, &dataset).await,
-        Step::CreateDataset => dataset::create(p, &dataset).await,
+        Step::Begin => p.begin(&dataset).await,
+        Step::CreateDataset => p.create_dataset(&dataset).await,
         Step::MountDataset => dataset::mount(ctx, &dataset).await,
-        Step::ChownWorkspace => dataset::chown(p, &dataset).await,
-        Step::CreateContainer => container::create(p).await,
-        Step::StartContainer => container::start(p).await,
-        Step::AwaitPort { addr } => port::await_port(p, addr).await,
-        Step::BeginStop(cause) => stop::begin(p, &cause).await,
+        Step::ChownWorkspace => p.chown_workspace(&dataset).await,
+        Step::CreateContainer => p.create_container().await,
+        Step::StartContainer => p.start_container().await,
+        Step::AwaitPort { addr } => p.await_port(addr).await,
+        Step::BeginStop(cause) => p.begin_stop(&cause).await,
         Step::StopContainer | Step::StopStray => stop::stop_container(ctx, w).await,
         Step::Snapshot { name } => stop::snapshot(ctx, &dataset, &name).await,
-        Step::Finish => stop::finish(p).await,
+        Step::Finish => p.finish().await,
         Step::Fail { reason, message } => p.fail(reason, &message).await,
     }
 }

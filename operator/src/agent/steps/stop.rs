@@ -12,29 +12,6 @@ use crate::agent::driver::write_status;
 use crate::agent::plan::{self, StopCause, World};
 use crate::agent::runtime::{Cluster, Containers, WorkspaceError, Workspaces};
 
-/// `BeginStop`: write `Stopping` with the cause and the planned snapshot.
-pub(super) async fn begin<C: Containers, W: Workspaces, K: Cluster>(
-    p: &Pass<'_, C, W, K>,
-    cause: &StopCause,
-) -> Result<Next, Error> {
-    let Pass { ctx, s, now, .. } = *p;
-    let updated = write_status(ctx, s, plan::status_stopping(s, cause, now)).await?;
-    let failed = StopCause::final_phase(cause.reason) == SessionPhase::Failed;
-    tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %cause.reason, message = %cause.message, "stopping");
-    ctx.publish(
-        s,
-        if failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        cause.reason,
-        EventAction::Stop,
-        cause.message.clone(),
-    );
-    Ok(Next::written(updated))
-}
-
 /// `StopContainer` and `StopStray`: SIGTERM, SIGKILL after the grace period.
 pub(super) async fn stop_container<C: Containers, W: Workspaces, K: Cluster>(
     ctx: &Context<C, W, K>,
@@ -57,15 +34,34 @@ pub(super) async fn snapshot<C: Containers, W: Workspaces, K: Cluster>(
     }
 }
 
-/// `Finish`: the final phase, the GPUs released.
-pub(super) async fn finish<C: Containers, W: Workspaces, K: Cluster>(
-    p: &Pass<'_, C, W, K>,
-) -> Result<Next, Error> {
-    let Pass { ctx, s, w, now } = *p;
-    let st = plan::status_finished(s, w, now);
-    let phase = st.phase;
-    let updated = write_status(ctx, s, st).await?;
-    ctx.gpus.release(&s.uid().unwrap_or_default());
-    tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), ?phase, "finished");
-    Ok(Next::written(updated))
+impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// `BeginStop`: write `Stopping` with the cause and the planned snapshot.
+    pub(super) async fn begin_stop(&self, cause: &StopCause) -> Result<Next, Error> {
+        let Pass { ctx, s, now, .. } = *self;
+        let updated = write_status(ctx, s, plan::status_stopping(s, cause, now)).await?;
+        let failed = StopCause::final_phase(cause.reason) == SessionPhase::Failed;
+        tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), reason = %cause.reason, message = %cause.message, "stopping");
+        ctx.publish(
+            s,
+            if failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            cause.reason,
+            EventAction::Stop,
+            cause.message.clone(),
+        );
+        Ok(Next::written(updated))
+    }
+    /// `Finish`: the final phase, the GPUs released.
+    pub(super) async fn finish(&self) -> Result<Next, Error> {
+        let Pass { ctx, s, w, now } = *self;
+        let st = plan::status_finished(s, w, now);
+        let phase = st.phase;
+        let updated = write_status(ctx, s, st).await?;
+        ctx.gpus.release(&s.uid().unwrap_or_default());
+        tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), ?phase, "finished");
+        Ok(Next::written(updated))
+    }
 }
