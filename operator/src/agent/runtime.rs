@@ -221,6 +221,13 @@ pub enum WorkspaceError {
     Io { path: String, cause: String },
 }
 
+impl WorkspaceError {
+    /// Whether ZFS refused the command for that reason.
+    pub fn is_refusal(&self, reason: &Refusal) -> bool {
+        matches!(self, WorkspaceError::Refused { why, .. } if why == reason)
+    }
+}
+
 /// What a refused workspace command was about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

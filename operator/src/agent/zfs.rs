@@ -35,13 +35,7 @@ fn busy_backoff() -> ExponentialBuilder {
 }
 
 fn is_busy(e: &WorkspaceError) -> bool {
-    matches!(
-        e,
-        WorkspaceError::Refused {
-            why: Refusal::Busy,
-            ..
-        }
-    )
+    e.is_refusal(&Refusal::Busy)
 }
 
 fn is_missing(stderr: &str) -> bool {
@@ -132,27 +126,23 @@ impl ZfsWorkspaces {
 
     /// Creates the root dataset (and its parents) unless it exists.
     pub async fn ensure_root(&self, root: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["create", "-p", root]).await {
+        self.run_unless(&["create", "-p", root], Refusal::AlreadyExists)
+            .await
+    }
+
+    /// Runs `zfs ARGS…` for its effect; refused for `done` means it is done.
+    async fn run_unless(&self, args: &[&str], done: Refusal) -> Result<(), WorkspaceError> {
+        match self.run(args).await {
             Ok(_) => Ok(()),
-            Err(WorkspaceError::Refused {
-                why: Refusal::AlreadyExists,
-                ..
-            }) => Ok(()),
+            Err(e) if e.is_refusal(&done) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn unmount(&self, dataset: &str) -> Result<(), WorkspaceError> {
-        let once = || async {
-            match self.run(&["unmount", dataset]).await {
-                Err(WorkspaceError::Refused {
-                    why: Refusal::NotMounted,
-                    ..
-                }) => Ok(String::new()),
-                other => other,
-            }
-        };
-        once.retry(busy_backoff()).when(is_busy).await.map(drop)
+        let args = ["unmount", dataset];
+        let once = || self.run_unless(&args, Refusal::NotMounted);
+        once.retry(busy_backoff()).when(is_busy).await
     }
 }
 
@@ -293,14 +283,8 @@ impl Workspaces for ZfsWorkspaces {
     }
 
     async fn mount(&self, dataset: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["mount", dataset]).await {
-            Ok(_) => Ok(()),
-            Err(WorkspaceError::Refused {
-                why: Refusal::AlreadyMounted,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.run_unless(&["mount", dataset], Refusal::AlreadyMounted)
+            .await
     }
 
     async fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), WorkspaceError> {
@@ -318,14 +302,8 @@ impl Workspaces for ZfsWorkspaces {
     }
 
     async fn snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["snapshot", snapshot]).await {
-            Ok(_) => Ok(()),
-            Err(WorkspaceError::Refused {
-                why: Refusal::AlreadyExists,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.run_unless(&["snapshot", snapshot], Refusal::AlreadyExists)
+            .await
     }
 
     async fn destroy(&self, dataset: &str) -> Result<Destroyed, WorkspaceError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::unless_down;
 use crate::agent::runtime::{
     ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary, Containers,
 };
@@ -81,13 +82,13 @@ impl FakeContainers {
     }
 
     fn check(&self) -> Result<MutexGuard<'_, DockerState>, ContainerError> {
-        let st = self.state.lock().unwrap();
-        if st.down {
-            return Err(ContainerError::Unavailable {
+        unless_down(
+            &self.state,
+            |st| st.down,
+            || ContainerError::Unavailable {
                 cause: "connection refused".into(),
-            });
-        }
-        Ok(st)
+            },
+        )
     }
 }
 

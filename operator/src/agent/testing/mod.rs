@@ -12,7 +12,7 @@ mod zfs;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -27,6 +27,19 @@ use super::AgentConfig;
 use super::dialer::Dialer;
 use super::runtime::{ContainerObs, ContainerState, labels};
 use super::spec::container_name;
+
+/// A fake's state, or the error it answers with while it is down.
+fn unless_down<S, E>(
+    state: &Mutex<S>,
+    is_down: impl Fn(&S) -> bool,
+    error: impl FnOnce() -> E,
+) -> Result<MutexGuard<'_, S>, E> {
+    let st = state.lock().unwrap();
+    if is_down(&st) {
+        return Err(error());
+    }
+    Ok(st)
+}
 
 pub use cluster::FakeCluster;
 pub use docker::FakeContainers;

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::unless_down;
 use crate::agent::runtime::{DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces};
 
 #[derive(Debug, Clone)]
@@ -71,13 +72,13 @@ impl FakeWorkspaces {
         self.state.lock().unwrap().down = down;
     }
     fn check(&self) -> Result<MutexGuard<'_, ZfsState>, WorkspaceError> {
-        let st = self.state.lock().unwrap();
-        if st.down {
-            return Err(WorkspaceError::Unavailable {
+        unless_down(
+            &self.state,
+            |st| st.down,
+            || WorkspaceError::Unavailable {
                 cause: "zfs-fuse is not running".into(),
-            });
-        }
-        Ok(st)
+            },
+        )
     }
 }
 
