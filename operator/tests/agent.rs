@@ -271,19 +271,7 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
         .wait_for("vanished", "Running", DEADLINE, is_running_and_ready)
         .await;
     let id = env.containers_of(&s).await[0].id.clone().unwrap();
-    env.harness
-        .docker()
-        .remove_container(
-            &id,
-            Some(
-                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    env.remove_container(&id).await;
     let s = env
         .wait_phase("vanished", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
@@ -463,19 +451,7 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
 
     // Its container and dataset removed behind the agent's back first.
     let id = env.containers_of(&hollow).await[0].id.clone().unwrap();
-    env.harness
-        .docker()
-        .remove_container(
-            &id,
-            Some(
-                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    env.remove_container(&id).await;
     env.wait_phase("hollow", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
     let ds = env.dataset_of(&hollow);

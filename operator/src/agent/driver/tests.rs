@@ -2,11 +2,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use medforge_crds::conditions;
 use medforge_crds::keys::WORKSPACE_ON_DELETE_ANNOTATION;
 use medforge_crds::{
-    DesiredState, Session, SessionCondition, SessionPhase, SessionReason, WorkspaceSpec,
+    DesiredState, Session, SessionCondition, SessionPhase, SessionReason, SessionStatus,
+    WorkspaceSpec,
 };
 
 use super::drive;
@@ -60,6 +62,23 @@ impl World {
     fn phase(&self, name: &str) -> SessionPhase {
         self.cluster.session(name).phase()
     }
+    /// Stores the session, drives it, and returns its status.
+    async fn settle(&self, s: Session) -> SessionStatus {
+        let name = s.name_any();
+        self.cluster.put(s);
+        self.drive(&name).await.unwrap();
+        self.cluster.session(&name).status.unwrap()
+    }
+}
+
+/// Session `s1` with this workspace.
+fn with_workspace(quota: Option<&str>, restore_from: Option<&str>) -> Session {
+    let mut s = fixtures::bound_session("s1", 0);
+    s.spec.workspace = Some(WorkspaceSpec {
+        quota: quota.map(Into::into),
+        restore_from: restore_from.map(Into::into),
+    });
+    s
 }
 
 #[tokio::test]
@@ -236,9 +255,7 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
     let w = World::new();
     let mut s = fixtures::bound_session("s1", 0);
     s.spec.pack = "nope".into();
-    w.cluster.put(s);
-    w.drive("s1").await.unwrap();
-    let st = w.cluster.session("s1").status.unwrap();
+    let st = w.settle(s).await;
     assert_eq!(st.phase, Some(SessionPhase::Failed));
     assert_eq!(
         st.reason.as_deref(),
@@ -251,9 +268,7 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
         docker: FakeContainers::default(),
         ..World::new()
     };
-    w.cluster.put(fixtures::bound_session("s1", 0));
-    w.drive("s1").await.unwrap();
-    let st = w.cluster.session("s1").status.unwrap();
+    let st = w.settle(fixtures::bound_session("s1", 0)).await;
     assert_eq!(
         st.reason.as_deref(),
         Some(SessionReason::ImageNotPresent.as_str())
@@ -263,14 +278,9 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
 
     // A restore snapshot that does not exist.
     let w = World::new();
-    let mut s = fixtures::bound_session("s1", 0);
-    s.spec.workspace = Some(WorkspaceSpec {
-        quota: None,
-        restore_from: Some("pool/mf/alice/old@stop-1".into()),
-    });
-    w.cluster.put(s);
-    w.drive("s1").await.unwrap();
-    let st = w.cluster.session("s1").status.unwrap();
+    let st = w
+        .settle(with_workspace(None, Some("pool/mf/alice/old@stop-1")))
+        .await;
     assert_eq!(
         st.reason.as_deref(),
         Some(SessionReason::SnapshotNotFound.as_str())
@@ -280,14 +290,7 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
 
     // A quota ZFS refuses.
     let w = World::new();
-    let mut s = fixtures::bound_session("s1", 0);
-    s.spec.workspace = Some(WorkspaceSpec {
-        quota: Some("1Ki".into()),
-        restore_from: None,
-    });
-    w.cluster.put(s);
-    w.drive("s1").await.unwrap();
-    let st = w.cluster.session("s1").status.unwrap();
+    let st = w.settle(with_workspace(Some("1Ki"), None)).await;
     assert_eq!(
         st.reason.as_deref(),
         Some(SessionReason::WorkspaceFailed.as_str())
@@ -301,13 +304,11 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
 async fn a_restore_clones_the_snapshot() {
     let w = World::new();
     w.zfs.add_snapshot("pool/mf/alice/old@stop-1");
-    let mut s = fixtures::bound_session("s1", 0);
-    s.spec.workspace = Some(WorkspaceSpec {
-        quota: Some("1Gi".into()),
-        restore_from: Some("pool/mf/alice/old@stop-1".into()),
-    });
-    w.cluster.put(s);
-    w.drive("s1").await.unwrap();
+    w.settle(with_workspace(
+        Some("1Gi"),
+        Some("pool/mf/alice/old@stop-1"),
+    ))
+    .await;
     assert_eq!(w.phase("s1"), SessionPhase::Running);
     assert_eq!(
         w.zfs.property("pool/mf/alice/uid-s1", "quota").as_deref(),

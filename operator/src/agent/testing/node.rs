@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    InspectContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -314,6 +314,20 @@ impl TestNode {
             }))
             .await
             .unwrap()
+    }
+
+    /// Removes a container behind the agent's back (forced).
+    pub async fn remove_container(&self, id: &str) {
+        self.docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
     }
 
     /// `(running, started at, restart count)` of a container.
