@@ -222,6 +222,14 @@ pub enum WorkspaceError {
 }
 
 impl WorkspaceError {
+    /// A file system operation on `path` failed.
+    pub fn io(path: &Path, cause: impl std::fmt::Display) -> WorkspaceError {
+        WorkspaceError::Io {
+            path: path.display().to_string(),
+            cause: cause.to_string(),
+        }
+    }
+
     /// Whether ZFS refused the command for that reason.
     pub fn is_refusal(&self, reason: &Refusal) -> bool {
         matches!(self, WorkspaceError::Refused { why, .. } if why == reason)

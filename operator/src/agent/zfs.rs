@@ -291,13 +291,9 @@ impl Workspaces for ZfsWorkspaces {
         let p = path.to_path_buf();
         tokio::task::spawn_blocking(move || std::os::unix::fs::chown(&p, Some(uid), Some(gid)))
             .await
-            .map_err(|e| WorkspaceError::Io {
-                path: path.display().to_string(),
-                cause: e.to_string(),
-            })?
-            .map_err(|e| WorkspaceError::Io {
-                path: path.display().to_string(),
-                cause: format!("cannot change the owner to {uid}:{gid}: {e}"),
+            .map_err(|e| WorkspaceError::io(path, e))?
+            .map_err(|e| {
+                WorkspaceError::io(path, format!("cannot change the owner to {uid}:{gid}: {e}"))
             })
     }
 

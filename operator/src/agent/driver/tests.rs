@@ -165,14 +165,7 @@ async fn interrupted_at(w: &World, name: &str, at: StepKind) -> bool {
 
 #[tokio::test]
 async fn an_agent_killed_at_any_step_converges_with_one_of_everything() {
-    let start_steps = [
-        StepKind::Begin,
-        StepKind::CreateDataset,
-        StepKind::ChownWorkspace,
-        StepKind::CreateContainer,
-        StepKind::StartContainer,
-        StepKind::AwaitPort,
-    ];
+    let start_steps = StepKind::START;
     for at in start_steps {
         let w = World::new();
         w.cluster.put(fixtures::bound_session("s1", 1));
@@ -189,12 +182,7 @@ async fn an_agent_killed_at_any_step_converges_with_one_of_everything() {
         );
         assert_eq!(w.zfs.datasets().len(), 1, "{at:?}");
     }
-    for at in [
-        StepKind::BeginStop,
-        StepKind::StopContainer,
-        StepKind::Snapshot,
-        StepKind::Finish,
-    ] {
+    for at in StepKind::STOP {
         let w = World::new();
         w.cluster.put(fixtures::bound_session("s1", 1));
         w.drive("s1").await.unwrap();

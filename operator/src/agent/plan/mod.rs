@@ -142,6 +142,24 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The steps of a start that goes well, in order (mounting is needed
+    /// only after a daemon restart).
+    pub const START: [StepKind; 6] = [
+        StepKind::Begin,
+        StepKind::CreateDataset,
+        StepKind::ChownWorkspace,
+        StepKind::CreateContainer,
+        StepKind::StartContainer,
+        StepKind::AwaitPort,
+    ];
+    /// The steps of a stop, in order.
+    pub const STOP: [StepKind; 4] = [
+        StepKind::BeginStop,
+        StepKind::StopContainer,
+        StepKind::Snapshot,
+        StepKind::Finish,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Begin => "Begin",

@@ -28,6 +28,18 @@ use super::dialer::Dialer;
 use super::runtime::{ContainerObs, ContainerState, labels};
 use super::spec::container_name;
 
+/// `GET path` over HTTP/1.0 to `addr`: the whole answer, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// A fake's state, or the error it answers with while it is down.
 fn unless_down<S, E>(
     state: &Mutex<S>,

@@ -174,10 +174,7 @@ impl Workspaces for FakeWorkspaces {
             .keys()
             .find(|d| mountpoint(d) == path)
             .cloned()
-            .ok_or_else(|| WorkspaceError::Io {
-                path: path.display().to_string(),
-                cause: "no such directory".into(),
-            })?;
+            .ok_or_else(|| WorkspaceError::io(path, "no such directory"))?;
         st.datasets.get_mut(&name).unwrap().owner = (uid, gid);
         Ok(())
     }
