@@ -217,7 +217,7 @@ impl TestNode {
             phase: Some(SessionPhase::Scheduled),
             node_name: Some(self.node.clone()),
             gpus,
-            slug: Some(random_slug()),
+            slug: Some(medforge_crds::slug::Slug::random().into_string()),
             ..Default::default()
         };
         set_condition(
@@ -389,15 +389,6 @@ pub async fn remove_networks(docker: &Docker, name: &str) {
             eprintln!("cannot remove network {name} ({id}): {e}");
         }
     }
-}
-
-fn random_slug() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// Whether the session is Running with `Ready=True`.
