@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::Store;
-use medforge_crds::{EventAction, NodeReason, Session};
+use kube::{Resource, ResourceExt};
+use medforge_crds::{EventAction, GpuNode, NodeReason, Session};
 
 use super::AgentConfig;
 use super::controller::bound_here;
@@ -36,7 +36,7 @@ pub(super) fn sessions_by_phase(store: &Store<Session>, node: &str) -> BTreeMap<
 fn gpunode_ref(node: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(medforge_crds::API_VERSION.to_string()),
-        kind: Some("GpuNode".to_string()),
+        kind: Some(GpuNode::kind(&()).to_string()),
         name: Some(node.to_string()),
         ..Default::default()
     }

@@ -89,8 +89,10 @@ pub struct Policy {
     pub probe_interval: Duration,
 }
 
-/// The next step for a session.
-#[derive(Debug, Clone, PartialEq)]
+/// The next step for a session. Its [`StepKind`] (the step without its
+/// data) is what the step hook and the metrics see.
+#[derive(Debug, Clone, PartialEq, strum::EnumDiscriminants)]
+#[strum_discriminants(name(StepKind), derive(Hash, strum::IntoStaticStr))]
 pub enum Step {
     /// Nothing to do now: look again after this long, or on a change.
     Wait(Option<Duration>),
@@ -122,25 +124,6 @@ pub enum Step {
     StopStray,
 }
 
-/// The kind of a [`Step`], without its data: what the step hook and the
-/// metrics see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StepKind {
-    Begin,
-    CreateDataset,
-    MountDataset,
-    ChownWorkspace,
-    CreateContainer,
-    StartContainer,
-    AwaitPort,
-    BeginStop,
-    StopContainer,
-    Snapshot,
-    Finish,
-    Fail,
-    StopStray,
-}
-
 impl StepKind {
     /// The steps of a start that goes well, in order (mounting is needed
     /// only after a daemon restart).
@@ -160,44 +143,19 @@ impl StepKind {
         StepKind::Finish,
     ];
 
+    /// The step's name, as metrics and logs show it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Begin => "Begin",
-            StepKind::CreateDataset => "CreateDataset",
-            StepKind::MountDataset => "MountDataset",
-            StepKind::ChownWorkspace => "ChownWorkspace",
-            StepKind::CreateContainer => "CreateContainer",
-            StepKind::StartContainer => "StartContainer",
-            StepKind::AwaitPort => "AwaitPort",
-            StepKind::BeginStop => "BeginStop",
-            StepKind::StopContainer => "StopContainer",
-            StepKind::Snapshot => "Snapshot",
-            StepKind::Finish => "Finish",
-            StepKind::Fail => "Fail",
-            StepKind::StopStray => "StopStray",
-        }
+        self.into()
     }
 }
 
 impl Step {
     /// `None` for [`Step::Wait`].
     pub fn kind(&self) -> Option<StepKind> {
-        Some(match self {
-            Step::Wait(_) => return None,
-            Step::Begin => StepKind::Begin,
-            Step::CreateDataset => StepKind::CreateDataset,
-            Step::MountDataset => StepKind::MountDataset,
-            Step::ChownWorkspace => StepKind::ChownWorkspace,
-            Step::CreateContainer => StepKind::CreateContainer,
-            Step::StartContainer => StepKind::StartContainer,
-            Step::AwaitPort { .. } => StepKind::AwaitPort,
-            Step::BeginStop(_) => StepKind::BeginStop,
-            Step::StopContainer => StepKind::StopContainer,
-            Step::Snapshot { .. } => StepKind::Snapshot,
-            Step::Finish => StepKind::Finish,
-            Step::Fail { .. } => StepKind::Fail,
-            Step::StopStray => StepKind::StopStray,
-        })
+        match self {
+            Step::Wait(_) => None,
+            step => Some(step.into()),
+        }
     }
 }
 
@@ -242,9 +200,11 @@ impl Touched {
     /// What a step of this kind may have changed.
     pub fn by(kind: StepKind) -> Touched {
         let (container, dataset) = match kind {
-            StepKind::Begin | StepKind::AwaitPort | StepKind::BeginStop | StepKind::Finish => {
-                (false, false)
-            }
+            StepKind::Wait
+            | StepKind::Begin
+            | StepKind::AwaitPort
+            | StepKind::BeginStop
+            | StepKind::Finish => (false, false),
             StepKind::CreateDataset
             | StepKind::MountDataset
             | StepKind::ChownWorkspace
