@@ -350,6 +350,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zfs_answers_become_typed_errors() {
+        let answer = |stderr: &str| classify("zfs x p/a".into(), &["x", "p/a"], stderr.into());
+        let refusal = |stderr: &str| match answer(stderr) {
+            WorkspaceError::Refused { why, .. } => why,
+            other => panic!("{stderr:?} gave {other:?}"),
+        };
+        assert_eq!(
+            refusal("cannot create 'p/a': dataset already exists"),
+            Refusal::AlreadyExists
+        );
+        assert_eq!(
+            refusal("cannot destroy 'p/a': dataset is busy"),
+            Refusal::Busy
+        );
+        assert_eq!(
+            refusal("cannot unmount 'p/a': not currently mounted"),
+            Refusal::NotMounted
+        );
+        assert_eq!(
+            refusal("cannot mount 'p/a': filesystem already mounted"),
+            Refusal::AlreadyMounted
+        );
+        assert_eq!(
+            refusal("filesystem successfully created, but cannot mount: Input/output error"),
+            Refusal::CannotMount
+        );
+        assert_eq!(
+            refusal(
+                "cannot destroy 'p/a': filesystem has dependent clones\nuse '-R' to destroy the following datasets:\np/b"
+            ),
+            Refusal::DependentClones(vec!["p/b".into()])
+        );
+        assert_eq!(refusal("cannot create 'p/a': out of space"), Refusal::Other);
+        // ZFS's own words are what users see.
+        assert_eq!(
+            answer("cannot create 'p/a': out of space").to_string(),
+            "`zfs x p/a` failed: cannot create 'p/a': out of space"
+        );
+        assert!(matches!(
+            answer("cannot open 'p/a': dataset does not exist"),
+            WorkspaceError::NotFound { .. }
+        ));
+        assert!(matches!(
+            answer("failed to initialize ZFS library"),
+            WorkspaceError::Unavailable { .. }
+        ));
+    }
+
+    #[test]
     fn dependent_clones_are_read_from_the_error() {
         let stderr = "cannot destroy 'p/a/b': filesystem has dependent clones\n\
                       use '-R' to destroy the following datasets:\n\
