@@ -36,6 +36,7 @@ pub mod reply;
 pub mod request;
 mod server;
 pub mod sessions;
+pub mod slug;
 pub mod tokens;
 pub mod users;
 pub mod validate;

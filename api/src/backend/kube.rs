@@ -7,10 +7,11 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use medforge_crds::keys::OWNER_LABEL;
 use medforge_crds::{DesiredState, GpuNode, Session};
 use serde_json::json;
 
-use super::{BackendError, OWNER_LABEL, SessionBackend, WatchEvent};
+use super::contract::{BackendError, SessionBackend, WatchEvent};
 
 /// Field manager the api's writes are recorded under.
 const FIELD_MANAGER: &str = "medforge-api";
