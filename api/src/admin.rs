@@ -5,16 +5,16 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use base64::Engine;
-use medforge_crds::{GpuHealth, GpuNode, NodeCondition};
+use medforge_crds::{GpuHealth, GpuNode, NodeCondition, conditions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::{Admin, UserReply, UserView};
 use crate::error::ApiError;
 use crate::reply::{Page, Reply};
 use crate::request::{GpuRef, Json, NodeName, Param, Query, UserId};
 use crate::sessions::{ListQuery, SessionView, list_sessions};
+use crate::state::AppState;
 use crate::users::{self, UserUpdate};
 use crate::validate;
 
@@ -66,7 +66,7 @@ pub struct NodeGpuView {
 #[schemars(rename = "Node")]
 pub struct NodeView {
     /// Node name.
-    #[schemars(schema_with = "crate::openapi::kube_name")]
+    #[schemars(schema_with = "crate::validate::schema::kube_name")]
     pub name: String,
     /// The agent reports the node Ready.
     pub ready: bool,
@@ -118,10 +118,7 @@ pub fn node_view(node: &GpuNode) -> NodeView {
     };
     NodeView {
         name: node.metadata.name.clone().unwrap_or_default(),
-        ready: status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == NodeCondition::Ready && c.status == "True"),
+        ready: conditions::is_true(&status.conditions, NodeCondition::Ready),
         unschedulable: node.spec.unschedulable,
         last_heartbeat: status.last_heartbeat_time.map(|t| t.0.to_string()),
         total: gpus.len() as u32,
@@ -269,7 +266,7 @@ async fn list_users(
     let mut errors = Vec::new();
     let limit = query.limit.unwrap_or(validate::LIMIT_DEFAULT);
     if !(validate::LIMIT_MIN..=validate::LIMIT_MAX).contains(&limit) {
-        errors.push(limit_error());
+        errors.push(validate::limit_error());
     }
     let after = match query.cursor.as_deref() {
         None | Some("") => None,
@@ -297,18 +294,6 @@ async fn list_users(
             next_cursor,
             has_more: Some(has_more),
         }),
-    )
-}
-
-/// The field error of a page size out of bounds.
-pub fn limit_error() -> crate::error::FieldError {
-    crate::error::FieldError::new(
-        "limit",
-        format!(
-            "must be between {} and {}",
-            validate::LIMIT_MIN,
-            validate::LIMIT_MAX
-        ),
     )
 }
 

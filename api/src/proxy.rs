@@ -21,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::cookie_values;
+use crate::clock::now_secs;
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 use crate::tokens::Principal;
-use crate::{AppState, now_secs};
 
 /// The header the answer names the upstream in (Caddy copies it).
 pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
