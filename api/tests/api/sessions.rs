@@ -572,8 +572,71 @@ impl crate::common::TestApp {
     }
 }
 
+/// The create workflow without HTTP: a principal and a body in, a bound
+/// session out; a body the api refuses never reaches the control plane.
+async fn create_session_is_a_function_of_its_own(env: TestEnv) {
+    use medforge_api::sessions::{CreateSession, Created, create_session};
+    use medforge_api::tokens::Principal;
+    use medforge_crds::Exposure;
+
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let user = medforge_api::users::get_user(t.state().db(), &ada.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let principal = Principal {
+        user,
+        token_hash: [0; 32],
+    };
+    let body = CreateSession {
+        gpus: Some(1),
+        ..CreateSession::default()
+    };
+    let created = create_session(t.state(), &principal, Exposure::External, body, false)
+        .await
+        .unwrap();
+    let Created::Scheduled(entry) = created else {
+        panic!("{created:?}");
+    };
+    let stored = t.backend.session(&entry.name).expect("the Session exists");
+    assert_eq!(stored.spec.owner, ada.id);
+    assert_eq!(stored.spec.gpus, 1);
+
+    let bad = CreateSession {
+        idle_timeout: Some("1d".into()),
+        ..CreateSession::default()
+    };
+    let err = create_session(t.state(), &principal, Exposure::External, bad, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, medforge_api::ApiError::Validation(e) if e[0].field == "idle_timeout"),
+        "{err:?}"
+    );
+    let refused = create_session(
+        t.state(),
+        &principal,
+        Exposure::Internal,
+        CreateSession::default(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, medforge_api::ApiError::Forbidden { code, .. } if *code == "internal_not_allowed"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.backend.sessions().len(),
+        1,
+        "only the first reached the control plane"
+    );
+}
+
 crate::scenarios!(
     create_binds_and_answers_201,
+    create_session_is_a_function_of_its_own,
     create_rejects_bad_input,
     internal_sessions_need_permission,
     refused_sessions_give_409_and_leave_nothing,
