@@ -199,31 +199,44 @@ fn passwords_count_characters() {
 fn the_api_and_the_crd_schema_agree_on_quantities_and_durations() {
     let quantity_schema = crd(medforge_crds::schema::QUANTITY_PATTERN);
     let duration_schema = crd(medforge_crds::schema::DURATION_PATTERN);
-    type Check = fn(&str) -> bool;
-    let cases: [(&str, &Regex, Check, &[&str], &[&str]); 3] = [
-        (
-            "cpu",
-            &quantity_schema,
-            |v| cpu("cpu", v).is_ok(),
-            &["2", "500m", "0.5", "1.25", "10m", "9999.999"],
-            &["lots", "1.2.3", "12XB", "Gi", "", "2 ", "1e", "0x10"],
-        ),
-        (
-            "size",
-            &quantity_schema,
-            |v| size("memory", v).is_ok(),
-            &["16Gi", "6Mi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000"],
-            &["16gi", "abc", "1XB", "Gi", "", "1.5.Gi", "16 Gi"],
-        ),
-        (
-            "duration",
-            &duration_schema,
-            |v| duration("d", v).is_ok(),
-            &["30m", "1h30m", "1.5h", "100ms", "90s", "5ns", "3us"],
-            &["1d", "10", "h", "1µs", "", "-1h", "1.h", "1H"],
-        ),
+    struct Case<'a> {
+        what: &'a str,
+        schema: &'a Regex,
+        api_accepts: fn(&str) -> bool,
+        both_accept: &'a [&'a str],
+        both_refuse: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            what: "cpu",
+            schema: &quantity_schema,
+            api_accepts: |v| cpu("cpu", v).is_ok(),
+            both_accept: &["2", "500m", "0.5", "1.25", "10m", "9999.999"],
+            both_refuse: &["lots", "1.2.3", "12XB", "Gi", "", "2 ", "1e", "0x10"],
+        },
+        Case {
+            what: "size",
+            schema: &quantity_schema,
+            api_accepts: |v| size("memory", v).is_ok(),
+            both_accept: &["16Gi", "6Mi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000"],
+            both_refuse: &["16gi", "abc", "1XB", "Gi", "", "1.5.Gi", "16 Gi"],
+        },
+        Case {
+            what: "duration",
+            schema: &duration_schema,
+            api_accepts: |v| duration("d", v).is_ok(),
+            both_accept: &["30m", "1h30m", "1.5h", "100ms", "90s", "5ns", "3us"],
+            both_refuse: &["1d", "10", "h", "1µs", "", "-1h", "1.h", "1H"],
+        },
     ];
-    for (what, schema, api_accepts, both_accept, both_refuse) in cases {
+    for Case {
+        what,
+        schema,
+        api_accepts,
+        both_accept,
+        both_refuse,
+    } in cases
+    {
         for v in both_accept {
             assert!(
                 schema.is_match(v),
