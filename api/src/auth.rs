@@ -211,8 +211,18 @@ pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Principal>>, ApiError> {
-    let now = now_secs();
-    for token in request_tokens(headers, &state.config().cookie.name) {
+    let tokens = request_tokens(headers, &state.config().cookie.name);
+    first_principal(state, tokens, now_secs()).await
+}
+
+/// The principal of the first of `tokens` that resolves; tokens longer than
+/// any the api makes are skipped without a lookup.
+pub async fn first_principal<'a>(
+    state: &AppState,
+    tokens: impl IntoIterator<Item = &'a str>,
+    now: i64,
+) -> Result<Option<Arc<Principal>>, ApiError> {
+    for token in tokens {
         if token.len() > 256 {
             continue;
         }

@@ -53,6 +53,21 @@ fn map_err(what: &str, err: kube::Error) -> BackendError {
     }
 }
 
+/// A merge patch of one object, under the api's field manager.
+async fn merge_patch<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<K, BackendError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &KubeBackend::patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| map_err(&format!("{kind} {name}"), e))
+}
+
 impl SessionBackend for KubeBackend {
     fn create(&self, session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
         async move {
@@ -103,11 +118,13 @@ impl SessionBackend for KubeBackend {
         state: DesiredState,
     ) -> BoxFuture<'a, Result<Session, BackendError>> {
         async move {
-            let patch = json!({ "spec": { "state": state } });
-            self.sessions
-                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| map_err(&format!("session {name}"), e))
+            merge_patch(
+                &self.sessions,
+                "session",
+                name,
+                json!({ "spec": { "state": state } }),
+            )
+            .await
         }
         .boxed()
     }
@@ -120,11 +137,9 @@ impl SessionBackend for KubeBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             let patch = json!({ "metadata": { "annotations": { key: value } } });
-            self.sessions
-                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
+            merge_patch(&self.sessions, "session", name, patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| map_err(&format!("session {name}"), e))
+                .map(drop)
         }
         .boxed()
     }
@@ -172,10 +187,7 @@ impl SessionBackend for KubeBackend {
     ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
         async move {
             let patch = json!({ "spec": { "unschedulable": unschedulable } });
-            self.nodes
-                .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| map_err(&format!("gpunode {node}"), e))
+            merge_patch(&self.nodes, "gpunode", node, patch).await
         }
         .boxed()
     }

@@ -1,7 +1,9 @@
 //! A session as the API shows it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, conditions};
+use medforge_crds::{
+    AssignedGpu, DesiredState, Session, SessionCondition, SessionPhase, conditions,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,15 @@ pub struct GpuView {
     pub index: u32,
     /// UUID.
     pub uuid: String,
+}
+
+impl From<&AssignedGpu> for GpuView {
+    fn from(gpu: &AssignedGpu) -> Self {
+        GpuView {
+            index: gpu.index,
+            uuid: gpu.uuid.clone(),
+        }
+    }
 }
 
 /// A session as the API shows it.
@@ -116,15 +127,7 @@ pub fn view(state: &AppState, session: &Session, activity: i64) -> SessionView {
         ready: routable_upstream(session).is_some(),
         gpu_count: session.spec.gpus,
         gpus: status
-            .map(|s| {
-                s.gpus
-                    .iter()
-                    .map(|g| GpuView {
-                        index: g.index,
-                        uuid: g.uuid.clone(),
-                    })
-                    .collect()
-            })
+            .map(|s| s.gpus.iter().map(GpuView::from).collect())
             .unwrap_or_default(),
         node: status.and_then(|s| s.node_name.clone()),
         reason: status.and_then(|s| s.reason.clone()),

@@ -13,6 +13,27 @@ use super::{MemoryBackend, SchedulerMode, fill_metadata};
 use crate::backend::contract::{BackendError, SessionBackend, WatchEvent};
 
 impl MemoryBackend {
+    /// Changes a stored Session; when `change` says it changed, under a new
+    /// resource version, and the watch sees it.
+    fn edit_session(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Session) -> bool,
+    ) -> Result<Session, BackendError> {
+        self.check_reachable()?;
+        let mut st = self.lock();
+        let rv = st.bump();
+        let session = st
+            .sessions
+            .get_mut(name)
+            .ok_or_else(|| BackendError::NotFound(format!("session {name}")))?;
+        if change(session) {
+            session.metadata.resource_version = Some(rv);
+            self.emit(WatchEvent::Apply(session.clone()));
+        }
+        Ok(session.clone())
+    }
+
     /// Changes a node's spec (an admin's cordon), as the control plane stores it.
     fn edit_node(
         &self,
@@ -86,21 +107,15 @@ impl SessionBackend for MemoryBackend {
         value: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            self.check_reachable()?;
-            let mut st = self.lock();
-            let rv = st.bump();
-            let session = st
-                .sessions
-                .get_mut(name)
-                .ok_or_else(|| BackendError::NotFound(format!("session {name}")))?;
-            session
-                .metadata
-                .annotations
-                .get_or_insert_with(Default::default)
-                .insert(key.to_owned(), value.to_owned());
-            session.metadata.resource_version = Some(rv);
-            self.emit(WatchEvent::Apply(session.clone()));
-            Ok(())
+            self.edit_session(name, |session| {
+                session
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(key.to_owned(), value.to_owned());
+                true
+            })
+            .map(drop)
         }
         .boxed()
     }
@@ -111,23 +126,14 @@ impl SessionBackend for MemoryBackend {
         state: DesiredState,
     ) -> BoxFuture<'a, Result<Session, BackendError>> {
         async move {
-            self.check_reachable()?;
-            let updated = {
-                let mut st = self.lock();
-                let rv = st.bump();
-                let session = st
-                    .sessions
-                    .get_mut(name)
-                    .ok_or_else(|| BackendError::NotFound(format!("session {name}")))?;
-                if session.spec.state != state {
-                    session.spec.state = state;
-                    session.metadata.generation =
-                        Some(session.metadata.generation.unwrap_or(1) + 1);
-                    session.metadata.resource_version = Some(rv);
-                    self.emit(WatchEvent::Apply(session.clone()));
+            let updated = self.edit_session(name, |session| {
+                if session.spec.state == state {
+                    return false;
                 }
-                session.clone()
-            };
+                session.spec.state = state;
+                session.metadata.generation = Some(session.metadata.generation.unwrap_or(1) + 1);
+                true
+            })?;
             if state == DesiredState::Stopped
                 && self.inner.config.scheduler == SchedulerMode::Automatic
             {
