@@ -53,6 +53,17 @@ fn map_err(what: &str, err: kube::Error) -> BackendError {
     }
 }
 
+/// The objects a list names.
+async fn list<K>(api: &Api<K>, what: &str, params: &ListParams) -> Result<Vec<K>, BackendError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(params)
+        .await
+        .map(|l| l.items)
+        .map_err(|e| map_err(what, e))
+}
+
 /// A merge patch of one object, under the api's field manager.
 async fn merge_patch<K>(
     api: &Api<K>,
@@ -103,11 +114,7 @@ impl SessionBackend for KubeBackend {
             if let Some(owner) = owner {
                 lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
             }
-            self.sessions
-                .list(&lp)
-                .await
-                .map(|l| l.items)
-                .map_err(|e| map_err("sessions", e))
+            list(&self.sessions, "sessions", &lp).await
         }
         .boxed()
     }
@@ -170,14 +177,7 @@ impl SessionBackend for KubeBackend {
     }
 
     fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
-        async move {
-            self.nodes
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .map_err(|e| map_err("gpunodes", e))
-        }
-        .boxed()
+        async move { list(&self.nodes, "gpunodes", &ListParams::default()).await }.boxed()
     }
 
     fn set_node_unschedulable<'a>(

@@ -16,39 +16,26 @@ fn rule(rule: Rule, nullable: bool) -> Schema {
     Schema::try_from(v).expect("a rule's schema is an object")
 }
 
-/// [`super::KUBE_NAME`].
-pub fn kube_name(_: &mut SchemaGenerator) -> Schema {
-    rule(super::KUBE_NAME, false)
+/// One `fn(&mut SchemaGenerator) -> Schema` per rule a field uses.
+macro_rules! field_schemas {
+    ($($name:ident => $rule:ident, nullable: $nullable:literal;)*) => {
+        $(
+            #[doc = concat!("[`super::", stringify!($rule), "`]; `null` admitted: ", stringify!($nullable), ".")]
+            pub fn $name(_: &mut SchemaGenerator) -> Schema {
+                rule(super::$rule, $nullable)
+            }
+        )*
+    };
 }
-/// [`super::USER_ID`].
-pub fn user_id(_: &mut SchemaGenerator) -> Schema {
-    rule(super::USER_ID, false)
-}
-/// [`super::EMAIL`].
-pub fn email(_: &mut SchemaGenerator) -> Schema {
-    rule(super::EMAIL, false)
-}
-/// [`super::NEW_PASSWORD`].
-pub fn new_password(_: &mut SchemaGenerator) -> Schema {
-    rule(super::NEW_PASSWORD, false)
-}
-/// [`super::PASSWORD`].
-pub fn password(_: &mut SchemaGenerator) -> Schema {
-    rule(super::PASSWORD, false)
-}
-/// [`super::PACK_NAME`], or null.
-pub fn pack_name(_: &mut SchemaGenerator) -> Schema {
-    rule(super::PACK_NAME, true)
-}
-/// [`super::DURATION`], or null.
-pub fn duration(_: &mut SchemaGenerator) -> Schema {
-    rule(super::DURATION, true)
-}
-/// [`super::CPU`], or null.
-pub fn cpu(_: &mut SchemaGenerator) -> Schema {
-    rule(super::CPU, true)
-}
-/// [`super::SIZE`], or null.
-pub fn size(_: &mut SchemaGenerator) -> Schema {
-    rule(super::SIZE, true)
+
+field_schemas! {
+    kube_name => KUBE_NAME, nullable: false;
+    user_id => USER_ID, nullable: false;
+    email => EMAIL, nullable: false;
+    new_password => NEW_PASSWORD, nullable: false;
+    password => PASSWORD, nullable: false;
+    pack_name => PACK_NAME, nullable: true;
+    duration => DURATION, nullable: true;
+    cpu => CPU, nullable: true;
+    size => SIZE, nullable: true;
 }

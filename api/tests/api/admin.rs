@@ -57,18 +57,34 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
         }
         r.send()
     };
-    post("/api/v2/admin/nodes/node-a/cordon", None)
-        .await
-        .problem(401, "unauthenticated");
-    post("/api/v2/admin/nodes/node-a/cordon", Some(&ada))
-        .await
-        .problem(403, "admin_required");
-    post("/api/v2/admin/nodes/nope/cordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/nope/uncordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
+    for (uri, who, status, code) in [
+        (
+            "/api/v2/admin/nodes/node-a/cordon",
+            None,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/cordon",
+            Some(&ada),
+            403,
+            "admin_required",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/cordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/uncordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+    ] {
+        post(uri, who).await.problem(status, code);
+    }
 
     let node = post("/api/v2/admin/nodes/node-a/cordon", Some(&admin))
         .await
@@ -115,18 +131,34 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
     .await
     .data(200);
     assert_eq!(node["free"], 4);
-    post("/api/v2/admin/nodes/node-a/gpus/9/cordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/nope/gpus/0/uncordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/node-a/gpus/0/cordon", Some(&ada))
-        .await
-        .problem(403, "admin_required");
-    post("/api/v2/admin/nodes/node-a/gpus/0/uncordon", None)
-        .await
-        .problem(401, "unauthenticated");
+    for (uri, who, status, code) in [
+        (
+            "/api/v2/admin/nodes/node-a/gpus/9/cordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/gpus/0/uncordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/gpus/0/cordon",
+            Some(&ada),
+            403,
+            "admin_required",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/gpus/0/uncordon",
+            None,
+            401,
+            "unauthenticated",
+        ),
+    ] {
+        post(uri, who).await.problem(status, code);
+    }
 }
 
 async fn admins_list_every_session(env: TestEnv) {

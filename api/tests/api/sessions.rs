@@ -79,62 +79,54 @@ async fn create_rejects_bad_input(env: TestEnv) {
             .json(body)
             .send()
     };
-    assert_eq!(create(json!({"gpus": 99})).await.error_fields(), ["gpus"]);
-    assert_eq!(create(json!({"gpus": -1})).await.error_fields(), ["gpus"]);
-    assert_eq!(
-        create(json!({"gpus": "two"})).await.error_fields(),
-        ["gpus"]
-    );
-    assert_eq!(
-        create(json!({"pack": "Bad_Pack"})).await.error_fields(),
-        ["pack"]
-    );
-    assert_eq!(
-        create(json!({"idle_timeout": "forever", "max_lifetime": "1d"}))
-            .await
-            .error_fields(),
-        ["idle_timeout", "max_lifetime"]
-    );
-    assert_eq!(
-        create(json!({"resources": {"cpu": "lots", "pids": 1}}))
-            .await
-            .error_fields(),
-        ["resources.cpu", "resources.pids"]
-    );
-    assert_eq!(
-        create(json!({"resources": {"gpu": 1}}))
-            .await
-            .error_fields(),
-        ["resources.gpu"]
-    );
-    assert_eq!(
-        create(json!({"owner": "someone"})).await.error_fields(),
-        ["owner"]
-    );
-    assert_eq!(create(json!([1, 2])).await.error_fields(), ["body"]);
+    let refused: [(serde_json::Value, &[&str]); 9] = [
+        (json!({"gpus": 99}), &["gpus"]),
+        (json!({"gpus": -1}), &["gpus"]),
+        (json!({"gpus": "two"}), &["gpus"]),
+        (json!({"pack": "Bad_Pack"}), &["pack"]),
+        (
+            json!({"idle_timeout": "forever", "max_lifetime": "1d"}),
+            &["idle_timeout", "max_lifetime"],
+        ),
+        (
+            json!({"resources": {"cpu": "lots", "pids": 1}}),
+            &["resources.cpu", "resources.pids"],
+        ),
+        (json!({"resources": {"gpu": 1}}), &["resources.gpu"]),
+        (json!({"owner": "someone"}), &["owner"]),
+        (json!([1, 2]), &["body"]),
+    ];
+    for (body, fields) in refused {
+        assert_eq!(create(body.clone()).await.error_fields(), fields, "{body}");
+    }
     t.post("/api/v2/external/sessions?wait=soon")
         .cookie(&ada)
         .send()
         .await
         .problem(422, "validation_failed");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/json"), "{")
-        .send()
-        .await
-        .problem(400, "malformed_json");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/x-www-form-urlencoded"), "gpus=1")
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/json"), vec![b' '; 200 * 1024])
-        .send()
-        .await
-        .problem(413, "payload_too_large");
+    let malformed: [(&str, Vec<u8>, u16, &str); 3] = [
+        ("application/json", b"{".to_vec(), 400, "malformed_json"),
+        (
+            "application/x-www-form-urlencoded",
+            b"gpus=1".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            vec![b' '; 200 * 1024],
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (content_type, body, status, code) in malformed {
+        t.post("/api/v2/external/sessions")
+            .cookie(&ada)
+            .body(Some(content_type), body)
+            .send()
+            .await
+            .problem(status, code);
+    }
     t.post("/api/v2/external/sessions")
         .json(json!({}))
         .send()
