@@ -186,6 +186,15 @@ impl TestApp {
         self.req(Method::POST, uri)
     }
 
+    /// An event token for `who` (`POST /api/v2/events/token`, 201): the whole `data`.
+    pub async fn event_token(&self, who: &Client) -> serde_json::Value {
+        self.post("/api/v2/events/token")
+            .cookie(who)
+            .send()
+            .await
+            .data(201)
+    }
+
     /// Signs up a user and returns it logged in.
     pub async fn user(&self, email: &str) -> Client {
         let res = self

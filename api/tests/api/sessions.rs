@@ -8,7 +8,7 @@ use medforge_api::backend::{
 use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
-use crate::common::TestEnv;
+use crate::common::{Client, Res, TestApp, TestEnv};
 
 async fn create_binds_and_answers_201(env: TestEnv) {
     let t = env.app().await;
@@ -275,12 +275,19 @@ async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
         .problem(503, "control_plane_unavailable");
 }
 
-async fn wait_ready_returns_once_ready(env: TestEnv) {
+/// An app whose create waits `ready_timeout` for Ready and whose simulated
+/// agent starts a session `start_after` binding (never with `None`), ada, and
+/// her first `POST …/sessions?wait=ready`.
+async fn create_waiting_for_ready(
+    env: TestEnv,
+    ready_timeout: Duration,
+    start_after: Option<Duration>,
+) -> (TestApp, Client, Res) {
     let t = env
         .app_with(
-            |c| c.sessions.ready_timeout = Duration::from_secs(5),
+            |c| c.sessions.ready_timeout = ready_timeout,
             MemoryBackendConfig {
-                start_after: Some(Duration::from_millis(50)),
+                start_after,
                 ..MemoryBackendConfig::default()
             },
         )
@@ -291,6 +298,13 @@ async fn wait_ready_returns_once_ready(env: TestEnv) {
         .cookie(&ada)
         .send()
         .await;
+    (t, ada, res)
+}
+
+async fn wait_ready_returns_once_ready(env: TestEnv) {
+    let (_t, _ada, res) =
+        create_waiting_for_ready(env, Duration::from_secs(5), Some(Duration::from_millis(50)))
+            .await;
     let data = res.data(201);
     assert_eq!(data["message"], "Session ready.");
     assert_eq!(data["session"]["phase"], "running");
@@ -299,21 +313,7 @@ async fn wait_ready_returns_once_ready(env: TestEnv) {
 }
 
 async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
-    let t = env
-        .app_with(
-            |c| c.sessions.ready_timeout = Duration::from_millis(200),
-            MemoryBackendConfig {
-                start_after: None,
-                ..MemoryBackendConfig::default()
-            },
-        )
-        .await;
-    let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
-        .await;
+    let (t, ada, res) = create_waiting_for_ready(env, Duration::from_millis(200), None).await;
     let data = res.data(202);
     assert_eq!(data["session"]["phase"], "scheduled");
     assert_eq!(data["session"]["ready"], false);
