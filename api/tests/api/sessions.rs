@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use axum::http::Method;
+
 use medforge_api::backend::{
     MAX_SESSIONS_ANNOTATION, MemoryBackendConfig, OWNER_LABEL, SLUG_KEY, SchedulerMode,
 };
@@ -470,22 +472,20 @@ async fn get_shows_one_session_to_its_owner(env: TestEnv) {
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
     t.get(&path).cookie(&admin).send().await.data(200);
-    t.get(&path)
-        .cookie(&bob)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.get(&path).send().await.problem(401, "unauthenticated");
-    t.get("/api/v2/external/sessions/nope")
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.get(&format!("/api/v2/internal/sessions/{id}"))
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
+    let internal = format!("/api/v2/internal/sessions/{id}");
+    for (path, who, status, code) in [
+        (path.as_str(), Some(&bob), 404, "not_found"),
+        (path.as_str(), None, 401, "unauthenticated"),
+        (
+            "/api/v2/external/sessions/nope",
+            Some(&ada),
+            404,
+            "not_found",
+        ),
+        (internal.as_str(), Some(&ada), 404, "not_found"),
+    ] {
+        t.problem(Method::GET, path, who, status, code).await;
+    }
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
@@ -495,17 +495,18 @@ async fn stop_is_idempotent(env: TestEnv) {
     let s = t.session(&ada).await;
     let id = s["id"].as_str().unwrap();
     let path = format!("/api/v2/external/sessions/{id}/stop");
-    t.post(&path)
-        .cookie(&bob)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.post(&path).send().await.problem(401, "unauthenticated");
-    t.post("/api/v2/external/sessions/nope/stop")
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
+    for (path, who, status, code) in [
+        (path.as_str(), Some(&bob), 404, "not_found"),
+        (path.as_str(), None, 401, "unauthenticated"),
+        (
+            "/api/v2/external/sessions/nope/stop",
+            Some(&ada),
+            404,
+            "not_found",
+        ),
+    ] {
+        t.problem(Method::POST, path, who, status, code).await;
+    }
 
     let first = t.post(&path).cookie(&ada).send().await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
