@@ -45,7 +45,7 @@ async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
         "the raw token is not stored"
     );
     // The cookie works.
-    let me = t.get("/api/v2/me").cookie(&client).send().await;
+    let me = t.get_as(&client, "/api/v2/me").await;
     assert_eq!(me.data(200)["user"]["id"], client.id.as_str());
 }
 
@@ -279,14 +279,12 @@ async fn logout_revokes_the_token(env: TestEnv) {
             .send()
             .await,
     );
-    t.get("/api/v2/me").cookie(&ada).send().await.data(200);
-    let res = t.post("/api/v2/auth/logout").cookie(&ada).send().await;
+    t.get_as(&ada, "/api/v2/me").await.data(200);
+    let res = t.post_as(&ada, "/api/v2/auth/logout").await;
     assert_eq!(res.data(200)["message"], "Logged out.");
     let cleared = res.header("set-cookie").unwrap();
     assert!(cleared.starts_with("medforge_session=;") && cleared.contains("Max-Age=0"));
-    t.get("/api/v2/me")
-        .cookie(&ada)
-        .send()
+    t.get_as(&ada, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
     let hashed = tokens::hash_hex(&tokens::hash_token(&ada.token));
@@ -297,11 +295,7 @@ async fn logout_revokes_the_token(env: TestEnv) {
             .is_none()
     );
     // Only that token: the other login still works.
-    t.get("/api/v2/me")
-        .cookie(&other_login)
-        .send()
-        .await
-        .data(200);
+    t.get_as(&other_login, "/api/v2/me").await.data(200);
     // Logging out without a token is fine too.
     t.post("/api/v2/auth/logout").send().await.data(200);
 }
@@ -320,9 +314,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
     t.state()
         .tokens()
         .forget(&tokens::hash_token(&absolute.token));
-    t.get("/api/v2/me")
-        .cookie(&absolute)
-        .send()
+    t.get_as(&absolute, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
 
@@ -332,9 +324,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
         .await
         .unwrap();
     t.state().tokens().forget(&tokens::hash_token(&idler.token));
-    t.get("/api/v2/me")
-        .cookie(&idler)
-        .send()
+    t.get_as(&idler, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
 
@@ -373,7 +363,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
         .await
         .unwrap();
     t.state().tokens().forget(&tokens::hash_token(&user.token));
-    t.get("/api/v2/me").cookie(&user).send().await.data(200);
+    t.get_as(&user, "/api/v2/me").await.data(200);
     assert_eq!(
         users::find_token(db, &hash)
             .await

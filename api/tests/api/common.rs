@@ -186,6 +186,16 @@ impl TestApp {
         self.req(Method::POST, uri)
     }
 
+    /// GET as `who`.
+    pub async fn get_as(&self, who: &Client, uri: &str) -> Res {
+        self.get(uri).cookie(who).send().await
+    }
+
+    /// POST without a body as `who`.
+    pub async fn post_as(&self, who: &Client, uri: &str) -> Res {
+        self.post(uri).cookie(who).send().await
+    }
+
     /// Sends `method path` as `who` (anonymous with `None`) and checks the
     /// answer is the problem `status`/`code`; its body.
     pub async fn problem(

@@ -64,11 +64,7 @@ async fn create_binds_and_answers_201(env: TestEnv) {
         Some("16Gi")
     );
     // An empty body uses the defaults.
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/external/sessions").await;
     assert_eq!(res.data(201)["session"]["gpu_count"], 1);
 }
 
@@ -101,9 +97,7 @@ async fn create_rejects_bad_input(env: TestEnv) {
     for (body, fields) in refused {
         assert_eq!(create(body.clone()).await.error_fields(), fields, "{body}");
     }
-    t.post("/api/v2/external/sessions?wait=soon")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions?wait=soon")
         .await
         .problem(422, "validation_failed");
     let malformed: [(&str, Vec<u8>, u16, &str); 3] = [
@@ -141,9 +135,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
     let admin = t.admin("root@example.org").await;
-    t.post("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/internal/sessions")
         .await
         .problem(403, "internal_not_allowed");
     assert!(t.backend.sessions().is_empty());
@@ -156,11 +148,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
     .send()
     .await
     .data(200);
-    let res = t
-        .post("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/internal/sessions").await;
     let s = res.data(201)["session"].clone();
     assert_eq!(s["exposure"], "internal");
     assert!(
@@ -170,9 +158,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
             .ends_with(".internal.medforge.test/")
     );
     // Admins may always.
-    t.post("/api/v2/internal/sessions")
-        .cookie(&admin)
-        .send()
+    t.post_as(&admin, "/api/v2/internal/sessions")
         .await
         .data(201);
 }
@@ -210,19 +196,18 @@ async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
         stored.metadata.annotations.unwrap()[MAX_SESSIONS_ANNOTATION],
         "1"
     );
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(409, "user_limit_reached");
     assert_eq!(t.backend.sessions().len(), 1);
     // Once stopped, it no longer counts.
-    t.post(&format!(
-        "/api/v2/external/sessions/{}/stop",
-        first["id"].as_str().unwrap()
-    ))
-    .cookie(&ada)
-    .send()
+    t.post_as(
+        &ada,
+        &format!(
+            "/api/v2/external/sessions/{}/stop",
+            first["id"].as_str().unwrap()
+        ),
+    )
     .await
     .data(202);
     t.session(&ada).await;
@@ -260,19 +245,13 @@ async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
         )
         .await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/external/sessions").await;
     res.problem(503, "scheduler_timeout");
     assert_eq!(res.header("retry-after"), Some("5"));
     assert!(t.backend.sessions().is_empty());
     // The control plane down: 503 too.
     t.backend.set_reachable(false);
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(503, "control_plane_unavailable");
 }
@@ -296,9 +275,7 @@ async fn create_waiting_for_ready(
         .await;
     let ada = t.user("ada@example.org").await;
     let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
+        .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
     (t, ada, res)
 }
@@ -343,9 +320,7 @@ async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
         }
     });
     let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
+        .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
     failer.await.unwrap();
     let problem = res.problem(409, "session_failed");
@@ -375,7 +350,7 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
             None => "/api/v2/external/sessions?limit=1".to_owned(),
             Some(c) => format!("/api/v2/external/sessions?limit=1&cursor={c}"),
         };
-        let res = t.get(&uri).cookie(&ada).send().await;
+        let res = t.get_as(&ada, &uri).await;
         let body = res.json();
         let page = res.data(200);
         assert_eq!(page.as_array().unwrap().len(), 1);
@@ -394,49 +369,37 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
     assert_eq!(got, expected, "each of ada's sessions once, none of bob's");
     // Admins see everyone's; and can filter by owner.
     let all = t
-        .get("/api/v2/external/sessions")
-        .cookie(&admin)
-        .send()
+        .get_as(&admin, "/api/v2/external/sessions")
         .await
         .data(200);
     assert_eq!(all.as_array().unwrap().len(), 4);
     let bob_only = t
-        .get(&format!("/api/v2/external/sessions?owner={}", bob.id))
-        .cookie(&admin)
-        .send()
+        .get_as(
+            &admin,
+            &format!("/api/v2/external/sessions?owner={}", bob.id),
+        )
         .await
         .data(200);
     assert_eq!(bob_only[0]["id"], bobs["id"]);
     assert_eq!(bob_only.as_array().unwrap().len(), 1);
     // State filter.
-    t.post(&format!("/api/v2/external/sessions/{}/stop", ids[0]))
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, &format!("/api/v2/external/sessions/{}/stop", ids[0]))
         .await
         .data(202);
     t.wait_phase(&ids[0], "stopped").await;
     let stopped = t
-        .get("/api/v2/external/sessions?state=stopped")
-        .cookie(&ada)
-        .send()
+        .get_as(&ada, "/api/v2/external/sessions?state=stopped")
         .await
         .data(200);
     assert_eq!(stopped.as_array().unwrap().len(), 1);
     assert_eq!(stopped[0]["id"], ids[0].as_str());
     let active = t
-        .get("/api/v2/external/sessions?state=active")
-        .cookie(&ada)
-        .send()
+        .get_as(&ada, "/api/v2/external/sessions?state=active")
         .await
         .data(200);
     assert_eq!(active.as_array().unwrap().len(), 2);
     // The internal list is separate.
-    let internal = t
-        .get("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
-        .await
-        .data(200);
+    let internal = t.get_as(&ada, "/api/v2/internal/sessions").await.data(200);
     assert!(internal.as_array().unwrap().is_empty());
     // Errors.
     let bad = |q: &str| {
@@ -467,11 +430,11 @@ async fn get_shows_one_session_to_its_owner(env: TestEnv) {
     let id = s["id"].as_str().unwrap();
     t.wait_phase(id, "running").await;
     let path = format!("/api/v2/external/sessions/{id}");
-    let got = t.get(&path).cookie(&ada).send().await.data(200);
+    let got = t.get_as(&ada, &path).await.data(200);
     assert_eq!(got["id"], id);
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
-    t.get(&path).cookie(&admin).send().await.data(200);
+    t.get_as(&admin, &path).await.data(200);
     let internal = format!("/api/v2/internal/sessions/{id}");
     for (path, who, status, code) in [
         (path.as_str(), Some(&bob), 404, "not_found"),
@@ -508,7 +471,7 @@ async fn stop_is_idempotent(env: TestEnv) {
         t.problem(Method::POST, path, who, status, code).await;
     }
 
-    let first = t.post(&path).cookie(&ada).send().await.data(202);
+    let first = t.post_as(&ada, &path).await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
     assert_eq!(
@@ -516,7 +479,7 @@ async fn stop_is_idempotent(env: TestEnv) {
         DesiredState::Stopped
     );
     t.wait_phase(id, "stopped").await;
-    let again = t.post(&path).cookie(&ada).send().await.data(202);
+    let again = t.post_as(&ada, &path).await.data(202);
     assert_eq!(again["message"], "Session is already terminal.");
     assert_eq!(again["session"]["phase"], "stopped");
     assert!(again["session"]["stopped_at"].as_str().is_some());
