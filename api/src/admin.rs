@@ -22,15 +22,21 @@ use crate::validate;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v2/admin/nodes", get(list_nodes))
-        .route("/api/v2/admin/nodes/{node}/cordon", post(cordon_node))
-        .route("/api/v2/admin/nodes/{node}/uncordon", post(uncordon_node))
+        .route(
+            "/api/v2/admin/nodes/{node}/cordon",
+            post(cordon_node::<true>),
+        )
+        .route(
+            "/api/v2/admin/nodes/{node}/uncordon",
+            post(cordon_node::<false>),
+        )
         .route(
             "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon",
-            post(cordon_gpu),
+            post(cordon_gpu::<true>),
         )
         .route(
             "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon",
-            post(uncordon_gpu),
+            post(cordon_gpu::<false>),
         )
         .route("/api/v2/admin/sessions", get(all_sessions))
         .route("/api/v2/admin/users", get(list_users))
@@ -150,20 +156,13 @@ async fn set_node(
     Ok(Reply::ok(node_view(&updated)))
 }
 
-async fn cordon_node(
+/// `…/cordon` (`CORDON`) and `…/uncordon` of a whole node.
+async fn cordon_node<const CORDON: bool>(
     State(state): State<AppState>,
     Admin(_): Admin,
     node: Param<NodeName>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, node.as_str(), true).await
-}
-
-async fn uncordon_node(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    node: Param<NodeName>,
-) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, node.as_str(), false).await
+    set_node(&state, node.as_str(), CORDON).await
 }
 
 async fn set_gpu(
@@ -195,22 +194,14 @@ async fn set_gpu(
     Ok(Reply::ok(node_view(&updated)))
 }
 
-async fn cordon_gpu(
+/// `…/cordon` (`CORDON`) and `…/uncordon` of one GPU.
+async fn cordon_gpu<const CORDON: bool>(
     State(state): State<AppState>,
     Admin(_): Admin,
     node: Param<NodeName>,
     gpu: Param<GpuRef>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, node.as_str(), gpu.as_str(), true).await
-}
-
-async fn uncordon_gpu(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    node: Param<NodeName>,
-    gpu: Param<GpuRef>,
-) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, node.as_str(), gpu.as_str(), false).await
+    set_gpu(&state, node.as_str(), gpu.as_str(), CORDON).await
 }
 
 async fn all_sessions(
