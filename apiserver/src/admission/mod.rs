@@ -14,9 +14,6 @@ use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::StoredObject;
 use crate::validation::{self, FieldValidation};
 
-#[cfg(test)]
-mod tests;
-
 /// Whether the namespace of a new object exists and accepts new objects.
 pub fn admit_namespace(st: &AppState, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
     if !rt.namespaced {
@@ -263,3 +260,6 @@ pub fn same_object(a: &Value, b: &Value) -> bool {
     };
     strip(a) == strip(b)
 }
+
+#[cfg(test)]
+mod tests;

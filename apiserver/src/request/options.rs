@@ -18,6 +18,7 @@ use crate::store::ObjectKey;
 use crate::validation::FieldValidation;
 
 /// Options of a write request.
+#[derive(Debug)]
 pub struct WriteOpts {
     pub dry_run: bool,
     pub manager: String,
