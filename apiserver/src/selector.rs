@@ -66,60 +66,39 @@ fn lex(s: &str) -> Vec<Tok> {
     let mut i = 0;
     let mut out = Vec::new();
     while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' | '\n' => i += 1,
-            '(' => {
-                out.push(Tok::Open);
-                i += 1
+        let next_is_eq = chars.get(i + 1) == Some(&'=');
+        // A token of one or two characters, and its length.
+        let punct = match chars[i] {
+            ' ' | '\t' | '\n' => {
+                i += 1;
+                continue;
             }
-            ')' => {
-                out.push(Tok::Close);
-                i += 1
-            }
-            ',' => {
-                out.push(Tok::Comma);
-                i += 1
-            }
-            '>' => {
-                out.push(Tok::Gt);
-                i += 1
-            }
-            '<' => {
-                out.push(Tok::Lt);
-                i += 1
-            }
-            '=' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    out.push(Tok::DoubleEq);
-                    i += 2
-                } else {
-                    out.push(Tok::Eq);
-                    i += 1
-                }
-            }
-            '!' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    out.push(Tok::NotEq);
-                    i += 2
-                } else {
-                    out.push(Tok::Not);
-                    i += 1
-                }
-            }
-            _ => {
-                let start = i;
-                while i < chars.len() && !" \t\n()!=,<>".contains(chars[i]) {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                out.push(match word.as_str() {
-                    "in" => Tok::In,
-                    "notin" => Tok::NotIn,
-                    _ => Tok::Ident(word),
-                });
-            }
+            '(' => Some((Tok::Open, 1)),
+            ')' => Some((Tok::Close, 1)),
+            ',' => Some((Tok::Comma, 1)),
+            '>' => Some((Tok::Gt, 1)),
+            '<' => Some((Tok::Lt, 1)),
+            '=' if next_is_eq => Some((Tok::DoubleEq, 2)),
+            '=' => Some((Tok::Eq, 1)),
+            '!' if next_is_eq => Some((Tok::NotEq, 2)),
+            '!' => Some((Tok::Not, 1)),
+            _ => None,
+        };
+        if let Some((tok, len)) = punct {
+            out.push(tok);
+            i += len;
+            continue;
         }
+        let start = i;
+        while i < chars.len() && !" \t\n()!=,<>".contains(chars[i]) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        out.push(match word.as_str() {
+            "in" => Tok::In,
+            "notin" => Tok::NotIn,
+            _ => Tok::Ident(word),
+        });
     }
     out
 }

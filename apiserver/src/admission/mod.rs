@@ -2,7 +2,8 @@
 //! object is stored. The namespace must accept new objects; system metadata
 //! is set on create and kept on update (`uid`, `creationTimestamp`,
 //! `generation` that moves only with the spec, the status subresource split,
-//! no new finalizers once deletion started); then the kind's validation runs.
+//! no new finalizers once deletion started); then the kind's validation
+//! ([`crate::validation::validate`]) runs.
 
 use serde_json::{Value, json};
 
@@ -12,7 +13,6 @@ use crate::registry::{Builtin, ResourceType};
 use crate::state::AppState;
 use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::StoredObject;
-use crate::validation::{self, FieldValidation};
 
 /// Whether the namespace of a new object exists and accepts new objects.
 pub fn admit_namespace(st: &AppState, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
@@ -41,20 +41,6 @@ pub fn namespace_accepts(
             ),
         )),
         Some(_) => Ok(()),
-    }
-}
-
-/// Runs the kind's validation (schema and CEL for CRDs, typed decoding for built-ins).
-pub fn validate(
-    rt: &ResourceType,
-    v: &mut Value,
-    old: Option<&Value>,
-    mode: FieldValidation,
-) -> ApiResult<Vec<String>> {
-    if rt.builtin.is_some() {
-        validation::validate_builtin(rt, v)
-    } else {
-        validation::validate_custom(rt, v, old, mode)
     }
 }
 

@@ -4,11 +4,11 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{namespace_accepts, prepare_create, prepare_update, same_object, validate};
+use super::{namespace_accepts, prepare_create, prepare_update, same_object};
 use crate::managed::Scope;
 use crate::registry::{Registry, ResourceType};
 use crate::store::StoredObject;
-use crate::validation::FieldValidation;
+use crate::validation::{FieldValidation, validate};
 
 fn registry() -> Registry {
     Registry::new(&medforge_crds::all_crds()).unwrap()

@@ -166,29 +166,29 @@ impl Field<Option<meta::FieldsV1>, Option<pb_meta::FieldsV1>> for FieldsJson {
     }
 }
 
-/// `impl ToProto` from the list of fields and their [`Field`] modes:
-/// `name: Mode` for a field named alike on both sides, `renamed { json_name =
-/// pb_name: Mode }` for the others, `absent { name }` for k8s-openapi fields
-/// the message does not carry (left at their default).
+/// `impl ToProto` from the fields grouped by their [`Field`] mode:
+/// `Mode: field, field;` for fields named alike on both sides, `renamed {
+/// json_name = pb_name: Mode }` for the others, `absent { name }` for
+/// k8s-openapi fields the message does not carry (left at their default).
 macro_rules! to_proto {
     (
         $($json:ident)::+ => $($pb:ident)::+ {
-            $($field:ident: $mode:ty),* $(,)?
+            $($mode:ident: $($field:ident),+;)*
         }
-        $(renamed { $($jf:ident = $pf:ident: $rmode:ty),* $(,)? })?
+        $(renamed { $($jf:ident = $pf:ident: $rmode:ident),* $(,)? })?
         $(absent { $($af:ident),* $(,)? })?
     ) => {
         impl ToProto for $($json)::+ {
             type Pb = $($pb)::+;
             fn to_pb(&self) -> $($pb)::+ {
                 $($pb)::+ {
-                    $($field: <$mode as Field<_, _>>::to_pb(&self.$field),)*
+                    $($($field: <$mode as Field<_, _>>::to_pb(&self.$field),)+)*
                     $($($pf: <$rmode as Field<_, _>>::to_pb(&self.$jf),)*)?
                 }
             }
             fn from_pb(pb: $($pb)::+) -> Result<Self, String> {
                 Ok($($json)::+ {
-                    $($field: <$mode as Field<_, _>>::from_pb(pb.$field)?,)*
+                    $($($field: <$mode as Field<_, _>>::from_pb(pb.$field)?,)+)*
                     $($($jf: <$rmode as Field<_, _>>::from_pb(pb.$pf)?,)*)?
                     $($($af: Default::default(),)*)?
                 })

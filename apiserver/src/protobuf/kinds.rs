@@ -19,94 +19,64 @@ use super::convert::{
 
 to_proto! {
     meta::ObjectMeta => pb_meta::ObjectMeta {
-        name: OmitEmpty,
-        generate_name: OmitEmpty,
-        namespace: OmitEmpty,
-        self_link: OmitEmpty,
-        uid: OmitEmpty,
-        resource_version: OmitEmpty,
-        generation: OmitEmpty,
-        creation_timestamp: Time,
-        deletion_timestamp: Time,
-        deletion_grace_period_seconds: AsIs,
-        labels: Values,
-        annotations: Values,
-        owner_references: Items,
-        finalizers: Values,
-        managed_fields: Items,
+        OmitEmpty: name, generate_name, namespace, self_link, uid, resource_version, generation;
+        Time: creation_timestamp, deletion_timestamp;
+        AsIs: deletion_grace_period_seconds;
+        Values: labels, annotations, finalizers;
+        Items: owner_references, managed_fields;
     }
 }
 
 to_proto! {
     meta::OwnerReference => pb_meta::OwnerReference {
-        api_version: Required,
-        kind: Required,
-        name: Required,
-        uid: Required,
-        controller: AsIs,
-        block_owner_deletion: AsIs,
+        Required: api_version, kind, name, uid;
+        AsIs: controller, block_owner_deletion;
     }
 }
 
 to_proto! {
     meta::ManagedFieldsEntry => pb_meta::ManagedFieldsEntry {
-        manager: OmitEmpty,
-        operation: OmitEmpty,
-        api_version: OmitEmpty,
-        time: Time,
-        fields_type: OmitEmpty,
-        fields_v1: FieldsJson,
-        subresource: OmitEmpty,
+        OmitEmpty: manager, operation, api_version, fields_type, subresource;
+        Time: time;
+        FieldsJson: fields_v1;
     }
 }
 
 to_proto! {
     meta::ListMeta => pb_meta::ListMeta {
-        self_link: OmitEmpty,
-        resource_version: OmitEmpty,
-        remaining_item_count: AsIs,
+        OmitEmpty: self_link, resource_version;
+        AsIs: remaining_item_count;
     }
     renamed { continue_ = r#continue: OmitEmpty }
 }
 
 to_proto! {
     meta::Status => pb_meta::Status {
-        metadata: Object,
-        status: OmitEmpty,
-        message: OmitEmpty,
-        reason: OmitEmpty,
-        details: Nested,
-        code: OmitEmpty,
+        Object: metadata;
+        OmitEmpty: status, message, reason, code;
+        Nested: details;
     }
 }
 
 to_proto! {
     meta::StatusDetails => pb_meta::StatusDetails {
-        name: OmitEmpty,
-        group: OmitEmpty,
-        kind: OmitEmpty,
-        uid: OmitEmpty,
-        causes: Items,
-        retry_after_seconds: OmitEmpty,
+        OmitEmpty: name, group, kind, uid, retry_after_seconds;
+        Items: causes;
     }
 }
 
 to_proto! {
     meta::StatusCause => pb_meta::StatusCause {
-        reason: OmitEmpty,
-        message: OmitEmpty,
-        field: OmitEmpty,
+        OmitEmpty: reason, message, field;
     }
 }
 
 to_proto! {
     meta::DeleteOptions => pb_meta::DeleteOptions {
-        grace_period_seconds: AsIs,
-        preconditions: Nested,
-        orphan_dependents: AsIs,
-        propagation_policy: AsIs,
-        dry_run: Values,
-        ignore_store_read_error_with_cluster_breaking_potential: AsIs,
+        AsIs: grace_period_seconds, orphan_dependents, propagation_policy,
+            ignore_store_read_error_with_cluster_breaking_potential;
+        Nested: preconditions;
+        Values: dry_run;
     }
     // Set from the envelope by `decode`.
     absent { api_version, kind }
@@ -114,8 +84,7 @@ to_proto! {
 
 to_proto! {
     meta::Preconditions => pb_meta::Preconditions {
-        uid: AsIs,
-        resource_version: AsIs,
+        AsIs: uid, resource_version;
     }
 }
 
@@ -123,78 +92,60 @@ to_proto! {
 
 to_proto! {
     core::Namespace => pb_core::Namespace {
-        metadata: Object,
-        spec: Nested,
-        status: Nested,
+        Object: metadata;
+        Nested: spec, status;
     }
 }
 
 to_proto! {
     core::NamespaceSpec => pb_core::NamespaceSpec {
-        finalizers: Values,
+        Values: finalizers;
     }
 }
 
 to_proto! {
     core::NamespaceStatus => pb_core::NamespaceStatus {
-        phase: OmitEmpty,
-        conditions: Items,
+        OmitEmpty: phase;
+        Items: conditions;
     }
 }
 
 to_proto! {
     core::NamespaceCondition => pb_core::NamespaceCondition {
-        status: Required,
-        last_transition_time: Time,
-        reason: OmitEmpty,
-        message: OmitEmpty,
+        Required: status;
+        Time: last_transition_time;
+        OmitEmpty: reason, message;
     }
     renamed { type_ = r#type: Required }
 }
 
 to_proto! {
     core::ObjectReference => pb_core::ObjectReference {
-        kind: OmitEmpty,
-        namespace: OmitEmpty,
-        name: OmitEmpty,
-        uid: OmitEmpty,
-        api_version: OmitEmpty,
-        resource_version: OmitEmpty,
-        field_path: OmitEmpty,
+        OmitEmpty: kind, namespace, name, uid, api_version, resource_version, field_path;
     }
 }
 
 to_proto! {
     core::EventSource => pb_core::EventSource {
-        component: OmitEmpty,
-        host: OmitEmpty,
+        OmitEmpty: component, host;
     }
 }
 
 to_proto! {
     core::EventSeries => pb_core::EventSeries {
-        count: OmitEmpty,
-        last_observed_time: Time,
+        OmitEmpty: count;
+        Time: last_observed_time;
     }
 }
 
 to_proto! {
     core::Event => pb_core::Event {
-        metadata: Object,
-        involved_object: Object,
-        reason: OmitEmpty,
-        message: OmitEmpty,
-        source: Nested,
-        first_timestamp: Time,
-        last_timestamp: Time,
-        count: OmitEmpty,
-        event_time: Time,
-        series: Nested,
-        action: OmitEmpty,
-        related: Nested,
+        Object: metadata, involved_object;
+        OmitEmpty: reason, message, count, action;
+        Nested: source, series, related;
+        Time: first_timestamp, last_timestamp, event_time;
         // Not omitempty in Go: kept as sent, even empty.
-        reporting_component: AsIs,
-        reporting_instance: AsIs,
+        AsIs: reporting_component, reporting_instance;
     }
     renamed { type_ = r#type: OmitEmpty }
 }
@@ -203,21 +154,17 @@ to_proto! {
 
 to_proto! {
     coordination::Lease => pb_coordination::Lease {
-        metadata: Object,
-        spec: Nested,
+        Object: metadata;
+        Nested: spec;
     }
 }
 
 // Every field is a pointer in Go: values pass as they are.
 to_proto! {
     coordination::LeaseSpec => pb_coordination::LeaseSpec {
-        holder_identity: AsIs,
-        lease_duration_seconds: AsIs,
-        acquire_time: Time,
-        renew_time: Time,
-        lease_transitions: AsIs,
-        strategy: AsIs,
-        preferred_holder: AsIs,
+        AsIs: holder_identity, lease_duration_seconds, lease_transitions, strategy,
+            preferred_holder;
+        Time: acquire_time, renew_time;
     }
 }
 
@@ -244,20 +191,10 @@ impl ToProto for events::EventSeries {
 
 to_proto! {
     events::Event => pb_events::Event {
-        metadata: Object,
-        event_time: Time,
-        series: Nested,
-        reporting_controller: OmitEmpty,
-        reporting_instance: OmitEmpty,
-        action: OmitEmpty,
-        reason: OmitEmpty,
-        regarding: Nested,
-        related: Nested,
-        note: OmitEmpty,
-        deprecated_source: Nested,
-        deprecated_first_timestamp: Time,
-        deprecated_last_timestamp: Time,
-        deprecated_count: OmitEmpty,
+        Object: metadata;
+        Time: event_time, deprecated_first_timestamp, deprecated_last_timestamp;
+        Nested: series, regarding, related, deprecated_source;
+        OmitEmpty: reporting_controller, reporting_instance, action, reason, note, deprecated_count;
     }
     renamed { type_ = r#type: OmitEmpty }
 }

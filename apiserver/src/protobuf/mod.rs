@@ -196,6 +196,11 @@ pub fn encode(v: &Value) -> Result<Vec<u8>, String> {
     let raw = for_known!(which, to_raw, body).map_err(|e| {
         format!("{kind} in version {api_version:?} could not be encoded as protobuf: {e}")
     })?;
+    envelope(api_version, kind, raw)
+}
+
+/// The magic bytes and the `runtime.Unknown` around an object's own message.
+fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Result<Vec<u8>, String> {
     let unknown = Unknown {
         type_meta: Some(TypeMeta {
             api_version: Some(api_version.to_string()),

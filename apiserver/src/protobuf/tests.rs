@@ -314,19 +314,7 @@ fn encoding_is_the_kubernetes_envelope() {
 }
 
 fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
-    Unknown {
-        type_meta: Some(TypeMeta {
-            api_version: Some(api_version.into()),
-            kind: Some(kind.into()),
-        }),
-        raw: Some(raw),
-        content_encoding: Some(String::new()),
-        content_type: Some(String::new()),
-    }
-    .encode(&mut out)
-    .unwrap();
-    out
+    super::envelope(api_version, kind, raw).unwrap()
 }
 
 /// ObjectMeta as Go writes it: every plain field present, even empty.

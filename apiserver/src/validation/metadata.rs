@@ -60,22 +60,8 @@ fn check_labels(meta: &Map<String, Value>, causes: &mut Vec<Cause>) {
                             format!("Invalid value: {k:?}: {e}"),
                         ));
                     }
-                    match v.as_str() {
-                        Some(s) => {
-                            if let Err(e) = check_label_value(s) {
-                                causes.push(Cause::new(
-                                    "FieldValueInvalid",
-                                    "metadata.labels",
-                                    format!("Invalid value: {s:?}: {e}"),
-                                ));
-                            }
-                        }
-                        None => causes.push(Cause::new(
-                            "FieldValueTypeInvalid",
-                            format!("metadata.labels[{k}]"),
-                            "Invalid value: must be a string",
-                        )),
-                    }
+                    let item = format!("metadata.labels[{k}]");
+                    check_string(v, "metadata.labels", &item, check_label_value, causes);
                 }
             }
             None if labels.is_null() => {}
@@ -123,22 +109,8 @@ fn check_finalizers(meta: &Map<String, Value>, causes: &mut Vec<Cause>) {
         match fins.as_array() {
             Some(a) => {
                 for (i, f) in a.iter().enumerate() {
-                    match f.as_str() {
-                        Some(s) => {
-                            if let Err(e) = check_qualified_name(s) {
-                                causes.push(Cause::new(
-                                    "FieldValueInvalid",
-                                    format!("metadata.finalizers[{i}]"),
-                                    format!("Invalid value: {s:?}: {e}"),
-                                ));
-                            }
-                        }
-                        None => causes.push(Cause::new(
-                            "FieldValueTypeInvalid",
-                            format!("metadata.finalizers[{i}]"),
-                            "Invalid value: must be a string",
-                        )),
-                    }
+                    let item = format!("metadata.finalizers[{i}]");
+                    check_string(f, &item, &item, check_qualified_name, causes);
                 }
             }
             None if fins.is_null() => {}
@@ -148,5 +120,32 @@ fn check_finalizers(meta: &Map<String, Value>, causes: &mut Vec<Cause>) {
                 "Invalid value: must be a list of strings",
             )),
         }
+    }
+}
+
+/// A label value or a finalizer: a string (else a type error at `item`) that
+/// `check` accepts (else an invalid value at `field`).
+fn check_string(
+    v: &Value,
+    field: &str,
+    item: &str,
+    check: fn(&str) -> Result<(), String>,
+    causes: &mut Vec<Cause>,
+) {
+    match v.as_str() {
+        Some(s) => {
+            if let Err(e) = check(s) {
+                causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    field,
+                    format!("Invalid value: {s:?}: {e}"),
+                ));
+            }
+        }
+        None => causes.push(Cause::new(
+            "FieldValueTypeInvalid",
+            item,
+            "Invalid value: must be a string",
+        )),
     }
 }

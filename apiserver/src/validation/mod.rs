@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::registry::ResourceType;
 use crate::status::{ApiError, ApiResult};
 
-pub use builtin::validate_builtin;
+use builtin::validate_builtin;
 
 /// The `fieldValidation` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,20 @@ impl FieldValidation {
         }
     }
 }
+/// Runs the kind's validation (schema and CEL for CRDs, typed decoding for built-ins).
+pub fn validate(
+    rt: &ResourceType,
+    v: &mut Value,
+    old: Option<&Value>,
+    mode: FieldValidation,
+) -> ApiResult<Vec<String>> {
+    if rt.builtin.is_some() {
+        validate_builtin(rt, v)
+    } else {
+        validate_custom(rt, v, old, mode)
+    }
+}
+
 /// Validates and normalises a custom resource in place: prunes unknown fields
 /// (an error with `Strict`), applies defaults, checks the schema, the CEL rules
 /// and the metadata. Returns warnings for the client.

@@ -12,6 +12,7 @@ use crate::request::options::WriteOpts;
 use crate::state::AppState;
 use crate::status::{ApiError, ApiResult, write_error};
 use crate::store::{Precondition, WriteError, WriteOp};
+use crate::validation;
 
 /// Creates an object (POST, or server-side apply of a missing object).
 /// `managed_done` is true when the caller already recorded field ownership.
@@ -31,7 +32,7 @@ pub async fn create_object(
     let generated = admission::prepare_create(rt, &mut v, ns)?;
     let name = meta_str(&v, "name").unwrap_or("").to_string();
     admission::admit_namespace(st, rt, ns, &name)?;
-    let warnings = admission::validate(rt, &mut v, None, opts.validation)?;
+    let warnings = validation::validate(rt, &mut v, None, opts.validation)?;
     let when = now();
     match kept_managed {
         Some(m) => {

@@ -13,6 +13,7 @@ use crate::request::options::WriteOpts;
 use crate::state::AppState;
 use crate::status::{ApiError, ApiResult, write_error};
 use crate::store::{Precondition, WriteError, WriteOp};
+use crate::validation;
 
 /// What an update's mutation produced from the current object.
 pub struct Mutation {
@@ -73,7 +74,7 @@ where
             return Err(ApiError::stale(rt, name));
         }
         let mut new = admission::prepare_update(rt, &old, m.object, scope)?;
-        let warnings = admission::validate(rt, &mut new, Some(&old), opts.validation)?;
+        let warnings = validation::validate(rt, &mut new, Some(&old), opts.validation)?;
         if !m.managed_done {
             let meta = meta_mut(&mut new)?;
             match old.pointer("/metadata/managedFields") {
