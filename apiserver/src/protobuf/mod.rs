@@ -25,8 +25,8 @@
 //! # Conversion
 //!
 //! Each kind goes through k8s-openapi's typed form: JSON → k8s-openapi
-//! (serde) → k8s-pb (hand-written below) → bytes, and back. Going from
-//! protobuf to JSON follows Go's JSON encoding of the same object: fields Go
+//! (serde) → k8s-pb (the field rules of [`convert`], listed per kind in
+//! [`kinds`]) → bytes, and back. Going from protobuf to JSON follows Go's JSON encoding of the same object: fields Go
 //! declares as plain `omitempty` values (strings, integers, maps, lists) are
 //! left out when empty or zero, because a Go client always sends them;
 //! pointer fields keep whatever value they carry (`deletionGracePeriodSeconds:
