@@ -227,7 +227,7 @@ async fn resource_json(
     output: &mut Output,
 ) -> ApiResult<Response> {
     let target = Target::parse(&st.registry, group, version, rest)?;
-    let rt = st.registry.get(target.rt_id);
+    let builtin = st.registry.get(target.rt_id).builtin.is_some();
     let method = req.method().clone();
     let (accept, content_type, user_agent) = {
         let header = |h: header::HeaderName| {
@@ -243,7 +243,6 @@ async fn resource_json(
         )
     };
     let query = Query::parse(req.uri().query());
-    let builtin = rt.builtin.is_some();
     let (chosen, range) = negotiate(accept.as_deref(), builtin).ok_or_else(|| {
         ApiError::not_acceptable(if builtin {
             "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
@@ -263,10 +262,7 @@ async fn resource_json(
         Bytes::new()
     };
     let rr = ResourceRequest {
-        rt_id: rt.id,
-        namespace: target.namespace,
-        name: target.name,
-        status: target.status,
+        target,
         query,
         body,
         content_type,
@@ -274,5 +270,5 @@ async fn resource_json(
         user_agent,
         protobuf: chosen == Output::Protobuf,
     };
-    handlers::dispatch(st.clone(), method, rr, target.watch).await
+    handlers::dispatch(st.clone(), method, rr).await
 }

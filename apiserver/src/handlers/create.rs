@@ -12,8 +12,8 @@ use crate::status::{ApiError, ApiResult};
 use crate::write::create::create_object;
 
 pub async fn create(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
-    if req.status {
+    let rt = st.registry.get(req.target.rt_id);
+    if req.target.status {
         return Err(ApiError::method_not_allowed_here());
     }
     let opts = WriteOpts::from_request(req, "CreateOptions")?;

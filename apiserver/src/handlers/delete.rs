@@ -5,17 +5,18 @@ use axum::response::Response;
 use http::StatusCode;
 use serde_json::json;
 
-use crate::request::options::DeleteOpts;
+use super::list::select;
+use crate::request::options::{DeleteOpts, ListParams};
 use crate::request::selectors::Selectors;
 use crate::request::target::ResourceRequest;
 use crate::response::{json_response, value_response};
 use crate::state::AppState;
-use crate::status::{ApiError, ApiResult, read_error};
+use crate::status::{ApiError, ApiResult};
 use crate::write::delete::delete_object;
 
 pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
-    if req.status {
+    let rt = st.registry.get(req.target.rt_id);
+    if req.target.status {
         return Err(ApiError::method_not_allowed_here());
     }
     let opts = DeleteOpts::from_request(rt, req)?;
@@ -24,20 +25,10 @@ pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
 }
 
 pub async fn delete_collection(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let sel = Selectors::from_query(rt, &req.query)?;
     let opts = DeleteOpts::from_request(rt, req)?;
-    let result = st
-        .store
-        .list(
-            rt.id,
-            req.namespace_filter(rt),
-            &|o| sel.matches(rt, o),
-            None,
-            None,
-            None,
-        )
-        .map_err(read_error)?;
+    let result = select(st, req, &sel, &ListParams::default())?;
     let mut items = Vec::new();
     for o in result.items {
         match delete_object(st, rt, &o.namespace, &o.name, &opts).await {

@@ -10,7 +10,7 @@ use crate::status::{ApiError, ApiResult};
 
 /// One object, as stored or as the Table or metadata the client asked for.
 pub fn get(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let so = st
         .store
         .get(rt.id, req.ns(), req.name())

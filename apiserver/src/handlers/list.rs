@@ -13,11 +13,32 @@ use crate::request::target::ResourceRequest;
 use crate::response::{json_response, value_response};
 use crate::state::AppState;
 use crate::status::{ApiResult, read_error};
-use crate::store::ReadError;
+use crate::store::{ListResult, ReadError};
 use crate::table::{self, Transform};
 
+/// The objects of the request's kind (and namespace) that the selectors match,
+/// one page of them.
+pub fn select(
+    st: &AppState,
+    req: &ResourceRequest,
+    sel: &Selectors,
+    params: &ListParams,
+) -> ApiResult<ListResult> {
+    let rt = st.registry.get(req.target.rt_id);
+    st.store
+        .list(
+            rt.id,
+            req.namespace_filter(rt),
+            &|o| sel.matches(rt, o),
+            params.limit,
+            params.after.as_ref(),
+            params.at,
+        )
+        .map_err(read_error)
+}
+
 pub fn list(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let sel = Selectors::from_query(rt, &req.query)?;
     let params = ListParams::parse(&req.query)?;
     if let Some(n) = params.not_older_than {
@@ -29,17 +50,7 @@ pub fn list(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
             }));
         }
     }
-    let result = st
-        .store
-        .list(
-            rt.id,
-            req.namespace_filter(rt),
-            &|o| sel.matches(rt, o),
-            params.limit,
-            params.after.as_ref(),
-            params.at,
-        )
-        .map_err(read_error)?;
+    let result = select(st, req, &sel, &params)?;
     let mut list_meta = json!({ "resourceVersion": result.rv.to_string() });
     if let Some(next) = &result.next {
         list_meta["continue"] = json!(continue_token::encode(result.rv, next));

@@ -20,17 +20,16 @@ use crate::request::target::ResourceRequest;
 use crate::state::AppState;
 use crate::status::{ApiError, ApiResult};
 
-/// Serves a request on a resource with the verb its method and path name;
-/// `watch_prefix` is the old `/watch/` path form.
+/// Serves a request on a resource with the verb its method and path name.
 pub async fn dispatch(
     st: Arc<AppState>,
     method: Method,
     rr: ResourceRequest,
-    watch_prefix: bool,
 ) -> ApiResult<Response> {
-    let rt = st.registry.get(rr.rt_id);
-    let collection_namespaced_all = rt.namespaced && rr.namespace.is_none();
-    match (method, rr.name.is_some()) {
+    let rt = st.registry.get(rr.target.rt_id);
+    let collection_namespaced_all = rt.namespaced && rr.target.namespace.is_none();
+    let watch_prefix = rr.target.watch;
+    match (method, rr.target.name.is_some()) {
         (Method::GET, false) => {
             if watch_prefix || rr.query.flag("watch") {
                 watch::watch(st.clone(), &rr, None)
@@ -40,7 +39,7 @@ pub async fn dispatch(
         }
         (Method::GET, true) => {
             if watch_prefix {
-                watch::watch(st.clone(), &rr, rr.name.clone())
+                watch::watch(st.clone(), &rr, rr.target.name.clone())
             } else {
                 get::get(&st, &rr)
             }

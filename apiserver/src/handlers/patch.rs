@@ -12,7 +12,7 @@ use crate::write::patch::{PatchKind, apply_patch, parse};
 use crate::write::update::update_object;
 
 pub async fn patch(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let opts = WriteOpts::from_request(req, "PatchOptions")?;
     let kind = PatchKind::from_content_type(rt, &req.content_type)?;
     let force = req.query.flag("force");

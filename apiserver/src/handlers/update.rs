@@ -12,7 +12,7 @@ use crate::status::{ApiError, ApiResult, Cause};
 use crate::write::update::{Mutation, update_object};
 
 pub async fn update(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let opts = WriteOpts::from_request(req, "UpdateOptions")?;
     let body = decode_body(rt, &req.body, &req.content_type)?;
     let name = req.name();

@@ -108,7 +108,7 @@ pub fn watch(
     req: &ResourceRequest,
     pinned_name: Option<String>,
 ) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let q = &req.query;
     let mut sel = Selectors::from_query(rt, q)?;
     if let Some(name) = pinned_name {

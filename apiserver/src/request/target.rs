@@ -66,12 +66,10 @@ impl Target {
     }
 }
 
-/// A request on one kind, after routing.
+/// A request on one kind, after routing: its target and what the handlers
+/// read of its headers, query and body.
 pub struct ResourceRequest {
-    pub rt_id: usize,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub status: bool,
+    pub target: Target,
     pub query: Query,
     pub body: Bytes,
     pub content_type: String,
@@ -86,19 +84,19 @@ pub struct ResourceRequest {
 impl ResourceRequest {
     /// The namespace, `""` for none.
     pub fn ns(&self) -> &str {
-        self.namespace.as_deref().unwrap_or("")
+        self.target.namespace.as_deref().unwrap_or("")
     }
 
     /// The object's name, `""` for a collection.
     pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
+        self.target.name.as_deref().unwrap_or("")
     }
 
     /// The namespace a list or watch of kind `rt` is limited to: `None` for
     /// every namespace, and for a cluster-scoped kind.
     pub fn namespace_filter(&self, rt: &ResourceType) -> Option<&str> {
         if rt.namespaced {
-            self.namespace.as_deref()
+            self.target.namespace.as_deref()
         } else {
             None
         }
@@ -106,7 +104,7 @@ impl ResourceRequest {
 
     /// The part of the object a write may touch.
     pub fn scope(&self) -> Scope {
-        if self.status {
+        if self.target.status {
             Scope::Status
         } else {
             Scope::Main

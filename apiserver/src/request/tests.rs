@@ -45,10 +45,13 @@ fn refused(e: ApiError, code: u16, text: &str) {
 
 fn request(query: &str) -> ResourceRequest {
     ResourceRequest {
-        rt_id: 0,
-        namespace: None,
-        name: None,
-        status: false,
+        target: Target {
+            rt_id: 0,
+            namespace: None,
+            name: None,
+            status: false,
+            watch: false,
+        },
         query: Query::parse(Some(query)),
         body: Bytes::new(),
         content_type: String::new(),
