@@ -275,34 +275,11 @@ impl Store {
     /// A write through a view kind is stored under the stored kind and
     /// answered as the view shows it.
     pub async fn write(&self, op: WriteOp) -> Result<Arc<StoredObject>, WriteError> {
-        let (op, view_as) = match op {
-            WriteOp::Put {
-                resource,
-                object,
-                precondition,
-            } if self.stored_kind(resource).is_some() => (
-                WriteOp::Put {
-                    resource: self.stored_kind(resource).expect("checked"),
-                    object: self.unview(resource, object),
-                    precondition,
-                },
-                Some(resource),
-            ),
-            WriteOp::Delete {
-                resource,
-                key,
-                precondition,
-                last_state,
-            } if self.stored_kind(resource).is_some() => (
-                WriteOp::Delete {
-                    resource: self.stored_kind(resource).expect("checked"),
-                    key,
-                    precondition,
-                    last_state: last_state.map(|v| self.unview(resource, v)),
-                },
-                Some(resource),
-            ),
-            op => (op, None),
+        let view_as = op.resource();
+        let stored = self.stored_kind(view_as);
+        let op = match stored {
+            Some(stored) => op.redirect(stored, |v| self.unview(view_as, v)),
+            None => op,
         };
         let (tx, rx) = oneshot::channel();
         self.writes
@@ -310,8 +287,8 @@ impl Store {
             .await
             .map_err(|_| WriteError::Closed)?;
         let written = rx.await.map_err(|_| WriteError::Closed)??;
-        Ok(match view_as {
-            Some(rid) => self.view(rid, &written),
+        Ok(match stored {
+            Some(_) => self.view(view_as, &written),
             None => written,
         })
     }

@@ -141,6 +141,50 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The kind written.
+    pub fn resource(&self) -> ResourceId {
+        match self {
+            WriteOp::Put { resource, .. } | WriteOp::Delete { resource, .. } => *resource,
+        }
+    }
+
+    pub fn precondition(&self) -> Precondition {
+        match self {
+            WriteOp::Put { precondition, .. } | WriteOp::Delete { precondition, .. } => {
+                *precondition
+            }
+        }
+    }
+
+    /// The same write to the kind `resource`, with the objects it carries
+    /// converted by `convert`.
+    pub fn redirect(self, resource: ResourceId, convert: impl Fn(Value) -> Value) -> WriteOp {
+        match self {
+            WriteOp::Put {
+                object,
+                precondition,
+                ..
+            } => WriteOp::Put {
+                resource,
+                object: convert(object),
+                precondition,
+            },
+            WriteOp::Delete {
+                key,
+                precondition,
+                last_state,
+                ..
+            } => WriteOp::Delete {
+                resource,
+                key,
+                precondition,
+                last_state: last_state.map(convert),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("already exists")]

@@ -76,11 +76,7 @@ impl Writer {
                 Some(c) => c.clone(),
                 None => store.read().objects[rid].get(&key).cloned(),
             };
-            let precondition = match &op {
-                WriteOp::Put { precondition, .. } | WriteOp::Delete { precondition, .. } => {
-                    *precondition
-                }
-            };
+            let precondition = op.precondition();
             let check = match (precondition, &current) {
                 (Precondition::MustNotExist, Some(_)) => Err(WriteError::AlreadyExists),
                 (Precondition::MustNotExist, None) => Ok(()),
