@@ -11,6 +11,7 @@ use crate::state::AppState;
 use crate::status::{ApiError, ApiResult};
 use crate::write::create::create_object;
 
+/// Creates the object in the body; 201 with the object as stored.
 pub async fn create(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     if req.target.status {

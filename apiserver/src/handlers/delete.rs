@@ -14,6 +14,8 @@ use crate::state::AppState;
 use crate::status::{ApiError, ApiResult};
 use crate::write::delete::delete_object;
 
+/// Deletes the object; answers with it as it is after the call (marked for
+/// deletion while finalizers hold it).
 pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     if req.target.status {
@@ -24,6 +26,7 @@ pub async fn delete(st: &AppState, req: &ResourceRequest) -> ApiResult<Response>
     Ok(json_response(StatusCode::OK, so.json.clone(), &[]))
 }
 
+/// Deletes every object the selectors match; answers with the list of them.
 pub async fn delete_collection(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     let sel = Selectors::from_query(rt, &req.query)?;

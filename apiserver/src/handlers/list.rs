@@ -37,6 +37,7 @@ pub fn select(
         .map_err(read_error)
 }
 
+/// One page of the kind, as a list, a Table, or metadata only.
 pub fn list(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     let sel = Selectors::from_query(rt, &req.query)?;

@@ -11,6 +11,7 @@ use crate::status::{ApiError, ApiResult, Cause};
 use crate::write::patch::{PatchKind, apply_patch, parse};
 use crate::write::update::update_object;
 
+/// Patches the object (or its status); server-side apply creates a missing one.
 pub async fn patch(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     let opts = WriteOpts::from_request(req, "PatchOptions")?;

@@ -11,6 +11,8 @@ use crate::state::AppState;
 use crate::status::{ApiError, ApiResult, Cause};
 use crate::write::update::{Mutation, update_object};
 
+/// Replaces the object (or its status) with the body; the body's
+/// `resourceVersion` must be the stored one (required for custom resources).
 pub async fn update(st: &AppState, req: &ResourceRequest) -> ApiResult<Response> {
     let rt = st.registry.get(req.target.rt_id);
     let opts = WriteOpts::from_request(req, "UpdateOptions")?;
