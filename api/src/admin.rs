@@ -18,26 +18,19 @@ use crate::state::AppState;
 use crate::users::{self, UserUpdate};
 use crate::validate;
 
+const CORDON_NODE: &str = "/api/v2/admin/nodes/{node}/cordon";
+const UNCORDON_NODE: &str = "/api/v2/admin/nodes/{node}/uncordon";
+const CORDON_GPU: &str = "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon";
+const UNCORDON_GPU: &str = "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon";
+
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v2/admin/nodes", get(list_nodes))
-        .route(
-            "/api/v2/admin/nodes/{node}/cordon",
-            post(cordon_node::<true>),
-        )
-        .route(
-            "/api/v2/admin/nodes/{node}/uncordon",
-            post(cordon_node::<false>),
-        )
-        .route(
-            "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon",
-            post(cordon_gpu::<true>),
-        )
-        .route(
-            "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon",
-            post(cordon_gpu::<false>),
-        )
+        .route(CORDON_NODE, post(cordon_node::<true>))
+        .route(UNCORDON_NODE, post(cordon_node::<false>))
+        .route(CORDON_GPU, post(cordon_gpu::<true>))
+        .route(UNCORDON_GPU, post(cordon_gpu::<false>))
         .route("/api/v2/admin/sessions", get(all_sessions))
         .route("/api/v2/admin/users", get(list_users))
         .route(
