@@ -202,12 +202,11 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
         }
         req.send()
     };
-    attempt("198.51.100.1:5000", None)
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("198.51.100.1:5001", None)
-        .await
-        .problem(401, "invalid_credentials");
+    for peer in ["198.51.100.1:5000", "198.51.100.1:5001"] {
+        attempt(peer, None)
+            .await
+            .problem(401, "invalid_credentials");
+    }
     let limited = attempt("198.51.100.1:5002", None).await;
     limited.problem(429, "rate_limited");
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
@@ -219,27 +218,20 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
         .send()
         .await
         .problem(429, "rate_limited");
-    // Another address has its own bucket.
-    attempt("198.51.100.2:5000", None)
-        .await
-        .problem(401, "invalid_credentials");
-    // Behind the trusted proxy (loopback), X-Forwarded-For names the client.
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(429, "rate_limited");
-    attempt("127.0.0.1:4000", Some("203.0.113.6"))
-        .await
-        .problem(401, "invalid_credentials");
-    // An untrusted peer cannot pick its bucket with X-Forwarded-For.
-    attempt("198.51.100.1:5004", Some("203.0.113.99"))
-        .await
-        .problem(429, "rate_limited");
+    let (refused, limited) = ((401, "invalid_credentials"), (429, "rate_limited"));
+    for (peer, forwarded, (status, code)) in [
+        // Another address has its own bucket.
+        ("198.51.100.2:5000", None, refused),
+        // Behind the trusted proxy (loopback), X-Forwarded-For names the client.
+        ("127.0.0.1:4000", Some("203.0.113.5"), refused),
+        ("127.0.0.1:4000", Some("203.0.113.5"), refused),
+        ("127.0.0.1:4000", Some("203.0.113.5"), limited),
+        ("127.0.0.1:4000", Some("203.0.113.6"), refused),
+        // An untrusted peer cannot pick its bucket with X-Forwarded-For.
+        ("198.51.100.1:5004", Some("203.0.113.99"), limited),
+    ] {
+        attempt(peer, forwarded).await.problem(status, code);
+    }
 }
 
 async fn me_needs_a_valid_token(env: TestEnv) {
