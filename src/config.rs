@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use medforge_operator::agent::AgentConfig;
+use medforge_operator::isolation::CommandPrefix;
 use medforge_operator::scheduler::controller::SchedulerConfig;
 use medforge_operator::scheduler::placement::Limits;
 
@@ -71,6 +72,12 @@ impl AgentArgs {
         if self.destroy_workspaces {
             c.workspace_on_delete = WorkspaceOnDelete::Destroy;
         }
+        // East-west isolation runs inside the agent, in the network namespace
+        // where dockerd's bridge is.
+        c.isolation = Some(match &self.netns {
+            Some(path) => CommandPrefix::nsenter_net(path),
+            None => CommandPrefix::host(),
+        });
         if let Some(path) = &self.netns {
             c.dialer =
                 Arc::new(NetnsDialer::new(path).with_context(|| {

@@ -39,7 +39,7 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     if !args.agent.no_agent {
         let mut agent_config = args.agent.config()?;
         agent_config.storage_note = quickstart.as_ref().and_then(|q| q.storage_note.clone());
-        parts.start_agent(client.clone(), agent_config, &args.agent);
+        parts.start_agent(client.clone(), agent_config);
     }
 
     let api_config = args.api.config(&args.data_dir.join("api"))?;
@@ -138,7 +138,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         parts.start_scheduler(client.clone(), args.scheduler.config(&identity()));
     }
     if !args.agent.no_agent {
-        parts.start_agent(client, args.agent.config()?, &args.agent);
+        parts.start_agent(client, args.agent.config()?);
     }
     parts.shutdown().cancelled().await;
     parts.stop().await;

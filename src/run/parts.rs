@@ -1,12 +1,13 @@
-//! The long-running parts a command starts (the scheduler, the node agent
-//! with the isolation of its sessions' network, the api) and how they stop.
+//! The long-running parts a command starts (the scheduler, the node agent,
+//! the api) and how they stop.
 //!
 //! Shutdown, in one place: SIGTERM or Ctrl-C cancels one token that every
 //! part watches. [`Parts::stop`] then waits for the scheduler and the node
-//! agent to drain what they have in flight (at most 30 s each), and only
-//! after that stops keeping the isolation rules applied, so that no session
-//! is left unisolated while the agent still works on it. Containers are never
-//! touched: they keep running and are adopted at the next start.
+//! agent to drain what they have in flight (at most 30 s each). The agent
+//! keeps its side tasks, the isolation of its sessions' network among them,
+//! running until its steps in flight are done, and leaves the isolation rules
+//! in place. Containers are never touched: they keep running and are adopted
+//! at the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +19,6 @@ use medforge_operator::scheduler::controller::SchedulerConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::AgentArgs;
-
 /// How long each draining part may take before it is left behind.
 const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 
@@ -28,8 +27,6 @@ pub struct Parts {
     shutdown: CancellationToken,
     /// Awaited in this order on shutdown.
     draining: Vec<(&'static str, JoinHandle<()>)>,
-    /// Stopped once everything in `draining` is done.
-    isolation: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Parts {
@@ -38,7 +35,6 @@ impl Parts {
         Parts {
             shutdown: shutdown_token(),
             draining: Vec::new(),
-            isolation: None,
         }
     }
 
@@ -53,16 +49,14 @@ impl Parts {
         self.draining.push(("scheduler", task));
     }
 
-    /// Starts the node agent and the isolation of its sessions' network.
-    pub fn start_agent(&mut self, client: kube::Client, config: AgentConfig, args: &AgentArgs) {
+    /// Starts the node agent (which keeps its sessions' network isolated).
+    pub fn start_agent(&mut self, client: kube::Client, config: AgentConfig) {
         let task = tokio::spawn(agent_task(client, config, self.shutdown()));
         self.draining.push(("node agent", task));
-        let stop = CancellationToken::new();
-        self.isolation = Some((stop.clone(), isolation_task(args, stop)));
     }
 
-    /// Stops every part: cancels the token, waits for the scheduler and the
-    /// node agent to drain, then stops the isolation task.
+    /// Stops every part: cancels the token and waits for the scheduler and
+    /// the node agent to drain.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for (name, task) in self.draining {
@@ -75,10 +69,6 @@ impl Parts {
                     )
                 }
             }
-        }
-        if let Some((stop, task)) = self.isolation {
-            stop.cancel();
-            let _ = task.await;
         }
     }
 }
@@ -146,60 +136,6 @@ async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
     }
-}
-
-/// East-west isolation of the sessions' network, kept in place next to the
-/// node agent (iptables in this process's network namespace, where dockerd's
-/// bridge is) until `stop` is cancelled. Waits for Docker when it does not
-/// answer yet, instead of ending `medforge up`.
-fn isolation_task(args: &AgentArgs, stop: CancellationToken) -> JoinHandle<()> {
-    use medforge_operator::isolation::{CommandPrefix, Isolation, keep_applied};
-    let socket = args.docker_socket.clone();
-    let prefix = match &args.netns {
-        Some(path) => CommandPrefix::nsenter_net(path),
-        None => CommandPrefix::host(),
-    };
-    let network = args.network.clone();
-    let isolate = async move {
-        let mut warned = false;
-        let docker = loop {
-            match socket.to_str().map(|s| {
-                bollard::Docker::connect_with_unix(
-                    s,
-                    120,
-                    &medforge_operator::agent::docker::API_VERSION,
-                )
-            }) {
-                Some(Ok(d)) => break d,
-                Some(Err(e)) => {
-                    if !warned {
-                        tracing::warn!(socket = %socket.display(), error = %e, "isolation waits for Docker (start it: `systemctl start docker`, or `medforge up --quickstart`)");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                None => {
-                    tracing::error!(socket = %socket.display(), "the Docker socket path is not UTF-8; no isolation");
-                    return;
-                }
-            }
-        };
-        let isolation = Isolation::new(prefix);
-        keep_applied(
-            docker,
-            network,
-            isolation,
-            Vec::new(),
-            Duration::from_secs(2),
-        )
-        .await
-    };
-    tokio::spawn(async move {
-        tokio::select! {
-            () = isolate => {}
-            () = stop.cancelled() => {}
-        }
-    })
 }
 
 /// Starts the api, waits until its session index has synced (so that no
