@@ -39,6 +39,14 @@ pub struct CleanupReport {
     pub datasets_destroyed: Vec<String>,
 }
 
+impl Harness {
+    /// A fresh scope for one test: a unique prefix, its root dataset
+    /// `<pool>/<prefix>` (created), and cleanup of everything labelled with it.
+    pub async fn scope(&self) -> Result<TestScope> {
+        TestScope::create(self.clone()).await
+    }
+}
+
 /// One test's share of the harness. Call [`TestScope::cleanup`] at the end;
 /// if the test panics first, dropping the scope cleans up (best effort, blocking).
 pub struct TestScope {
@@ -57,7 +65,7 @@ impl std::fmt::Debug for TestScope {
 }
 
 impl TestScope {
-    pub(crate) async fn create(harness: Harness) -> Result<TestScope> {
+    async fn create(harness: Harness) -> Result<TestScope> {
         let prefix = random_prefix();
         let scope = TestScope {
             harness,
