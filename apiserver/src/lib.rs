@@ -35,6 +35,8 @@ mod server;
 mod status;
 mod store;
 mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validation;
 mod watch;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{ComponentHealth, GpuNode};
 use medforge_operator::gpu::StaticInventory;
 use medforge_operator::node::{HealthCheck, NodeFacts, publish};
@@ -24,13 +25,8 @@ fn health(healthy: bool, message: &'static str) -> HealthCheck {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(
-        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    let client = server.client().unwrap();
+    let cp = TestControlPlane::start().await;
+    let client = cp.client.clone();
     let mut facts = NodeFacts {
         node_name: "gpu-host-1".into(),
         inventory: Arc::new(StaticInventory::parse("gpu-host-1", "static:4").unwrap()),
@@ -123,5 +119,5 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
             .iter()
             .any(|c| c.type_ == "TrialStorage")
     );
-    server.shutdown().await;
+    cp.shutdown().await;
 }

@@ -1,19 +1,16 @@
-//! Starting servers for tests: each test gets its own data directory and port.
+//! Starting servers for tests: each test gets its own data directory and port
+//! (`medforge_apiserver::testing`).
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use kube::Client;
-use medforge_apiserver::{Config, RunningServer};
-use medforge_crds::{Session, SessionSpec};
-use tempfile::TempDir;
+use medforge_apiserver::Config;
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::Session;
 
-pub struct TestServer {
-    pub server: RunningServer,
-    pub dir: TempDir,
-    pub client: Client,
-}
+pub type TestServer = TestControlPlane;
+
+/// How long tests wait for the server to reach a state.
+pub const WITHIN: Duration = Duration::from_secs(5);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -24,68 +21,21 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub fn config(dir: &Path) -> Config {
-    Config::new(dir).with_listen("127.0.0.1:0".parse().unwrap())
-}
-
 pub async fn start() -> TestServer {
     start_with(|c| c).await
 }
 
-pub async fn start_with(f: impl FnOnce(Config) -> Config) -> TestServer {
+pub async fn start_with(f: impl FnOnce(Config) -> Config + Send + 'static) -> TestServer {
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(f(config(dir.path())))
-        .await
-        .unwrap();
-    let client = server.client().unwrap();
-    TestServer {
-        server,
-        dir,
-        client,
-    }
+    TestControlPlane::builder().configure(f).start().await
 }
 
-/// Restarts a server on the same data directory and port.
-pub async fn restart(ts: TestServer) -> TestServer {
-    let addr: SocketAddr = ts.server.local_addr();
-    let dir = ts.dir;
-    ts.server.shutdown().await;
-    let mut last_err = None;
-    for _ in 0..50 {
-        match medforge_apiserver::start(config(dir.path()).with_listen(addr)).await {
-            Ok(server) => {
-                let client = server.client().unwrap();
-                return TestServer {
-                    server,
-                    dir,
-                    client,
-                };
-            }
-            Err(e) => {
-                last_err = Some(e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    panic!("restart failed: {last_err:?}");
-}
-
+/// A `jupyter` Session with one GPU.
 pub fn session(name: &str, owner: &str) -> Session {
-    Session::new(
-        name,
-        SessionSpec {
-            owner: owner.into(),
-            pack: "jupyter".into(),
-            exposure: Default::default(),
-            gpus: 1,
-            state: Default::default(),
-            resources: None,
-            workspace: None,
-            idle_timeout: None,
-            max_lifetime: None,
-        },
-    )
+    medforge_testkit::session_spec()
+        .owner(owner)
+        .pack("jupyter")
+        .session(name)
 }
 
 /// The Status of a failed kube call.

@@ -8,7 +8,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use medforge_crds::{Session, SessionPhase, SessionStatus};
 use serde_json::json;
 
-use crate::common::{self, session, status};
+use crate::common::{self, WITHIN, session, status};
+use medforge_testkit::eventually;
 
 #[tokio::test]
 async fn create_get_list_replace_delete_with_system_metadata() {
@@ -429,13 +430,13 @@ async fn objects_and_resource_versions_survive_a_restart() {
         .parse()
         .unwrap();
     // A second server on the same data directory is refused.
-    let second = medforge_apiserver::start(common::config(ts.dir.path())).await;
+    let second = medforge_apiserver::start(ts.config()).await;
     assert!(
         matches!(second, Err(medforge_apiserver::Error::Locked(_))),
         "{second:?}"
     );
     let token = ts.server.token().to_string();
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     assert_eq!(ts.server.token(), token, "the token is kept");
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     let after = api.list(&ListParams::default()).await.unwrap();
@@ -547,7 +548,10 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
     );
     assert_eq!(err.code, 403);
     // The namespace waits for the finalizer of its last object.
-    wait_until(|| async { api.get("x").await.is_err() }).await;
+    eventually("x is gone", WITHIN, || async {
+        api.get("x").await.is_err()
+    })
+    .await;
     assert!(
         api.get("held")
             .await
@@ -564,22 +568,11 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
     )
     .await
     .unwrap();
-    wait_until(|| async { nss.get("team-a").await.is_err() }).await;
+    eventually("namespace team-a is gone", WITHIN, || async {
+        nss.get("team-a").await.is_err()
+    })
+    .await;
     ts.server.shutdown().await;
-}
-
-pub async fn wait_until<F, Fut>(mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("condition not reached in 5 s");
 }
 
 #[tokio::test]

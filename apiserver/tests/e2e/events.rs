@@ -11,6 +11,7 @@ use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
 use medforge_crds::Session;
+use medforge_testkit::eventually;
 
 use crate::common::{self, session};
 
@@ -35,19 +36,6 @@ async fn record(ts: &common::TestServer, s: &Session, reason: &str, note: &str) 
         )
         .await
         .unwrap();
-}
-
-/// Polls `check` every 50 ms until it holds or `deadline` passes.
-async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < end, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -209,7 +197,7 @@ async fn events_expire_after_their_ttl_and_others_stay() {
             .len(),
         1
     );
-    eventually(Duration::from_secs(60), "the event expires", || async {
+    eventually("the event expires", Duration::from_secs(60), || async {
         stored
             .list(&ListParams::default())
             .await
@@ -245,7 +233,7 @@ async fn events_live_an_hour_by_default() {
         .unwrap();
     record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     assert_eq!(
         stored

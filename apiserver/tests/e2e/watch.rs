@@ -15,8 +15,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use medforge_crds::{Session, SessionPhase};
 use serde_json::json;
 
-use crate::common::{self, session, status};
-use crate::crud::wait_until;
+use crate::common::{self, WITHIN, session, status};
+use medforge_testkit::eventually;
 
 fn describe(e: &WatchEvent<Session>) -> String {
     match e {
@@ -303,7 +303,7 @@ async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
     .unwrap();
     assert_eq!(recv().await, "APPLY r1 gpus=2");
 
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     // Writes that happen before the watcher reconnects are replayed from the
     // persisted history; nothing is listed again.
@@ -394,7 +394,7 @@ async fn a_controller_with_a_finalizer_converges() {
     api.create(&PostParams::default(), &session("c1", "u"))
         .await
         .unwrap();
-    wait_until(|| async {
+    eventually("c1 is finalized, Running and observed", WITHIN, || async {
         let s = api.get("c1").await.unwrap();
         s.metadata.finalizers.unwrap_or_default() == ["medforge.dev/test-agent"]
             && s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)
@@ -409,7 +409,7 @@ async fn a_controller_with_a_finalizer_converges() {
     )
     .await
     .unwrap();
-    wait_until(|| async {
+    eventually("generation 2 is observed", WITHIN, || async {
         api.get("c1")
             .await
             .unwrap()
@@ -419,7 +419,10 @@ async fn a_controller_with_a_finalizer_converges() {
     })
     .await;
     api.delete("c1", &DeleteParams::default()).await.unwrap();
-    wait_until(|| async { api.get("c1").await.is_err() }).await;
+    eventually("c1 is gone", WITHIN, || async {
+        api.get("c1").await.is_err()
+    })
+    .await;
     assert_eq!(status(api.get("c1").await.unwrap_err()).code, 404);
     assert_eq!(ctx.cleanups.load(Ordering::SeqCst), 1);
     controller.abort();
@@ -494,7 +497,7 @@ async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
             recent_rv = s.metadata.resource_version.unwrap();
         }
     }
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     let mut w = api
         .watch(&WatchParams::default(), &old_rv)
