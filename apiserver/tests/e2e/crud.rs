@@ -15,10 +15,7 @@ use medforge_testkit::eventually;
 async fn create_get_list_replace_delete_with_system_metadata() {
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let created = api
-        .create(&PostParams::default(), &session("s1", "alice"))
-        .await
-        .unwrap();
+    let created = common::create(&api, &session("s1", "alice")).await;
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36));
     assert!(meta.creation_timestamp.is_some());
@@ -83,16 +80,13 @@ async fn resource_version_increases_across_the_store_and_stale_writes_conflict()
     let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
     let mut last = 0u64;
     for i in 0..5 {
-        let s = sessions
-            .create(&PostParams::default(), &session(&format!("s{i}"), "bob"))
-            .await
-            .unwrap();
+        let s = common::create(&sessions, &session(&format!("s{i}"), "bob")).await;
         let l: Lease = serde_json::from_value(json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": format!("l{i}")}, "spec": {"holderIdentity": "x"}
         }))
         .unwrap();
-        let l = leases.create(&PostParams::default(), &l).await.unwrap();
+        let l = common::create(&leases, &l).await;
         for rv in [s.metadata.resource_version, l.metadata.resource_version] {
             let rv: u64 = rv.unwrap().parse().unwrap();
             assert!(rv > last, "{rv} after {last}");
@@ -143,7 +137,7 @@ async fn status_subresource_is_the_only_writer_of_status() {
         phase: Some(SessionPhase::Running),
         ..Default::default()
     });
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let created = common::create(&api, &s).await;
     assert_eq!(
         created.status, None,
         "create through the main resource drops status"
@@ -213,7 +207,7 @@ async fn generate_name_and_finalizers() {
     s.metadata.name = None;
     s.metadata.generate_name = Some("work-".into());
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let created = common::create(&api, &s).await;
     let name = created.metadata.name.clone().unwrap();
     assert!(name.starts_with("work-") && name.len() == 10, "{name}");
 
@@ -296,9 +290,7 @@ async fn invalid_objects_get_422_naming_the_field() {
     );
 
     // CEL: owner is immutable.
-    api.create(&PostParams::default(), &session("good", "erin"))
-        .await
-        .unwrap();
+    common::create(&api, &session("good", "erin")).await;
     let err = status(
         api.patch(
             "good",
@@ -330,7 +322,7 @@ async fn selectors_filter_lists() {
     for (name, owner, team) in [("a", "u1", "x"), ("b", "u2", "x"), ("c", "u1", "y")] {
         let mut s = session(name, owner);
         s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
-        api.create(&PostParams::default(), &s).await.unwrap();
+        common::create(&api, &s).await;
     }
     let names = |l: kube::core::ObjectList<Session>| {
         l.items
@@ -392,9 +384,7 @@ async fn selectors_filter_lists() {
     let page1 = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page1.items.len(), 2);
     let token = page1.metadata.continue_.clone().unwrap();
-    api.create(&PostParams::default(), &session("aa", "u9"))
-        .await
-        .unwrap();
+    common::create(&api, &session("aa", "u9")).await;
     let page2 = api
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
@@ -417,9 +407,7 @@ async fn objects_and_resource_versions_survive_a_restart() {
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     for i in 0..3 {
-        api.create(&PostParams::default(), &session(&format!("p{i}"), "frank"))
-            .await
-            .unwrap();
+        common::create(&api, &session(&format!("p{i}"), "frank")).await;
     }
     let before = api.list(&ListParams::default()).await.unwrap();
     let rv_before: u64 = before
@@ -445,10 +433,7 @@ async fn objects_and_resource_versions_survive_a_restart() {
         after.metadata.resource_version,
         before.metadata.resource_version
     );
-    let s = api
-        .create(&PostParams::default(), &session("p9", "frank"))
-        .await
-        .unwrap();
+    let s = common::create(&api, &session("p9", "frank")).await;
     let rv: u64 = s.metadata.resource_version.unwrap().parse().unwrap();
     assert!(rv > rv_before);
     ts.server.shutdown().await;
@@ -463,7 +448,7 @@ async fn fifty_writers_with_optimistic_concurrency_lose_no_increment() {
         "metadata": {"name": "counter"}, "spec": {"leaseTransitions": 0}
     }))
     .unwrap();
-    api.create(&PostParams::default(), &lease).await.unwrap();
+    common::create(&api, &lease).await;
     const TASKS: i32 = 50;
     const EACH: i32 = 2;
     let mut handles = Vec::new();
@@ -524,14 +509,12 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
     )
     .unwrap();
-    let ns = nss.create(&PostParams::default(), &ns).await.unwrap();
+    let ns = common::create(&nss, &ns).await;
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
-    api.create(&PostParams::default(), &session("x", "u"))
-        .await
-        .unwrap();
+    common::create(&api, &session("x", "u")).await;
     let mut held = session("held", "u");
     held.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    api.create(&PostParams::default(), &held).await.unwrap();
+    common::create(&api, &held).await;
 
     nss.delete("team-a", &DeleteParams::default())
         .await
@@ -561,13 +544,7 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
             .is_some()
     );
     assert!(nss.get("team-a").await.is_ok());
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     eventually("namespace team-a is gone", WITHIN, || async {
         nss.get("team-a").await.is_err()
     })
@@ -641,14 +618,7 @@ async fn patches_merge_json_and_server_side_apply() {
     assert_eq!(after.spec.gpus, 2);
 
     // JSON merge patch and JSON patch.
-    let merged = api
-        .patch(
-            "ssa",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"idleTimeout": "30m"}})),
-        )
-        .await
-        .unwrap();
+    let merged = common::merge(&api, "ssa", json!({"spec": {"idleTimeout": "30m"}})).await;
     assert_eq!(merged.spec.idle_timeout.as_deref(), Some("30m"));
     let err = status(
         api.patch(
@@ -717,7 +687,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
         if name == "b" {
             s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
         }
-        api.create(&PostParams::default(), &s).await.unwrap();
+        common::create(&api, &s).await;
     }
     let deleted = api
         .delete_collection(
@@ -765,7 +735,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     let mut s = session("gen", "dave");
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let created = common::create(&api, &s).await;
     assert_eq!(created.metadata.generation, Some(1));
     let pending = api
         .delete("gen", &DeleteParams::default())
@@ -792,7 +762,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     let mut l = Lease::default();
     l.metadata.name = Some("held".into());
     l.metadata.finalizers = Some(vec!["medforge.dev/test".into()]);
-    leases.create(&PostParams::default(), &l).await.unwrap();
+    common::create(&leases, &l).await;
     let pending = leases
         .delete("held", &DeleteParams::default())
         .await
@@ -811,9 +781,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
 async fn bad_patch_options_are_422_invalid() {
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("opts", "dave"))
-        .await
-        .unwrap();
+    common::create(&api, &session("opts", "dave")).await;
     let apply = |manager: Option<&str>, force: bool| {
         let mut q = String::new();
         if let Some(m) = manager {

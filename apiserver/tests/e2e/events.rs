@@ -42,10 +42,7 @@ async fn record(ts: &common::TestServer, s: &Session, reason: &str, note: &str) 
 async fn recorder_events_are_listed_and_watched_in_the_core_group() {
     let ts = common::start().await;
     let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("ev", "u"))
-        .await
-        .unwrap();
+    let s = common::create(&sessions, &session("ev", "u")).await;
     let uid = s.metadata.uid.clone().unwrap();
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
     let list = core.list(&ListParams::default()).await.unwrap();
@@ -152,7 +149,7 @@ async fn a_core_event_written_by_an_old_recorder_reads_in_both_groups() {
     };
     e.metadata.name = Some("legacy.1".into());
     // No eventTime: optional in core v1, as on kube-apiserver.
-    let created = core.create(&PostParams::default(), &e).await.unwrap();
+    let created = common::create(&core, &e).await;
     assert_eq!(created.count, Some(4));
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let same = stored.get("legacy.1").await.unwrap();
@@ -181,10 +178,7 @@ async fn events_expire_after_their_ttl_and_others_stay() {
     })
     .await;
     let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("short", "u"))
-        .await
-        .unwrap();
+    let s = common::create(&sessions, &session("short", "u")).await;
     record(&ts, &s, "Started", "started").await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
@@ -227,10 +221,7 @@ async fn events_live_an_hour_by_default() {
     );
     let ts = common::start().await;
     let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("long", "u"))
-        .await
-        .unwrap();
+    let s = common::create(&sessions, &session("long", "u")).await;
     record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.
     let ts = ts.restart().await;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use medforge_crds::Session;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -233,9 +233,7 @@ async fn apply_get_describe_explain() {
 async fn get_watch_sees_a_status_change() {
     let ts = common::start().await;
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("watched", "alice"))
-        .await
-        .unwrap();
+    common::create(&api, &session("watched", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(&ts, &["get", "sessions", "-w"]));
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -273,7 +271,7 @@ async fn delete_waits_for_the_finalizer() {
     let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
     let mut s = session("held", "alice");
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    api.create(&PostParams::default(), &s).await.unwrap();
+    common::create(&api, &s).await;
     let mut cmd = tokio::process::Command::from(kubectl(
         &ts,
         &["delete", "session", "held", "--timeout=30s"],
@@ -298,13 +296,7 @@ async fn delete_waits_for_the_finalizer() {
             .deletion_timestamp
             .is_some()
     );
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     let out = tokio::time::timeout(Duration::from_secs(20), output)
         .await
         .unwrap()
@@ -556,7 +548,7 @@ spec:
     let nodes: Api<GpuNode> = Api::all(ts.client.clone());
     let mut node = GpuNode::new("gpu-1", Default::default());
     node.spec.unschedulable = true;
-    nodes.create(&PostParams::default(), &node).await.unwrap();
+    common::create(&nodes, &node).await;
     nodes
         .patch_status(
             "gpu-1",
@@ -683,14 +675,12 @@ spec:
 
     // Delete without waiting on a finalizer: kubectl returns at once, the
     // object stays marked for deletion with a new generation.
-    sessions
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": ["medforge.dev/node-agent"]}})),
-        )
-        .await
-        .unwrap();
+    common::merge(
+        &sessions,
+        "demo",
+        json!({"metadata": {"finalizers": ["medforge.dev/node-agent"]}}),
+    )
+    .await;
     let generation = sessions
         .get("demo")
         .await
@@ -707,14 +697,7 @@ spec:
     let held = sessions.get("demo").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.generation, Some(generation + 1));
-    sessions
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
+    common::merge(&sessions, "demo", json!({"metadata": {"finalizers": null}})).await;
     assert!(sessions.get_opt("demo").await.unwrap().is_none());
     assert_eq!(
         ok(&ts, &["delete", "namespace", "demo"]).await.trim(),
