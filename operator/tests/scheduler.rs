@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{GpuNode, Session};
 use medforge_operator::scheduler::controller::{SchedulerConfig, run};
 use medforge_operator::scheduler::placement::Limits;
-use medforge_testkit::{eventually, publish_ready_node, session_spec};
+use medforge_testkit::{create, eventually, merge, publish_ready_node, session_spec};
 use tokio::task::JoinHandle;
 
 const NS: &str = "sched-test";
@@ -125,7 +125,7 @@ async fn create_all(api: &Api<Session>, names: &[String], owner_of: impl Fn(usiz
     let creates = names.iter().enumerate().map(|(i, n)| {
         let api = api.clone();
         let s = session(n, &owner_of(i), 1);
-        async move { api.create(&PostParams::default(), &s).await.unwrap() }
+        async move { create(&api, &s).await }
     });
     futures::future::join_all(creates).await;
 }
@@ -337,9 +337,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     let bind = |name: &'static str| {
         let api = api.clone();
         async move {
-            api.create(&PostParams::default(), &session(name, "u", 1))
-                .await
-                .unwrap();
+            create(&api, &session(name, "u", 1)).await;
             let s = poll(&api, name, |s| {
                 s.condition(medforge_crds::SessionCondition::Scheduled)
                     .is_some()
@@ -356,47 +354,39 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
         (Some("node-a".into()), Some("GPU-node-a-0".into()))
     );
     // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
-    let n = nodes
-        .patch(
-            "node-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}})),
-        )
-        .await
-        .unwrap();
+    let n = merge(
+        &nodes,
+        "node-a",
+        serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}}),
+    )
+    .await;
     scheduler_saw(&mut seen, &n).await;
     assert_eq!(
         bind("c2").await,
         (Some("node-b".into()), Some("GPU-node-b-0".into()))
     );
     // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
-    let n = nodes
-        .patch(
-            "node-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": null}})),
-        )
-        .await
-        .unwrap();
+    let n = merge(
+        &nodes,
+        "node-a",
+        serde_json::json!({"spec": {"disabledGpus": null}}),
+    )
+    .await;
     scheduler_saw(&mut seen, &n).await;
     assert_eq!(
         bind("c3").await,
         (Some("node-a".into()), Some("GPU-node-a-1".into()))
     );
     // Whole-node cordon of node-b: nothing fits any more.
-    let n = nodes
-        .patch(
-            "node-b",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
-        )
-        .await
-        .unwrap();
+    let n = merge(
+        &nodes,
+        "node-b",
+        serde_json::json!({"spec": {"unschedulable": true}}),
+    )
+    .await;
     scheduler_saw(&mut seen, &n).await;
     let api2 = api.clone();
-    api2.create(&PostParams::default(), &session("c4", "u", 1))
-        .await
-        .unwrap();
+    create(&api2, &session("c4", "u", 1)).await;
     let s = poll(&api, "c4", |s| {
         s.condition(medforge_crds::SessionCondition::Scheduled)
             .is_some()
@@ -419,9 +409,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     )
     .await;
     scheduler_saw(&mut seen, &n).await;
-    api.create(&PostParams::default(), &session("c5", "u", 1))
-        .await
-        .unwrap();
+    create(&api, &session("c5", "u", 1)).await;
     let s = poll(&api, "c5", |s| {
         s.condition(medforge_crds::SessionCondition::Scheduled)
             .is_some()
@@ -505,9 +493,7 @@ async fn a_stopping_scheduler_hands_the_lease_over() {
     )
     .await;
     let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
-    api.create(&PostParams::default(), &session("after-handover", "u", 1))
-        .await
-        .unwrap();
+    create(&api, &session("after-handover", "u", 1)).await;
     let s = poll(&api, "after-handover", |s| {
         s.status.as_ref().and_then(|st| st.node_name.as_deref()) == Some("node-a")
     })

@@ -1,5 +1,6 @@
 //! Objects for tests: one Session builder instead of a `SessionSpec { … }`
-//! literal in every test file, and GpuNodes published as their agent would.
+//! literal in every test file, GpuNodes published as their agent would, and
+//! the creates and merge patches a test needs to succeed.
 //!
 //! ```
 //! let s = medforge_testkit::session_spec().owner("bob").gpus(2).session("s1");
@@ -8,11 +9,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use std::fmt::Debug;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use medforge_crds::{
     GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, NodeCondition, NodeReason, Session,
     SessionSpec,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A `SessionSpec` for tests: owner `alice`, Pack `default`, one GPU, the
 /// other fields at their defaults, until changed.
@@ -127,6 +132,26 @@ pub async fn publish_ready_node(
     api.replace_status(name, &PostParams::default(), &node)
         .await
         .expect("write the GpuNode's status")
+}
+
+/// Creates `obj`; the server must accept it.
+pub async fn create<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: Clone + Serialize + DeserializeOwned + Debug,
+{
+    api.create(&PostParams::default(), obj)
+        .await
+        .expect("the server accepts the create")
+}
+
+/// Applies a JSON merge patch to `name`; the server must accept it.
+pub async fn merge<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> K
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("the server accepts the merge patch")
 }
 
 #[cfg(test)]

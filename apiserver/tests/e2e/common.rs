@@ -1,17 +1,13 @@
 //! Starting servers for tests: each test gets its own data directory and port
 //! (`medforge_apiserver::testing`).
 
-use std::fmt::Debug;
 use std::time::Duration;
-
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use medforge_apiserver::Config;
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::Session;
+
+pub use medforge_testkit::{create, merge};
 
 pub type TestServer = TestControlPlane;
 
@@ -42,26 +38,6 @@ pub fn session(name: &str, owner: &str) -> Session {
         .owner(owner)
         .pack("jupyter")
         .session(name)
-}
-
-/// Creates `obj`; the server must accept it.
-pub async fn create<K>(api: &Api<K>, obj: &K) -> K
-where
-    K: Clone + Serialize + DeserializeOwned + Debug,
-{
-    api.create(&PostParams::default(), obj)
-        .await
-        .expect("the server accepts the create")
-}
-
-/// Applies a JSON merge patch to `name`; the server must accept it.
-pub async fn merge<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> K
-where
-    K: Clone + DeserializeOwned + Debug,
-{
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .expect("the server accepts the merge patch")
 }
 
 /// The Status of a failed kube call.
