@@ -316,7 +316,7 @@ impl CreateSession {
 
 /// A new slug, not taken in the index.
 pub fn new_slug(index: &SessionIndex) -> String {
-    medforge_crds::slug::unused(|s| index.slug_taken(s))
+    medforge_crds::slug::Slug::unused(|s| index.slug_taken(s)).into_string()
 }
 
 /// The scheduler's refusals the api knows: the condition's reason, the

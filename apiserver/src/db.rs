@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
+use crate::error::Error;
 
 /// A row to write in one commit.
 pub struct Write<'a> {

@@ -18,27 +18,41 @@
 //! `docs/decisions/0002-embedded-control-plane.md`.
 #![forbid(unsafe_code)]
 
+// The composition (this file) and the background tasks.
+mod error;
+mod event_expiry;
+mod listener;
+mod namespaces;
+mod server;
+mod state;
+
+// The request path: parsing, admission, the verbs, the shared writes, answers.
+mod admission;
+mod handlers;
+mod request;
+mod response;
+mod write;
+
+// What the request path is built on.
 mod db;
 mod discovery;
 mod events;
 mod jsonpath;
 mod managed;
-mod namespaces;
+mod object_meta;
 mod openapi;
-mod patch;
 mod pki;
 mod protobuf;
 mod registry;
-mod resources;
 mod selector;
-mod server;
 mod status;
 mod store;
 mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod validation;
-mod watch;
+
+pub use error::Error;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -103,41 +117,6 @@ impl Config {
     }
 }
 
-/// Why the server could not start or stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the database in the data directory could not be opened: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("{0} is locked: another server is using this data directory")]
-    Locked(PathBuf),
-    #[error("the database schema could not be migrated: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("could not create a certificate: {0}")]
-    Certificate(#[source] rcgen::Error),
-    #[error("TLS configuration: {0}")]
-    Tls(String),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("invalid CRD: {0}")]
-    Registry(#[from] registry::RegistryError),
-    #[error("could not build a client: {0}")]
-    Client(#[from] kube::Error),
-    #[error("could not create the initial namespaces: {0}")]
-    Bootstrap(String),
-}
-
 /// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     addr: SocketAddr,
@@ -149,7 +128,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
-    state: Arc<server::AppState>,
+    state: Arc<state::AppState>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -264,7 +243,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     })?;
     let url = pki::server_url(addr);
     let shutdown = CancellationToken::new();
-    let state = Arc::new(server::AppState {
+    let state = Arc::new(state::AppState {
         store,
         registry: registry.clone(),
         token: creds.token.clone(),
@@ -295,14 +274,14 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
 
     let app = server::app(state.clone());
     let tasks = vec![
-        tokio::spawn(server::serve(
+        tokio::spawn(listener::serve(
             listener,
             creds.tls.clone(),
             app,
             shutdown.clone(),
         )),
         tokio::spawn(namespaces::run(state.clone())),
-        tokio::spawn(events::expire(state.clone(), config.event_ttl)),
+        tokio::spawn(event_expiry::expire(state.clone(), config.event_ttl)),
     ];
     tracing::info!(%url, data_dir = %config.data_dir.display(), kubeconfig = %kubeconfig_path.display(), token = "***", "embedded control plane listening");
     Ok(RunningServer {

@@ -7,22 +7,25 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::resources::{self, DeleteOpts, WriteOpts};
-use crate::server::AppState;
+use crate::request::options::{DeleteOpts, WriteOpts};
+use crate::state::AppState;
+use crate::status::ApiError;
 use crate::store::{Precondition, WriteOp};
+use crate::write::create::create_object;
+use crate::write::delete::delete_object;
 
 /// The namespaces created on first start.
 pub const INITIAL: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the standard namespaces that do not exist yet.
-pub async fn ensure_initial(st: &AppState) -> Result<(), crate::status::ApiError> {
+pub async fn ensure_initial(st: &AppState) -> Result<(), ApiError> {
     let rt = st.registry.namespace_type();
     for ns in INITIAL {
         if st.store.get(rt.id, "", ns).is_some() {
             continue;
         }
         let v = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-        match resources::create_object(
+        match create_object(
             st,
             rt,
             "",
@@ -58,7 +61,7 @@ pub async fn run(st: Arc<AppState>) {
     }
 }
 
-async fn sweep(st: &AppState) -> Result<(), crate::status::ApiError> {
+async fn sweep(st: &AppState) -> Result<(), ApiError> {
     let ns_rt = st.registry.namespace_type();
     let (namespaces, _) = st.store.snapshot(ns_rt.id, None);
     for ns in namespaces.iter().filter(|n| n.deleting) {
@@ -76,15 +79,7 @@ async fn sweep(st: &AppState) -> Result<(), crate::status::ApiError> {
                 if o.deleting {
                     continue;
                 }
-                match resources::delete_object(
-                    st,
-                    rt,
-                    &o.namespace,
-                    &o.name,
-                    &DeleteOpts::default(),
-                )
-                .await
-                {
+                match delete_object(st, rt, &o.namespace, &o.name, &DeleteOpts::default()).await {
                     Ok(_) => {}
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),

@@ -16,7 +16,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The credentials a running server uses.
 pub struct Credentials {

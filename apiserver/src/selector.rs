@@ -66,60 +66,39 @@ fn lex(s: &str) -> Vec<Tok> {
     let mut i = 0;
     let mut out = Vec::new();
     while i < chars.len() {
-        let c = chars[i];
-        match c {
-            ' ' | '\t' | '\n' => i += 1,
-            '(' => {
-                out.push(Tok::Open);
-                i += 1
+        let next_is_eq = chars.get(i + 1) == Some(&'=');
+        // A token of one or two characters, and its length.
+        let punct = match chars[i] {
+            ' ' | '\t' | '\n' => {
+                i += 1;
+                continue;
             }
-            ')' => {
-                out.push(Tok::Close);
-                i += 1
-            }
-            ',' => {
-                out.push(Tok::Comma);
-                i += 1
-            }
-            '>' => {
-                out.push(Tok::Gt);
-                i += 1
-            }
-            '<' => {
-                out.push(Tok::Lt);
-                i += 1
-            }
-            '=' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    out.push(Tok::DoubleEq);
-                    i += 2
-                } else {
-                    out.push(Tok::Eq);
-                    i += 1
-                }
-            }
-            '!' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    out.push(Tok::NotEq);
-                    i += 2
-                } else {
-                    out.push(Tok::Not);
-                    i += 1
-                }
-            }
-            _ => {
-                let start = i;
-                while i < chars.len() && !" \t\n()!=,<>".contains(chars[i]) {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                out.push(match word.as_str() {
-                    "in" => Tok::In,
-                    "notin" => Tok::NotIn,
-                    _ => Tok::Ident(word),
-                });
-            }
+            '(' => Some((Tok::Open, 1)),
+            ')' => Some((Tok::Close, 1)),
+            ',' => Some((Tok::Comma, 1)),
+            '>' => Some((Tok::Gt, 1)),
+            '<' => Some((Tok::Lt, 1)),
+            '=' if next_is_eq => Some((Tok::DoubleEq, 2)),
+            '=' => Some((Tok::Eq, 1)),
+            '!' if next_is_eq => Some((Tok::NotEq, 2)),
+            '!' => Some((Tok::Not, 1)),
+            _ => None,
+        };
+        if let Some((tok, len)) = punct {
+            out.push(tok);
+            i += len;
+            continue;
         }
+        let start = i;
+        while i < chars.len() && !" \t\n()!=,<>".contains(chars[i]) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        out.push(match word.as_str() {
+            "in" => Tok::In,
+            "notin" => Tok::NotIn,
+            _ => Tok::Ident(word),
+        });
     }
     out
 }
@@ -127,39 +106,34 @@ fn lex(s: &str) -> Vec<Tok> {
 const NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
-fn is_name_part(s: &str) -> bool {
+/// Non-empty, alphanumeric at both ends, and every byte `allowed`.
+fn well_formed(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_' || *c == b'.')
+        && b.iter().all(|c| allowed(*c))
+}
+
+fn dns_char(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
+}
+
+fn is_name_part(s: &str) -> bool {
+    s.len() <= 63
+        && well_formed(s, |c| {
+            c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.'
+        })
 }
 
 /// Whether `s` is a valid DNS-1123 subdomain (lowercase, dots, at most 253 characters).
 pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| well_formed(l, dns_char))
 }
 
 /// Whether `s` is a valid DNS-1123 label (at most 63 characters, no dots).
 pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    s.len() <= 63 && well_formed(s, dns_char)
 }
 
 /// Checks a label (or annotation, finalizer) key: `[prefix/]name`.

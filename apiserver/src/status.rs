@@ -6,6 +6,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::registry::ResourceType;
+use crate::store::{ReadError, WriteError};
 
 /// One cause of an `Invalid` (422) or `Conflict` error: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +133,15 @@ impl ApiError {
         .with_details(details(rt, name))
     }
 
+    /// 409 when every retry of a write lost to another writer.
+    pub fn modified_too_often(rt: &ResourceType, name: &str) -> Self {
+        Self::conflict(
+            rt,
+            name,
+            "the object is being modified too often; try again",
+        )
+    }
+
     pub fn stale(rt: &ResourceType, name: &str) -> Self {
         Self::conflict(
             rt,
@@ -220,6 +230,13 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", message).with_details(json!({}))
     }
 
+    /// 405 for a verb the requested resource does not serve.
+    pub fn method_not_allowed_here() -> Self {
+        ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )
+    }
+
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         ApiError::new(406, "NotAcceptable", message)
     }
@@ -286,6 +303,33 @@ fn causes_json(causes: &[Cause]) -> Value {
             })
             .collect(),
     )
+}
+
+/// A failed read of the store (a list at an old or future resource version).
+pub fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Expired { .. } => ApiError::expired(format!(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter. ({e})"
+        )),
+        ReadError::TooLarge { .. } => {
+            let mut err = ApiError::new(504, "Timeout", e.to_string());
+            err.details = Some(
+                json!({ "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }], "retryAfterSeconds": 1 }),
+            );
+            err
+        }
+    }
+}
+
+/// A failed write of the object `name`.
+pub fn write_error(rt: &ResourceType, name: &str, e: WriteError) -> ApiError {
+    match e {
+        WriteError::AlreadyExists => ApiError::already_exists(rt, name),
+        WriteError::NotFound => ApiError::not_found(rt, name),
+        WriteError::Conflict => ApiError::stale(rt, name),
+        WriteError::Storage(m) => ApiError::internal(m),
+        WriteError::Closed => ApiError::unavailable("the server is shutting down"),
+    }
 }
 
 impl IntoResponse for ApiError {

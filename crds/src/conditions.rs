@@ -71,7 +71,7 @@ pub fn is_true(conditions: &[Condition], type_: impl AsRef<str>) -> bool {
 }
 
 /// The condition of that type.
-pub fn find<'a>(conditions: &'a [Condition], type_: impl AsRef<str>) -> Option<&'a Condition> {
+pub fn find(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
     let type_ = type_.as_ref();
     conditions.iter().find(|c| c.type_ == type_)
 }
@@ -87,45 +87,22 @@ mod tests {
     #[test]
     fn transition_time_moves_only_with_the_status() {
         let mut cs = Vec::new();
-        assert!(set_condition(
-            &mut cs,
-            "Ready",
-            Some(false),
-            "Starting",
-            "",
-            Some(1),
-            t(10)
-        ));
-        assert!(!set_condition(
-            &mut cs,
-            "Ready",
-            Some(false),
-            "Starting",
-            "",
-            Some(1),
-            t(20)
-        ));
-        assert_eq!(cs[0].last_transition_time, t(10));
-        assert!(set_condition(
-            &mut cs,
-            "Ready",
-            Some(false),
-            "Pulling",
-            "x",
-            Some(2),
-            t(30)
-        ));
-        assert_eq!(cs[0].last_transition_time, t(10));
-        assert!(set_condition(
-            &mut cs,
-            "Ready",
-            Some(true),
-            "Running",
-            "",
-            Some(2),
-            t(40)
-        ));
-        assert_eq!(cs[0].last_transition_time, t(40));
+        // (status, reason, message, generation, at) → changed, lastTransitionTime after.
+        let steps = [
+            (Some(false), "Starting", "", Some(1), 10, true, 10),
+            (Some(false), "Starting", "", Some(1), 20, false, 10),
+            (Some(false), "Pulling", "x", Some(2), 30, true, 10),
+            (Some(true), "Running", "", Some(2), 40, true, 40),
+        ];
+        for (status, reason, message, generation, at, changed, transition) in steps {
+            let got = set_condition(&mut cs, "Ready", status, reason, message, generation, t(at));
+            assert_eq!(got, changed, "{reason} at {at}");
+            assert_eq!(
+                cs[0].last_transition_time,
+                t(transition),
+                "{reason} at {at}"
+            );
+        }
         assert!(is_true(&cs, "Ready"));
         assert!(set_condition(
             &mut cs,

@@ -16,7 +16,6 @@ use medforge_crds::{
 };
 
 use crate::gpu::GpuInventory;
-use crate::scheduler::controller::holds_binding;
 
 /// Checks one runtime dependency (Docker, ZFS).
 pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, ComponentHealth> + Send + Sync>;
@@ -129,7 +128,7 @@ pub fn node_status(
 pub fn allocations(node: &str, sessions: &[Arc<Session>]) -> Vec<GpuAllocation> {
     let mut out: Vec<GpuAllocation> = sessions
         .iter()
-        .filter(|s| holds_binding(s))
+        .filter(|s| s.holds_binding())
         .filter(|s| s.status.as_ref().and_then(|st| st.node_name.as_deref()) == Some(node))
         .flat_map(|s| {
             let session = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());

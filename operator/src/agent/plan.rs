@@ -638,7 +638,7 @@ pub fn status_finished(s: &Session, w: &World, now: Timestamp) -> SessionStatus 
         &mut st.conditions,
         SessionCondition::Ready,
         Some(false),
-        &why,
+        why,
         &message,
         g,
         t,

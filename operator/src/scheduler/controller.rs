@@ -24,6 +24,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::{self, set_condition};
+use medforge_crds::slug::Slug;
 use medforge_crds::{AssignedGpu, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus};
 use medforge_crds::{NodeCondition, NodeReason, SessionCondition, SessionReason};
 use tokio::sync::mpsc;
@@ -117,13 +118,6 @@ pub fn node_view(node: &GpuNode, now: Timestamp, timeout: Duration) -> NodeView 
     }
 }
 
-/// Whether a session holds its binding: bound, and not yet Stopped or Failed.
-/// A session being deleted holds its GPUs until it is gone, since its
-/// container may still run until the node agent's finalizer finishes.
-pub fn holds_binding(s: &Session) -> bool {
-    s.holds_binding()
-}
-
 /// Whether a session waits for the scheduler ([`Session::wants_binding`]).
 pub fn wants_binding(s: &Session) -> bool {
     s.wants_binding()
@@ -154,7 +148,7 @@ fn build_view(
         view.upsert_node(node_view(&n, now, cfg.heartbeat_timeout));
     }
     for s in sessions {
-        if !holds_binding(s) {
+        if !s.holds_binding() {
             continue;
         }
         let status = s.status.as_ref().expect("holds_binding checked status");
@@ -303,7 +297,7 @@ pub async fn run(
         let all = sessions.state();
         let cached: HashMap<String, bool> = all
             .iter()
-            .filter_map(|s| s.uid().map(|u| (u, holds_binding(s))))
+            .filter_map(|s| s.uid().map(|u| (u, s.holds_binding())))
             .collect();
         in_flight.retain(|uid, _| cached.get(uid) == Some(&false));
         let mut view = build_view(&nodes, &all, &in_flight, &cfg);
@@ -434,10 +428,10 @@ fn status_for(
                 let wanted = s
                     .labels()
                     .get(SLUG_LABEL)
-                    .filter(|l| medforge_crds::slug::is_valid(l) && !used_slugs.contains(*l));
+                    .filter(|l| l.parse::<Slug>().is_ok() && !used_slugs.contains(*l));
                 status.slug = Some(match wanted {
                     Some(l) => l.clone(),
-                    None => medforge_crds::slug::unused(|c| used_slugs.contains(c)),
+                    None => Slug::unused(|c| used_slugs.contains(c)).into_string(),
                 });
             }
             status.reason = None;
@@ -548,7 +542,7 @@ async fn mark_lost_sessions(
             continue;
         };
         // A node that is gone or not Ready has lost its sessions.
-        if ready.contains(node) || !holds_binding(&s) {
+        if ready.contains(node) || !s.holds_binding() {
             continue;
         }
         if conditions::find(&status.conditions, SessionCondition::Ready)

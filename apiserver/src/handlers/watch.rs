@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -20,20 +19,14 @@ use tokio::sync::mpsc;
 
 use crate::protobuf;
 use crate::registry::ResourceType;
-use crate::resources::{ResourceRequest, Selectors};
-use crate::server::AppState;
-use crate::status::{ApiError, ApiResult};
+use crate::request::options::{WatchParams, WatchStart};
+use crate::request::selectors::Selectors;
+use crate::request::target::ResourceRequest;
+use crate::selector::FieldRequirement;
+use crate::state::AppState;
+use crate::status::{ApiError, ApiResult, read_error};
 use crate::store::{EventType, ReadError, StoredObject};
 use crate::table::{self, Transform};
-
-/// Where a watch starts.
-enum Start {
-    /// Send the current state as `ADDED`, then changes; `end_bookmark` marks
-    /// the end of the initial events (`sendInitialEvents=true`).
-    Initial { end_bookmark: bool },
-    /// Changes after this resource version.
-    After(u64),
-}
 
 struct Encoder {
     transform: Option<Transform>,
@@ -115,57 +108,22 @@ pub fn watch(
     req: &ResourceRequest,
     pinned_name: Option<String>,
 ) -> ApiResult<Response> {
-    let rt = st.registry.get(req.rt_id);
+    let rt = st.registry.get(req.target.rt_id);
     let q = &req.query;
     let mut sel = Selectors::from_query(rt, q)?;
     if let Some(name) = pinned_name {
-        sel.fields.reqs.push(crate::selector::FieldRequirement {
+        sel.fields.reqs.push(FieldRequirement {
             field: "metadata.name".into(),
             negate: false,
             value: name,
         });
     }
-    let send_initial = match q.get("sendInitialEvents") {
-        Some("true") => {
-            if q.get("resourceVersionMatch") != Some("NotOlderThan") {
-                return Err(ApiError::invalid(
-                    rt,
-                    "",
-                    vec![crate::status::Cause::new(
-                        "FieldValueForbidden",
-                        "resourceVersionMatch",
-                        "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                    )],
-                ));
-            }
-            Some(true)
-        }
-        Some("false") => Some(false),
-        _ => None,
-    };
-    let rv_param = q.get("resourceVersion");
-    let start = match (send_initial, rv_param) {
-        (Some(true), _) => Start::Initial { end_bookmark: true },
-        (_, None) | (_, Some("0")) => Start::Initial {
-            end_bookmark: false,
-        },
-        (_, Some(rv)) => Start::After(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
-        ),
-    };
-    let bookmarks = q.flag("allowWatchBookmarks");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .filter(|t| *t > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
-    let namespace = if rt.namespaced {
-        req.namespace.clone()
-    } else {
-        None
-    };
+    let WatchParams {
+        start,
+        bookmarks,
+        timeout,
+    } = WatchParams::parse(rt, q)?;
+    let namespace = req.namespace_filter(rt).map(str::to_string);
     let transform = req.transform();
     let as_protobuf = req.protobuf;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
@@ -183,7 +141,7 @@ pub fn watch(
         let mut published = st.store.subscribe();
         published.borrow_and_update();
         let mut last = match start {
-            Start::Initial { end_bookmark } => {
+            WatchStart::Initial { end_bookmark } => {
                 let (objects, rv) = st.store.snapshot(rt_id, namespace.as_deref());
                 for o in objects.iter().filter(|o| matches(o)) {
                     if tx.send(enc.line(rt, "ADDED", o)).await.is_err() {
@@ -195,7 +153,7 @@ pub fn watch(
                 }
                 rv
             }
-            Start::After(rv) => rv,
+            WatchStart::After(rv) => rv,
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(st.bookmark_interval);
@@ -209,7 +167,7 @@ pub fn watch(
                             "too old resource version: {requested} ({})",
                             oldest + 1
                         )),
-                        ReadError::TooLarge { .. } => crate::resources::read_error(e),
+                        ReadError::TooLarge { .. } => read_error(e),
                     };
                     let _ = tx.send(enc.raw("ERROR", &status.to_status())).await;
                     return;

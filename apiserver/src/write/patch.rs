@@ -4,9 +4,10 @@
 
 use serde_json::Value;
 
+use super::update::Mutation;
 use crate::managed::{self, Scope};
 use crate::registry::ResourceType;
-use crate::resources::{Mutation, check_kind};
+use crate::request::body::check_kind;
 use crate::status::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
