@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use medforge_apiserver::testing::TestControlPlane;
-use medforge_crds::{GpuNode, Session};
+use medforge_crds::{Condition, GpuNode, Session};
 use medforge_operator::scheduler::controller::{SchedulerConfig, run};
 use medforge_operator::scheduler::placement::Limits;
 use medforge_testkit::{create, eventually, merge, publish_ready_node, session_spec};
@@ -71,10 +71,7 @@ async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
         let done: Vec<Session> = list
             .into_iter()
             .filter(|s| names.contains(&s.name_any()))
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .is_some()
-            })
+            .filter(|s| scheduled_opt(s).is_some())
             .collect();
         if done.len() == names.len() {
             Ok(done)
@@ -92,10 +89,7 @@ async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
 fn bound_gpus(sessions: &[Session]) -> Vec<String> {
     sessions
         .iter()
-        .filter(|s| {
-            s.condition(medforge_crds::SessionCondition::Scheduled)
-                .is_some_and(|c| c.status == "True")
-        })
+        .filter(|s| scheduled_opt(s).is_some_and(|c| c.status == "True"))
         .flat_map(|s| {
             s.status
                 .as_ref()
@@ -108,15 +102,7 @@ fn bound_gpus(sessions: &[Session]) -> Vec<String> {
 }
 
 fn reasons(sessions: &[Session]) -> Vec<String> {
-    let mut r: Vec<String> = sessions
-        .iter()
-        .map(|s| {
-            s.condition(medforge_crds::SessionCondition::Scheduled)
-                .unwrap()
-                .reason
-                .clone()
-        })
-        .collect();
+    let mut r: Vec<String> = sessions.iter().map(scheduled_reason).collect();
     r.sort();
     r
 }
@@ -167,21 +153,10 @@ async fn eight_sessions_race_for_seven_gpus_fifty_times() {
         assert_distinct(&gpus);
         let refused: Vec<&Session> = sessions
             .iter()
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-            })
+            .filter(|s| scheduled(s).status == "False")
             .collect();
         assert_eq!(refused.len(), 1, "round {round}");
-        assert_eq!(
-            refused[0]
-                .condition(medforge_crds::SessionCondition::Scheduled)
-                .unwrap()
-                .reason,
-            "NoGpuAvailable"
-        );
+        assert_eq!(scheduled(refused[0]).reason, "NoGpuAvailable");
         for s in &sessions {
             let st = s.status.as_ref().unwrap();
             if st.node_name.is_some() {
@@ -245,26 +220,14 @@ async fn per_user_limit_holds_when_creates_race() {
         let mine: Vec<&Session> = sessions.iter().filter(|s| s.spec.owner == user).collect();
         let bound = mine
             .iter()
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "True"
-            })
+            .filter(|s| scheduled(s).status == "True")
             .count();
         assert_eq!(bound, 1, "{user} should get exactly one session");
         let refused = mine
             .iter()
-            .find(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-            })
+            .find(|s| scheduled(s).status == "False")
             .unwrap();
-        let c = refused
-            .condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap();
+        let c = scheduled(refused);
         assert_eq!(c.reason, "UserLimitReached");
         assert!(c.message.contains("limit is 1"), "{}", c.message);
         assert_eq!(
@@ -276,13 +239,7 @@ async fn per_user_limit_holds_when_creates_race() {
     // Stopping alice's bound session frees her slot; the waiting one binds.
     let bound = sessions
         .iter()
-        .find(|s| {
-            s.spec.owner == "alice"
-                && s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "True"
-        })
+        .find(|s| s.spec.owner == "alice" && scheduled(s).status == "True")
         .unwrap();
     let mut stopped = bound.clone();
     stopped.status.as_mut().unwrap().phase = Some(medforge_crds::SessionPhase::Stopped);
@@ -291,18 +248,11 @@ async fn per_user_limit_holds_when_creates_race() {
         .unwrap();
     let waiting = sessions
         .iter()
-        .find(|s| {
-            s.spec.owner == "alice"
-                && s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-        })
+        .find(|s| s.spec.owner == "alice" && scheduled(s).status == "False")
         .unwrap()
         .name_any();
     poll(&api, &waiting, |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some_and(|c| c.status == "True")
+        scheduled_opt(s).is_some_and(|c| c.status == "True")
     })
     .await;
     sched.abort();
@@ -316,6 +266,33 @@ async fn poll(api: &Api<Session>, name: &str, ok: impl Fn(&Session) -> bool) -> 
         if ok(&s) { Ok(s) } else { Err(s.status) }
     })
     .await
+}
+
+/// Creates a one-GPU Session of `u` and waits until the scheduler decided it.
+async fn create_and_decide(api: &Api<Session>, name: &str) -> Session {
+    create(api, &session(name, "u", 1)).await;
+    poll(api, name, |s| scheduled_opt(s).is_some()).await
+}
+
+/// The reason of a decided Session's `Scheduled` condition.
+fn scheduled_reason(s: &Session) -> String {
+    scheduled(s).reason.clone()
+}
+
+/// A Session's `Scheduled` condition, if the scheduler decided it.
+fn scheduled_opt(s: &Session) -> Option<&Condition> {
+    s.condition(medforge_crds::SessionCondition::Scheduled)
+}
+
+/// A decided Session's `Scheduled` condition.
+fn scheduled(s: &Session) -> &Condition {
+    scheduled_opt(s).expect("a Scheduled condition")
+}
+
+/// Merge-patches a node and waits until the scheduler has seen the change.
+async fn change_node(nodes: &Api<GpuNode>, seen: &mut Seen, name: &str, patch: serde_json::Value) {
+    let n = merge(nodes, name, patch).await;
+    scheduler_saw(seen, &n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,13 +314,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     let bind = |name: &'static str| {
         let api = api.clone();
         async move {
-            create(&api, &session(name, "u", 1)).await;
-            let s = poll(&api, name, |s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .is_some()
-            })
-            .await;
-            let st = s.status.unwrap();
+            let st = create_and_decide(&api, name).await.status.unwrap();
             (st.node_name, st.gpus.first().map(|g| g.uuid.clone()))
         }
     };
@@ -354,50 +325,39 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
         (Some("node-a".into()), Some("GPU-node-a-0".into()))
     );
     // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
-    let n = merge(
+    change_node(
         &nodes,
+        &mut seen,
         "node-a",
         serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}}),
     )
     .await;
-    scheduler_saw(&mut seen, &n).await;
     assert_eq!(
         bind("c2").await,
         (Some("node-b".into()), Some("GPU-node-b-0".into()))
     );
     // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
-    let n = merge(
+    change_node(
         &nodes,
+        &mut seen,
         "node-a",
         serde_json::json!({"spec": {"disabledGpus": null}}),
     )
     .await;
-    scheduler_saw(&mut seen, &n).await;
     assert_eq!(
         bind("c3").await,
         (Some("node-a".into()), Some("GPU-node-a-1".into()))
     );
     // Whole-node cordon of node-b: nothing fits any more.
-    let n = merge(
+    change_node(
         &nodes,
+        &mut seen,
         "node-b",
         serde_json::json!({"spec": {"unschedulable": true}}),
     )
     .await;
-    scheduler_saw(&mut seen, &n).await;
-    let api2 = api.clone();
-    create(&api2, &session("c4", "u", 1)).await;
-    let s = poll(&api, "c4", |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some()
-    })
-    .await;
-    assert_eq!(
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap()
-            .reason,
-        "NoGpuAvailable"
-    );
+    let s = create_and_decide(&api, "c4").await;
+    assert_eq!(scheduled_reason(&s), "NoGpuAvailable");
     api.delete("c4", &DeleteParams::default()).await.unwrap();
 
     // A fresh node with a stale heartbeat gets nothing, and is marked Ready=Unknown.
@@ -409,18 +369,8 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     )
     .await;
     scheduler_saw(&mut seen, &n).await;
-    create(&api, &session("c5", "u", 1)).await;
-    let s = poll(&api, "c5", |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some()
-    })
-    .await;
-    assert_eq!(
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap()
-            .reason,
-        "NoGpuAvailable"
-    );
+    let s = create_and_decide(&api, "c5").await;
+    assert_eq!(scheduled_reason(&s), "NoGpuAvailable");
     let ready = eventually(
         "node-stale marked Ready=Unknown",
         Duration::from_secs(10),
