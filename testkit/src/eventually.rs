@@ -10,7 +10,6 @@
 //! ```
 
 use std::fmt::Debug;
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -80,18 +79,20 @@ impl std::fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
+/// `check` is an async closure (`async || …`) or a closure that returns a
+/// future (`|| async { … }`).
+///
 /// Runs `check` every [`POLL_INTERVAL`] until it reports that the state holds
 /// and returns its value; once `within` has passed (after one last check),
 /// returns [`TimedOut`] naming `what`.
-pub async fn try_eventually<O, F, Fut>(
+pub async fn try_eventually<O, F>(
     what: &str,
     within: Duration,
     mut check: F,
 ) -> Result<O::Value, TimedOut>
 where
     O: Outcome,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = O>,
+    F: AsyncFnMut() -> O,
 {
     let deadline = Instant::now() + within;
     loop {
@@ -112,11 +113,10 @@ where
 
 /// [`try_eventually`] that panics on timeout with a message naming `what`
 /// (and what the last check saw, for checks that return a `Result`).
-pub async fn eventually<O, F, Fut>(what: &str, within: Duration, check: F) -> O::Value
+pub async fn eventually<O, F>(what: &str, within: Duration, check: F) -> O::Value
 where
     O: Outcome,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = O>,
+    F: AsyncFnMut() -> O,
 {
     match try_eventually(what, within, check).await {
         Ok(value) => value,
