@@ -206,7 +206,7 @@ async fn unknown_fields_are_pruned_with_a_warning_by_default() {
         .unwrap()
         .to_string();
     assert_eq!(warning, "299 - \"unknown field \\\"spec.colour\\\"\"");
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let stored = api.get("x").await.unwrap();
     assert_eq!(stored.spec.owner, "u");
     ts.server.shutdown().await;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kube::Api;
 use medforge_apiserver::Config;
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::Session;
@@ -30,6 +31,11 @@ pub async fn start() -> TestServer {
 pub async fn start_with(f: impl FnOnce(Config) -> Config + Send + 'static) -> TestServer {
     init_tracing();
     TestControlPlane::builder().configure(f).start().await
+}
+
+/// The Sessions of the namespace `default`.
+pub fn sessions(ts: &TestServer) -> Api<Session> {
+    Api::namespaced(ts.client.clone(), "default")
 }
 
 /// A `jupyter` Session with one GPU.

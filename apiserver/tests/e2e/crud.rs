@@ -14,7 +14,7 @@ use medforge_testkit::eventually;
 #[tokio::test]
 async fn create_get_list_replace_delete_with_system_metadata() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let created = common::create(&api, &session("s1", "alice")).await;
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36));
@@ -76,7 +76,7 @@ async fn create_get_list_replace_delete_with_system_metadata() {
 #[tokio::test]
 async fn resource_version_increases_across_the_store_and_stale_writes_conflict() {
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let sessions = common::sessions(&ts);
     let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
     let mut last = 0u64;
     for i in 0..5 {
@@ -131,7 +131,7 @@ async fn resource_version_increases_across_the_store_and_stale_writes_conflict()
 #[tokio::test]
 async fn status_subresource_is_the_only_writer_of_status() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("st", "carol");
     s.status = Some(SessionStatus {
         phase: Some(SessionPhase::Running),
@@ -202,7 +202,7 @@ async fn status_subresource_is_the_only_writer_of_status() {
 #[tokio::test]
 async fn generate_name_and_finalizers() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("", "dave");
     s.metadata.name = None;
     s.metadata.generate_name = Some("work-".into());
@@ -253,7 +253,7 @@ async fn generate_name_and_finalizers() {
 #[tokio::test]
 async fn invalid_objects_get_422_naming_the_field() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("bad", "erin");
     s.spec.gpus = 9;
     let err = status(api.create(&PostParams::default(), &s).await.unwrap_err());
@@ -318,7 +318,7 @@ async fn invalid_objects_get_422_naming_the_field() {
 #[tokio::test]
 async fn selectors_filter_lists() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for (name, owner, team) in [("a", "u1", "x"), ("b", "u2", "x"), ("c", "u1", "y")] {
         let mut s = session(name, owner);
         s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
@@ -405,7 +405,7 @@ async fn selectors_filter_lists() {
 #[tokio::test]
 async fn objects_and_resource_versions_survive_a_restart() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for i in 0..3 {
         common::create(&api, &session(&format!("p{i}"), "frank")).await;
     }
@@ -426,7 +426,7 @@ async fn objects_and_resource_versions_survive_a_restart() {
     let token = ts.server.token().to_string();
     let ts = ts.restart().await;
     assert_eq!(ts.server.token(), token, "the token is kept");
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let after = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(after.items, before.items);
     assert_eq!(
@@ -555,7 +555,7 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
 #[tokio::test]
 async fn patches_merge_json_and_server_side_apply() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     // Apply creates.
     let applied = api
         .patch(
@@ -680,7 +680,7 @@ async fn patches_merge_json_and_server_side_apply() {
 #[tokio::test]
 async fn delete_collection_deletes_what_the_selector_matches() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for (name, tier) in [("a", "gpu"), ("b", "gpu"), ("c", "cpu")] {
         let mut s = session(name, "u");
         s.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
@@ -732,7 +732,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
 #[tokio::test]
 async fn deletion_with_finalizers_bumps_generation_once() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("gen", "dave");
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
     let created = common::create(&api, &s).await;
@@ -780,7 +780,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
 #[tokio::test]
 async fn bad_patch_options_are_422_invalid() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     common::create(&api, &session("opts", "dave")).await;
     let apply = |manager: Option<&str>, force: bool| {
         let mut q = String::new();

@@ -41,7 +41,7 @@ async fn record(ts: &common::TestServer, s: &Session, reason: &str, note: &str) 
 #[tokio::test]
 async fn recorder_events_are_listed_and_watched_in_the_core_group() {
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let sessions = common::sessions(&ts);
     let s = common::create(&sessions, &session("ev", "u")).await;
     let uid = s.metadata.uid.clone().unwrap();
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
@@ -177,7 +177,7 @@ async fn events_expire_after_their_ttl_and_others_stay() {
         c
     })
     .await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let sessions = common::sessions(&ts);
     let s = common::create(&sessions, &session("short", "u")).await;
     record(&ts, &s, "Started", "started").await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
@@ -220,7 +220,7 @@ async fn events_live_an_hour_by_default() {
         "kube-apiserver's --event-ttl default"
     );
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let sessions = common::sessions(&ts);
     let s = common::create(&sessions, &session("long", "u")).await;
     record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.

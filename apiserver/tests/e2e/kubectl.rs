@@ -123,7 +123,7 @@ async fn apply_get_describe_explain() {
     let out = ok(&ts, &["apply", "-f", f]).await;
     assert_eq!(out.trim(), "session.medforge.dev/demo unchanged");
 
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     api.patch_status(
         "demo",
         &PatchParams::default(),
@@ -232,7 +232,7 @@ async fn apply_get_describe_explain() {
 #[tokio::test]
 async fn get_watch_sees_a_status_change() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     common::create(&api, &session("watched", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(&ts, &["get", "sessions", "-w"]));
     let mut child = cmd
@@ -268,7 +268,7 @@ async fn get_watch_sees_a_status_change() {
 #[tokio::test]
 async fn delete_waits_for_the_finalizer() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("held", "alice");
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
     common::create(&api, &s).await;

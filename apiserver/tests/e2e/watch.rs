@@ -40,7 +40,7 @@ async fn next(
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_without_loss() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     common::create(&api, &session("a", "u")).await;
     common::create(&api, &session("b", "u")).await;
     let rv = api
@@ -91,7 +91,7 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
         c
     })
     .await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let first = common::create(&api, &session("e0", "u")).await;
     let old_rv = first.metadata.resource_version.unwrap();
     for i in 1..10 {
@@ -144,7 +144,7 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
 #[tokio::test]
 async fn selector_watches_see_objects_enter_and_leave() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let rv = api
         .list(&ListParams::default())
         .await
@@ -180,7 +180,7 @@ async fn selector_watches_see_objects_enter_and_leave() {
 #[tokio::test]
 async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     common::create(&api, &session("s1", "u")).await;
     let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut names = Vec::new();
@@ -214,7 +214,7 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
 #[tokio::test]
 async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     common::create(&api, &session("r1", "u")).await;
     common::create(&api, &session("r2", "u")).await;
 
@@ -257,7 +257,7 @@ async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
     assert_eq!(recv().await, "APPLY r1 gpus=2");
 
     let ts = ts.restart().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     // Writes that happen before the watcher reconnects are replayed from the
     // persisted history; nothing is listed again.
     common::create(&api, &session("r3", "u")).await;
@@ -324,7 +324,7 @@ fn error_policy(_: Arc<Session>, _: &TestError, _: Arc<Ctx>) -> Action {
 #[tokio::test]
 async fn a_controller_with_a_finalizer_converges() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let ctx = Arc::new(Ctx {
         api: api.clone(),
         cleanups: AtomicUsize::new(0),
@@ -369,7 +369,7 @@ async fn the_event_recorder_publishes_and_repeats_into_a_series() {
     use kube::Resource;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let s = common::create(&api, &session("ev", "u")).await;
     let recorder = Recorder::new(
         ts.client.clone(),
@@ -408,7 +408,7 @@ async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
         c
     })
     .await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let first = common::create(&api, &session("h", "u")).await;
     let old_rv = first.metadata.resource_version.unwrap();
     // Enough writes for the database to prune its copy of the history too.
@@ -425,7 +425,7 @@ async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
         }
     }
     let ts = ts.restart().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut w = api
         .watch(&WatchParams::default(), &old_rv)
         .await
