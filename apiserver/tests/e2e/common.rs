@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use kube::Api;
+use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
 use medforge_apiserver::Config;
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::Session;
@@ -44,6 +45,31 @@ pub fn session(name: &str, owner: &str) -> Session {
         .owner(owner)
         .pack("jupyter")
         .session(name)
+}
+
+/// Publishes an Event about `s` as the node agent's Recorder writes it
+/// (events.k8s.io/v1, action `Start`).
+pub async fn record(ts: &TestServer, s: &Session, reason: &str, note: &str) {
+    let recorder = Recorder::new(
+        ts.client.clone(),
+        Reporter {
+            controller: "medforge-node-agent".into(),
+            instance: Some("gpu-1".into()),
+        },
+    );
+    recorder
+        .publish(
+            &RecorderEvent {
+                type_: EventType::Normal,
+                reason: reason.into(),
+                note: Some(note.into()),
+                action: "Start".into(),
+                secondary: None,
+            },
+            &s.object_ref(&()),
+        )
+        .await
+        .unwrap();
 }
 
 /// The Status of a failed kube call.

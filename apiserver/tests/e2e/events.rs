@@ -7,36 +7,10 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::api::events::v1::Event;
-use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
-use medforge_crds::Session;
 use medforge_testkit::eventually;
 
 use crate::common::{self, session};
-
-async fn record(ts: &common::TestServer, s: &Session, reason: &str, note: &str) {
-    let recorder = Recorder::new(
-        ts.client.clone(),
-        Reporter {
-            controller: "medforge-node-agent".into(),
-            instance: Some("gpu-1".into()),
-        },
-    );
-    recorder
-        .publish(
-            &RecorderEvent {
-                type_: EventType::Normal,
-                reason: reason.into(),
-                note: Some(note.into()),
-                action: "Start".into(),
-                secondary: None,
-            },
-            &s.object_ref(&()),
-        )
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn recorder_events_are_listed_and_watched_in_the_core_group() {
@@ -54,7 +28,7 @@ async fn recorder_events_are_listed_and_watched_in_the_core_group() {
         .unwrap()
         .boxed();
 
-    record(&ts, &s, "Started", "container started on gpu-1").await;
+    common::record(&ts, &s, "Started", "container started on gpu-1").await;
 
     // kubectl describe's query: the involved object's name, namespace, kind and uid.
     let selector = format!(
@@ -179,7 +153,7 @@ async fn events_expire_after_their_ttl_and_others_stay() {
     .await;
     let sessions = common::sessions(&ts);
     let s = common::create(&sessions, &session("short", "u")).await;
-    record(&ts, &s, "Started", "started").await;
+    common::record(&ts, &s, "Started", "started").await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
     assert_eq!(
@@ -222,7 +196,7 @@ async fn events_live_an_hour_by_default() {
     let ts = common::start().await;
     let sessions = common::sessions(&ts);
     let s = common::create(&sessions, &session("long", "u")).await;
-    record(&ts, &s, "Started", "started").await;
+    common::record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.
     let ts = ts.restart().await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");

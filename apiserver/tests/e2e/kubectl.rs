@@ -330,8 +330,6 @@ fn row_named(out: &str, name: &str) -> Vec<String> {
 /// waiting on a finalizer.
 #[tokio::test]
 async fn kubectl_works_as_on_a_cluster() {
-    use kube::Resource;
-    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     use medforge_crds::GpuNode;
 
     let ts = common::start().await;
@@ -575,26 +573,13 @@ spec:
 
     // The node agent's Events, as its Recorder writes them (events.k8s.io/v1).
     let s = sessions.get("demo").await.unwrap();
-    let recorder = Recorder::new(
-        ts.client.clone(),
-        Reporter {
-            controller: "medforge-node-agent".into(),
-            instance: Some("gpu-1".into()),
-        },
-    );
-    recorder
-        .publish(
-            &Event {
-                type_: EventType::Normal,
-                reason: "ContainerStarted".into(),
-                note: Some("container 3f2a started with GPU-0".into()),
-                action: "Start".into(),
-                secondary: None,
-            },
-            &s.object_ref(&()),
-        )
-        .await
-        .unwrap();
+    common::record(
+        &ts,
+        &s,
+        "ContainerStarted",
+        "container 3f2a started with GPU-0",
+    )
+    .await;
     let out = ok(&ts, &["describe", "session", "demo", "-n", "demo"]).await;
     let events = out
         .split("Events:")
