@@ -4,10 +4,16 @@
 use std::time::Duration;
 
 use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
+use std::fmt::Debug;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Resource};
 use medforge_apiserver::Config;
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::Session;
+use serde::de::DeserializeOwned;
 
 pub use medforge_testkit::{create, merge};
 
@@ -37,6 +43,31 @@ pub async fn start_with(f: impl FnOnce(Config) -> Config + Send + 'static) -> Te
 /// The Sessions of the namespace `default`.
 pub fn sessions(ts: &TestServer) -> Api<Session> {
     Api::namespaced(ts.client.clone(), "default")
+}
+
+/// The resourceVersion of a full list (to watch from).
+pub async fn list_rv<K>(api: &Api<K>) -> String
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    let list = api.list(&ListParams::default()).await.expect("list");
+    list.metadata
+        .resource_version
+        .expect("a list resourceVersion")
+}
+
+/// A watch from `rv` (`"0"`: the current state first).
+pub async fn watch_from<K>(
+    api: &Api<K>,
+    rv: &str,
+) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    api.watch(&WatchParams::default(), rv)
+        .await
+        .expect("the watch starts")
+        .boxed()
 }
 
 /// A `jupyter` Session with one GPU.
@@ -70,6 +101,13 @@ pub async fn record(ts: &TestServer, s: &Session, reason: &str, note: &str) {
         )
         .await
         .unwrap();
+}
+
+/// A `jupyter` Session held by the finalizer `medforge.dev/agent`.
+pub fn held_session(name: &str, owner: &str) -> Session {
+    let mut s = session(name, owner);
+    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    s
 }
 
 /// The Status of a failed kube call.

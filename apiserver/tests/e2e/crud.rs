@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use medforge_crds::{Session, SessionPhase, SessionStatus};
 use serde_json::json;
 
-use crate::common::{self, WITHIN, session, status};
+use crate::common::{self, WITHIN, held_session, session, status};
 use medforge_testkit::eventually;
 
 #[tokio::test]
@@ -512,8 +512,7 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
     let ns = common::create(&nss, &ns).await;
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
     common::create(&api, &session("x", "u")).await;
-    let mut held = session("held", "u");
-    held.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    let held = held_session("held", "u");
     common::create(&api, &held).await;
 
     nss.delete("team-a", &DeleteParams::default())
@@ -733,8 +732,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
 async fn deletion_with_finalizers_bumps_generation_once() {
     let ts = common::start().await;
     let api = common::sessions(&ts);
-    let mut s = session("gen", "dave");
-    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    let s = held_session("gen", "dave");
     let created = common::create(&api, &s).await;
     assert_eq!(created.metadata.generation, Some(1));
     let pending = api

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent};
 use medforge_testkit::eventually;
 
 use crate::common::{self, session};
@@ -22,11 +22,7 @@ async fn recorder_events_are_listed_and_watched_in_the_core_group() {
     let list = core.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.clone().unwrap();
     assert!(list.items.is_empty());
-    let mut watch = core
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut watch = common::watch_from(&core, &rv).await;
 
     common::record(&ts, &s, "Started", "container started on gpu-1").await;
 

@@ -12,7 +12,7 @@ use medforge_crds::Session;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{self, TestServer, session};
+use crate::common::{self, TestServer, held_session, session};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -269,8 +269,7 @@ async fn get_watch_sees_a_status_change() {
 async fn delete_waits_for_the_finalizer() {
     let ts = common::start().await;
     let api = common::sessions(&ts);
-    let mut s = session("held", "alice");
-    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    let s = held_session("held", "alice");
     common::create(&api, &s).await;
     let mut cmd = tokio::process::Command::from(kubectl(
         &ts,

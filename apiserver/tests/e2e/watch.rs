@@ -43,22 +43,12 @@ async fn watch_resumes_from_a_resource_version_without_loss() {
     let api = common::sessions(&ts);
     common::create(&api, &session("a", "u")).await;
     common::create(&api, &session("b", "u")).await;
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = common::list_rv(&api).await;
     common::create(&api, &session("c", "u")).await;
     common::merge(&api, "a", json!({"spec": {"gpus": 2}})).await;
     api.delete("b", &DeleteParams::default()).await.unwrap();
 
-    let mut w = api
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &rv).await;
     assert_eq!(next(&mut w).await, "ADDED c");
     assert_eq!(next(&mut w).await, "MODIFIED a");
     assert_eq!(next(&mut w).await, "DELETED b");
@@ -67,11 +57,7 @@ async fn watch_resumes_from_a_resource_version_without_loss() {
     assert_eq!(next(&mut w).await, "ADDED d");
 
     // Without a resourceVersion ("0"), a watch starts with the current state.
-    let mut w0 = api
-        .watch(&WatchParams::default(), "0")
-        .await
-        .unwrap()
-        .boxed();
+    let mut w0 = common::watch_from(&api, "0").await;
     let mut initial = vec![
         next(&mut w0).await,
         next(&mut w0).await,
@@ -97,11 +83,7 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
     for i in 1..10 {
         common::create(&api, &session(&format!("e{i}"), "u")).await;
     }
-    let mut w = api
-        .watch(&WatchParams::default(), &old_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &old_rv).await;
     let e = tokio::time::timeout(Duration::from_secs(5), w.next())
         .await
         .unwrap()
@@ -119,18 +101,8 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
         other => panic!("expected 410, got {}", describe(&other)),
     }
     // A paginated list whose continue token fell out of the history: 410 too.
-    let current = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut wb = api
-        .watch(&WatchParams::default(), &current)
-        .await
-        .unwrap()
-        .boxed();
+    let current = common::list_rv(&api).await;
+    let mut wb = common::watch_from(&api, &current).await;
     assert_eq!(next(&mut wb).await, "BOOKMARK");
     common::create(&api, &session("late", "u")).await;
     let mut seen = next(&mut wb).await;
@@ -145,13 +117,7 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
 async fn selector_watches_see_objects_enter_and_leave() {
     let ts = common::start().await;
     let api = common::sessions(&ts);
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = common::list_rv(&api).await;
     let mut w = api
         .watch(&WatchParams::default().labels("tier=gpu"), &rv)
         .await
@@ -177,6 +143,17 @@ async fn selector_watches_see_objects_enter_and_leave() {
     ts.server.shutdown().await;
 }
 
+/// The next event of a kube-runtime watcher, within 5 s.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = Result<watcher::Event<Session>, watcher::Error>> + Unpin),
+) -> watcher::Event<Session> {
+    tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .expect("a watcher event within 5 s")
+        .expect("no watcher error")
+        .expect("the watcher is open")
+}
+
 #[tokio::test]
 async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
     let ts = common::start().await;
@@ -185,12 +162,7 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
     let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut names = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_event(&mut stream).await {
             watcher::Event::Init => {}
             watcher::Event::InitApply(s) => names.push(s.metadata.name.unwrap()),
             watcher::Event::InitDone => break,
@@ -199,12 +171,7 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
     }
     assert_eq!(names, ["s1"]);
     common::create(&api, &session("s2", "u")).await;
-    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-    {
+    match next_event(&mut stream).await {
         watcher::Event::Apply(s) => assert_eq!(s.metadata.name.as_deref(), Some("s2")),
         other => panic!("unexpected {other:?}"),
     }
@@ -426,17 +393,9 @@ async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
     }
     let ts = ts.restart().await;
     let api = common::sessions(&ts);
-    let mut w = api
-        .watch(&WatchParams::default(), &old_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &old_rv).await;
     assert_eq!(next(&mut w).await, "ERROR 410 Expired");
-    let mut w = api
-        .watch(&WatchParams::default(), &recent_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &recent_rv).await;
     for _ in 591..600 {
         assert_eq!(next(&mut w).await, "MODIFIED h");
     }
