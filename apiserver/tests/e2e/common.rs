@@ -56,6 +56,18 @@ where
         .expect("a list resourceVersion")
 }
 
+/// How many objects a full list has.
+pub async fn count<K>(api: &Api<K>) -> usize
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
 /// A watch from `rv` (`"0"`: the current state first).
 pub async fn watch_from<K>(
     api: &Api<K>,

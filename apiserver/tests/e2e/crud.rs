@@ -27,10 +27,7 @@ async fn create_get_list_replace_delete_with_system_metadata() {
 
     let got = api.get("s1").await.unwrap();
     assert_eq!(got.metadata.uid, created.metadata.uid);
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(common::count(&api).await, 1);
 
     // A label change does not bump generation; a spec change does.
     let mut labelled = got.clone();
@@ -308,10 +305,7 @@ async fn invalid_objects_get_422_naming_the_field() {
     assert_eq!(err.details.unwrap().causes[0].field, "spec.owner");
     assert_eq!(api.get("good").await.unwrap().spec.owner, "erin");
     // Nothing invalid was stored.
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(common::count(&api).await, 1);
     ts.server.shutdown().await;
 }
 

@@ -152,31 +152,12 @@ async fn events_expire_after_their_ttl_and_others_stay() {
     common::record(&ts, &s, "Started", "started").await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
-    assert_eq!(
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(common::count(&stored).await, 1);
     eventually("the event expires", Duration::from_secs(60), || async {
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        common::count(&stored).await == 0
     })
     .await;
-    assert!(
-        core.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(common::count(&core).await == 0);
     // Only Events expire.
     assert!(sessions.get_opt("short").await.unwrap().is_some());
     ts.server.shutdown().await;
@@ -196,14 +177,6 @@ async fn events_live_an_hour_by_default() {
     // Restarting keeps it: expiry is from the last write, not from the start.
     let ts = ts.restart().await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
-    assert_eq!(
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(common::count(&stored).await, 1);
     ts.server.shutdown().await;
 }

@@ -421,24 +421,14 @@ spec:
         "3"
     );
 
-    assert_eq!(
-        ok(
-            &ts,
-            &["label", "session", "demo", "-n", "demo", "tier=gold"]
-        )
-        .await
-        .trim(),
-        "session.medforge.dev/demo labeled"
-    );
-    assert_eq!(
-        ok(
-            &ts,
-            &["annotate", "session", "demo", "-n", "demo", "note=hi"]
-        )
-        .await
-        .trim(),
-        "session.medforge.dev/demo annotated"
-    );
+    for (verb, arg, done) in [
+        ("label", "tier=gold", "labeled"),
+        ("annotate", "note=hi", "annotated"),
+    ] {
+        let args = [verb, "session", "demo", "-n", "demo", arg];
+        let out = ok(&ts, &args).await;
+        assert_eq!(out.trim(), format!("session.medforge.dev/demo {done}"));
+    }
     let out = ok(
         &ts,
         &[
