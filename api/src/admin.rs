@@ -5,33 +5,32 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use base64::Engine;
-use medforge_crds::{GpuHealth, GpuNode, NodeCondition};
+use medforge_crds::{GpuHealth, GpuNode, NodeCondition, conditions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::{Admin, UserReply, UserView};
 use crate::error::ApiError;
 use crate::reply::{Page, Reply};
 use crate::request::{GpuRef, Json, NodeName, Param, Query, UserId};
 use crate::sessions::{ListQuery, SessionView, list_sessions};
+use crate::state::AppState;
 use crate::users::{self, UserUpdate};
 use crate::validate;
+
+const CORDON_NODE: &str = "/api/v2/admin/nodes/{node}/cordon";
+const UNCORDON_NODE: &str = "/api/v2/admin/nodes/{node}/uncordon";
+const CORDON_GPU: &str = "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon";
+const UNCORDON_GPU: &str = "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon";
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v2/admin/nodes", get(list_nodes))
-        .route("/api/v2/admin/nodes/{node}/cordon", post(cordon_node))
-        .route("/api/v2/admin/nodes/{node}/uncordon", post(uncordon_node))
-        .route(
-            "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon",
-            post(cordon_gpu),
-        )
-        .route(
-            "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon",
-            post(uncordon_gpu),
-        )
+        .route(CORDON_NODE, post(cordon_node::<true>))
+        .route(UNCORDON_NODE, post(cordon_node::<false>))
+        .route(CORDON_GPU, post(cordon_gpu::<true>))
+        .route(UNCORDON_GPU, post(cordon_gpu::<false>))
         .route("/api/v2/admin/sessions", get(all_sessions))
         .route("/api/v2/admin/users", get(list_users))
         .route(
@@ -66,7 +65,7 @@ pub struct NodeGpuView {
 #[schemars(rename = "Node")]
 pub struct NodeView {
     /// Node name.
-    #[schemars(schema_with = "crate::openapi::kube_name")]
+    #[schemars(schema_with = "crate::validate::schema::kube_name")]
     pub name: String,
     /// The agent reports the node Ready.
     pub ready: bool,
@@ -118,10 +117,7 @@ pub fn node_view(node: &GpuNode) -> NodeView {
     };
     NodeView {
         name: node.metadata.name.clone().unwrap_or_default(),
-        ready: status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == NodeCondition::Ready && c.status == "True"),
+        ready: conditions::is_true(&status.conditions, NodeCondition::Ready),
         unschedulable: node.spec.unschedulable,
         last_heartbeat: status.last_heartbeat_time.map(|t| t.0.to_string()),
         total: gpus.len() as u32,
@@ -153,20 +149,13 @@ async fn set_node(
     Ok(Reply::ok(node_view(&updated)))
 }
 
-async fn cordon_node(
+/// `…/cordon` (`CORDON`) and `…/uncordon` of a whole node.
+async fn cordon_node<const CORDON: bool>(
     State(state): State<AppState>,
     Admin(_): Admin,
     node: Param<NodeName>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, node.as_str(), true).await
-}
-
-async fn uncordon_node(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    node: Param<NodeName>,
-) -> Result<Reply<NodeView>, ApiError> {
-    set_node(&state, node.as_str(), false).await
+    set_node(&state, node.as_str(), CORDON).await
 }
 
 async fn set_gpu(
@@ -198,22 +187,14 @@ async fn set_gpu(
     Ok(Reply::ok(node_view(&updated)))
 }
 
-async fn cordon_gpu(
+/// `…/cordon` (`CORDON`) and `…/uncordon` of one GPU.
+async fn cordon_gpu<const CORDON: bool>(
     State(state): State<AppState>,
     Admin(_): Admin,
     node: Param<NodeName>,
     gpu: Param<GpuRef>,
 ) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, node.as_str(), gpu.as_str(), true).await
-}
-
-async fn uncordon_gpu(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    node: Param<NodeName>,
-    gpu: Param<GpuRef>,
-) -> Result<Reply<NodeView>, ApiError> {
-    set_gpu(&state, node.as_str(), gpu.as_str(), false).await
+    set_gpu(&state, node.as_str(), gpu.as_str(), CORDON).await
 }
 
 async fn all_sessions(
@@ -269,7 +250,7 @@ async fn list_users(
     let mut errors = Vec::new();
     let limit = query.limit.unwrap_or(validate::LIMIT_DEFAULT);
     if !(validate::LIMIT_MIN..=validate::LIMIT_MAX).contains(&limit) {
-        errors.push(limit_error());
+        errors.push(validate::limit_error());
     }
     let after = match query.cursor.as_deref() {
         None | Some("") => None,
@@ -297,18 +278,6 @@ async fn list_users(
             next_cursor,
             has_more: Some(has_more),
         }),
-    )
-}
-
-/// The field error of a page size out of bounds.
-pub fn limit_error() -> crate::error::FieldError {
-    crate::error::FieldError::new(
-        "limit",
-        format!(
-            "must be between {} and {}",
-            validate::LIMIT_MIN,
-            validate::LIMIT_MAX
-        ),
     )
 }
 

@@ -14,15 +14,16 @@ use axum::routing::{get, post};
 use axum::{Router, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{now_secs, rfc3339};
 use crate::config::PasswordHashing;
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::reply::Reply;
 use crate::request::{ClientIp, Json};
+use crate::state::AppState;
 use crate::tokens::{self, Principal};
 use crate::users::{self, User};
 use crate::validate;
-use crate::{AppState, now_secs, rfc3339};
 use schemars::JsonSchema;
 
 /// The routes of this module.
@@ -39,7 +40,7 @@ pub fn router() -> Router<AppState> {
 #[schemars(rename = "User")]
 pub struct UserView {
     /// The user's id (the `owner` of their sessions).
-    #[schemars(schema_with = "crate::openapi::user_id")]
+    #[schemars(schema_with = "crate::validate::schema::user_id")]
     pub id: String,
     /// Login email (lower case).
     pub email: String,
@@ -73,10 +74,10 @@ impl From<&User> for UserView {
 #[schemars(title = "Signup")]
 pub struct Signup {
     /// Login email.
-    #[schemars(schema_with = "crate::openapi::email")]
+    #[schemars(schema_with = "crate::validate::schema::email")]
     pub email: String,
     /// Password.
-    #[schemars(schema_with = "crate::openapi::new_password")]
+    #[schemars(schema_with = "crate::validate::schema::new_password")]
     pub password: String,
 }
 
@@ -86,10 +87,10 @@ pub struct Signup {
 #[schemars(title = "Login")]
 pub struct Login {
     /// Login email.
-    #[schemars(schema_with = "crate::openapi::email")]
+    #[schemars(schema_with = "crate::validate::schema::email")]
     pub email: String,
     /// Password.
-    #[schemars(schema_with = "crate::openapi::password")]
+    #[schemars(schema_with = "crate::validate::schema::password")]
     pub password: String,
 }
 
@@ -210,8 +211,18 @@ pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Principal>>, ApiError> {
-    let now = now_secs();
-    for token in request_tokens(headers, &state.config().cookie.name) {
+    let tokens = request_tokens(headers, &state.config().cookie.name);
+    first_principal(state, tokens, now_secs()).await
+}
+
+/// The principal of the first of `tokens` that resolves; tokens longer than
+/// any the api makes are skipped without a lookup.
+pub async fn first_principal<'a>(
+    state: &AppState,
+    tokens: impl IntoIterator<Item = &'a str>,
+    now: i64,
+) -> Result<Option<Arc<Principal>>, ApiError> {
+    for token in tokens {
         if token.len() > 256 {
             continue;
         }

@@ -82,6 +82,19 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Runs one statement with its bound values on whichever pool the database
+/// has; the number of rows it changed.
+macro_rules! execute {
+    ($db:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
+        $crate::db::on_pool!($db, |p| sqlx::query($sql)
+            $(.bind($bind))*
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+    };
+}
+pub(crate) use execute;
+
 /// The database kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbKind {

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::request::RequestContext;
+use crate::context::RequestContext;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";

@@ -21,14 +21,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::auth::{Auth, authenticate};
+use crate::clock::{now_secs, rfc3339};
 use crate::error::ApiError;
 use crate::index::{IndexedSession, SessionChange};
 use crate::reply::Reply;
 use crate::request::Query;
 use crate::sessions::view;
+use crate::state::AppState;
 use crate::tokens;
 use crate::users;
-use crate::{AppState, now_secs, rfc3339};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::reply::Reply;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {

@@ -10,11 +10,12 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::HeaderValue;
 use futures::StreamExt;
-use medforge_crds::{Exposure, Session, SessionCondition, SessionPhase};
+use medforge_crds::{Exposure, Session, SessionCondition, SessionPhase, conditions};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use crate::backend::{SLUG_KEY, SessionBackend, WatchEvent};
+use crate::backend::{SessionBackend, WatchEvent};
+use crate::slug::session_slug;
 
 /// One Session as indexed, with what the hot path needs precomputed.
 #[derive(Debug)]
@@ -39,13 +40,7 @@ impl IndexedSession {
     fn new(session: Session) -> Self {
         let name = session.metadata.name.clone().unwrap_or_default();
         let status = session.status.as_ref();
-        let slug = status.and_then(|s| s.slug.clone()).or_else(|| {
-            session
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SLUG_KEY).cloned())
-        });
+        let slug = session_slug(&session);
         let upstream = routable_upstream(&session).and_then(|u| HeaderValue::from_str(u).ok());
         let last = status
             .and_then(|s| s.last_activity_at.as_ref())
@@ -88,9 +83,7 @@ impl IndexedSession {
 /// `status.upstream` when the session may be routed to: phase Running, `Ready` True, upstream set.
 pub fn routable_upstream(session: &Session) -> Option<&str> {
     let status = session.status.as_ref()?;
-    let ready = session
-        .condition(SessionCondition::Ready)
-        .is_some_and(|c| c.status == "True");
+    let ready = conditions::is_true(&status.conditions, SessionCondition::Ready);
     if status.phase == Some(SessionPhase::Running) && ready {
         status.upstream.as_deref().filter(|u| !u.is_empty())
     } else {

@@ -4,13 +4,13 @@
 //! Session hosts are never allowed: a session runs its owner's code.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::error::ApiError;
 
 /// The set of allowed origins, normalized (`scheme://host[:port]`, lower case).
@@ -48,12 +48,16 @@ fn changes_state(method: &Method) -> bool {
     )
 }
 
-/// The middleware.
-pub async fn check_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The middleware, over the allowlist of the state (shared, not copied per request).
+pub async fn check_origin(
+    State(origins): State<Arc<OriginAllowlist>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if changes_state(req.method())
         && let Some(origin) = req.headers().get(header::ORIGIN)
     {
-        let allowed = origin.to_str().is_ok_and(|o| state.origins().allows(o));
+        let allowed = origin.to_str().is_ok_and(|o| origins.allows(o));
         if !allowed {
             return ApiError::OriginNotAllowed.into_response();
         }

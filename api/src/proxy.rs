@@ -20,10 +20,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::auth::cookie_values;
+use crate::auth::{cookie_values, first_principal};
+use crate::clock::now_secs;
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 use crate::tokens::Principal;
-use crate::{AppState, now_secs};
 
 /// The header the answer names the upstream in (Caddy copies it).
 pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
@@ -42,15 +43,12 @@ async fn cookie_principal(
     headers: &HeaderMap,
     now: i64,
 ) -> Result<Option<Arc<Principal>>, ApiError> {
-    for token in cookie_values(headers, &state.config().cookie.name) {
-        if token.len() > 256 {
-            continue;
-        }
-        if let Some(p) = state.tokens().resolve(state.db(), token, now).await? {
-            return Ok(Some(p));
-        }
-    }
-    Ok(None)
+    first_principal(
+        state,
+        cookie_values(headers, &state.config().cookie.name),
+        now,
+    )
+    .await
 }
 
 async fn session_proxy(State(state): State<AppState>, request: Request) -> Response {

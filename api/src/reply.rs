@@ -5,7 +5,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::request::RequestContext;
+use crate::context::RequestContext;
 
 /// The API version reported in every `meta`.
 pub const API_VERSION: &str = "v2";

@@ -4,67 +4,19 @@
 
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
+use crate::context::{RequestContext, X_REQUEST_ID};
 use crate::error::{ApiError, FieldError, PROBLEM_JSON, Problem};
-
-/// The `X-Request-Id` header.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What every response of one request needs to know about it.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    /// The request id, echoed in `X-Request-Id` and in every body.
-    pub id: Arc<str>,
-    /// The request path without the query (the problem's `instance`; queries may hold tokens).
-    pub path: Arc<str>,
-}
-
-tokio::task_local! {
-    static CURRENT: RequestContext;
-}
-
-impl RequestContext {
-    /// The context of the request being handled (a placeholder outside of one).
-    pub fn current() -> RequestContext {
-        CURRENT
-            .try_with(Clone::clone)
-            .unwrap_or_else(|_| RequestContext {
-                id: Arc::from("unknown"),
-                path: Arc::from(""),
-            })
-    }
-}
-
-/// Accepts a caller's request id only when it is short and plain; otherwise makes one.
-fn request_id(headers: &HeaderMap) -> Arc<str> {
-    if let Some(given) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
-        && !given.is_empty()
-        && given.len() <= 64
-        && given
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Arc::from(given);
-    }
-    // A v4 UUID from the thread-local generator: no system call per request.
-    let bytes: [u8; 16] = rand::random();
-    Arc::from(
-        uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .to_string(),
-    )
-}
+use crate::state::AppState;
 
 /// Routes whose requests are not logged at info level: probes and Caddy's per-request auth.
 fn is_quiet(path: &str) -> bool {
@@ -73,10 +25,7 @@ fn is_quiet(path: &str) -> bool {
 
 /// The outermost middleware: request id, request log, problem rendering of bare errors.
 pub async fn request_context(req: Request, next: Next) -> Response {
-    let ctx = RequestContext {
-        id: request_id(req.headers()),
-        path: Arc::from(req.uri().path()),
-    };
+    let ctx = RequestContext::for_request(req.headers(), req.uri().path());
     let method = req.method().clone();
     let quiet = is_quiet(req.uri().path());
     let logged_uri = if quiet {
@@ -86,7 +35,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     };
     let started = Instant::now();
 
-    let mut response = CURRENT.scope(ctx.clone(), next.run(req)).await;
+    let mut response = ctx.clone().scope(next.run(req)).await;
 
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {

@@ -11,11 +11,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::app::app;
 use crate::auth::{BootstrapError, ensure_admin};
 use crate::backend::SessionBackend;
+use crate::clock::now_secs;
 use crate::config::ApiConfig;
 use crate::db::{Db, DbError};
-use crate::{AppState, app, now_secs, users};
+use crate::state::AppState;
+use crate::users;
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::db::{Db, DbError, on_pool};
+use crate::db::{Db, DbError, execute, on_pool};
 
 /// A user as the rest of the API sees it (no password hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -150,29 +150,25 @@ pub async fn update_user(db: &Db, id: &str, update: &UserUpdate) -> Result<Optio
     if let Some(v) = update.max_sessions {
         user.max_sessions = v;
     }
-    on_pool!(db, |p| sqlx::query(
-        "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4 WHERE id = $1"
-    )
-    .bind(&user.id)
-    .bind(user.is_admin)
-    .bind(user.can_use_internal)
-    .bind(user.max_sessions)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        db,
+        "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4 WHERE id = $1",
+        &user.id,
+        user.is_admin,
+        user.can_use_internal,
+        user.max_sessions
+    )?;
     Ok(Some(user))
 }
 
 /// Sets a user's password hash.
 pub async fn set_password_hash(db: &Db, id: &str, password_hash: &str) -> Result<(), DbError> {
-    on_pool!(db, |p| sqlx::query(
-        "UPDATE users SET password_hash = $2 WHERE id = $1"
-    )
-    .bind(id)
-    .bind(password_hash)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        db,
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        id,
+        password_hash
+    )?;
     Ok(())
 }
 
@@ -184,17 +180,15 @@ pub async fn insert_token(
     now: i64,
     expires_at: i64,
 ) -> Result<(), DbError> {
-    on_pool!(db, |p| sqlx::query(
+    execute!(
+        db,
         "INSERT INTO auth_tokens (token_hash, user_id, created_at, last_used_at, expires_at) \
-         VALUES ($1, $2, $3, $3, $4)"
-    )
-    .bind(token_hash)
-    .bind(user_id)
-    .bind(now)
-    .bind(expires_at)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+         VALUES ($1, $2, $3, $3, $4)",
+        token_hash,
+        user_id,
+        now,
+        expires_at
+    )?;
     Ok(())
 }
 
@@ -212,13 +206,11 @@ pub async fn find_token(db: &Db, token_hash: &str) -> Result<Option<TokenRecord>
 
 /// Revokes a token. Revoking an unknown token is not an error.
 pub async fn delete_token(db: &Db, token_hash: &str) -> Result<(), DbError> {
-    on_pool!(db, |p| sqlx::query(
-        "DELETE FROM auth_tokens WHERE token_hash = $1"
-    )
-    .bind(token_hash)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        db,
+        "DELETE FROM auth_tokens WHERE token_hash = $1",
+        token_hash
+    )?;
     Ok(())
 }
 
@@ -245,21 +237,13 @@ pub async fn touch_tokens(db: &Db, uses: &[(String, i64)]) -> Result<(), DbError
 
 /// Deletes tokens past their absolute expiry or idle longer than `idle_secs`, and stale event tokens.
 pub async fn delete_expired_tokens(db: &Db, now: i64, idle_secs: i64) -> Result<u64, DbError> {
-    let removed = on_pool!(db, |p| sqlx::query(
-        "DELETE FROM auth_tokens WHERE expires_at <= $1 OR last_used_at <= $2"
-    )
-    .bind(now)
-    .bind(now - idle_secs)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    on_pool!(db, |p| sqlx::query(
-        "DELETE FROM event_tokens WHERE expires_at <= $1"
-    )
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    let removed = execute!(
+        db,
+        "DELETE FROM auth_tokens WHERE expires_at <= $1 OR last_used_at <= $2",
+        now,
+        now - idle_secs
+    )?;
+    execute!(db, "DELETE FROM event_tokens WHERE expires_at <= $1", now)?;
     Ok(removed)
 }
 
@@ -270,15 +254,13 @@ pub async fn insert_event_token(
     user_id: &str,
     expires_at: i64,
 ) -> Result<(), DbError> {
-    on_pool!(db, |p| sqlx::query(
-        "INSERT INTO event_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)"
-    )
-    .bind(token_hash)
-    .bind(user_id)
-    .bind(expires_at)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        db,
+        "INSERT INTO event_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        token_hash,
+        user_id,
+        expires_at
+    )?;
     Ok(())
 }
 
@@ -318,14 +300,12 @@ pub async fn set_token_times(
     last_used_at: i64,
     expires_at: i64,
 ) -> Result<(), DbError> {
-    on_pool!(db, |p| sqlx::query(
-        "UPDATE auth_tokens SET last_used_at = $2, expires_at = $3 WHERE token_hash = $1"
-    )
-    .bind(token_hash)
-    .bind(last_used_at)
-    .bind(expires_at)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        db,
+        "UPDATE auth_tokens SET last_used_at = $2, expires_at = $3 WHERE token_hash = $1",
+        token_hash,
+        last_used_at,
+        expires_at
+    )?;
     Ok(())
 }

@@ -107,6 +107,8 @@ vocabulary! {
         ZfsUnavailable,
         WorkspaceReady,
         ContainerRunning,
+        /// The container is stopped (the session stopped, not failed).
+        ContainerStopped,
         /// The session's container and (per policy) dataset were removed on delete.
         CleanedUp,
         // Categories of a failed reconcile pass (Event reason and metric label).

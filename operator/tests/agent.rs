@@ -22,6 +22,7 @@ use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
 use medforge_testkit::bollard::query_parameters::{CreateContainerOptions, KillContainerOptions};
 
 use agent_support::{Env, is_running_and_ready};
+use medforge_operator::agent::testing::http_get;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Deadline for stops and deaths. The agent's resync is an hour in these
@@ -164,15 +165,15 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
 
     // Metrics and health on the agent's own port.
     let metrics_addr = agent.state.borrow().metrics_addr.expect("metrics served");
-    let text = plain_get(metrics_addr, "/metrics").await;
+    let text = http_get(metrics_addr, "/metrics").await;
     assert!(text.contains("medforge_agent_reconciles_total"), "{text}");
     assert!(
         text.contains("medforge_agent_sessions{phase=\"Running\"} 1"),
         "{text}"
     );
     assert!(text.contains("medforge_agent_reconcile_duration_seconds_bucket"));
-    assert!(plain_get(metrics_addr, "/healthz").await.contains("ok"));
-    assert!(plain_get(metrics_addr, "/readyz").await.contains("ready"));
+    assert!(http_get(metrics_addr, "/healthz").await.contains("ok"));
+    assert!(http_get(metrics_addr, "/readyz").await.contains("ready"));
 
     // Stop: seen through the watch (the resync is an hour).
     let asked = Instant::now();
@@ -213,17 +214,6 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     scheduler.abort();
     agent.kill().await;
     env.cleanup().await;
-}
-
-async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,19 +261,7 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
         .wait_for("vanished", "Running", DEADLINE, is_running_and_ready)
         .await;
     let id = env.containers_of(&s).await[0].id.clone().unwrap();
-    env.harness
-        .docker()
-        .remove_container(
-            &id,
-            Some(
-                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    env.remove_container(&id).await;
     let s = env
         .wait_phase("vanished", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
@@ -463,19 +441,7 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
 
     // Its container and dataset removed behind the agent's back first.
     let id = env.containers_of(&hollow).await[0].id.clone().unwrap();
-    env.harness
-        .docker()
-        .remove_container(
-            &id,
-            Some(
-                medforge_testkit::bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+    env.remove_container(&id).await;
     env.wait_phase("hollow", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
     let ds = env.dataset_of(&hollow);
@@ -557,20 +523,8 @@ fn parking_hook(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_at_each_step_restarts_and_converges_with_one_of_everything() {
     let env = Env::new().await;
-    let start_points = [
-        StepKind::Begin,
-        StepKind::CreateDataset,
-        StepKind::ChownWorkspace,
-        StepKind::CreateContainer,
-        StepKind::StartContainer,
-        StepKind::AwaitPort,
-    ];
-    let stop_points = [
-        StepKind::BeginStop,
-        StepKind::StopContainer,
-        StepKind::Snapshot,
-        StepKind::Finish,
-    ];
+    let start_points = StepKind::START;
+    let stop_points = StepKind::STOP;
     let name_of = |k: StepKind| k.as_str().to_lowercase();
     let mut targets = HashMap::new();
     for k in start_points {

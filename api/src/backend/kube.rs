@@ -7,10 +7,11 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use medforge_crds::keys::OWNER_LABEL;
 use medforge_crds::{DesiredState, GpuNode, Session};
 use serde_json::json;
 
-use super::{BackendError, OWNER_LABEL, SessionBackend, WatchEvent};
+use super::contract::{BackendError, SessionBackend, WatchEvent};
 
 /// Field manager the api's writes are recorded under.
 const FIELD_MANAGER: &str = "medforge-api";
@@ -52,6 +53,32 @@ fn map_err(what: &str, err: kube::Error) -> BackendError {
     }
 }
 
+/// The objects a list names.
+async fn list<K>(api: &Api<K>, what: &str, params: &ListParams) -> Result<Vec<K>, BackendError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(params)
+        .await
+        .map(|l| l.items)
+        .map_err(|e| map_err(what, e))
+}
+
+/// A merge patch of one object, under the api's field manager.
+async fn merge_patch<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<K, BackendError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &KubeBackend::patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| map_err(&format!("{kind} {name}"), e))
+}
+
 impl SessionBackend for KubeBackend {
     fn create(&self, session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
         async move {
@@ -87,11 +114,7 @@ impl SessionBackend for KubeBackend {
             if let Some(owner) = owner {
                 lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
             }
-            self.sessions
-                .list(&lp)
-                .await
-                .map(|l| l.items)
-                .map_err(|e| map_err("sessions", e))
+            list(&self.sessions, "sessions", &lp).await
         }
         .boxed()
     }
@@ -102,11 +125,13 @@ impl SessionBackend for KubeBackend {
         state: DesiredState,
     ) -> BoxFuture<'a, Result<Session, BackendError>> {
         async move {
-            let patch = json!({ "spec": { "state": state } });
-            self.sessions
-                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| map_err(&format!("session {name}"), e))
+            merge_patch(
+                &self.sessions,
+                "session",
+                name,
+                json!({ "spec": { "state": state } }),
+            )
+            .await
         }
         .boxed()
     }
@@ -119,11 +144,9 @@ impl SessionBackend for KubeBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             let patch = json!({ "metadata": { "annotations": { key: value } } });
-            self.sessions
-                .patch(name, &Self::patch_params(), &Patch::Merge(&patch))
+            merge_patch(&self.sessions, "session", name, patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| map_err(&format!("session {name}"), e))
+                .map(drop)
         }
         .boxed()
     }
@@ -154,14 +177,7 @@ impl SessionBackend for KubeBackend {
     }
 
     fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
-        async move {
-            self.nodes
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .map_err(|e| map_err("gpunodes", e))
-        }
-        .boxed()
+        async move { list(&self.nodes, "gpunodes", &ListParams::default()).await }.boxed()
     }
 
     fn set_node_unschedulable<'a>(
@@ -171,10 +187,7 @@ impl SessionBackend for KubeBackend {
     ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
         async move {
             let patch = json!({ "spec": { "unschedulable": unschedulable } });
-            self.nodes
-                .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| map_err(&format!("gpunode {node}"), e))
+            merge_patch(&self.nodes, "gpunode", node, patch).await
         }
         .boxed()
     }

@@ -13,18 +13,11 @@ async fn nodes_show_free_and_used_gpus(env: TestEnv) {
         .send()
         .await
         .problem(401, "unauthenticated");
-    t.get("/api/v2/admin/nodes")
-        .cookie(&ada)
-        .send()
+    t.get_as(&ada, "/api/v2/admin/nodes")
         .await
         .problem(403, "admin_required");
     let s = t.session(&ada).await;
-    let nodes = t
-        .get("/api/v2/admin/nodes")
-        .cookie(&admin)
-        .send()
-        .await
-        .data(200);
+    let nodes = t.get_as(&admin, "/api/v2/admin/nodes").await.data(200);
     let node = &nodes[0];
     assert_eq!(node["name"], "node-a");
     assert_eq!(node["ready"], true);
@@ -57,27 +50,41 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
         }
         r.send()
     };
-    post("/api/v2/admin/nodes/node-a/cordon", None)
-        .await
-        .problem(401, "unauthenticated");
-    post("/api/v2/admin/nodes/node-a/cordon", Some(&ada))
-        .await
-        .problem(403, "admin_required");
-    post("/api/v2/admin/nodes/nope/cordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/nope/uncordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
+    for (uri, who, status, code) in [
+        (
+            "/api/v2/admin/nodes/node-a/cordon",
+            None,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/cordon",
+            Some(&ada),
+            403,
+            "admin_required",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/cordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/uncordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+    ] {
+        post(uri, who).await.problem(status, code);
+    }
 
     let node = post("/api/v2/admin/nodes/node-a/cordon", Some(&admin))
         .await
         .data(200);
     assert_eq!(node["unschedulable"], true);
     assert_eq!(node["free"], 0);
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(409, "no_gpu_available");
     let node = post("/api/v2/admin/nodes/node-a/uncordon", Some(&admin))
@@ -115,18 +122,34 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
     .await
     .data(200);
     assert_eq!(node["free"], 4);
-    post("/api/v2/admin/nodes/node-a/gpus/9/cordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/nope/gpus/0/uncordon", Some(&admin))
-        .await
-        .problem(404, "not_found");
-    post("/api/v2/admin/nodes/node-a/gpus/0/cordon", Some(&ada))
-        .await
-        .problem(403, "admin_required");
-    post("/api/v2/admin/nodes/node-a/gpus/0/uncordon", None)
-        .await
-        .problem(401, "unauthenticated");
+    for (uri, who, status, code) in [
+        (
+            "/api/v2/admin/nodes/node-a/gpus/9/cordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/nope/gpus/0/uncordon",
+            Some(&admin),
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/gpus/0/cordon",
+            Some(&ada),
+            403,
+            "admin_required",
+        ),
+        (
+            "/api/v2/admin/nodes/node-a/gpus/0/uncordon",
+            None,
+            401,
+            "unauthenticated",
+        ),
+    ] {
+        post(uri, who).await.problem(status, code);
+    }
 }
 
 async fn admins_list_every_session(env: TestEnv) {
@@ -141,29 +164,16 @@ async fn admins_list_every_session(env: TestEnv) {
         .await
         .data(200);
     t.session(&ada).await;
-    t.post("/api/v2/internal/sessions")
-        .cookie(&bob)
-        .send()
-        .await
-        .data(201);
-    let all = t
-        .get("/api/v2/admin/sessions")
-        .cookie(&admin)
-        .send()
-        .await
-        .data(200);
+    t.post_as(&bob, "/api/v2/internal/sessions").await.data(201);
+    let all = t.get_as(&admin, "/api/v2/admin/sessions").await.data(200);
     assert_eq!(all.as_array().unwrap().len(), 2);
     let bobs = t
-        .get(&format!("/api/v2/admin/sessions?owner={}", bob.id))
-        .cookie(&admin)
-        .send()
+        .get_as(&admin, &format!("/api/v2/admin/sessions?owner={}", bob.id))
         .await
         .data(200);
     assert_eq!(bobs[0]["exposure"], "internal");
     assert_eq!(bobs.as_array().unwrap().len(), 1);
-    t.get("/api/v2/admin/sessions")
-        .cookie(&ada)
-        .send()
+    t.get_as(&ada, "/api/v2/admin/sessions")
         .await
         .problem(403, "admin_required");
     t.get("/api/v2/admin/sessions")
@@ -171,9 +181,7 @@ async fn admins_list_every_session(env: TestEnv) {
         .await
         .problem(401, "unauthenticated");
     assert_eq!(
-        t.get("/api/v2/admin/sessions?state=nope")
-            .cookie(&admin)
-            .send()
+        t.get_as(&admin, "/api/v2/admin/sessions?state=nope")
             .await
             .error_fields(),
         ["state"]
@@ -188,34 +196,27 @@ async fn admins_manage_users(env: TestEnv) {
         emails.push(t.user(&format!("user{i}@example.org")).await);
     }
     // Paginated by email.
-    let res = t
-        .get("/api/v2/admin/users?limit=2")
-        .cookie(&admin)
-        .send()
-        .await;
+    let res = t.get_as(&admin, "/api/v2/admin/users?limit=2").await;
     let body = res.json();
     assert_eq!(res.data(200).as_array().unwrap().len(), 2);
     assert_eq!(body["meta"]["has_more"], true);
     let cursor = body["meta"]["next_cursor"].as_str().unwrap();
     let rest = t
-        .get(&format!("/api/v2/admin/users?limit=2&cursor={cursor}"))
-        .cookie(&admin)
-        .send()
+        .get_as(
+            &admin,
+            &format!("/api/v2/admin/users?limit=2&cursor={cursor}"),
+        )
         .await
         .data(200);
     assert_eq!(rest.as_array().unwrap().len(), 2, "4 users in all");
     assert_eq!(
-        t.get("/api/v2/admin/users?limit=0")
-            .cookie(&admin)
-            .send()
+        t.get_as(&admin, "/api/v2/admin/users?limit=0")
             .await
             .error_fields(),
         ["limit"]
     );
     assert_eq!(
-        t.get("/api/v2/admin/users?cursor=*")
-            .cookie(&admin)
-            .send()
+        t.get_as(&admin, "/api/v2/admin/users?cursor=*")
             .await
             .error_fields(),
         ["cursor"]
@@ -291,18 +292,17 @@ async fn admins_manage_users(env: TestEnv) {
     patch(&admin.id, json!({"is_admin": false}))
         .await
         .problem(409, "last_admin_guard");
-    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", user.id))
-        .cookie(&admin)
-        .body(Some("text/plain"), "{}")
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
-    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", user.id))
-        .cookie(&admin)
-        .body(Some("application/json"), "{")
-        .send()
-        .await
-        .problem(400, "malformed_json");
+    for (content_type, body, status, code) in [
+        ("text/plain", "{}", 415, "unsupported_media_type"),
+        ("application/json", "{", 400, "malformed_json"),
+    ] {
+        t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", user.id))
+            .cookie(&admin)
+            .body(Some(content_type), body)
+            .send()
+            .await
+            .problem(status, code);
+    }
 }
 
 crate::scenarios!(

@@ -45,7 +45,7 @@ async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
         "the raw token is not stored"
     );
     // The cookie works.
-    let me = t.get("/api/v2/me").cookie(&client).send().await;
+    let me = t.get_as(&client, "/api/v2/me").await;
     assert_eq!(me.data(200)["user"]["id"], client.id.as_str());
 }
 
@@ -202,12 +202,11 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
         }
         req.send()
     };
-    attempt("198.51.100.1:5000", None)
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("198.51.100.1:5001", None)
-        .await
-        .problem(401, "invalid_credentials");
+    for peer in ["198.51.100.1:5000", "198.51.100.1:5001"] {
+        attempt(peer, None)
+            .await
+            .problem(401, "invalid_credentials");
+    }
     let limited = attempt("198.51.100.1:5002", None).await;
     limited.problem(429, "rate_limited");
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
@@ -219,27 +218,20 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
         .send()
         .await
         .problem(429, "rate_limited");
-    // Another address has its own bucket.
-    attempt("198.51.100.2:5000", None)
-        .await
-        .problem(401, "invalid_credentials");
-    // Behind the trusted proxy (loopback), X-Forwarded-For names the client.
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(401, "invalid_credentials");
-    attempt("127.0.0.1:4000", Some("203.0.113.5"))
-        .await
-        .problem(429, "rate_limited");
-    attempt("127.0.0.1:4000", Some("203.0.113.6"))
-        .await
-        .problem(401, "invalid_credentials");
-    // An untrusted peer cannot pick its bucket with X-Forwarded-For.
-    attempt("198.51.100.1:5004", Some("203.0.113.99"))
-        .await
-        .problem(429, "rate_limited");
+    let (refused, limited) = ((401, "invalid_credentials"), (429, "rate_limited"));
+    for (peer, forwarded, (status, code)) in [
+        // Another address has its own bucket.
+        ("198.51.100.2:5000", None, refused),
+        // Behind the trusted proxy (loopback), X-Forwarded-For names the client.
+        ("127.0.0.1:4000", Some("203.0.113.5"), refused),
+        ("127.0.0.1:4000", Some("203.0.113.5"), refused),
+        ("127.0.0.1:4000", Some("203.0.113.5"), limited),
+        ("127.0.0.1:4000", Some("203.0.113.6"), refused),
+        // An untrusted peer cannot pick its bucket with X-Forwarded-For.
+        ("198.51.100.1:5004", Some("203.0.113.99"), limited),
+    ] {
+        attempt(peer, forwarded).await.problem(status, code);
+    }
 }
 
 async fn me_needs_a_valid_token(env: TestEnv) {
@@ -279,14 +271,12 @@ async fn logout_revokes_the_token(env: TestEnv) {
             .send()
             .await,
     );
-    t.get("/api/v2/me").cookie(&ada).send().await.data(200);
-    let res = t.post("/api/v2/auth/logout").cookie(&ada).send().await;
+    t.get_as(&ada, "/api/v2/me").await.data(200);
+    let res = t.post_as(&ada, "/api/v2/auth/logout").await;
     assert_eq!(res.data(200)["message"], "Logged out.");
     let cleared = res.header("set-cookie").unwrap();
     assert!(cleared.starts_with("medforge_session=;") && cleared.contains("Max-Age=0"));
-    t.get("/api/v2/me")
-        .cookie(&ada)
-        .send()
+    t.get_as(&ada, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
     let hashed = tokens::hash_hex(&tokens::hash_token(&ada.token));
@@ -297,11 +287,7 @@ async fn logout_revokes_the_token(env: TestEnv) {
             .is_none()
     );
     // Only that token: the other login still works.
-    t.get("/api/v2/me")
-        .cookie(&other_login)
-        .send()
-        .await
-        .data(200);
+    t.get_as(&other_login, "/api/v2/me").await.data(200);
     // Logging out without a token is fine too.
     t.post("/api/v2/auth/logout").send().await.data(200);
 }
@@ -320,9 +306,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
     t.state()
         .tokens()
         .forget(&tokens::hash_token(&absolute.token));
-    t.get("/api/v2/me")
-        .cookie(&absolute)
-        .send()
+    t.get_as(&absolute, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
 
@@ -332,9 +316,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
         .await
         .unwrap();
     t.state().tokens().forget(&tokens::hash_token(&idler.token));
-    t.get("/api/v2/me")
-        .cookie(&idler)
-        .send()
+    t.get_as(&idler, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
 
@@ -373,7 +355,7 @@ async fn tokens_expire_when_idle_and_absolutely(env: TestEnv) {
         .await
         .unwrap();
     t.state().tokens().forget(&tokens::hash_token(&user.token));
-    t.get("/api/v2/me").cookie(&user).send().await.data(200);
+    t.get_as(&user, "/api/v2/me").await.data(200);
     assert_eq!(
         users::find_token(db, &hash)
             .await

@@ -186,6 +186,42 @@ impl TestApp {
         self.req(Method::POST, uri)
     }
 
+    /// GET as `who`.
+    pub async fn get_as(&self, who: &Client, uri: &str) -> Res {
+        self.get(uri).cookie(who).send().await
+    }
+
+    /// POST without a body as `who`.
+    pub async fn post_as(&self, who: &Client, uri: &str) -> Res {
+        self.post(uri).cookie(who).send().await
+    }
+
+    /// Sends `method path` as `who` (anonymous with `None`) and checks the
+    /// answer is the problem `status`/`code`; its body.
+    pub async fn problem(
+        &self,
+        method: Method,
+        path: &str,
+        who: Option<&Client>,
+        status: u16,
+        code: &str,
+    ) -> serde_json::Value {
+        let mut req = self.req(method, path);
+        if let Some(who) = who {
+            req = req.cookie(who);
+        }
+        req.send().await.problem(status, code)
+    }
+
+    /// An event token for `who` (`POST /api/v2/events/token`, 201): the whole `data`.
+    pub async fn event_token(&self, who: &Client) -> serde_json::Value {
+        self.post("/api/v2/events/token")
+            .cookie(who)
+            .send()
+            .await
+            .data(201)
+    }
+
     /// Signs up a user and returns it logged in.
     pub async fn user(&self, email: &str) -> Client {
         let res = self

@@ -127,12 +127,7 @@ async fn event_tokens_are_single_use(env: TestEnv) {
         .send()
         .await
         .problem(401, "unauthenticated");
-    let issued = t
-        .post("/api/v2/events/token")
-        .cookie(&ada)
-        .send()
-        .await
-        .data(201);
+    let issued = t.event_token(&ada).await;
     assert_eq!(issued["expires_in"], 60);
     let token = issued["token"].as_str().unwrap();
     let uri = format!("/api/v2/events?token={token}");
@@ -158,12 +153,7 @@ async fn event_tokens_expire(env: TestEnv) {
         )
         .await;
     let ada = t.user("ada@example.org").await;
-    let issued = t
-        .post("/api/v2/events/token")
-        .cookie(&ada)
-        .send()
-        .await
-        .data(201);
+    let issued = t.event_token(&ada).await;
     let uri = format!("/api/v2/events?token={}", issued["token"].as_str().unwrap());
     t.get(&uri).send().await.problem(401, "unauthenticated");
 }
@@ -205,12 +195,7 @@ fn tokens_never_appear_in_logs() {
     let (login_token, event_token) = rt.block_on(async {
         let t = TestEnv::Sqlite.app().await;
         let ada = t.user("ada@example.org").await;
-        let issued = t
-            .post("/api/v2/events/token")
-            .cookie(&ada)
-            .send()
-            .await
-            .data(201);
+        let issued = t.event_token(&ada).await;
         let token = issued["token"].as_str().unwrap().to_owned();
         let response = t
             .get(&format!("/api/v2/events?token={token}"))

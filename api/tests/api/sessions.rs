@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use axum::http::Method;
+
 use medforge_api::backend::{
     MAX_SESSIONS_ANNOTATION, MemoryBackendConfig, OWNER_LABEL, SLUG_KEY, SchedulerMode,
 };
 use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
-use crate::common::TestEnv;
+use crate::common::{Client, Res, TestApp, TestEnv};
 
 async fn create_binds_and_answers_201(env: TestEnv) {
     let t = env.app().await;
@@ -62,11 +64,7 @@ async fn create_binds_and_answers_201(env: TestEnv) {
         Some("16Gi")
     );
     // An empty body uses the defaults.
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/external/sessions").await;
     assert_eq!(res.data(201)["session"]["gpu_count"], 1);
 }
 
@@ -79,62 +77,52 @@ async fn create_rejects_bad_input(env: TestEnv) {
             .json(body)
             .send()
     };
-    assert_eq!(create(json!({"gpus": 99})).await.error_fields(), ["gpus"]);
-    assert_eq!(create(json!({"gpus": -1})).await.error_fields(), ["gpus"]);
-    assert_eq!(
-        create(json!({"gpus": "two"})).await.error_fields(),
-        ["gpus"]
-    );
-    assert_eq!(
-        create(json!({"pack": "Bad_Pack"})).await.error_fields(),
-        ["pack"]
-    );
-    assert_eq!(
-        create(json!({"idle_timeout": "forever", "max_lifetime": "1d"}))
-            .await
-            .error_fields(),
-        ["idle_timeout", "max_lifetime"]
-    );
-    assert_eq!(
-        create(json!({"resources": {"cpu": "lots", "pids": 1}}))
-            .await
-            .error_fields(),
-        ["resources.cpu", "resources.pids"]
-    );
-    assert_eq!(
-        create(json!({"resources": {"gpu": 1}}))
-            .await
-            .error_fields(),
-        ["resources.gpu"]
-    );
-    assert_eq!(
-        create(json!({"owner": "someone"})).await.error_fields(),
-        ["owner"]
-    );
-    assert_eq!(create(json!([1, 2])).await.error_fields(), ["body"]);
-    t.post("/api/v2/external/sessions?wait=soon")
-        .cookie(&ada)
-        .send()
+    let refused: [(serde_json::Value, &[&str]); 9] = [
+        (json!({"gpus": 99}), &["gpus"]),
+        (json!({"gpus": -1}), &["gpus"]),
+        (json!({"gpus": "two"}), &["gpus"]),
+        (json!({"pack": "Bad_Pack"}), &["pack"]),
+        (
+            json!({"idle_timeout": "forever", "max_lifetime": "1d"}),
+            &["idle_timeout", "max_lifetime"],
+        ),
+        (
+            json!({"resources": {"cpu": "lots", "pids": 1}}),
+            &["resources.cpu", "resources.pids"],
+        ),
+        (json!({"resources": {"gpu": 1}}), &["resources.gpu"]),
+        (json!({"owner": "someone"}), &["owner"]),
+        (json!([1, 2]), &["body"]),
+    ];
+    for (body, fields) in refused {
+        assert_eq!(create(body.clone()).await.error_fields(), fields, "{body}");
+    }
+    t.post_as(&ada, "/api/v2/external/sessions?wait=soon")
         .await
         .problem(422, "validation_failed");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/json"), "{")
-        .send()
-        .await
-        .problem(400, "malformed_json");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/x-www-form-urlencoded"), "gpus=1")
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .body(Some("application/json"), vec![b' '; 200 * 1024])
-        .send()
-        .await
-        .problem(413, "payload_too_large");
+    let malformed: [(&str, Vec<u8>, u16, &str); 3] = [
+        ("application/json", b"{".to_vec(), 400, "malformed_json"),
+        (
+            "application/x-www-form-urlencoded",
+            b"gpus=1".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            vec![b' '; 200 * 1024],
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (content_type, body, status, code) in malformed {
+        t.post("/api/v2/external/sessions")
+            .cookie(&ada)
+            .body(Some(content_type), body)
+            .send()
+            .await
+            .problem(status, code);
+    }
     t.post("/api/v2/external/sessions")
         .json(json!({}))
         .send()
@@ -147,9 +135,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
     let admin = t.admin("root@example.org").await;
-    t.post("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/internal/sessions")
         .await
         .problem(403, "internal_not_allowed");
     assert!(t.backend.sessions().is_empty());
@@ -162,11 +148,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
     .send()
     .await
     .data(200);
-    let res = t
-        .post("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/internal/sessions").await;
     let s = res.data(201)["session"].clone();
     assert_eq!(s["exposure"], "internal");
     assert!(
@@ -176,9 +158,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
             .ends_with(".internal.medforge.test/")
     );
     // Admins may always.
-    t.post("/api/v2/internal/sessions")
-        .cookie(&admin)
-        .send()
+    t.post_as(&admin, "/api/v2/internal/sessions")
         .await
         .data(201);
 }
@@ -216,19 +196,18 @@ async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
         stored.metadata.annotations.unwrap()[MAX_SESSIONS_ANNOTATION],
         "1"
     );
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(409, "user_limit_reached");
     assert_eq!(t.backend.sessions().len(), 1);
     // Once stopped, it no longer counts.
-    t.post(&format!(
-        "/api/v2/external/sessions/{}/stop",
-        first["id"].as_str().unwrap()
-    ))
-    .cookie(&ada)
-    .send()
+    t.post_as(
+        &ada,
+        &format!(
+            "/api/v2/external/sessions/{}/stop",
+            first["id"].as_str().unwrap()
+        ),
+    )
     .await
     .data(202);
     t.session(&ada).await;
@@ -266,39 +245,45 @@ async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
         )
         .await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
-        .await;
+    let res = t.post_as(&ada, "/api/v2/external/sessions").await;
     res.problem(503, "scheduler_timeout");
     assert_eq!(res.header("retry-after"), Some("5"));
     assert!(t.backend.sessions().is_empty());
     // The control plane down: 503 too.
     t.backend.set_reachable(false);
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(503, "control_plane_unavailable");
 }
 
-async fn wait_ready_returns_once_ready(env: TestEnv) {
+/// An app whose create waits `ready_timeout` for Ready and whose simulated
+/// agent starts a session `start_after` binding (never with `None`), ada, and
+/// her first `POST …/sessions?wait=ready`.
+async fn create_waiting_for_ready(
+    env: TestEnv,
+    ready_timeout: Duration,
+    start_after: Option<Duration>,
+) -> (TestApp, Client, Res) {
     let t = env
         .app_with(
-            |c| c.sessions.ready_timeout = Duration::from_secs(5),
+            |c| c.sessions.ready_timeout = ready_timeout,
             MemoryBackendConfig {
-                start_after: Some(Duration::from_millis(50)),
+                start_after,
                 ..MemoryBackendConfig::default()
             },
         )
         .await;
     let ada = t.user("ada@example.org").await;
     let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
+        .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
+    (t, ada, res)
+}
+
+async fn wait_ready_returns_once_ready(env: TestEnv) {
+    let (_t, _ada, res) =
+        create_waiting_for_ready(env, Duration::from_secs(5), Some(Duration::from_millis(50)))
+            .await;
     let data = res.data(201);
     assert_eq!(data["message"], "Session ready.");
     assert_eq!(data["session"]["phase"], "running");
@@ -307,21 +292,7 @@ async fn wait_ready_returns_once_ready(env: TestEnv) {
 }
 
 async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
-    let t = env
-        .app_with(
-            |c| c.sessions.ready_timeout = Duration::from_millis(200),
-            MemoryBackendConfig {
-                start_after: None,
-                ..MemoryBackendConfig::default()
-            },
-        )
-        .await;
-    let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
-        .await;
+    let (t, ada, res) = create_waiting_for_ready(env, Duration::from_millis(200), None).await;
     let data = res.data(202);
     assert_eq!(data["session"]["phase"], "scheduled");
     assert_eq!(data["session"]["ready"], false);
@@ -349,9 +320,7 @@ async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
         }
     });
     let res = t
-        .post("/api/v2/external/sessions?wait=ready")
-        .cookie(&ada)
-        .send()
+        .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
     failer.await.unwrap();
     let problem = res.problem(409, "session_failed");
@@ -381,7 +350,7 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
             None => "/api/v2/external/sessions?limit=1".to_owned(),
             Some(c) => format!("/api/v2/external/sessions?limit=1&cursor={c}"),
         };
-        let res = t.get(&uri).cookie(&ada).send().await;
+        let res = t.get_as(&ada, &uri).await;
         let body = res.json();
         let page = res.data(200);
         assert_eq!(page.as_array().unwrap().len(), 1);
@@ -400,49 +369,37 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
     assert_eq!(got, expected, "each of ada's sessions once, none of bob's");
     // Admins see everyone's; and can filter by owner.
     let all = t
-        .get("/api/v2/external/sessions")
-        .cookie(&admin)
-        .send()
+        .get_as(&admin, "/api/v2/external/sessions")
         .await
         .data(200);
     assert_eq!(all.as_array().unwrap().len(), 4);
     let bob_only = t
-        .get(&format!("/api/v2/external/sessions?owner={}", bob.id))
-        .cookie(&admin)
-        .send()
+        .get_as(
+            &admin,
+            &format!("/api/v2/external/sessions?owner={}", bob.id),
+        )
         .await
         .data(200);
     assert_eq!(bob_only[0]["id"], bobs["id"]);
     assert_eq!(bob_only.as_array().unwrap().len(), 1);
     // State filter.
-    t.post(&format!("/api/v2/external/sessions/{}/stop", ids[0]))
-        .cookie(&ada)
-        .send()
+    t.post_as(&ada, &format!("/api/v2/external/sessions/{}/stop", ids[0]))
         .await
         .data(202);
     t.wait_phase(&ids[0], "stopped").await;
     let stopped = t
-        .get("/api/v2/external/sessions?state=stopped")
-        .cookie(&ada)
-        .send()
+        .get_as(&ada, "/api/v2/external/sessions?state=stopped")
         .await
         .data(200);
     assert_eq!(stopped.as_array().unwrap().len(), 1);
     assert_eq!(stopped[0]["id"], ids[0].as_str());
     let active = t
-        .get("/api/v2/external/sessions?state=active")
-        .cookie(&ada)
-        .send()
+        .get_as(&ada, "/api/v2/external/sessions?state=active")
         .await
         .data(200);
     assert_eq!(active.as_array().unwrap().len(), 2);
     // The internal list is separate.
-    let internal = t
-        .get("/api/v2/internal/sessions")
-        .cookie(&ada)
-        .send()
-        .await
-        .data(200);
+    let internal = t.get_as(&ada, "/api/v2/internal/sessions").await.data(200);
     assert!(internal.as_array().unwrap().is_empty());
     // Errors.
     let bad = |q: &str| {
@@ -473,27 +430,25 @@ async fn get_shows_one_session_to_its_owner(env: TestEnv) {
     let id = s["id"].as_str().unwrap();
     t.wait_phase(id, "running").await;
     let path = format!("/api/v2/external/sessions/{id}");
-    let got = t.get(&path).cookie(&ada).send().await.data(200);
+    let got = t.get_as(&ada, &path).await.data(200);
     assert_eq!(got["id"], id);
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
-    t.get(&path).cookie(&admin).send().await.data(200);
-    t.get(&path)
-        .cookie(&bob)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.get(&path).send().await.problem(401, "unauthenticated");
-    t.get("/api/v2/external/sessions/nope")
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.get(&format!("/api/v2/internal/sessions/{id}"))
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
+    t.get_as(&admin, &path).await.data(200);
+    let internal = format!("/api/v2/internal/sessions/{id}");
+    for (path, who, status, code) in [
+        (path.as_str(), Some(&bob), 404, "not_found"),
+        (path.as_str(), None, 401, "unauthenticated"),
+        (
+            "/api/v2/external/sessions/nope",
+            Some(&ada),
+            404,
+            "not_found",
+        ),
+        (internal.as_str(), Some(&ada), 404, "not_found"),
+    ] {
+        t.problem(Method::GET, path, who, status, code).await;
+    }
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
@@ -503,19 +458,20 @@ async fn stop_is_idempotent(env: TestEnv) {
     let s = t.session(&ada).await;
     let id = s["id"].as_str().unwrap();
     let path = format!("/api/v2/external/sessions/{id}/stop");
-    t.post(&path)
-        .cookie(&bob)
-        .send()
-        .await
-        .problem(404, "not_found");
-    t.post(&path).send().await.problem(401, "unauthenticated");
-    t.post("/api/v2/external/sessions/nope/stop")
-        .cookie(&ada)
-        .send()
-        .await
-        .problem(404, "not_found");
+    for (path, who, status, code) in [
+        (path.as_str(), Some(&bob), 404, "not_found"),
+        (path.as_str(), None, 401, "unauthenticated"),
+        (
+            "/api/v2/external/sessions/nope/stop",
+            Some(&ada),
+            404,
+            "not_found",
+        ),
+    ] {
+        t.problem(Method::POST, path, who, status, code).await;
+    }
 
-    let first = t.post(&path).cookie(&ada).send().await.data(202);
+    let first = t.post_as(&ada, &path).await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
     assert_eq!(
@@ -523,7 +479,7 @@ async fn stop_is_idempotent(env: TestEnv) {
         DesiredState::Stopped
     );
     t.wait_phase(id, "stopped").await;
-    let again = t.post(&path).cookie(&ada).send().await.data(202);
+    let again = t.post_as(&ada, &path).await.data(202);
     assert_eq!(again["message"], "Session is already terminal.");
     assert_eq!(again["session"]["phase"], "stopped");
     assert!(again["session"]["stopped_at"].as_str().is_some());
@@ -572,8 +528,71 @@ impl crate::common::TestApp {
     }
 }
 
+/// The create workflow without HTTP: a principal and a body in, a bound
+/// session out; a body the api refuses never reaches the control plane.
+async fn create_session_is_a_function_of_its_own(env: TestEnv) {
+    use medforge_api::sessions::{CreateSession, Created, create_session};
+    use medforge_api::tokens::Principal;
+    use medforge_crds::Exposure;
+
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let user = medforge_api::users::get_user(t.state().db(), &ada.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let principal = Principal {
+        user,
+        token_hash: [0; 32],
+    };
+    let body = CreateSession {
+        gpus: Some(1),
+        ..CreateSession::default()
+    };
+    let created = create_session(t.state(), &principal, Exposure::External, body, false)
+        .await
+        .unwrap();
+    let Created::Scheduled(entry) = created else {
+        panic!("{created:?}");
+    };
+    let stored = t.backend.session(&entry.name).expect("the Session exists");
+    assert_eq!(stored.spec.owner, ada.id);
+    assert_eq!(stored.spec.gpus, 1);
+
+    let bad = CreateSession {
+        idle_timeout: Some("1d".into()),
+        ..CreateSession::default()
+    };
+    let err = create_session(t.state(), &principal, Exposure::External, bad, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, medforge_api::ApiError::Validation(e) if e[0].field == "idle_timeout"),
+        "{err:?}"
+    );
+    let refused = create_session(
+        t.state(),
+        &principal,
+        Exposure::Internal,
+        CreateSession::default(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, medforge_api::ApiError::Forbidden { code, .. } if *code == "internal_not_allowed"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.backend.sessions().len(),
+        1,
+        "only the first reached the control plane"
+    );
+}
+
 crate::scenarios!(
     create_binds_and_answers_201,
+    create_session_is_a_function_of_its_own,
     create_rejects_bad_input,
     internal_sessions_need_permission,
     refused_sessions_give_409_and_leave_nothing,

@@ -39,7 +39,7 @@ async fn cordon_with_a_name_that_cannot_be_a_node_is_404_naming_it(env: TestEnv)
             "é", "nöde", "a\u{0}b", "a\nb", "a\u{7f}", "Node-A", "a/b", "-a", "a b",
         ] {
             let path = format!("/api/v2/admin/nodes/{}/{action}", encode(bad));
-            let res = t.post(&path).cookie(&admin).send().await;
+            let res = t.post_as(&admin, &path).await;
             let problem = res.problem(404, "not_found");
             assert_eq!(problem["errors"][0]["field"], "node", "{problem}");
             assert!(
@@ -50,17 +50,16 @@ async fn cordon_with_a_name_that_cannot_be_a_node_is_404_naming_it(env: TestEnv)
     }
     // A name that could be a node's does reach the control plane: then, and
     // only then, an outage is an outage.
-    t.post("/api/v2/admin/nodes/node-a/cordon")
-        .cookie(&admin)
-        .send()
+    t.post_as(&admin, "/api/v2/admin/nodes/node-a/cordon")
         .await
         .problem(503, "control_plane_unavailable");
     t.backend.set_reachable(true);
-    t.post(&format!("/api/v2/admin/nodes/{}/cordon", encode("é")))
-        .cookie(&admin)
-        .send()
-        .await
-        .problem(404, "not_found");
+    t.post_as(
+        &admin,
+        &format!("/api/v2/admin/nodes/{}/cordon", encode("é")),
+    )
+    .await
+    .problem(404, "not_found");
 }
 
 /// A value for each path parameter that names nothing but follows its rule.

@@ -80,7 +80,7 @@ impl DockerContainers {
                 )])),
             }))
             .await
-            .map_err(|e| classify("list", "networks", e))?;
+            .map_err(|e| classify(Op::List, "networks", e))?;
         let mut same: Vec<_> = list
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
@@ -123,13 +123,48 @@ fn error_text(e: &BollardError) -> String {
     }
 }
 
+/// What the agent asked Docker to do, for its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    List,
+    Inspect,
+    Create,
+    /// A container create: a 409 is a taken name, a 404 a missing image
+    /// (or network).
+    CreateContainer,
+    Start,
+    Stop,
+    Remove,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::List => "list",
+            Op::Inspect => "inspect",
+            Op::Create => "create",
+            Op::CreateContainer => "create a container",
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Remove => "remove",
+        }
+    }
+}
+
+/// Whether a 404 is about the network (rather than the container or image).
+fn names_the_network(message: &str) -> bool {
+    message.contains("network")
+}
+
 /// Maps a bollard error: connection-level failures mean Docker is down.
-fn classify(action: &str, what: &str, e: BollardError) -> ContainerError {
+/// The one place Docker's answers are read.
+fn classify(op: Op, what: &str, e: BollardError) -> ContainerError {
+    let action = op.verb();
     match e {
         BollardError::DockerResponseServerError {
             status_code: 404,
             message,
-        } if message.contains("network") => ContainerError::NetworkMissing {
+        } if names_the_network(&message) => ContainerError::NetworkMissing {
             what: what.to_string(),
             message,
         },
@@ -142,7 +177,7 @@ fn classify(action: &str, what: &str, e: BollardError) -> ContainerError {
         BollardError::DockerResponseServerError {
             status_code: 409,
             message,
-        } if action == "create a container" => ContainerError::Conflict {
+        } if op == Op::CreateContainer => ContainerError::Conflict {
             name: format!("{what} ({message})"),
         },
         BollardError::DockerResponseServerError {
@@ -298,7 +333,7 @@ impl Containers for DockerContainers {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(classify("inspect", &format!("container {name_or_id}"), e)),
+            Err(e) => Err(classify(Op::Inspect, &format!("container {name_or_id}"), e)),
         }
     }
 
@@ -318,7 +353,7 @@ impl Containers for DockerContainers {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| classify("list", "containers", e))?;
+            .map_err(|e| classify(Op::List, "containers", e))?;
         Ok(list
             .into_iter()
             .map(|c| ContainerSummary {
@@ -342,7 +377,7 @@ impl Containers for DockerContainers {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(e) => Err(classify("inspect", &format!("image {image}"), e)),
+            Err(e) => Err(classify(Op::Inspect, &format!("image {image}"), e)),
         }
     }
 
@@ -364,7 +399,7 @@ impl Containers for DockerContainers {
             | Err(BollardError::DockerResponseServerError {
                 status_code: 409, ..
             }) => {}
-            Err(e) => return Err(classify("create", &format!("network {name}"), e)),
+            Err(e) => return Err(classify(Op::Create, &format!("network {name}"), e)),
         }
         // Engine 20.10 lets two creates race to two networks of one name.
         self.dedupe_network(name).await.map(drop)
@@ -385,10 +420,10 @@ impl Containers for DockerContainers {
                 BollardError::DockerResponseServerError {
                     status_code: 404,
                     message,
-                } if !message.contains("network") => ContainerError::NotFound {
+                } if !names_the_network(&message) => ContainerError::NotFound {
                     what: format!("image {} ({message})", spec.image),
                 },
-                other => classify("create a container", &spec.name, other),
+                other => classify(Op::CreateContainer, &spec.name, other),
             })?;
         Ok(created.id)
     }
@@ -400,7 +435,7 @@ impl Containers for DockerContainers {
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => Err(classify("start", &format!("container {id}"), e)),
+            Err(e) => Err(classify(Op::Start, &format!("container {id}"), e)),
         }
     }
 
@@ -422,7 +457,7 @@ impl Containers for DockerContainers {
                 status_code: 304 | 404,
                 ..
             }) => Ok(()),
-            Err(e) => Err(classify("stop", &format!("container {id}"), e)),
+            Err(e) => Err(classify(Op::Stop, &format!("container {id}"), e)),
         }
     }
 
@@ -448,7 +483,7 @@ impl Containers for DockerContainers {
                 status_code: 409,
                 message,
             }) if message.contains("already in progress") => Ok(()),
-            Err(e) => Err(classify("remove", &format!("container {id}"), e)),
+            Err(e) => Err(classify(Op::Remove, &format!("container {id}"), e)),
         }
     }
 }

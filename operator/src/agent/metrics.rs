@@ -272,16 +272,7 @@ mod tests {
         );
         let (addr, serve) = bind("127.0.0.1:0".parse().unwrap(), app).await.unwrap();
         let server = tokio::spawn(serve);
-        let get = |path: &'static str| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
+        let get = |path: &'static str| crate::agent::testing::http_get(addr, path);
         assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
         let r = get("/readyz").await;
         assert!(r.starts_with("HTTP/1.0 503"), "{r}");

@@ -1,7 +1,7 @@
 //! The node agent's runtimes behind small traits: containers (Docker),
 //! workspaces (ZFS) and the cluster (the Kubernetes API). The reconciler is
 //! written against these traits only, so its logic is tested with the fakes
-//! of `fixtures.rs`; `docker.rs`, `zfs.rs` and [`KubeCluster`] are the real
+//! of `testing`; `docker.rs`, `zfs.rs` and [`KubeCluster`] are the real
 //! implementations, tested against the real things.
 
 use std::collections::BTreeMap;
@@ -209,10 +209,48 @@ pub enum WorkspaceError {
     Unavailable { cause: String },
     #[error("{what} does not exist")]
     NotFound { what: String },
+    /// ZFS refused the command; `why` says what about, `stderr` is its own
+    /// words (shown to users).
     #[error("`{command}` failed: {stderr}")]
-    Failed { command: String, stderr: String },
+    Refused {
+        command: String,
+        stderr: String,
+        why: Refusal,
+    },
     #[error("{path}: {cause}")]
     Io { path: String, cause: String },
+}
+
+impl WorkspaceError {
+    /// A file system operation on `path` failed.
+    pub fn io(path: &Path, cause: impl std::fmt::Display) -> WorkspaceError {
+        WorkspaceError::Io {
+            path: path.display().to_string(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// Whether ZFS refused the command for that reason.
+    pub fn is_refusal(&self, reason: &Refusal) -> bool {
+        matches!(self, WorkspaceError::Refused { why, .. } if why == reason)
+    }
+}
+
+/// What a refused workspace command was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The dataset or snapshot to make already exists.
+    AlreadyExists,
+    AlreadyMounted,
+    NotMounted,
+    /// The dataset is in use; trying again shortly may work.
+    Busy,
+    /// Other datasets were cloned from the dataset's snapshots (named here).
+    DependentClones(Vec<String>),
+    /// The dataset was made but could not be mounted.
+    CannotMount,
+    /// Anything else (out of space, a property ZFS does not take, …).
+    Other,
 }
 
 /// Workspace datasets and snapshots on this node.

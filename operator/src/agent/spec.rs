@@ -241,7 +241,7 @@ pub fn container_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::fixtures;
+    use crate::agent::testing as fixtures;
 
     #[test]
     fn names() {

@@ -15,7 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use medforge_crds::ComponentHealth;
 use tokio::process::Command;
 
-use super::runtime::{DatasetObs, Destroyed, WorkspaceError, Workspaces};
+use super::runtime::{DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces};
 
 /// ZFS through the `zfs` program.
 #[derive(Debug, Clone)]
@@ -35,11 +35,47 @@ fn busy_backoff() -> ExponentialBuilder {
 }
 
 fn is_busy(e: &WorkspaceError) -> bool {
-    matches!(e, WorkspaceError::Failed { stderr, .. } if stderr.contains("busy"))
+    e.is_refusal(&Refusal::Busy)
 }
 
 fn is_missing(stderr: &str) -> bool {
     stderr.contains("does not exist") || stderr.contains("no such pool")
+}
+
+/// What a failed `zfs` command's answer means: the one place ZFS's words
+/// are read. `args` are the command's arguments (the last names the object).
+fn classify(command: String, args: &[&str], stderr: String) -> WorkspaceError {
+    if stderr.contains("failed to initialize ZFS library")
+        || stderr.contains("zfs-fuse daemon is running")
+        || stderr.contains("/dev/zfs")
+    {
+        return WorkspaceError::Unavailable { cause: stderr };
+    }
+    if is_missing(&stderr) {
+        return WorkspaceError::NotFound {
+            what: format!("{} ({stderr})", args.last().copied().unwrap_or("")),
+        };
+    }
+    let why = if stderr.contains("already exists") {
+        Refusal::AlreadyExists
+    } else if stderr.contains("already mounted") {
+        Refusal::AlreadyMounted
+    } else if stderr.contains("not currently mounted") || stderr.contains("not mounted") {
+        Refusal::NotMounted
+    } else if stderr.contains("busy") {
+        Refusal::Busy
+    } else if stderr.contains("dependent clones") {
+        Refusal::DependentClones(dependent_clones(&stderr))
+    } else if stderr.contains("cannot mount") {
+        Refusal::CannotMount
+    } else {
+        Refusal::Other
+    };
+    WorkspaceError::Refused {
+        command,
+        stderr,
+        why,
+    }
 }
 
 impl ZfsWorkspaces {
@@ -68,18 +104,7 @@ impl ZfsWorkspaces {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stderr.contains("failed to initialize ZFS library")
-            || stderr.contains("zfs-fuse daemon is running")
-            || stderr.contains("/dev/zfs")
-        {
-            return Err(WorkspaceError::Unavailable { cause: stderr });
-        }
-        if is_missing(&stderr) {
-            return Err(WorkspaceError::NotFound {
-                what: format!("{} ({stderr})", args.last().copied().unwrap_or("")),
-            });
-        }
-        Err(WorkspaceError::Failed { command, stderr })
+        Err(classify(command, &args, stderr))
     }
 
     /// ZFS's health for the GpuNode: the pool of `root` answers.
@@ -101,28 +126,23 @@ impl ZfsWorkspaces {
 
     /// Creates the root dataset (and its parents) unless it exists.
     pub async fn ensure_root(&self, root: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["create", "-p", root]).await {
+        self.run_unless(&["create", "-p", root], Refusal::AlreadyExists)
+            .await
+    }
+
+    /// Runs `zfs ARGS…` for its effect; refused for `done` means it is done.
+    async fn run_unless(&self, args: &[&str], done: Refusal) -> Result<(), WorkspaceError> {
+        match self.run(args).await {
             Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
-                Ok(())
-            }
+            Err(e) if e.is_refusal(&done) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn unmount(&self, dataset: &str) -> Result<(), WorkspaceError> {
-        let once = || async {
-            match self.run(&["unmount", dataset]).await {
-                Err(WorkspaceError::Failed { stderr, .. })
-                    if stderr.contains("not currently mounted")
-                        || stderr.contains("not mounted") =>
-                {
-                    Ok(String::new())
-                }
-                other => other,
-            }
-        };
-        once.retry(busy_backoff()).when(is_busy).await.map(drop)
+        let args = ["unmount", dataset];
+        let once = || self.run_unless(&args, Refusal::NotMounted);
+        once.retry(busy_backoff()).when(is_busy).await
     }
 }
 
@@ -263,37 +283,23 @@ impl Workspaces for ZfsWorkspaces {
     }
 
     async fn mount(&self, dataset: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["mount", dataset]).await {
-            Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already mounted") => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        self.run_unless(&["mount", dataset], Refusal::AlreadyMounted)
+            .await
     }
 
     async fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), WorkspaceError> {
         let p = path.to_path_buf();
         tokio::task::spawn_blocking(move || std::os::unix::fs::chown(&p, Some(uid), Some(gid)))
             .await
-            .map_err(|e| WorkspaceError::Io {
-                path: path.display().to_string(),
-                cause: e.to_string(),
-            })?
-            .map_err(|e| WorkspaceError::Io {
-                path: path.display().to_string(),
-                cause: format!("cannot change the owner to {uid}:{gid}: {e}"),
+            .map_err(|e| WorkspaceError::io(path, e))?
+            .map_err(|e| {
+                WorkspaceError::io(path, format!("cannot change the owner to {uid}:{gid}: {e}"))
             })
     }
 
     async fn snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
-        match self.run(&["snapshot", snapshot]).await {
-            Ok(_) => Ok(()),
-            Err(WorkspaceError::Failed { stderr, .. }) if stderr.contains("already exists") => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        self.run_unless(&["snapshot", snapshot], Refusal::AlreadyExists)
+            .await
     }
 
     async fn destroy(&self, dataset: &str) -> Result<Destroyed, WorkspaceError> {
@@ -310,11 +316,10 @@ impl Workspaces for ZfsWorkspaces {
         };
         match destroy.retry(busy_backoff()).when(is_busy).await {
             Ok(_) => Ok(Destroyed::Destroyed),
-            Err(WorkspaceError::Failed { stderr, command }) => {
-                let clones = dependent_clones(&stderr);
-                if clones.is_empty() {
-                    return Err(WorkspaceError::Failed { command, stderr });
-                }
+            Err(WorkspaceError::Refused {
+                why: Refusal::DependentClones(clones),
+                ..
+            }) if !clones.is_empty() => {
                 // Another workspace was restored from one of its snapshots:
                 // promote it (it takes the snapshots it depends on), then
                 // the dataset can go without touching the other workspace.
@@ -343,6 +348,55 @@ fn pool_problem(pool: &str, error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zfs_answers_become_typed_errors() {
+        let answer = |stderr: &str| classify("zfs x p/a".into(), &["x", "p/a"], stderr.into());
+        let refusal = |stderr: &str| match answer(stderr) {
+            WorkspaceError::Refused { why, .. } => why,
+            other => panic!("{stderr:?} gave {other:?}"),
+        };
+        assert_eq!(
+            refusal("cannot create 'p/a': dataset already exists"),
+            Refusal::AlreadyExists
+        );
+        assert_eq!(
+            refusal("cannot destroy 'p/a': dataset is busy"),
+            Refusal::Busy
+        );
+        assert_eq!(
+            refusal("cannot unmount 'p/a': not currently mounted"),
+            Refusal::NotMounted
+        );
+        assert_eq!(
+            refusal("cannot mount 'p/a': filesystem already mounted"),
+            Refusal::AlreadyMounted
+        );
+        assert_eq!(
+            refusal("filesystem successfully created, but cannot mount: Input/output error"),
+            Refusal::CannotMount
+        );
+        assert_eq!(
+            refusal(
+                "cannot destroy 'p/a': filesystem has dependent clones\nuse '-R' to destroy the following datasets:\np/b"
+            ),
+            Refusal::DependentClones(vec!["p/b".into()])
+        );
+        assert_eq!(refusal("cannot create 'p/a': out of space"), Refusal::Other);
+        // ZFS's own words are what users see.
+        assert_eq!(
+            answer("cannot create 'p/a': out of space").to_string(),
+            "`zfs x p/a` failed: cannot create 'p/a': out of space"
+        );
+        assert!(matches!(
+            answer("cannot open 'p/a': dataset does not exist"),
+            WorkspaceError::NotFound { .. }
+        ));
+        assert!(matches!(
+            answer("failed to initialize ZFS library"),
+            WorkspaceError::Unavailable { .. }
+        ));
+    }
 
     #[test]
     fn dependent_clones_are_read_from_the_error() {

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
+use medforge_crds::quantity;
 use regex_lite::Regex;
 use serde_json::{Value, json};
 
@@ -252,6 +253,14 @@ pub const MAX_SESSIONS_MIN: i64 = 0;
 /// A user's session limit override.
 pub const MAX_SESSIONS_MAX: i64 = 1000;
 
+/// The field error of a page size out of bounds.
+pub fn limit_error() -> FieldError {
+    FieldError::new(
+        "limit",
+        format!("must be between {} and {}", LIMIT_MIN, LIMIT_MAX),
+    )
+}
+
 /// The `state` filter of the session lists: a phase, or `active`.
 pub const LIST_STATES: [&str; 8] = [
     "pending",
@@ -267,28 +276,38 @@ pub const LIST_STATES: [&str; 8] = [
 /// The values of create's `wait` parameter.
 pub const WAIT_VALUES: [&str; 1] = ["ready"];
 
-/// Checks a CPU limit and returns it in nano-CPUs, as the node agent will read it.
+/// Checks a CPU limit and returns it in nano-CPUs: read by
+/// `medforge_crds::quantity`, the parser the node agent uses, then held to the
+/// api's policy, the notation and range [`CPU`] publishes.
 pub fn cpu(field: &str, value: &str) -> Result<i64, FieldError> {
+    let nanos = quantity::parse_nano_cpus(value).map_err(|_| CPU.error(field))?;
     CPU.check(field, value)?;
-    medforge_crds::quantity::parse_nano_cpus(value).map_err(|_| CPU.error(field))
+    Ok(nanos)
 }
 
 /// Least memory limit Docker accepts, in bytes (6Mi).
 pub const MIN_SIZE_BYTES: u64 = 6 * 1024 * 1024;
 
-/// Checks a size (memory, /dev/shm) and returns it in bytes, as the node agent will read it.
+/// Checks a size (memory, /dev/shm) and returns it in bytes: read by
+/// `medforge_crds::quantity`, then held to the api's policy, the notation
+/// [`SIZE`] publishes and [`MIN_SIZE_BYTES`] and up.
 pub fn size(field: &str, value: &str) -> Result<u64, FieldError> {
-    SIZE.check(field, value)?;
-    match medforge_crds::quantity::parse_bytes(value) {
-        Ok(b) if b >= MIN_SIZE_BYTES && i64::try_from(b).is_ok() => Ok(b),
+    match quantity::parse_bytes(value) {
+        Ok(b) if b >= MIN_SIZE_BYTES && i64::try_from(b).is_ok() => {
+            SIZE.check(field, value)?;
+            Ok(b)
+        }
         _ => Err(SIZE.error(field)),
     }
 }
 
-/// Checks a duration and returns it, as the operator will read it.
+/// Checks a duration and returns it: read by `medforge_crds::quantity`, the
+/// parser the operator uses, then held to the api's policy, the notation and
+/// range [`DURATION`] publishes.
 pub fn duration(field: &str, value: &str) -> Result<std::time::Duration, FieldError> {
+    let parsed = quantity::parse_duration(value).map_err(|_| DURATION.error(field))?;
     DURATION.check(field, value)?;
-    medforge_crds::quantity::parse_duration(value).map_err(|_| DURATION.error(field))
+    Ok(parsed)
 }
 
 /// Checks an email and returns it as stored: surrounding ASCII white space
@@ -298,106 +317,8 @@ pub fn email(field: &str, value: &str) -> Result<String, FieldError> {
     Ok(value.trim_ascii().to_ascii_lowercase())
 }
 
-/// Integers as JSON Schema counts them: `4` and `4.0` alike (a generator of
-/// documented-valid bodies may send either). For query strings, the decimal
-/// text of one (`4`, `4.0`). Used with `#[serde(deserialize_with = …)]`.
-pub mod int {
-    use std::fmt;
-
-    use serde::de::{Deserialize, Deserializer, Error, Unexpected, Visitor};
-
-    /// An integer read from JSON (`text: false`) or from a query string (`text: true`).
-    struct Int<const TEXT: bool>(i128);
-
-    struct IntVisitor<const TEXT: bool>;
-
-    impl<'de, const TEXT: bool> Visitor<'de> for IntVisitor<TEXT> {
-        type Value = Int<TEXT>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an integer")
-        }
-        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Int(i128::from(v)))
-        }
-        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Int(i128::from(v)))
-        }
-        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
-            if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e30 {
-                Ok(Int(v as i128))
-            } else {
-                Err(E::invalid_type(Unexpected::Float(v), &self))
-            }
-        }
-        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
-            if !TEXT {
-                return Err(E::invalid_type(Unexpected::Str(v), &self));
-            }
-            parse_text(v)
-                .map(Int)
-                .ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
-        }
-    }
-
-    /// `4`, `+4`, `-4`, `4.0`: the decimal text of an integer.
-    pub fn parse_text(v: &str) -> Option<i128> {
-        if let Ok(n) = v.parse::<i128>() {
-            return Some(n);
-        }
-        let (whole, zeros) = v.split_once('.')?;
-        (!zeros.is_empty() && zeros.bytes().all(|b| b == b'0'))
-            .then(|| whole.parse::<i128>().ok())
-            .flatten()
-    }
-
-    impl<'de, const TEXT: bool> Deserialize<'de> for Int<TEXT> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            if TEXT {
-                d.deserialize_str(IntVisitor::<TEXT>)
-            } else {
-                d.deserialize_any(IntVisitor::<TEXT>)
-            }
-        }
-    }
-
-    fn narrow<T: TryFrom<i128>, E: Error>(v: i128) -> Result<T, E> {
-        T::try_from(v).map_err(|_| {
-            E::invalid_value(
-                Unexpected::Other("an integer out of range"),
-                &"a smaller integer",
-            )
-        })
-    }
-
-    /// An optional `u32` in a JSON body (`null` is absent).
-    pub fn body_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        Option::<Int<false>>::deserialize(d)?
-            .map(|Int(v)| narrow(v))
-            .transpose()
-    }
-
-    /// An optional `i64` in a JSON body (`null` is absent).
-    pub fn body_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Option::<Int<false>>::deserialize(d)?
-            .map(|Int(v)| narrow(v))
-            .transpose()
-    }
-
-    /// An `i64` or `null` in a JSON body, told apart from an absent field
-    /// (`Some(None)` for `null`; use with `#[serde(default)]`).
-    pub fn body_nullable_i64<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Option<i64>>, D::Error> {
-        body_i64(d).map(Some)
-    }
-
-    /// An optional `u32` in a query string.
-    pub fn query_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        let Int::<true>(v) = Int::deserialize(d)?;
-        narrow(v).map(Some)
-    }
-}
+pub mod int;
+pub mod schema;
 
 /// A nested object of a JSON body, or `null` (absent). serde's derive would
 /// also read a struct from an array of its fields in order (`[null, null]`),
@@ -446,196 +367,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, FileFailurePersistence};
-
-    fn config(cases: u32) -> Config {
-        Config {
-            cases,
-            failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-            ..Config::default()
-        }
-    }
-
-    /// Values generated from a rule's own pattern (anchors stripped).
-    fn from_pattern(rule: &Rule) -> impl Strategy<Value = String> {
-        let p = rule.pattern.expect("a pattern");
-        let inner = p.strip_prefix('^').unwrap().strip_suffix('$').unwrap();
-        proptest::string::string_regex(inner).unwrap()
-    }
-
-    fn crd(pattern: &str) -> Regex {
-        Regex::new(pattern).unwrap()
-    }
-
-    #[test]
-    fn every_pattern_compiles_and_is_anchored() {
-        for rule in [
-            KUBE_NAME,
-            PACK_NAME,
-            USER_ID,
-            GPU_REF,
-            CPU,
-            SIZE,
-            DURATION,
-            EMAIL,
-            SESSION_CURSOR,
-            USERS_CURSOR,
-            EVENT_TOKEN,
-        ] {
-            let p = rule.pattern.unwrap();
-            assert!(p.starts_with('^') && p.ends_with('$'), "{p}");
-            assert!(
-                !p.contains(r"\s") && !p.contains(r"\d") && !p.contains(r"\w"),
-                "{p}"
-            );
-            assert!(rule.matches(rule.example), "{} rejects its example", p);
-            compiled(p);
-        }
-        assert!(NEW_PASSWORD.matches(NEW_PASSWORD.example));
-    }
-
-    #[test]
-    fn cpu_values_the_pattern_admits_run_on_the_node_agent() {
-        let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
-        proptest!(config(2000), |(v in from_pattern(&CPU))| {
-            prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
-            let nanos = cpu("cpu", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
-            // Docker takes 0.01 CPU and up.
-            prop_assert!(nanos >= 10_000_000, "{v} is {nanos} nano-CPUs");
-        });
-        for ok in ["2", "0.5", "0.01", "1.25", "500m", "10m", "9999.999"] {
-            assert!(cpu("cpu", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "0", "0.0", "0.001", "1m", "9m", "-1", "+1", "1e3", "1.", ".5", "2 ", "1Gi", "",
-        ] {
-            assert!(cpu("cpu", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sizes_the_pattern_admits_run_on_the_node_agent() {
-        let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
-        proptest!(config(2000), |(v in from_pattern(&SIZE))| {
-            prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
-            let bytes = size("memory", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
-            prop_assert!(bytes >= MIN_SIZE_BYTES);
-        });
-        for ok in [
-            "6Mi", "7M", "16Gi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000",
-        ] {
-            assert!(size("memory", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "5Mi", "6M", "1", "0", "0.5Gi", "1e9", "-1Gi", "1Ei", "9999Ki", "16gi",
-        ] {
-            assert!(size("memory", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn durations_the_pattern_admits_parse() {
-        let crd_pattern = crd(medforge_crds::schema::DURATION_PATTERN);
-        proptest!(config(2000), |(v in from_pattern(&DURATION))| {
-            prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD duration");
-            prop_assert!(duration("idle_timeout", &v).is_ok(), "{v}");
-        });
-        for ok in [
-            "30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns", "1h0m0s",
-        ] {
-            assert!(duration("d", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "30",
-            "m",
-            "1d",
-            "1.h",
-            ".5h",
-            "-1h",
-            "1h ",
-            "1H",
-            "30mm",
-            "1µs",
-            "1s1s1s1s1s",
-            "1234567h",
-        ] {
-            assert!(duration("d", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn names_follow_kubernetes_and_the_crds() {
-        let gpu_uuid = crd(medforge_crds::schema::GPU_UUID_PATTERN);
-        proptest!(config(500), |(v in from_pattern(&GPU_REF))| {
-            prop_assert!(v.parse::<u32>().is_ok() || gpu_uuid.is_match(&v), "{v}");
-        });
-        proptest!(config(500), |(v in from_pattern(&KUBE_NAME).prop_filter("length", |v| v.len() <= 253))| {
-            prop_assert!(KUBE_NAME.matches(&v));
-            prop_assert!(v.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-')));
-        });
-        for ok in [
-            "node-a",
-            "e2e-node",
-            "a",
-            "a.b-c.d",
-            "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
-        ] {
-            assert!(KUBE_NAME.matches(ok), "{ok}");
-        }
-        let long = "a".repeat(254);
-        for bad in [
-            "", "Node", "a_b", "-a", "a-", "a..b", ".a", "é", "a\u{0}b", "a b", "a/b", &long,
-        ] {
-            assert!(!KUBE_NAME.matches(bad), "{bad:?}");
-        }
-        for bad in ["", "-a", "a-", "A", "a.b", &"a".repeat(64)] {
-            assert!(!PACK_NAME.matches(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn emails() {
-        assert_eq!(
-            email("email", "  Ada@Example.ORG ").unwrap(),
-            "ada@example.org"
-        );
-        assert_eq!(email("email", "a@b.c").unwrap(), "a@b.c");
-        for bad in [
-            "",
-            "ada",
-            "@example.org",
-            "ada@",
-            "ada@example",
-            "ada@.org",
-            "ada@example.",
-            "a da@example.org",
-            "ada@@example.org",
-            "adé@example.org",
-            "ada@exa\u{0}mple.org",
-            "\u{a0}ada@example.org",
-        ] {
-            assert!(email("email", bad).is_err(), "{bad:?}");
-        }
-        let long = format!("{}@example.org", "a".repeat(250));
-        assert!(email("email", &long).is_err());
-        proptest!(config(500), |(v in from_pattern(&EMAIL).prop_filter("length", |v| v.len() <= 254))| {
-            let e = email("email", &v).map_err(|e| TestCaseError::fail(format!("{v:?}: {e:?}")))?;
-            let (local, domain) = e.split_once('@').unwrap();
-            prop_assert!(!local.is_empty() && domain.contains('.'));
-            prop_assert!(!domain.starts_with('.') && !domain.ends_with('.'));
-        });
-    }
-
-    #[test]
-    fn passwords_count_characters() {
-        assert!(NEW_PASSWORD.matches(&"é".repeat(1024)));
-        assert!(!NEW_PASSWORD.matches(&"é".repeat(1025)));
-        assert!(!NEW_PASSWORD.matches("seven77"));
-        assert!(PASSWORD.matches("x"));
-        assert!(!PASSWORD.matches(""));
-    }
-}
+mod tests;

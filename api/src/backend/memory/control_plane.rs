@@ -1,0 +1,259 @@
+//! The in-memory control plane behind the api's [`SessionBackend`] trait.
+
+use std::sync::atomic::Ordering;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use medforge_crds::{DesiredState, GpuNode, GpuNodeSpec, Session, SessionStatus};
+use tokio::sync::broadcast;
+
+use super::{MemoryBackend, SchedulerMode, fill_metadata};
+use crate::backend::contract::{BackendError, SessionBackend, WatchEvent};
+
+impl MemoryBackend {
+    /// Changes a stored Session; when `change` says it changed, under a new
+    /// resource version, and the watch sees it.
+    fn edit_session(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Session) -> bool,
+    ) -> Result<Session, BackendError> {
+        self.check_reachable()?;
+        let mut st = self.lock();
+        let rv = st.bump();
+        let session = st
+            .sessions
+            .get_mut(name)
+            .ok_or_else(|| BackendError::NotFound(format!("session {name}")))?;
+        if change(session) {
+            session.metadata.resource_version = Some(rv);
+            self.emit(WatchEvent::Apply(session.clone()));
+        }
+        Ok(session.clone())
+    }
+
+    /// Changes a node's spec (an admin's cordon), as the control plane stores it.
+    fn edit_node(
+        &self,
+        node: &str,
+        change: impl FnOnce(&mut GpuNodeSpec),
+    ) -> Result<GpuNode, BackendError> {
+        self.check_reachable()?;
+        let mut st = self.lock();
+        let n = st
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| BackendError::NotFound(format!("node {node}")))?;
+        change(&mut n.spec);
+        Ok(n.clone())
+    }
+}
+
+impl SessionBackend for MemoryBackend {
+    fn create(&self, mut session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
+        async move {
+            self.check_reachable()?;
+            let name = session.metadata.name.clone().unwrap_or_default();
+            {
+                let mut st = self.lock();
+                if st.sessions.contains_key(&name) {
+                    return Err(BackendError::Conflict(format!("session {name} exists")));
+                }
+                fill_metadata(&mut st, &mut session, &self.inner.config.namespace);
+                st.sessions.insert(name.clone(), session.clone());
+                self.emit(WatchEvent::Apply(session.clone()));
+            }
+            if self.inner.config.scheduler == SchedulerMode::Automatic {
+                let backend = self.clone();
+                tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    backend.schedule(&name);
+                });
+            }
+            Ok(session)
+        }
+        .boxed()
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Session>, BackendError>> {
+        async move {
+            self.check_reachable()?;
+            Ok(self.session(name))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, BackendError>> {
+        async move {
+            self.check_reachable()?;
+            Ok(self
+                .sessions()
+                .into_iter()
+                .filter(|s| owner.is_none_or(|o| s.spec.owner == o))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            self.edit_session(name, |session| {
+                session
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(key.to_owned(), value.to_owned());
+                true
+            })
+            .map(drop)
+        }
+        .boxed()
+    }
+
+    fn set_state<'a>(
+        &'a self,
+        name: &'a str,
+        state: DesiredState,
+    ) -> BoxFuture<'a, Result<Session, BackendError>> {
+        async move {
+            let updated = self.edit_session(name, |session| {
+                if session.spec.state == state {
+                    return false;
+                }
+                session.spec.state = state;
+                session.metadata.generation = Some(session.metadata.generation.unwrap_or(1) + 1);
+                true
+            })?;
+            if state == DesiredState::Stopped
+                && self.inner.config.scheduler == SchedulerMode::Automatic
+            {
+                self.finish_stop(name);
+            }
+            Ok(updated)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        async move {
+            self.check_reachable()?;
+            let removed = {
+                let mut st = self.lock();
+                let removed = st.sessions.remove(name);
+                if let Some(session) = &removed {
+                    self.emit(WatchEvent::Delete(session.clone()));
+                }
+                removed
+            };
+            let Some(session) = removed else {
+                return Ok(false);
+            };
+            if let Some(node) = session.status.as_ref().and_then(|s| s.node_name.clone()) {
+                self.free_gpus(&node, session.metadata.uid.as_deref());
+            }
+            Ok(true)
+        }
+        .boxed()
+    }
+
+    fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>> {
+        let (rx, queue) = {
+            let st = self.lock();
+            // Subscribed under the lock: no change falls between the listing and the stream.
+            (self.inner.events.subscribe(), Self::listing(&st))
+        };
+        let backend = self.clone();
+        futures::stream::unfold(
+            (rx, queue, backend),
+            |(mut rx, mut queue, backend)| async move {
+                loop {
+                    if let Some(event) = queue.pop_front() {
+                        return Some((Ok(event), (rx, queue, backend)));
+                    }
+                    match rx.recv().await {
+                        Ok(event) => return Some((Ok(event), (rx, queue, backend))),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Like a watch that expired: start over with a full listing.
+                            let st = backend.lock();
+                            rx = rx.resubscribe();
+                            queue = Self::listing(&st);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )
+        .boxed()
+    }
+
+    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
+        async move {
+            self.check_reachable()?;
+            Ok(self.lock().nodes.values().cloned().collect())
+        }
+        .boxed()
+    }
+
+    fn set_node_unschedulable<'a>(
+        &'a self,
+        node: &'a str,
+        unschedulable: bool,
+    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
+        async move { self.edit_node(node, |spec| spec.unschedulable = unschedulable) }.boxed()
+    }
+
+    fn set_gpu_disabled<'a>(
+        &'a self,
+        node: &'a str,
+        gpu_uuid: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
+        async move {
+            self.edit_node(node, |spec| {
+                let list = &mut spec.disabled_gpus;
+                list.retain(|u| u != gpu_uuid);
+                if disabled {
+                    list.push(gpu_uuid.to_owned());
+                }
+            })
+        }
+        .boxed()
+    }
+
+    fn record_activity<'a>(
+        &'a self,
+        activity: &'a [(String, jiff::Timestamp)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            self.check_reachable()?;
+            self.inner.activity_writes.fetch_add(1, Ordering::Relaxed);
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            for (name, at) in activity {
+                if let Some(session) = st.sessions.get_mut(name) {
+                    session
+                        .status
+                        .get_or_insert_with(SessionStatus::default)
+                        .last_activity_at = Some(Time(*at));
+                    st.activity.insert(name.clone(), *at);
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        async move { self.check_reachable() }.boxed()
+    }
+}

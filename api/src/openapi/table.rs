@@ -1,0 +1,232 @@
+//! The one hand-written table: per route, who may call it, its successes, the
+//! problem `code`s per error status and its links.
+
+use serde_json::json;
+
+use super::operation::{
+    Access, Operation, Schemas, Success, limit_param, list_params, op, path_param, query,
+};
+use crate::request::{GpuRef, NodeName, SessionId, UserId};
+use crate::validate;
+
+const SESSION_ID_OF_REPLY: &str = "$response.body#/data/session/id";
+
+/// Every operation the API serves.
+pub fn operations() -> Vec<Operation> {
+    operations_with(&mut Schemas::new())
+}
+
+pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
+    use Access::*;
+    let health = s.response::<crate::health::Health>();
+    let readiness = s.response::<crate::health::Readiness>();
+    let user_reply = s.response::<crate::auth::UserReply>();
+    let message = s.response::<crate::auth::Message>();
+    let event_token = s.response::<crate::events::EventToken>();
+    let node = s.response::<crate::admin::NodeView>();
+    let nodes = s.response_list::<crate::admin::NodeView>();
+    let session = s.response::<crate::sessions::SessionView>();
+    let sessions = s.response_list::<crate::sessions::SessionView>();
+    let session_reply = s.response::<crate::sessions::SessionReply>();
+    let users = s.response_list::<crate::auth::UserView>();
+    let signup = s.request::<crate::auth::Signup>();
+    let login = s.request::<crate::auth::Login>();
+    let user_patch = s.request::<crate::admin::UserPatch>();
+    let create = s.request::<crate::sessions::CreateSession>();
+
+    let mut ops = vec![
+        op("get", "/healthz", "healthz", "The process is up", "health", Public)
+            .ok(200, Success::Envelope(health)),
+        op("get", "/readyz", "readyz", "Database and control plane answer, session watch synced", "health", Public)
+            .ok(200, Success::Envelope(readiness))
+            .error(503, &["not_ready"]),
+        op("get", "/api/v2/openapi.json", "openapi", "This document", "meta", Public)
+            .ok(200, Success::Raw("application/json", json!({"type": "object", "required": ["openapi", "paths"]}))),
+        op("post", "/api/v2/auth/signup", "signup", "Create an account and log in (sets the cookie)", "auth", Public)
+            .body(signup, true)
+            .ok(201, Success::Envelope(user_reply.clone()))
+            .header("Set-Cookie", "The login cookie")
+            .link("ChangeUser", "changeUser", &[("id", "$response.body#/data/user/id")])
+            .error(403, &["signup_disabled"])
+            .error(409, &["email_taken"])
+            .error(429, &["rate_limited"])
+            .error(503, &["database_unavailable"]),
+        op("post", "/api/v2/auth/login", "login", "Log in (sets the cookie)", "auth", Public)
+            .body(login, true)
+            .ok(200, Success::Envelope(user_reply.clone()))
+            .header("Set-Cookie", "The login cookie")
+            .error(401, &["invalid_credentials"])
+            .error(429, &["rate_limited"])
+            .error(503, &["database_unavailable"]),
+        op("post", "/api/v2/auth/logout", "logout", "Revoke the login token and clear the cookie", "auth", Public)
+            .ok(200, Success::Envelope(message))
+            .header("Set-Cookie", "The cleared cookie")
+            .error(503, &["database_unavailable"]),
+        op("get", "/api/v2/me", "me", "The logged-in user", "auth", User)
+            .ok(200, Success::Envelope(user_reply.clone())),
+        op("get", "/api/v2/auth/session-proxy", "sessionProxy", "Caddy forward_auth for s-<slug> hosts: 200 with X-Upstream for the owner or an admin of a running session (the cookie authenticates; the Host names the session)", "auth", Public)
+            .ok(200, Success::Empty)
+            .header("X-Upstream", "Where Caddy sends the request (host:port)")
+            .error(401, &["unauthenticated"])
+            .error(403, &["session_access_denied"])
+            .error(404, &["not_found"])
+            .error(503, &["database_unavailable"]),
+        op("get", "/api/v2/events", "events", "Server-Sent Events of the caller's session changes (cookie, bearer or ?token=)", "events", User)
+            .param(query("token", validate::EVENT_TOKEN.schema(), "Single-use token from POST /api/v2/events/token, for EventSource"))
+            .ok(200, Success::Raw("text/event-stream", json!({"type": "string"}))),
+        op("post", "/api/v2/events/token", "eventToken", "A single-use token (60 s) for EventSource", "events", User)
+            .ok(201, Success::Envelope(event_token)),
+        op("get", "/api/v2/admin/nodes", "listNodes", "GPU nodes with free and used GPUs", "admin", Admin)
+            .ok(200, Success::Envelope(nodes))
+            .error(503, &["control_plane_unavailable"])
+            .link("CordonNode", "cordonNode", &[("node", "$response.body#/data/0/name")])
+            .link("CordonGpu", "cordonGpu", &[("node", "$response.body#/data/0/name"), ("gpu", "$response.body#/data/0/gpus/0/uuid")]),
+        op("post", "/api/v2/admin/nodes/{node}/cordon", "cordonNode", "Cordon a node", "admin", Admin)
+            .param(path_param::<NodeName>())
+            .ok(200, Success::Envelope(node.clone()))
+            .error(503, &["control_plane_unavailable"])
+            .link("UncordonNode", "uncordonNode", &[("node", "$response.body#/data/name")]),
+        op("post", "/api/v2/admin/nodes/{node}/uncordon", "uncordonNode", "Uncordon a node", "admin", Admin)
+            .param(path_param::<NodeName>())
+            .ok(200, Success::Envelope(node.clone()))
+            .error(503, &["control_plane_unavailable"]),
+        op("post", "/api/v2/admin/nodes/{node}/gpus/{gpu}/cordon", "cordonGpu", "Cordon one GPU (by index or UUID)", "admin", Admin)
+            .param(path_param::<NodeName>())
+            .param(path_param::<GpuRef>())
+            .ok(200, Success::Envelope(node.clone()))
+            .error(409, &["conflict"])
+            .error(503, &["control_plane_unavailable"])
+            .link("UncordonGpu", "uncordonGpu", &[("node", "$request.path.node"), ("gpu", "$request.path.gpu")]),
+        op("post", "/api/v2/admin/nodes/{node}/gpus/{gpu}/uncordon", "uncordonGpu", "Uncordon one GPU (by index or UUID)", "admin", Admin)
+            .param(path_param::<NodeName>())
+            .param(path_param::<GpuRef>())
+            .ok(200, Success::Envelope(node))
+            .error(409, &["conflict"])
+            .error(503, &["control_plane_unavailable"]),
+        op("get", "/api/v2/admin/sessions", "listAllSessions", "Every session, both exposures", "admin", Admin)
+            .params(list_params(false))
+            .ok(200, Success::Envelope(sessions.clone())),
+        op("get", "/api/v2/admin/users", "listUsers", "Users, by email", "admin", Admin)
+            .param(limit_param())
+            .param(query("cursor", validate::USERS_CURSOR.schema(), "`meta.next_cursor` of the previous page"))
+            .ok(200, Success::Envelope(users)),
+        op("patch", "/api/v2/admin/users/{id}", "changeUser", "Change a user's flags", "admin", Admin)
+            .param(path_param::<UserId>())
+            .body(user_patch, true)
+            .ok(200, Success::Envelope(user_reply))
+            .error(409, &["last_admin_guard"]),
+    ];
+    for (exposure, title) in [("external", "External"), ("internal", "Internal")] {
+        let base = format!("/api/v2/{exposure}/sessions");
+        let get_id = format!("get{title}Session");
+        let stop_id = format!("stop{title}Session");
+        let delete_id = format!("delete{title}Session");
+        let session_links = |o: Operation, id: &'static str| {
+            o.link("GetSession", get_id.clone(), &[("id", id)])
+                .link("StopSession", stop_id.clone(), &[("id", id)])
+                .link("DeleteSession", delete_id.clone(), &[("id", id)])
+        };
+        let mut create_op = op(
+            "post",
+            base.clone(),
+            format!("create{title}Session"),
+            "Create a session and wait for the scheduler (wait=ready: until Ready)",
+            "sessions",
+            User,
+        )
+        .body(create.clone(), false)
+        .param(query(
+            "wait",
+            json!({"type": "string", "enum": validate::WAIT_VALUES}),
+            "`ready`: answer once the session is Ready (202 if it is not in time)",
+        ))
+        .ok(201, Success::Envelope(session_reply.clone()))
+        .ok(202, Success::Envelope(session_reply.clone()))
+        .error(
+            409,
+            &[
+                "session_deleted",
+                "session_failed",
+                "conflict",
+                crate::sessions::OTHER_REFUSAL,
+            ],
+        )
+        .error(503, &["scheduler_timeout", "control_plane_unavailable"]);
+        for (_, code, _) in crate::sessions::SCHEDULER_REFUSALS {
+            create_op = create_op.error(409, &[code]);
+        }
+        if exposure == "internal" {
+            create_op = create_op.error(403, &["internal_not_allowed"]);
+        }
+        ops.push(session_links(create_op, SESSION_ID_OF_REPLY));
+        ops.push(
+            op(
+                "get",
+                base.clone(),
+                format!("list{title}Sessions"),
+                "Your sessions (everyone's for admins), newest first",
+                "sessions",
+                User,
+            )
+            .params(list_params(true))
+            .ok(200, Success::Envelope(sessions.clone())),
+        );
+        ops.push(
+            op(
+                "get",
+                format!("{base}/{{id}}"),
+                get_id.clone(),
+                "One session",
+                "sessions",
+                User,
+            )
+            .param(path_param::<SessionId>())
+            .ok(200, Success::Envelope(session.clone())),
+        );
+        ops.push(
+            op(
+                "delete",
+                format!("{base}/{{id}}"),
+                delete_id.clone(),
+                "Delete a session (admins)",
+                "sessions",
+                Admin,
+            )
+            .param(path_param::<SessionId>())
+            .ok(204, Success::Empty)
+            .error(503, &["control_plane_unavailable"]),
+        );
+        ops.push(session_links(
+            op(
+                "post",
+                format!("{base}/{{id}}/stop"),
+                stop_id.clone(),
+                "Stop a session (idempotent)",
+                "sessions",
+                User,
+            )
+            .param(path_param::<SessionId>())
+            .ok(202, Success::Envelope(session_reply.clone()))
+            .error(503, &["control_plane_unavailable"]),
+            SESSION_ID_OF_REPLY,
+        ));
+    }
+    ops.into_iter().map(Operation::with_common_errors).collect()
+}
+
+/// The documented operation that serves `method` on a concrete `path` (such as
+/// `/api/v2/external/sessions/abc/stop`; a query is ignored), if any.
+pub fn operation_for(method: &str, path: &str) -> Option<Operation> {
+    let method = method.to_ascii_lowercase();
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    operations().into_iter().find(|o| {
+        let template: Vec<&str> = o.path.split('/').collect();
+        o.method == method
+            && template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+    })
+}

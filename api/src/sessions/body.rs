@@ -1,0 +1,135 @@
+//! The body of `POST …/sessions` and the Session spec it becomes.
+
+use medforge_crds::{DesiredState, Exposure, SessionResources, SessionSpec};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::SessionsConfig;
+use crate::error::{ApiError, FieldError};
+use crate::validate;
+
+/// Body of `POST …/sessions`. Every field is optional; `null` is the same as absent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Pack name (default: the configured default pack).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::pack_name")]
+    pub pack: Option<String>,
+    /// Whole GPUs, 0 to the configured maximum (default: the configured default).
+    #[serde(default, deserialize_with = "validate::int::body_u32")]
+    pub gpus: Option<u32>,
+    /// Stop after this long without a request (`30m`, `2h`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::duration")]
+    pub idle_timeout: Option<String>,
+    /// Stop this long after starting (`12h`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::duration")]
+    pub max_lifetime: Option<String>,
+    /// Container limits (unset ones come from the Pack).
+    #[serde(default, deserialize_with = "validate::object_or_null")]
+    pub resources: Option<ResourcesBody>,
+}
+
+/// Container limits in a create body; `null` is the same as absent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
+pub struct ResourcesBody {
+    /// CPU cores (`2`, `500m`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::cpu")]
+    pub cpu: Option<String>,
+    /// Memory (`16Gi`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub memory: Option<String>,
+    /// /dev/shm size (`2Gi`).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub shm: Option<String>,
+    /// Process limit.
+    #[serde(default, deserialize_with = "validate::int::body_i64")]
+    #[schemars(range(min = validate::PIDS_MIN, max = validate::PIDS_MAX))]
+    pub pids: Option<i64>,
+}
+
+impl CreateSession {
+    /// Checks the body and builds the spec; every invalid field is named.
+    pub fn into_spec(
+        self,
+        owner: &str,
+        exposure: Exposure,
+        config: &SessionsConfig,
+    ) -> Result<SessionSpec, ApiError> {
+        let mut errors = Vec::new();
+        let pack = self.pack.unwrap_or_else(|| config.default_pack.clone());
+        if let Err(e) = validate::PACK_NAME.check("pack", &pack) {
+            errors.push(e);
+        }
+        let gpus = self.gpus.unwrap_or(config.default_gpus);
+        if gpus > config.max_gpus {
+            errors.push(FieldError::new(
+                "gpus",
+                format!("must be between 0 and {}", config.max_gpus),
+            ));
+        }
+        for (field, value) in [
+            ("idle_timeout", &self.idle_timeout),
+            ("max_lifetime", &self.max_lifetime),
+        ] {
+            if let Some(v) = value
+                && let Err(e) = validate::duration(field, v)
+            {
+                errors.push(e);
+            }
+        }
+        let resources = self.resources.map(|r| {
+            if let Some(v) = &r.cpu
+                && let Err(e) = validate::cpu("resources.cpu", v)
+            {
+                errors.push(e);
+            }
+            for (field, value) in [("resources.memory", &r.memory), ("resources.shm", &r.shm)] {
+                if let Some(v) = value
+                    && let Err(e) = validate::size(field, v)
+                {
+                    errors.push(e);
+                }
+            }
+            if let Some(p) = r.pids
+                && !(validate::PIDS_MIN..=validate::PIDS_MAX).contains(&p)
+            {
+                errors.push(FieldError::new(
+                    "resources.pids",
+                    format!(
+                        "must be between {} and {}",
+                        validate::PIDS_MIN,
+                        validate::PIDS_MAX
+                    ),
+                ));
+            }
+            SessionResources {
+                cpu: r.cpu,
+                memory: r.memory,
+                shm: r.shm,
+                pids: r.pids,
+            }
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(SessionSpec {
+            owner: owner.to_owned(),
+            pack,
+            exposure,
+            gpus,
+            state: DesiredState::Running,
+            resources,
+            workspace: None,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! Create: write a Session resource, wait (bounded) for the scheduler's decision
+//! as the watch reports it, and optionally for the session to be Ready.
+//! [`create_session`] is the whole workflow, without HTTP; the handler only
+//! reads the request and shapes the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use medforge_crds::keys::{
+    MAX_SESSIONS_ANNOTATION, OWNER_EMAIL_ANNOTATION, OWNER_LABEL, SLUG_KEY, URL_ANNOTATION,
+};
+use medforge_crds::{
+    Exposure, Session, SessionCondition, SessionPhase, SessionReason, SessionSpec, conditions,
+};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::body::CreateSession;
+use super::view::{SessionReply, phase_name, view_indexed};
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::index::{IndexedSession, SessionIndex};
+use crate::reply::Reply;
+use crate::request::{JsonOrEmpty, Query};
+use crate::state::AppState;
+use crate::tokens::Principal;
+
+/// A new slug, not taken in the index.
+pub fn new_slug(index: &SessionIndex) -> String {
+    medforge_crds::slug::Slug::unused(|s| index.slug_taken(s)).into_string()
+}
+
+/// The scheduler's refusals the api knows: the condition's reason, the
+/// problem `code` it becomes (409), and advice. Any other reason is
+/// `scheduler_refused`, with the scheduler's message.
+pub const SCHEDULER_REFUSALS: &[(SessionReason, &str, &str)] = &[
+    (
+        SessionReason::NoGpuAvailable,
+        "no_gpu_available",
+        "No GPU is free for this session now; ask for fewer GPUs or try later.",
+    ),
+    (
+        SessionReason::UserLimitReached,
+        "user_limit_reached",
+        "You have reached your limit of active sessions; stop one first.",
+    ),
+    (
+        SessionReason::CpuOnlyNotAllowed,
+        "cpu_only_not_allowed",
+        "Sessions without GPUs are not allowed here; ask for at least one GPU.",
+    ),
+];
+
+/// The code of any other refusal.
+pub const OTHER_REFUSAL: &str = "scheduler_refused";
+
+pub(super) fn refusal(reason: &str, message: &str) -> ApiError {
+    let (code, advice) = SCHEDULER_REFUSALS
+        .iter()
+        .find(|(r, _, _)| *reason == *r)
+        .map(|(_, code, advice)| (*code, *advice))
+        .unwrap_or((OTHER_REFUSAL, "The scheduler refused this session."));
+    let detail = if message.is_empty() {
+        advice.to_owned()
+    } else {
+        format!("{advice} ({message})")
+    };
+    ApiError::conflict(code, detail)
+}
+
+/// Query of `POST …/sessions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateQuery {
+    /// `ready`: answer once the session is Ready.
+    pub wait: Option<String>,
+}
+
+/// How a create ended, short of an error.
+#[derive(Debug)]
+pub enum Created {
+    /// The scheduler bound the session (create did not wait for Ready).
+    Scheduled(Arc<IndexedSession>),
+    /// Bound and Ready.
+    Ready(Arc<IndexedSession>),
+    /// Bound, but not Ready within the configured wait.
+    NotReadyYet(Arc<IndexedSession>),
+}
+
+enum Decision {
+    Bound(Arc<IndexedSession>),
+    Refused { reason: String, message: String },
+    Vanished,
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    Query(query): Query<CreateQuery>,
+    JsonOrEmpty(body): JsonOrEmpty<CreateSession>,
+) -> Result<Response, ApiError> {
+    // The permission is checked before the query, as it always was.
+    may_create(&principal, exposure)?;
+    let wait_ready = match query.wait.as_deref() {
+        None => false,
+        Some("ready") => true,
+        Some(_) => return Err(ApiError::invalid("wait", "must be `ready` or absent")),
+    };
+    let created = create_session(&state, &principal, exposure, body, wait_ready).await?;
+    let reply = |message: &str, entry: &IndexedSession| SessionReply {
+        message: message.into(),
+        session: view_indexed(&state, entry),
+    };
+    Ok(match created {
+        Created::Scheduled(entry) => Reply::created(reply("Session scheduled.", &entry)),
+        Created::Ready(entry) => Reply::created(reply("Session ready.", &entry)),
+        Created::NotReadyYet(entry) => {
+            Reply::accepted(reply("Session scheduled; not ready yet.", &entry))
+        }
+    }
+    .into_response())
+}
+
+/// Creates a session for `principal` from a create body: checks it, writes the
+/// Session, waits for the scheduler (a refusal or no decision in time deletes
+/// it again) and, with `wait_ready`, for the session to be Ready.
+pub async fn create_session(
+    state: &AppState,
+    principal: &Principal,
+    exposure: Exposure,
+    body: CreateSession,
+    wait_ready: bool,
+) -> Result<Created, ApiError> {
+    may_create(principal, exposure)?;
+    let config = &state.config().sessions;
+    let spec = body.into_spec(&principal.user.id, exposure, config)?;
+    let slug = new_slug(state.index());
+    let session = new_session(state, principal, spec, &slug);
+    let name = session.metadata.name.clone().unwrap_or_default();
+    state.backend().create(session).await?;
+    tracing::info!(session = %name, slug = %slug, user_id = %principal.user.id, "session created; waiting for the scheduler");
+
+    let bound = scheduled(state, &name).await?;
+    follow_given_slug(state, &name, &slug, &bound).await;
+    if !wait_ready {
+        return Ok(Created::Scheduled(bound));
+    }
+    ready(state, &name, bound).await
+}
+
+/// Everyone may create external sessions; internal ones need the permission (or an admin).
+fn may_create(principal: &Principal, exposure: Exposure) -> Result<(), ApiError> {
+    if exposure == Exposure::Internal && !(principal.user.can_use_internal || principal.is_admin())
+    {
+        return Err(ApiError::forbidden(
+            "internal_not_allowed",
+            "You may not create sessions on the internal domain; ask an admin.",
+        ));
+    }
+    Ok(())
+}
+
+/// The Session resource for a checked spec, under a new name and `slug`.
+fn new_session(state: &AppState, principal: &Principal, spec: SessionSpec, slug: &str) -> Session {
+    let url = format!(
+        "{}://{}/",
+        state.config().public_scheme,
+        state.hosts().host_for(slug, spec.exposure)
+    );
+    // Denormalised for people reading `kubectl get sessions`: emails cannot
+    // change, and the URL follows from the slug and exposure, which cannot either.
+    let mut annotations = BTreeMap::from([
+        (SLUG_KEY.to_owned(), slug.to_owned()),
+        (
+            OWNER_EMAIL_ANNOTATION.to_owned(),
+            principal.user.email.clone(),
+        ),
+        (URL_ANNOTATION.to_owned(), url),
+    ]);
+    if let Some(limit) = principal.user.max_sessions {
+        annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
+    }
+    Session {
+        metadata: ObjectMeta {
+            name: Some(uuid::Uuid::new_v4().to_string()),
+            labels: Some(BTreeMap::from([
+                (OWNER_LABEL.to_owned(), principal.user.id.clone()),
+                (SLUG_KEY.to_owned(), slug.to_owned()),
+            ])),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// Waits for the scheduler's decision on a new Session: the session once
+/// bound; otherwise the Session is deleted again and the error says why.
+async fn scheduled(state: &AppState, name: &str) -> Result<Arc<IndexedSession>, ApiError> {
+    let config = &state.config().sessions;
+    let mut seen = false;
+    let deadline = Instant::now() + config.schedule_timeout;
+    let decision = state
+        .index()
+        .wait_for(name, deadline, |entry| {
+            let Some(entry) = entry else {
+                return seen.then_some(Decision::Vanished);
+            };
+            seen = true;
+            let scheduled = entry.session.condition(SessionCondition::Scheduled);
+            match scheduled.map(|c| (c, c.status.as_str())) {
+                Some((_, s)) if s == conditions::status_str(Some(true)) => {
+                    Some(Decision::Bound(entry.clone()))
+                }
+                Some((c, s)) if s == conditions::status_str(Some(false)) => {
+                    Some(Decision::Refused {
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+                }
+                _ if entry.phase() != SessionPhase::Pending => Some(Decision::Bound(entry.clone())),
+                _ => None,
+            }
+        })
+        .await;
+
+    match decision {
+        Some(Decision::Bound(entry)) => Ok(entry),
+        Some(Decision::Refused { reason, message }) => {
+            delete_quietly(state, name).await;
+            tracing::info!(session = %name, reason = %reason, "scheduler refused the session");
+            Err(refusal(&reason, &message))
+        }
+        Some(Decision::Vanished) => Err(ApiError::conflict(
+            "session_deleted",
+            "The session was deleted before the scheduler decided.",
+        )),
+        None => {
+            delete_quietly(state, name).await;
+            Err(ApiError::Unavailable {
+                code: "scheduler_timeout",
+                detail: format!(
+                    "The scheduler did not decide within {} s; nothing was created. Retry shortly.",
+                    config.schedule_timeout.as_secs_f64()
+                ),
+                retry_after_secs: Some(5),
+            })
+        }
+    }
+}
+
+/// The scheduler keeps the slug the api chose unless another session took
+/// it meanwhile; then the URL annotation must follow the slug it gave.
+async fn follow_given_slug(state: &AppState, name: &str, chosen: &str, bound: &IndexedSession) {
+    if let Some(given) = bound.slug.as_deref().filter(|g| *g != chosen) {
+        let url = format!(
+            "{}://{}/",
+            state.config().public_scheme,
+            state.hosts().host_for(given, bound.exposure)
+        );
+        if let Err(e) = state.backend().annotate(name, URL_ANNOTATION, &url).await {
+            tracing::warn!(session = %name, error = %e, "could not correct the URL annotation");
+        }
+    }
+}
+
+/// Waits, bounded, for a bound session to be Ready.
+async fn ready(
+    state: &AppState,
+    name: &str,
+    bound: Arc<IndexedSession>,
+) -> Result<Created, ApiError> {
+    let deadline = Instant::now() + state.config().sessions.ready_timeout;
+    let outcome = state
+        .index()
+        .wait_for(name, deadline, |entry| match entry {
+            None => Some(None),
+            Some(e) if e.upstream.is_some() || e.phase().is_terminal() => Some(Some(e.clone())),
+            Some(_) => None,
+        })
+        .await;
+    match outcome {
+        Some(Some(entry)) if entry.upstream.is_some() => Ok(Created::Ready(entry)),
+        Some(Some(entry)) => Err(ApiError::conflict(
+            "session_failed",
+            format!(
+                "The session did not start: {}",
+                entry
+                    .session
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.message.clone())
+                    .unwrap_or_else(|| phase_name(entry.phase()))
+            ),
+        )),
+        Some(None) => Err(ApiError::conflict(
+            "session_deleted",
+            "The session was deleted while starting.",
+        )),
+        None => Ok(Created::NotReadyYet(
+            state.index().get(name).unwrap_or(bound),
+        )),
+    }
+}
+
+async fn delete_quietly(state: &AppState, name: &str) {
+    if let Err(err) = state.backend().delete(name).await {
+        tracing::error!(session = %name, error = %err, "could not delete a refused session");
+    }
+}

@@ -1,0 +1,39 @@
+use medforge_crds::SessionReason;
+
+use super::create::{OTHER_REFUSAL, refusal};
+use super::list::decode_cursor;
+use crate::error::ApiError;
+use crate::validate;
+
+#[test]
+fn refusals_become_codes() {
+    let code = |reason| match refusal(reason, "") {
+        ApiError::Conflict { code, .. } => code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        code(SessionReason::NoGpuAvailable.as_str()),
+        "no_gpu_available"
+    );
+    assert_eq!(
+        code(SessionReason::UserLimitReached.as_str()),
+        "user_limit_reached"
+    );
+    assert_eq!(code("SomethingNew"), OTHER_REFUSAL);
+}
+
+#[test]
+fn every_cursor_the_pattern_admits_is_a_position() {
+    use proptest::prelude::*;
+    let inner = validate::SESSION_CURSOR
+        .pattern
+        .unwrap()
+        .strip_prefix('^')
+        .unwrap()
+        .strip_suffix('$')
+        .unwrap();
+    proptest!(|(c in proptest::string::string_regex(inner).unwrap())| {
+        prop_assert!(c.is_empty() || decode_cursor(&c).is_some(), "{c}");
+    });
+    assert!(decode_cursor("!!").is_none());
+}

@@ -1,0 +1,255 @@
+use super::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..Config::default()
+    }
+}
+
+/// Values generated from a rule's own pattern (anchors stripped).
+fn from_pattern(rule: &Rule) -> impl Strategy<Value = String> {
+    let p = rule.pattern.expect("a pattern");
+    let inner = p.strip_prefix('^').unwrap().strip_suffix('$').unwrap();
+    proptest::string::string_regex(inner).unwrap()
+}
+
+fn crd(pattern: &str) -> Regex {
+    Regex::new(pattern).unwrap()
+}
+
+#[test]
+fn every_pattern_compiles_and_is_anchored() {
+    for rule in [
+        KUBE_NAME,
+        PACK_NAME,
+        USER_ID,
+        GPU_REF,
+        CPU,
+        SIZE,
+        DURATION,
+        EMAIL,
+        SESSION_CURSOR,
+        USERS_CURSOR,
+        EVENT_TOKEN,
+    ] {
+        let p = rule.pattern.unwrap();
+        assert!(p.starts_with('^') && p.ends_with('$'), "{p}");
+        assert!(
+            !p.contains(r"\s") && !p.contains(r"\d") && !p.contains(r"\w"),
+            "{p}"
+        );
+        assert!(rule.matches(rule.example), "{} rejects its example", p);
+        compiled(p);
+    }
+    assert!(NEW_PASSWORD.matches(NEW_PASSWORD.example));
+}
+
+#[test]
+fn cpu_values_the_pattern_admits_run_on_the_node_agent() {
+    let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
+    proptest!(config(2000), |(v in from_pattern(&CPU))| {
+        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
+        let nanos = cpu("cpu", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
+        // Docker takes 0.01 CPU and up.
+        prop_assert!(nanos >= 10_000_000, "{v} is {nanos} nano-CPUs");
+    });
+    for ok in ["2", "0.5", "0.01", "1.25", "500m", "10m", "9999.999"] {
+        assert!(cpu("cpu", ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "0", "0.0", "0.001", "1m", "9m", "-1", "+1", "1e3", "1.", ".5", "2 ", "1Gi", "",
+    ] {
+        assert!(cpu("cpu", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn sizes_the_pattern_admits_run_on_the_node_agent() {
+    let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
+    proptest!(config(2000), |(v in from_pattern(&SIZE))| {
+        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
+        let bytes = size("memory", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
+        prop_assert!(bytes >= MIN_SIZE_BYTES);
+    });
+    for ok in [
+        "6Mi", "7M", "16Gi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000",
+    ] {
+        assert!(size("memory", ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "5Mi", "6M", "1", "0", "0.5Gi", "1e9", "-1Gi", "1Ei", "9999Ki", "16gi",
+    ] {
+        assert!(size("memory", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn durations_the_pattern_admits_parse() {
+    let crd_pattern = crd(medforge_crds::schema::DURATION_PATTERN);
+    proptest!(config(2000), |(v in from_pattern(&DURATION))| {
+        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD duration");
+        prop_assert!(duration("idle_timeout", &v).is_ok(), "{v}");
+    });
+    for ok in [
+        "30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns", "1h0m0s",
+    ] {
+        assert!(duration("d", ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "30",
+        "m",
+        "1d",
+        "1.h",
+        ".5h",
+        "-1h",
+        "1h ",
+        "1H",
+        "30mm",
+        "1µs",
+        "1s1s1s1s1s",
+        "1234567h",
+    ] {
+        assert!(duration("d", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn names_follow_kubernetes_and_the_crds() {
+    let gpu_uuid = crd(medforge_crds::schema::GPU_UUID_PATTERN);
+    proptest!(config(500), |(v in from_pattern(&GPU_REF))| {
+        prop_assert!(v.parse::<u32>().is_ok() || gpu_uuid.is_match(&v), "{v}");
+    });
+    proptest!(config(500), |(v in from_pattern(&KUBE_NAME).prop_filter("length", |v| v.len() <= 253))| {
+        prop_assert!(KUBE_NAME.matches(&v));
+        prop_assert!(v.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-')));
+    });
+    for ok in [
+        "node-a",
+        "e2e-node",
+        "a",
+        "a.b-c.d",
+        "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
+    ] {
+        assert!(KUBE_NAME.matches(ok), "{ok}");
+    }
+    let long = "a".repeat(254);
+    for bad in [
+        "", "Node", "a_b", "-a", "a-", "a..b", ".a", "é", "a\u{0}b", "a b", "a/b", &long,
+    ] {
+        assert!(!KUBE_NAME.matches(bad), "{bad:?}");
+    }
+    for bad in ["", "-a", "a-", "A", "a.b", &"a".repeat(64)] {
+        assert!(!PACK_NAME.matches(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn emails() {
+    assert_eq!(
+        email("email", "  Ada@Example.ORG ").unwrap(),
+        "ada@example.org"
+    );
+    assert_eq!(email("email", "a@b.c").unwrap(), "a@b.c");
+    for bad in [
+        "",
+        "ada",
+        "@example.org",
+        "ada@",
+        "ada@example",
+        "ada@.org",
+        "ada@example.",
+        "a da@example.org",
+        "ada@@example.org",
+        "adé@example.org",
+        "ada@exa\u{0}mple.org",
+        "\u{a0}ada@example.org",
+    ] {
+        assert!(email("email", bad).is_err(), "{bad:?}");
+    }
+    let long = format!("{}@example.org", "a".repeat(250));
+    assert!(email("email", &long).is_err());
+    proptest!(config(500), |(v in from_pattern(&EMAIL).prop_filter("length", |v| v.len() <= 254))| {
+        let e = email("email", &v).map_err(|e| TestCaseError::fail(format!("{v:?}: {e:?}")))?;
+        let (local, domain) = e.split_once('@').unwrap();
+        prop_assert!(!local.is_empty() && domain.contains('.'));
+        prop_assert!(!domain.starts_with('.') && !domain.ends_with('.'));
+    });
+}
+
+#[test]
+fn passwords_count_characters() {
+    assert!(NEW_PASSWORD.matches(&"é".repeat(1024)));
+    assert!(!NEW_PASSWORD.matches(&"é".repeat(1025)));
+    assert!(!NEW_PASSWORD.matches("seven77"));
+    assert!(PASSWORD.matches("x"));
+    assert!(!PASSWORD.matches(""));
+}
+
+/// The api reads quantities and durations with `medforge_crds::quantity` only
+/// and adds its policy (the published notation and range): a value the api
+/// accepts is one the CRD schema accepts and the parsers read, a value the CRD
+/// schema refuses the api refuses too, and the everyday values within the
+/// policy are accepted by both.
+#[test]
+fn the_api_and_the_crd_schema_agree_on_quantities_and_durations() {
+    let quantity_schema = crd(medforge_crds::schema::QUANTITY_PATTERN);
+    let duration_schema = crd(medforge_crds::schema::DURATION_PATTERN);
+    struct Case<'a> {
+        what: &'a str,
+        schema: &'a Regex,
+        api_accepts: fn(&str) -> bool,
+        both_accept: &'a [&'a str],
+        both_refuse: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            what: "cpu",
+            schema: &quantity_schema,
+            api_accepts: |v| cpu("cpu", v).is_ok(),
+            both_accept: &["2", "500m", "0.5", "1.25", "10m", "9999.999"],
+            both_refuse: &["lots", "1.2.3", "12XB", "Gi", "", "2 ", "1e", "0x10"],
+        },
+        Case {
+            what: "size",
+            schema: &quantity_schema,
+            api_accepts: |v| size("memory", v).is_ok(),
+            both_accept: &["16Gi", "6Mi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000"],
+            both_refuse: &["16gi", "abc", "1XB", "Gi", "", "1.5.Gi", "16 Gi"],
+        },
+        Case {
+            what: "duration",
+            schema: &duration_schema,
+            api_accepts: |v| duration("d", v).is_ok(),
+            both_accept: &["30m", "1h30m", "1.5h", "100ms", "90s", "5ns", "3us"],
+            both_refuse: &["1d", "10", "h", "1µs", "", "-1h", "1.h", "1H"],
+        },
+    ];
+    for Case {
+        what,
+        schema,
+        api_accepts,
+        both_accept,
+        both_refuse,
+    } in cases
+    {
+        for v in both_accept {
+            assert!(
+                schema.is_match(v),
+                "{what} {v:?}: the CRD schema refuses it"
+            );
+            assert!(api_accepts(v), "{what} {v:?}: the api refuses it");
+        }
+        for v in both_refuse {
+            assert!(
+                !schema.is_match(v),
+                "{what} {v:?}: the CRD schema accepts it"
+            );
+            assert!(!api_accepts(v), "{what} {v:?}: the api accepts it");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What the reconciler works with: the configuration, the runtimes, the
+//! metrics and Event recorder, and the agent's small typed states
+//! ([`super::state`]).
+
+use std::sync::Arc;
+
+use kube::Resource;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use medforge_crds::{EventAction, Session, SessionReason};
+
+use super::AgentConfig;
+use super::metrics::Metrics;
+use super::plan::Policy;
+use super::state::{Backoff, GpuClaims, NetworkReady, Peers, Reconciled, Written};
+
+/// What the reconciler works with.
+pub struct Context<C, W, K> {
+    pub config: AgentConfig,
+    pub containers: C,
+    pub workspaces: W,
+    pub cluster: K,
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events (none in unit tests).
+    pub recorder: Option<Recorder>,
+    /// Whether the sessions' network is known to exist.
+    pub(super) network: NetworkReady,
+    /// Consecutive failures per session, for the error backoff.
+    pub(super) backoff: Backoff,
+    /// Sessions reconciled without error since the agent started.
+    pub(super) reconciled: Reconciled,
+    /// The GPUs this agent let a session start with.
+    pub(super) gpus: GpuClaims,
+    /// Our last status write per session (read your writes).
+    pub(super) written: Written,
+    /// This node's other sessions, for the GPU check (the watch cache).
+    peers: Option<Peers>,
+}
+
+impl<C, W, K> Context<C, W, K> {
+    pub fn new(
+        config: AgentConfig,
+        containers: C,
+        workspaces: W,
+        cluster: K,
+        metrics: Arc<Metrics>,
+        recorder: Option<Recorder>,
+    ) -> Self {
+        let backoff = Backoff::new(config.error_backoff_min, config.error_backoff_max);
+        Context {
+            config,
+            containers,
+            workspaces,
+            cluster,
+            metrics,
+            recorder,
+            network: NetworkReady::default(),
+            backoff,
+            reconciled: Reconciled::default(),
+            gpus: GpuClaims::default(),
+            written: Written::default(),
+            peers: None,
+        }
+    }
+
+    /// Sets where the GPU check looks for this node's other sessions.
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// A GPU of this session that another session on this node may be
+    /// running with, as (UUID, holder). `None` claims the session's GPUs.
+    pub(super) fn gpu_conflict(&self, s: &Session) -> Option<(String, String)> {
+        let peers = self.peers.as_ref().map(|p| p());
+        self.gpus.claim(s, peers.as_deref(), &self.config.node_name)
+    }
+
+    pub(super) fn policy(&self) -> Policy {
+        Policy {
+            container_owner: (self.config.container_uid, self.config.container_gid),
+            start_timeout: self.config.start_timeout,
+            resync: self.config.resync,
+            probe_interval: self.config.probe_interval,
+        }
+    }
+
+    /// Publishes an Event about the session, off the reconcile's path.
+    pub(super) fn publish(
+        &self,
+        s: &Session,
+        type_: EventType,
+        reason: SessionReason,
+        action: EventAction,
+        note: String,
+    ) {
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
+        let reference = s.object_ref(&());
+        let event = KubeEvent {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "could not publish an event");
+            }
+        });
+    }
+
+    /// The session was reconciled without error.
+    pub(super) fn succeeded(&self, uid: &str) {
+        self.backoff.reset(uid);
+        let count = self.reconciled.record(uid);
+        if let Some(observer) = &self.config.observer {
+            observer.send_if_modified(|st| {
+                let changed = st.sessions_reconciled != count;
+                st.sessions_reconciled = count;
+                changed
+            });
+        }
+    }
+}

@@ -1,0 +1,317 @@
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use medforge_crds::conditions;
+use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, SessionReason};
+
+use super::*;
+use crate::agent::runtime::{ContainerState, DatasetObs};
+use crate::agent::testing::{self as fixtures, running_container};
+
+fn policy() -> Policy {
+    Policy {
+        container_owner: (1000, 1000),
+        start_timeout: Duration::from_secs(60),
+        resync: Duration::from_secs(300),
+        probe_interval: Duration::from_millis(100),
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(s).unwrap()
+}
+
+fn with_phase(mut s: Session, phase: SessionPhase) -> Session {
+    s.status.as_mut().unwrap().phase = Some(phase);
+    s
+}
+
+fn ready_dataset() -> DatasetObs {
+    DatasetObs {
+        name: "pool/mf/alice/uid-s1".into(),
+        mountpoint: Some("/pool/mf/alice/uid-s1".into()),
+        mounted: true,
+        owner: Some((1000, 1000)),
+        snapshots: Vec::new(),
+    }
+}
+
+#[test]
+fn a_start_goes_step_by_step() {
+    let p = policy();
+    let s = fixtures::bound_session("s1", 1);
+    assert_eq!(decide(&s, &World::default(), &p, t(100)), Step::Begin);
+
+    let s = with_phase(s, SessionPhase::Starting);
+    let mut w = World::default();
+    assert_eq!(decide(&s, &w, &p, t(100)), Step::CreateDataset);
+    w.dataset = Some(DatasetObs {
+        mounted: false,
+        ..ready_dataset()
+    });
+    assert_eq!(decide(&s, &w, &p, t(100)), Step::MountDataset);
+    w.dataset = Some(DatasetObs {
+        owner: Some((0, 0)),
+        ..ready_dataset()
+    });
+    assert_eq!(decide(&s, &w, &p, t(100)), Step::ChownWorkspace);
+    w.dataset = Some(ready_dataset());
+    assert_eq!(decide(&s, &w, &p, t(100)), Step::CreateContainer);
+
+    let mut c = running_container(&s, t(100));
+    c.state = ContainerState::Created;
+    c.started_at = None;
+    w.container = Some(c.clone());
+    assert_eq!(decide(&s, &w, &p, t(100)), Step::StartContainer);
+
+    w.container = Some(running_container(&s, t(100)));
+    let addr = upstream_of(w.container.as_ref().unwrap()).unwrap();
+    assert_eq!(decide(&s, &w, &p, t(101)), Step::AwaitPort { addr });
+    // Never ready: a timeout, not an endless wait.
+    assert!(matches!(
+        decide(&s, &w, &p, t(200)),
+        Step::BeginStop(StopCause {
+            reason: SessionReason::StartTimeout,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_container_of_another_session_is_never_adopted() {
+    let p = policy();
+    let s = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
+    let mut c = running_container(&s, t(1));
+    c.labels.insert(
+        crate::agent::runtime::labels::SESSION_UID.into(),
+        "other".into(),
+    );
+    let w = World {
+        container: Some(c),
+        dataset: Some(ready_dataset()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        decide(&s, &w, &p, t(2)),
+        Step::Fail {
+            reason: SessionReason::NameConflict,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn running_sessions_rest_until_something_changes() {
+    let p = policy();
+    let s0 = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
+    let c = running_container(&s0, t(100));
+    let addr = upstream_of(&c).unwrap();
+    let mut s = s0.clone();
+    s.status = Some(status_running(&s0, &c, addr, t(101)));
+    let w = World {
+        container: Some(c.clone()),
+        ..Default::default()
+    };
+    assert_eq!(decide(&s, &w, &p, t(102)), Step::Wait(Some(p.resync)));
+
+    // A NodeLost mark (or a new address) is corrected by probing again.
+    let mut marked = s.clone();
+    marked.status.as_mut().unwrap().reason = Some("NodeLost".into());
+    assert_eq!(decide(&marked, &w, &p, t(102)), Step::AwaitPort { addr });
+
+    // The container exited or vanished: wind down as a failure.
+    let mut dead = c.clone();
+    dead.state = ContainerState::Exited;
+    dead.exit_code = Some(137);
+    let step = decide(
+        &s,
+        &World {
+            container: Some(dead),
+            ..Default::default()
+        },
+        &p,
+        t(103),
+    );
+    match step {
+        Step::BeginStop(cause) => {
+            assert_eq!(cause.reason, SessionReason::ContainerExited);
+            assert!(cause.message.contains("code 137"), "{}", cause.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        decide(&s, &World::default(), &p, t(103)),
+        Step::BeginStop(StopCause {
+            reason: SessionReason::ContainerMissing,
+            ..
+        })
+    ));
+
+    // The owner stops it.
+    let mut stop = s.clone();
+    stop.spec.state = DesiredState::Stopped;
+    assert!(matches!(
+        decide(&stop, &w, &p, t(103)),
+        Step::BeginStop(StopCause {
+            reason: SessionReason::StopRequested,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn idle_and_lifetime_limits() {
+    let p = policy();
+    let s0 = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
+    let c = running_container(&s0, t(1000));
+    let addr = upstream_of(&c).unwrap();
+    let mut s = s0.clone();
+    s.status = Some(status_running(&s0, &c, addr, t(1000)));
+    s.spec.idle_timeout = Some("30s".into());
+    s.spec.max_lifetime = Some("1h".into());
+    let w = World {
+        container: Some(c),
+        ..Default::default()
+    };
+    // Idle deadline first: wake up at it.
+    assert_eq!(
+        decide(&s, &w, &p, t(1010)),
+        Step::Wait(Some(Duration::from_secs(20)))
+    );
+    assert!(matches!(
+        decide(&s, &w, &p, t(1030)),
+        Step::BeginStop(StopCause {
+            reason: SessionReason::Idle,
+            ..
+        })
+    ));
+    // Activity moves the idle deadline; the lifetime still holds.
+    s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4000)));
+    assert_eq!(
+        decide(&s, &w, &p, t(4010)),
+        Step::Wait(Some(Duration::from_secs(20)))
+    );
+    s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4590)));
+    assert!(matches!(
+        decide(&s, &w, &p, t(4600)),
+        Step::BeginStop(StopCause {
+            reason: SessionReason::Expired,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_stop_records_its_snapshot_first_and_finishes_with_it() {
+    let p = policy();
+    let s0 = with_phase(fixtures::bound_session("s1", 1), SessionPhase::Starting);
+    let mut s = s0.clone();
+    s.status = Some(status_starting(&s0, "pool/mf/alice/uid-s1", t(1)));
+    let c = running_container(&s, t(2));
+    s.status = Some(status_running(&s, &c, upstream_of(&c).unwrap(), t(3)));
+
+    let cause = StopCause::new(SessionReason::StopRequested, "asked");
+    let mut stopping = s.clone();
+    stopping.status = Some(status_stopping(&s, &cause, t(10)));
+    let st = stopping.status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(SessionPhase::Stopping));
+    assert_eq!(st.upstream, None, "the proxy stops routing at once");
+    assert_eq!(planned_snapshot(&stopping).as_deref(), Some("stop-10000"));
+
+    let mut w = World {
+        container: Some(c.clone()),
+        dataset: Some(ready_dataset()),
+        planned_snapshot_exists: Some(false),
+        dataset_observed: true,
+    };
+    assert_eq!(decide(&stopping, &w, &p, t(11)), Step::StopContainer);
+    w.container.as_mut().unwrap().state = ContainerState::Exited;
+    assert_eq!(
+        decide(&stopping, &w, &p, t(11)),
+        Step::Snapshot {
+            name: "stop-10000".into()
+        }
+    );
+    w.planned_snapshot_exists = Some(true);
+    assert_eq!(decide(&stopping, &w, &p, t(11)), Step::Finish);
+
+    let done = status_finished(&stopping, &w, t(12));
+    assert_eq!(done.phase, Some(SessionPhase::Stopped));
+    assert!(done.gpus.is_empty());
+    assert_eq!(done.workspace.unwrap().snapshots, vec!["stop-10000"]);
+    assert!(!conditions::is_true(
+        &done.conditions,
+        SessionCondition::Ready
+    ));
+
+    // A death ends Failed with a death- snapshot.
+    let death = StopCause::new(SessionReason::ContainerExited, "exited");
+    let mut dying = s.clone();
+    dying.status = Some(status_stopping(&s, &death, t(20)));
+    assert_eq!(planned_snapshot(&dying).as_deref(), Some("death-20000"));
+    let done = status_finished(&dying, &w, t(21));
+    assert_eq!(done.phase, Some(SessionPhase::Failed));
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(SessionReason::ContainerExited.as_str())
+    );
+
+    // Stopped before any dataset existed: no snapshot is kept.
+    let mut early = with_phase(fixtures::bound_session("s2", 0), SessionPhase::Starting);
+    early.status = Some(status_starting(&early, "pool/mf/alice/uid-s2", t(1)));
+    let mut early_stop = early.clone();
+    early_stop.status = Some(status_stopping(&early, &cause, t(2)));
+    let nothing = World::default();
+    assert_eq!(decide(&early_stop, &nothing, &p, t(3)), Step::Finish);
+    let done = status_finished(&early_stop, &nothing, t(3));
+    assert!(done.workspace.unwrap().snapshots.is_empty());
+}
+
+#[test]
+fn over_sessions_never_run_again() {
+    let p = policy();
+    let s = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Stopped);
+    let c = running_container(&s, t(1));
+    let w = World {
+        container: Some(c),
+        ..Default::default()
+    };
+    assert_eq!(decide(&s, &w, &p, t(2)), Step::StopStray);
+    assert_eq!(decide(&s, &World::default(), &p, t(2)), Step::Wait(None));
+    let failed = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Failed);
+    assert_eq!(
+        decide(&failed, &World::default(), &p, t(2)),
+        Step::Wait(None)
+    );
+}
+
+#[test]
+fn transition_times_move_only_on_change() {
+    let s = fixtures::bound_session("s1", 0);
+    let a = status_starting(&s, "d", t(1));
+    let mut s2 = s.clone();
+    s2.status = Some(a.clone());
+    let b = status_starting(&s2, "d", t(50));
+    assert_eq!(a.conditions, b.conditions);
+    let unavailable = status_runtime_unavailable(
+        &s2,
+        SessionCondition::ContainerReady,
+        SessionReason::DockerUnavailable,
+        "down",
+        t(60),
+    )
+    .unwrap();
+    s2.status = Some(unavailable);
+    assert!(
+        status_runtime_unavailable(
+            &s2,
+            SessionCondition::ContainerReady,
+            SessionReason::DockerUnavailable,
+            "down",
+            t(70)
+        )
+        .is_none(),
+        "nothing to write when it already says so"
+    );
+}

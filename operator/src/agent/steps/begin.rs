@@ -1,0 +1,66 @@
+//! `Begin`: check the inputs (Pack, spec, image, restore snapshot, GPUs)
+//! before anything is made, then write `Starting`.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use medforge_crds::{EventAction, SessionReason};
+
+use super::{Next, Pass};
+use crate::agent::controller::Error;
+use crate::agent::driver::write_status;
+use crate::agent::plan::{self};
+use crate::agent::runtime::{Cluster, Containers, Workspaces};
+use crate::agent::spec;
+
+impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// Checks the inputs before anything is made, then writes `Starting`.
+    pub(super) async fn begin(&self, dataset: &str) -> Result<Next, Error> {
+        let Pass { ctx, s, now, .. } = *self;
+        let cfg = &ctx.config;
+        let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
+            let msg = format!(
+                "pack {:?} does not exist: create the Pack, or give the session an existing one",
+                s.spec.pack
+            );
+            return self.fail(SessionReason::PackNotFound, &msg).await;
+        };
+        if let Err(e) = spec::validate(cfg, s, &pack) {
+            return self.fail(SessionReason::InvalidSpec, &e.0).await;
+        }
+        if !ctx.containers.image_present(&pack.spec.image).await? {
+            let msg = format!(
+                "image {} of pack {:?} is not present on node {}; the node agent never pulls images: \
+                 load it on the node (docker load, or docker pull by digest) and create the session again",
+                pack.spec.image, s.spec.pack, cfg.node_name
+            );
+            return self.fail(SessionReason::ImageNotPresent, &msg).await;
+        }
+        if let Some(src) = spec::restore_from(s)
+            && !ctx.workspaces.snapshot_exists(src).await?
+        {
+            let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");
+            return self.fail(SessionReason::SnapshotNotFound, &msg).await;
+        }
+        if let Some((uuid, holder)) = ctx.gpu_conflict(s) {
+            let msg = format!(
+                "GPU {uuid} is in use by session {holder} on this node; waiting until it is free"
+            );
+            tracing::error!(session = %s.name_any(), %uuid, %holder, "a GPU bound to two sessions");
+            if let Some(st) = plan::status_gpu_in_use(s, &msg, now) {
+                write_status(ctx, s, st).await?;
+                ctx.publish(
+                    s,
+                    EventType::Warning,
+                    SessionReason::GpuInUse,
+                    EventAction::Start,
+                    msg,
+                );
+            }
+            return Ok(Next::Wait(Duration::from_secs(2)));
+        }
+        let updated = write_status(ctx, s, plan::status_starting(s, dataset, now)).await?;
+        Ok(Next::written(updated))
+    }
+}

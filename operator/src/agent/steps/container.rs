@@ -1,0 +1,80 @@
+//! The container steps: create it (the network first), start it.
+
+use medforge_crds::SessionReason;
+
+use super::{Next, Pass};
+use crate::agent::controller::Error;
+use crate::agent::runtime::{Cluster, ContainerError, Containers, Workspaces};
+use crate::agent::spec;
+
+impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// `CreateContainer`: the container the spec describes, on the sessions'
+    /// network.
+    pub(super) async fn create_container(&self) -> Result<Next, Error> {
+        let Pass { ctx, s, w, .. } = *self;
+        let cfg = &ctx.config;
+        let Some(pack) = ctx.cluster.get_pack(&s.spec.pack).await? else {
+            let msg = format!("pack {:?} does not exist any more", s.spec.pack);
+            return self.fail(SessionReason::PackNotFound, &msg).await;
+        };
+        let mountpoint = w
+            .dataset
+            .as_ref()
+            .and_then(|d| d.mountpoint.clone())
+            .unwrap_or_default();
+        let spec = match spec::container_spec(cfg, s, &pack, &mountpoint) {
+            Ok(spec) => spec,
+            Err(e) => return self.fail(SessionReason::InvalidSpec, &e.0).await,
+        };
+        ctx.network
+            .ensure(|| ctx.containers.ensure_network(&cfg.network))
+            .await?;
+        match ctx.containers.create(&spec).await {
+            // A taken name is looked at by the next pass: ours is adopted,
+            // another session's is refused.
+            Ok(_) | Err(ContainerError::Conflict { .. }) => Ok(Next::AGAIN),
+            Err(ContainerError::NetworkMissing { .. }) => {
+                ctx.network.forget().await;
+                Ok(Next::AGAIN)
+            }
+            Err(ContainerError::NotFound { what }) => {
+                let msg = format!(
+                    "{what}: the image of pack {:?} is not present on node {}; the node agent never pulls images",
+                    s.spec.pack, cfg.node_name
+                );
+                self.fail(SessionReason::ImageNotPresent, &msg).await
+            }
+            Err(ContainerError::Rejected { message, .. }) => {
+                let msg = format!(
+                    "Docker refused to create container {}: {message}",
+                    spec.name
+                );
+                self.fail(SessionReason::ContainerFailed, &msg).await
+            }
+            Err(e) => {
+                // A network removed under us is created again on the next try.
+                ctx.network.forget().await;
+                Err(e.into())
+            }
+        }
+    }
+    /// `StartContainer`. A container whose network was removed since it was
+    /// created is made again (it never ran).
+    pub(super) async fn start_container(&self) -> Result<Next, Error> {
+        let Pass { ctx, w, .. } = *self;
+        let c = w.container.as_ref().expect("decided on a container");
+        match ctx.containers.start(&c.id).await {
+            Ok(()) | Err(ContainerError::NotFound { .. }) => Ok(Next::AGAIN),
+            Err(ContainerError::NetworkMissing { .. }) => {
+                ctx.network.forget().await;
+                ctx.containers.remove(&c.id).await?;
+                Ok(Next::AGAIN)
+            }
+            Err(ContainerError::Rejected { message, .. }) => {
+                let msg = format!("Docker could not start container {}: {message}", c.name);
+                self.fail(SessionReason::ContainerFailed, &msg).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
