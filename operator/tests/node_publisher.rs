@@ -6,9 +6,10 @@ use futures::FutureExt;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use medforge_apiserver::testing::TestControlPlane;
-use medforge_crds::{ComponentHealth, GpuNode};
+use medforge_crds::{ComponentHealth, GpuNode, NodeCondition};
 use medforge_operator::gpu::StaticInventory;
 use medforge_operator::node::{HealthCheck, NodeFacts, publish};
+use medforge_testkit::node_condition;
 
 fn health(healthy: bool, message: &'static str) -> HealthCheck {
     Arc::new(move || {
@@ -73,13 +74,7 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         "cannot connect to the Docker socket /run/docker.sock",
     );
     let n = publish(&client, &facts, &[]).await.unwrap();
-    let ready = n
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = node_condition(&n, NodeCondition::Ready).unwrap();
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason, "RuntimeUnavailable");
     assert!(
@@ -98,13 +93,7 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         "workspaces live in the file-backed pool /var/lib/medforge/quickstart/pool.img".into(),
     );
     let n = publish(&client, &facts, &[]).await.unwrap();
-    let trial = n
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "TrialStorage")
-        .expect("a TrialStorage condition");
+    let trial = node_condition(&n, NodeCondition::TrialStorage).expect("a TrialStorage condition");
     assert_eq!(
         (trial.status.as_str(), trial.reason.as_str()),
         ("True", "FileBackedPool")
@@ -112,12 +101,6 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
     assert!(trial.message.contains("pool.img"), "{}", trial.message);
     facts.storage_note = None;
     let n = publish(&client, &facts, &[]).await.unwrap();
-    assert!(
-        !n.status
-            .unwrap()
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "TrialStorage")
-    );
+    assert!(node_condition(&n, NodeCondition::TrialStorage).is_none());
     cp.shutdown().await;
 }

@@ -9,10 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use medforge_apiserver::testing::TestControlPlane;
-use medforge_crds::{Condition, GpuNode, Session};
+use medforge_crds::{Condition, GpuNode, NodeCondition, Session};
 use medforge_operator::scheduler::controller::{SchedulerConfig, run};
 use medforge_operator::scheduler::placement::Limits;
-use medforge_testkit::{create, eventually, merge, publish_ready_node, session_spec};
+use medforge_testkit::{
+    create, eventually, merge, node_condition, publish_ready_node, session_spec,
+};
 use tokio::task::JoinHandle;
 
 const NS: &str = "sched-test";
@@ -376,13 +378,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
         Duration::from_secs(10),
         || async {
             let n = nodes.get("node-stale").await.unwrap();
-            let ready = n
-                .status
-                .unwrap()
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Ready")
-                .unwrap();
+            let ready = node_condition(&n, NodeCondition::Ready).unwrap();
             (ready.status == "Unknown").then_some(ready)
         },
     )

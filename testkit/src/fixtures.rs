@@ -134,6 +134,12 @@ pub async fn publish_ready_node(
         .expect("write the GpuNode's status")
 }
 
+/// The condition `type_` of a GpuNode's status, if it has one.
+pub fn node_condition(node: &GpuNode, type_: NodeCondition) -> Option<Condition> {
+    let conditions = &node.status.as_ref()?.conditions;
+    medforge_crds::conditions::find(conditions, type_).cloned()
+}
+
 /// Creates `obj`; the server must accept it.
 pub async fn create<K>(api: &Api<K>, obj: &K) -> K
 where
