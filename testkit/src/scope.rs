@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::ListContainersOptions;
 use rand::Rng;
 
+use crate::dockerd;
 use crate::error::{HarnessError, Result};
 use crate::harness::Harness;
 use crate::zfs;
@@ -192,18 +193,7 @@ async fn cleanup_scope(harness: &Harness, prefix: &str) -> Result<CleanupReport>
     };
     let mut report = CleanupReport::default();
     for id in scope_view.containers().await? {
-        match harness
-            .docker()
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
+        match dockerd::force_remove(harness.docker(), &id).await {
             Ok(()) => report.containers_removed.push(id),
             // Already gone (removed concurrently): fine.
             Err(bollard::errors::Error::DockerResponseServerError {
