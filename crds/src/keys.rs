@@ -22,6 +22,15 @@ pub const AGENT_FINALIZER: &str = "medforge.dev/node-agent";
 /// Annotation that overrides the dataset policy on delete: `keep` or `destroy`.
 pub const WORKSPACE_ON_DELETE_ANNOTATION: &str = "medforge.dev/workspace-on-delete";
 
+/// User properties on the ZFS datasets the node agent makes (ZFS spells a
+/// user property `module:name`).
+pub mod dataset {
+    /// The Session's uid: what a dataset is keyed by.
+    pub const SESSION_UID: &str = "medforge:session-uid";
+    /// `<namespace>/<name>` of the Session, for people reading `zfs get`.
+    pub const SESSION: &str = "medforge:session";
+}
+
 /// Labels on the Docker objects the node agent makes.
 pub mod container {
     /// The Session's uid: what a container is keyed by.

@@ -99,7 +99,9 @@ async fn a_bound_session_runs_and_stops() {
     let dataset = "pool/mf/alice/uid-s1";
     assert_eq!(w.zfs.datasets(), vec![dataset]);
     assert_eq!(
-        w.zfs.property(dataset, "medforge:session-uid").as_deref(),
+        w.zfs
+            .property(dataset, medforge_crds::keys::dataset::SESSION_UID)
+            .as_deref(),
         Some("uid-s1")
     );
     let containers = w.docker.of_session("uid-s1");

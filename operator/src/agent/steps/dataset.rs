@@ -2,7 +2,7 @@
 //! root to the workload's user.
 
 use kube::ResourceExt;
-use medforge_crds::SessionReason;
+use medforge_crds::{SessionReason, keys};
 
 use super::{Next, Pass};
 use crate::agent::context::Context;
@@ -30,11 +30,11 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
         };
         let mut properties = vec![
             (
-                "medforge:session-uid".to_string(),
+                keys::dataset::SESSION_UID.to_string(),
                 s.uid().unwrap_or_default(),
             ),
             (
-                "medforge:session".to_string(),
+                keys::dataset::SESSION.to_string(),
                 format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
             ),
         ];
