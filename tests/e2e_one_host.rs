@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use medforge_testkit::{Harness, HttpResponse, Method};
+use medforge_testkit::{Harness, HttpResponse, Method, eventually};
 
 mod support;
 use serde_json::{Value, json};
@@ -223,17 +223,6 @@ impl Client<'_> {
             None,
         )
         .await
-    }
-}
-
-async fn poll<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -466,7 +455,7 @@ async fn evidence_run_on_one_host() {
     // The poll waits for the first 200 but no longer hides what came before
     // it: each answer is recorded, and a 502 fails the run (Client::record).
     let mut before_200 = Vec::new();
-    let ready_a = poll("session A routable", Duration::from_secs(30), async || {
+    let ready_a = eventually("session A routable", Duration::from_secs(30), async || {
         let r = c.session(&slug_a, "/", Some(&alice), &[]).await;
         if r.status == 200 {
             return Some(r);
@@ -574,7 +563,7 @@ async fn evidence_run_on_one_host() {
             assert_eq!(*result, "refused", "proxy side -> {label}:{p}");
         }
     }
-    poll(
+    eventually(
         "isolation rules in place",
         Duration::from_secs(15),
         async || (probe(&b_ns, SocketAddr::new(a_ip, 8080)).await == "dropped").then_some(()),
@@ -654,7 +643,7 @@ async fn evidence_run_on_one_host() {
         )
         .await;
     assert_eq!(r.status, 202, "stop: {}", r.text());
-    poll(
+    eventually(
         "session A's host to answer 404",
         Duration::from_secs(10),
         async || {
@@ -665,7 +654,7 @@ async fn evidence_run_on_one_host() {
     .await;
     let delay = stopped_at.elapsed();
     writeln!(report, "- stop → 404 after {} ms", delay.as_millis()).unwrap();
-    let snapshots = poll("a @stop- snapshot", Duration::from_secs(10), async || {
+    let snapshots = eventually("a @stop- snapshot", Duration::from_secs(10), async || {
         let out = harness
             .zfs([
                 "list", "-H", "-o", "name", "-t", "snapshot", "-r", &zfs_root,
@@ -688,7 +677,7 @@ async fn evidence_run_on_one_host() {
     let kubeconfig = dir.path().join("data/apiserver/kubeconfig");
     // The agent finishes the stop (phase, released GPU) a moment after the
     // host answers 404: wait for kubectl to show it.
-    let sessions_table = poll(
+    let sessions_table = eventually(
         "session A Stopped in kubectl",
         Duration::from_secs(30),
         async || {
@@ -719,7 +708,7 @@ async fn evidence_run_on_one_host() {
         assert!(row_a.contains(want), "{want:?} not in {row_a:?}");
     }
     // Two GPUs; B holds one, A released its own when it stopped.
-    let nodes_table = poll(
+    let nodes_table = eventually(
         "one GPU free on e2e-node",
         Duration::from_secs(30),
         async || {
@@ -735,7 +724,7 @@ async fn evidence_run_on_one_host() {
     )
     .await;
     writeln!(report, "```\n{}```", nodes_table).unwrap();
-    let described = poll(
+    let described = eventually(
         "the agent's stop Event in describe",
         Duration::from_secs(30),
         async || {
@@ -886,7 +875,7 @@ async fn evidence_run_on_one_host() {
             )
             .await;
         assert_eq!(r.status, 404, "a deleted session is gone: {}", r.text());
-        poll(
+        eventually(
             "the deleted Session to be gone from the control plane",
             Duration::from_secs(30),
             async || {

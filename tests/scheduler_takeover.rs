@@ -15,13 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client, ResourceExt};
-use medforge_crds::{
-    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session, SessionSpec,
-};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use medforge_crds::Session;
+use medforge_testkit::{eventually, publish_ready_node, session_spec};
 use support::{Proc, host_port, kube_client};
 
 /// Lease duration given to both schedulers: short, so that the takeover
@@ -94,62 +92,8 @@ fn spawn_scheduler(
     Proc { name, child, log }
 }
 
-/// Publishes a ready node with `gpus` GPUs and a fresh heartbeat, as its
-/// agent would.
-async fn publish_node(client: &Client, name: &str, gpus: u32) {
-    let api: Api<GpuNode> = Api::all(client.clone());
-    let node = GpuNode {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: GpuNodeSpec::default(),
-        status: None,
-    };
-    let mut node = api.create(&PostParams::default(), &node).await.unwrap();
-    let now = Timestamp::now();
-    node.status = Some(GpuNodeStatus {
-        gpus: (0..gpus)
-            .map(|i| GpuInfo {
-                index: i,
-                uuid: format!("GPU-{name}-{i}"),
-                model: "test".into(),
-                memory_bytes: 1,
-                health: GpuHealth::Healthy,
-            })
-            .collect(),
-        allocatable: gpus,
-        last_heartbeat_time: Some(Time(now)),
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: "AgentReady".into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(now),
-        }],
-        ..Default::default()
-    });
-    api.replace_status(name, &PostParams::default(), &node)
-        .await
-        .unwrap();
-}
-
 fn session(name: &str, owner: &str) -> Session {
-    Session::new(
-        name,
-        SessionSpec {
-            owner: owner.into(),
-            pack: "default".into(),
-            exposure: Default::default(),
-            gpus: 1,
-            state: Default::default(),
-            resources: None,
-            workspace: None,
-            idle_timeout: None,
-            max_lifetime: None,
-        },
-    )
+    session_spec().owner(owner).session(name)
 }
 
 fn is_bound(s: &Session) -> bool {
@@ -241,7 +185,7 @@ async fn takeover_round() -> bool {
     medforge_operator::leader::ensure_namespace(&c, NS)
         .await
         .unwrap();
-    publish_node(&c, "node-a", GPUS).await;
+    publish_ready_node(&c, "node-a", GPUS, Timestamp::now()).await;
 
     let kubeconfig = dir.join("kubeconfig");
     let max_sessions = MAX_SESSIONS_PER_USER.to_string();
@@ -270,14 +214,12 @@ async fn takeover_round() -> bool {
 
     // Who leads: the Lease's holder is `<host>-<pid>` of one of the two.
     let leases: Api<Lease> = Api::namespaced(c.clone(), "medforge-system");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        if let Some(l) = lease(&leases).await {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no scheduler took the Lease");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let first = eventually(
+        "a scheduler to take the Lease",
+        Duration::from_secs(60),
+        || lease(&leases),
+    )
+    .await;
     assert_eq!(
         first.duration, LEASE_SECS,
         "--lease-duration reached the Lease"
@@ -462,26 +404,30 @@ async fn takeover_round() -> bool {
     // Every Session ends bound or refused; as many bound as the GPUs and the
     // per-owner limit allow; no GPU twice.
     let expected_bound = (GPUS as usize).min(OWNERS * MAX_SESSIONS_PER_USER);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let list = sessions.list(&ListParams::default()).await.unwrap().items;
-        ledger.observe(&list);
-        let decided = list.iter().all(|s| {
-            s.condition(medforge_crds::SessionCondition::Scheduled)
-                .is_some()
-        });
-        let bound = list.iter().filter(|s| is_bound(s)).count();
-        if list.len() == names.len() && decided && bound == expected_bound {
-            break list;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{bound} of {} bound (want {expected_bound}), all decided: {decided}\n{}",
-            list.len(),
-            schedulers[other].log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ledger = Mutex::new(ledger);
+    let done = eventually(
+        "every Session decided, as many bound as fit",
+        Duration::from_secs(60),
+        || async {
+            let list = sessions.list(&ListParams::default()).await.unwrap().items;
+            ledger.lock().unwrap().observe(&list);
+            let decided = list.iter().all(|s| {
+                s.condition(medforge_crds::SessionCondition::Scheduled)
+                    .is_some()
+            });
+            let bound = list.iter().filter(|s| is_bound(s)).count();
+            if list.len() == names.len() && decided && bound == expected_bound {
+                Ok(list)
+            } else {
+                Err(format!(
+                    "{bound} of {} bound (want {expected_bound}), all decided: {decided}\n{}",
+                    list.len(),
+                    schedulers[other].log_tail()
+                ))
+            }
+        },
+    )
+    .await;
     let mut per_owner: BTreeMap<&str, usize> = BTreeMap::new();
     let mut uuids = Vec::new();
     for s in done.iter().filter(|s| is_bound(s)) {

@@ -22,36 +22,35 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use medforge_crds::{Session, SessionSpec};
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::Session;
+use medforge_crds::keys::OWNER_LABEL;
+use medforge_testkit::session_spec;
 use serde_json::json;
 
 const CHILD_ENV: &str = "MEDFORGE_APISERVER_BENCH_CHILD";
 
 fn main() {
-    if let Ok(dir) = std::env::var(CHILD_ENV) {
-        serve(dir);
+    if std::env::var_os(CHILD_ENV).is_some() {
+        serve();
         return;
     }
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     rt.block_on(drive());
 }
 
-/// Child: run the server until stdin closes.
-fn serve(dir: String) {
+/// Child: run a test control plane until stdin closes.
+fn serve() {
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     rt.block_on(async {
-        let config =
-            medforge_apiserver::Config::new(&dir).with_listen("127.0.0.1:0".parse().unwrap());
-        let server = medforge_apiserver::start(config)
-            .await
-            .expect("the server starts");
-        println!("{}", server.kubeconfig_path().display());
+        let cp = TestControlPlane::start().await;
+        println!("{}", cp.server.kubeconfig_path().display());
         let done = tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();
             let _ = std::io::stdin().read_to_end(&mut sink);
         });
         let _ = done.await;
-        server.shutdown().await;
+        cp.shutdown().await;
     });
 }
 
@@ -88,26 +87,17 @@ fn ms(d: Duration) -> String {
 }
 
 fn session(name: &str, i: usize) -> Session {
-    let mut s = Session::new(
-        name,
-        SessionSpec {
-            owner: format!("user-{}", i % 200),
-            pack: "jupyter-cuda12".into(),
-            exposure: Default::default(),
-            gpus: (i % 3) as u32,
-            state: Default::default(),
-            resources: None,
-            workspace: None,
-            idle_timeout: Some("2h".into()),
-            max_lifetime: Some("24h".into()),
-        },
-    );
+    let owner = format!("user-{}", i % 200);
+    let mut s = session_spec()
+        .owner(owner.clone())
+        .pack("jupyter-cuda12")
+        .gpus((i % 3) as u32)
+        .idle_timeout("2h")
+        .max_lifetime("24h")
+        .session(name);
     s.metadata.labels = Some(
         [
-            (
-                "medforge.dev/owner".to_string(),
-                format!("user-{}", i % 200),
-            ),
+            (OWNER_LABEL.to_string(), owner),
             (
                 "app.kubernetes.io/managed-by".to_string(),
                 "medforge".to_string(),
@@ -136,9 +126,8 @@ async fn drive() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
     let clients = 16;
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let mut child = Command::new(std::env::current_exe().expect("this binary"))
-        .env(CHILD_ENV, dir.path())
+        .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

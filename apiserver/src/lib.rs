@@ -48,6 +48,8 @@ mod selector;
 mod status;
 mod store;
 mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validation;
 
 pub use error::Error;

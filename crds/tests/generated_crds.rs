@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionVersion,
+};
 use medforge_crds::{all_crds, crd_file_name, crd_yaml};
 use serde_json::Value;
 
@@ -84,15 +86,7 @@ fn committed_crds_are_well_formed() {
                 .is_some(),
             "status subresource"
         );
-        let schema = serde_json::to_value(
-            v.schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = schema_of(v);
         let conditions = &schema["properties"]["status"]["properties"]["conditions"];
         assert_eq!(
             conditions["x-kubernetes-list-type"], "map",
@@ -120,15 +114,7 @@ fn committed_crds_are_well_formed() {
 fn session_schema_guards_what_controllers_rely_on() {
     let crd = all_crds().into_iter().next().unwrap();
     let v = &crd.spec.versions[0];
-    let schema = serde_json::to_value(
-        v.schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let schema = schema_of(v);
     let spec = &schema["properties"]["spec"]["properties"];
     assert_eq!(
         spec["owner"]["x-kubernetes-validations"][0]["rule"],
@@ -195,4 +181,10 @@ fn normalise(v: Value) -> Value {
         Value::Array(a) => Value::Array(a.into_iter().map(normalise).collect()),
         other => other,
     }
+}
+
+/// A CRD version's OpenAPI v3 schema, as JSON.
+fn schema_of(v: &CustomResourceDefinitionVersion) -> Value {
+    let schema = v.schema.as_ref().unwrap().open_api_v3_schema.as_ref();
+    serde_json::to_value(schema.unwrap()).unwrap()
 }

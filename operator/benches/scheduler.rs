@@ -7,15 +7,13 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use medforge_crds::{
-    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session, SessionSpec,
-};
-use medforge_operator::leader::ensure_namespace;
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::Session;
 use medforge_operator::scheduler::controller::{SchedulerConfig, run};
+use medforge_testkit::{publish_ready_node, session_spec};
 
 const NODES: u32 = 125;
 const GPUS_PER_NODE: u32 = 8;
@@ -33,47 +31,9 @@ fn rss_kib() -> u64 {
 }
 
 async fn publish_nodes(client: &Client) {
-    let api: Api<GpuNode> = Api::all(client.clone());
     let now = Timestamp::now();
-    let tasks = (0..NODES).map(|i| {
-        let api = api.clone();
-        async move {
-            let name = format!("node-{i:03}");
-            let n = GpuNode {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                },
-                spec: GpuNodeSpec::default(),
-                status: None,
-            };
-            let mut created = api.create(&PostParams::default(), &n).await.unwrap();
-            created.status = Some(GpuNodeStatus {
-                gpus: (0..GPUS_PER_NODE)
-                    .map(|g| GpuInfo {
-                        index: g,
-                        uuid: format!("GPU-{name}-{g}"),
-                        model: "bench".into(),
-                        memory_bytes: 1,
-                        health: GpuHealth::Healthy,
-                    })
-                    .collect(),
-                allocatable: GPUS_PER_NODE,
-                last_heartbeat_time: Some(Time(now)),
-                conditions: vec![Condition {
-                    type_: "Ready".into(),
-                    status: "True".into(),
-                    reason: "AgentReady".into(),
-                    message: String::new(),
-                    observed_generation: None,
-                    last_transition_time: Time(now),
-                }],
-                ..Default::default()
-            });
-            api.replace_status(&name, &PostParams::default(), &created)
-                .await
-                .unwrap();
-        }
+    let tasks = (0..NODES).map(|i| async move {
+        publish_ready_node(client, &format!("node-{i:03}"), GPUS_PER_NODE, now).await;
     });
     futures::stream::iter(tasks)
         .buffer_unordered(16)
@@ -86,20 +46,9 @@ async fn create_sessions(client: &Client, ns: &str) {
     let tasks = (0..SESSIONS).map(|i| {
         let api = api.clone();
         async move {
-            let s = Session::new(
-                &format!("bench-{i:04}"),
-                SessionSpec {
-                    owner: format!("user-{i:04}"),
-                    pack: "default".into(),
-                    exposure: Default::default(),
-                    gpus: 1,
-                    state: Default::default(),
-                    resources: None,
-                    workspace: None,
-                    idle_timeout: None,
-                    max_lifetime: None,
-                },
-            );
+            let s = session_spec()
+                .owner(format!("user-{i:04}"))
+                .session(&format!("bench-{i:04}"));
             api.create(&PostParams::default(), &s).await.unwrap();
         }
     });
@@ -121,15 +70,9 @@ async fn bound(api: &Api<Session>) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(
-        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    let client = server.client().unwrap();
     let ns = "bench";
-    ensure_namespace(&client, ns).await.unwrap();
+    let cp = TestControlPlane::builder().namespace(ns).start().await;
+    let client = cp.client.clone();
     publish_nodes(&client).await;
     create_sessions(&client, ns).await;
     let api: Api<Session> = Api::namespaced(client.clone(), ns);
@@ -187,5 +130,5 @@ async fn main() {
         peak.saturating_sub(rss_before) / 1024
     );
     println!("  target: under 2 s end to end");
-    server.shutdown().await;
+    cp.shutdown().await;
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use futures::FutureExt;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use medforge_crds::{ComponentHealth, GpuNode};
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::{ComponentHealth, GpuNode, NodeCondition};
 use medforge_operator::gpu::StaticInventory;
 use medforge_operator::node::{HealthCheck, NodeFacts, publish};
+use medforge_testkit::node_condition;
 
 fn health(healthy: bool, message: &'static str) -> HealthCheck {
     Arc::new(move || {
@@ -24,13 +26,8 @@ fn health(healthy: bool, message: &'static str) -> HealthCheck {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(
-        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    let client = server.client().unwrap();
+    let cp = TestControlPlane::start().await;
+    let client = cp.client.clone();
     let mut facts = NodeFacts {
         node_name: "gpu-host-1".into(),
         inventory: Arc::new(StaticInventory::parse("gpu-host-1", "static:4").unwrap()),
@@ -77,13 +74,7 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         "cannot connect to the Docker socket /run/docker.sock",
     );
     let n = publish(&client, &facts, &[]).await.unwrap();
-    let ready = n
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = node_condition(&n, NodeCondition::Ready).unwrap();
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason, "RuntimeUnavailable");
     assert!(
@@ -102,13 +93,7 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         "workspaces live in the file-backed pool /var/lib/medforge/quickstart/pool.img".into(),
     );
     let n = publish(&client, &facts, &[]).await.unwrap();
-    let trial = n
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "TrialStorage")
-        .expect("a TrialStorage condition");
+    let trial = node_condition(&n, NodeCondition::TrialStorage).expect("a TrialStorage condition");
     assert_eq!(
         (trial.status.as_str(), trial.reason.as_str()),
         ("True", "FileBackedPool")
@@ -116,12 +101,6 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
     assert!(trial.message.contains("pool.img"), "{}", trial.message);
     facts.storage_note = None;
     let n = publish(&client, &facts, &[]).await.unwrap();
-    assert!(
-        !n.status
-            .unwrap()
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "TrialStorage")
-    );
-    server.shutdown().await;
+    assert!(node_condition(&n, NodeCondition::TrialStorage).is_none());
+    cp.shutdown().await;
 }

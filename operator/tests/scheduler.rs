@@ -5,39 +5,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use medforge_crds::{
-    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session, SessionSpec,
-};
-use medforge_operator::leader::ensure_namespace;
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::{Condition, GpuNode, NodeCondition, Session};
 use medforge_operator::scheduler::controller::{SchedulerConfig, run};
 use medforge_operator::scheduler::placement::Limits;
+use medforge_testkit::{
+    create, eventually, merge, node_condition, publish_ready_node, session_spec,
+};
 use tokio::task::JoinHandle;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    server: medforge_apiserver::RunningServer,
-    client: Client,
-    ns: String,
-}
+const NS: &str = "sched-test";
 
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap());
-    let server = medforge_apiserver::start(config).await.unwrap();
-    let client = server.client().unwrap();
-    let ns = "sched-test".to_string();
-    ensure_namespace(&client, &ns).await.unwrap();
-    Env {
-        _dir: dir,
-        server,
-        client,
-        ns,
-    }
+async fn env() -> TestControlPlane {
+    TestControlPlane::builder().namespace(NS).start().await
 }
 
 fn cfg(limits: Limits) -> SchedulerConfig {
@@ -77,105 +60,38 @@ fn spawn_scheduler(client: &Client, c: SchedulerConfig) -> JoinHandle<()> {
     })
 }
 
-fn ready_condition(now: Timestamp) -> Condition {
-    Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        reason: "AgentReady".into(),
-        message: String::new(),
-        observed_generation: None,
-        last_transition_time: Time(now),
-    }
-}
-
-/// Publishes a node as its agent would.
-async fn node(client: &Client, name: &str, gpus: u32, heartbeat: Timestamp) -> GpuNode {
-    let api: Api<GpuNode> = Api::all(client.clone());
-    let n = GpuNode {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: GpuNodeSpec::default(),
-        status: None,
-    };
-    let created = match api.get_opt(name).await.unwrap() {
-        Some(n) => n,
-        None => api.create(&PostParams::default(), &n).await.unwrap(),
-    };
-    let mut updated = created.clone();
-    updated.status = Some(GpuNodeStatus {
-        gpus: (0..gpus)
-            .map(|i| GpuInfo {
-                index: i,
-                uuid: format!("GPU-{name}-{i}"),
-                model: "test".into(),
-                memory_bytes: 1,
-                health: GpuHealth::Healthy,
-            })
-            .collect(),
-        allocatable: gpus,
-        last_heartbeat_time: Some(Time(heartbeat)),
-        conditions: vec![ready_condition(heartbeat)],
-        ..Default::default()
-    });
-    api.replace_status(name, &PostParams::default(), &updated)
-        .await
-        .unwrap()
-}
-
 fn session(name: &str, owner: &str, gpus: u32) -> Session {
-    let mut s = Session::new(
-        name,
-        SessionSpec {
-            owner: owner.into(),
-            pack: "default".into(),
-            exposure: Default::default(),
-            gpus,
-            state: Default::default(),
-            resources: None,
-            workspace: None,
-            idle_timeout: None,
-            max_lifetime: None,
-        },
-    );
+    let mut s = session_spec().owner(owner).gpus(gpus).session(name);
     s.metadata.labels = Some(BTreeMap::from([("medforge.test/round".into(), "x".into())]));
     s
 }
 
 /// Polls until every listed Session has a `Scheduled` condition and returns them.
 async fn decided(api: &Api<Session>, names: &[String]) -> Vec<Session> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("every session decided", Duration::from_secs(20), || async {
         let list = api.list(&ListParams::default()).await.unwrap().items;
         let done: Vec<Session> = list
             .into_iter()
             .filter(|s| names.contains(&s.name_any()))
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .is_some()
-            })
+            .filter(|s| scheduled_opt(s).is_some())
             .collect();
         if done.len() == names.len() {
-            return done;
+            Ok(done)
+        } else {
+            Err(format!(
+                "only {} of {} sessions decided",
+                done.len(),
+                names.len()
+            ))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {} sessions were decided in time",
-            done.len(),
-            names.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn bound_gpus(sessions: &[Session]) -> Vec<String> {
     sessions
         .iter()
-        .filter(|s| {
-            s.condition(medforge_crds::SessionCondition::Scheduled)
-                .is_some_and(|c| c.status == "True")
-        })
+        .filter(|s| scheduled_opt(s).is_some_and(|c| c.status == "True"))
         .flat_map(|s| {
             s.status
                 .as_ref()
@@ -188,15 +104,7 @@ fn bound_gpus(sessions: &[Session]) -> Vec<String> {
 }
 
 fn reasons(sessions: &[Session]) -> Vec<String> {
-    let mut r: Vec<String> = sessions
-        .iter()
-        .map(|s| {
-            s.condition(medforge_crds::SessionCondition::Scheduled)
-                .unwrap()
-                .reason
-                .clone()
-        })
-        .collect();
+    let mut r: Vec<String> = sessions.iter().map(scheduled_reason).collect();
     r.sort();
     r
 }
@@ -205,7 +113,7 @@ async fn create_all(api: &Api<Session>, names: &[String], owner_of: impl Fn(usiz
     let creates = names.iter().enumerate().map(|(i, n)| {
         let api = api.clone();
         let s = session(n, &owner_of(i), 1);
-        async move { api.create(&PostParams::default(), &s).await.unwrap() }
+        async move { create(&api, &s).await }
     });
     futures::future::join_all(creates).await;
 }
@@ -214,20 +122,14 @@ async fn delete_all_and_wait(api: &Api<Session>) {
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "sessions not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("sessions deleted", Duration::from_secs(10), || async {
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
 }
 
 fn assert_distinct(gpus: &[String]) {
@@ -239,10 +141,10 @@ fn assert_distinct(gpus: &[String]) {
 async fn eight_sessions_race_for_seven_gpus_fifty_times() {
     let e = env().await;
     let now = Timestamp::now();
-    node(&e.client, "node-a", 4, now).await;
-    node(&e.client, "node-b", 3, now).await;
+    publish_ready_node(&e.client, "node-a", 4, now).await;
+    publish_ready_node(&e.client, "node-b", 3, now).await;
     let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
-    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
 
     for round in 0..50 {
         let names: Vec<String> = (0..8).map(|i| format!("r{round}-s{i}")).collect();
@@ -253,21 +155,10 @@ async fn eight_sessions_race_for_seven_gpus_fifty_times() {
         assert_distinct(&gpus);
         let refused: Vec<&Session> = sessions
             .iter()
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-            })
+            .filter(|s| scheduled(s).status == "False")
             .collect();
         assert_eq!(refused.len(), 1, "round {round}");
-        assert_eq!(
-            refused[0]
-                .condition(medforge_crds::SessionCondition::Scheduled)
-                .unwrap()
-                .reason,
-            "NoGpuAvailable"
-        );
+        assert_eq!(scheduled(refused[0]).reason, "NoGpuAvailable");
         for s in &sessions {
             let st = s.status.as_ref().unwrap();
             if st.node_name.is_some() {
@@ -278,16 +169,16 @@ async fn eight_sessions_race_for_seven_gpus_fifty_times() {
         delete_all_and_wait(&api).await;
     }
     sched.abort();
-    e.server.shutdown().await;
+    e.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_scheduler_mid_binding_never_gives_a_gpu_twice() {
     let e = env().await;
     let now = Timestamp::now();
-    node(&e.client, "node-a", 4, now).await;
-    node(&e.client, "node-b", 3, now).await;
-    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    publish_ready_node(&e.client, "node-a", 4, now).await;
+    publish_ready_node(&e.client, "node-b", 3, now).await;
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
 
     for round in 0..10u64 {
         let names: Vec<String> = (0..8).map(|i| format!("k{round}-s{i}")).collect();
@@ -307,15 +198,15 @@ async fn killing_the_scheduler_mid_binding_never_gives_a_gpu_twice() {
         let _ = sched.await;
         delete_all_and_wait(&api).await;
     }
-    e.server.shutdown().await;
+    e.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_limit_holds_when_creates_race() {
     let e = env().await;
-    node(&e.client, "node-a", 8, Timestamp::now()).await;
+    publish_ready_node(&e.client, "node-a", 8, Timestamp::now()).await;
     let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
-    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
     let names: Vec<String> = (0..4).map(|i| format!("lim-{i}")).collect();
     // Users alice and bob each create two sessions at the same instant.
     create_all(&api, &names, |i| {
@@ -331,26 +222,14 @@ async fn per_user_limit_holds_when_creates_race() {
         let mine: Vec<&Session> = sessions.iter().filter(|s| s.spec.owner == user).collect();
         let bound = mine
             .iter()
-            .filter(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "True"
-            })
+            .filter(|s| scheduled(s).status == "True")
             .count();
         assert_eq!(bound, 1, "{user} should get exactly one session");
         let refused = mine
             .iter()
-            .find(|s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-            })
+            .find(|s| scheduled(s).status == "False")
             .unwrap();
-        let c = refused
-            .condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap();
+        let c = scheduled(refused);
         assert_eq!(c.reason, "UserLimitReached");
         assert!(c.message.contains("limit is 1"), "{}", c.message);
         assert_eq!(
@@ -362,13 +241,7 @@ async fn per_user_limit_holds_when_creates_race() {
     // Stopping alice's bound session frees her slot; the waiting one binds.
     let bound = sessions
         .iter()
-        .find(|s| {
-            s.spec.owner == "alice"
-                && s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "True"
-        })
+        .find(|s| s.spec.owner == "alice" && scheduled(s).status == "True")
         .unwrap();
     let mut stopped = bound.clone();
     stopped.status.as_mut().unwrap().phase = Some(medforge_crds::SessionPhase::Stopped);
@@ -377,46 +250,59 @@ async fn per_user_limit_holds_when_creates_race() {
         .unwrap();
     let waiting = sessions
         .iter()
-        .find(|s| {
-            s.spec.owner == "alice"
-                && s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .unwrap()
-                    .status
-                    == "False"
-        })
+        .find(|s| s.spec.owner == "alice" && scheduled(s).status == "False")
         .unwrap()
         .name_any();
     poll(&api, &waiting, |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some_and(|c| c.status == "True")
+        scheduled_opt(s).is_some_and(|c| c.status == "True")
     })
     .await;
     sched.abort();
-    e.server.shutdown().await;
+    e.shutdown().await;
 }
 
 async fn poll(api: &Api<Session>, name: &str, ok: impl Fn(&Session) -> bool) -> Session {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("{name} to reach the wanted state");
+    eventually(&what, Duration::from_secs(10), || async {
         let s = api.get(name).await.unwrap();
-        if ok(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never reached the wanted state: {:?}",
-            s.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if ok(&s) { Ok(s) } else { Err(s.status) }
+    })
+    .await
+}
+
+/// Creates a one-GPU Session of `u` and waits until the scheduler decided it.
+async fn create_and_decide(api: &Api<Session>, name: &str) -> Session {
+    create(api, &session(name, "u", 1)).await;
+    poll(api, name, |s| scheduled_opt(s).is_some()).await
+}
+
+/// The reason of a decided Session's `Scheduled` condition.
+fn scheduled_reason(s: &Session) -> String {
+    scheduled(s).reason.clone()
+}
+
+/// A Session's `Scheduled` condition, if the scheduler decided it.
+fn scheduled_opt(s: &Session) -> Option<&Condition> {
+    s.condition(medforge_crds::SessionCondition::Scheduled)
+}
+
+/// A decided Session's `Scheduled` condition.
+fn scheduled(s: &Session) -> &Condition {
+    scheduled_opt(s).expect("a Scheduled condition")
+}
+
+/// Merge-patches a node and waits until the scheduler has seen the change.
+async fn change_node(nodes: &Api<GpuNode>, seen: &mut Seen, name: &str, patch: serde_json::Value) {
+    let n = merge(nodes, name, patch).await;
+    scheduler_saw(seen, &n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordons_and_stale_heartbeats_steer_placement() {
     let e = env().await;
     let now = Timestamp::now();
-    node(&e.client, "node-a", 2, now).await;
-    node(&e.client, "node-b", 2, now).await;
+    publish_ready_node(&e.client, "node-a", 2, now).await;
+    publish_ready_node(&e.client, "node-b", 2, now).await;
     let mut c = cfg(Limits {
         max_sessions_per_user: 100,
         max_gpus_per_user: 100,
@@ -425,20 +311,12 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     c.heartbeat_timeout = Duration::from_secs(30);
     let mut seen = observed(&mut c);
     let sched = spawn_scheduler(&e.client, c);
-    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
     let nodes: Api<GpuNode> = Api::all(e.client.clone());
     let bind = |name: &'static str| {
         let api = api.clone();
         async move {
-            api.create(&PostParams::default(), &session(name, "u", 1))
-                .await
-                .unwrap();
-            let s = poll(&api, name, |s| {
-                s.condition(medforge_crds::SessionCondition::Scheduled)
-                    .is_some()
-            })
-            .await;
-            let st = s.status.unwrap();
+            let st = create_and_decide(&api, name).await.status.unwrap();
             (st.node_name, st.gpus.first().map(|g| g.uuid.clone()))
         }
     };
@@ -449,62 +327,43 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
         (Some("node-a".into()), Some("GPU-node-a-0".into()))
     );
     // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
-    let n = nodes
-        .patch(
-            "node-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}})),
-        )
-        .await
-        .unwrap();
-    scheduler_saw(&mut seen, &n).await;
+    change_node(
+        &nodes,
+        &mut seen,
+        "node-a",
+        serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}}),
+    )
+    .await;
     assert_eq!(
         bind("c2").await,
         (Some("node-b".into()), Some("GPU-node-b-0".into()))
     );
     // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
-    let n = nodes
-        .patch(
-            "node-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"disabledGpus": null}})),
-        )
-        .await
-        .unwrap();
-    scheduler_saw(&mut seen, &n).await;
+    change_node(
+        &nodes,
+        &mut seen,
+        "node-a",
+        serde_json::json!({"spec": {"disabledGpus": null}}),
+    )
+    .await;
     assert_eq!(
         bind("c3").await,
         (Some("node-a".into()), Some("GPU-node-a-1".into()))
     );
     // Whole-node cordon of node-b: nothing fits any more.
-    let n = nodes
-        .patch(
-            "node-b",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
-        )
-        .await
-        .unwrap();
-    scheduler_saw(&mut seen, &n).await;
-    let api2 = api.clone();
-    api2.create(&PostParams::default(), &session("c4", "u", 1))
-        .await
-        .unwrap();
-    let s = poll(&api, "c4", |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some()
-    })
+    change_node(
+        &nodes,
+        &mut seen,
+        "node-b",
+        serde_json::json!({"spec": {"unschedulable": true}}),
+    )
     .await;
-    assert_eq!(
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap()
-            .reason,
-        "NoGpuAvailable"
-    );
+    let s = create_and_decide(&api, "c4").await;
+    assert_eq!(scheduled_reason(&s), "NoGpuAvailable");
     api.delete("c4", &DeleteParams::default()).await.unwrap();
 
     // A fresh node with a stale heartbeat gets nothing, and is marked Ready=Unknown.
-    let n = node(
+    let n = publish_ready_node(
         &e.client,
         "node-stale",
         8,
@@ -512,42 +371,21 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
     )
     .await;
     scheduler_saw(&mut seen, &n).await;
-    api.create(&PostParams::default(), &session("c5", "u", 1))
-        .await
-        .unwrap();
-    let s = poll(&api, "c5", |s| {
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .is_some()
-    })
+    let s = create_and_decide(&api, "c5").await;
+    assert_eq!(scheduled_reason(&s), "NoGpuAvailable");
+    let ready = eventually(
+        "node-stale marked Ready=Unknown",
+        Duration::from_secs(10),
+        || async {
+            let n = nodes.get("node-stale").await.unwrap();
+            let ready = node_condition(&n, NodeCondition::Ready).unwrap();
+            (ready.status == "Unknown").then_some(ready)
+        },
+    )
     .await;
-    assert_eq!(
-        s.condition(medforge_crds::SessionCondition::Scheduled)
-            .unwrap()
-            .reason,
-        "NoGpuAvailable"
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = nodes.get("node-stale").await.unwrap();
-        let ready = n
-            .status
-            .unwrap()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap();
-        if ready.status == "Unknown" {
-            assert_eq!(ready.reason, "NodeStatusUnknown");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stale node never marked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(ready.reason, "NodeStatusUnknown");
     sched.abort();
-    e.server.shutdown().await;
+    e.shutdown().await;
 }
 
 /// A scheduler told to stop drains and hands its Lease back: the other
@@ -557,7 +395,7 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
 async fn a_stopping_scheduler_hands_the_lease_over() {
     use k8s_openapi::api::coordination::v1::Lease;
     let e = env().await;
-    node(&e.client, "node-a", 2, Timestamp::now()).await;
+    publish_ready_node(&e.client, "node-a", 2, Timestamp::now()).await;
     let hour = |identity: &str| {
         let mut c = cfg(Limits::default());
         c.lease.identity = identity.into();
@@ -582,30 +420,26 @@ async fn a_stopping_scheduler_hands_the_lease_over() {
         })
         .await
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while holder().await.as_deref() != Some("replica-a") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replica-a never led"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("replica-a to lead", Duration::from_secs(60), || async {
+        holder().await.as_deref() == Some("replica-a")
+    })
+    .await;
     let b = spawn_scheduler(&e.client, hour("replica-b"));
     stop_a.send(()).unwrap();
     a.await.unwrap().expect("replica-a stops cleanly");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while holder().await.as_deref() != Some("replica-b") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replica-b did not take over the released lease: holder {:?}",
-            holder().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let api: Api<Session> = Api::namespaced(e.client.clone(), &e.ns);
-    api.create(&PostParams::default(), &session("after-handover", "u", 1))
-        .await
-        .unwrap();
+    eventually(
+        "replica-b to take over the released lease",
+        Duration::from_secs(60),
+        || async {
+            match holder().await {
+                Some(h) if h == "replica-b" => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
+    create(&api, &session("after-handover", "u", 1)).await;
     let s = poll(&api, "after-handover", |s| {
         s.status.as_ref().and_then(|st| st.node_name.as_deref()) == Some("node-a")
     })
@@ -613,5 +447,5 @@ async fn a_stopping_scheduler_hands_the_lease_over() {
     assert_eq!(s.status.unwrap().gpus.len(), 1);
     b.abort();
     let _ = b.await;
-    e.server.shutdown().await;
+    e.shutdown().await;
 }

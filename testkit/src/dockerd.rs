@@ -171,6 +171,19 @@ fn start(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Removes one container, running or not, with its anonymous volumes.
+pub async fn force_remove(
+    docker: &Docker,
+    id: &str,
+) -> std::result::Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    docker.remove_container(id, Some(options)).await
+}
+
 /// Removes every container of this dockerd (force, with anonymous volumes).
 pub async fn remove_all_containers(docker: &Docker) -> Result<Vec<String>> {
     let containers = docker
@@ -183,15 +196,7 @@ pub async fn remove_all_containers(docker: &Docker) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for c in containers {
         let Some(id) = c.id else { continue };
-        docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
+        force_remove(docker, &id)
             .await
             .map_err(HarnessError::docker(format!("remove container {id}")))?;
         removed.push(id);

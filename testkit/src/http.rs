@@ -12,6 +12,7 @@ use hyper::{HeaderMap, Method, Request};
 use hyper_util::rt::TokioIo;
 
 use crate::error::{HarnessError, Result};
+use crate::eventually::{TimedOut, try_eventually};
 use crate::netns;
 
 /// Default deadline of one request.
@@ -119,6 +120,24 @@ pub async fn request_with_headers(
     }
 }
 
+/// The deadline of one attempt while polling until `deadline`: what is
+/// left, but at least 100 ms and at most 2 s.
+fn attempt_within(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(2))
+        .max(Duration::from_millis(100))
+}
+
+/// The harness's timeout error for a poll that gave up.
+fn gave_up(t: TimedOut) -> HarnessError {
+    HarnessError::Timeout {
+        component: "http",
+        what: format!("{}; last: {}", t.what, t.last.unwrap_or_default()),
+        waited: t.waited,
+    }
+}
+
 /// Polls `GET path` until it answers 2xx or `timeout` passes; returns the
 /// first successful response, or the last error.
 pub async fn wait_for_http(
@@ -128,47 +147,29 @@ pub async fn wait_for_http(
     timeout: Duration,
 ) -> Result<HttpResponse> {
     let deadline = Instant::now() + timeout;
-    let mut last;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = left
-            .min(Duration::from_secs(2))
-            .max(Duration::from_millis(100));
+    let what = format!("http://{addr}{path} did not answer 2xx");
+    try_eventually(&what, timeout, async || {
+        let attempt = attempt_within(deadline);
         match request(netns_path, addr, Method::GET, path, Bytes::new(), attempt).await {
-            Ok(r) if r.is_success() => return Ok(r),
-            Ok(r) => last = format!("status {}: {}", r.status, r.text()),
-            Err(e) => last = e.to_string(),
+            Ok(r) if r.is_success() => Ok(r),
+            Ok(r) => Err(format!("status {}: {}", r.status, r.text())),
+            Err(e) => Err(e.to_string()),
         }
-        if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout {
-                component: "http",
-                what: format!("http://{addr}{path} did not answer 2xx; last: {last}"),
-                waited: timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .map_err(gave_up)
 }
 
 /// Polls until a TCP connection to `addr` (inside the namespace) succeeds.
 pub async fn wait_for_port(netns_path: &Path, addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = left
-            .min(Duration::from_secs(2))
-            .max(Duration::from_millis(100));
-        let last = match netns::connect(netns_path, addr, attempt).await {
-            Ok(_) => return Ok(()),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout {
-                component: "http",
-                what: format!("{addr} did not accept a connection; last: {last}"),
-                waited: timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{addr} did not accept a connection");
+    try_eventually(&what, timeout, async || {
+        netns::connect(netns_path, addr, attempt_within(deadline))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(gave_up)
 }

@@ -27,10 +27,13 @@
 
 mod dockerd;
 mod error;
+mod eventually;
+mod fixtures;
 mod harness;
 mod http;
 mod image;
 mod layout;
+mod lifecycle;
 mod netns;
 mod process;
 mod scope;
@@ -39,7 +42,12 @@ mod zfs;
 pub use bollard;
 pub use dockerd::API_VERSION as DOCKER_API_VERSION;
 pub use error::{HarnessError, Result};
-pub use harness::{DownOptions, DownReport, Harness, Status, down, status, up};
+pub use eventually::{Outcome, POLL_INTERVAL, TimedOut, eventually, try_eventually};
+pub use fixtures::{
+    SessionSpecBuilder, create, merge, node_condition, publish_ready_node, ready_node_status,
+    session_spec,
+};
+pub use harness::Harness;
 pub use http::{DEFAULT_TIMEOUT as HTTP_TIMEOUT, HttpResponse};
 pub use hyper::Method;
 pub use image::{
@@ -47,6 +55,7 @@ pub use image::{
     ensure_workload_image, workload_target_dir,
 };
 pub use layout::{ENV_HARNESS_DIR, HarnessConfig, Layout, workspace_root};
+pub use lifecycle::{DownOptions, DownReport, Status, down, status, up};
 pub use netns::connect as connect_in_netns;
 pub use process::{Binaries, REQUIREMENTS, Requirement, default_search_path, find_in_path};
 pub use scope::{CleanupReport, Dataset, SCOPE_LABEL, TestScope, random_prefix};

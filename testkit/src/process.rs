@@ -175,8 +175,8 @@ fn check_output(component: &'static str, line: String, output: Output) -> Result
     }
 }
 
-/// Runs a command to completion (stdin closed, output captured) and returns its stdout.
-pub fn run<I, S>(component: &'static str, program: &Path, args: I) -> Result<String>
+/// `program args…` with stdin closed, and its command line for messages.
+fn command<I, S>(program: &Path, args: I) -> (Command, String)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -184,6 +184,16 @@ where
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
     let line = command_line(&cmd);
+    (cmd, line)
+}
+
+/// Runs a command to completion (stdin closed, output captured) and returns its stdout.
+pub fn run<I, S>(component: &'static str, program: &Path, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (mut cmd, line) = command(program, args);
     let output = cmd
         .output()
         .map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
@@ -196,9 +206,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
-    let line = command_line(&cmd);
+    let (cmd, line) = command(program, args);
     let output = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .output()

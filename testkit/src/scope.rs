@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::ListContainersOptions;
 use rand::Rng;
 
+use crate::dockerd;
 use crate::error::{HarnessError, Result};
 use crate::harness::Harness;
 use crate::zfs;
@@ -39,6 +40,14 @@ pub struct CleanupReport {
     pub datasets_destroyed: Vec<String>,
 }
 
+impl Harness {
+    /// A fresh scope for one test: a unique prefix, its root dataset
+    /// `<pool>/<prefix>` (created), and cleanup of everything labelled with it.
+    pub async fn scope(&self) -> Result<TestScope> {
+        TestScope::create(self.clone()).await
+    }
+}
+
 /// One test's share of the harness. Call [`TestScope::cleanup`] at the end;
 /// if the test panics first, dropping the scope cleans up (best effort, blocking).
 pub struct TestScope {
@@ -57,7 +66,7 @@ impl std::fmt::Debug for TestScope {
 }
 
 impl TestScope {
-    pub(crate) async fn create(harness: Harness) -> Result<TestScope> {
+    async fn create(harness: Harness) -> Result<TestScope> {
         let prefix = random_prefix();
         let scope = TestScope {
             harness,
@@ -184,18 +193,7 @@ async fn cleanup_scope(harness: &Harness, prefix: &str) -> Result<CleanupReport>
     };
     let mut report = CleanupReport::default();
     for id in scope_view.containers().await? {
-        match harness
-            .docker()
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
+        match dockerd::force_remove(harness.docker(), &id).await {
             Ok(()) => report.containers_removed.push(id),
             // Already gone (removed concurrently): fine.
             Err(bollard::errors::Error::DockerResponseServerError {

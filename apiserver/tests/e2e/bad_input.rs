@@ -1,22 +1,20 @@
 //! Bad requests get the Status error kube-apiserver gives, and store nothing.
 
-use kube::api::{Api, ListParams};
+use kube::Api;
 use medforge_crds::Session;
 use serde_json::json;
 
-use crate::common::{self, TestServer};
+use crate::common;
 
 const SESSIONS: &str = "/apis/medforge.dev/v1alpha1/namespaces/default/sessions";
 
 async fn call(
-    ts: &TestServer,
     client: &kube::Client,
     method: &str,
     path: &str,
     ct: &str,
     body: Vec<u8>,
 ) -> kube::core::Status {
-    let _ = ts;
     let req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -27,6 +25,17 @@ async fn call(
         Err(kube::Error::Api(s)) => *s,
         other => panic!("{method} {path}: expected an API error, got {other:?}"),
     }
+}
+
+/// `POST path` with a JSON body; the Status of the error it gets.
+async fn post(client: &kube::Client, path: &str, body: &serde_json::Value) -> kube::core::Status {
+    let body = serde_json::to_vec(body).unwrap();
+    call(client, "POST", path, "application/json", body).await
+}
+
+/// `GET path`; the Status of the error it gets.
+async fn get(client: &kube::Client, path: &str) -> kube::core::Status {
+    call(client, "GET", path, "application/json", vec![]).await
 }
 
 fn session_body() -> serde_json::Value {
@@ -41,7 +50,6 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
     let rv_before = ts.server.resource_version();
 
     let s = call(
-        &ts,
         &c,
         "POST",
         SESSIONS,
@@ -58,8 +66,7 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
         "/apis/medforge.dev/v1/namespaces/default/sessions",
         "/api/v2/namespaces",
     ] {
-        let body = serde_json::to_vec(&session_body()).unwrap();
-        let s = call(&ts, &c, "POST", path, "application/json", body).await;
+        let s = post(&c, path, &session_body()).await;
         assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"), "{path}");
         assert_eq!(
             s.message,
@@ -70,27 +77,11 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
     // A body of another kind, or another version, than the URL.
     let mut wrong = session_body();
     wrong["kind"] = json!("Pack");
-    let s = call(
-        &ts,
-        &c,
-        "POST",
-        SESSIONS,
-        "application/json",
-        serde_json::to_vec(&wrong).unwrap(),
-    )
-    .await;
+    let s = post(&c, SESSIONS, &wrong).await;
     assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
     let mut wrong = session_body();
     wrong["apiVersion"] = json!("medforge.dev/v1");
-    let s = call(
-        &ts,
-        &c,
-        "POST",
-        SESSIONS,
-        "application/json",
-        serde_json::to_vec(&wrong).unwrap(),
-    )
-    .await;
+    let s = post(&c, SESSIONS, &wrong).await;
     assert_eq!(s.code, 400);
     assert!(
         s.message
@@ -102,56 +93,24 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
     // Over the 3 MiB body limit.
     let mut huge = session_body();
     huge["metadata"]["annotations"] = json!({"big": "x".repeat(4 * 1024 * 1024)});
-    let s = call(
-        &ts,
-        &c,
-        "POST",
-        SESSIONS,
-        "application/json",
-        serde_json::to_vec(&huge).unwrap(),
-    )
-    .await;
+    let s = post(&c, SESSIONS, &huge).await;
     assert_eq!((s.code, s.reason.as_str()), (413, "RequestEntityTooLarge"));
 
     // Invalid selectors.
-    let s = call(
-        &ts,
-        &c,
-        "GET",
-        &format!("{SESSIONS}?labelSelector=a%20b"),
-        "application/json",
-        vec![],
-    )
-    .await;
+    let s = get(&c, &format!("{SESSIONS}?labelSelector=a%20b")).await;
     assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
     assert!(
         s.message.starts_with("unable to parse requirement"),
         "{}",
         s.message
     );
-    let s = call(
-        &ts,
-        &c,
-        "GET",
-        &format!("{SESSIONS}?fieldSelector=nonsense"),
-        "application/json",
-        vec![],
-    )
-    .await;
+    let s = get(&c, &format!("{SESSIONS}?fieldSelector=nonsense")).await;
     assert_eq!(s.code, 400);
 
     // Unknown fields with strict validation (kubectl's default).
     let mut extra = session_body();
     extra["spec"]["colour"] = json!("blue");
-    let s = call(
-        &ts,
-        &c,
-        "POST",
-        &format!("{SESSIONS}?fieldValidation=Strict"),
-        "application/json",
-        serde_json::to_vec(&extra).unwrap(),
-    )
-    .await;
+    let s = post(&c, &format!("{SESSIONS}?fieldValidation=Strict"), &extra).await;
     assert_eq!(s.code, 400);
     assert!(
         s.message
@@ -162,7 +121,6 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
 
     // Patch types a CRD does not take, and methods a path does not take.
     let s = call(
-        &ts,
         &c,
         "PATCH",
         &format!("{SESSIONS}/x"),
@@ -172,7 +130,6 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
     .await;
     assert_eq!(s.code, 415);
     let s = call(
-        &ts,
         &c,
         "POST",
         &format!("{SESSIONS}/x"),
@@ -188,37 +145,23 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
         "nothing was written"
     );
     let api: Api<Session> = Api::namespaced(c.clone(), "default");
-    assert!(
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(common::count(&api).await == 0);
 
     // Without the token, or with a wrong one: 401, even for discovery.
     let mut anonymous = ts.server.kube_config();
     anonymous.auth_info.token = None;
     let anonymous = kube::Client::try_from(anonymous).unwrap();
-    let s = call(
-        &ts,
-        &anonymous,
-        "POST",
-        SESSIONS,
-        "application/json",
-        serde_json::to_vec(&session_body()).unwrap(),
-    )
-    .await;
+    let s = post(&anonymous, SESSIONS, &session_body()).await;
     assert_eq!(
         (s.code, s.reason.as_str(), s.message.as_str()),
         (401, "Unauthorized", "Unauthorized")
     );
-    let s = call(&ts, &anonymous, "GET", "/apis", "application/json", vec![]).await;
+    let s = get(&anonymous, "/apis").await;
     assert_eq!(s.code, 401);
     let mut wrong = ts.server.kube_config();
     wrong.auth_info.token = Some("not-the-token".to_string().into());
     let wrong = kube::Client::try_from(wrong).unwrap();
-    let s = call(&ts, &wrong, "GET", SESSIONS, "application/json", vec![]).await;
+    let s = get(&wrong, SESSIONS).await;
     assert_eq!(s.code, 401);
     // Health and version stay open, as on kube-apiserver.
     let v = anonymous.apiserver_version().await.unwrap();
@@ -257,7 +200,7 @@ async fn unknown_fields_are_pruned_with_a_warning_by_default() {
         .unwrap()
         .to_string();
     assert_eq!(warning, "299 - \"unknown field \\\"spec.colour\\\"\"");
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let stored = api.get("x").await.unwrap();
     assert_eq!(stored.spec.owner, "u");
     ts.server.shutdown().await;

@@ -1,19 +1,26 @@
-//! Starting servers for tests: each test gets its own data directory and port.
+//! Starting servers for tests: each test gets its own data directory and port
+//! (`medforge_apiserver::testing`).
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use kube::Client;
-use medforge_apiserver::{Config, RunningServer};
-use medforge_crds::{Session, SessionSpec};
-use tempfile::TempDir;
+use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
+use std::fmt::Debug;
 
-pub struct TestServer {
-    pub server: RunningServer,
-    pub dir: TempDir,
-    pub client: Client,
-}
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::{Api, Resource};
+use medforge_apiserver::Config;
+use medforge_apiserver::testing::TestControlPlane;
+use medforge_crds::Session;
+use serde::de::DeserializeOwned;
+
+pub use medforge_testkit::{create, merge};
+
+pub type TestServer = TestControlPlane;
+
+/// How long tests wait for the server to reach a state.
+pub const WITHIN: Duration = Duration::from_secs(5);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -24,68 +31,95 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub fn config(dir: &Path) -> Config {
-    Config::new(dir).with_listen("127.0.0.1:0".parse().unwrap())
-}
-
 pub async fn start() -> TestServer {
     start_with(|c| c).await
 }
 
-pub async fn start_with(f: impl FnOnce(Config) -> Config) -> TestServer {
+pub async fn start_with(f: impl FnOnce(Config) -> Config + Send + 'static) -> TestServer {
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(f(config(dir.path())))
+    TestControlPlane::builder().configure(f).start().await
+}
+
+/// The Sessions of the namespace `default`.
+pub fn sessions(ts: &TestServer) -> Api<Session> {
+    Api::namespaced(ts.client.clone(), "default")
+}
+
+/// The resourceVersion of a full list (to watch from).
+pub async fn list_rv<K>(api: &Api<K>) -> String
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    let list = api.list(&ListParams::default()).await.expect("list");
+    list.metadata
+        .resource_version
+        .expect("a list resourceVersion")
+}
+
+/// How many objects a full list has.
+pub async fn count<K>(api: &Api<K>) -> usize
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
+/// A watch from `rv` (`"0"`: the current state first).
+pub async fn watch_from<K>(
+    api: &Api<K>,
+    rv: &str,
+) -> BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    api.watch(&WatchParams::default(), rv)
+        .await
+        .expect("the watch starts")
+        .boxed()
+}
+
+/// A `jupyter` Session with one GPU.
+pub fn session(name: &str, owner: &str) -> Session {
+    medforge_testkit::session_spec()
+        .owner(owner)
+        .pack("jupyter")
+        .session(name)
+}
+
+/// Publishes an Event about `s` as the node agent's Recorder writes it
+/// (events.k8s.io/v1, action `Start`).
+pub async fn record(ts: &TestServer, s: &Session, reason: &str, note: &str) {
+    let recorder = Recorder::new(
+        ts.client.clone(),
+        Reporter {
+            controller: "medforge-node-agent".into(),
+            instance: Some("gpu-1".into()),
+        },
+    );
+    recorder
+        .publish(
+            &RecorderEvent {
+                type_: EventType::Normal,
+                reason: reason.into(),
+                note: Some(note.into()),
+                action: "Start".into(),
+                secondary: None,
+            },
+            &s.object_ref(&()),
+        )
         .await
         .unwrap();
-    let client = server.client().unwrap();
-    TestServer {
-        server,
-        dir,
-        client,
-    }
 }
 
-/// Restarts a server on the same data directory and port.
-pub async fn restart(ts: TestServer) -> TestServer {
-    let addr: SocketAddr = ts.server.local_addr();
-    let dir = ts.dir;
-    ts.server.shutdown().await;
-    let mut last_err = None;
-    for _ in 0..50 {
-        match medforge_apiserver::start(config(dir.path()).with_listen(addr)).await {
-            Ok(server) => {
-                let client = server.client().unwrap();
-                return TestServer {
-                    server,
-                    dir,
-                    client,
-                };
-            }
-            Err(e) => {
-                last_err = Some(e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    panic!("restart failed: {last_err:?}");
-}
-
-pub fn session(name: &str, owner: &str) -> Session {
-    Session::new(
-        name,
-        SessionSpec {
-            owner: owner.into(),
-            pack: "jupyter".into(),
-            exposure: Default::default(),
-            gpus: 1,
-            state: Default::default(),
-            resources: None,
-            workspace: None,
-            idle_timeout: None,
-            max_lifetime: None,
-        },
-    )
+/// A `jupyter` Session held by the finalizer `medforge.dev/agent`.
+pub fn held_session(name: &str, owner: &str) -> Session {
+    let mut s = session(name, owner);
+    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
+    s
 }
 
 /// The Status of a failed kube call.

@@ -8,16 +8,14 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use medforge_crds::{Session, SessionPhase, SessionStatus};
 use serde_json::json;
 
-use crate::common::{self, session, status};
+use crate::common::{self, WITHIN, held_session, session, status};
+use medforge_testkit::eventually;
 
 #[tokio::test]
 async fn create_get_list_replace_delete_with_system_metadata() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let created = api
-        .create(&PostParams::default(), &session("s1", "alice"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    let created = common::create(&api, &session("s1", "alice")).await;
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36));
     assert!(meta.creation_timestamp.is_some());
@@ -29,10 +27,7 @@ async fn create_get_list_replace_delete_with_system_metadata() {
 
     let got = api.get("s1").await.unwrap();
     assert_eq!(got.metadata.uid, created.metadata.uid);
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(common::count(&api).await, 1);
 
     // A label change does not bump generation; a spec change does.
     let mut labelled = got.clone();
@@ -78,20 +73,17 @@ async fn create_get_list_replace_delete_with_system_metadata() {
 #[tokio::test]
 async fn resource_version_increases_across_the_store_and_stale_writes_conflict() {
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let sessions = common::sessions(&ts);
     let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
     let mut last = 0u64;
     for i in 0..5 {
-        let s = sessions
-            .create(&PostParams::default(), &session(&format!("s{i}"), "bob"))
-            .await
-            .unwrap();
+        let s = common::create(&sessions, &session(&format!("s{i}"), "bob")).await;
         let l: Lease = serde_json::from_value(json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": format!("l{i}")}, "spec": {"holderIdentity": "x"}
         }))
         .unwrap();
-        let l = leases.create(&PostParams::default(), &l).await.unwrap();
+        let l = common::create(&leases, &l).await;
         for rv in [s.metadata.resource_version, l.metadata.resource_version] {
             let rv: u64 = rv.unwrap().parse().unwrap();
             assert!(rv > last, "{rv} after {last}");
@@ -136,13 +128,13 @@ async fn resource_version_increases_across_the_store_and_stale_writes_conflict()
 #[tokio::test]
 async fn status_subresource_is_the_only_writer_of_status() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("st", "carol");
     s.status = Some(SessionStatus {
         phase: Some(SessionPhase::Running),
         ..Default::default()
     });
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let created = common::create(&api, &s).await;
     assert_eq!(
         created.status, None,
         "create through the main resource drops status"
@@ -207,12 +199,12 @@ async fn status_subresource_is_the_only_writer_of_status() {
 #[tokio::test]
 async fn generate_name_and_finalizers() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("", "dave");
     s.metadata.name = None;
     s.metadata.generate_name = Some("work-".into());
     s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let created = common::create(&api, &s).await;
     let name = created.metadata.name.clone().unwrap();
     assert!(name.starts_with("work-") && name.len() == 10, "{name}");
 
@@ -258,7 +250,7 @@ async fn generate_name_and_finalizers() {
 #[tokio::test]
 async fn invalid_objects_get_422_naming_the_field() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let mut s = session("bad", "erin");
     s.spec.gpus = 9;
     let err = status(api.create(&PostParams::default(), &s).await.unwrap_err());
@@ -295,9 +287,7 @@ async fn invalid_objects_get_422_naming_the_field() {
     );
 
     // CEL: owner is immutable.
-    api.create(&PostParams::default(), &session("good", "erin"))
-        .await
-        .unwrap();
+    common::create(&api, &session("good", "erin")).await;
     let err = status(
         api.patch(
             "good",
@@ -315,21 +305,18 @@ async fn invalid_objects_get_422_naming_the_field() {
     assert_eq!(err.details.unwrap().causes[0].field, "spec.owner");
     assert_eq!(api.get("good").await.unwrap().spec.owner, "erin");
     // Nothing invalid was stored.
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        1
-    );
+    assert_eq!(common::count(&api).await, 1);
     ts.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn selectors_filter_lists() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for (name, owner, team) in [("a", "u1", "x"), ("b", "u2", "x"), ("c", "u1", "y")] {
         let mut s = session(name, owner);
         s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
-        api.create(&PostParams::default(), &s).await.unwrap();
+        common::create(&api, &s).await;
     }
     let names = |l: kube::core::ObjectList<Session>| {
         l.items
@@ -391,9 +378,7 @@ async fn selectors_filter_lists() {
     let page1 = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page1.items.len(), 2);
     let token = page1.metadata.continue_.clone().unwrap();
-    api.create(&PostParams::default(), &session("aa", "u9"))
-        .await
-        .unwrap();
+    common::create(&api, &session("aa", "u9")).await;
     let page2 = api
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
@@ -414,11 +399,9 @@ async fn selectors_filter_lists() {
 #[tokio::test]
 async fn objects_and_resource_versions_survive_a_restart() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for i in 0..3 {
-        api.create(&PostParams::default(), &session(&format!("p{i}"), "frank"))
-            .await
-            .unwrap();
+        common::create(&api, &session(&format!("p{i}"), "frank")).await;
     }
     let before = api.list(&ListParams::default()).await.unwrap();
     let rv_before: u64 = before
@@ -429,25 +412,22 @@ async fn objects_and_resource_versions_survive_a_restart() {
         .parse()
         .unwrap();
     // A second server on the same data directory is refused.
-    let second = medforge_apiserver::start(common::config(ts.dir.path())).await;
+    let second = medforge_apiserver::start(ts.config()).await;
     assert!(
         matches!(second, Err(medforge_apiserver::Error::Locked(_))),
         "{second:?}"
     );
     let token = ts.server.token().to_string();
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     assert_eq!(ts.server.token(), token, "the token is kept");
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let after = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(after.items, before.items);
     assert_eq!(
         after.metadata.resource_version,
         before.metadata.resource_version
     );
-    let s = api
-        .create(&PostParams::default(), &session("p9", "frank"))
-        .await
-        .unwrap();
+    let s = common::create(&api, &session("p9", "frank")).await;
     let rv: u64 = s.metadata.resource_version.unwrap().parse().unwrap();
     assert!(rv > rv_before);
     ts.server.shutdown().await;
@@ -462,7 +442,7 @@ async fn fifty_writers_with_optimistic_concurrency_lose_no_increment() {
         "metadata": {"name": "counter"}, "spec": {"leaseTransitions": 0}
     }))
     .unwrap();
-    api.create(&PostParams::default(), &lease).await.unwrap();
+    common::create(&api, &lease).await;
     const TASKS: i32 = 50;
     const EACH: i32 = 2;
     let mut handles = Vec::new();
@@ -523,14 +503,11 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
     )
     .unwrap();
-    let ns = nss.create(&PostParams::default(), &ns).await.unwrap();
+    let ns = common::create(&nss, &ns).await;
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
-    api.create(&PostParams::default(), &session("x", "u"))
-        .await
-        .unwrap();
-    let mut held = session("held", "u");
-    held.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    api.create(&PostParams::default(), &held).await.unwrap();
+    common::create(&api, &session("x", "u")).await;
+    let held = held_session("held", "u");
+    common::create(&api, &held).await;
 
     nss.delete("team-a", &DeleteParams::default())
         .await
@@ -547,7 +524,10 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
     );
     assert_eq!(err.code, 403);
     // The namespace waits for the finalizer of its last object.
-    wait_until(|| async { api.get("x").await.is_err() }).await;
+    eventually("x is gone", WITHIN, || async {
+        api.get("x").await.is_err()
+    })
+    .await;
     assert!(
         api.get("held")
             .await
@@ -557,35 +537,18 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
             .is_some()
     );
     assert!(nss.get("team-a").await.is_ok());
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    wait_until(|| async { nss.get("team-a").await.is_err() }).await;
+    common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
+    eventually("namespace team-a is gone", WITHIN, || async {
+        nss.get("team-a").await.is_err()
+    })
+    .await;
     ts.server.shutdown().await;
-}
-
-pub async fn wait_until<F, Fut>(mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("condition not reached in 5 s");
 }
 
 #[tokio::test]
 async fn patches_merge_json_and_server_side_apply() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     // Apply creates.
     let applied = api
         .patch(
@@ -648,14 +611,7 @@ async fn patches_merge_json_and_server_side_apply() {
     assert_eq!(after.spec.gpus, 2);
 
     // JSON merge patch and JSON patch.
-    let merged = api
-        .patch(
-            "ssa",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"idleTimeout": "30m"}})),
-        )
-        .await
-        .unwrap();
+    let merged = common::merge(&api, "ssa", json!({"spec": {"idleTimeout": "30m"}})).await;
     assert_eq!(merged.spec.idle_timeout.as_deref(), Some("30m"));
     let err = status(
         api.patch(
@@ -717,14 +673,14 @@ async fn patches_merge_json_and_server_side_apply() {
 #[tokio::test]
 async fn delete_collection_deletes_what_the_selector_matches() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     for (name, tier) in [("a", "gpu"), ("b", "gpu"), ("c", "cpu")] {
         let mut s = session(name, "u");
         s.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
         if name == "b" {
             s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
         }
-        api.create(&PostParams::default(), &s).await.unwrap();
+        common::create(&api, &s).await;
     }
     let deleted = api
         .delete_collection(
@@ -769,10 +725,9 @@ async fn delete_collection_deletes_what_the_selector_matches() {
 #[tokio::test]
 async fn deletion_with_finalizers_bumps_generation_once() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let mut s = session("gen", "dave");
-    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let api = common::sessions(&ts);
+    let s = held_session("gen", "dave");
+    let created = common::create(&api, &s).await;
     assert_eq!(created.metadata.generation, Some(1));
     let pending = api
         .delete("gen", &DeleteParams::default())
@@ -799,7 +754,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     let mut l = Lease::default();
     l.metadata.name = Some("held".into());
     l.metadata.finalizers = Some(vec!["medforge.dev/test".into()]);
-    leases.create(&PostParams::default(), &l).await.unwrap();
+    common::create(&leases, &l).await;
     let pending = leases
         .delete("held", &DeleteParams::default())
         .await
@@ -817,10 +772,8 @@ async fn deletion_with_finalizers_bumps_generation_once() {
 #[tokio::test]
 async fn bad_patch_options_are_422_invalid() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("opts", "dave"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    common::create(&api, &session("opts", "dave")).await;
     let apply = |manager: Option<&str>, force: bool| {
         let mut q = String::new();
         if let Some(m) = manager {

@@ -4,72 +4,27 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::api::events::v1::Event;
-use kube::Resource;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
-use medforge_crds::Session;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent};
+use medforge_testkit::eventually;
 
 use crate::common::{self, session};
-
-async fn record(ts: &common::TestServer, s: &Session, reason: &str, note: &str) {
-    let recorder = Recorder::new(
-        ts.client.clone(),
-        Reporter {
-            controller: "medforge-node-agent".into(),
-            instance: Some("gpu-1".into()),
-        },
-    );
-    recorder
-        .publish(
-            &RecorderEvent {
-                type_: EventType::Normal,
-                reason: reason.into(),
-                note: Some(note.into()),
-                action: "Start".into(),
-                secondary: None,
-            },
-            &s.object_ref(&()),
-        )
-        .await
-        .unwrap();
-}
-
-/// Polls `check` every 50 ms until it holds or `deadline` passes.
-async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < end, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn recorder_events_are_listed_and_watched_in_the_core_group() {
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("ev", "u"))
-        .await
-        .unwrap();
+    let sessions = common::sessions(&ts);
+    let s = common::create(&sessions, &session("ev", "u")).await;
     let uid = s.metadata.uid.clone().unwrap();
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
     let list = core.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.clone().unwrap();
     assert!(list.items.is_empty());
-    let mut watch = core
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut watch = common::watch_from(&core, &rv).await;
 
-    record(&ts, &s, "Started", "container started on gpu-1").await;
+    common::record(&ts, &s, "Started", "container started on gpu-1").await;
 
     // kubectl describe's query: the involved object's name, namespace, kind and uid.
     let selector = format!(
@@ -164,7 +119,7 @@ async fn a_core_event_written_by_an_old_recorder_reads_in_both_groups() {
     };
     e.metadata.name = Some("legacy.1".into());
     // No eventTime: optional in core v1, as on kube-apiserver.
-    let created = core.create(&PostParams::default(), &e).await.unwrap();
+    let created = common::create(&core, &e).await;
     assert_eq!(created.count, Some(4));
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let same = stored.get("legacy.1").await.unwrap();
@@ -192,39 +147,17 @@ async fn events_expire_after_their_ttl_and_others_stay() {
         c
     })
     .await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("short", "u"))
-        .await
-        .unwrap();
-    record(&ts, &s, "Started", "started").await;
+    let sessions = common::sessions(&ts);
+    let s = common::create(&sessions, &session("short", "u")).await;
+    common::record(&ts, &s, "Started", "started").await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
-    assert_eq!(
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    eventually(Duration::from_secs(60), "the event expires", || async {
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+    assert_eq!(common::count(&stored).await, 1);
+    eventually("the event expires", Duration::from_secs(60), || async {
+        common::count(&stored).await == 0
     })
     .await;
-    assert!(
-        core.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(common::count(&core).await == 0);
     // Only Events expire.
     assert!(sessions.get_opt("short").await.unwrap().is_some());
     ts.server.shutdown().await;
@@ -238,23 +171,12 @@ async fn events_live_an_hour_by_default() {
         "kube-apiserver's --event-ttl default"
     );
     let ts = common::start().await;
-    let sessions: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = sessions
-        .create(&PostParams::default(), &session("long", "u"))
-        .await
-        .unwrap();
-    record(&ts, &s, "Started", "started").await;
+    let sessions = common::sessions(&ts);
+    let s = common::create(&sessions, &session("long", "u")).await;
+    common::record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.
-    let ts = common::restart(ts).await;
+    let ts = ts.restart().await;
     let stored: Api<Event> = Api::namespaced(ts.client.clone(), "default");
-    assert_eq!(
-        stored
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(common::count(&stored).await, 1);
     ts.server.shutdown().await;
 }

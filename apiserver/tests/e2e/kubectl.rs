@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use medforge_crds::Session;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{self, TestServer, session};
+use crate::common::{self, TestServer, held_session, session};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -123,7 +123,7 @@ async fn apply_get_describe_explain() {
     let out = ok(&ts, &["apply", "-f", f]).await;
     assert_eq!(out.trim(), "session.medforge.dev/demo unchanged");
 
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     api.patch_status(
         "demo",
         &PatchParams::default(),
@@ -232,10 +232,8 @@ async fn apply_get_describe_explain() {
 #[tokio::test]
 async fn get_watch_sees_a_status_change() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("watched", "alice"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    common::create(&api, &session("watched", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(&ts, &["get", "sessions", "-w"]));
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -270,10 +268,9 @@ async fn get_watch_sees_a_status_change() {
 #[tokio::test]
 async fn delete_waits_for_the_finalizer() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let mut s = session("held", "alice");
-    s.metadata.finalizers = Some(vec!["medforge.dev/agent".into()]);
-    api.create(&PostParams::default(), &s).await.unwrap();
+    let api = common::sessions(&ts);
+    let s = held_session("held", "alice");
+    common::create(&api, &s).await;
     let mut cmd = tokio::process::Command::from(kubectl(
         &ts,
         &["delete", "session", "held", "--timeout=30s"],
@@ -298,13 +295,7 @@ async fn delete_waits_for_the_finalizer() {
             .deletion_timestamp
             .is_some()
     );
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     let out = tokio::time::timeout(Duration::from_secs(20), output)
         .await
         .unwrap()
@@ -338,8 +329,6 @@ fn row_named(out: &str, name: &str) -> Vec<String> {
 /// waiting on a finalizer.
 #[tokio::test]
 async fn kubectl_works_as_on_a_cluster() {
-    use kube::Resource;
-    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     use medforge_crds::GpuNode;
 
     let ts = common::start().await;
@@ -432,24 +421,14 @@ spec:
         "3"
     );
 
-    assert_eq!(
-        ok(
-            &ts,
-            &["label", "session", "demo", "-n", "demo", "tier=gold"]
-        )
-        .await
-        .trim(),
-        "session.medforge.dev/demo labeled"
-    );
-    assert_eq!(
-        ok(
-            &ts,
-            &["annotate", "session", "demo", "-n", "demo", "note=hi"]
-        )
-        .await
-        .trim(),
-        "session.medforge.dev/demo annotated"
-    );
+    for (verb, arg, done) in [
+        ("label", "tier=gold", "labeled"),
+        ("annotate", "note=hi", "annotated"),
+    ] {
+        let args = [verb, "session", "demo", "-n", "demo", arg];
+        let out = ok(&ts, &args).await;
+        assert_eq!(out.trim(), format!("session.medforge.dev/demo {done}"));
+    }
     let out = ok(
         &ts,
         &[
@@ -556,7 +535,7 @@ spec:
     let nodes: Api<GpuNode> = Api::all(ts.client.clone());
     let mut node = GpuNode::new("gpu-1", Default::default());
     node.spec.unschedulable = true;
-    nodes.create(&PostParams::default(), &node).await.unwrap();
+    common::create(&nodes, &node).await;
     nodes
         .patch_status(
             "gpu-1",
@@ -583,26 +562,13 @@ spec:
 
     // The node agent's Events, as its Recorder writes them (events.k8s.io/v1).
     let s = sessions.get("demo").await.unwrap();
-    let recorder = Recorder::new(
-        ts.client.clone(),
-        Reporter {
-            controller: "medforge-node-agent".into(),
-            instance: Some("gpu-1".into()),
-        },
-    );
-    recorder
-        .publish(
-            &Event {
-                type_: EventType::Normal,
-                reason: "ContainerStarted".into(),
-                note: Some("container 3f2a started with GPU-0".into()),
-                action: "Start".into(),
-                secondary: None,
-            },
-            &s.object_ref(&()),
-        )
-        .await
-        .unwrap();
+    common::record(
+        &ts,
+        &s,
+        "ContainerStarted",
+        "container 3f2a started with GPU-0",
+    )
+    .await;
     let out = ok(&ts, &["describe", "session", "demo", "-n", "demo"]).await;
     let events = out
         .split("Events:")
@@ -683,14 +649,12 @@ spec:
 
     // Delete without waiting on a finalizer: kubectl returns at once, the
     // object stays marked for deletion with a new generation.
-    sessions
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": ["medforge.dev/node-agent"]}})),
-        )
-        .await
-        .unwrap();
+    common::merge(
+        &sessions,
+        "demo",
+        json!({"metadata": {"finalizers": ["medforge.dev/node-agent"]}}),
+    )
+    .await;
     let generation = sessions
         .get("demo")
         .await
@@ -707,14 +671,7 @@ spec:
     let held = sessions.get("demo").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.generation, Some(generation + 1));
-    sessions
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
+    common::merge(&sessions, "demo", json!({"metadata": {"finalizers": null}})).await;
     assert!(sessions.get_opt("demo").await.unwrap().is_none());
     assert_eq!(
         ok(&ts, &["delete", "namespace", "demo"]).await.trim(),

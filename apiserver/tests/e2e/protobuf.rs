@@ -16,7 +16,7 @@ use k8s_pb::api::coordination::v1 as pb_coordination;
 use k8s_pb::api::core::v1 as pb_core;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as pb_meta;
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
-use kube::api::{Api, PostParams};
+use kube::Api;
 use prost::Message;
 
 use crate::common::{self, TestServer};
@@ -412,7 +412,7 @@ async fn a_protobuf_watch_streams_length_delimited_watch_events() {
     }))
     .unwrap();
     let leases: Api<Lease> = Api::default_namespaced(ts.client.clone());
-    leases.create(&PostParams::default(), &json).await.unwrap();
+    common::create(&leases, &json).await;
     let event = frame().await;
     assert_eq!(event.r#type.as_deref(), Some("ADDED"));
     let raw = event.object.unwrap().raw.unwrap();

@@ -6,17 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{WatchStreamExt, watcher};
 use medforge_crds::{Session, SessionPhase};
 use serde_json::json;
 
-use crate::common::{self, session, status};
-use crate::crud::wait_until;
+use crate::common::{self, WITHIN, session, status};
+use medforge_testkit::eventually;
 
 fn describe(e: &WatchEvent<Session>) -> String {
     match e {
@@ -42,52 +40,24 @@ async fn next(
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_without_loss() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("a", "u"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &session("b", "u"))
-        .await
-        .unwrap();
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    api.create(&PostParams::default(), &session("c", "u"))
-        .await
-        .unwrap();
-    api.patch(
-        "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"gpus": 2}})),
-    )
-    .await
-    .unwrap();
+    let api = common::sessions(&ts);
+    common::create(&api, &session("a", "u")).await;
+    common::create(&api, &session("b", "u")).await;
+    let rv = common::list_rv(&api).await;
+    common::create(&api, &session("c", "u")).await;
+    common::merge(&api, "a", json!({"spec": {"gpus": 2}})).await;
     api.delete("b", &DeleteParams::default()).await.unwrap();
 
-    let mut w = api
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &rv).await;
     assert_eq!(next(&mut w).await, "ADDED c");
     assert_eq!(next(&mut w).await, "MODIFIED a");
     assert_eq!(next(&mut w).await, "DELETED b");
     // Live events follow the replayed ones.
-    api.create(&PostParams::default(), &session("d", "u"))
-        .await
-        .unwrap();
+    common::create(&api, &session("d", "u")).await;
     assert_eq!(next(&mut w).await, "ADDED d");
 
     // Without a resourceVersion ("0"), a watch starts with the current state.
-    let mut w0 = api
-        .watch(&WatchParams::default(), "0")
-        .await
-        .unwrap()
-        .boxed();
+    let mut w0 = common::watch_from(&api, "0").await;
     let mut initial = vec![
         next(&mut w0).await,
         next(&mut w0).await,
@@ -107,22 +77,13 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
         c
     })
     .await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let first = api
-        .create(&PostParams::default(), &session("e0", "u"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    let first = common::create(&api, &session("e0", "u")).await;
     let old_rv = first.metadata.resource_version.unwrap();
     for i in 1..10 {
-        api.create(&PostParams::default(), &session(&format!("e{i}"), "u"))
-            .await
-            .unwrap();
+        common::create(&api, &session(&format!("e{i}"), "u")).await;
     }
-    let mut w = api
-        .watch(&WatchParams::default(), &old_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &old_rv).await;
     let e = tokio::time::timeout(Duration::from_secs(5), w.next())
         .await
         .unwrap()
@@ -140,22 +101,10 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
         other => panic!("expected 410, got {}", describe(&other)),
     }
     // A paginated list whose continue token fell out of the history: 410 too.
-    let current = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut wb = api
-        .watch(&WatchParams::default(), &current)
-        .await
-        .unwrap()
-        .boxed();
+    let current = common::list_rv(&api).await;
+    let mut wb = common::watch_from(&api, &current).await;
     assert_eq!(next(&mut wb).await, "BOOKMARK");
-    api.create(&PostParams::default(), &session("late", "u"))
-        .await
-        .unwrap();
+    common::create(&api, &session("late", "u")).await;
     let mut seen = next(&mut wb).await;
     while seen == "BOOKMARK" {
         seen = next(&mut wb).await;
@@ -167,65 +116,53 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
 #[tokio::test]
 async fn selector_watches_see_objects_enter_and_leave() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let api = common::sessions(&ts);
+    let rv = common::list_rv(&api).await;
     let mut w = api
         .watch(&WatchParams::default().labels("tier=gpu"), &rv)
         .await
         .unwrap()
         .boxed();
-    api.create(&PostParams::default(), &session("plain", "u"))
-        .await
-        .unwrap();
-    api.patch(
+    common::create(&api, &session("plain", "u")).await;
+    common::merge(
+        &api,
         "plain",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"tier": "gpu"}}})),
+        json!({"metadata": {"labels": {"tier": "gpu"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(next(&mut w).await, "ADDED plain");
-    api.patch(
-        "plain",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"gpus": 3}})),
-    )
-    .await
-    .unwrap();
+    common::merge(&api, "plain", json!({"spec": {"gpus": 3}})).await;
     assert_eq!(next(&mut w).await, "MODIFIED plain");
-    api.patch(
+    common::merge(
+        &api,
         "plain",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"tier": null}}})),
+        json!({"metadata": {"labels": {"tier": null}}}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(next(&mut w).await, "DELETED plain");
     ts.server.shutdown().await;
+}
+
+/// The next event of a kube-runtime watcher, within 5 s.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = Result<watcher::Event<Session>, watcher::Error>> + Unpin),
+) -> watcher::Event<Session> {
+    tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .expect("a watcher event within 5 s")
+        .expect("no watcher error")
+        .expect("the watcher is open")
 }
 
 #[tokio::test]
 async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("s1", "u"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    common::create(&api, &session("s1", "u")).await;
     let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut names = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next_event(&mut stream).await {
             watcher::Event::Init => {}
             watcher::Event::InitApply(s) => names.push(s.metadata.name.unwrap()),
             watcher::Event::InitDone => break,
@@ -233,15 +170,8 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
         }
     }
     assert_eq!(names, ["s1"]);
-    api.create(&PostParams::default(), &session("s2", "u"))
-        .await
-        .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-    {
+    common::create(&api, &session("s2", "u")).await;
+    match next_event(&mut stream).await {
         watcher::Event::Apply(s) => assert_eq!(s.metadata.name.as_deref(), Some("s2")),
         other => panic!("unexpected {other:?}"),
     }
@@ -251,13 +181,9 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
 #[tokio::test]
 async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    api.create(&PostParams::default(), &session("r1", "u"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &session("r2", "u"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    common::create(&api, &session("r1", "u")).await;
+    common::create(&api, &session("r2", "u")).await;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watch_api = api.clone();
@@ -294,36 +220,20 @@ async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
     init.sort();
     assert_eq!(init, ["INITAPPLY r1", "INITAPPLY r2"]);
     assert_eq!(recv().await, "INITDONE");
-    api.patch(
-        "r1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"gpus": 2}})),
-    )
-    .await
-    .unwrap();
+    common::merge(&api, "r1", json!({"spec": {"gpus": 2}})).await;
     assert_eq!(recv().await, "APPLY r1 gpus=2");
 
-    let ts = common::restart(ts).await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let ts = ts.restart().await;
+    let api = common::sessions(&ts);
     // Writes that happen before the watcher reconnects are replayed from the
     // persisted history; nothing is listed again.
-    api.create(&PostParams::default(), &session("r3", "u"))
-        .await
-        .unwrap();
-    api.patch(
-        "r2",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"gpus": 3}})),
-    )
-    .await
-    .unwrap();
+    common::create(&api, &session("r3", "u")).await;
+    common::merge(&api, "r2", json!({"spec": {"gpus": 3}})).await;
     api.delete("r1", &DeleteParams::default()).await.unwrap();
     assert_eq!(recv().await, "APPLY r3 gpus=1");
     assert_eq!(recv().await, "APPLY r2 gpus=3");
     assert_eq!(recv().await, "DELETE r1");
-    api.create(&PostParams::default(), &session("r4", "u"))
-        .await
-        .unwrap();
+    common::create(&api, &session("r4", "u")).await;
     assert_eq!(recv().await, "APPLY r4 gpus=1");
     assert!(
         tokio::time::timeout(Duration::from_millis(300), rx.recv())
@@ -381,7 +291,7 @@ fn error_policy(_: Arc<Session>, _: &TestError, _: Arc<Ctx>) -> Action {
 #[tokio::test]
 async fn a_controller_with_a_finalizer_converges() {
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
+    let api = common::sessions(&ts);
     let ctx = Arc::new(Ctx {
         api: api.clone(),
         cleanups: AtomicUsize::new(0),
@@ -391,10 +301,8 @@ async fn a_controller_with_a_finalizer_converges() {
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|_| async {}),
     );
-    api.create(&PostParams::default(), &session("c1", "u"))
-        .await
-        .unwrap();
-    wait_until(|| async {
+    common::create(&api, &session("c1", "u")).await;
+    eventually("c1 is finalized, Running and observed", WITHIN, || async {
         let s = api.get("c1").await.unwrap();
         s.metadata.finalizers.unwrap_or_default() == ["medforge.dev/test-agent"]
             && s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)
@@ -402,14 +310,8 @@ async fn a_controller_with_a_finalizer_converges() {
     })
     .await;
     // A spec change is observed with the new generation.
-    api.patch(
-        "c1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"gpus": 2}})),
-    )
-    .await
-    .unwrap();
-    wait_until(|| async {
+    common::merge(&api, "c1", json!({"spec": {"gpus": 2}})).await;
+    eventually("generation 2 is observed", WITHIN, || async {
         api.get("c1")
             .await
             .unwrap()
@@ -419,7 +321,10 @@ async fn a_controller_with_a_finalizer_converges() {
     })
     .await;
     api.delete("c1", &DeleteParams::default()).await.unwrap();
-    wait_until(|| async { api.get("c1").await.is_err() }).await;
+    eventually("c1 is gone", WITHIN, || async {
+        api.get("c1").await.is_err()
+    })
+    .await;
     assert_eq!(status(api.get("c1").await.unwrap_err()).code, 404);
     assert_eq!(ctx.cleanups.load(Ordering::SeqCst), 1);
     controller.abort();
@@ -431,11 +336,8 @@ async fn the_event_recorder_publishes_and_repeats_into_a_series() {
     use kube::Resource;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     let ts = common::start().await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let s = api
-        .create(&PostParams::default(), &session("ev", "u"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    let s = common::create(&api, &session("ev", "u")).await;
     let recorder = Recorder::new(
         ts.client.clone(),
         Reporter {
@@ -473,40 +375,27 @@ async fn pruned_history_expires_across_a_restart_and_recent_history_resumes() {
         c
     })
     .await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let first = api
-        .create(&PostParams::default(), &session("h", "u"))
-        .await
-        .unwrap();
+    let api = common::sessions(&ts);
+    let first = common::create(&api, &session("h", "u")).await;
     let old_rv = first.metadata.resource_version.unwrap();
     // Enough writes for the database to prune its copy of the history too.
     let mut recent_rv = String::new();
     for i in 0..600 {
-        let s = api
-            .patch(
-                "h",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"n": i.to_string()}}})),
-            )
-            .await
-            .unwrap();
+        let s = common::merge(
+            &api,
+            "h",
+            json!({"metadata": {"annotations": {"n": i.to_string()}}}),
+        )
+        .await;
         if i == 590 {
             recent_rv = s.metadata.resource_version.unwrap();
         }
     }
-    let ts = common::restart(ts).await;
-    let api: Api<Session> = Api::namespaced(ts.client.clone(), "default");
-    let mut w = api
-        .watch(&WatchParams::default(), &old_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let ts = ts.restart().await;
+    let api = common::sessions(&ts);
+    let mut w = common::watch_from(&api, &old_rv).await;
     assert_eq!(next(&mut w).await, "ERROR 410 Expired");
-    let mut w = api
-        .watch(&WatchParams::default(), &recent_rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = common::watch_from(&api, &recent_rv).await;
     for _ in 591..600 {
         assert_eq!(next(&mut w).await, "MODIFIED h");
     }
