@@ -8,7 +8,7 @@ use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use medforge_crds::{EventAction, Session, SessionReason};
 
-use super::AgentConfig;
+use super::config::AgentConfig;
 use super::metrics::Metrics;
 use super::plan::Policy;
 use super::state::{Backoff, GpuClaims, NetworkReady, Peers, Reconciled, Written};

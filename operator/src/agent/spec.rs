@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use medforge_crds::quantity::{parse_bytes, parse_duration, parse_nano_cpus};
 use medforge_crds::{Pack, Session, SessionResources};
 
-use super::AgentConfig;
+use super::config::AgentConfig;
 use super::runtime::{ContainerSpec, labels};
 
 /// Environment variables the agent sets itself; a Pack cannot override them.

@@ -14,7 +14,7 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use medforge_crds::{EventAction, GpuNode, NodeReason, Session};
 
-use super::AgentConfig;
+use super::config::AgentConfig;
 use super::controller::bound_here;
 use super::docker::DockerContainers;
 use super::metrics::{Health, Metrics};

@@ -10,10 +10,12 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
+use super::error::{
+    BRIDGE_NF_SYSCTL, CHAIN, DOCKER_USER_CHAIN, FORWARD_CHAIN, IsolationError, Result,
+};
 use super::rules::{
     Bridge, Rule, forward_jump_in_place, forward_jump_script, parse_chain, plan, rules_for,
 };
-use super::{BRIDGE_NF_SYSCTL, CHAIN, DOCKER_USER_CHAIN, FORWARD_CHAIN, IsolationError, Result};
 
 /// How to run a command in the network namespace whose firewall is managed:
 /// nothing on the host, `nsenter --net=PATH` for another namespace.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::{BRIDGE_NAME_OPTION, FORWARD_CHAIN, IsolationError, Result};
+use super::error::{BRIDGE_NAME_OPTION, FORWARD_CHAIN, IsolationError, Result};
 
 /// Prefix of the comment that tags each rule with its bridge.
 const TAG_PREFIX: &str = "medforge-isolation:";

@@ -4,9 +4,9 @@ use std::net::Ipv4Addr;
 
 use bollard::Docker;
 
+use super::error::{IsolationError, Result};
 use super::iptables::Isolation;
 use super::rules::Bridge;
-use super::{IsolationError, Result};
 
 /// Looks up the bridge interface of a user-defined Docker bridge network
 /// (by name or id).

@@ -12,8 +12,8 @@ use medforge_crds::{
 };
 
 use super::drive;
-use crate::agent::AgentConfig;
 use crate::agent::cleanup::cleanup;
+use crate::agent::config::AgentConfig;
 use crate::agent::context::Context;
 use crate::agent::controller::{Error, cause_chain};
 use crate::agent::metrics::Metrics;
@@ -348,9 +348,13 @@ async fn docker_down_shows_as_a_condition_and_an_error() {
 #[tokio::test]
 async fn cleanup_removes_the_container_and_follows_the_dataset_policy() {
     for (policy, annotation, destroyed) in [
-        (crate::agent::WorkspaceOnDelete::Keep, None, false),
+        (crate::agent::config::WorkspaceOnDelete::Keep, None, false),
         (crate::agent::WorkspaceOnDelete::Destroy, None, true),
-        (crate::agent::WorkspaceOnDelete::Keep, Some("destroy"), true),
+        (
+            crate::agent::config::WorkspaceOnDelete::Keep,
+            Some("destroy"),
+            true,
+        ),
         (
             crate::agent::WorkspaceOnDelete::Destroy,
             Some("keep"),

@@ -24,8 +24,8 @@ use kube::ResourceExt;
 use medforge_crds::keys::WORKSPACE_ON_DELETE_ANNOTATION;
 use medforge_crds::{Session, SessionPhase, SessionReason};
 
-use super::WorkspaceOnDelete;
 use super::runtime::{ContainerObs, DatasetObs};
+use crate::agent::config::WorkspaceOnDelete;
 
 pub use decide::{deadline, decide, exit_message, upstream_of};
 pub use status::{

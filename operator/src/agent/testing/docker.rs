@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::unless_down;
+use super::down::unless_down;
 use crate::agent::runtime::{
     ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary, Containers,
 };

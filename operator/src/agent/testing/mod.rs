@@ -7,12 +7,13 @@
 
 mod cluster;
 mod docker;
+mod down;
 mod node;
 mod zfs;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -23,7 +24,7 @@ use medforge_crds::{
     AssignedGpu, Pack, PackSpec, Session, SessionPhase, SessionSpec, SessionStatus,
 };
 
-use super::AgentConfig;
+use super::config::AgentConfig;
 use super::dialer::Dialer;
 use super::runtime::{ContainerObs, ContainerState, labels};
 use super::spec::container_name;
@@ -38,19 +39,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
-}
-
-/// A fake's state, or the error it answers with while it is down.
-fn unless_down<S, E>(
-    state: &Mutex<S>,
-    is_down: impl Fn(&S) -> bool,
-    error: impl FnOnce() -> E,
-) -> Result<MutexGuard<'_, S>, E> {
-    let st = state.lock().unwrap();
-    if is_down(&st) {
-        return Err(error());
-    }
-    Ok(st)
 }
 
 pub use cluster::FakeCluster;

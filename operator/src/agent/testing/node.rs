@@ -26,9 +26,10 @@ use medforge_crds::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::agent::config::{AgentConfig, AgentState};
 use crate::agent::dialer::NetnsDialer;
 use crate::agent::runtime::labels;
-use crate::agent::{AgentConfig, AgentState, run};
+use crate::agent::start::run;
 use crate::gpu::StaticInventory;
 use crate::leader::ensure_namespace;
 

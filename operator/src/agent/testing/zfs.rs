@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::unless_down;
+use super::down::unless_down;
 use crate::agent::runtime::{DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces};
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::isolation::{BRIDGE_NAME_OPTION, CHAIN};
+use crate::isolation::error::{BRIDGE_NAME_OPTION, CHAIN};
 
 fn br(name: &str) -> Bridge {
     Bridge::new(name).unwrap()
