@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use kube::ResourceExt;
 use kube::runtime::{WatchStreamExt, watcher};
+use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{Session, SessionPhase};
 use medforge_operator::agent::docker::{DockerContainers, create_body};
 use medforge_operator::agent::runtime::{ContainerSpec, Containers};
-use medforge_operator::agent::testing::{
-    self, NodeRuntime, TestNode, WORKLOAD_PACK, is_running_and_ready,
-};
+use medforge_operator::agent::testing::{self, TestNode, WORKLOAD_PACK, is_running_and_ready};
 use medforge_testkit::bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, StopContainerOptions,
 };
@@ -35,8 +34,7 @@ use tokio::sync::Notify;
 struct Env {
     harness: Harness,
     scope: TestScope,
-    server: medforge_apiserver::RunningServer,
-    _dir: tempfile::TempDir,
+    control_plane: TestControlPlane,
     node: TestNode,
 }
 
@@ -52,35 +50,14 @@ impl Env {
     async fn new() -> Env {
         let harness = Harness::get().await.expect("harness");
         let scope = harness.scope().await.expect("scope");
-        let dir = tempfile::tempdir().unwrap();
-        let server = medforge_apiserver::start(
-            medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
-        )
-        .await
-        .unwrap();
-        let runtime = NodeRuntime {
-            docker_socket: harness.docker_socket().to_path_buf(),
-            zfs_binary: harness.zfs_binary().to_path_buf(),
-            netns: harness.netns_path().to_path_buf(),
-            dataset_root: format!("{}/ws", scope.dataset()),
-            network: scope.name("net"),
-            container_prefix: scope.name(""),
-            labels: scope.labels().into_iter().collect(),
-        };
-        let node = TestNode::start(
-            server.client().unwrap(),
-            scope.namespace().to_string(),
-            format!("{}-node", scope.prefix()),
-            harness.docker().clone(),
-            &harness.workload_image().await.expect("workload image"),
-            runtime,
-        )
-        .await;
+        let control_plane = TestControlPlane::start().await;
+        let node =
+            medforge_testkit::start_agent_node(&harness, &scope, control_plane.client.clone())
+                .await;
         Env {
             harness,
             scope,
-            server,
-            _dir: dir,
+            control_plane,
             node,
         }
     }
@@ -88,7 +65,7 @@ impl Env {
     async fn cleanup(mut self) {
         self.scope.cleanup().await.expect("scope cleanup");
         self.node.remove_networks().await;
-        self.server.shutdown().await;
+        self.control_plane.shutdown().await;
     }
 }
 

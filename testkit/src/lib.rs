@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agent_node;
 mod dockerd;
 mod error;
 mod eventually;
@@ -39,6 +40,7 @@ mod process;
 mod scope;
 mod zfs;
 
+pub use agent_node::{node_runtime, start_agent_node};
 pub use bollard;
 pub use dockerd::API_VERSION as DOCKER_API_VERSION;
 pub use error::{HarnessError, Result};

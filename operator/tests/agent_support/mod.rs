@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
 
+use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{Session, SessionSpec};
-use medforge_operator::agent::testing::{self, NodeRuntime, TestNode};
+use medforge_operator::agent::testing::{self, TestNode};
 use medforge_testkit::bollard::query_parameters::ListContainersOptions;
 use medforge_testkit::{Harness, TestScope};
 
@@ -19,8 +20,7 @@ pub use medforge_operator::agent::testing::is_running_and_ready;
 pub struct Env {
     pub harness: Harness,
     pub scope: TestScope,
-    server: Option<medforge_apiserver::RunningServer>,
-    _dir: tempfile::TempDir,
+    control_plane: Option<TestControlPlane>,
     /// The node under test: client, namespace, node name, image.
     target: TestNode,
     cleaned: bool,
@@ -50,37 +50,13 @@ impl Env {
                 .try_init();
         }
         let scope = harness.scope().await.expect("scope");
-        let dir = tempfile::tempdir().unwrap();
-        let server = medforge_apiserver::start(
-            medforge_apiserver::Config::new(dir.path()).with_listen("127.0.0.1:0".parse().unwrap()),
-        )
-        .await
-        .unwrap();
-        let client = server.client().unwrap();
-        let tag = harness.workload_image().await.expect("workload image");
-        let runtime = NodeRuntime {
-            docker_socket: harness.docker_socket().to_path_buf(),
-            zfs_binary: harness.zfs_binary().to_path_buf(),
-            netns: harness.netns_path().to_path_buf(),
-            dataset_root: format!("{}/ws", scope.dataset()),
-            network: scope.name("net"),
-            container_prefix: scope.name(""),
-            labels: scope.labels().into_iter().collect(),
-        };
-        let target = TestNode::start(
-            client,
-            scope.namespace().to_string(),
-            format!("{}-node", scope.prefix()),
-            harness.docker().clone(),
-            &tag,
-            runtime,
-        )
-        .await;
+        let control_plane = TestControlPlane::start().await;
+        let client = control_plane.client.clone();
+        let target = medforge_testkit::start_agent_node(&harness, &scope, client).await;
         Env {
             harness,
             scope,
-            server: Some(server),
-            _dir: dir,
+            control_plane: Some(control_plane),
             target,
             cleaned: false,
         }
@@ -148,8 +124,8 @@ impl Env {
         self.scope.cleanup().await.expect("scope cleanup");
         self.remove_networks().await;
         self.cleaned = true;
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
+        if let Some(control_plane) = self.control_plane.take() {
+            control_plane.shutdown().await;
         }
     }
 }
