@@ -37,6 +37,7 @@ mod write;
 mod db;
 mod discovery;
 mod events;
+mod json;
 mod jsonpath;
 mod managed;
 mod object_meta;

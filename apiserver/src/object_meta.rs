@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::json::strings_at;
 use crate::registry::{Builtin, ResourceType};
 use crate::status::{ApiError, ApiResult};
 
@@ -34,14 +35,7 @@ pub fn meta_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 
 /// `metadata.finalizers`.
 pub fn finalizers(v: &Value) -> Vec<String> {
-    v.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    strings_at(v, "/metadata/finalizers")
 }
 
 /// Whether deleting the object must wait: metadata finalizers, or a

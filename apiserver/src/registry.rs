@@ -9,6 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
+use crate::json::{items, str_or, strings_at};
 use crate::jsonpath::JsonPath;
 
 /// Index of a [`ResourceType`] in the [`Registry`].
@@ -135,17 +136,6 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
-fn strings_at(v: &Value, ptr: &str) -> Vec<String> {
-    v.pointer(ptr)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Registry {
     /// The built-in kinds plus every served version of every CRD.
     pub fn new(crds: &[CustomResourceDefinition]) -> Result<Registry, RegistryError> {
@@ -261,6 +251,47 @@ fn age_column() -> PrinterColumn {
     )
 }
 
+/// The columns both Event versions show: type, reason, the name of the
+/// object (at `object`) and the message (at `message`).
+fn event_columns(object: &str, message: &str) -> Vec<PrinterColumn> {
+    vec![
+        column("Type", "string", ".type", "Type of this event", 0),
+        column("Reason", "string", ".reason", "Why the action was taken", 0),
+        column(
+            "Object",
+            "string",
+            object,
+            "The object this event is about",
+            0,
+        ),
+        column(
+            "Message",
+            "string",
+            message,
+            "A human-readable description",
+            0,
+        ),
+    ]
+}
+
+/// kube-apiserver's selectable fields of an Event version: every field of the
+/// object reference at `regarding`, the reason, the reporter and the type.
+fn event_fields(regarding: &str, reporter: &str) -> Vec<(String, JsonPath)> {
+    let reference = [
+        "kind",
+        "namespace",
+        "name",
+        "uid",
+        "apiVersion",
+        "resourceVersion",
+        "fieldPath",
+    ]
+    .map(|f| format!("{regarding}.{f}"));
+    let mut paths: Vec<&str> = reference.iter().map(String::as_str).collect();
+    paths.extend(["reason", reporter, "type"]);
+    selectable(&paths)
+}
+
 fn selectable(paths: &[&str]) -> Vec<(String, JsonPath)> {
     paths
         .iter()
@@ -321,37 +352,9 @@ fn builtin_type(b: Builtin) -> ResourceType {
         Builtin::Event => {
             let mut t = base("events.k8s.io", "v1", "Event", "events", true);
             t.short_names = vec!["ev".into()];
-            t.printer_columns = vec![
-                column("Type", "string", ".type", "Type of this event", 0),
-                column("Reason", "string", ".reason", "Why the action was taken", 0),
-                column(
-                    "Object",
-                    "string",
-                    ".regarding.name",
-                    "The object this event is about",
-                    0,
-                ),
-                column(
-                    "Message",
-                    "string",
-                    ".note",
-                    "A human-readable description",
-                    0,
-                ),
-                age_column(),
-            ];
-            t.selectable_fields = selectable(&[
-                "regarding.kind",
-                "regarding.namespace",
-                "regarding.name",
-                "regarding.uid",
-                "regarding.apiVersion",
-                "regarding.resourceVersion",
-                "regarding.fieldPath",
-                "reason",
-                "reportingController",
-                "type",
-            ]);
+            t.printer_columns = event_columns(".regarding.name", ".note");
+            t.printer_columns.push(age_column());
+            t.selectable_fields = event_fields("regarding", "reportingController");
             t
         }
         Builtin::CoreEvent => {
@@ -374,24 +377,10 @@ fn builtin_type(b: Builtin) -> ResourceType {
             .iter()
             .map(|p| JsonPath::parse(p).expect("built-in printer column paths parse"))
             .collect();
-            t.printer_columns = vec![
-                last_seen,
-                column("Type", "string", ".type", "Type of this event", 0),
-                column("Reason", "string", ".reason", "Why the action was taken", 0),
-                column(
-                    "Object",
-                    "string",
-                    ".involvedObject.name",
-                    "The object this event is about",
-                    0,
-                ),
-                column(
-                    "Message",
-                    "string",
-                    ".message",
-                    "A human-readable description",
-                    0,
-                ),
+            t.printer_columns = vec![last_seen];
+            t.printer_columns
+                .extend(event_columns(".involvedObject.name", ".message"));
+            t.printer_columns.extend([
                 column(
                     "Source",
                     "string",
@@ -406,20 +395,9 @@ fn builtin_type(b: Builtin) -> ResourceType {
                     "How often it happened",
                     1,
                 ),
-            ];
-            // kube-apiserver's selectable fields of core v1 Events.
-            t.selectable_fields = selectable(&[
-                "involvedObject.kind",
-                "involvedObject.namespace",
-                "involvedObject.name",
-                "involvedObject.uid",
-                "involvedObject.apiVersion",
-                "involvedObject.resourceVersion",
-                "involvedObject.fieldPath",
-                "reason",
-                "reportingComponent",
-                "type",
             ]);
+            // kube-apiserver's selectable fields of core v1 Events.
+            t.selectable_fields = event_fields("involvedObject", "reportingComponent");
             t.selectable_fields.push((
                 "source".into(),
                 JsonPath::parse(".source.component").expect("built-in field paths parse"),
@@ -479,36 +457,15 @@ fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceType>, Regist
             .ok_or_else(|| bad("a version without a name"))?;
         let schema = ver.pointer("/schema/openAPIV3Schema").cloned();
         let mut printer_columns = Vec::new();
-        for c in ver
-            .get("additionalPrinterColumns")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for c in items(ver, "additionalPrinterColumns") {
             let path_str = c.get("jsonPath").and_then(Value::as_str).unwrap_or("");
             let path = JsonPath::parse(path_str)
                 .map_err(|e| bad(&format!("printer column path {path_str:?}: {e}")))?;
             printer_columns.push(PrinterColumn {
-                name: c
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                type_: c
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("string")
-                    .to_string(),
-                format: c
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                description: c
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                name: str_or(c, "name", ""),
+                type_: str_or(c, "type", "string"),
+                format: str_or(c, "format", ""),
+                description: str_or(c, "description", ""),
                 priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                 path,
                 fallbacks: Vec::new(),
@@ -518,12 +475,7 @@ fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceType>, Regist
             printer_columns.push(age_column());
         }
         let mut selectable_fields = Vec::new();
-        for f in ver
-            .get("selectableFields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for f in items(ver, "selectableFields") {
             let p = f.get("jsonPath").and_then(Value::as_str).unwrap_or("");
             let path =
                 JsonPath::parse(p).map_err(|e| bad(&format!("selectable field {p:?}: {e}")))?;

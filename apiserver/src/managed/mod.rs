@@ -20,6 +20,7 @@ mod tests;
 
 use serde_json::{Value, json};
 
+use crate::json::str_or;
 use crate::registry::ResourceType;
 use crate::status::Cause;
 use fields::{Element, merge, remove_at, value_at};
@@ -44,6 +45,38 @@ impl Manager {
     }
 }
 
+/// The entry of `manager`'s `operation` (on `subresource`), its time set to
+/// `now`; a new entry with no fields when there was none.
+fn touch<'m>(
+    managers: &'m mut Vec<Manager>,
+    rt: &ResourceType,
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    now: &str,
+) -> &'m mut Manager {
+    let i = match managers
+        .iter()
+        .position(|m| m.same(manager, operation, subresource))
+    {
+        Some(i) => i,
+        None => {
+            managers.push(Manager {
+                manager: manager.to_string(),
+                operation: operation.to_string(),
+                api_version: rt.api_version(),
+                time: String::new(),
+                subresource: subresource.map(str::to_string),
+                fields: FieldSet::default(),
+            });
+            managers.len() - 1
+        }
+    };
+    let m = &mut managers[i];
+    m.time = now.to_string();
+    m
+}
+
 /// The managers recorded on an object.
 pub fn read_managers(obj: &Value) -> Vec<Manager> {
     obj.pointer("/metadata/managedFields")
@@ -51,26 +84,10 @@ pub fn read_managers(obj: &Value) -> Vec<Manager> {
         .into_iter()
         .flatten()
         .map(|e| Manager {
-            manager: e
-                .get("manager")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            operation: e
-                .get("operation")
-                .and_then(Value::as_str)
-                .unwrap_or("Update")
-                .to_string(),
-            api_version: e
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            time: e
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            manager: str_or(e, "manager", ""),
+            operation: str_or(e, "operation", "Update"),
+            api_version: str_or(e, "apiVersion", ""),
+            time: str_or(e, "time", ""),
             subresource: e
                 .get("subresource")
                 .and_then(Value::as_str)
@@ -153,23 +170,10 @@ pub fn record_update(
         }
     }
     if !changed.is_empty() {
-        match managers
-            .iter_mut()
-            .find(|m| m.same(manager, "Update", subresource_name(scope)))
-        {
-            Some(m) => {
-                m.fields.union(&changed);
-                m.time = now.to_string();
-            }
-            None => managers.push(Manager {
-                manager: manager.to_string(),
-                operation: "Update".into(),
-                api_version: rt.api_version(),
-                time: now.to_string(),
-                subresource: subresource_name(scope).map(str::to_string),
-                fields: changed,
-            }),
-        }
+        let sub = subresource_name(scope);
+        touch(&mut managers, rt, manager, "Update", sub, now)
+            .fields
+            .union(&changed);
     }
     write_managers(new, &managers);
 }
@@ -281,20 +285,7 @@ pub fn apply(
             remove_at(&mut result, &p);
         }
     }
-    match managers.iter_mut().find(|m| m.same(manager, "Apply", sub)) {
-        Some(m) => {
-            m.fields = new_set;
-            m.time = now.to_string();
-        }
-        None => managers.push(Manager {
-            manager: manager.to_string(),
-            operation: "Apply".into(),
-            api_version: rt.api_version(),
-            time: now.to_string(),
-            subresource: sub.map(str::to_string),
-            fields: new_set,
-        }),
-    }
+    touch(&mut managers, rt, manager, "Apply", sub, now).fields = new_set;
     write_managers(&mut result, &managers);
     Ok(result)
 }
