@@ -86,6 +86,16 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
         })
 }
 
+/// The kind's short names and categories, each only when it has some.
+fn add_names(entry: &mut Value, rt: &ResourceType) {
+    if !rt.short_names.is_empty() {
+        entry["shortNames"] = json!(rt.short_names);
+    }
+    if !rt.categories.is_empty() {
+        entry["categories"] = json!(rt.categories);
+    }
+}
+
 fn resource_entries(rt: &ResourceType) -> Vec<Value> {
     let mut main = json!({
         "name": rt.plural,
@@ -94,12 +104,7 @@ fn resource_entries(rt: &ResourceType) -> Vec<Value> {
         "kind": rt.kind,
         "verbs": VERBS,
     });
-    if !rt.short_names.is_empty() {
-        main["shortNames"] = json!(rt.short_names);
-    }
-    if !rt.categories.is_empty() {
-        main["categories"] = json!(rt.categories);
-    }
+    add_names(&mut main, rt);
     let mut out = vec![main];
     if rt.status_subresource {
         out.push(json!({
@@ -144,12 +149,7 @@ fn aggregated_resource(rt: &ResourceType) -> Value {
         "singularResource": rt.singular,
         "verbs": VERBS,
     });
-    if !rt.short_names.is_empty() {
-        r["shortNames"] = json!(rt.short_names);
-    }
-    if !rt.categories.is_empty() {
-        r["categories"] = json!(rt.categories);
-    }
+    add_names(&mut r, rt);
     if rt.status_subresource {
         r["subresources"] = json!([{
             "subresource": "status",

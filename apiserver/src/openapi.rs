@@ -225,9 +225,14 @@ fn paths_for(rt: &ResourceType, item: &str, list: &str, paths: &mut BTreeMap<Str
     };
     let mut list_op = operation(rt, "list", &format!("list{op_kind}"), &rt.kind, list);
     list_op["parameters"] = json!(list_params());
-    let mut create = operation(rt, "post", &format!("create{op_kind}"), &rt.kind, item);
-    create["parameters"] = json!(write_params(false));
-    create["requestBody"] = body(item);
+    // An operation that writes the object (`patch`: by a patch of it).
+    let write = |verb: &str, id: String, patch: bool| {
+        let mut op = operation(rt, verb, &id, &rt.kind, item);
+        op["parameters"] = json!(write_params(patch));
+        op["requestBody"] = if patch { patch_body(rt) } else { body(item) };
+        op
+    };
+    let create = write("post", format!("create{op_kind}"), false);
     let mut delete_collection = operation(
         rt,
         "deletecollection",
@@ -242,52 +247,24 @@ fn paths_for(rt: &ResourceType, item: &str, list: &str, paths: &mut BTreeMap<Str
     );
 
     let one = format!("{collection}/{{name}}");
-    let mut replace = operation(rt, "put", &format!("replace{op_kind}"), &rt.kind, item);
-    replace["parameters"] = json!(write_params(false));
-    replace["requestBody"] = body(item);
-    let mut patch = operation(rt, "patch", &format!("patch{op_kind}"), &rt.kind, item);
-    patch["parameters"] = json!(write_params(true));
-    patch["requestBody"] = patch_body(rt);
-    let mut delete = operation(rt, "delete", &format!("delete{op_kind}"), &rt.kind, item);
-    delete["parameters"] = json!([query_param("dryRun", "dry run", "string")]);
-    paths.insert(
-        one.clone(),
+    // Read, replace and patch of the object (`suffix` "") or of its status ("Status").
+    let read_write = |suffix: &str| {
+        let replace = write("put", format!("replace{op_kind}{suffix}"), false);
+        let patch = write("patch", format!("patch{op_kind}{suffix}"), true);
         json!({
-            "get": operation(rt, "get", &format!("read{op_kind}"), &rt.kind, item),
+            "get": operation(rt, "get", &format!("read{op_kind}{suffix}"), &rt.kind, item),
             "put": replace,
             "patch": patch,
-            "delete": delete,
             "parameters": path_params(true),
-        }),
-    );
+        })
+    };
+    let mut delete = operation(rt, "delete", &format!("delete{op_kind}"), &rt.kind, item);
+    delete["parameters"] = json!([query_param("dryRun", "dry run", "string")]);
+    let mut one_ops = read_write("");
+    one_ops["delete"] = delete;
+    paths.insert(one.clone(), one_ops);
     if rt.status_subresource {
-        let mut replace = operation(
-            rt,
-            "put",
-            &format!("replace{op_kind}Status"),
-            &rt.kind,
-            item,
-        );
-        replace["parameters"] = json!(write_params(false));
-        replace["requestBody"] = body(item);
-        let mut patch = operation(
-            rt,
-            "patch",
-            &format!("patch{op_kind}Status"),
-            &rt.kind,
-            item,
-        );
-        patch["parameters"] = json!(write_params(true));
-        patch["requestBody"] = patch_body(rt);
-        paths.insert(
-            format!("{one}/status"),
-            json!({
-                "get": operation(rt, "get", &format!("read{op_kind}Status"), &rt.kind, item),
-                "put": replace,
-                "patch": patch,
-                "parameters": path_params(true),
-            }),
-        );
+        paths.insert(format!("{one}/status"), read_write("Status"));
     }
     if rt.namespaced {
         let mut all = operation(
