@@ -230,33 +230,26 @@ mod tests {
                        "gpus": [{"uuid": "GPU-1"}, {"uuid": "GPU-2"}]},
             "metadata": {"labels": {"a.b/c": "x"}}});
         let p = |s: &str| JsonPath::parse(s).unwrap();
-        assert_eq!(p(".spec.owner").find_text(&v).as_deref(), Some("u1"));
         assert_eq!(p(".spec.gpus").find(&v), vec![&json!(2)]);
-        assert_eq!(
-            p(".status.conditions[?(@.type==\"Ready\")].status")
-                .find_text(&v)
-                .as_deref(),
-            Some("True")
-        );
-        assert_eq!(
-            p(".status.gpus[*].uuid").find_text(&v).as_deref(),
-            Some("GPU-1 GPU-2")
-        );
-        assert_eq!(
-            p(".status.gpus[-1].uuid").find_text(&v).as_deref(),
-            Some("GPU-2")
-        );
-        assert_eq!(
-            p(".metadata.labels['a.b/c']").find_text(&v).as_deref(),
-            Some("x")
-        );
+        for (path, text) in [
+            (".spec.owner", Some("u1")),
+            (
+                ".status.conditions[?(@.type==\"Ready\")].status",
+                Some("True"),
+            ),
+            (".status.gpus[*].uuid", Some("GPU-1 GPU-2")),
+            (".status.gpus[-1].uuid", Some("GPU-2")),
+            (".metadata.labels['a.b/c']", Some("x")),
+            (".metadata.labels.a.b/c", None),
+            (".spec.missing", None),
+        ] {
+            assert_eq!(p(path).find_text(&v).as_deref(), text, "{path}");
+        }
         assert_eq!(
             p(".metadata.labels.a\\.b/c").find_text(&v).as_deref(),
             Some("x"),
             "an escaped dot is part of the field name"
         );
-        assert_eq!(p(".metadata.labels.a.b/c").find_text(&v), None);
-        assert_eq!(p(".spec.missing").find_text(&v), None);
         assert!(JsonPath::parse(".a[").is_err());
     }
 }

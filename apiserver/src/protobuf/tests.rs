@@ -91,6 +91,19 @@ fn lease() -> Value {
     })
 }
 
+/// The reference both event versions make to the Session they are about.
+fn session_ref(field_path: &str) -> Value {
+    json!({
+        "apiVersion": "medforge.dev/v1alpha1",
+        "kind": "Session",
+        "namespace": "team-a",
+        "name": "s1",
+        "uid": "0b1e2d3c-0000-4000-8000-000000000001",
+        "resourceVersion": "41",
+        "fieldPath": field_path
+    })
+}
+
 fn event() -> Value {
     json!({
         "apiVersion": "events.k8s.io/v1",
@@ -102,15 +115,7 @@ fn event() -> Value {
         "reportingInstance": "operator-7d9f",
         "action": "Scheduling",
         "reason": "Scheduled",
-        "regarding": {
-            "apiVersion": "medforge.dev/v1alpha1",
-            "kind": "Session",
-            "namespace": "team-a",
-            "name": "s1",
-            "uid": "0b1e2d3c-0000-4000-8000-000000000001",
-            "resourceVersion": "41",
-            "fieldPath": "spec.gpus"
-        },
+        "regarding": session_ref("spec.gpus"),
         "related": {"apiVersion": "v1", "kind": "Node", "name": "gpu-1"},
         "note": "placed on gpu-1",
         "type": "Normal",
@@ -126,15 +131,7 @@ fn core_event() -> Value {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": metadata(Some("team-a")),
-        "involvedObject": {
-            "apiVersion": "medforge.dev/v1alpha1",
-            "kind": "Session",
-            "namespace": "team-a",
-            "name": "s1",
-            "uid": "0b1e2d3c-0000-4000-8000-000000000001",
-            "resourceVersion": "41",
-            "fieldPath": "spec"
-        },
+        "involvedObject": session_ref("spec"),
         "reason": "Scheduled",
         "message": "placed on gpu-1",
         "source": {"component": "operator", "host": "gpu-1"},
