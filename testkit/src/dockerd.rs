@@ -1,11 +1,9 @@
 //! The harness's own dockerd, inside the harness network namespace.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
@@ -111,28 +109,10 @@ fn start(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<()> {
     }
     let _ = std::fs::remove_file(&layout.docker_socket);
     let _ = std::fs::remove_file(&layout.docker_pidfile);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&layout.docker_log)
-        .map_err(HarnessError::io(
-            COMPONENT,
-            format!("cannot open {}", layout.docker_log.display()),
-        ))?;
-    let log2 = log.try_clone().map_err(HarnessError::io(
-        COMPONENT,
-        "cannot duplicate the log handle",
-    ))?;
     let mut cmd = command(bins, layout);
     let line = process::command_line(&cmd);
-    cmd.current_dir("/")
-        .env_clear()
-        .env("PATH", &bins.search_path)
-        .env("HOME", &layout.state_dir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0);
+    process::prepare_daemon(COMPONENT, &mut cmd, &bins.search_path, &layout.docker_log)?;
+    cmd.env("HOME", &layout.state_dir);
     let mut child = cmd.spawn().map_err(|e| HarnessError::StartFailed {
         component: COMPONENT,
         command: line.clone(),

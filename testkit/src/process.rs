@@ -1,7 +1,9 @@
 //! Finding programs, running commands, watching and stopping processes by PID.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -213,6 +215,37 @@ where
         .await
         .map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
     check_output(component, line, output)
+}
+
+/// Makes `cmd` a daemon's command: run from `/` in its own process group,
+/// with only `PATH` (`search_path`) in its environment, no stdin, and stdout
+/// and stderr appended to `log`.
+pub fn prepare_daemon(
+    component: &'static str,
+    cmd: &mut Command,
+    search_path: &OsStr,
+    log: &Path,
+) -> Result<()> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(HarnessError::io(
+            component,
+            format!("cannot open {}", log.display()),
+        ))?;
+    let err = out.try_clone().map_err(HarnessError::io(
+        component,
+        "cannot duplicate the log handle",
+    ))?;
+    cmd.current_dir("/")
+        .env_clear()
+        .env("PATH", search_path)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    Ok(())
 }
 
 /// The last `lines` lines of a log file (or a note that it cannot be read).

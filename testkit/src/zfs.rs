@@ -1,9 +1,7 @@
 //! zfs-fuse (one daemon per machine) and this harness's file-backed pool.
 
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder, Retryable};
@@ -54,28 +52,10 @@ pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Res
     {
         return Ok(false);
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&layout.zfs_fuse_log)
-        .map_err(HarnessError::io(
-            COMPONENT,
-            format!("cannot open {}", layout.zfs_fuse_log.display()),
-        ))?;
-    let log2 = log.try_clone().map_err(HarnessError::io(
-        COMPONENT,
-        "cannot duplicate the log handle",
-    ))?;
     let mut cmd = Command::new(&bins.zfs_fuse);
     cmd.args(["--no-daemon", "--no-kstat-mount"]);
     let line = process::command_line(&cmd);
-    cmd.current_dir("/")
-        .env_clear()
-        .env("PATH", &bins.search_path)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0);
+    process::prepare_daemon(COMPONENT, &mut cmd, &bins.search_path, &layout.zfs_fuse_log)?;
     let failed = |reason: String| HarnessError::StartFailed {
         component: COMPONENT,
         command: line.clone(),
@@ -320,6 +300,25 @@ pub fn stop_daemon_if_ours(bins: &Binaries, layout: &Layout) -> Result<Option<St
     Ok(None)
 }
 
+/// Runs `zfs ARGS…`, retrying while the dataset is busy; a failure that
+/// `already_done` recognises (nothing left to do) counts as success.
+async fn zfs_while_busy(
+    zfs: &Path,
+    args: &[&str],
+    already_done: fn(&HarnessError) -> bool,
+) -> Result<()> {
+    let run = || async {
+        match process::run_async(POOL, zfs, args).await {
+            Err(e) if already_done(&e) => Ok(String::new()),
+            other => other,
+        }
+    };
+    run.retry(busy_backoff())
+        .when(HarnessError::is_busy)
+        .await
+        .map(drop)
+}
+
 /// Unmounts (deepest first, ignoring "not mounted") and destroys a dataset
 /// tree with its snapshots, retrying "dataset is busy". Returns the datasets
 /// that existed; an absent dataset is not an error.
@@ -357,27 +356,9 @@ pub async fn destroy_tree(zfs: &Path, dataset: &str) -> Result<Vec<String>> {
         .collect();
     entries.sort_by_key(|(n, _)| std::cmp::Reverse(n.matches('/').count()));
     for (ds, _) in &entries {
-        let unmount = || async {
-            match process::run_async(POOL, zfs, ["unmount", ds.as_str()]).await {
-                Err(e) if is_not_mounted(&e) => Ok(String::new()),
-                other => other,
-            }
-        };
-        unmount
-            .retry(busy_backoff())
-            .when(HarnessError::is_busy)
-            .await?;
+        zfs_while_busy(zfs, &["unmount", ds.as_str()], is_not_mounted).await?;
     }
-    let destroy = || async {
-        match process::run_async(POOL, zfs, ["destroy", "-r", dataset]).await {
-            Err(e) if is_missing(&e) => Ok(String::new()),
-            other => other,
-        }
-    };
-    destroy
-        .retry(busy_backoff())
-        .when(HarnessError::is_busy)
-        .await?;
+    zfs_while_busy(zfs, &["destroy", "-r", dataset], is_missing).await?;
     // zfs leaves the empty mountpoint directories behind in the parent dataset.
     for (_, mountpoint) in &entries {
         if let Some(dir) = mountpoint
