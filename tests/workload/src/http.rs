@@ -322,27 +322,25 @@ mod tests {
 
     #[test]
     fn rejects_malformed_heads() {
-        assert_eq!(
-            parse_request_head(b"GET /\r\n\r\n").unwrap_err(),
-            ParseError::BadRequestLine
-        );
-        assert_eq!(
-            parse_request_head(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(),
-            ParseError::BadVersion
-        );
-        assert_eq!(
-            parse_request_head(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n").unwrap_err(),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            parse_request_head(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n").unwrap_err(),
-            ParseError::BadHeader
-        );
         let huge = vec![b'a'; MAX_HEAD + 10];
-        assert_eq!(
-            parse_request_head(&huge).unwrap_err(),
-            ParseError::HeadTooLarge
-        );
+        let cases: [(&[u8], ParseError); 5] = [
+            (b"GET /\r\n\r\n", ParseError::BadRequestLine),
+            (b"GET / HTTP/2.0\r\n\r\n", ParseError::BadVersion),
+            (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", ParseError::BadHeader),
+            (
+                b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                ParseError::BadHeader,
+            ),
+            (&huge, ParseError::HeadTooLarge),
+        ];
+        for (head, error) in cases {
+            assert_eq!(
+                parse_request_head(head).unwrap_err(),
+                error,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     #[test]

@@ -138,6 +138,41 @@ impl Conn {
         Ok(())
     }
 
+    /// The next message `parse` finds at the front of the buffer (which it
+    /// then drops), reading more until there is one; `None` when the peer
+    /// closes first, `Some(Err)` when the bytes are not a valid message.
+    fn next<T, E>(
+        &mut self,
+        parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+    ) -> io::Result<Option<Result<T, E>>> {
+        loop {
+            match parse(&self.buf) {
+                Ok(Some((message, used))) => {
+                    self.take(used);
+                    return Ok(Some(Ok(message)));
+                }
+                Ok(None) => {
+                    if self.fill()? == 0 {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Ok(Some(Err(e))),
+            }
+        }
+    }
+
+    /// Answers `status` with a plain-text `message` and no keep-alive: the
+    /// last response on this connection.
+    fn refuse(&mut self, status: u16, message: &str) -> io::Result<()> {
+        self.write_all(&http::response(
+            status,
+            "text/plain",
+            &[],
+            message.as_bytes(),
+            false,
+        ))
+    }
+
     fn take(&mut self, n: usize) -> Vec<u8> {
         let rest = self.buf.split_off(n);
         std::mem::replace(&mut self.buf, rest)
@@ -222,29 +257,10 @@ fn serve_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
         buf: Vec::new(),
     };
     loop {
-        let head = loop {
-            match http::parse_request_head(&conn.buf) {
-                Ok(Some((head, used))) => {
-                    conn.take(used);
-                    break head;
-                }
-                Ok(None) => {
-                    if conn.fill()? == 0 {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    let body = format!("{e}\n");
-                    conn.write_all(&http::response(
-                        e.status(),
-                        "text/plain",
-                        &[],
-                        body.as_bytes(),
-                        false,
-                    ))?;
-                    return Ok(());
-                }
-            }
+        let head = match conn.next(http::parse_request_head)? {
+            None => return Ok(()),
+            Some(Ok(head)) => head,
+            Some(Err(e)) => return conn.refuse(e.status(), &format!("{e}\n")),
         };
         if head.path == "/ws" && head.header_has_token("upgrade", "websocket") {
             return websocket(conn, &head);
@@ -259,27 +275,8 @@ fn serve_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
         let body = match read_body(&mut conn, &head) {
             Ok(body) => body,
             Err(RequestError::Io(e)) => return Err(e),
-            Err(RequestError::Parse(e)) => {
-                let msg = format!("{e}\n");
-                conn.write_all(&http::response(
-                    e.status(),
-                    "text/plain",
-                    &[],
-                    msg.as_bytes(),
-                    false,
-                ))?;
-                return Ok(());
-            }
-            Err(RequestError::TooLarge) => {
-                conn.write_all(&http::response(
-                    413,
-                    "text/plain",
-                    &[],
-                    b"body too large\n",
-                    false,
-                ))?;
-                return Ok(());
-            }
+            Err(RequestError::Parse(e)) => return conn.refuse(e.status(), &format!("{e}\n")),
+            Err(RequestError::TooLarge) => return conn.refuse(413, "body too large\n"),
         };
         let (status, content_type, payload) = route(&head, &body, config);
         let mut response = http::response(status, content_type, &[], &payload, keep_alive);
@@ -396,19 +393,10 @@ fn websocket(mut conn: Conn, head: &RequestHead) -> io::Result<()> {
 
     let mut message: Option<(Opcode, Vec<u8>)> = None;
     loop {
-        let frame = loop {
-            match ws::decode_frame(&conn.buf, ws::MAX_PAYLOAD) {
-                Ok(Some((frame, used))) => {
-                    conn.take(used);
-                    break frame;
-                }
-                Ok(None) => {
-                    if conn.fill()? == 0 {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return close_with(&mut conn, e.close_code()),
-            }
+        let frame = match conn.next(|buf| ws::decode_frame(buf, ws::MAX_PAYLOAD))? {
+            None => return Ok(()),
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return close_with(&mut conn, e.close_code()),
         };
         if !frame.masked {
             return close_with(&mut conn, 1002);
