@@ -120,13 +120,7 @@ fn start(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<()> {
         log: layout.docker_log.clone(),
         tail: String::new(),
     })?;
-    let failed = |reason: String| HarnessError::StartFailed {
-        component: COMPONENT,
-        command: line.clone(),
-        reason,
-        log: layout.docker_log.clone(),
-        tail: process::log_tail(&layout.docker_log, 30),
-    };
+    let failed = process::start_failed(COMPONENT, &line, &layout.docker_log);
     let outcome = process::poll(timeout, Duration::from_millis(50), || {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(Err(format!("it exited with {status}")));

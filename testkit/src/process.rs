@@ -248,6 +248,22 @@ pub fn prepare_daemon(
     Ok(())
 }
 
+/// The `StartFailed` error, for a reason, of a daemon started with `command`
+/// that logs to `log`; it carries the last 30 lines of the log.
+pub fn start_failed<'a>(
+    component: &'static str,
+    command: &'a str,
+    log: &'a Path,
+) -> impl Fn(String) -> HarnessError + 'a {
+    move |reason| HarnessError::StartFailed {
+        component,
+        command: command.to_string(),
+        reason,
+        log: log.to_path_buf(),
+        tail: log_tail(log, 30),
+    }
+}
+
 /// The last `lines` lines of a log file (or a note that it cannot be read).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {

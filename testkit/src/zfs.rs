@@ -56,13 +56,7 @@ pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Res
     cmd.args(["--no-daemon", "--no-kstat-mount"]);
     let line = process::command_line(&cmd);
     process::prepare_daemon(COMPONENT, &mut cmd, &bins.search_path, &layout.zfs_fuse_log)?;
-    let failed = |reason: String| HarnessError::StartFailed {
-        component: COMPONENT,
-        command: line.clone(),
-        reason,
-        log: layout.zfs_fuse_log.clone(),
-        tail: process::log_tail(&layout.zfs_fuse_log, 30),
-    };
+    let failed = process::start_failed(COMPONENT, &line, &layout.zfs_fuse_log);
     let mut child = cmd
         .spawn()
         .map_err(|e| failed(format!("cannot spawn: {e}")))?;
