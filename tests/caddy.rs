@@ -23,7 +23,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full};
 use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{Harness, TestScope};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -440,21 +439,10 @@ async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> (
         }),
         ..Default::default()
     };
-    let docker = harness.docker();
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            config,
-        )
+    harness
+        .create_and_start(&name, config)
         .await
-        .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+        .expect("create and start container");
     let ip = harness.container_ip(&name).await.expect("container ip");
     harness
         .wait_for_http(

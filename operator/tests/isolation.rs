@@ -23,7 +23,6 @@ use medforge_operator::isolation::{
     self, Applied, Bridge, CommandPrefix, Isolation, bridge_of_network, rules_for,
 };
 use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{Harness, TestScope, connect_in_netns};
 
 /// Within one host, an answer (accept or refusal) takes well under a
@@ -79,20 +78,10 @@ async fn start_session(
         }),
         ..Default::default()
     };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            config,
-        )
+    harness
+        .create_and_start(&name, config)
         .await
-        .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+        .expect("create and start container");
     let pid = docker
         .inspect_container(&name, None)
         .await

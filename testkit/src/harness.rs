@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerCreateResponse};
+use bollard::query_parameters::CreateContainerOptions;
 use bytes::Bytes;
 use hyper::Method;
 use tokio::net::TcpStream;
@@ -250,6 +252,28 @@ impl Harness {
     /// Polls until `addr` accepts a TCP connection, up to `timeout`.
     pub async fn wait_for_port(&self, addr: SocketAddr, timeout: Duration) -> Result<()> {
         http::wait_for_port(self.netns_path(), addr, timeout).await
+    }
+
+    /// Creates the container `name` from `config` and starts it.
+    pub async fn create_and_start(
+        &self,
+        name: &str,
+        config: ContainerCreateBody,
+    ) -> Result<ContainerCreateResponse> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let created = self
+            .docker()
+            .create_container(Some(options), config)
+            .await
+            .map_err(HarnessError::docker(format!("create container {name}")))?;
+        self.docker()
+            .start_container(name, None)
+            .await
+            .map_err(HarnessError::docker(format!("start container {name}")))?;
+        Ok(created)
     }
 
     /// The IP address of a running container (first network with one).

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{DownOptions, Harness, HarnessConfig, HarnessError, TestScope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -13,12 +12,8 @@ async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> S
     let image = harness.workload_image().await.expect("workload image");
     let name = scope.name(suffix);
     harness
-        .docker()
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
+        .create_and_start(
+            &name,
             ContainerCreateBody {
                 image: Some(image),
                 user: Some("1000:1000".into()),
@@ -33,12 +28,7 @@ async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> S
             },
         )
         .await
-        .expect("create");
-    harness
-        .docker()
-        .start_container(&name, None)
-        .await
-        .expect("start");
+        .expect("create and start");
     let addr = SocketAddr::new(harness.container_ip(&name).await.expect("ip"), 8080);
     harness
         .wait_for_http(addr, "/healthz", Duration::from_secs(30))
