@@ -67,6 +67,16 @@ pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Asserts that a kubectl run succeeded and printed `stdout` (trimmed).
+fn assert_succeeded(out: &Output, what: &str, stdout: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), stdout);
+}
+
 fn manifest(dir: &Path, gpus: u32) -> PathBuf {
     let p = dir.join("session.yaml");
     std::fs::write(
@@ -301,14 +311,10 @@ async fn delete_waits_for_the_finalizer() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev \"held\" deleted"
+    assert_succeeded(
+        &out,
+        "kubectl delete",
+        "session.medforge.dev \"held\" deleted",
     );
     assert!(api.get("held").await.is_err());
     ts.server.shutdown().await;
@@ -395,15 +401,7 @@ spec:
     .output()
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl edit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev/demo edited"
-    );
+    assert_succeeded(&out, "kubectl edit", "session.medforge.dev/demo edited");
     assert_eq!(
         ok(
             &ts,
@@ -479,14 +477,10 @@ spec:
         .expect("kubectl wait ends")
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev/demo condition met"
+    assert_succeeded(
+        &out,
+        "kubectl wait",
+        "session.medforge.dev/demo condition met",
     );
 
     // Columns a person can read.
