@@ -16,7 +16,9 @@ use medforge_testkit::{Harness, HttpResponse, Method, eventually};
 
 mod support;
 use serde_json::{Value, json};
-use support::{Proc, cookie_of, free_port};
+use support::{
+    Proc, assert_success, cookie_of, free_port, scope_label, wait_until_ready, workload_image_id,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOMAIN: &str = "medforge.test";
@@ -319,12 +321,7 @@ async fn kubectl(harness: &Harness, dir: &Path, kubeconfig: &Path, args: &[&str]
         .output()
         .await
         .expect("kubectl runs (apt-get install kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("kubectl", args, &out);
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -333,22 +330,10 @@ async fn evidence_run_on_one_host() {
     let harness = Harness::get().await.expect("harness");
     let mut scope = harness.scope().await.expect("scope");
     let dir = tempfile::tempdir().unwrap();
-    let tag = harness.workload_image().await.unwrap();
-    let image = harness
-        .docker()
-        .inspect_image(&tag)
-        .await
-        .unwrap()
-        .id
-        .unwrap();
+    let image = workload_image_id(&harness).await;
     let zfs_root = format!("{}/ws", scope.dataset());
     // The scope's cleanup removes containers that carry its label.
-    let scope_label = scope
-        .labels()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .next()
-        .expect("a scope label");
+    let scope_label = scope_label(&scope);
     let ports = Ports {
         apiserver: free_port(),
         api: free_port(),
@@ -374,13 +359,7 @@ async fn evidence_run_on_one_host() {
     let caddy = start_caddy(&harness, dir.path(), &ports);
     let api_addr: SocketAddr = format!("127.0.0.1:{}", ports.api).parse().unwrap();
     let caddy_addr: SocketAddr = format!("127.0.0.1:{}", ports.caddy).parse().unwrap();
-    if harness
-        .wait_for_http(api_addr, "/readyz", Duration::from_secs(60))
-        .await
-        .is_err()
-    {
-        panic!("medforge up never became ready:\n{}", up.log_tail());
-    }
+    wait_until_ready(&harness, api_addr, &up).await;
     if harness
         .wait_for_port(caddy_addr, Duration::from_secs(20))
         .await

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::Harness;
+mod support;
 use serde_json::Value;
 
 const HTTPS_PORT: u16 = 18443;
@@ -39,12 +40,7 @@ impl Netns {
                 .args(args)
                 .output()
                 .expect("ip (iproute2) runs");
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            support::assert_success("ip", args, &out);
         };
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run(&["netns", "add", &name]);
