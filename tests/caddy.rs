@@ -22,7 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full};
-use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
 use medforge_testkit::{Harness, TestScope};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -426,23 +425,10 @@ impl WebSocket {
 // ---------------------------------------------------------------- the test
 
 async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> (String, IpAddr) {
-    let name = scope.name(suffix);
-    let config = ContainerCreateBody {
-        image: Some(harness.workload_image().await.expect("workload image")),
-        user: Some("1000:1000".into()),
-        env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
-        labels: Some(scope.labels()),
-        host_config: Some(HostConfig {
-            cap_drop: Some(vec!["ALL".into()]),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    harness
-        .create_and_start(&name, config)
+    let name = harness
+        .start_workload_container(scope, suffix, None)
         .await
-        .expect("create and start container");
+        .expect("start a workload container");
     let ip = harness.container_ip(&name).await.expect("container ip");
     harness
         .wait_for_http(
