@@ -209,6 +209,12 @@ impl Client<'_> {
             .await
     }
 
+    /// `method /api/v2/external/sessions/{id}{rest}` as `cookie`, without a body.
+    async fn on_session(&self, method: Method, id: &str, rest: &str, cookie: &str) -> HttpResponse {
+        let path = format!("/api/v2/external/sessions/{id}{rest}");
+        self.api(method, &path, Some(cookie), None).await
+    }
+
     async fn session(
         &self,
         slug: &str,
@@ -613,14 +619,7 @@ async fn evidence_run_on_one_host() {
     // Stop A: its host answers 404 within 10 s, and a @stop- snapshot exists.
     writeln!(report, "\n## Stop and snapshot\n").unwrap();
     let stopped_at = Instant::now();
-    let r = c
-        .api(
-            Method::POST,
-            &format!("/api/v2/external/sessions/{id_a}/stop"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let r = c.on_session(Method::POST, &id_a, "/stop", &alice).await;
     assert_eq!(r.status, 202, "stop: {}", r.text());
     eventually(
         "session A's host to answer 404",
@@ -654,19 +653,14 @@ async fn evidence_run_on_one_host() {
     // than ids, GPUs free at a glance, and the node agent's own Events.
     writeln!(report, "\n## kubectl on the host\n").unwrap();
     let kubeconfig = dir.path().join("data/apiserver/kubeconfig");
+    let host_kubectl = async |args: &[&str]| kubectl(&harness, dir.path(), &kubeconfig, args).await;
     // The agent finishes the stop (phase, released GPU) a moment after the
     // host answers 404: wait for kubectl to show it.
     let sessions_table = eventually(
         "session A Stopped in kubectl",
         Duration::from_secs(30),
         async || {
-            let t = kubectl(
-                &harness,
-                dir.path(),
-                &kubeconfig,
-                &["get", "sessions", "-A", "-o", "wide"],
-            )
-            .await;
+            let t = host_kubectl(&["get", "sessions", "-A", "-o", "wide"]).await;
             t.lines()
                 .any(|l| l.contains(&id_a) && l.contains("Stopped"))
                 .then_some(t)
@@ -691,7 +685,7 @@ async fn evidence_run_on_one_host() {
         "one GPU free on e2e-node",
         Duration::from_secs(30),
         async || {
-            let t = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+            let t = host_kubectl(&["get", "gpunodes"]).await;
             let row: Vec<String> = t
                 .lines()
                 .find(|l| l.starts_with("e2e-node"))?
@@ -707,13 +701,7 @@ async fn evidence_run_on_one_host() {
         "the agent's stop Event in describe",
         Duration::from_secs(30),
         async || {
-            let out = kubectl(
-                &harness,
-                dir.path(),
-                &kubeconfig,
-                &["describe", "session", &id_a, "-n", "medforge"],
-            )
-            .await;
+            let out = host_kubectl(&["describe", "session", &id_a, "-n", "medforge"]).await;
             let events = out.split("Events:").nth(1)?.to_string();
             (events.contains("StopRequested") && events.contains("medforge-node-agent"))
                 .then_some(out)
@@ -830,14 +818,7 @@ async fn evidence_run_on_one_host() {
     // everything we started.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap();
-        let r = c
-            .api(
-                Method::DELETE,
-                &format!("/api/v2/external/sessions/{id}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let r = c.on_session(Method::DELETE, id, "", &admin).await;
         writeln!(report, "\n- delete {id} as admin: `{}`", r.status).unwrap();
         assert!(r.is_success(), "delete {id}: {}", r.text());
     }
@@ -845,26 +826,14 @@ async fn evidence_run_on_one_host() {
     // itself stays until the node agent's finalizer is done.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap().to_string();
-        let r = c
-            .api(
-                Method::GET,
-                &format!("/api/v2/external/sessions/{id}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let r = c.on_session(Method::GET, &id, "", &admin).await;
         assert_eq!(r.status, 404, "a deleted session is gone: {}", r.text());
         eventually(
             "the deleted Session to be gone from the control plane",
             Duration::from_secs(30),
             async || {
-                let names = kubectl(
-                    &harness,
-                    dir.path(),
-                    &kubeconfig,
-                    &["get", "sessions", "-n", "medforge", "-o", "name"],
-                )
-                .await;
+                let names =
+                    host_kubectl(&["get", "sessions", "-n", "medforge", "-o", "name"]).await;
                 (!names.contains(&id)).then_some(())
             },
         )
