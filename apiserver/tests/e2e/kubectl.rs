@@ -67,6 +67,13 @@ pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs kubectl, asserts that it fails, and returns its stderr (trimmed).
+pub(crate) async fn fails(ts: &TestServer, args: &[&str]) -> String {
+    let out = run(ts, args).await;
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
 /// Asserts that a kubectl run succeeded and printed `stdout` (trimmed).
 fn assert_succeeded(out: &Output, what: &str, stdout: &str) {
     assert!(
@@ -214,7 +221,7 @@ async fn apply_get_describe_explain() {
             .replace("owner: alice", "owner: mallory"),
     )
     .unwrap();
-    let out = run(
+    let err = fails(
         &ts,
         &[
             "apply",
@@ -223,17 +230,13 @@ async fn apply_get_describe_explain() {
         ],
     )
     .await;
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("spec.owner") && err.contains("owner is immutable"),
         "{err}"
     );
 
-    let out = run(&ts, &["get", "session", "nope"]).await;
-    assert!(!out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        fails(&ts, &["get", "session", "nope"]).await,
         "Error from server (NotFound): sessions.medforge.dev \"nope\" not found"
     );
     ts.server.shutdown().await;
@@ -297,14 +300,7 @@ async fn delete_waits_for_the_finalizer() {
         !output.is_finished(),
         "kubectl delete waits while the finalizer is there"
     );
-    assert!(
-        api.get("held")
-            .await
-            .unwrap()
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(common::is_deleting(&api, "held").await);
     common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     let out = tokio::time::timeout(Duration::from_secs(20), output)
         .await
