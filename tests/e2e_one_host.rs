@@ -354,14 +354,18 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
 
-    let mut up = start_medforge(
-        &harness,
-        dir.path(),
-        &ports,
-        &zfs_root,
-        &image,
-        &scope_label,
-    );
+    // `medforge up` on this host; started again with the same flags below.
+    let start_up = || {
+        start_medforge(
+            &harness,
+            dir.path(),
+            &ports,
+            &zfs_root,
+            &image,
+            &scope_label,
+        )
+    };
+    let mut up = start_up();
     let caddy = start_caddy(&harness, dir.path(), &ports);
     let api_addr: SocketAddr = format!("127.0.0.1:{}", ports.api).parse().unwrap();
     let caddy_addr: SocketAddr = format!("127.0.0.1:{}", ports.caddy).parse().unwrap();
@@ -765,14 +769,7 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
     let mut during = Vec::new();
-    let mut up = start_medforge(
-        &harness,
-        dir.path(),
-        &ports,
-        &zfs_root,
-        &image,
-        &scope_label,
-    );
+    let mut up = start_up();
     // Caddy holds requests while the api restarts (lb_try_duration), so
     // these are answered once it is back.
     let restarted = Instant::now();
