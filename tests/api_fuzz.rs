@@ -264,14 +264,8 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
     assert_eq!(doc["openapi"], "3.1.0");
 
     // Fuzz, as each identity.
-    let seconds: u64 = std::env::var("MEDFORGE_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = std::env::var("MEDFORGE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random::<u32>() as u64);
+    let seconds: u64 = medforge_testkit::env_or("MEDFORGE_FUZZ_SECONDS", 60);
+    let seed: u64 = medforge_testkit::env_or("MEDFORGE_FUZZ_SEED", rand::random::<u32>() as u64);
     let fuzz = Fuzz {
         harness: &harness,
         venv: &venv,
