@@ -723,13 +723,16 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
     let b_container = format!("mf-session-{slug_b}");
-    let started_before = harness
-        .docker()
-        .inspect_container(&b_container, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.started_at);
+    let started_at = async || {
+        harness
+            .docker()
+            .inspect_container(&b_container, None)
+            .await
+            .unwrap()
+            .state
+            .and_then(|s| s.started_at)
+    };
+    let started_before = started_at().await;
     // SIGTERM drains: the node agent and the scheduler finish what they have
     // in flight and say so, the process exits 0 within 10 s, and B's
     // container is left running (checked below).
@@ -788,13 +791,7 @@ async fn evidence_run_on_one_host() {
         "B not reachable across the restart: {during:?}\n{}",
         up.log_tail()
     );
-    let started_after = harness
-        .docker()
-        .inspect_container(&b_container, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.started_at);
+    let started_after = started_at().await;
     writeln!(
         report,
         "- statuses seen for B during the restart: `{during:?}`"

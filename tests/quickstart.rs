@@ -247,14 +247,19 @@ fn zpools() -> String {
     .unwrap()
 }
 
+/// The static workload binary the quickstart packs into its image.
+async fn static_workload() -> PathBuf {
+    tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
+        .await
+        .unwrap()
+        .expect("the static workload builds")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_from_a_bare_host_then_again_then_down() {
     // zfs-fuse is machine-wide: the harness's (started by `mf-harness up`).
     let _harness = Harness::get().await.expect("the test harness is up");
-    let workload = tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
-        .await
-        .unwrap()
-        .expect("the static workload builds");
+    let workload = static_workload().await;
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -486,10 +491,7 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_refuses_a_pool_too_small_and_down_cleans_up() {
     let _harness = Harness::get().await.expect("the test harness is up");
-    let workload = tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
-        .await
-        .unwrap()
-        .expect("the static workload builds");
+    let workload = static_workload().await;
     let ns = Netns::new_named("mfqs-bad");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
