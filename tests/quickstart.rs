@@ -247,6 +247,15 @@ fn zpools() -> String {
     .unwrap()
 }
 
+/// `medforge down --purge` for the quickstart whose data directory is `data`.
+fn down_purge(ns: &Netns, data: &Path) -> std::process::Output {
+    ns.command(env!("CARGO_BIN_EXE_medforge"))
+        .args(["down", "--purge", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 /// The static workload binary the quickstart packs into its image.
 async fn static_workload() -> PathBuf {
     tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
@@ -458,12 +467,7 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
     assert_eq!(medforge, again.child.id() as i32);
 
     // Down: by PID, everything the quickstart started, and with --purge the data.
-    let out = ns
-        .command(env!("CARGO_BIN_EXE_medforge"))
-        .args(["down", "--purge", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = down_purge(&ns, &data);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -523,12 +527,7 @@ async fn quickstart_refuses_a_pool_too_small_and_down_cleans_up() {
     );
     let dockerd = pid_in(&data.join("quickstart/dockerd.pid"));
     assert!(live(dockerd), "Docker was started before the pool step");
-    let down = ns
-        .command(env!("CARGO_BIN_EXE_medforge"))
-        .args(["down", "--purge", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let down = down_purge(&ns, &data);
     assert!(down.status.success(), "{down:?}");
     assert!(!live(dockerd));
     assert!(!data.exists());
