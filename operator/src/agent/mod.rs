@@ -50,7 +50,8 @@ pub mod testing;
 pub mod zfs;
 
 pub use cleanup::cleanup;
-pub use config::{AgentConfig, AgentState, StepHook, WorkspaceOnDelete};
+pub use config::{AgentConfig, AgentState, StepHook};
 pub use driver::drive;
+pub use plan::WorkspaceOnDelete;
 pub use start::{AgentError, run};
 pub use state::Peers;
