@@ -15,7 +15,7 @@ use super::drive;
 use crate::agent::cleanup::cleanup;
 use crate::agent::config::AgentConfig;
 use crate::agent::context::Context;
-use crate::agent::controller::{Error, cause_chain};
+use crate::agent::error::{Error, cause_chain};
 use crate::agent::metrics::Metrics;
 use crate::agent::plan::StepKind;
 use crate::agent::runtime::{ContainerError, Refusal, WorkspaceError};
