@@ -26,7 +26,7 @@ use medforge_testkit::{Harness, HttpResponse, Method};
 
 mod support;
 use serde_json::{Value, json};
-use support::{Proc, cookie_of, free_port};
+use support::{Proc, cookie_of, free_port, scope_label, wait_until_ready, workload_image_id};
 
 const DOMAIN: &str = "medforge.test";
 const ADMIN_EMAIL: &str = "fuzz-admin@medforge.test";
@@ -179,20 +179,8 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
     let dir = tempfile::tempdir().unwrap();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/api-fuzz");
     std::fs::create_dir_all(&out).unwrap();
-    let tag = harness.workload_image().await.unwrap();
-    let image = harness
-        .docker()
-        .inspect_image(&tag)
-        .await
-        .unwrap()
-        .id
-        .unwrap();
-    let scope_label = scope
-        .labels()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .next()
-        .expect("a scope label");
+    let image = workload_image_id(&harness).await;
+    let scope_label = scope_label(&scope);
     let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let apiserver = format!("127.0.0.1:{}", free_port());
     let log = dir.path().join("medforge-up.log");
@@ -223,13 +211,7 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         child: cmd.spawn().expect("starting medforge up"),
         log,
     };
-    if harness
-        .wait_for_http(api, "/readyz", Duration::from_secs(60))
-        .await
-        .is_err()
-    {
-        panic!("medforge up never became ready:\n{}", up.log_tail());
-    }
+    wait_until_ready(&harness, api, &up).await;
 
     // The two identities.
     let r = call(
@@ -282,14 +264,8 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
     assert_eq!(doc["openapi"], "3.1.0");
 
     // Fuzz, as each identity.
-    let seconds: u64 = std::env::var("MEDFORGE_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = std::env::var("MEDFORGE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random::<u32>() as u64);
+    let seconds: u64 = medforge_testkit::env_or("MEDFORGE_FUZZ_SECONDS", 60);
+    let seed: u64 = medforge_testkit::env_or("MEDFORGE_FUZZ_SEED", rand::random::<u32>() as u64);
     let fuzz = Fuzz {
         harness: &harness,
         venv: &venv,

@@ -22,8 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full};
-use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{Harness, TestScope};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -427,34 +425,10 @@ impl WebSocket {
 // ---------------------------------------------------------------- the test
 
 async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> (String, IpAddr) {
-    let name = scope.name(suffix);
-    let config = ContainerCreateBody {
-        image: Some(harness.workload_image().await.expect("workload image")),
-        user: Some("1000:1000".into()),
-        env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
-        labels: Some(scope.labels()),
-        host_config: Some(HostConfig {
-            cap_drop: Some(vec!["ALL".into()]),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let docker = harness.docker();
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            config,
-        )
+    let name = harness
+        .start_workload_container(scope, suffix, None)
         .await
-        .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+        .expect("start a workload container");
     let ip = harness.container_ip(&name).await.expect("container ip");
     harness
         .wait_for_http(
@@ -539,6 +513,10 @@ async fn caddy_routes_sessions_through_forward_auth() {
     caddy.wait_ready(&harness).await;
     let at = caddy.addr();
     let alice_host = session_host(ALICE_SLUG);
+    // GET / through Caddy.
+    let get = async |host: &str, headers: &[(&str, &str)]| {
+        send(&harness, at, "GET", host, "/", headers, "").await
+    };
 
     // The owner reaches the session, on every form of the session host.
     for host in [
@@ -546,54 +524,31 @@ async fn caddy_routes_sessions_through_forward_auth() {
         format!("s-{ALICE_SLUG}.internal.{DOMAIN}"),
         format!("s-{ALICE_SLUG}.{DOMAIN}"),
     ] {
-        let got = send(&harness, at, "GET", &host, "/", &[alice()], "").await;
+        let got = get(&host, &[alice()]).await;
         assert_eq!(
             (got.status, got.body.as_str()),
             (200, a_name.as_str()),
             "{host}"
         );
     }
-    let got = send(
-        &harness,
-        at,
-        "GET",
+    let got = get(
         &session_host(BOB_SLUG),
-        "/",
         &[("cookie", "medforge_session=token-bob")],
-        "",
     )
     .await;
     assert_eq!((got.status, got.body.as_str()), (200, b_name.as_str()));
 
     // The api's refusals come back as they are.
-    let unauthenticated = send(&harness, at, "GET", &alice_host, "/", &[], "").await;
+    let unauthenticated = get(&alice_host, &[]).await;
     assert_eq!(unauthenticated.status, 401, "{unauthenticated:?}");
     assert!(
         unauthenticated.body.contains("auth-stub"),
         "{unauthenticated:?}"
     );
-    let other_user = send(
-        &harness,
-        at,
-        "GET",
-        &session_host(BOB_SLUG),
-        "/",
-        &[alice()],
-        "",
-    )
-    .await;
+    let other_user = get(&session_host(BOB_SLUG), &[alice()]).await;
     assert_eq!(other_user.status, 403, "{other_user:?}");
     assert!(other_user.body.contains("auth-stub"), "{other_user:?}");
-    let unknown = send(
-        &harness,
-        at,
-        "GET",
-        &session_host("zzzzzzzz"),
-        "/",
-        &[alice()],
-        "",
-    )
-    .await;
+    let unknown = get(&session_host("zzzzzzzz"), &[alice()]).await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(unknown.body.contains("auth-stub"), "{unknown:?}");
 
@@ -607,16 +562,7 @@ async fn caddy_routes_sessions_through_forward_auth() {
             ("x-medforge-upstream", spoof_a.as_str()),
         ],
     ] {
-        let got = send(
-            &harness,
-            at,
-            "GET",
-            &session_host(NO_HEADER_SLUG),
-            "/",
-            &headers,
-            "",
-        )
-        .await;
+        let got = get(&session_host(NO_HEADER_SLUG), &headers).await;
         assert_eq!((got.status, got.body.as_str()), (502, NO_UPSTREAM_BODY));
     }
 
@@ -656,18 +602,13 @@ async fn caddy_routes_sessions_through_forward_auth() {
     // and the api never sees the client's header.
     let spoof_b = format!("{b_ip}:8080");
     let calls_before = stub.seen().len();
-    let got = send(
-        &harness,
-        at,
-        "GET",
+    let got = get(
         &alice_host,
-        "/",
         &[
             alice(),
             ("x-upstream", spoof_b.as_str()),
             ("x-medforge-upstream", spoof_b.as_str()),
         ],
-        "",
     )
     .await;
     assert_eq!((got.status, got.body.as_str()), (200, a_name.as_str()));

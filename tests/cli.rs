@@ -9,12 +9,17 @@ fn medforge(args: &[&str]) -> Output {
         .expect("run medforge")
 }
 
-#[test]
-fn unknown_subcommand_exits_non_zero_with_usage() {
-    let out = medforge(&["frobnicate"]);
+/// Runs medforge, asserts the usage-error exit code 2, and returns its stderr.
+fn usage_error(args: &[&str]) -> String {
+    let out = medforge(args);
     assert!(!out.status.success());
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn unknown_subcommand_exits_non_zero_with_usage() {
+    let stderr = usage_error(&["frobnicate"]);
     assert!(
         stderr.contains("unrecognized subcommand 'frobnicate'"),
         "{stderr}"
@@ -24,9 +29,7 @@ fn unknown_subcommand_exits_non_zero_with_usage() {
 
 #[test]
 fn bad_flag_exits_non_zero_with_usage() {
-    let out = medforge(&["crds", "--no-such-flag"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = usage_error(&["crds", "--no-such-flag"]);
     assert!(
         stderr.contains("unexpected argument '--no-such-flag'"),
         "{stderr}"
@@ -36,9 +39,7 @@ fn bad_flag_exits_non_zero_with_usage() {
 
 #[test]
 fn no_subcommand_prints_help_and_fails() {
-    let out = medforge(&[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: medforge"));
+    assert!(usage_error(&[]).contains("Usage: medforge"));
 }
 
 #[test]

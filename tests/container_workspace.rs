@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use medforge_testkit::bollard::errors::Error as DockerError;
 use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{Harness, HarnessConfig, HarnessError, find_in_path};
 
 fn is_mounted(path: &Path) -> bool {
@@ -65,20 +64,10 @@ async fn workload_container_uses_its_zfs_workspace() -> Result<(), HarnessError>
         }),
         ..Default::default()
     };
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            config,
-        )
+    let created = harness
+        .create_and_start(&name, config)
         .await
-        .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+        .expect("create and start container");
 
     let info = docker
         .inspect_container(&name, None)

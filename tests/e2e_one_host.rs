@@ -16,7 +16,9 @@ use medforge_testkit::{Harness, HttpResponse, Method, eventually};
 
 mod support;
 use serde_json::{Value, json};
-use support::{Proc, cookie_of, free_port};
+use support::{
+    Proc, assert_success, cookie_of, free_port, scope_label, wait_until_ready, workload_image_id,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOMAIN: &str = "medforge.test";
@@ -207,6 +209,12 @@ impl Client<'_> {
             .await
     }
 
+    /// `method /api/v2/external/sessions/{id}{rest}` as `cookie`, without a body.
+    async fn on_session(&self, method: Method, id: &str, rest: &str, cookie: &str) -> HttpResponse {
+        let path = format!("/api/v2/external/sessions/{id}{rest}");
+        self.api(method, &path, Some(cookie), None).await
+    }
+
     async fn session(
         &self,
         slug: &str,
@@ -319,12 +327,7 @@ async fn kubectl(harness: &Harness, dir: &Path, kubeconfig: &Path, args: &[&str]
         .output()
         .await
         .expect("kubectl runs (apt-get install kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("kubectl", args, &out);
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -333,22 +336,10 @@ async fn evidence_run_on_one_host() {
     let harness = Harness::get().await.expect("harness");
     let mut scope = harness.scope().await.expect("scope");
     let dir = tempfile::tempdir().unwrap();
-    let tag = harness.workload_image().await.unwrap();
-    let image = harness
-        .docker()
-        .inspect_image(&tag)
-        .await
-        .unwrap()
-        .id
-        .unwrap();
+    let image = workload_image_id(&harness).await;
     let zfs_root = format!("{}/ws", scope.dataset());
     // The scope's cleanup removes containers that carry its label.
-    let scope_label = scope
-        .labels()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .next()
-        .expect("a scope label");
+    let scope_label = scope_label(&scope);
     let ports = Ports {
         apiserver: free_port(),
         api: free_port(),
@@ -363,24 +354,22 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
 
-    let mut up = start_medforge(
-        &harness,
-        dir.path(),
-        &ports,
-        &zfs_root,
-        &image,
-        &scope_label,
-    );
+    // `medforge up` on this host; started again with the same flags below.
+    let start_up = || {
+        start_medforge(
+            &harness,
+            dir.path(),
+            &ports,
+            &zfs_root,
+            &image,
+            &scope_label,
+        )
+    };
+    let mut up = start_up();
     let caddy = start_caddy(&harness, dir.path(), &ports);
     let api_addr: SocketAddr = format!("127.0.0.1:{}", ports.api).parse().unwrap();
     let caddy_addr: SocketAddr = format!("127.0.0.1:{}", ports.caddy).parse().unwrap();
-    if harness
-        .wait_for_http(api_addr, "/readyz", Duration::from_secs(60))
-        .await
-        .is_err()
-    {
-        panic!("medforge up never became ready:\n{}", up.log_tail());
-    }
+    wait_until_ready(&harness, api_addr, &up).await;
     if harness
         .wait_for_port(caddy_addr, Duration::from_secs(20))
         .await
@@ -634,14 +623,7 @@ async fn evidence_run_on_one_host() {
     // Stop A: its host answers 404 within 10 s, and a @stop- snapshot exists.
     writeln!(report, "\n## Stop and snapshot\n").unwrap();
     let stopped_at = Instant::now();
-    let r = c
-        .api(
-            Method::POST,
-            &format!("/api/v2/external/sessions/{id_a}/stop"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let r = c.on_session(Method::POST, &id_a, "/stop", &alice).await;
     assert_eq!(r.status, 202, "stop: {}", r.text());
     eventually(
         "session A's host to answer 404",
@@ -675,19 +657,14 @@ async fn evidence_run_on_one_host() {
     // than ids, GPUs free at a glance, and the node agent's own Events.
     writeln!(report, "\n## kubectl on the host\n").unwrap();
     let kubeconfig = dir.path().join("data/apiserver/kubeconfig");
+    let host_kubectl = async |args: &[&str]| kubectl(&harness, dir.path(), &kubeconfig, args).await;
     // The agent finishes the stop (phase, released GPU) a moment after the
     // host answers 404: wait for kubectl to show it.
     let sessions_table = eventually(
         "session A Stopped in kubectl",
         Duration::from_secs(30),
         async || {
-            let t = kubectl(
-                &harness,
-                dir.path(),
-                &kubeconfig,
-                &["get", "sessions", "-A", "-o", "wide"],
-            )
-            .await;
+            let t = host_kubectl(&["get", "sessions", "-A", "-o", "wide"]).await;
             t.lines()
                 .any(|l| l.contains(&id_a) && l.contains("Stopped"))
                 .then_some(t)
@@ -712,7 +689,7 @@ async fn evidence_run_on_one_host() {
         "one GPU free on e2e-node",
         Duration::from_secs(30),
         async || {
-            let t = kubectl(&harness, dir.path(), &kubeconfig, &["get", "gpunodes"]).await;
+            let t = host_kubectl(&["get", "gpunodes"]).await;
             let row: Vec<String> = t
                 .lines()
                 .find(|l| l.starts_with("e2e-node"))?
@@ -728,13 +705,7 @@ async fn evidence_run_on_one_host() {
         "the agent's stop Event in describe",
         Duration::from_secs(30),
         async || {
-            let out = kubectl(
-                &harness,
-                dir.path(),
-                &kubeconfig,
-                &["describe", "session", &id_a, "-n", "medforge"],
-            )
-            .await;
+            let out = host_kubectl(&["describe", "session", &id_a, "-n", "medforge"]).await;
             let events = out.split("Events:").nth(1)?.to_string();
             (events.contains("StopRequested") && events.contains("medforge-node-agent"))
                 .then_some(out)
@@ -752,13 +723,16 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
     let b_container = format!("mf-session-{slug_b}");
-    let started_before = harness
-        .docker()
-        .inspect_container(&b_container, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.started_at);
+    let started_at = async || {
+        harness
+            .docker()
+            .inspect_container(&b_container, None)
+            .await
+            .unwrap()
+            .state
+            .and_then(|s| s.started_at)
+    };
+    let started_before = started_at().await;
     // SIGTERM drains: the node agent and the scheduler finish what they have
     // in flight and say so, the process exits 0 within 10 s, and B's
     // container is left running (checked below).
@@ -798,14 +772,7 @@ async fn evidence_run_on_one_host() {
     )
     .unwrap();
     let mut during = Vec::new();
-    let mut up = start_medforge(
-        &harness,
-        dir.path(),
-        &ports,
-        &zfs_root,
-        &image,
-        &scope_label,
-    );
+    let mut up = start_up();
     // Caddy holds requests while the api restarts (lb_try_duration), so
     // these are answered once it is back.
     let restarted = Instant::now();
@@ -824,13 +791,7 @@ async fn evidence_run_on_one_host() {
         "B not reachable across the restart: {during:?}\n{}",
         up.log_tail()
     );
-    let started_after = harness
-        .docker()
-        .inspect_container(&b_container, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.started_at);
+    let started_after = started_at().await;
     writeln!(
         report,
         "- statuses seen for B during the restart: `{during:?}`"
@@ -851,14 +812,7 @@ async fn evidence_run_on_one_host() {
     // everything we started.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap();
-        let r = c
-            .api(
-                Method::DELETE,
-                &format!("/api/v2/external/sessions/{id}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let r = c.on_session(Method::DELETE, id, "", &admin).await;
         writeln!(report, "\n- delete {id} as admin: `{}`", r.status).unwrap();
         assert!(r.is_success(), "delete {id}: {}", r.text());
     }
@@ -866,26 +820,14 @@ async fn evidence_run_on_one_host() {
     // itself stays until the node agent's finalizer is done.
     for s in [&a, &b] {
         let id = s["id"].as_str().unwrap().to_string();
-        let r = c
-            .api(
-                Method::GET,
-                &format!("/api/v2/external/sessions/{id}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let r = c.on_session(Method::GET, &id, "", &admin).await;
         assert_eq!(r.status, 404, "a deleted session is gone: {}", r.text());
         eventually(
             "the deleted Session to be gone from the control plane",
             Duration::from_secs(30),
             async || {
-                let names = kubectl(
-                    &harness,
-                    dir.path(),
-                    &kubeconfig,
-                    &["get", "sessions", "-n", "medforge", "-o", "name"],
-                )
-                .await;
+                let names =
+                    host_kubectl(&["get", "sessions", "-n", "medforge", "-o", "name"]).await;
                 (!names.contains(&id)).then_some(())
             },
         )

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::Harness;
+mod support;
 use serde_json::Value;
 
 const HTTPS_PORT: u16 = 18443;
@@ -39,12 +40,7 @@ impl Netns {
                 .args(args)
                 .output()
                 .expect("ip (iproute2) runs");
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            support::assert_success("ip", args, &out);
         };
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run(&["netns", "add", &name]);
@@ -251,14 +247,28 @@ fn zpools() -> String {
     .unwrap()
 }
 
+/// `medforge down --purge` for the quickstart whose data directory is `data`.
+fn down_purge(ns: &Netns, data: &Path) -> std::process::Output {
+    ns.command(env!("CARGO_BIN_EXE_medforge"))
+        .args(["down", "--purge", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// The static workload binary the quickstart packs into its image.
+async fn static_workload() -> PathBuf {
+    tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
+        .await
+        .unwrap()
+        .expect("the static workload builds")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_from_a_bare_host_then_again_then_down() {
     // zfs-fuse is machine-wide: the harness's (started by `mf-harness up`).
     let _harness = Harness::get().await.expect("the test harness is up");
-    let workload = tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
-        .await
-        .unwrap()
-        .expect("the static workload builds");
+    let workload = static_workload().await;
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -457,12 +467,7 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
     assert_eq!(medforge, again.child.id() as i32);
 
     // Down: by PID, everything the quickstart started, and with --purge the data.
-    let out = ns
-        .command(env!("CARGO_BIN_EXE_medforge"))
-        .args(["down", "--purge", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = down_purge(&ns, &data);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -490,10 +495,7 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_refuses_a_pool_too_small_and_down_cleans_up() {
     let _harness = Harness::get().await.expect("the test harness is up");
-    let workload = tokio::task::spawn_blocking(medforge_testkit::build_workload_binary)
-        .await
-        .unwrap()
-        .expect("the static workload builds");
+    let workload = static_workload().await;
     let ns = Netns::new_named("mfqs-bad");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -525,12 +527,7 @@ async fn quickstart_refuses_a_pool_too_small_and_down_cleans_up() {
     );
     let dockerd = pid_in(&data.join("quickstart/dockerd.pid"));
     assert!(live(dockerd), "Docker was started before the pool step");
-    let down = ns
-        .command(env!("CARGO_BIN_EXE_medforge"))
-        .args(["down", "--purge", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let down = down_purge(&ns, &data);
     assert!(down.status.success(), "{down:?}");
     assert!(!live(dockerd));
     assert!(!data.exists());

@@ -117,14 +117,8 @@ async fn client(kubeconfig: &std::path::Path) -> kube::Client {
 }
 
 async fn drive() {
-    let sessions: usize = std::env::var("BENCH_SESSIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let watch_writes: usize = std::env::var("BENCH_WATCH_WRITES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+    let sessions: usize = medforge_testkit::env_or("BENCH_SESSIONS", 10_000);
+    let watch_writes: usize = medforge_testkit::env_or("BENCH_WATCH_WRITES", 2_000);
     let clients = 16;
     let mut child = Command::new(std::env::current_exe().expect("this binary"))
         .env(CHILD_ENV, "1")

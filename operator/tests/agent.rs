@@ -19,7 +19,7 @@ use medforge_operator::agent::StepHook;
 use medforge_operator::agent::plan::StepKind;
 use medforge_operator::scheduler::controller::{SchedulerConfig, run as run_scheduler};
 use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::{CreateContainerOptions, KillContainerOptions};
+use medforge_testkit::bollard::query_parameters::KillContainerOptions;
 
 use agent_support::{Env, is_running_and_ready};
 use medforge_operator::agent::testing::http_get;
@@ -672,12 +672,8 @@ async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
     labels.insert("medforge.dev/node".into(), env.node.clone());
     labels.insert("medforge.dev/session-uid".into(), "no-such-uid".into());
     env.harness
-        .docker()
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(orphan.clone()),
-                ..Default::default()
-            }),
+        .create_and_start(
+            &orphan,
             ContainerCreateBody {
                 image: Some(env.image.clone()),
                 labels: Some(labels),
@@ -689,11 +685,6 @@ async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
-    env.harness
-        .docker()
-        .start_container(&orphan, None)
         .await
         .unwrap();
 

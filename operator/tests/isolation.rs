@@ -22,8 +22,7 @@ use futures::FutureExt;
 use medforge_operator::isolation::{
     self, Applied, Bridge, CommandPrefix, Isolation, bridge_of_network, rules_for,
 };
-use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
+use medforge_testkit::bollard::models::NetworkCreateRequest;
 use medforge_testkit::{Harness, TestScope, connect_in_netns};
 
 /// Within one host, an answer (accept or refusal) takes well under a
@@ -65,34 +64,10 @@ async fn start_session(
     suffix: &str,
 ) -> Session {
     let docker = harness.docker();
-    let name = scope.name(suffix);
-    let config = ContainerCreateBody {
-        image: Some(harness.workload_image().await.expect("workload image")),
-        user: Some("1000:1000".into()),
-        env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
-        labels: Some(scope.labels()),
-        host_config: Some(HostConfig {
-            network_mode: Some(network.to_string()),
-            cap_drop: Some(vec!["ALL".into()]),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            config,
-        )
+    let name = harness
+        .start_workload_container(scope, suffix, Some(network))
         .await
-        .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+        .expect("start a workload container");
     let pid = docker
         .inspect_container(&name, None)
         .await

@@ -326,30 +326,23 @@ async fn cordons_and_stale_heartbeats_steer_placement() {
         bind("c1").await,
         (Some("node-a".into()), Some("GPU-node-a-0".into()))
     );
-    // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
-    change_node(
-        &nodes,
-        &mut seen,
-        "node-a",
-        serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}}),
-    )
-    .await;
-    assert_eq!(
-        bind("c2").await,
-        (Some("node-b".into()), Some("GPU-node-b-0".into()))
-    );
-    // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
-    change_node(
-        &nodes,
-        &mut seen,
-        "node-a",
-        serde_json::json!({"spec": {"disabledGpus": null}}),
-    )
-    .await;
-    assert_eq!(
-        bind("c3").await,
-        (Some("node-a".into()), Some("GPU-node-a-1".into()))
-    );
+    for (patch, session, (node, gpu)) in [
+        // Cordon GPU 1 of node-a: node-b is now the only node with a free GPU there.
+        (
+            serde_json::json!({"spec": {"disabledGpus": ["GPU-node-a-1"]}}),
+            "c2",
+            ("node-b", "GPU-node-b-0"),
+        ),
+        // Uncordon: GPU 1 of node-a is used again (node-a has 1 free, node-b 1: pack picks node-a by name).
+        (
+            serde_json::json!({"spec": {"disabledGpus": null}}),
+            "c3",
+            ("node-a", "GPU-node-a-1"),
+        ),
+    ] {
+        change_node(&nodes, &mut seen, "node-a", patch).await;
+        assert_eq!(bind(session).await, (Some(node.into()), Some(gpu.into())));
+    }
     // Whole-node cordon of node-b: nothing fits any more.
     change_node(
         &nodes,

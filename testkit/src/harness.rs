@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerCreateResponse, HostConfig};
+use bollard::query_parameters::CreateContainerOptions;
 use bytes::Bytes;
 use hyper::Method;
 use tokio::net::TcpStream;
@@ -22,6 +24,7 @@ use crate::layout::{HarnessConfig, Layout};
 use crate::lifecycle::{bring_up, check_root, open_lock};
 use crate::netns;
 use crate::process::{self, Binaries};
+use crate::scope::TestScope;
 
 struct Inner {
     layout: Layout,
@@ -250,6 +253,56 @@ impl Harness {
     /// Polls until `addr` accepts a TCP connection, up to `timeout`.
     pub async fn wait_for_port(&self, addr: SocketAddr, timeout: Duration) -> Result<()> {
         http::wait_for_port(self.netns_path(), addr, timeout).await
+    }
+
+    /// Creates the container `name` from `config` and starts it.
+    pub async fn create_and_start(
+        &self,
+        name: &str,
+        config: ContainerCreateBody,
+    ) -> Result<ContainerCreateResponse> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let created = self
+            .docker()
+            .create_container(Some(options), config)
+            .await
+            .map_err(HarnessError::docker(format!("create container {name}")))?;
+        self.docker()
+            .start_container(name, None)
+            .await
+            .map_err(HarnessError::docker(format!("start container {name}")))?;
+        Ok(created)
+    }
+
+    /// Creates and starts the workload image as `scope.name(suffix)`, as a
+    /// session runs it: user 1000, every capability dropped, an init,
+    /// `MEDFORGE_SESSION` set to its name, the scope's labels; on `network`
+    /// when one is given. Returns the container's name.
+    pub async fn start_workload_container(
+        &self,
+        scope: &TestScope,
+        suffix: &str,
+        network: Option<&str>,
+    ) -> Result<String> {
+        let name = scope.name(suffix);
+        let config = ContainerCreateBody {
+            image: Some(self.workload_image().await?),
+            user: Some("1000:1000".into()),
+            env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
+            labels: Some(scope.labels()),
+            host_config: Some(HostConfig {
+                network_mode: network.map(str::to_string),
+                cap_drop: Some(vec!["ALL".into()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_and_start(&name, config).await?;
+        Ok(name)
     }
 
     /// The IP address of a running container (first network with one).

@@ -19,7 +19,7 @@
 //! let mut scope = harness.scope().await?;       // unique prefix + dataset <pool>/<prefix>
 //! let image = harness.workload_image().await?;  // medforge-workload:<hash>, FROM scratch
 //! let ws = scope.create_dataset("ws", &[("quota", "64M")]).await?;
-//! // … create a container named scope.name("x") with scope.labels() via harness.docker() …
+//! // … create a container named scope.name("x") with scope.labels(): harness.create_and_start(…) …
 //! // … talk to it: harness.http_get(SocketAddr::new(ip, 8080), "/").await? …
 //! scope.cleanup().await?;                       // containers and datasets gone
 //! # Ok(()) }
@@ -62,3 +62,12 @@ pub use netns::connect as connect_in_netns;
 pub use process::{Binaries, REQUIREMENTS, Requirement, default_search_path, find_in_path};
 pub use scope::{CleanupReport, Dataset, SCOPE_LABEL, TestScope, random_prefix};
 pub use zfs::DAEMON_SOCKET as ZFS_DAEMON_SOCKET;
+
+/// The environment variable `name` parsed as a `T`; `default` when it is
+/// unset or does not parse (a test's or benchmark's knob).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

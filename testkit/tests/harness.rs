@@ -3,42 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
-use medforge_testkit::bollard::query_parameters::CreateContainerOptions;
 use medforge_testkit::{DownOptions, Harness, HarnessConfig, HarnessError, TestScope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Creates and starts a workload container in `scope`; returns its 8080 address.
 async fn start_workload(harness: &Harness, scope: &TestScope, suffix: &str) -> SocketAddr {
-    let image = harness.workload_image().await.expect("workload image");
-    let name = scope.name(suffix);
-    harness
-        .docker()
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            ContainerCreateBody {
-                image: Some(image),
-                user: Some("1000:1000".into()),
-                env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
-                labels: Some(scope.labels()),
-                host_config: Some(HostConfig {
-                    init: Some(true),
-                    cap_drop: Some(vec!["ALL".into()]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
+    let name = harness
+        .start_workload_container(scope, suffix, None)
         .await
-        .expect("create");
-    harness
-        .docker()
-        .start_container(&name, None)
-        .await
-        .expect("start");
+        .expect("start a workload container");
     let addr = SocketAddr::new(harness.container_ip(&name).await.expect("ip"), 8080);
     harness
         .wait_for_http(addr, "/healthz", Duration::from_secs(30))

@@ -3,11 +3,12 @@
 //! cookie of an answer. Each test file uses a part of it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
-use medforge_testkit::HttpResponse;
+use medforge_testkit::{Harness, HttpResponse, TestScope};
 
 /// A child process, stopped by PID (SIGTERM, then SIGKILL) when dropped.
 pub struct Proc {
@@ -118,4 +119,47 @@ pub async fn kube_client(dir: &Path) -> kube::Client {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The image ID of the harness's workload image (what `--default-pack-image` takes).
+pub async fn workload_image_id(harness: &Harness) -> String {
+    let tag = harness.workload_image().await.unwrap();
+    harness
+        .docker()
+        .inspect_image(&tag)
+        .await
+        .unwrap()
+        .id
+        .unwrap()
+}
+
+/// One `key=value` label of `scope` (its cleanup removes containers that carry it).
+pub fn scope_label(scope: &TestScope) -> String {
+    scope
+        .labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .next()
+        .expect("a scope label")
+}
+
+/// Waits up to 60 s for `medforge up`'s api at `api` to answer `/readyz`.
+pub async fn wait_until_ready(harness: &Harness, api: SocketAddr, up: &Proc) {
+    if harness
+        .wait_for_http(api, "/readyz", Duration::from_secs(60))
+        .await
+        .is_err()
+    {
+        panic!("medforge up never became ready:\n{}", up.log_tail());
+    }
+}
+
+/// Asserts that `program args` exited 0, with its stderr as the message.
+pub fn assert_success(program: &str, args: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -17,6 +17,16 @@ fn from_pattern(rule: &Rule) -> impl Strategy<Value = String> {
     proptest::string::string_regex(inner).unwrap()
 }
 
+/// Asserts that `parse` accepts each of `ok` and refuses each of `bad`.
+fn accepts_and_refuses<T, E>(parse: impl Fn(&str) -> Result<T, E>, ok: &[&str], bad: &[&str]) {
+    for ok in ok {
+        assert!(parse(ok).is_ok(), "{ok}");
+    }
+    for bad in bad {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
 fn crd(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap()
 }
@@ -57,14 +67,13 @@ fn cpu_values_the_pattern_admits_run_on_the_node_agent() {
         // Docker takes 0.01 CPU and up.
         prop_assert!(nanos >= 10_000_000, "{v} is {nanos} nano-CPUs");
     });
-    for ok in ["2", "0.5", "0.01", "1.25", "500m", "10m", "9999.999"] {
-        assert!(cpu("cpu", ok).is_ok(), "{ok}");
-    }
-    for bad in [
-        "0", "0.0", "0.001", "1m", "9m", "-1", "+1", "1e3", "1.", ".5", "2 ", "1Gi", "",
-    ] {
-        assert!(cpu("cpu", bad).is_err(), "{bad}");
-    }
+    accepts_and_refuses(
+        |v| cpu("cpu", v),
+        &["2", "0.5", "0.01", "1.25", "500m", "10m", "9999.999"],
+        &[
+            "0", "0.0", "0.001", "1m", "9m", "-1", "+1", "1e3", "1.", ".5", "2 ", "1Gi", "",
+        ],
+    );
 }
 
 #[test]
@@ -75,16 +84,15 @@ fn sizes_the_pattern_admits_run_on_the_node_agent() {
         let bytes = size("memory", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
         prop_assert!(bytes >= MIN_SIZE_BYTES);
     });
-    for ok in [
-        "6Mi", "7M", "16Gi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000",
-    ] {
-        assert!(size("memory", ok).is_ok(), "{ok}");
-    }
-    for bad in [
-        "5Mi", "6M", "1", "0", "0.5Gi", "1e9", "-1Gi", "1Ei", "9999Ki", "16gi",
-    ] {
-        assert!(size("memory", bad).is_err(), "{bad}");
-    }
+    accepts_and_refuses(
+        |v| size("memory", v),
+        &[
+            "6Mi", "7M", "16Gi", "1.5Gi", "2G", "1Ti", "10000Ki", "10000000",
+        ],
+        &[
+            "5Mi", "6M", "1", "0", "0.5Gi", "1e9", "-1Gi", "1Ei", "9999Ki", "16gi",
+        ],
+    );
 }
 
 #[test]
@@ -94,28 +102,27 @@ fn durations_the_pattern_admits_parse() {
         prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD duration");
         prop_assert!(duration("idle_timeout", &v).is_ok(), "{v}");
     });
-    for ok in [
-        "30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns", "1h0m0s",
-    ] {
-        assert!(duration("d", ok).is_ok(), "{ok}");
-    }
-    for bad in [
-        "",
-        "30",
-        "m",
-        "1d",
-        "1.h",
-        ".5h",
-        "-1h",
-        "1h ",
-        "1H",
-        "30mm",
-        "1µs",
-        "1s1s1s1s1s",
-        "1234567h",
-    ] {
-        assert!(duration("d", bad).is_err(), "{bad}");
-    }
+    accepts_and_refuses(
+        |v| duration("d", v),
+        &[
+            "30m", "2h", "1h30m", "90s", "1.5h", "100ms", "3us", "5ns", "1h0m0s",
+        ],
+        &[
+            "",
+            "30",
+            "m",
+            "1d",
+            "1.h",
+            ".5h",
+            "-1h",
+            "1h ",
+            "1H",
+            "30mm",
+            "1µs",
+            "1s1s1s1s1s",
+            "1234567h",
+        ],
+    );
 }
 
 #[test]

@@ -52,42 +52,31 @@ async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
 async fn signup_rejects_bad_input(env: TestEnv) {
     let t = env.app().await;
     let post = |body: serde_json::Value| t.post("/api/v2/auth/signup").json(body).send();
-    assert_eq!(
-        post(json!({"password": "correct horse"}))
-            .await
-            .error_fields(),
-        ["email"]
-    );
-    assert_eq!(
-        post(json!({"email": "not-an-email", "password": "correct horse"}))
-            .await
-            .error_fields(),
-        ["email"]
-    );
-    assert_eq!(
-        post(json!({"email": "a@b.org", "password": "short"}))
-            .await
-            .error_fields(),
-        ["password"]
-    );
-    assert_eq!(
-        post(json!({"email": "x", "password": "short"}))
-            .await
-            .error_fields(),
-        ["email", "password"]
-    );
-    assert_eq!(
-        post(json!({"email": "a@b.org", "password": "correct horse", "admin": true}))
-            .await
-            .error_fields(),
-        ["admin"]
-    );
-    assert_eq!(
-        post(json!({"email": 42, "password": "correct horse"}))
-            .await
-            .error_fields(),
-        ["email"]
-    );
+    for (body, fields) in [
+        (json!({"password": "correct horse"}), &["email"][..]),
+        (
+            json!({"email": "not-an-email", "password": "correct horse"}),
+            &["email"][..],
+        ),
+        (
+            json!({"email": "a@b.org", "password": "short"}),
+            &["password"][..],
+        ),
+        (
+            json!({"email": "x", "password": "short"}),
+            &["email", "password"][..],
+        ),
+        (
+            json!({"email": "a@b.org", "password": "correct horse", "admin": true}),
+            &["admin"][..],
+        ),
+        (
+            json!({"email": 42, "password": "correct horse"}),
+            &["email"][..],
+        ),
+    ] {
+        assert_eq!(post(body).await.error_fields(), fields);
+    }
     t.post("/api/v2/auth/signup")
         .body(Some("application/json"), "{\"email\": ")
         .send()

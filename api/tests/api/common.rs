@@ -224,13 +224,13 @@ impl TestApp {
 
     /// Signs up a user and returns it logged in.
     pub async fn user(&self, email: &str) -> Client {
-        let res = self
-            .post("/api/v2/auth/signup")
-            .json(serde_json::json!({"email": email, "password": "correct horse"}))
-            .send()
-            .await;
-        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
-        client_from(&res)
+        self.sign_in(
+            "/api/v2/auth/signup",
+            email,
+            "correct horse",
+            StatusCode::CREATED,
+        )
+        .await
     }
 
     /// An admin, created through the bootstrap path, logged in.
@@ -243,12 +243,24 @@ impl TestApp {
         )
         .await
         .expect("admin");
+        self.sign_in(
+            "/api/v2/auth/login",
+            email,
+            "admin password",
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// Posts `email` and `password` to `path` (signup or login), checks the
+    /// answer is `status`, and returns the client it logged in.
+    async fn sign_in(&self, path: &str, email: &str, password: &str, status: StatusCode) -> Client {
         let res = self
-            .post("/api/v2/auth/login")
-            .json(serde_json::json!({"email": email, "password": "admin password"}))
+            .post(path)
+            .json(serde_json::json!({"email": email, "password": password}))
             .send()
             .await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        assert_eq!(res.status, status, "{}", res.text());
         client_from(&res)
     }
 

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api as KubeApi, ListParams, Patch, PatchParams, PostParams};
 use medforge_api::backend::{KubeBackend, SLUG_KEY, SessionBackend, condition};
 use medforge_api::{Api, Db};
+use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::SessionCondition;
 use medforge_crds::{
     DesiredState, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session,
@@ -59,27 +58,12 @@ async fn stand_in_scheduler(sessions: KubeApi<Session>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_backend_on_the_embedded_control_plane() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = medforge_apiserver::start(
-        medforge_apiserver::Config::new(dir.path().join("control-plane"))
-            .with_listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .expect("embedded control plane");
-    let client = server.client().unwrap();
-    KubeApi::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NAMESPACE.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .unwrap();
+    let control_plane = TestControlPlane::builder()
+        .data_subdir("control-plane")
+        .namespace(NAMESPACE)
+        .start()
+        .await;
+    let client = control_plane.client.clone();
     let nodes: KubeApi<GpuNode> = KubeApi::all(client.clone());
     nodes
         .create(
@@ -114,7 +98,7 @@ async fn kube_backend_on_the_embedded_control_plane() {
 
     let backend = Arc::new(KubeBackend::new(client.clone(), NAMESPACE));
     backend.ping().await.expect("ping");
-    let config = test_config(dir.path().join("api"));
+    let config = test_config(control_plane.dir.path().join("api"));
     let db = Db::connect(None, &config.data_dir).await.unwrap();
     db.migrate().await.unwrap();
     let api = Api::with_db(config, db, backend.clone());
@@ -338,5 +322,5 @@ async fn kube_backend_on_the_embedded_control_plane() {
 
     scheduler.abort();
     api.shutdown().await;
-    server.shutdown().await;
+    control_plane.shutdown().await;
 }

@@ -122,6 +122,16 @@ pub fn held_session(name: &str, owner: &str) -> Session {
     s
 }
 
+/// Whether the Session `name` exists with its deletion started (a finalizer holds it).
+pub async fn is_deleting(api: &Api<Session>, name: &str) -> bool {
+    api.get(name)
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some()
+}
+
 /// The Status of a failed kube call.
 pub fn status(err: kube::Error) -> kube::core::Status {
     match err {

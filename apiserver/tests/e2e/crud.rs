@@ -11,6 +11,18 @@ use serde_json::json;
 use crate::common::{self, WITHIN, held_session, session, status};
 use medforge_testkit::eventually;
 
+/// Deletes `name`, which finalizers hold: the object as returned, its deletion pending.
+async fn delete_held<K>(api: &Api<K>, name: &str) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the object is returned while finalizers hold it")
+}
+
 #[tokio::test]
 async fn create_get_list_replace_delete_with_system_metadata() {
     let ts = common::start().await;
@@ -208,10 +220,7 @@ async fn generate_name_and_finalizers() {
     let name = created.metadata.name.clone().unwrap();
     assert!(name.starts_with("work-") && name.len() == 10, "{name}");
 
-    let deleted = api.delete(&name, &DeleteParams::default()).await.unwrap();
-    let pending = deleted
-        .left()
-        .expect("the object is returned while finalizers hold it");
+    let pending = delete_held(&api, &name).await;
     assert!(pending.metadata.deletion_timestamp.is_some());
     let still = api.get(&name).await.unwrap();
     assert!(still.metadata.deletion_timestamp.is_some());
@@ -528,14 +537,7 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
         api.get("x").await.is_err()
     })
     .await;
-    assert!(
-        api.get("held")
-            .await
-            .unwrap()
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(common::is_deleting(&api, "held").await);
     assert!(nss.get("team-a").await.is_ok());
     common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     eventually("namespace team-a is gone", WITHIN, || async {
@@ -707,14 +709,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
         .map(|s| s.metadata.name.unwrap())
         .collect();
     assert_eq!(left, ["b", "c"], "b waits for its finalizer");
-    assert!(
-        api.get("b")
-            .await
-            .unwrap()
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(common::is_deleting(&api, "b").await);
     ts.server.shutdown().await;
 }
 
@@ -729,21 +724,11 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     let s = held_session("gen", "dave");
     let created = common::create(&api, &s).await;
     assert_eq!(created.metadata.generation, Some(1));
-    let pending = api
-        .delete("gen", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .expect("finalizers hold the object");
+    let pending = delete_held(&api, "gen").await;
     assert!(pending.metadata.deletion_timestamp.is_some());
     assert_eq!(pending.metadata.generation, Some(2));
     // A second delete changes nothing.
-    let again = api
-        .delete("gen", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let again = delete_held(&api, "gen").await;
     assert_eq!(again.metadata.generation, Some(2));
     assert_eq!(
         again.metadata.resource_version,
@@ -755,12 +740,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     l.metadata.name = Some("held".into());
     l.metadata.finalizers = Some(vec!["medforge.dev/test".into()]);
     common::create(&leases, &l).await;
-    let pending = leases
-        .delete("held", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let pending = delete_held(&leases, "held").await;
     assert_eq!(pending.metadata.generation, None);
     ts.server.shutdown().await;
 }

@@ -67,6 +67,23 @@ pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs kubectl, asserts that it fails, and returns its stderr (trimmed).
+pub(crate) async fn fails(ts: &TestServer, args: &[&str]) -> String {
+    let out = run(ts, args).await;
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// Asserts that a kubectl run succeeded and printed `stdout` (trimmed).
+fn assert_succeeded(out: &Output, what: &str, stdout: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), stdout);
+}
+
 fn manifest(dir: &Path, gpus: u32) -> PathBuf {
     let p = dir.join("session.yaml");
     std::fs::write(
@@ -204,7 +221,7 @@ async fn apply_get_describe_explain() {
             .replace("owner: alice", "owner: mallory"),
     )
     .unwrap();
-    let out = run(
+    let err = fails(
         &ts,
         &[
             "apply",
@@ -213,17 +230,13 @@ async fn apply_get_describe_explain() {
         ],
     )
     .await;
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("spec.owner") && err.contains("owner is immutable"),
         "{err}"
     );
 
-    let out = run(&ts, &["get", "session", "nope"]).await;
-    assert!(!out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        fails(&ts, &["get", "session", "nope"]).await,
         "Error from server (NotFound): sessions.medforge.dev \"nope\" not found"
     );
     ts.server.shutdown().await;
@@ -287,28 +300,17 @@ async fn delete_waits_for_the_finalizer() {
         !output.is_finished(),
         "kubectl delete waits while the finalizer is there"
     );
-    assert!(
-        api.get("held")
-            .await
-            .unwrap()
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(common::is_deleting(&api, "held").await);
     common::merge(&api, "held", json!({"metadata": {"finalizers": null}})).await;
     let out = tokio::time::timeout(Duration::from_secs(20), output)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev \"held\" deleted"
+    assert_succeeded(
+        &out,
+        "kubectl delete",
+        "session.medforge.dev \"held\" deleted",
     );
     assert!(api.get("held").await.is_err());
     ts.server.shutdown().await;
@@ -395,15 +397,7 @@ spec:
     .output()
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl edit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev/demo edited"
-    );
+    assert_succeeded(&out, "kubectl edit", "session.medforge.dev/demo edited");
     assert_eq!(
         ok(
             &ts,
@@ -479,14 +473,10 @@ spec:
         .expect("kubectl wait ends")
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "session.medforge.dev/demo condition met"
+    assert_succeeded(
+        &out,
+        "kubectl wait",
+        "session.medforge.dev/demo condition met",
     );
 
     // Columns a person can read.

@@ -8,7 +8,7 @@ use kube::runtime::events::EventType;
 use medforge_crds::{EventAction, Session, SessionReason};
 
 use super::context::Context;
-use super::controller::Error;
+use super::error::Error;
 use super::plan;
 use super::runtime::{Cluster, Containers, Destroyed, Workspaces, labels};
 use super::spec::session_dataset;

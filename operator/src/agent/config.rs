@@ -13,21 +13,9 @@ use medforge_crds::Session;
 use tokio::sync::watch;
 
 use super::dialer::{Dialer, TcpDialer};
-use super::plan::StepKind;
+use super::plan::{StepKind, WorkspaceOnDelete};
 use crate::gpu::{GpuInventory, StaticInventory};
 use crate::isolation::CommandPrefix;
-
-/// What happens to a Session's dataset when the Session is deleted. The
-/// annotation `medforge.dev/workspace-on-delete: keep|destroy` on a Session
-/// overrides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WorkspaceOnDelete {
-    /// Keep the dataset and its snapshots (an admin prunes them).
-    #[default]
-    Keep,
-    /// Destroy the dataset with its snapshots.
-    Destroy,
-}
 
 /// Called before each step with the session and the step: lets tests stop
 /// the agent at an exact point. The step waits for the returned future.

@@ -1,16 +1,19 @@
 //! What the reconciler works with: the configuration, the runtimes, the
 //! metrics and Event recorder, and the agent's small typed states
-//! ([`super::state`]).
+//! ([`super::state`]); and [`write_status`], how every layer writes a
+//! session's status.
 
 use std::sync::Arc;
 
-use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
-use medforge_crds::{EventAction, Session, SessionReason};
+use kube::{Resource, ResourceExt};
+use medforge_crds::{EventAction, Session, SessionReason, SessionStatus};
 
 use super::config::AgentConfig;
+use super::error::Error;
 use super::metrics::Metrics;
 use super::plan::Policy;
+use super::runtime::Cluster;
 use super::state::{Backoff, GpuClaims, NetworkReady, Peers, Reconciled, Written};
 
 /// What the reconciler works with.
@@ -123,4 +126,19 @@ impl<C, W, K> Context<C, W, K> {
             });
         }
     }
+}
+
+/// Writes the session's status; the session as stored.
+pub(super) async fn write_status<C, W, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    s: &Session,
+    status: SessionStatus,
+) -> Result<Session, Error> {
+    let mut updated = s.clone();
+    updated.status = Some(status);
+    let written = ctx.cluster.replace_status(&updated).await?;
+    if let (Some(uid), Some(rv)) = (written.uid(), written.resource_version()) {
+        ctx.written.record(uid, rv);
+    }
+    Ok(written)
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use medforge_crds::{Session, SessionStatus};
+use medforge_crds::Session;
 
-use super::context::Context;
-use super::controller::Error;
+use super::context::{Context, write_status};
+use super::error::Error;
 use super::plan::{self, Step, Touched, World};
 use super::runtime::{Cluster, Containers, Workspaces, labels};
 use super::spec::{container_name, session_dataset};
@@ -154,21 +154,6 @@ async fn observe<C: Containers, W: Workspaces, K: Cluster>(
         }
     }
     Ok(world)
-}
-
-/// Writes the session's status; the session as stored.
-pub(super) async fn write_status<C, W, K: Cluster>(
-    ctx: &Context<C, W, K>,
-    s: &Session,
-    status: SessionStatus,
-) -> Result<Session, Error> {
-    let mut updated = s.clone();
-    updated.status = Some(status);
-    let written = ctx.cluster.replace_status(&updated).await?;
-    if let (Some(uid), Some(rv)) = (written.uid(), written.resource_version()) {
-        ctx.written.record(uid, rv);
-    }
-    Ok(written)
 }
 
 /// The session as the API has it now when the watch cache has not caught up

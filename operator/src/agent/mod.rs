@@ -6,9 +6,11 @@
 //!
 //! - `config`: how the agent runs, and the state it reports;
 //! - `controller`: the kube-runtime entry points (`reconcile`, the error
-//!   policy) and the reconcile error;
-//! - `context` and `state`: what the reconciler works with, and the small
-//!   typed states it keeps between reconciles;
+//!   policy);
+//! - `error`: the reconcile error every layer returns, and its cause chain;
+//! - `context` and `state`: what the reconciler works with (and how it
+//!   writes a status), and the small typed states it keeps between
+//!   reconciles;
 //! - `driver`: observe, decide, apply, until there is nothing to do now;
 //! - `plan` decides the next step and builds the status it writes (no I/O);
 //! - `steps`: one executor per kind of step (dataset, container, port wait,
@@ -21,6 +23,11 @@
 //! - `recovery` finds containers no Session owns; `tasks` runs the orphan
 //!   sweep and the other side tasks, east-west isolation among them;
 //! - `metrics` serves `/metrics`, `/healthz` and `/readyz`.
+//!
+//! The reconciler's layers point one way: `controller` → `driver` and
+//! `cleanup` → `steps` → `context`, `plan`, `error` and `runtime`; no module
+//! imports one that imports it back, and a parent module only declares,
+//! composes and re-exports its children.
 //!
 //! [`run`] wires it all: a kube-runtime `Controller` over the Sessions whose
 //! `status.nodeName` is this node, the Docker event watcher, the GpuNode
@@ -35,6 +42,7 @@ pub mod controller;
 pub mod dialer;
 pub mod docker;
 mod driver;
+mod error;
 pub mod events;
 pub mod metrics;
 pub mod plan;
@@ -50,7 +58,8 @@ pub mod testing;
 pub mod zfs;
 
 pub use cleanup::cleanup;
-pub use config::{AgentConfig, AgentState, StepHook, WorkspaceOnDelete};
+pub use config::{AgentConfig, AgentState, StepHook};
 pub use driver::drive;
+pub use plan::WorkspaceOnDelete;
 pub use start::{AgentError, run};
 pub use state::Peers;

@@ -1,5 +1,6 @@
-//! Names and the desired container, computed without I/O from a Session,
-//! its Pack and the agent's configuration.
+//! Names, the desired container and whether a Session is this agent's,
+//! computed without I/O from a Session, its Pack and the agent's
+//! configuration.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -236,6 +237,11 @@ pub fn container_spec(
         cgroup_parent: config.cgroup_parent.clone(),
         stop_timeout: config.stop_timeout,
     })
+}
+
+/// Whether this agent is responsible for the session.
+pub fn bound_here(s: &Session, node: &str) -> bool {
+    s.bound_node() == Some(node)
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::context::Context;
-use super::controller::{bound_here, error_policy};
+use super::controller::error_policy;
 use super::docker::DockerContainers;
 use super::metrics::{Health, Metrics};
 use super::runtime::KubeCluster;
+use super::spec::bound_here;
 use super::zfs::ZfsWorkspaces;
 use crate::node::{self, HealthCheck, NodeFacts};
 

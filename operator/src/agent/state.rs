@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use medforge_crds::{Session, SessionPhase};
 
-use super::controller::bound_here;
+use super::spec::bound_here;
 
 /// Lists the sessions the agent knows (its watch cache).
 pub type Peers = Arc<dyn Fn() -> Vec<Arc<Session>> + Send + Sync>;

@@ -15,10 +15,10 @@ use kube::{Resource, ResourceExt};
 use medforge_crds::{EventAction, GpuNode, NodeReason, Session};
 
 use super::config::AgentConfig;
-use super::controller::bound_here;
 use super::docker::DockerContainers;
 use super::metrics::{Health, Metrics};
 use super::recovery;
+use super::spec::bound_here;
 use super::zfs::ZfsWorkspaces;
 use crate::isolation::{Isolation, keep_applied};
 

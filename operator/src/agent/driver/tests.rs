@@ -15,7 +15,7 @@ use super::drive;
 use crate::agent::cleanup::cleanup;
 use crate::agent::config::AgentConfig;
 use crate::agent::context::Context;
-use crate::agent::controller::{Error, cause_chain};
+use crate::agent::error::{Error, cause_chain};
 use crate::agent::metrics::Metrics;
 use crate::agent::plan::StepKind;
 use crate::agent::runtime::{ContainerError, Refusal, WorkspaceError};
@@ -348,10 +348,10 @@ async fn docker_down_shows_as_a_condition_and_an_error() {
 #[tokio::test]
 async fn cleanup_removes_the_container_and_follows_the_dataset_policy() {
     for (policy, annotation, destroyed) in [
-        (crate::agent::config::WorkspaceOnDelete::Keep, None, false),
+        (crate::agent::plan::WorkspaceOnDelete::Keep, None, false),
         (crate::agent::WorkspaceOnDelete::Destroy, None, true),
         (
-            crate::agent::config::WorkspaceOnDelete::Keep,
+            crate::agent::plan::WorkspaceOnDelete::Keep,
             Some("destroy"),
             true,
         ),

@@ -8,7 +8,7 @@ use medforge_crds::conditions;
 use medforge_crds::quantity::parse_duration;
 use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, SessionReason};
 
-use super::{Policy, Step, StopCause, World, planned_snapshot};
+use super::model::{Policy, Step, StopCause, World, planned_snapshot};
 use crate::agent::runtime::{ContainerObs, ContainerState};
 
 fn is_live(c: &ContainerObs) -> bool {

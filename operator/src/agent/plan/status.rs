@@ -10,7 +10,7 @@ use medforge_crds::{
     Session, SessionCondition, SessionPhase, SessionReason, SessionStatus, WorkspaceStatus,
 };
 
-use super::{StopCause, World, planned_snapshot};
+use super::model::{StopCause, World, planned_snapshot};
 use crate::agent::runtime::ContainerObs;
 
 /// A session's status being rewritten: the conditions set on it carry the

@@ -7,9 +7,9 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use medforge_crds::{EventAction, SessionReason};
 
-use super::{Next, Pass};
-use crate::agent::controller::Error;
-use crate::agent::driver::write_status;
+use super::pass::{Next, Pass};
+use crate::agent::context::write_status;
+use crate::agent::error::Error;
 use crate::agent::plan::{self};
 use crate::agent::runtime::{Cluster, Containers, Workspaces};
 use crate::agent::spec;

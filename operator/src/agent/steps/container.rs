@@ -2,8 +2,8 @@
 
 use medforge_crds::SessionReason;
 
-use super::{Next, Pass};
-use crate::agent::controller::Error;
+use super::pass::{Next, Pass};
+use crate::agent::error::Error;
 use crate::agent::runtime::{Cluster, ContainerError, Containers, Workspaces};
 use crate::agent::spec;
 

@@ -4,9 +4,9 @@
 use kube::ResourceExt;
 use medforge_crds::{SessionReason, keys};
 
-use super::{Next, Pass};
+use super::pass::{Next, Pass};
 use crate::agent::context::Context;
-use crate::agent::controller::Error;
+use crate::agent::error::Error;
 use crate::agent::runtime::{Cluster, Containers, Refusal, WorkspaceError, Workspaces};
 use crate::agent::spec;
 

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use medforge_crds::{SessionCondition, SessionPhase, SessionReason};
 
-use super::{Next, Pass};
-use crate::agent::controller::Error;
-use crate::agent::driver::write_status;
+use super::pass::{Next, Pass};
+use crate::agent::context::write_status;
+use crate::agent::error::Error;
 use crate::agent::plan::{self};
 use crate::agent::runtime::{Cluster, ContainerObs, Containers, Workspaces};
 

@@ -5,10 +5,9 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use medforge_crds::{EventAction, SessionPhase};
 
-use super::{Next, Pass};
-use crate::agent::context::Context;
-use crate::agent::controller::Error;
-use crate::agent::driver::write_status;
+use super::pass::{Next, Pass};
+use crate::agent::context::{Context, write_status};
+use crate::agent::error::Error;
 use crate::agent::plan::{self, StopCause, World};
 use crate::agent::runtime::{Cluster, Containers, WorkspaceError, Workspaces};
 
