@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerCreateResponse, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerCreateResponse};
 use bollard::query_parameters::CreateContainerOptions;
 use bytes::Bytes;
 use hyper::Method;
@@ -24,7 +24,6 @@ use crate::layout::{HarnessConfig, Layout};
 use crate::lifecycle::{bring_up, check_root, open_lock};
 use crate::netns;
 use crate::process::{self, Binaries};
-use crate::scope::TestScope;
 
 struct Inner {
     layout: Layout,
@@ -275,34 +274,6 @@ impl Harness {
             .await
             .map_err(HarnessError::docker(format!("start container {name}")))?;
         Ok(created)
-    }
-
-    /// Creates and starts the workload image as `scope.name(suffix)`, as a
-    /// session runs it: user 1000, every capability dropped, an init,
-    /// `MEDFORGE_SESSION` set to its name, the scope's labels; on `network`
-    /// when one is given. Returns the container's name.
-    pub async fn start_workload_container(
-        &self,
-        scope: &TestScope,
-        suffix: &str,
-        network: Option<&str>,
-    ) -> Result<String> {
-        let name = scope.name(suffix);
-        let config = ContainerCreateBody {
-            image: Some(self.workload_image().await?),
-            user: Some("1000:1000".into()),
-            env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
-            labels: Some(scope.labels()),
-            host_config: Some(HostConfig {
-                network_mode: network.map(str::to_string),
-                cap_drop: Some(vec!["ALL".into()]),
-                init: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        self.create_and_start(&name, config).await?;
-        Ok(name)
     }
 
     /// The IP address of a running container (first network with one).

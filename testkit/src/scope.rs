@@ -8,6 +8,8 @@ use bollard::query_parameters::ListContainersOptions;
 use rand::Rng;
 
 use crate::dockerd;
+use bollard::models::{ContainerCreateBody, HostConfig};
+
 use crate::error::{HarnessError, Result};
 use crate::harness::Harness;
 use crate::zfs;
@@ -45,6 +47,34 @@ impl Harness {
     /// `<pool>/<prefix>` (created), and cleanup of everything labelled with it.
     pub async fn scope(&self) -> Result<TestScope> {
         TestScope::create(self.clone()).await
+    }
+
+    /// Creates and starts the workload image as `scope.name(suffix)`, as a
+    /// session runs it: user 1000, every capability dropped, an init,
+    /// `MEDFORGE_SESSION` set to its name, the scope's labels; on `network`
+    /// when one is given. Returns the container's name.
+    pub async fn start_workload_container(
+        &self,
+        scope: &TestScope,
+        suffix: &str,
+        network: Option<&str>,
+    ) -> Result<String> {
+        let name = scope.name(suffix);
+        let config = ContainerCreateBody {
+            image: Some(self.workload_image().await?),
+            user: Some("1000:1000".into()),
+            env: Some(vec![format!("MEDFORGE_SESSION={name}")]),
+            labels: Some(scope.labels()),
+            host_config: Some(HostConfig {
+                network_mode: network.map(str::to_string),
+                cap_drop: Some(vec!["ALL".into()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_and_start(&name, config).await?;
+        Ok(name)
     }
 }
 
