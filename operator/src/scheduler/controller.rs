@@ -123,18 +123,6 @@ pub fn wants_binding(s: &Session) -> bool {
     s.wants_binding()
 }
 
-fn request_of(s: &Session) -> Request {
-    Request {
-        session_uid: s.uid().unwrap_or_default(),
-        owner: s.spec.owner.clone(),
-        gpus: s.spec.gpus,
-        max_sessions_override: s
-            .annotations()
-            .get(MAX_SESSIONS_ANNOTATION)
-            .and_then(|v| v.parse().ok()),
-    }
-}
-
 /// Builds the view from the caches plus the bindings still being written.
 fn build_view(
     nodes: &Store<GpuNode>,
@@ -333,7 +321,7 @@ pub async fn run(
                 // The completion of a write wakes us for the rest.
                 break;
             }
-            let req = request_of(s);
+            let req = Request::of(s);
             let decision = view.decide(&req, cfg.limits, cfg.policy);
             let Some(updated) = status_for(s, &decision, &used_slugs) else {
                 continue; // already says exactly this

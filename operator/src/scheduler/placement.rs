@@ -6,7 +6,8 @@
 //! it records a binding in the view only after the binding was written, so a
 //! crash between choosing and recording leaves nothing held.
 
-use medforge_crds::SessionReason;
+use medforge_crds::keys::MAX_SESSIONS_ANNOTATION;
+use medforge_crds::{Session, SessionReason};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How to choose among nodes that fit.
@@ -95,6 +96,24 @@ pub struct Request {
     pub gpus: u32,
     /// The owner's own session limit, when the api set one.
     pub max_sessions_override: Option<u32>,
+}
+
+impl Request {
+    /// What a Session asks for: its GPUs, its owner, and the owner's limit
+    /// override the api wrote as an annotation.
+    pub fn of(s: &Session) -> Request {
+        Request {
+            session_uid: s.metadata.uid.clone().unwrap_or_default(),
+            owner: s.spec.owner.clone(),
+            gpus: s.spec.gpus,
+            max_sessions_override: s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MAX_SESSIONS_ANNOTATION))
+                .and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// A GPU chosen for a session.

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
-use medforge_crds::keys::MAX_SESSIONS_ANNOTATION;
 use medforge_crds::{
-    DesiredState, GpuAllocation, GpuNodeStatus, NodeCondition, Session, SessionCondition,
-    SessionPhase, SessionReason, SessionStatus, conditions,
+    DesiredState, GpuAllocation, GpuNodeStatus, NodeCondition, SessionCondition, SessionPhase,
+    SessionReason, SessionStatus, conditions,
 };
 use medforge_operator::scheduler::controller::node_view;
 use medforge_operator::scheduler::placement::{ClusterView, Decision, Limits, Policy, Request};
@@ -69,7 +67,7 @@ impl MemoryBackend {
             allow_cpu_only: true,
         };
         let (node_name, gpus) =
-            match cluster_view(&st).decide(&request(&session), limits, Policy::Pack) {
+            match cluster_view(&st).decide(&Request::of(&session), limits, Policy::Pack) {
                 Decision::Bind { node, gpus } => (node, gpus),
                 Decision::Refuse { reason, message } => {
                     self.refuse_locked(&mut st, name, reason.as_str(), &message);
@@ -187,19 +185,6 @@ impl MemoryBackend {
                 .allocated
                 .retain(|a| Some(a.session_uid.as_str()) != uid);
         }
-    }
-}
-
-/// What the scheduler asks for a Session.
-fn request(session: &Session) -> Request {
-    Request {
-        session_uid: session.metadata.uid.clone().unwrap_or_default(),
-        owner: session.spec.owner.clone(),
-        gpus: session.spec.gpus,
-        max_sessions_override: session
-            .annotations()
-            .get(MAX_SESSIONS_ANNOTATION)
-            .and_then(|v| v.parse().ok()),
     }
 }
 
