@@ -445,11 +445,8 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
     env.wait_phase("hollow", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
     let ds = env.dataset_of(&hollow);
-    env.harness.zfs(["unmount", ds.as_str()]).await.unwrap();
-    env.harness
-        .zfs(["destroy", "-r", ds.as_str()])
-        .await
-        .unwrap();
+    let destroyed = env.harness.destroy_dataset(&ds).await.unwrap();
+    assert!(destroyed.contains(&ds), "{ds} existed: {destroyed:?}");
     env.delete("hollow").await;
     env.wait_gone("hollow", EVENT_DRIVEN).await;
 

@@ -24,6 +24,7 @@ use crate::layout::{HarnessConfig, Layout};
 use crate::lifecycle::{bring_up, check_root, open_lock};
 use crate::netns;
 use crate::process::{self, Binaries};
+use crate::zfs;
 
 struct Inner {
     layout: Layout,
@@ -149,6 +150,13 @@ impl Harness {
         S: AsRef<std::ffi::OsStr>,
     {
         process::run_async("zfs", &self.inner.bins.zfs, args).await
+    }
+
+    /// Unmounts and destroys a dataset tree with its snapshots, as a person
+    /// would by hand, waiting out zfs-fuse's "dataset is busy" after an
+    /// unmount. Returns the datasets that existed.
+    pub async fn destroy_dataset(&self, dataset: &str) -> Result<Vec<String>> {
+        zfs::destroy_tree(&self.inner.bins.zfs, dataset).await
     }
 
     /// A `std::process::Command` that runs `program` inside the namespace
