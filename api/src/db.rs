@@ -1,8 +1,8 @@
 //! The SQL database of users and tokens: SQLite (a file in the data directory, the
 //! default) or PostgreSQL (for several api replicas). Queries are runtime
 //! `sqlx::query*` calls written once in portable SQL (`$n` placeholders work on
-//! both) and run on whichever pool is configured; each backend has its own
-//! migrations under `migrations/`.
+//! both) and run on whichever pool is configured; so are the migrations under
+//! `migrations/` (one set for both databases).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -175,11 +175,13 @@ impl Db {
         }
     }
 
-    /// Applies the migrations of this database kind.
+    /// Applies the migrations. Both databases run the same files: the SQL in
+    /// `migrations/` is kept to what SQLite and PostgreSQL both accept.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
         match &self.pool {
-            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Pool::Sqlite(p) => MIGRATOR.run(p).await?,
+            Pool::Postgres(p) => MIGRATOR.run(p).await?,
         }
         Ok(())
     }
