@@ -1,7 +1,7 @@
 //! What the api needs from the control plane: one small trait, its errors
 //! and the watch events it streams.
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use futures::stream::BoxStream;
 use medforge_crds::{DesiredState, GpuNode, Session};
 
@@ -37,54 +37,43 @@ pub enum WatchEvent {
     Delete(Session),
 }
 
+/// What a [`SessionBackend`] call returns.
+pub type BackendResult<T> = Result<T, BackendError>;
+
 /// What the api needs from the control plane.
+#[async_trait]
 pub trait SessionBackend: Send + Sync + 'static {
     /// Creates a Session (its `metadata.name` set by the caller).
-    fn create(&self, session: Session) -> BoxFuture<'_, Result<Session, BackendError>>;
+    async fn create(&self, session: Session) -> BackendResult<Session>;
     /// A Session by name.
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Session>, BackendError>>;
+    async fn get(&self, name: &str) -> BackendResult<Option<Session>>;
     /// Sessions, all or those of one owner.
-    fn list<'a>(
-        &'a self,
-        owner: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<Session>, BackendError>>;
+    async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>>;
     /// Sets `spec.state`.
-    fn set_state<'a>(
-        &'a self,
-        name: &'a str,
-        state: DesiredState,
-    ) -> BoxFuture<'a, Result<Session, BackendError>>;
+    async fn set_state(&self, name: &str, state: DesiredState) -> BackendResult<Session>;
     /// Sets one annotation of a Session (a merge patch of `metadata.annotations`).
-    fn annotate<'a>(
-        &'a self,
-        name: &'a str,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    async fn annotate(&self, name: &str, key: &str, value: &str) -> BackendResult<()>;
     /// Deletes a Session; `false` when it did not exist.
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
+    async fn delete(&self, name: &str) -> BackendResult<bool>;
     /// A never-ending stream of changes to Sessions, starting with a full listing.
     fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>>;
     /// All GpuNodes.
-    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>>;
+    async fn list_nodes(&self) -> BackendResult<Vec<GpuNode>>;
     /// Cordons (`true`) or uncordons a whole node.
-    fn set_node_unschedulable<'a>(
-        &'a self,
-        node: &'a str,
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
         unschedulable: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>>;
+    ) -> BackendResult<GpuNode>;
     /// Cordons (`true`) or uncordons one GPU of a node, by UUID.
-    fn set_gpu_disabled<'a>(
-        &'a self,
-        node: &'a str,
-        gpu_uuid: &'a str,
+    async fn set_gpu_disabled(
+        &self,
+        node: &str,
+        gpu_uuid: &str,
         disabled: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>>;
+    ) -> BackendResult<GpuNode>;
     /// Writes `status.lastActivityAt` of many Sessions (one batch per flush, never per request).
-    fn record_activity<'a>(
-        &'a self,
-        activity: &'a [(String, jiff::Timestamp)],
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    async fn record_activity(&self, activity: &[(String, jiff::Timestamp)]) -> BackendResult<()>;
     /// One cheap round trip, for readiness.
-    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+    async fn ping(&self) -> BackendResult<()>;
 }

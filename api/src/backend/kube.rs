@@ -1,9 +1,9 @@
 //! The backend over the Kubernetes API (a real cluster or the embedded control
 //! plane), with the kube client: Sessions in one namespace, GpuNodes cluster-wide.
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -11,7 +11,7 @@ use medforge_crds::keys::OWNER_LABEL;
 use medforge_crds::{DesiredState, GpuNode, Session};
 use serde_json::json;
 
-use super::contract::{BackendError, SessionBackend, WatchEvent};
+use super::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
 
 /// Field manager the api's writes are recorded under.
 const FIELD_MANAGER: &str = "medforge-api";
@@ -54,7 +54,7 @@ fn map_err(what: &str, err: kube::Error) -> BackendError {
 }
 
 /// The objects a list names.
-async fn list<K>(api: &Api<K>, what: &str, params: &ListParams) -> Result<Vec<K>, BackendError>
+async fn list<K>(api: &Api<K>, what: &str, params: &ListParams) -> BackendResult<Vec<K>>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -70,7 +70,7 @@ async fn merge_patch<K>(
     kind: &str,
     name: &str,
     patch: serde_json::Value,
-) -> Result<K, BackendError>
+) -> BackendResult<K>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -79,87 +79,58 @@ where
         .map_err(|e| map_err(&format!("{kind} {name}"), e))
 }
 
+#[async_trait]
 impl SessionBackend for KubeBackend {
-    fn create(&self, session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
-        async move {
-            let name = session.metadata.name.clone().unwrap_or_default();
-            let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            };
-            self.sessions
-                .create(&pp, &session)
-                .await
-                .map_err(|e| map_err(&format!("session {name}"), e))
-        }
-        .boxed()
-    }
-
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Session>, BackendError>> {
-        async move {
-            self.sessions
-                .get_opt(name)
-                .await
-                .map_err(|e| map_err(&format!("session {name}"), e))
-        }
-        .boxed()
-    }
-
-    fn list<'a>(
-        &'a self,
-        owner: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<Session>, BackendError>> {
-        async move {
-            let mut lp = ListParams::default();
-            if let Some(owner) = owner {
-                lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
-            }
-            list(&self.sessions, "sessions", &lp).await
-        }
-        .boxed()
-    }
-
-    fn set_state<'a>(
-        &'a self,
-        name: &'a str,
-        state: DesiredState,
-    ) -> BoxFuture<'a, Result<Session, BackendError>> {
-        async move {
-            merge_patch(
-                &self.sessions,
-                "session",
-                name,
-                json!({ "spec": { "state": state } }),
-            )
+    async fn create(&self, session: Session) -> BackendResult<Session> {
+        let name = session.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        self.sessions
+            .create(&pp, &session)
             .await
-        }
-        .boxed()
+            .map_err(|e| map_err(&format!("session {name}"), e))
     }
 
-    fn annotate<'a>(
-        &'a self,
-        name: &'a str,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            let patch = json!({ "metadata": { "annotations": { key: value } } });
-            merge_patch(&self.sessions, "session", name, patch)
-                .await
-                .map(drop)
-        }
-        .boxed()
+    async fn get(&self, name: &str) -> BackendResult<Option<Session>> {
+        self.sessions
+            .get_opt(name)
+            .await
+            .map_err(|e| map_err(&format!("session {name}"), e))
     }
 
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        async move {
-            match self.sessions.delete(name, &DeleteParams::default()).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-                Err(e) => Err(map_err(&format!("session {name}"), e)),
-            }
+    async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {
+        let mut lp = ListParams::default();
+        if let Some(owner) = owner {
+            lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
         }
-        .boxed()
+        list(&self.sessions, "sessions", &lp).await
+    }
+
+    async fn set_state(&self, name: &str, state: DesiredState) -> BackendResult<Session> {
+        merge_patch(
+            &self.sessions,
+            "session",
+            name,
+            json!({ "spec": { "state": state } }),
+        )
+        .await
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) -> BackendResult<()> {
+        let patch = json!({ "metadata": { "annotations": { key: value } } });
+        merge_patch(&self.sessions, "session", name, patch)
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, name: &str) -> BackendResult<bool> {
+        match self.sessions.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(e) => Err(map_err(&format!("session {name}"), e)),
+        }
     }
 
     fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>> {
@@ -176,97 +147,82 @@ impl SessionBackend for KubeBackend {
             .boxed()
     }
 
-    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
-        async move { list(&self.nodes, "gpunodes", &ListParams::default()).await }.boxed()
+    async fn list_nodes(&self) -> BackendResult<Vec<GpuNode>> {
+        list(&self.nodes, "gpunodes", &ListParams::default()).await
     }
 
-    fn set_node_unschedulable<'a>(
-        &'a self,
-        node: &'a str,
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
         unschedulable: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
-        async move {
-            let patch = json!({ "spec": { "unschedulable": unschedulable } });
-            merge_patch(&self.nodes, "gpunode", node, patch).await
-        }
-        .boxed()
+    ) -> BackendResult<GpuNode> {
+        let patch = json!({ "spec": { "unschedulable": unschedulable } });
+        merge_patch(&self.nodes, "gpunode", node, patch).await
     }
 
-    fn set_gpu_disabled<'a>(
-        &'a self,
-        node: &'a str,
-        gpu_uuid: &'a str,
+    async fn set_gpu_disabled(
+        &self,
+        node: &str,
+        gpu_uuid: &str,
         disabled: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
-        async move {
-            // Read-modify-write of the list, guarded by resourceVersion; retried on conflict.
-            let what = format!("gpunode {node}");
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let current = self.nodes.get(node).await.map_err(|e| map_err(&what, e))?;
-                let mut list = current.spec.disabled_gpus.clone();
-                list.retain(|u| u != gpu_uuid);
-                if disabled {
-                    list.push(gpu_uuid.to_owned());
-                }
-                if list == current.spec.disabled_gpus {
-                    return Ok(current);
-                }
-                let patch = json!({
-                    "metadata": { "resourceVersion": current.metadata.resource_version },
-                    "spec": { "disabledGpus": list },
-                });
-                match self
-                    .nodes
-                    .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(updated) => return Ok(updated),
-                    Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => {
-                        continue;
-                    }
-                    Err(e) => return Err(map_err(&what, e)),
-                }
+    ) -> BackendResult<GpuNode> {
+        // Read-modify-write of the list, guarded by resourceVersion; retried on conflict.
+        let what = format!("gpunode {node}");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.nodes.get(node).await.map_err(|e| map_err(&what, e))?;
+            let mut list = current.spec.disabled_gpus.clone();
+            list.retain(|u| u != gpu_uuid);
+            if disabled {
+                list.push(gpu_uuid.to_owned());
             }
-        }
-        .boxed()
-    }
-
-    fn record_activity<'a>(
-        &'a self,
-        activity: &'a [(String, jiff::Timestamp)],
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            let mut first_error = None;
-            for (name, at) in activity {
-                let patch = json!({ "status": { "lastActivityAt": Time(*at) } });
-                match self
-                    .sessions
-                    .patch_status(name, &Self::patch_params(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    // Deleted since: nothing to record.
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(e) => {
-                        first_error.get_or_insert_with(|| map_err(&format!("session {name}"), e));
-                    }
-                }
+            if list == current.spec.disabled_gpus {
+                return Ok(current);
             }
-            first_error.map_or(Ok(()), Err)
-        }
-        .boxed()
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
-        async move {
-            self.sessions
-                .list_metadata(&ListParams::default().limit(1))
+            let patch = json!({
+                "metadata": { "resourceVersion": current.metadata.resource_version },
+                "spec": { "disabledGpus": list },
+            });
+            match self
+                .nodes
+                .patch(node, &Self::patch_params(), &Patch::Merge(&patch))
                 .await
-                .map(|_| ())
-                .map_err(|e| map_err("sessions", e))
+            {
+                Ok(updated) => return Ok(updated),
+                Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => {
+                    continue;
+                }
+                Err(e) => return Err(map_err(&what, e)),
+            }
         }
-        .boxed()
+    }
+
+    async fn record_activity(&self, activity: &[(String, jiff::Timestamp)]) -> BackendResult<()> {
+        let mut first_error = None;
+        for (name, at) in activity {
+            let patch = json!({ "status": { "lastActivityAt": Time(*at) } });
+            match self
+                .sessions
+                .patch_status(name, &Self::patch_params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                // Deleted since: nothing to record.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => {
+                    first_error.get_or_insert_with(|| map_err(&format!("session {name}"), e));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        self.sessions
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err("sessions", e))
     }
 }

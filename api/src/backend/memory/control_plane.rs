@@ -1,16 +1,16 @@
 //! The in-memory control plane behind the api's [`SessionBackend`] trait.
 
+use async_trait::async_trait;
 use std::sync::atomic::Ordering;
 
-use futures::future::BoxFuture;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use medforge_crds::{DesiredState, GpuNode, GpuNodeSpec, Session, SessionStatus};
 use tokio::sync::broadcast;
 
 use super::{MemoryBackend, SchedulerMode, fill_metadata};
-use crate::backend::contract::{BackendError, SessionBackend, WatchEvent};
+use crate::backend::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
 
 impl MemoryBackend {
     /// Changes a stored Session; when `change` says it changed, under a new
@@ -19,7 +19,7 @@ impl MemoryBackend {
         &self,
         name: &str,
         change: impl FnOnce(&mut Session) -> bool,
-    ) -> Result<Session, BackendError> {
+    ) -> BackendResult<Session> {
         self.check_reachable()?;
         let mut st = self.lock();
         let rv = st.bump();
@@ -39,7 +39,7 @@ impl MemoryBackend {
         &self,
         node: &str,
         change: impl FnOnce(&mut GpuNodeSpec),
-    ) -> Result<GpuNode, BackendError> {
+    ) -> BackendResult<GpuNode> {
         self.check_reachable()?;
         let mut st = self.lock();
         let n = st
@@ -51,119 +51,89 @@ impl MemoryBackend {
     }
 }
 
+#[async_trait]
 impl SessionBackend for MemoryBackend {
-    fn create(&self, mut session: Session) -> BoxFuture<'_, Result<Session, BackendError>> {
-        async move {
-            self.check_reachable()?;
-            let name = session.metadata.name.clone().unwrap_or_default();
-            {
-                let mut st = self.lock();
-                if st.sessions.contains_key(&name) {
-                    return Err(BackendError::Conflict(format!("session {name} exists")));
-                }
-                fill_metadata(&mut st, &mut session, &self.inner.config.namespace);
-                st.sessions.insert(name.clone(), session.clone());
-                self.emit(WatchEvent::Apply(session.clone()));
+    async fn create(&self, mut session: Session) -> BackendResult<Session> {
+        self.check_reachable()?;
+        let name = session.metadata.name.clone().unwrap_or_default();
+        {
+            let mut st = self.lock();
+            if st.sessions.contains_key(&name) {
+                return Err(BackendError::Conflict(format!("session {name} exists")));
             }
-            if self.inner.config.scheduler == SchedulerMode::Automatic {
-                let backend = self.clone();
-                tokio::spawn(async move {
-                    tokio::task::yield_now().await;
-                    backend.schedule(&name);
-                });
+            fill_metadata(&mut st, &mut session, &self.inner.config.namespace);
+            st.sessions.insert(name.clone(), session.clone());
+            self.emit(WatchEvent::Apply(session.clone()));
+        }
+        if self.inner.config.scheduler == SchedulerMode::Automatic {
+            let backend = self.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                backend.schedule(&name);
+            });
+        }
+        Ok(session)
+    }
+
+    async fn get(&self, name: &str) -> BackendResult<Option<Session>> {
+        self.check_reachable()?;
+        Ok(self.session(name))
+    }
+
+    async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {
+        self.check_reachable()?;
+        Ok(self
+            .sessions()
+            .into_iter()
+            .filter(|s| owner.is_none_or(|o| s.spec.owner == o))
+            .collect())
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) -> BackendResult<()> {
+        self.edit_session(name, |session| {
+            session
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(key.to_owned(), value.to_owned());
+            true
+        })
+        .map(drop)
+    }
+
+    async fn set_state(&self, name: &str, state: DesiredState) -> BackendResult<Session> {
+        let updated = self.edit_session(name, |session| {
+            if session.spec.state == state {
+                return false;
             }
-            Ok(session)
+            session.spec.state = state;
+            session.metadata.generation = Some(session.metadata.generation.unwrap_or(1) + 1);
+            true
+        })?;
+        if state == DesiredState::Stopped && self.inner.config.scheduler == SchedulerMode::Automatic
+        {
+            self.finish_stop(name);
         }
-        .boxed()
+        Ok(updated)
     }
 
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Session>, BackendError>> {
-        async move {
-            self.check_reachable()?;
-            Ok(self.session(name))
-        }
-        .boxed()
-    }
-
-    fn list<'a>(
-        &'a self,
-        owner: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<Session>, BackendError>> {
-        async move {
-            self.check_reachable()?;
-            Ok(self
-                .sessions()
-                .into_iter()
-                .filter(|s| owner.is_none_or(|o| s.spec.owner == o))
-                .collect())
-        }
-        .boxed()
-    }
-
-    fn annotate<'a>(
-        &'a self,
-        name: &'a str,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            self.edit_session(name, |session| {
-                session
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(key.to_owned(), value.to_owned());
-                true
-            })
-            .map(drop)
-        }
-        .boxed()
-    }
-
-    fn set_state<'a>(
-        &'a self,
-        name: &'a str,
-        state: DesiredState,
-    ) -> BoxFuture<'a, Result<Session, BackendError>> {
-        async move {
-            let updated = self.edit_session(name, |session| {
-                if session.spec.state == state {
-                    return false;
-                }
-                session.spec.state = state;
-                session.metadata.generation = Some(session.metadata.generation.unwrap_or(1) + 1);
-                true
-            })?;
-            if state == DesiredState::Stopped
-                && self.inner.config.scheduler == SchedulerMode::Automatic
-            {
-                self.finish_stop(name);
+    async fn delete(&self, name: &str) -> BackendResult<bool> {
+        self.check_reachable()?;
+        let removed = {
+            let mut st = self.lock();
+            let removed = st.sessions.remove(name);
+            if let Some(session) = &removed {
+                self.emit(WatchEvent::Delete(session.clone()));
             }
-            Ok(updated)
+            removed
+        };
+        let Some(session) = removed else {
+            return Ok(false);
+        };
+        if let Some(node) = session.status.as_ref().and_then(|s| s.node_name.clone()) {
+            self.free_gpus(&node, session.metadata.uid.as_deref());
         }
-        .boxed()
-    }
-
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        async move {
-            self.check_reachable()?;
-            let removed = {
-                let mut st = self.lock();
-                let removed = st.sessions.remove(name);
-                if let Some(session) = &removed {
-                    self.emit(WatchEvent::Delete(session.clone()));
-                }
-                removed
-            };
-            let Some(session) = removed else {
-                return Ok(false);
-            };
-            if let Some(node) = session.status.as_ref().and_then(|s| s.node_name.clone()) {
-                self.free_gpus(&node, session.metadata.uid.as_deref());
-            }
-            Ok(true)
-        }
-        .boxed()
+        Ok(true)
     }
 
     fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>> {
@@ -196,64 +166,52 @@ impl SessionBackend for MemoryBackend {
         .boxed()
     }
 
-    fn list_nodes(&self) -> BoxFuture<'_, Result<Vec<GpuNode>, BackendError>> {
-        async move {
-            self.check_reachable()?;
-            Ok(self.lock().nodes.values().cloned().collect())
-        }
-        .boxed()
+    async fn list_nodes(&self) -> BackendResult<Vec<GpuNode>> {
+        self.check_reachable()?;
+        Ok(self.lock().nodes.values().cloned().collect())
     }
 
-    fn set_node_unschedulable<'a>(
-        &'a self,
-        node: &'a str,
+    async fn set_node_unschedulable(
+        &self,
+        node: &str,
         unschedulable: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
-        async move { self.edit_node(node, |spec| spec.unschedulable = unschedulable) }.boxed()
+    ) -> BackendResult<GpuNode> {
+        self.edit_node(node, |spec| spec.unschedulable = unschedulable)
     }
 
-    fn set_gpu_disabled<'a>(
-        &'a self,
-        node: &'a str,
-        gpu_uuid: &'a str,
+    async fn set_gpu_disabled(
+        &self,
+        node: &str,
+        gpu_uuid: &str,
         disabled: bool,
-    ) -> BoxFuture<'a, Result<GpuNode, BackendError>> {
-        async move {
-            self.edit_node(node, |spec| {
-                let list = &mut spec.disabled_gpus;
-                list.retain(|u| u != gpu_uuid);
-                if disabled {
-                    list.push(gpu_uuid.to_owned());
-                }
-            })
-        }
-        .boxed()
-    }
-
-    fn record_activity<'a>(
-        &'a self,
-        activity: &'a [(String, jiff::Timestamp)],
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move {
-            self.check_reachable()?;
-            self.inner.activity_writes.fetch_add(1, Ordering::Relaxed);
-            let mut guard = self.lock();
-            let st = &mut *guard;
-            for (name, at) in activity {
-                if let Some(session) = st.sessions.get_mut(name) {
-                    session
-                        .status
-                        .get_or_insert_with(SessionStatus::default)
-                        .last_activity_at = Some(Time(*at));
-                    st.activity.insert(name.clone(), *at);
-                }
+    ) -> BackendResult<GpuNode> {
+        self.edit_node(node, |spec| {
+            let list = &mut spec.disabled_gpus;
+            list.retain(|u| u != gpu_uuid);
+            if disabled {
+                list.push(gpu_uuid.to_owned());
             }
-            Ok(())
-        }
-        .boxed()
+        })
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), BackendError>> {
-        async move { self.check_reachable() }.boxed()
+    async fn record_activity(&self, activity: &[(String, jiff::Timestamp)]) -> BackendResult<()> {
+        self.check_reachable()?;
+        self.inner.activity_writes.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for (name, at) in activity {
+            if let Some(session) = st.sessions.get_mut(name) {
+                session
+                    .status
+                    .get_or_insert_with(SessionStatus::default)
+                    .last_activity_at = Some(Time(*at));
+                st.activity.insert(name.clone(), *at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        self.check_reachable()
     }
 }
