@@ -9,8 +9,11 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use headers::authorization::Bearer;
+use headers::{Authorization, HeaderMapExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
+use subtle::ConstantTimeEq;
 
 use crate::discovery;
 use crate::handlers;
@@ -38,24 +41,12 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     resp
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+/// Lets the request through when it carries the server's bearer token
+/// (`Authorization: Bearer …`, the scheme in any case), compared in constant time.
+fn authenticate(token: &str, headers: &HeaderMap) -> ApiResult<()> {
+    let presented = headers.typed_get::<Authorization<Bearer>>();
     match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => Ok(()),
+        Some(auth) if bool::from(auth.token().as_bytes().ct_eq(token.as_bytes())) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
 }
@@ -134,7 +125,7 @@ async fn route(st: Arc<AppState>, req: Request) -> ApiResult<Response> {
         "/version" | "/version/" => return Ok(json_value(&discovery::version())),
         _ => {}
     }
-    authenticate(&st, req.headers())?;
+    authenticate(&st.token, req.headers())?;
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -271,4 +262,35 @@ async fn resource_json(
         protobuf: chosen == Output::Protobuf,
     };
     handlers::dispatch(st.clone(), method, rr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_the_servers_bearer_token_gets_in() {
+        let token = "s3cret-token";
+        for (authorization, lets_in) in [
+            ("Bearer s3cret-token", true),
+            ("bearer s3cret-token", true),
+            ("BEARER s3cret-token", true),
+            ("Bearer s3cret-toke", false),
+            ("Bearer s3cret-token2", false),
+            ("Bearer ", false),
+            ("Basic s3cret-token", false),
+            ("s3cret-token", false),
+            ("Bearers3cret-token", false),
+        ] {
+            let answer = authenticate(token, &with_authorization(authorization));
+            assert_eq!(answer.is_ok(), lets_in, "{authorization}");
+        }
+        assert!(authenticate(token, &HeaderMap::new()).is_err(), "no header");
+    }
 }
