@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::schema::GPU_UUID_PATTERN;
 
@@ -119,20 +120,20 @@ pub struct GpuAllocation {
 }
 
 /// Health of a runtime dependency of the node agent (Docker, ZFS).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentHealth {
     /// Whether the component answered its last check.
     pub healthy: bool,
     /// The component's version, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// What went wrong, and how to fix it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 /// What the node agent observes on its node.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuNodeStatus {
@@ -154,22 +155,17 @@ pub struct GpuNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allocated: Vec<GpuAllocation>,
     /// Version of the node agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// Docker Engine on the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<ComponentHealth>,
     /// ZFS on the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zfs: Option<ComponentHealth>,
     /// The node agent's last heartbeat; the node turns `Ready=False` when it is stale.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
     /// Standard conditions: `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -4,10 +4,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::session::SessionResources;
 
 /// A container image pinned by digest, with the port and defaults its sessions use.
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "medforge.dev",
@@ -43,13 +45,11 @@ pub struct PackSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Overrides the image's command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Extra environment variables for the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     /// Resource limits for sessions that do not set their own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<SessionResources>,
 }
 
@@ -69,6 +69,7 @@ pub struct EnvVar {
 }
 
 /// What the operator observes of a Pack.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PackStatus {
@@ -77,6 +78,5 @@ pub struct PackStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

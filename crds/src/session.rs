@@ -5,10 +5,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_PATTERN};
 
 /// The desired state of a Session: what its owner asked for.
+#[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "medforge.dev",
@@ -117,20 +119,16 @@ pub struct SessionSpec {
     pub state: DesiredState,
 
     /// Resource limits of the container. Unset values come from the Pack's defaults.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<SessionResources>,
 
     /// The session's private ZFS workspace, mounted at /workspace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSpec>,
 
     /// Stop the session after this long without a request through the proxy (a duration such as `30m` or `2h`). Unset means never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub idle_timeout: Option<String>,
 
     /// Stop the session this long after it started running, whatever its activity (a duration such as `12h`). Unset means never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_lifetime: Option<String>,
 }
@@ -167,37 +165,33 @@ pub enum DesiredState {
 }
 
 /// Container resource limits. Quantities use Kubernetes notation (`500m`, `2`, `16Gi`).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionResources {
     /// CPU limit in cores (`2`, `500m`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub cpu: Option<String>,
     /// Memory limit (`16Gi`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub memory: Option<String>,
     /// Size of /dev/shm (`2Gi`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub shm: Option<String>,
     /// Maximum number of processes in the container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 16, max = 1_000_000))]
     pub pids: Option<i64>,
 }
 
 /// The desired workspace of a session.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSpec {
     /// Quota of the workspace dataset (`50Gi`). Writes past it fail with "disk quota exceeded".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub quota: Option<String>,
     /// Start from an earlier snapshot instead of an empty workspace: the full ZFS snapshot name (`pool/medforge/<owner>/<uid>@stop-1700000000000`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.:/-]+@[A-Za-z0-9_.:-]+$"))]
     pub restore_from: Option<String>,
 }
@@ -240,11 +234,11 @@ pub struct AssignedGpu {
 }
 
 /// The observed workspace of a session.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceStatus {
     /// The ZFS dataset (`<root>/<owner>/<session uid>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     /// Snapshots taken of the dataset, oldest first (`stop-<unix ms>`, `death-<unix ms>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -252,53 +246,42 @@ pub struct WorkspaceStatus {
 }
 
 /// The observed state of a Session, written only by the scheduler and the node agent.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionStatus {
     /// Where the session is in its lifecycle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SessionPhase>,
     /// The node the scheduler bound the session to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
     /// The GPUs the scheduler gave the session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<AssignedGpu>,
     /// 8 characters of [a-z0-9], unique, fixed once set: names the container `mf-session-<slug>` and the host `s-<slug>.<domain>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = SLUG_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("slug is fixed once set"))]
     pub slug: Option<String>,
     /// The Docker container id on the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// `host:port` the proxy may dial to reach the session, set only while it is Running and Ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// The session's workspace dataset and snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceStatus>,
     /// When the container last started running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// When the session last stopped or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<Time>,
     /// The last request through the proxy, as reported by the api.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Time>,
     /// A CamelCase reason for the current phase (`NoGpuAvailable`, `ContainerExited`, `Idle`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// A human-readable explanation of the current phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Standard conditions: `Scheduled`, `WorkspaceReady`, `ContainerReady`, `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 
@@ -344,6 +327,30 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unset_fields_are_left_out_and_may_be_missing() {
+        let spec = serde_json::to_value(session(DesiredState::Running, None, None).spec).unwrap();
+        assert_eq!(
+            spec,
+            serde_json::json!({
+                "owner": "u", "pack": "p", "exposure": "external", "gpus": 1, "state": "Running"
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(SessionStatus::default()).unwrap(),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(SessionResources::default()).unwrap(),
+            serde_json::json!({})
+        );
+        let read: SessionSpec = serde_json::from_value(spec).unwrap();
+        assert_eq!(read.resources, None);
+        assert_eq!(read.idle_timeout, None);
+        let read: SessionStatus = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(read, SessionStatus::default());
+    }
 
     fn session(state: DesiredState, node: Option<&str>, phase: Option<SessionPhase>) -> Session {
         let mut s = Session::new(
