@@ -194,7 +194,7 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         .args(["--domain", DOMAIN, "--insecure-cookies"])
         .args(["--node-name", "fuzz-node", "--gpus", "static:2"])
         .arg("--docker-socket")
-        .arg(harness.docker_socket())
+        .arg(&harness.layout().docker_socket)
         .args(["--zfs-root", &format!("{}/ws", scope.dataset())])
         .arg("--zfs-binary")
         .arg(harness.zfs_binary())

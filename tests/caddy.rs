@@ -192,7 +192,7 @@ impl Caddy {
     fn start(harness: &Harness, api: SocketAddr) -> Caddy {
         let home = tempfile::tempdir().expect("caddy home");
         let log = home.path().join("caddy.log");
-        let netns = harness.netns_path();
+        let netns = &harness.layout().netns_path;
         let (port, admin) = (free_port(netns), free_port(netns));
         let out = File::create(&log).expect("caddy log");
         let mut command = harness.netns_command("caddy");
@@ -460,7 +460,7 @@ async fn caddy_routes_sessions_through_forward_auth() {
     let (b_name, b_ip) = start_workload(&harness, &scope, "bob").await;
 
     // The stub api and the echo upstream, inside the namespace.
-    let netns = harness.netns_path();
+    let netns = &harness.layout().netns_path;
     let (auth_listener, echo_listener) = (listen_in_netns(netns), listen_in_netns(netns));
     let echo_upstream = format!("127.0.0.1:{}", port_of(&echo_listener));
     let stub = Stub {

@@ -84,7 +84,7 @@ fn start_medforge(
         "--gpus",
         "static:2",
         "--docker-socket",
-        harness.docker_socket().to_str().unwrap(),
+        harness.layout().docker_socket.to_str().unwrap(),
         "--zfs-root",
         zfs_root,
         "--zfs-binary",
@@ -538,7 +538,7 @@ async fn evidence_run_on_one_host() {
         }
     };
     proxy_reaches_8080("before the probes", &mut report).await;
-    let host_ns = harness.netns_path().to_path_buf();
+    let host_ns = harness.layout().netns_path.clone();
     for (label, ip) in [("A", a_ip), ("B", b_ip)] {
         let results = probe_all(&host_ns, ip, &ports_probed[1..]).await;
         writeln!(

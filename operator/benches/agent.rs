@@ -233,7 +233,7 @@ async fn main() {
     let env = Env::new().await;
     let config = env.config();
     let docker = env.harness.docker().clone();
-    let runtime = DockerContainers::connect(env.harness.docker_socket()).unwrap();
+    let runtime = DockerContainers::connect(&env.harness.layout().docker_socket).unwrap();
     runtime.ensure_network(&config.network).await.unwrap();
     println!("node agent benchmark: {n} sessions one at a time, adoption of {adopt}");
 

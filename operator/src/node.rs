@@ -254,6 +254,7 @@ pub async fn heartbeat_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medforge_testkit::assert_condition;
 
     fn gpu(i: u32, health: GpuHealth) -> GpuInfo {
         GpuInfo {
@@ -344,17 +345,11 @@ mod tests {
         );
         assert_eq!(s.gpus.len(), 1, "last known GPUs kept");
         let ready = &s.conditions[0];
-        assert_eq!(ready.status, "False");
-        assert_eq!(ready.reason, "RuntimeUnavailable");
-        assert!(
-            ready.message.contains("Docker: cannot connect"),
-            "{}",
-            ready.message
-        );
-        assert!(
-            ready.message.contains("GPUs: NVML is not available"),
-            "{}",
-            ready.message
+        assert_condition(
+            ready,
+            "False",
+            "RuntimeUnavailable",
+            &["Docker: cannot connect", "GPUs: NVML is not available"],
         );
         assert_eq!(ready.last_transition_time, Time(t2));
     }

@@ -22,7 +22,7 @@ use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
 use medforge_testkit::bollard::query_parameters::KillContainerOptions;
 
 use agent_support::{Env, is_running_and_ready};
-use medforge_operator::agent::testing::http_get;
+use medforge_operator::agent::testing::{assert_hardened, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Deadline for stops and deaths. The agent's resync is an hour in these
@@ -153,14 +153,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert_eq!(labels["medforge.dev/session-name"], "web");
     assert_eq!(labels["medforge.dev/node"], env.node);
     let host = info.host_config.unwrap();
-    assert_eq!(host.init, Some(true));
-    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-    assert_eq!(
-        host.security_opt,
-        Some(vec!["no-new-privileges".to_string()])
-    );
-    assert_eq!(host.readonly_rootfs, Some(true));
-    assert!(host.pids_limit.unwrap_or(0) > 0);
+    assert_hardened(&host);
     assert!(host.device_requests.unwrap_or_default().is_empty());
 
     // Metrics and health on the agent's own port.
@@ -206,14 +199,12 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert!(!running, "the container is stopped");
 
     // Delete: container gone, finalizer removed, dataset kept (default policy).
-    env.delete("web").await;
-    env.wait_gone("web", EVENT_DRIVEN).await;
+    env.delete_and_wait_gone("web", EVENT_DRIVEN).await;
     assert!(env.containers_of(&s).await.is_empty());
     assert!(env.dataset_exists(&dataset).await, "kept by default");
 
     scheduler.abort();
-    agent.kill().await;
-    env.cleanup().await;
+    env.finish(agent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,10 +267,8 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
     assert!(st.workspace.unwrap().snapshots[0].starts_with("death-"));
 
     // Deleting sessions whose container (or dataset) is already gone works.
-    env.delete("vanished").await;
-    env.wait_gone("vanished", EVENT_DRIVEN).await;
-    agent.kill().await;
-    env.cleanup().await;
+    env.delete_and_wait_gone("vanished", EVENT_DRIVEN).await;
+    env.finish(agent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,8 +397,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
     let id = env.containers_of(&s).await[0].id.clone().unwrap();
     assert!(!env.container_facts(&id).await.0, "stopped");
 
-    agent.kill().await;
-    env.cleanup().await;
+    env.finish(agent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,8 +419,7 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
         .wait_for("hollow", "Running", DEADLINE, is_running_and_ready)
         .await;
 
-    env.delete("doomed").await;
-    env.wait_gone("doomed", EVENT_DRIVEN).await;
+    env.delete_and_wait_gone("doomed", EVENT_DRIVEN).await;
     assert!(env.containers_of(&doomed).await.is_empty());
     assert!(
         !env.dataset_exists(&env.dataset_of(&doomed)).await,
@@ -447,11 +434,9 @@ async fn deleting_follows_the_dataset_policy_even_when_things_are_already_gone()
     let ds = env.dataset_of(&hollow);
     let destroyed = env.harness.destroy_dataset(&ds).await.unwrap();
     assert!(destroyed.contains(&ds), "{ds} existed: {destroyed:?}");
-    env.delete("hollow").await;
-    env.wait_gone("hollow", EVENT_DRIVEN).await;
+    env.delete_and_wait_gone("hollow", EVENT_DRIVEN).await;
 
-    agent.kill().await;
-    env.cleanup().await;
+    env.finish(agent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,8 +482,7 @@ async fn idle_and_lifetime_limits_stop_sessions() {
         stopped.as_millisecond() - activity.as_millisecond() >= 3000,
         "stopped at {stopped}, 3 s after the last activity at {activity} at the earliest"
     );
-    agent.kill().await;
-    env.cleanup().await;
+    env.finish(agent).await;
 }
 
 /// Parks each named session's reconcile before its step, the first time.
@@ -642,8 +626,7 @@ async fn an_agent_killed_at_each_step_restarts_and_converges_with_one_of_everyth
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    second.kill().await;
-    env.cleanup().await;
+    env.finish(second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,6 +712,5 @@ async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
         assert!(Instant::now() < deadline, "no OrphanContainerRemoved event");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    second.kill().await;
-    env.cleanup().await;
+    env.finish(second).await;
 }

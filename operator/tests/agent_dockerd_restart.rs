@@ -183,6 +183,5 @@ async fn the_agent_rides_out_a_dockerd_restart_and_reports_what_it_finds() {
     let answer = env.harness.http_get(Env::upstream(&s), "/").await.unwrap();
     assert_eq!(answer.text(), "after");
 
-    agent.kill().await;
-    env.cleanup().await;
+    env.finish(agent).await;
 }

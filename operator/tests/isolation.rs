@@ -142,7 +142,7 @@ fn rules_of(listing: &str, bridge: &Bridge) -> Vec<String> {
 /// other tests (or a node agent) using `MEDFORGE-ISOLATION` in the shared
 /// namespace; a real agent uses the default.
 fn manager(harness: &Harness, scope: &TestScope) -> Isolation {
-    Isolation::new(CommandPrefix::nsenter_net(harness.netns_path()))
+    Isolation::new(CommandPrefix::nsenter_net(&harness.layout().netns_path))
         .with_chain(&format!("MFISO-{}", scope.prefix()))
         .expect("a valid chain name")
 }

@@ -9,7 +9,7 @@ use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{ComponentHealth, GpuNode, NodeCondition};
 use medforge_operator::gpu::StaticInventory;
 use medforge_operator::node::{HealthCheck, NodeFacts, publish};
-use medforge_testkit::node_condition;
+use medforge_testkit::{assert_condition, node_condition};
 
 fn health(healthy: bool, message: &'static str) -> HealthCheck {
     Arc::new(move || {
@@ -75,12 +75,11 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
     );
     let n = publish(&client, &facts, &[]).await.unwrap();
     let ready = node_condition(&n, NodeCondition::Ready).unwrap();
-    assert_eq!(ready.status, "False");
-    assert_eq!(ready.reason, "RuntimeUnavailable");
-    assert!(
-        ready.message.contains("Docker: cannot connect"),
-        "{}",
-        ready.message
+    assert_condition(
+        &ready,
+        "False",
+        "RuntimeUnavailable",
+        &["Docker: cannot connect"],
     );
     assert_eq!(n.metadata.name.as_deref(), Some("gpu-host-1"));
     assert_eq!(

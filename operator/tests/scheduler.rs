@@ -132,6 +132,26 @@ async fn delete_all_and_wait(api: &Api<Session>) {
     .await;
 }
 
+/// A control plane with two ready nodes, `node-a` with 4 GPUs and `node-b`
+/// with 3 (seven in all), and the Sessions of the test namespace.
+async fn seven_gpus_on_two_nodes() -> (TestControlPlane, Api<Session>) {
+    let e = env().await;
+    let now = Timestamp::now();
+    publish_ready_node(&e.client, "node-a", 4, now).await;
+    publish_ready_node(&e.client, "node-b", 3, now).await;
+    let api = Api::namespaced(e.client.clone(), NS);
+    (e, api)
+}
+
+/// The GPUs of the bound sessions of a round on the seven GPUs: all seven,
+/// none twice.
+fn all_seven_given_once(sessions: &[Session], round: u64) -> Vec<String> {
+    let gpus = bound_gpus(sessions);
+    assert_eq!(gpus.len(), 7, "round {round}: {:?}", reasons(sessions));
+    assert_distinct(&gpus);
+    gpus
+}
+
 fn assert_distinct(gpus: &[String]) {
     let set: HashSet<&String> = gpus.iter().collect();
     assert_eq!(set.len(), gpus.len(), "a GPU was given twice: {gpus:?}");
@@ -139,20 +159,14 @@ fn assert_distinct(gpus: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_sessions_race_for_seven_gpus_fifty_times() {
-    let e = env().await;
-    let now = Timestamp::now();
-    publish_ready_node(&e.client, "node-a", 4, now).await;
-    publish_ready_node(&e.client, "node-b", 3, now).await;
+    let (e, api) = seven_gpus_on_two_nodes().await;
     let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
-    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
 
     for round in 0..50 {
         let names: Vec<String> = (0..8).map(|i| format!("r{round}-s{i}")).collect();
         create_all(&api, &names, |i| format!("user-{i}")).await;
         let sessions = decided(&api, &names).await;
-        let gpus = bound_gpus(&sessions);
-        assert_eq!(gpus.len(), 7, "round {round}: {:?}", reasons(&sessions));
-        assert_distinct(&gpus);
+        all_seven_given_once(&sessions, round);
         let refused: Vec<&Session> = sessions
             .iter()
             .filter(|s| scheduled(s).status == "False")
@@ -174,11 +188,7 @@ async fn eight_sessions_race_for_seven_gpus_fifty_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_scheduler_mid_binding_never_gives_a_gpu_twice() {
-    let e = env().await;
-    let now = Timestamp::now();
-    publish_ready_node(&e.client, "node-a", 4, now).await;
-    publish_ready_node(&e.client, "node-b", 3, now).await;
-    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
+    let (e, api) = seven_gpus_on_two_nodes().await;
 
     for round in 0..10u64 {
         let names: Vec<String> = (0..8).map(|i| format!("k{round}-s{i}")).collect();
@@ -191,9 +201,7 @@ async fn killing_the_scheduler_mid_binding_never_gives_a_gpu_twice() {
         let _ = sched.await;
         let sched = spawn_scheduler(&e.client, cfg(Limits::default()));
         let sessions = decided(&api, &names).await;
-        let gpus = bound_gpus(&sessions);
-        assert_distinct(&gpus);
-        assert_eq!(gpus.len(), 7, "round {round}: {:?}", reasons(&sessions));
+        all_seven_given_once(&sessions, round);
         sched.abort();
         let _ = sched.await;
         delete_all_and_wait(&api).await;

@@ -11,9 +11,9 @@ use crate::scope::TestScope;
 /// Where a scoped node agent keeps its datasets, network and containers.
 pub fn node_runtime(harness: &Harness, scope: &TestScope) -> NodeRuntime {
     NodeRuntime {
-        docker_socket: harness.docker_socket().to_path_buf(),
+        docker_socket: harness.layout().docker_socket.clone(),
         zfs_binary: harness.zfs_binary().to_path_buf(),
-        netns: harness.netns_path().to_path_buf(),
+        netns: harness.layout().netns_path.clone(),
         dataset_root: format!("{}/ws", scope.dataset()),
         network: scope.name("net"),
         container_prefix: scope.name(""),

@@ -140,6 +140,26 @@ pub fn node_condition(node: &GpuNode, type_: NodeCondition) -> Option<Condition>
     medforge_crds::conditions::find(conditions, type_).cloned()
 }
 
+/// Asserts a condition's status (`"True"`/`"False"`), its reason, and that its
+/// message says each of `says`.
+#[track_caller]
+pub fn assert_condition(
+    condition: &Condition,
+    status: &str,
+    reason: impl AsRef<str>,
+    says: &[&str],
+) {
+    assert_eq!(condition.status, status, "{condition:?}");
+    assert_eq!(condition.reason, reason.as_ref(), "{condition:?}");
+    for part in says {
+        assert!(
+            condition.message.contains(part),
+            "the message should say {part:?}: {}",
+            condition.message
+        );
+    }
+}
+
 /// Creates `obj`; the server must accept it.
 pub async fn create<K>(api: &Api<K>, obj: &K) -> K
 where

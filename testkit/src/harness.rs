@@ -113,29 +113,9 @@ impl Harness {
         &self.inner.layout
     }
 
-    /// The dockerd socket (`DOCKER_HOST` is `unix://` + this).
-    pub fn docker_socket(&self) -> &Path {
-        &self.inner.layout.docker_socket
-    }
-
-    /// The pool (root dataset) name.
-    pub fn pool(&self) -> &str {
-        &self.inner.layout.pool
-    }
-
-    /// Where the pool's root dataset is mounted.
-    pub fn pool_mountpoint(&self) -> &Path {
-        &self.inner.layout.pool_mountpoint
-    }
-
     /// `/var/run/netns/<name>` of the namespace dockerd and the containers live in.
     pub fn netns_path(&self) -> &Path {
         &self.inner.layout.netns_path
-    }
-
-    /// The namespace's name (for `ip netns exec` / `nsenter --net`).
-    pub fn netns_name(&self) -> &str {
-        &self.inner.layout.netns
     }
 
     /// The `zfs` program.

@@ -46,8 +46,8 @@ pub use dockerd::API_VERSION as DOCKER_API_VERSION;
 pub use error::{HarnessError, Result};
 pub use eventually::{Outcome, POLL_INTERVAL, TimedOut, eventually, try_eventually};
 pub use fixtures::{
-    SessionSpecBuilder, create, merge, node_condition, publish_ready_node, ready_node_status,
-    session_spec,
+    SessionSpecBuilder, assert_condition, create, merge, node_condition, publish_ready_node,
+    ready_node_status, session_spec,
 };
 pub use harness::Harness;
 pub use http::{DEFAULT_TIMEOUT as HTTP_TIMEOUT, HttpResponse};

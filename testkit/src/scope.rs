@@ -137,12 +137,12 @@ impl TestScope {
 
     /// The scope's root dataset, `<pool>/<prefix>` (it exists).
     pub fn dataset(&self) -> String {
-        format!("{}/{}", self.harness.pool(), self.prefix)
+        format!("{}/{}", self.harness.layout().pool, self.prefix)
     }
 
     /// Where the scope's root dataset is mounted.
     pub fn dataset_mountpoint(&self) -> PathBuf {
-        self.harness.pool_mountpoint().join(&self.prefix)
+        self.harness.layout().pool_mountpoint.join(&self.prefix)
     }
 
     /// Creates `<pool>/<prefix>/<name>` (parents too) with `-o` properties

@@ -32,18 +32,10 @@ pub const API_VERSION: ClientVersion = ClientVersion {
 };
 
 /// Docker through its Unix socket.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DockerContainers {
     docker: Docker,
     socket: String,
-}
-
-impl std::fmt::Debug for DockerContainers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerContainers")
-            .field("socket", &self.socket)
-            .finish()
-    }
 }
 
 impl DockerContainers {
@@ -524,14 +516,8 @@ mod tests {
         let body = create_body(&spec());
         let host = body.host_config.unwrap();
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
-        assert_eq!(host.init, Some(true));
+        crate::agent::testing::assert_hardened(&host);
         assert_eq!(host.privileged, Some(false));
-        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(
-            host.security_opt,
-            Some(vec!["no-new-privileges".to_string()])
-        );
-        assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.memory, Some(1 << 30));
         assert_eq!(host.memory_swap, Some(1 << 30));
         assert_eq!(host.pids_limit, Some(4096));

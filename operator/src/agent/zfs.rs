@@ -146,10 +146,15 @@ impl ZfsWorkspaces {
     }
 }
 
-fn properties_args(properties: &[(String, String)]) -> Vec<String> {
-    properties
+/// The arguments of `zfs create` or `zfs clone`: `<verb> -p -o k=v … <operands>`.
+fn creating_args(verb: &str, properties: &[(String, String)], operands: &[&str]) -> Vec<String> {
+    let flags = properties
         .iter()
-        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")]);
+    [verb.to_string(), "-p".to_string()]
+        .into_iter()
+        .chain(flags)
+        .chain(operands.iter().map(|o| o.to_string()))
         .collect()
 }
 
@@ -254,9 +259,7 @@ impl Workspaces for ZfsWorkspaces {
         dataset: &str,
         properties: &[(String, String)],
     ) -> Result<(), WorkspaceError> {
-        let mut args = vec!["create".to_string(), "-p".to_string()];
-        args.extend(properties_args(properties));
-        args.push(dataset.to_string());
+        let args = creating_args("create", properties, &[dataset]);
         let _one_at_a_time = self.creating.lock().await;
         self.run(&args).await.map(drop)
     }
@@ -267,10 +270,7 @@ impl Workspaces for ZfsWorkspaces {
         dataset: &str,
         properties: &[(String, String)],
     ) -> Result<(), WorkspaceError> {
-        let mut args = vec!["clone".to_string(), "-p".to_string()];
-        args.extend(properties_args(properties));
-        args.push(snapshot.to_string());
-        args.push(dataset.to_string());
+        let args = creating_args("clone", properties, &[snapshot, dataset]);
         let _one_at_a_time = self.creating.lock().await;
         match self.run(&args).await {
             Ok(_) => Ok(()),
@@ -423,8 +423,8 @@ mod tests {
     #[test]
     fn properties_become_o_flags() {
         assert_eq!(
-            properties_args(&[("quota".into(), "1024".into())]),
-            vec!["-o", "quota=1024"]
+            creating_args("create", &[("quota".into(), "1024".into())], &["p/x"]),
+            vec!["create", "-p", "-o", "quota=1024", "p/x"]
         );
     }
 

@@ -458,10 +458,26 @@ mod tests {
         allow_cpu_only: true,
     };
 
+    /// A view of ready nodes, each `(name, GPUs)`.
+    fn view_of(nodes: &[(&str, u32)]) -> ClusterView {
+        let mut v = ClusterView::new();
+        for (name, gpus) in nodes {
+            v.upsert_node(node(name, *gpus));
+        }
+        v
+    }
+
+    /// A CPU-only session bound to `node`.
+    fn no_gpus_on(node: &str) -> Decision {
+        Decision::Bind {
+            node: node.into(),
+            gpus: vec![],
+        }
+    }
+
     #[test]
     fn cpu_only_sessions_need_the_policy() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 0));
+        let v = view_of(&[("a", 0)]);
         let refused = v.decide(&req("s1", "u", 0), Limits::default(), Policy::Pack);
         assert!(
             matches!(
@@ -479,18 +495,13 @@ mod tests {
         };
         assert_eq!(
             v.decide(&req("s1", "u", 0), allowed, Policy::Pack),
-            Decision::Bind {
-                node: "a".into(),
-                gpus: vec![]
-            }
+            no_gpus_on("a")
         );
     }
 
     #[test]
     fn pack_fills_lowest_index_on_fullest_node_first() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 4));
-        v.upsert_node(node("b", 4));
+        let mut v = view_of(&[("a", 4), ("b", 4)]);
         let d = bind(&mut v, &req("s1", "u1", 1), MANY);
         assert_eq!(
             d,
@@ -514,9 +525,7 @@ mod tests {
 
     #[test]
     fn spread_prefers_the_emptiest_node() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 4));
-        v.upsert_node(node("b", 4));
+        let mut v = view_of(&[("a", 4), ("b", 4)]);
         v.record("s0", "u0", "a", &["GPU-a-0".into()]).unwrap();
         let d = v.decide(&req("s1", "u1", 1), MANY, Policy::Spread);
         assert!(matches!(&d, Decision::Bind { node, .. } if node == "b"));
@@ -524,9 +533,7 @@ mod tests {
 
     #[test]
     fn seven_gpus_eight_sessions() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 4));
-        v.upsert_node(node("b", 3));
+        let mut v = view_of(&[("a", 4), ("b", 3)]);
         let mut bound = 0;
         let mut refused = 0;
         for i in 0..8 {
@@ -548,8 +555,7 @@ mod tests {
 
     #[test]
     fn user_limits_count_sessions_and_gpus() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 8));
+        let mut v = view_of(&[("a", 8)]);
         assert!(matches!(
             bind(&mut v, &req("s1", "u", 1), Limits::default()),
             Decision::Bind { .. }
@@ -634,19 +640,12 @@ mod tests {
         );
         v.upsert_node(node("a", 0));
         let d = v.decide(&req("s1", "u1", 0), MANY, Policy::Pack);
-        assert_eq!(
-            d,
-            Decision::Bind {
-                node: "a".into(),
-                gpus: vec![]
-            }
-        );
+        assert_eq!(d, no_gpus_on("a"));
     }
 
     #[test]
     fn recording_is_idempotent_and_refuses_double_allocation() {
-        let mut v = ClusterView::new();
-        v.upsert_node(node("a", 2));
+        let mut v = view_of(&[("a", 2)]);
         v.record("s1", "u1", "a", &["GPU-a-0".into()]).unwrap();
         v.record("s1", "u1", "a", &["GPU-a-0".into()]).unwrap();
         assert_eq!(v.user_usage("u1"), (1, 1));
@@ -680,9 +679,7 @@ mod tests {
         /// twice and usage counts match the holdings.
         #[test]
         fn never_gives_a_gpu_twice(ops in proptest::collection::vec((0u8..3, 0u32..4, 0u8..6), 1..120)) {
-            let mut v = ClusterView::new();
-            v.upsert_node(node("a", 4));
-            v.upsert_node(node("b", 3));
+            let mut v = view_of(&[("a", 4), ("b", 3)]);
             let mut live: Vec<String> = Vec::new();
             for (i, (op, gpus, user)) in ops.into_iter().enumerate() {
                 if op == 0 && !live.is_empty() {

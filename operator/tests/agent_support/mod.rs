@@ -11,7 +11,7 @@ use std::ops::Deref;
 
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::{Session, SessionSpec};
-use medforge_operator::agent::testing::{self, TestNode};
+use medforge_operator::agent::testing::{self, Agent, TestNode};
 use medforge_testkit::bollard::query_parameters::ListContainersOptions;
 use medforge_testkit::{Harness, TestScope};
 
@@ -116,6 +116,12 @@ impl Env {
 
     pub fn upstream(s: &Session) -> SocketAddr {
         TestNode::upstream(s)
+    }
+
+    /// Stops the agent (aborts its task), then removes what the test made.
+    pub async fn finish(self, agent: Agent) {
+        agent.kill().await;
+        self.cleanup().await;
     }
 
     /// Removes what the test made: its containers and datasets (the

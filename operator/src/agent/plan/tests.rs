@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -37,6 +38,30 @@ fn ready_dataset() -> DatasetObs {
     }
 }
 
+/// A running session whose container started at `t(at)`, the world that
+/// sees its container, and its address.
+fn running(at: i64) -> (Session, World, SocketAddr) {
+    let s0 = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
+    let c = running_container(&s0, t(at));
+    let addr = upstream_of(&c).unwrap();
+    let mut s = s0.clone();
+    s.status = Some(status_running(&s0, &c, addr, t(at)));
+    let w = World {
+        container: Some(c),
+        ..Default::default()
+    };
+    (s, w, addr)
+}
+
+/// Why `step` winds the session down; panics when it is not a `BeginStop`.
+#[track_caller]
+fn stop_reason(step: Step) -> SessionReason {
+    match step {
+        Step::BeginStop(cause) => cause.reason,
+        other => panic!("expected BeginStop, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_start_goes_step_by_step() {
     let p = policy();
@@ -69,13 +94,10 @@ fn a_start_goes_step_by_step() {
     let addr = upstream_of(w.container.as_ref().unwrap()).unwrap();
     assert_eq!(decide(&s, &w, &p, t(101)), Step::AwaitPort { addr });
     // Never ready: a timeout, not an endless wait.
-    assert!(matches!(
-        decide(&s, &w, &p, t(200)),
-        Step::BeginStop(StopCause {
-            reason: SessionReason::StartTimeout,
-            ..
-        })
-    ));
+    assert_eq!(
+        stop_reason(decide(&s, &w, &p, t(200))),
+        SessionReason::StartTimeout
+    );
 }
 
 #[test]
@@ -104,15 +126,8 @@ fn a_container_of_another_session_is_never_adopted() {
 #[test]
 fn running_sessions_rest_until_something_changes() {
     let p = policy();
-    let s0 = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
-    let c = running_container(&s0, t(100));
-    let addr = upstream_of(&c).unwrap();
-    let mut s = s0.clone();
-    s.status = Some(status_running(&s0, &c, addr, t(101)));
-    let w = World {
-        container: Some(c.clone()),
-        ..Default::default()
-    };
+    let (s, w, addr) = running(100);
+    let c = w.container.clone().unwrap();
     assert_eq!(decide(&s, &w, &p, t(102)), Step::Wait(Some(p.resync)));
 
     // A NodeLost mark (or a new address) is corrected by probing again.
@@ -140,52 +155,35 @@ fn running_sessions_rest_until_something_changes() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        decide(&s, &World::default(), &p, t(103)),
-        Step::BeginStop(StopCause {
-            reason: SessionReason::ContainerMissing,
-            ..
-        })
-    ));
+    assert_eq!(
+        stop_reason(decide(&s, &World::default(), &p, t(103))),
+        SessionReason::ContainerMissing
+    );
 
     // The owner stops it.
     let mut stop = s.clone();
     stop.spec.state = DesiredState::Stopped;
-    assert!(matches!(
-        decide(&stop, &w, &p, t(103)),
-        Step::BeginStop(StopCause {
-            reason: SessionReason::StopRequested,
-            ..
-        })
-    ));
+    assert_eq!(
+        stop_reason(decide(&stop, &w, &p, t(103))),
+        SessionReason::StopRequested
+    );
 }
 
 #[test]
 fn idle_and_lifetime_limits() {
     let p = policy();
-    let s0 = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Starting);
-    let c = running_container(&s0, t(1000));
-    let addr = upstream_of(&c).unwrap();
-    let mut s = s0.clone();
-    s.status = Some(status_running(&s0, &c, addr, t(1000)));
+    let (mut s, w, _) = running(1000);
     s.spec.idle_timeout = Some("30s".into());
     s.spec.max_lifetime = Some("1h".into());
-    let w = World {
-        container: Some(c),
-        ..Default::default()
-    };
     // Idle deadline first: wake up at it.
     assert_eq!(
         decide(&s, &w, &p, t(1010)),
         Step::Wait(Some(Duration::from_secs(20)))
     );
-    assert!(matches!(
-        decide(&s, &w, &p, t(1030)),
-        Step::BeginStop(StopCause {
-            reason: SessionReason::Idle,
-            ..
-        })
-    ));
+    assert_eq!(
+        stop_reason(decide(&s, &w, &p, t(1030))),
+        SessionReason::Idle
+    );
     // Activity moves the idle deadline; the lifetime still holds.
     s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4000)));
     assert_eq!(
@@ -193,13 +191,10 @@ fn idle_and_lifetime_limits() {
         Step::Wait(Some(Duration::from_secs(20)))
     );
     s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4590)));
-    assert!(matches!(
-        decide(&s, &w, &p, t(4600)),
-        Step::BeginStop(StopCause {
-            reason: SessionReason::Expired,
-            ..
-        })
-    ));
+    assert_eq!(
+        stop_reason(decide(&s, &w, &p, t(4600))),
+        SessionReason::Expired
+    );
 }
 
 #[test]

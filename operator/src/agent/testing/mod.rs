@@ -51,6 +51,27 @@ pub use zfs::FakeWorkspaces;
 pub const IMAGE: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 /// An agent configuration for node `node-a`, workspaces under `pool/mf`.
+/// Asserts the hardening every session container gets: an init process, no
+/// privileges, every capability dropped, `no-new-privileges`, a read-only
+/// root filesystem and a process limit.
+#[track_caller]
+pub fn assert_hardened(host: &bollard::models::HostConfig) {
+    assert_eq!(host.init, Some(true), "init");
+    assert_ne!(host.privileged, Some(true), "privileged");
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]), "cap_drop");
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()]),
+        "security_opt"
+    );
+    assert_eq!(host.readonly_rootfs, Some(true), "readonly_rootfs");
+    assert!(
+        host.pids_limit.unwrap_or(0) > 0,
+        "pids_limit {:?}",
+        host.pids_limit
+    );
+}
+
 pub fn config() -> AgentConfig {
     let mut c = AgentConfig::new("node-a", "pool/mf");
     c.dialer = Arc::new(FakeDialer);

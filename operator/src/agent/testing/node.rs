@@ -302,6 +302,12 @@ impl TestNode {
             .unwrap();
     }
 
+    /// Deletes the session and waits until its finalizer let it go.
+    pub async fn delete_and_wait_gone(&self, name: &str, deadline: Duration) {
+        self.delete(name).await;
+        self.wait_gone(name, deadline).await;
+    }
+
     /// Containers (any state) labelled with the session's uid.
     pub async fn containers_of(&self, s: &Session) -> Vec<ContainerSummary> {
         self.docker

@@ -104,40 +104,28 @@ fn the_listing_parses_back_into_the_built_rules() {
     assert_eq!(rules[2].bridge(), Some(br("br-xyz")));
 }
 
+/// The change that puts `bridge`'s rules for `allowed` in place over
+/// [`LISTING`]; `None` when they are already.
+fn plan_over_listing(bridge: &str, allowed: &[&str]) -> Option<String> {
+    let current = parse_chain(CHAIN, LISTING);
+    let allowed: Vec<Ipv4Addr> = allowed.iter().map(|a| a.parse().unwrap()).collect();
+    plan(
+        CHAIN,
+        &current,
+        &br(bridge),
+        &rules_for(&br(bridge), &allowed),
+    )
+}
+
 #[test]
 fn plan_is_empty_when_the_rules_are_in_place() {
-    let current = parse_chain(CHAIN, LISTING);
-    let allowed = ["172.18.0.2".parse().unwrap()];
-    assert_eq!(
-        plan(
-            CHAIN,
-            &current,
-            &br("br-abc"),
-            &rules_for(&br("br-abc"), &allowed)
-        ),
-        None
-    );
-    assert_eq!(
-        plan(
-            CHAIN,
-            &current,
-            &br("br-xyz"),
-            &rules_for(&br("br-xyz"), &[])
-        ),
-        None
-    );
+    assert_eq!(plan_over_listing("br-abc", &["172.18.0.2"]), None);
+    assert_eq!(plan_over_listing("br-xyz", &[]), None);
 }
 
 #[test]
 fn plan_replaces_only_the_bridges_own_rules() {
-    let current = parse_chain(CHAIN, LISTING);
-    let script = plan(
-        CHAIN,
-        &current,
-        &br("br-xyz"),
-        &rules_for(&br("br-xyz"), &["10.0.0.1".parse().unwrap()]),
-    )
-    .expect("a change");
+    let script = plan_over_listing("br-xyz", &["10.0.0.1"]).expect("a change");
     let tag = "-m comment --comment medforge-isolation:br-xyz";
     assert_eq!(
         script,
@@ -155,13 +143,7 @@ COMMIT\n"
 #[test]
 fn plan_for_a_new_bridge_only_appends_and_removal_only_deletes() {
     let current = parse_chain(CHAIN, LISTING);
-    let new = plan(
-        CHAIN,
-        &current,
-        &br("br-new"),
-        &rules_for(&br("br-new"), &[]),
-    )
-    .unwrap();
+    let new = plan_over_listing("br-new", &[]).unwrap();
     assert!(!new.contains("-D "), "{new}");
     assert_eq!(new.matches("-A ").count(), 1, "{new}");
     let removal = plan(CHAIN, &current, &br("br-abc"), &[]).unwrap();
