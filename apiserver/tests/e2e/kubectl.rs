@@ -67,6 +67,18 @@ pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs kubectl, asserts that it succeeds and prints `want`: as a line, or
+/// bare (a jsonpath value).
+async fn assert_prints(ts: &TestServer, args: &[&str], want: &str) {
+    let out = ok(ts, args).await;
+    assert_eq!(
+        out.strip_suffix('\n').unwrap_or(&out),
+        want,
+        "kubectl {}",
+        args.join(" ")
+    );
+}
+
 /// Runs kubectl, asserts that it fails, and returns its stderr (trimmed).
 pub(crate) async fn fails(ts: &TestServer, args: &[&str]) -> String {
     let out = run(ts, args).await;
@@ -119,8 +131,12 @@ async fn apply_get_describe_explain() {
     let ts = common::start().await;
     let file = manifest(ts.dir.path(), 1);
     let f = file.to_str().unwrap();
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo created");
+    assert_prints(
+        &ts,
+        &["apply", "-f", f],
+        "session.medforge.dev/demo created",
+    )
+    .await;
 
     let out = ok(&ts, &["get", "sessions"]).await;
     let rows = table(&out);
@@ -135,10 +151,18 @@ async fn apply_get_describe_explain() {
 
     // Re-applying a change goes through client-side apply's merge patch.
     manifest(ts.dir.path(), 2);
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo configured");
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo unchanged");
+    assert_prints(
+        &ts,
+        &["apply", "-f", f],
+        "session.medforge.dev/demo configured",
+    )
+    .await;
+    assert_prints(
+        &ts,
+        &["apply", "-f", f],
+        "session.medforge.dev/demo unchanged",
+    )
+    .await;
 
     let api = common::sessions(&ts);
     api.patch_status(
@@ -167,18 +191,18 @@ async fn apply_get_describe_explain() {
     // The category lists every MedForge kind.
     let out = ok(&ts, &["get", "medforge"]).await;
     assert!(out.contains("session.medforge.dev/demo"), "{out}");
-    let out = ok(
+    assert_prints(
         &ts,
         &["get", "sessions", "-l", "app=notebook", "-o", "name"],
+        "session.medforge.dev/demo",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo");
-    let out = ok(
+    assert_prints(
         &ts,
         &["get", "session", "demo", "-o", "jsonpath={.spec.gpus}"],
+        "2",
     )
     .await;
-    assert_eq!(out, "2");
 
     let out = ok(&ts, &["describe", "session", "demo"]).await;
     for want in [
@@ -206,12 +230,12 @@ async fn apply_get_describe_explain() {
     assert!(out.contains("Number of whole GPUs"), "{out}");
 
     // Server-side apply from kubectl.
-    let out = ok(
+    assert_prints(
         &ts,
         &["apply", "--server-side", "--force-conflicts", "-f", f],
+        "session.medforge.dev/demo serverside-applied",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo serverside-applied");
 
     // An invalid change is refused with the field named.
     std::fs::write(
@@ -244,8 +268,7 @@ async fn apply_get_describe_explain() {
 
 #[tokio::test]
 async fn get_watch_sees_a_status_change() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("watched", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(&ts, &["get", "sessions", "-w"]));
     let mut child = cmd
@@ -280,10 +303,8 @@ async fn get_watch_sees_a_status_change() {
 
 #[tokio::test]
 async fn delete_waits_for_the_finalizer() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
-    let s = held_session("held", "alice");
-    common::create(&api, &s).await;
+    let (ts, api) = common::server_and_sessions().await;
+    common::create(&api, &held_session("held", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(
         &ts,
         &["delete", "session", "held", "--timeout=30s"],
@@ -335,14 +356,18 @@ async fn kubectl_works_as_on_a_cluster() {
 
     let ts = common::start().await;
     let dir = ts.dir.path();
-    let out = ok(&ts, &["create", "namespace", "demo"]).await;
-    assert_eq!(out.trim(), "namespace/demo created");
-    let out = ok(
+    assert_prints(
         &ts,
-        &["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"],
+        &["create", "namespace", "demo"],
+        "namespace/demo created",
     )
     .await;
-    assert_eq!(out, "Active");
+    assert_prints(
+        &ts,
+        &["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"],
+        "Active",
+    )
+    .await;
 
     let file = dir.join("demo.yaml");
     let write = |gpus: u32| {
@@ -368,15 +393,19 @@ spec:
     };
     write(1);
     let f = file.to_str().unwrap();
-    assert_eq!(
-        ok(&ts, &["create", "-f", f]).await.trim(),
-        "session.medforge.dev/demo created"
-    );
+    assert_prints(
+        &ts,
+        &["create", "-f", f],
+        "session.medforge.dev/demo created",
+    )
+    .await;
     write(2);
-    assert_eq!(
-        ok(&ts, &["apply", "-f", f]).await.trim(),
-        "session.medforge.dev/demo configured"
-    );
+    assert_prints(
+        &ts,
+        &["apply", "-f", f],
+        "session.medforge.dev/demo configured",
+    )
+    .await;
 
     // kubectl edit, non-interactive: the editor is a script that edits the file.
     let editor = dir.join("editor.sh");
@@ -398,32 +427,29 @@ spec:
     .await
     .unwrap();
     assert_succeeded(&out, "kubectl edit", "session.medforge.dev/demo edited");
-    assert_eq!(
-        ok(
-            &ts,
-            &[
-                "get",
-                "session",
-                "demo",
-                "-n",
-                "demo",
-                "-o",
-                "jsonpath={.spec.gpus}"
-            ]
-        )
-        .await,
-        "3"
-    );
+    assert_prints(
+        &ts,
+        &[
+            "get",
+            "session",
+            "demo",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.gpus}",
+        ],
+        "3",
+    )
+    .await;
 
     for (verb, arg, done) in [
         ("label", "tier=gold", "labeled"),
         ("annotate", "note=hi", "annotated"),
     ] {
         let args = [verb, "session", "demo", "-n", "demo", arg];
-        let out = ok(&ts, &args).await;
-        assert_eq!(out.trim(), format!("session.medforge.dev/demo {done}"));
+        assert_prints(&ts, &args, &format!("session.medforge.dev/demo {done}")).await;
     }
-    let out = ok(
+    assert_prints(
         &ts,
         &[
             "get",
@@ -435,9 +461,9 @@ spec:
             "-o",
             "jsonpath={.items[0].metadata.annotations.note}",
         ],
+        "hi",
     )
     .await;
-    assert_eq!(out, "hi");
 
     // kubectl wait on a jsonpath, satisfied by a status write while it waits.
     let waiting = tokio::spawn(
@@ -582,7 +608,7 @@ spec:
     );
     let out = ok(&ts, &["get", "events.events.k8s.io", "-n", "demo"]).await;
     assert!(out.contains("ContainerStarted"), "{out}");
-    let out = ok(
+    assert_prints(
         &ts,
         &[
             "get",
@@ -593,9 +619,9 @@ spec:
             "-o",
             "jsonpath={.items[*].involvedObject.name}",
         ],
+        "demo",
     )
     .await;
-    assert_eq!(out, "demo");
 
     let out = ok(&ts, &["api-resources"]).await;
     for want in [
@@ -652,20 +678,22 @@ spec:
         .metadata
         .generation
         .unwrap();
-    let out = ok(
+    assert_prints(
         &ts,
         &["delete", "session", "demo", "-n", "demo", "--wait=false"],
+        "session.medforge.dev \"demo\" deleted",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev \"demo\" deleted");
     let held = sessions.get("demo").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.generation, Some(generation + 1));
     common::merge(&sessions, "demo", json!({"metadata": {"finalizers": null}})).await;
     assert!(sessions.get_opt("demo").await.unwrap().is_none());
-    assert_eq!(
-        ok(&ts, &["delete", "namespace", "demo"]).await.trim(),
-        "namespace \"demo\" deleted"
-    );
+    assert_prints(
+        &ts,
+        &["delete", "namespace", "demo"],
+        "namespace \"demo\" deleted",
+    )
+    .await;
     ts.server.shutdown().await;
 }
