@@ -149,20 +149,13 @@ async fn apply_get_describe_explain() {
     // Unset columns print empty, as for CRDs on kube-apiserver.
     assert_eq!(rows[1][..3], ["demo", "jupyter", "1"]);
 
-    // Re-applying a change goes through client-side apply's merge patch.
+    // Re-applying a change goes through client-side apply's merge patch;
+    // applying it once more changes nothing.
     manifest(ts.dir.path(), 2);
-    assert_prints(
-        &ts,
-        &["apply", "-f", f],
-        "session.medforge.dev/demo configured",
-    )
-    .await;
-    assert_prints(
-        &ts,
-        &["apply", "-f", f],
-        "session.medforge.dev/demo unchanged",
-    )
-    .await;
+    for outcome in ["configured", "unchanged"] {
+        let want = format!("session.medforge.dev/demo {outcome}");
+        assert_prints(&ts, &["apply", "-f", f], &want).await;
+    }
 
     let api = common::sessions(&ts);
     api.patch_status(
