@@ -79,6 +79,21 @@ async fn assert_prints(ts: &TestServer, args: &[&str], want: &str) {
     );
 }
 
+/// Asserts that kubectl `args` prints `session.medforge.dev/demo <done>`,
+/// as it does for each change to the Session `demo`.
+async fn assert_demo(ts: &TestServer, args: &[&str], done: &str) {
+    assert_prints(ts, args, &format!("session.medforge.dev/demo {done}")).await;
+}
+
+/// Asserts that `kubectl get <what> -o jsonpath=<path>` prints `want`.
+async fn assert_jsonpath(ts: &TestServer, what: &[&str], path: &str, want: &str) {
+    let output = format!("jsonpath={path}");
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend(["-o", &output]);
+    assert_prints(ts, &args, want).await;
+}
+
 /// Runs kubectl, asserts that it fails, and returns its stderr (trimmed).
 pub(crate) async fn fails(ts: &TestServer, args: &[&str]) -> String {
     let out = run(ts, args).await;
@@ -96,26 +111,35 @@ fn assert_succeeded(out: &Output, what: &str, stdout: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), stdout);
 }
 
-fn manifest(dir: &Path, gpus: u32) -> PathBuf {
-    let p = dir.join("session.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: medforge.dev/v1alpha1
+/// Writes the Session `demo` of `owner` with `gpus` GPUs to `path` as YAML;
+/// `metadata` is more of its metadata (labels, annotations), indented as
+/// the keys under `metadata:` are.
+fn write_manifest(path: &Path, namespace: &str, metadata: &str, owner: &str, gpus: u32) {
+    let yaml = format!(
+        "apiVersion: medforge.dev/v1alpha1
 kind: Session
 metadata:
   name: demo
-  namespace: default
-  labels:
-    app: notebook
-spec:
-  owner: alice
+  namespace: {namespace}
+{metadata}spec:
+  owner: {owner}
   pack: jupyter
   gpus: {gpus}
 "
-        ),
-    )
-    .unwrap();
+    );
+    std::fs::write(path, yaml).unwrap();
+}
+
+/// `demo` in the namespace `default`, owned by `alice`, labelled `app=notebook`.
+fn manifest(dir: &Path, gpus: u32) -> PathBuf {
+    let p = dir.join("session.yaml");
+    write_manifest(
+        &p,
+        "default",
+        "  labels:\n    app: notebook\n",
+        "alice",
+        gpus,
+    );
     p
 }
 
@@ -131,12 +155,7 @@ async fn apply_get_describe_explain() {
     let ts = common::start().await;
     let file = manifest(ts.dir.path(), 1);
     let f = file.to_str().unwrap();
-    assert_prints(
-        &ts,
-        &["apply", "-f", f],
-        "session.medforge.dev/demo created",
-    )
-    .await;
+    assert_demo(&ts, &["apply", "-f", f], "created").await;
 
     let out = ok(&ts, &["get", "sessions"]).await;
     let rows = table(&out);
@@ -153,8 +172,7 @@ async fn apply_get_describe_explain() {
     // applying it once more changes nothing.
     manifest(ts.dir.path(), 2);
     for outcome in ["configured", "unchanged"] {
-        let want = format!("session.medforge.dev/demo {outcome}");
-        assert_prints(&ts, &["apply", "-f", f], &want).await;
+        assert_demo(&ts, &["apply", "-f", f], outcome).await;
     }
 
     let api = common::sessions(&ts);
@@ -190,12 +208,7 @@ async fn apply_get_describe_explain() {
         "session.medforge.dev/demo",
     )
     .await;
-    assert_prints(
-        &ts,
-        &["get", "session", "demo", "-o", "jsonpath={.spec.gpus}"],
-        "2",
-    )
-    .await;
+    assert_jsonpath(&ts, &["session", "demo"], "{.spec.gpus}", "2").await;
 
     let out = ok(&ts, &["describe", "session", "demo"]).await;
     for want in [
@@ -223,10 +236,10 @@ async fn apply_get_describe_explain() {
     assert!(out.contains("Number of whole GPUs"), "{out}");
 
     // Server-side apply from kubectl.
-    assert_prints(
+    assert_demo(
         &ts,
         &["apply", "--server-side", "--force-conflicts", "-f", f],
-        "session.medforge.dev/demo serverside-applied",
+        "serverside-applied",
     )
     .await;
 
@@ -355,50 +368,19 @@ async fn kubectl_works_as_on_a_cluster() {
         "namespace/demo created",
     )
     .await;
-    assert_prints(
-        &ts,
-        &["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"],
-        "Active",
-    )
-    .await;
+    assert_jsonpath(&ts, &["namespace", "demo"], "{.status.phase}", "Active").await;
 
     let file = dir.join("demo.yaml");
-    let write = |gpus: u32| {
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: medforge.dev/v1alpha1
-kind: Session
-metadata:
-  name: demo
-  namespace: demo
-  annotations:
+    let annotations = "  annotations:
     medforge.dev/owner-email: alice@example.org
     medforge.dev/url: https://s-ab12cd34.external.example.org/
-spec:
-  owner: 0b6c6a4e-alice
-  pack: jupyter
-  gpus: {gpus}
-"
-            ),
-        )
-        .unwrap()
-    };
+";
+    let write = |gpus: u32| write_manifest(&file, "demo", annotations, "0b6c6a4e-alice", gpus);
     write(1);
     let f = file.to_str().unwrap();
-    assert_prints(
-        &ts,
-        &["create", "-f", f],
-        "session.medforge.dev/demo created",
-    )
-    .await;
+    assert_demo(&ts, &["create", "-f", f], "created").await;
     write(2);
-    assert_prints(
-        &ts,
-        &["apply", "-f", f],
-        "session.medforge.dev/demo configured",
-    )
-    .await;
+    assert_demo(&ts, &["apply", "-f", f], "configured").await;
 
     // kubectl edit, non-interactive: the editor is a script that edits the file.
     let editor = dir.join("editor.sh");
@@ -420,40 +402,19 @@ spec:
     .await
     .unwrap();
     assert_succeeded(&out, "kubectl edit", "session.medforge.dev/demo edited");
-    assert_prints(
-        &ts,
-        &[
-            "get",
-            "session",
-            "demo",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.spec.gpus}",
-        ],
-        "3",
-    )
-    .await;
+    assert_jsonpath(&ts, &["session", "demo", "-n", "demo"], "{.spec.gpus}", "3").await;
 
     for (verb, arg, done) in [
         ("label", "tier=gold", "labeled"),
         ("annotate", "note=hi", "annotated"),
     ] {
         let args = [verb, "session", "demo", "-n", "demo", arg];
-        assert_prints(&ts, &args, &format!("session.medforge.dev/demo {done}")).await;
+        assert_demo(&ts, &args, done).await;
     }
-    assert_prints(
+    assert_jsonpath(
         &ts,
-        &[
-            "get",
-            "sessions",
-            "-n",
-            "demo",
-            "-l",
-            "tier=gold",
-            "-o",
-            "jsonpath={.items[0].metadata.annotations.note}",
-        ],
+        &["sessions", "-n", "demo", "-l", "tier=gold"],
+        "{.items[0].metadata.annotations.note}",
         "hi",
     )
     .await;
@@ -601,17 +562,15 @@ spec:
     );
     let out = ok(&ts, &["get", "events.events.k8s.io", "-n", "demo"]).await;
     assert!(out.contains("ContainerStarted"), "{out}");
-    assert_prints(
+    assert_jsonpath(
         &ts,
         &[
-            "get",
             "events",
             "-A",
             "--field-selector",
             "involvedObject.kind=Session,reason=ContainerStarted",
-            "-o",
-            "jsonpath={.items[*].involvedObject.name}",
         ],
+        "{.items[*].involvedObject.name}",
         "demo",
     )
     .await;
