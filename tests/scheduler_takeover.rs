@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,15 +31,20 @@ const SESSIONS_PER_OWNER: usize = 3;
 const MAX_SESSIONS_PER_USER: usize = 2;
 const NS: &str = "takeover";
 
-fn spawn(name: &'static str, dir: &Path, args: &[&str]) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_medforge"))
+/// `medforge <args>` with no stdin or stdout and its stderr to `stderr`.
+fn medforge(args: &[&str], stderr: impl Into<Stdio>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medforge"));
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("medforge starts");
+        .stderr(stderr);
+    command.spawn().expect("medforge starts")
+}
+
+fn spawn(name: &'static str, dir: &Path, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let child = medforge(args, std::fs::File::create(&log).unwrap());
     Proc { name, child, log }
 }
 
@@ -62,13 +67,7 @@ fn spawn_scheduler(
     kill: Arc<KillOnBinding>,
 ) -> Proc {
     let log = dir.join(format!("{name}.log"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medforge"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("medforge starts");
+    let mut child = medforge(args, Stdio::piped());
     let pid = child.id();
     let stderr = child.stderr.take().unwrap();
     let mut file = std::fs::File::create(&log).unwrap();

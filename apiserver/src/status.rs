@@ -83,14 +83,17 @@ impl ApiError {
         self
     }
 
+    /// An error about the object `name`, named in the message as
+    /// kube-apiserver does (`sessions.medforge.dev "x" <what>`), with details
+    /// pointing at it.
+    fn about(rt: &ResourceType, name: &str, code: u16, reason: &'static str, what: &str) -> Self {
+        let message = format!("{} \"{}\" {what}", rt.group_resource(), name);
+        ApiError::new(code, reason, message).with_details(details(rt, name))
+    }
+
     /// 404 for an object that does not exist: `sessions.medforge.dev "x" not found`.
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", rt.group_resource(), name),
-        )
-        .with_details(details(rt, name))
+        Self::about(rt, name, 404, "NotFound", "not found")
     }
 
     /// 404 for a namespace that does not exist (creating into it).
@@ -110,12 +113,7 @@ impl ApiError {
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", rt.group_resource(), name),
-        )
-        .with_details(details(rt, name))
+        Self::about(rt, name, 409, "AlreadyExists", "already exists")
     }
 
     /// 409 for a write with a stale `resourceVersion` (or a failed precondition).
@@ -218,12 +216,7 @@ impl ApiError {
     }
 
     pub fn forbidden(rt: &ResourceType, name: &str, why: &str) -> Self {
-        ApiError::new(
-            403,
-            "Forbidden",
-            format!("{} \"{}\" is forbidden: {}", rt.group_resource(), name, why),
-        )
-        .with_details(details(rt, name))
+        Self::about(rt, name, 403, "Forbidden", &format!("is forbidden: {why}"))
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {

@@ -48,18 +48,19 @@ impl std::fmt::Debug for TestControlPlane {
 
 /// How to start a [`TestControlPlane`]; see [`TestControlPlane::builder`].
 #[must_use]
+#[derive(Debug)]
 pub struct Builder {
-    configure: Box<dyn FnOnce(Config) -> Config + Send>,
+    configure: Configure,
     subdir: Option<String>,
     namespaces: Vec<String>,
 }
 
-impl std::fmt::Debug for Builder {
+/// The changes [`Builder::configure`] collected, applied in order.
+struct Configure(Box<dyn FnOnce(Config) -> Config + Send>);
+
+impl std::fmt::Debug for Configure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("subdir", &self.subdir)
-            .field("namespaces", &self.namespaces)
-            .finish_non_exhaustive()
+        f.write_str("Configure(..)")
     }
 }
 
@@ -68,8 +69,8 @@ impl Builder {
     /// event TTL, body limit…) before it starts. The data directory and the
     /// address are the test's; changing them is the caller's business.
     pub fn configure(mut self, f: impl FnOnce(Config) -> Config + Send + 'static) -> Self {
-        let before = self.configure;
-        self.configure = Box::new(move |c| f(before(c)));
+        let Configure(before) = self.configure;
+        self.configure = Configure(Box::new(move |c| f(before(c))));
         self
     }
 
@@ -104,7 +105,7 @@ impl Builder {
             Some(sub) => dir.path().join(sub),
             None => dir.path().to_path_buf(),
         };
-        let config = (self.configure)(Config::new(data_dir).with_listen(loopback(0)));
+        let config = (self.configure.0)(Config::new(data_dir).with_listen(loopback(0)));
         let server = crate::start(config.clone()).await?;
         let client = server.client()?;
         for ns in &self.namespaces {
@@ -145,7 +146,7 @@ impl TestControlPlane {
     /// A builder for the variations tests need.
     pub fn builder() -> Builder {
         Builder {
-            configure: Box::new(|c| c),
+            configure: Configure(Box::new(|c| c)),
             subdir: None,
             namespaces: Vec::new(),
         }

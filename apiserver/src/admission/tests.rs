@@ -1,6 +1,8 @@
 //! Admission without a server: namespaces that accept objects, the system
 //! metadata of new and updated objects, and no-op detection.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -10,17 +12,29 @@ use crate::registry::{Registry, ResourceType};
 use crate::store::StoredObject;
 use crate::validation::{FieldValidation, validate};
 
-fn registry() -> Registry {
-    Registry::new(&medforge_crds::all_crds()).unwrap()
+/// The registry of MedForge's CRDs and the built-in kinds, built once.
+fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> =
+        LazyLock::new(|| Registry::new(&medforge_crds::all_crds()).unwrap());
+    &REGISTRY
 }
 
-fn sessions(reg: &Registry) -> &ResourceType {
-    reg.lookup("medforge.dev", "v1alpha1", "sessions").unwrap()
+fn sessions() -> &'static ResourceType {
+    registry()
+        .lookup("medforge.dev", "v1alpha1", "sessions")
+        .unwrap()
 }
 
 fn session(name: &str) -> Value {
     json!({"apiVersion": "medforge.dev/v1alpha1", "kind": "Session",
            "metadata": {"name": name}, "spec": {"owner": "alice", "pack": "jupyter", "gpus": 1}})
+}
+
+/// The Session `name` with `changes` merged in (a JSON merge patch).
+fn session_with(name: &str, changes: Value) -> Value {
+    let mut v = session(name);
+    json_patch::merge(&mut v, &changes);
+    v
 }
 
 fn stored(rt: &ResourceType, v: Value) -> StoredObject {
@@ -30,14 +44,13 @@ fn stored(rt: &ResourceType, v: Value) -> StoredObject {
 
 #[test]
 fn only_an_existing_active_namespace_accepts_objects() {
-    let reg = registry();
-    let rt = sessions(&reg);
+    let rt = sessions();
     let e = namespace_accepts(rt, "team-a", "s1", None).unwrap_err();
     assert_eq!(
         (e.code, e.message.as_str()),
         (404, "namespaces \"team-a\" not found")
     );
-    let ns = reg.namespace_type();
+    let ns = registry().namespace_type();
     let active = stored(ns, json!({"metadata": {"name": "team-a"}}));
     assert!(namespace_accepts(rt, "team-a", "s1", Some(&active)).is_ok());
     let terminating = stored(
@@ -54,13 +67,12 @@ fn only_an_existing_active_namespace_accepts_objects() {
 
 #[test]
 fn create_sets_the_system_metadata() {
-    let reg = registry();
-    let rt = sessions(&reg);
-    let mut v = session("s1");
-    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    v["metadata"]["uid"] = json!("mine");
-    v["metadata"]["generation"] = json!(7);
-    v["status"] = json!({"phase": "Running"});
+    let rt = sessions();
+    let mut v = session_with(
+        "s1",
+        json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "uid": "mine", "generation": 7},
+               "status": {"phase": "Running"}}),
+    );
     assert!(!prepare_create(rt, &mut v, "team-a").unwrap());
     let meta = &v["metadata"];
     assert_eq!(meta["namespace"], "team-a");
@@ -75,8 +87,7 @@ fn create_sets_the_system_metadata() {
 
 #[test]
 fn create_generates_names_and_refuses_what_a_client_may_not_set() {
-    let reg = registry();
-    let rt = sessions(&reg);
+    let rt = sessions();
     let mut v = json!({"metadata": {"generateName": "s-"}, "spec": {}});
     assert!(prepare_create(rt, &mut v, "a").unwrap());
     let name = v["metadata"]["name"].as_str().unwrap();
@@ -106,8 +117,7 @@ fn create_generates_names_and_refuses_what_a_client_may_not_set() {
 
 #[test]
 fn a_new_namespace_is_active_with_the_kubernetes_finalizer() {
-    let reg = registry();
-    let ns = reg.namespace_type();
+    let ns = registry().namespace_type();
     let mut v = json!({"apiVersion": "v1", "kind": "Namespace",
                        "metadata": {"name": "demo", "namespace": "x", "generation": 3}});
     prepare_create(ns, &mut v, "").unwrap();
@@ -118,24 +128,27 @@ fn a_new_namespace_is_active_with_the_kubernetes_finalizer() {
     assert_eq!(v["status"], json!({"phase": "Active"}));
 }
 
-fn existing(rt: &ResourceType) -> Value {
+fn existing() -> Value {
     let mut v = session("s1");
-    prepare_create(rt, &mut v, "team-a").unwrap();
+    prepare_create(sessions(), &mut v, "team-a").unwrap();
     v["metadata"]["resourceVersion"] = json!("10");
     v["status"] = json!({"phase": "Running"});
     v
 }
 
+/// A Session update from `old` to `new` through `scope`, admitted.
+fn update(old: &Value, new: Value, scope: Scope) -> Value {
+    prepare_update(sessions(), old, new, scope).unwrap()
+}
+
 #[test]
 fn update_keeps_system_metadata_and_the_status() {
-    let reg = registry();
-    let rt = sessions(&reg);
-    let old = existing(rt);
-    let mut new = session("renamed");
-    new["metadata"]["uid"] = json!("forged");
-    new["metadata"]["labels"] = json!({"x": "1"});
-    new["status"] = json!({"phase": "Stopped"});
-    let out = prepare_update(rt, &old, new, Scope::Main).unwrap();
+    let old = existing();
+    let new = session_with(
+        "renamed",
+        json!({"metadata": {"uid": "forged", "labels": {"x": "1"}}, "status": {"phase": "Stopped"}}),
+    );
+    let out = update(&old, new, Scope::Main);
     assert_eq!(out["metadata"]["uid"], old["metadata"]["uid"]);
     assert_eq!(out["metadata"]["name"], "s1");
     assert_eq!(out["metadata"]["namespace"], "team-a");
@@ -145,33 +158,30 @@ fn update_keeps_system_metadata_and_the_status() {
     // Only labels changed: the generation stays.
     assert_eq!(out["metadata"]["generation"], 1);
 
-    let mut spec_change = session("s1");
-    spec_change["spec"]["gpus"] = json!(2);
-    let out = prepare_update(rt, &old, spec_change, Scope::Main).unwrap();
+    let spec_change = session_with("s1", json!({"spec": {"gpus": 2}}));
+    let out = update(&old, spec_change, Scope::Main);
     assert_eq!(out["metadata"]["generation"], 2);
 }
 
 #[test]
 fn a_status_update_changes_only_the_status() {
-    let reg = registry();
-    let rt = sessions(&reg);
-    let old = existing(rt);
-    let mut new = session("s1");
-    new["spec"]["gpus"] = json!(8);
-    new["status"] = json!({"phase": "Stopped"});
-    let out = prepare_update(rt, &old, new, Scope::Status).unwrap();
+    let old = existing();
+    let new = session_with(
+        "s1",
+        json!({"spec": {"gpus": 8}, "status": {"phase": "Stopped"}}),
+    );
+    let out = update(&old, new, Scope::Status);
     assert_eq!(out["status"], json!({"phase": "Stopped"}));
     assert_eq!(out["spec"]["gpus"], 1);
     assert_eq!(out["metadata"]["generation"], 1);
-    let out = prepare_update(rt, &old, session("s1"), Scope::Status).unwrap();
+    let out = update(&old, session("s1"), Scope::Status);
     assert!(out.get("status").is_none());
 }
 
 #[test]
 fn no_new_finalizers_once_deletion_started() {
-    let reg = registry();
-    let rt = sessions(&reg);
-    let mut old = existing(rt);
+    let rt = sessions();
+    let mut old = existing();
     old["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
     old["metadata"]["finalizers"] = json!(["medforge.dev/agent"]);
     let mut new = old.clone();
@@ -188,7 +198,7 @@ fn no_new_finalizers_once_deletion_started() {
     // Removing one is what finishes a deletion.
     let mut fewer = old.clone();
     fewer["metadata"]["finalizers"] = json!([]);
-    let out = prepare_update(rt, &old, fewer, Scope::Main).unwrap();
+    let out = update(&old, fewer, Scope::Main);
     assert_eq!(
         out["metadata"]["deletionTimestamp"],
         old["metadata"]["deletionTimestamp"]
@@ -197,8 +207,7 @@ fn no_new_finalizers_once_deletion_started() {
 
 #[test]
 fn a_namespace_keeps_its_spec_finalizers() {
-    let reg = registry();
-    let ns = reg.namespace_type();
+    let ns = registry().namespace_type();
     let old = json!({"metadata": {"name": "demo"}, "spec": {"finalizers": ["kubernetes"]}});
     let new = json!({"metadata": {"name": "demo"}, "spec": {}});
     let out = prepare_update(ns, &old, new, Scope::Main).unwrap();
@@ -217,24 +226,22 @@ fn managed_field_times_do_not_make_a_change() {
 
 #[test]
 fn validation_runs_by_kind() {
-    let reg = registry();
-    let rt = sessions(&reg);
-    let mut bad = session("s1");
-    bad["spec"]["gpus"] = json!("two");
+    let rt = sessions();
+    let mut bad = session_with("s1", json!({"spec": {"gpus": "two"}}));
     let e = validate(rt, &mut bad, None, FieldValidation::Warn).unwrap_err();
     assert_eq!((e.code, e.reason), (422, "Invalid"));
     assert!(e.message.contains("spec.gpus"), "{}", e.message);
-    let mut unknown = session("s1");
-    unknown["spec"]["colour"] = json!("red");
+    let mut unknown = session_with("s1", json!({"spec": {"colour": "red"}}));
     let warnings = validate(rt, &mut unknown, None, FieldValidation::Warn).unwrap();
     assert_eq!(warnings, vec!["unknown field \"spec.colour\"".to_string()]);
     assert!(unknown["spec"].get("colour").is_none());
-    let mut unknown = session("s1");
-    unknown["spec"]["colour"] = json!("red");
+    let mut unknown = session_with("s1", json!({"spec": {"colour": "red"}}));
     let e = validate(rt, &mut unknown, None, FieldValidation::Strict).unwrap_err();
     assert_eq!(e.code, 400);
     // Built-in kinds decode into their typed form.
-    let lease = reg.lookup("coordination.k8s.io", "v1", "leases").unwrap();
+    let lease = registry()
+        .lookup("coordination.k8s.io", "v1", "leases")
+        .unwrap();
     let mut v = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                        "metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": "x"}});
     assert_eq!(

@@ -314,6 +314,11 @@ fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
     super::envelope(api_version, kind, raw).unwrap()
 }
 
+/// What `decode` makes of `raw` sent in an envelope as `api_version`, `kind`.
+fn decoded(api_version: &str, kind: &str, raw: Vec<u8>) -> Value {
+    decode(&envelope(api_version, kind, raw)).unwrap()
+}
+
 /// ObjectMeta as Go writes it: every plain field present, even empty.
 fn go_meta(name: &str, namespace: &str) -> pb_meta::ObjectMeta {
     pb_meta::ObjectMeta {
@@ -342,9 +347,8 @@ fn decodes_what_a_go_client_sends() {
             conditions: vec![],
         }),
     };
-    let v = decode(&envelope("v1", "Namespace", ns.encode_to_vec())).unwrap();
     assert_eq!(
-        v,
+        decoded("v1", "Namespace", ns.encode_to_vec()),
         json!({"apiVersion": "v1", "kind": "Namespace",
                    "metadata": {"name": "demo", "labels": {"app": "notebook"}},
                    "spec": {}, "status": {}})
@@ -368,14 +372,8 @@ fn decodes_what_a_go_client_sends() {
             ..Default::default()
         }),
     };
-    let v = decode(&envelope(
-        "coordination.k8s.io/v1",
-        "Lease",
-        lease.encode_to_vec(),
-    ))
-    .unwrap();
     assert_eq!(
-        v,
+        decoded("coordination.k8s.io/v1", "Lease", lease.encode_to_vec()),
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                    "metadata": {"name": "operator", "namespace": "medforge-system",
                                 "labels": {"app": "notebook"}},
@@ -395,23 +393,16 @@ fn decodes_what_a_go_client_sends() {
         dry_run: vec!["All".into()],
         ..Default::default()
     };
-    let v = decode(&envelope(
-        "meta.k8s.io/v1",
-        "DeleteOptions",
-        opts.encode_to_vec(),
-    ))
-    .unwrap();
     assert_eq!(
-        v,
+        decoded("meta.k8s.io/v1", "DeleteOptions", opts.encode_to_vec()),
         json!({"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions",
                    "preconditions": {"uid": "u-1"}, "propagationPolicy": "Background",
                    "dryRun": ["All"]})
     );
 
     // An object with no raw bytes at all is an empty object of its kind.
-    let v = decode(&envelope("v1", "Namespace", vec![])).unwrap();
     assert_eq!(
-        v,
+        decoded("v1", "Namespace", vec![]),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}})
     );
 }

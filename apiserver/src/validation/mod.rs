@@ -50,29 +50,19 @@ impl FieldValidation {
         }
     }
 }
-/// Runs the kind's validation (schema and CEL for CRDs, typed decoding for built-ins).
+/// Runs the kind's validation. A built-in kind is decoded into its typed
+/// form; a custom resource is validated and normalised in place: unknown
+/// fields pruned (an error with `Strict`), defaults applied, the schema, the
+/// CEL rules and the metadata checked. Returns warnings for the client.
 pub fn validate(
-    rt: &ResourceType,
-    v: &mut Value,
-    old: Option<&Value>,
-    mode: FieldValidation,
-) -> ApiResult<Vec<String>> {
-    if rt.builtin.is_some() {
-        validate_builtin(rt, v)
-    } else {
-        validate_custom(rt, v, old, mode)
-    }
-}
-
-/// Validates and normalises a custom resource in place: prunes unknown fields
-/// (an error with `Strict`), applies defaults, checks the schema, the CEL rules
-/// and the metadata. Returns warnings for the client.
-pub fn validate_custom(
     rt: &ResourceType,
     value: &mut Value,
     old: Option<&Value>,
     mode: FieldValidation,
 ) -> ApiResult<Vec<String>> {
+    if rt.builtin.is_some() {
+        return validate_builtin(rt, value);
+    }
     let mut warnings = Vec::new();
     let name = value
         .pointer("/metadata/name")

@@ -49,14 +49,8 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
     let c = ts.client.clone();
     let rv_before = ts.server.resource_version();
 
-    let s = call(
-        &c,
-        "POST",
-        SESSIONS,
-        "application/json",
-        b"{\"apiVersion\": ".to_vec(),
-    )
-    .await;
+    let truncated = b"{\"apiVersion\": ".to_vec();
+    let s = call(&c, "POST", SESSIONS, "application/json", truncated).await;
     assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
     assert!(s.message.contains("json parse error"), "{}", s.message);
 
@@ -74,70 +68,75 @@ async fn bad_requests_get_kube_apiserver_errors_and_store_nothing() {
         );
     }
 
-    // A body of another kind, or another version, than the URL.
-    let mut wrong = session_body();
-    wrong["kind"] = json!("Pack");
-    let s = post(&c, SESSIONS, &wrong).await;
-    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
-    let mut wrong = session_body();
-    wrong["apiVersion"] = json!("medforge.dev/v1");
-    let s = post(&c, SESSIONS, &wrong).await;
-    assert_eq!(s.code, 400);
-    assert!(
-        s.message
-            .contains("does not match the expected API version"),
-        "{}",
-        s.message
-    );
-
-    // Over the 3 MiB body limit.
-    let mut huge = session_body();
-    huge["metadata"]["annotations"] = json!({"big": "x".repeat(4 * 1024 * 1024)});
-    let s = post(&c, SESSIONS, &huge).await;
-    assert_eq!((s.code, s.reason.as_str()), (413, "RequestEntityTooLarge"));
+    // Bodies refused: of another kind, or another version, than the URL;
+    // over the 3 MiB body limit; with unknown fields under strict validation
+    // (kubectl's default).
+    let strict = format!("{SESSIONS}?fieldValidation=Strict");
+    for (what, path, change, code, reason, message) in [
+        (
+            "another kind",
+            SESSIONS,
+            json!({"kind": "Pack"}),
+            400,
+            "BadRequest",
+            "",
+        ),
+        (
+            "another version",
+            SESSIONS,
+            json!({"apiVersion": "medforge.dev/v1"}),
+            400,
+            "BadRequest",
+            "does not match the expected API version",
+        ),
+        (
+            "too large",
+            SESSIONS,
+            json!({"metadata": {"annotations": {"big": "x".repeat(4 * 1024 * 1024)}}}),
+            413,
+            "RequestEntityTooLarge",
+            "",
+        ),
+        (
+            "an unknown field",
+            &strict,
+            json!({"spec": {"colour": "blue"}}),
+            400,
+            "BadRequest",
+            "strict decoding error: unknown field \"spec.colour\"",
+        ),
+    ] {
+        let mut body = session_body();
+        json_patch::merge(&mut body, &change);
+        let s = post(&c, path, &body).await;
+        assert_eq!((s.code, s.reason.as_str()), (code, reason), "{what}");
+        assert!(s.message.contains(message), "{what}: {}", s.message);
+    }
 
     // Invalid selectors.
-    let s = get(&c, &format!("{SESSIONS}?labelSelector=a%20b")).await;
-    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
-    assert!(
-        s.message.starts_with("unable to parse requirement"),
-        "{}",
-        s.message
-    );
-    let s = get(&c, &format!("{SESSIONS}?fieldSelector=nonsense")).await;
-    assert_eq!(s.code, 400);
-
-    // Unknown fields with strict validation (kubectl's default).
-    let mut extra = session_body();
-    extra["spec"]["colour"] = json!("blue");
-    let s = post(&c, &format!("{SESSIONS}?fieldValidation=Strict"), &extra).await;
-    assert_eq!(s.code, 400);
-    assert!(
-        s.message
-            .contains("strict decoding error: unknown field \"spec.colour\""),
-        "{}",
-        s.message
-    );
+    for (query, message) in [
+        ("labelSelector=a%20b", "unable to parse requirement"),
+        ("fieldSelector=nonsense", ""),
+    ] {
+        let s = get(&c, &format!("{SESSIONS}?{query}")).await;
+        assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"), "{query}");
+        assert!(s.message.starts_with(message), "{query}: {}", s.message);
+    }
 
     // Patch types a CRD does not take, and methods a path does not take.
-    let s = call(
-        &c,
-        "PATCH",
-        &format!("{SESSIONS}/x"),
-        "application/strategic-merge-patch+json",
-        b"{}".to_vec(),
-    )
-    .await;
-    assert_eq!(s.code, 415);
-    let s = call(
-        &c,
-        "POST",
-        &format!("{SESSIONS}/x"),
-        "application/json",
-        b"{}".to_vec(),
-    )
-    .await;
-    assert_eq!((s.code, s.reason.as_str()), (405, "MethodNotAllowed"));
+    for (method, content_type, code, reason) in [
+        (
+            "PATCH",
+            "application/strategic-merge-patch+json",
+            415,
+            "UnsupportedMediaType",
+        ),
+        ("POST", "application/json", 405, "MethodNotAllowed"),
+    ] {
+        let path = format!("{SESSIONS}/x");
+        let s = call(&c, method, &path, content_type, b"{}".to_vec()).await;
+        assert_eq!((s.code, s.reason.as_str()), (code, reason), "{method}");
+    }
 
     assert_eq!(
         ts.server.resource_version(),

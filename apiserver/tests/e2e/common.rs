@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::api::{ListParams, WatchEvent, WatchParams};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use medforge_apiserver::Config;
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::Session;
@@ -45,6 +45,13 @@ pub fn sessions(ts: &TestServer) -> Api<Session> {
     Api::namespaced(ts.client.clone(), "default")
 }
 
+/// A fresh server and the Sessions of its namespace `default`.
+pub async fn server_and_sessions() -> (TestServer, Api<Session>) {
+    let ts = start().await;
+    let sessions = sessions(&ts);
+    (ts, sessions)
+}
+
 /// The resourceVersion of a full list (to watch from).
 pub async fn list_rv<K>(api: &Api<K>) -> String
 where
@@ -59,13 +66,18 @@ where
 /// How many objects a full list has.
 pub async fn count<K>(api: &Api<K>) -> usize
 where
-    K: Clone + DeserializeOwned + Debug,
+    K: Clone + DeserializeOwned + Debug + Resource,
 {
-    api.list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .len()
+    names(api, &ListParams::default()).await.len()
+}
+
+/// The names of the objects a list returns, in its order.
+pub async fn names<K>(api: &Api<K>, params: &ListParams) -> Vec<String>
+where
+    K: Clone + DeserializeOwned + Debug + Resource,
+{
+    let list = api.list(params).await.expect("list");
+    list.items.iter().map(ResourceExt::name_any).collect()
 }
 
 /// A watch from `rv` (`"0"`: the current state first).

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use medforge_crds::{Session, SessionPhase, SessionStatus};
 use serde_json::json;
@@ -25,8 +26,7 @@ where
 
 #[tokio::test]
 async fn create_get_list_replace_delete_with_system_metadata() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let created = common::create(&api, &session("s1", "alice")).await;
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36));
@@ -84,8 +84,7 @@ async fn create_get_list_replace_delete_with_system_metadata() {
 
 #[tokio::test]
 async fn resource_version_increases_across_the_store_and_stale_writes_conflict() {
-    let ts = common::start().await;
-    let sessions = common::sessions(&ts);
+    let (ts, sessions) = common::server_and_sessions().await;
     let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
     let mut last = 0u64;
     for i in 0..5 {
@@ -139,8 +138,7 @@ async fn resource_version_increases_across_the_store_and_stale_writes_conflict()
 
 #[tokio::test]
 async fn status_subresource_is_the_only_writer_of_status() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let mut s = session("st", "carol");
     s.status = Some(SessionStatus {
         phase: Some(SessionPhase::Running),
@@ -201,17 +199,13 @@ async fn status_subresource_is_the_only_writer_of_status() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        same.metadata.resource_version,
-        before.metadata.resource_version
-    );
+    assert_eq!(same.resource_version(), before.resource_version());
     ts.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn generate_name_and_finalizers() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let mut s = session("", "dave");
     s.metadata.name = None;
     s.metadata.generate_name = Some("work-".into());
@@ -258,8 +252,7 @@ async fn generate_name_and_finalizers() {
 
 #[tokio::test]
 async fn invalid_objects_get_422_naming_the_field() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let mut s = session("bad", "erin");
     s.spec.gpus = 9;
     let err = status(api.create(&PostParams::default(), &s).await.unwrap_err());
@@ -320,68 +313,40 @@ async fn invalid_objects_get_422_naming_the_field() {
 
 #[tokio::test]
 async fn selectors_filter_lists() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     for (name, owner, team) in [("a", "u1", "x"), ("b", "u2", "x"), ("c", "u1", "y")] {
         let mut s = session(name, owner);
         s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
         common::create(&api, &s).await;
     }
-    let names = |l: kube::core::ObjectList<Session>| {
-        l.items
-            .into_iter()
-            .map(|s| s.metadata.name.unwrap())
-            .collect::<Vec<_>>()
-    };
-    let l = api
-        .list(&ListParams::default().labels("team=x"))
-        .await
-        .unwrap();
-    assert_eq!(names(l), ["a", "b"]);
-    let l = api
-        .list(&ListParams::default().labels("team in (y),team!=x"))
-        .await
-        .unwrap();
-    assert_eq!(names(l), ["c"]);
-    let l = api
-        .list(&ListParams::default().fields("metadata.name=b"))
-        .await
-        .unwrap();
-    assert_eq!(names(l), ["b"]);
-    let l = api
-        .list(&ListParams::default().fields("spec.owner=u1"))
-        .await
-        .unwrap();
-    assert_eq!(names(l), ["a", "c"]);
-    let l = api
-        .list(&ListParams::default().fields("metadata.namespace=default,metadata.name!=a"))
-        .await
-        .unwrap();
-    assert_eq!(names(l), ["b", "c"]);
+    let labels = |s: &str| ListParams::default().labels(s);
+    let fields = |s: &str| ListParams::default().fields(s);
+    for (params, want) in [
+        (labels("team=x"), &["a", "b"][..]),
+        (labels("team in (y),team!=x"), &["c"]),
+        (fields("metadata.name=b"), &["b"]),
+        (fields("spec.owner=u1"), &["a", "c"]),
+        (
+            fields("metadata.namespace=default,metadata.name!=a"),
+            &["b", "c"],
+        ),
+    ] {
+        assert_eq!(common::names(&api, &params).await, want, "{params:?}");
+    }
 
-    let err = status(
-        api.list(&ListParams::default().labels("!"))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
-    let err = status(
-        api.list(&ListParams::default().labels("a b"))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
-    let err = status(
-        api.list(&ListParams::default().fields("spec.pack=x"))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(err.code, 400);
-    assert!(
-        err.message.contains("is not a known field selector"),
-        "{}",
-        err.message
-    );
+    for (params, reason, message) in [
+        (labels("!"), "BadRequest", ""),
+        (labels("a b"), "BadRequest", ""),
+        (
+            fields("spec.pack=x"),
+            "BadRequest",
+            "is not a known field selector",
+        ),
+    ] {
+        let err = status(api.list(&params).await.unwrap_err());
+        assert_eq!((err.code, err.reason.as_str()), (400, reason), "{params:?}");
+        assert!(err.message.contains(message), "{params:?}: {}", err.message);
+    }
 
     // Pagination: a consistent list in pages.
     let page1 = api.list(&ListParams::default().limit(2)).await.unwrap();
@@ -392,8 +357,9 @@ async fn selectors_filter_lists() {
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
         .unwrap();
+    let page2_names: Vec<_> = page2.iter().map(ResourceExt::name_any).collect();
     assert_eq!(
-        names(page2.clone()),
+        page2_names,
         ["c"],
         "a page shows the list as of the first page"
     );
@@ -407,8 +373,7 @@ async fn selectors_filter_lists() {
 
 #[tokio::test]
 async fn objects_and_resource_versions_survive_a_restart() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     for i in 0..3 {
         common::create(&api, &session(&format!("p{i}"), "frank")).await;
     }
@@ -488,14 +453,7 @@ async fn fifty_writers_with_optimistic_concurrency_lose_no_increment() {
 async fn namespaces_gate_creation_and_delete_their_contents() {
     let ts = common::start().await;
     let nss: Api<Namespace> = Api::all(ts.client.clone());
-    let names: Vec<String> = nss
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| n.metadata.name.unwrap())
-        .collect();
+    let names = common::names(&nss, &ListParams::default()).await;
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
@@ -549,8 +507,7 @@ async fn namespaces_gate_creation_and_delete_their_contents() {
 
 #[tokio::test]
 async fn patches_merge_json_and_server_side_apply() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     // Apply creates.
     let applied = api
         .patch(
@@ -674,8 +631,7 @@ async fn patches_merge_json_and_server_side_apply() {
 
 #[tokio::test]
 async fn delete_collection_deletes_what_the_selector_matches() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     for (name, tier) in [("a", "gpu"), ("b", "gpu"), ("c", "cpu")] {
         let mut s = session(name, "u");
         s.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
@@ -700,14 +656,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
         .collect();
     names.sort();
     assert_eq!(names, ["a", "b"]);
-    let left: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|s| s.metadata.name.unwrap())
-        .collect();
+    let left = common::names(&api, &ListParams::default()).await;
     assert_eq!(left, ["b", "c"], "b waits for its finalizer");
     assert!(common::is_deleting(&api, "b").await);
     ts.server.shutdown().await;
@@ -719,8 +668,7 @@ async fn delete_collection_deletes_what_the_selector_matches() {
 /// generation (Namespaces, Leases) get none.
 #[tokio::test]
 async fn deletion_with_finalizers_bumps_generation_once() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let s = held_session("gen", "dave");
     let created = common::create(&api, &s).await;
     assert_eq!(created.metadata.generation, Some(1));
@@ -730,10 +678,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
     // A second delete changes nothing.
     let again = delete_held(&api, "gen").await;
     assert_eq!(again.metadata.generation, Some(2));
-    assert_eq!(
-        again.metadata.resource_version,
-        pending.metadata.resource_version
-    );
+    assert_eq!(again.resource_version(), pending.resource_version());
 
     let leases: Api<Lease> = Api::namespaced(ts.client.clone(), "default");
     let mut l = Lease::default();
@@ -751,8 +696,7 @@ async fn deletion_with_finalizers_bumps_generation_once() {
 /// `fieldManager` is `422` for the verb's options kind.
 #[tokio::test]
 async fn bad_patch_options_are_422_invalid() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("opts", "dave")).await;
     let apply = |manager: Option<&str>, force: bool| {
         let mut q = String::new();
@@ -795,24 +739,7 @@ async fn bad_patch_options_are_422_invalid() {
         .header("content-type", "application/merge-patch+json")
         .body(b"{}".to_vec())
         .unwrap();
-    let s = err(ts.client.request_text(merge_forced).await);
-    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-    assert!(
-        s.message
-            .ends_with("force: Forbidden: may not be specified for non-apply patch"),
-        "{}",
-        s.message
-    );
-
     let long = "m".repeat(129);
-    let s = err(ts.client.request_text(apply(Some(&long), false)).await);
-    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-    assert!(
-        s.message
-            .starts_with("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
-        "{}",
-        s.message
-    );
     let create_long = http::Request::builder()
         .method("POST")
         .uri(format!(
@@ -821,13 +748,35 @@ async fn bad_patch_options_are_422_invalid() {
         .header("content-type", "application/json")
         .body(br#"{"apiVersion":"medforge.dev/v1alpha1","kind":"Session","metadata":{"name":"other"},"spec":{"owner":"dave","pack":"p"}}"#.to_vec())
         .unwrap();
-    let s = err(ts.client.request_text(create_long).await);
-    assert_eq!(s.code, 422);
-    assert!(
-        s.message.starts_with("CreateOptions.meta.k8s.io"),
-        "{}",
-        s.message
-    );
+    // What each message starts and ends with.
+    for (what, request, starts, ends) in [
+        (
+            "force on a merge patch",
+            merge_forced,
+            "",
+            "force: Forbidden: may not be specified for non-apply patch",
+        ),
+        (
+            "a too long fieldManager",
+            apply(Some(&long), false),
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long",
+            "",
+        ),
+        (
+            "a too long fieldManager on create",
+            create_long,
+            "CreateOptions.meta.k8s.io",
+            "",
+        ),
+    ] {
+        let s = err(ts.client.request_text(request).await);
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{what}");
+        let message = &s.message;
+        assert!(
+            message.starts_with(starts) && message.ends_with(ends),
+            "{what}: {message}"
+        );
+    }
     // Nothing was written by the refused requests.
     assert!(api.get_opt("other").await.unwrap().is_none());
     ts.server.shutdown().await;

@@ -14,8 +14,7 @@ use crate::common::{self, session};
 
 #[tokio::test]
 async fn recorder_events_are_listed_and_watched_in_the_core_group() {
-    let ts = common::start().await;
-    let sessions = common::sessions(&ts);
+    let (ts, sessions) = common::server_and_sessions().await;
     let s = common::create(&sessions, &session("ev", "u")).await;
     let uid = s.metadata.uid.clone().unwrap();
     let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
@@ -170,8 +169,7 @@ async fn events_live_an_hour_by_default() {
         Duration::from_secs(3600),
         "kube-apiserver's --event-ttl default"
     );
-    let ts = common::start().await;
-    let sessions = common::sessions(&ts);
+    let (ts, sessions) = common::server_and_sessions().await;
     let s = common::create(&sessions, &session("long", "u")).await;
     common::record(&ts, &s, "Started", "started").await;
     // Restarting keeps it: expiry is from the last write, not from the start.

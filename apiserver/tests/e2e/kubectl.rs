@@ -67,6 +67,33 @@ pub(crate) async fn ok(ts: &TestServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs kubectl, asserts that it succeeds and prints `want`: as a line, or
+/// bare (a jsonpath value).
+async fn assert_prints(ts: &TestServer, args: &[&str], want: &str) {
+    let out = ok(ts, args).await;
+    assert_eq!(
+        out.strip_suffix('\n').unwrap_or(&out),
+        want,
+        "kubectl {}",
+        args.join(" ")
+    );
+}
+
+/// Asserts that kubectl `args` prints `session.medforge.dev/demo <done>`,
+/// as it does for each change to the Session `demo`.
+async fn assert_demo(ts: &TestServer, args: &[&str], done: &str) {
+    assert_prints(ts, args, &format!("session.medforge.dev/demo {done}")).await;
+}
+
+/// Asserts that `kubectl get <what> -o jsonpath=<path>` prints `want`.
+async fn assert_jsonpath(ts: &TestServer, what: &[&str], path: &str, want: &str) {
+    let output = format!("jsonpath={path}");
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend(["-o", &output]);
+    assert_prints(ts, &args, want).await;
+}
+
 /// Runs kubectl, asserts that it fails, and returns its stderr (trimmed).
 pub(crate) async fn fails(ts: &TestServer, args: &[&str]) -> String {
     let out = run(ts, args).await;
@@ -84,26 +111,35 @@ fn assert_succeeded(out: &Output, what: &str, stdout: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), stdout);
 }
 
-fn manifest(dir: &Path, gpus: u32) -> PathBuf {
-    let p = dir.join("session.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: medforge.dev/v1alpha1
+/// Writes the Session `demo` of `owner` with `gpus` GPUs to `path` as YAML;
+/// `metadata` is more of its metadata (labels, annotations), indented as
+/// the keys under `metadata:` are.
+fn write_manifest(path: &Path, namespace: &str, metadata: &str, owner: &str, gpus: u32) {
+    let yaml = format!(
+        "apiVersion: medforge.dev/v1alpha1
 kind: Session
 metadata:
   name: demo
-  namespace: default
-  labels:
-    app: notebook
-spec:
-  owner: alice
+  namespace: {namespace}
+{metadata}spec:
+  owner: {owner}
   pack: jupyter
   gpus: {gpus}
 "
-        ),
-    )
-    .unwrap();
+    );
+    std::fs::write(path, yaml).unwrap();
+}
+
+/// `demo` in the namespace `default`, owned by `alice`, labelled `app=notebook`.
+fn manifest(dir: &Path, gpus: u32) -> PathBuf {
+    let p = dir.join("session.yaml");
+    write_manifest(
+        &p,
+        "default",
+        "  labels:\n    app: notebook\n",
+        "alice",
+        gpus,
+    );
     p
 }
 
@@ -119,8 +155,7 @@ async fn apply_get_describe_explain() {
     let ts = common::start().await;
     let file = manifest(ts.dir.path(), 1);
     let f = file.to_str().unwrap();
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo created");
+    assert_demo(&ts, &["apply", "-f", f], "created").await;
 
     let out = ok(&ts, &["get", "sessions"]).await;
     let rows = table(&out);
@@ -133,12 +168,12 @@ async fn apply_get_describe_explain() {
     // Unset columns print empty, as for CRDs on kube-apiserver.
     assert_eq!(rows[1][..3], ["demo", "jupyter", "1"]);
 
-    // Re-applying a change goes through client-side apply's merge patch.
+    // Re-applying a change goes through client-side apply's merge patch;
+    // applying it once more changes nothing.
     manifest(ts.dir.path(), 2);
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo configured");
-    let out = ok(&ts, &["apply", "-f", f]).await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo unchanged");
+    for outcome in ["configured", "unchanged"] {
+        assert_demo(&ts, &["apply", "-f", f], outcome).await;
+    }
 
     let api = common::sessions(&ts);
     api.patch_status(
@@ -167,18 +202,13 @@ async fn apply_get_describe_explain() {
     // The category lists every MedForge kind.
     let out = ok(&ts, &["get", "medforge"]).await;
     assert!(out.contains("session.medforge.dev/demo"), "{out}");
-    let out = ok(
+    assert_prints(
         &ts,
         &["get", "sessions", "-l", "app=notebook", "-o", "name"],
+        "session.medforge.dev/demo",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo");
-    let out = ok(
-        &ts,
-        &["get", "session", "demo", "-o", "jsonpath={.spec.gpus}"],
-    )
-    .await;
-    assert_eq!(out, "2");
+    assert_jsonpath(&ts, &["session", "demo"], "{.spec.gpus}", "2").await;
 
     let out = ok(&ts, &["describe", "session", "demo"]).await;
     for want in [
@@ -206,12 +236,12 @@ async fn apply_get_describe_explain() {
     assert!(out.contains("Number of whole GPUs"), "{out}");
 
     // Server-side apply from kubectl.
-    let out = ok(
+    assert_demo(
         &ts,
         &["apply", "--server-side", "--force-conflicts", "-f", f],
+        "serverside-applied",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev/demo serverside-applied");
 
     // An invalid change is refused with the field named.
     std::fs::write(
@@ -244,8 +274,7 @@ async fn apply_get_describe_explain() {
 
 #[tokio::test]
 async fn get_watch_sees_a_status_change() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("watched", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(&ts, &["get", "sessions", "-w"]));
     let mut child = cmd
@@ -280,10 +309,8 @@ async fn get_watch_sees_a_status_change() {
 
 #[tokio::test]
 async fn delete_waits_for_the_finalizer() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
-    let s = held_session("held", "alice");
-    common::create(&api, &s).await;
+    let (ts, api) = common::server_and_sessions().await;
+    common::create(&api, &held_session("held", "alice")).await;
     let mut cmd = tokio::process::Command::from(kubectl(
         &ts,
         &["delete", "session", "held", "--timeout=30s"],
@@ -335,48 +362,25 @@ async fn kubectl_works_as_on_a_cluster() {
 
     let ts = common::start().await;
     let dir = ts.dir.path();
-    let out = ok(&ts, &["create", "namespace", "demo"]).await;
-    assert_eq!(out.trim(), "namespace/demo created");
-    let out = ok(
+    assert_prints(
         &ts,
-        &["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"],
+        &["create", "namespace", "demo"],
+        "namespace/demo created",
     )
     .await;
-    assert_eq!(out, "Active");
+    assert_jsonpath(&ts, &["namespace", "demo"], "{.status.phase}", "Active").await;
 
     let file = dir.join("demo.yaml");
-    let write = |gpus: u32| {
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: medforge.dev/v1alpha1
-kind: Session
-metadata:
-  name: demo
-  namespace: demo
-  annotations:
+    let annotations = "  annotations:
     medforge.dev/owner-email: alice@example.org
     medforge.dev/url: https://s-ab12cd34.external.example.org/
-spec:
-  owner: 0b6c6a4e-alice
-  pack: jupyter
-  gpus: {gpus}
-"
-            ),
-        )
-        .unwrap()
-    };
+";
+    let write = |gpus: u32| write_manifest(&file, "demo", annotations, "0b6c6a4e-alice", gpus);
     write(1);
     let f = file.to_str().unwrap();
-    assert_eq!(
-        ok(&ts, &["create", "-f", f]).await.trim(),
-        "session.medforge.dev/demo created"
-    );
+    assert_demo(&ts, &["create", "-f", f], "created").await;
     write(2);
-    assert_eq!(
-        ok(&ts, &["apply", "-f", f]).await.trim(),
-        "session.medforge.dev/demo configured"
-    );
+    assert_demo(&ts, &["apply", "-f", f], "configured").await;
 
     // kubectl edit, non-interactive: the editor is a script that edits the file.
     let editor = dir.join("editor.sh");
@@ -398,46 +402,22 @@ spec:
     .await
     .unwrap();
     assert_succeeded(&out, "kubectl edit", "session.medforge.dev/demo edited");
-    assert_eq!(
-        ok(
-            &ts,
-            &[
-                "get",
-                "session",
-                "demo",
-                "-n",
-                "demo",
-                "-o",
-                "jsonpath={.spec.gpus}"
-            ]
-        )
-        .await,
-        "3"
-    );
+    assert_jsonpath(&ts, &["session", "demo", "-n", "demo"], "{.spec.gpus}", "3").await;
 
     for (verb, arg, done) in [
         ("label", "tier=gold", "labeled"),
         ("annotate", "note=hi", "annotated"),
     ] {
         let args = [verb, "session", "demo", "-n", "demo", arg];
-        let out = ok(&ts, &args).await;
-        assert_eq!(out.trim(), format!("session.medforge.dev/demo {done}"));
+        assert_demo(&ts, &args, done).await;
     }
-    let out = ok(
+    assert_jsonpath(
         &ts,
-        &[
-            "get",
-            "sessions",
-            "-n",
-            "demo",
-            "-l",
-            "tier=gold",
-            "-o",
-            "jsonpath={.items[0].metadata.annotations.note}",
-        ],
+        &["sessions", "-n", "demo", "-l", "tier=gold"],
+        "{.items[0].metadata.annotations.note}",
+        "hi",
     )
     .await;
-    assert_eq!(out, "hi");
 
     // kubectl wait on a jsonpath, satisfied by a status write while it waits.
     let waiting = tokio::spawn(
@@ -582,20 +562,18 @@ spec:
     );
     let out = ok(&ts, &["get", "events.events.k8s.io", "-n", "demo"]).await;
     assert!(out.contains("ContainerStarted"), "{out}");
-    let out = ok(
+    assert_jsonpath(
         &ts,
         &[
-            "get",
             "events",
             "-A",
             "--field-selector",
             "involvedObject.kind=Session,reason=ContainerStarted",
-            "-o",
-            "jsonpath={.items[*].involvedObject.name}",
         ],
+        "{.items[*].involvedObject.name}",
+        "demo",
     )
     .await;
-    assert_eq!(out, "demo");
 
     let out = ok(&ts, &["api-resources"]).await;
     for want in [
@@ -652,20 +630,22 @@ spec:
         .metadata
         .generation
         .unwrap();
-    let out = ok(
+    assert_prints(
         &ts,
         &["delete", "session", "demo", "-n", "demo", "--wait=false"],
+        "session.medforge.dev \"demo\" deleted",
     )
     .await;
-    assert_eq!(out.trim(), "session.medforge.dev \"demo\" deleted");
     let held = sessions.get("demo").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.generation, Some(generation + 1));
     common::merge(&sessions, "demo", json!({"metadata": {"finalizers": null}})).await;
     assert!(sessions.get_opt("demo").await.unwrap().is_none());
-    assert_eq!(
-        ok(&ts, &["delete", "namespace", "demo"]).await.trim(),
-        "namespace \"demo\" deleted"
-    );
+    assert_prints(
+        &ts,
+        &["delete", "namespace", "demo"],
+        "namespace \"demo\" deleted",
+    )
+    .await;
     ts.server.shutdown().await;
 }

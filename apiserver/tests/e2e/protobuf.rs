@@ -119,6 +119,29 @@ async fn pb(ts: &TestServer, method: &str, path: &str, body: Vec<u8>) -> Answer 
     call(ts, method, path, PB, PB, body).await
 }
 
+/// An `apiVersion` and a `kind`.
+type Kind = (&'static str, &'static str);
+const NAMESPACE: Kind = ("v1", "Namespace");
+const LEASE: Kind = ("coordination.k8s.io/v1", "Lease");
+
+/// Writes `object` of `kind` in protobuf with `POST` (asserting `201
+/// Created`) or `PUT` (asserting `200 OK`): the object as the server answers.
+async fn write_object<T: Message + Default>(
+    ts: &TestServer,
+    method: &str,
+    path: &str,
+    (api_version, kind): Kind,
+    object: &T,
+) -> T {
+    let answer = pb(ts, method, path, envelope(api_version, kind, object)).await;
+    let expected = match method {
+        "POST" => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    assert_eq!(answer.code, expected, "{method} {path}: {:?}", answer.body);
+    answer.object(api_version, kind)
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -179,15 +202,7 @@ async fn a_protobuf_only_client_creates_gets_lists_updates_and_deletes() {
         }),
         ..Default::default()
     };
-    let created = pb(
-        &ts,
-        "POST",
-        "/api/v1/namespaces",
-        envelope("v1", "Namespace", &ns),
-    )
-    .await;
-    assert_eq!(created.code, StatusCode::CREATED, "{:?}", created.body);
-    let created: pb_core::Namespace = created.object("v1", "Namespace");
+    let created = write_object(&ts, "POST", "/api/v1/namespaces", NAMESPACE, &ns).await;
     let meta = created.metadata.clone().unwrap();
     assert_eq!(meta.name.as_deref(), Some("proto"));
     assert_eq!(meta.labels, labels(&[("team", "radiology")]));
@@ -214,15 +229,7 @@ async fn a_protobuf_only_client_creates_gets_lists_updates_and_deletes() {
 
     // A Lease with every spec field, MicroTime nanoseconds included.
     let sent = lease("leader", "operator-7d9f");
-    let created = pb(
-        &ts,
-        "POST",
-        LEASES,
-        envelope("coordination.k8s.io/v1", "Lease", &sent),
-    )
-    .await;
-    assert_eq!(created.code, StatusCode::CREATED, "{:?}", created.body);
-    let created: pb_coordination::Lease = created.object("coordination.k8s.io/v1", "Lease");
+    let created = write_object(&ts, "POST", LEASES, LEASE, &sent).await;
     let meta = created.metadata.clone().unwrap();
     assert_eq!(meta.name.as_deref(), Some("leader"));
     assert_eq!(meta.namespace.as_deref(), Some("proto"));
@@ -255,15 +262,8 @@ async fn a_protobuf_only_client_creates_gets_lists_updates_and_deletes() {
     let mut changed = created.clone();
     changed.spec.as_mut().unwrap().holder_identity = Some("operator-8a1b".into());
     changed.spec.as_mut().unwrap().lease_transitions = Some(3);
-    let updated = pb(
-        &ts,
-        "PUT",
-        &format!("{LEASES}/leader"),
-        envelope("coordination.k8s.io/v1", "Lease", &changed),
-    )
-    .await;
-    assert_eq!(updated.code, StatusCode::OK, "{:?}", updated.body);
-    let updated: pb_coordination::Lease = updated.object("coordination.k8s.io/v1", "Lease");
+    let leader = format!("{LEASES}/leader");
+    let updated = write_object(&ts, "PUT", &leader, LEASE, &changed).await;
     let spec = updated.spec.clone().unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("operator-8a1b"));
     assert_eq!(spec.lease_transitions, Some(3));

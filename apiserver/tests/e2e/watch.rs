@@ -39,8 +39,7 @@ async fn next(
 
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_without_loss() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("a", "u")).await;
     common::create(&api, &session("b", "u")).await;
     let rv = common::list_rv(&api).await;
@@ -115,8 +114,7 @@ async fn too_old_versions_expire_and_bookmarks_come_when_asked() {
 
 #[tokio::test]
 async fn selector_watches_see_objects_enter_and_leave() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let rv = common::list_rv(&api).await;
     let mut w = api
         .watch(&WatchParams::default().labels("tier=gpu"), &rv)
@@ -156,8 +154,7 @@ async fn next_event(
 
 #[tokio::test]
 async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("s1", "u")).await;
     let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut names = Vec::new();
@@ -180,8 +177,7 @@ async fn streaming_list_watcher_gets_the_initial_state_then_changes() {
 
 #[tokio::test]
 async fn watcher_survives_a_restart_without_missed_or_duplicated_events() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     common::create(&api, &session("r1", "u")).await;
     common::create(&api, &session("r2", "u")).await;
 
@@ -290,8 +286,7 @@ fn error_policy(_: Arc<Session>, _: &TestError, _: Arc<Ctx>) -> Action {
 
 #[tokio::test]
 async fn a_controller_with_a_finalizer_converges() {
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let ctx = Arc::new(Ctx {
         api: api.clone(),
         cleanups: AtomicUsize::new(0),
@@ -335,8 +330,7 @@ async fn a_controller_with_a_finalizer_converges() {
 async fn the_event_recorder_publishes_and_repeats_into_a_series() {
     use kube::Resource;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-    let ts = common::start().await;
-    let api = common::sessions(&ts);
+    let (ts, api) = common::server_and_sessions().await;
     let s = common::create(&api, &session("ev", "u")).await;
     let recorder = Recorder::new(
         ts.client.clone(),
