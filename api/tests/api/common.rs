@@ -213,6 +213,12 @@ impl TestApp {
         req.send().await.problem(status, code)
     }
 
+    /// Sends `method path` without a login and checks it is refused: 401 `unauthenticated`.
+    pub async fn refuses_anonymous(&self, method: Method, path: &str) {
+        self.problem(method, path, None, 401, "unauthenticated")
+            .await;
+    }
+
     /// An event token for `who` (`POST /api/v2/events/token`, 201): the whole `data`.
     pub async fn event_token(&self, who: &Client) -> serde_json::Value {
         self.post("/api/v2/events/token")

@@ -415,10 +415,8 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
         bad(&format!("owner={}", bob.id)).await.error_fields(),
         ["owner"]
     );
-    t.get("/api/v2/external/sessions")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/external/sessions")
+        .await;
 }
 
 async fn get_shows_one_session_to_its_owner(env: TestEnv) {
