@@ -483,6 +483,16 @@ impl Res {
         body
     }
 
+    /// Asserts a problem response with this status and code whose `detail`
+    /// mentions `needle`, and returns its body.
+    #[track_caller]
+    pub fn problem_mentioning(&self, status: u16, code: &str, needle: &str) -> Value {
+        let body = self.problem(status, code);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{needle:?} not in {body}");
+        body
+    }
+
     /// Asserts a success envelope with this status, and returns `data`.
     #[track_caller]
     pub fn data(&self, status: u16) -> Value {

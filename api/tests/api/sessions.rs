@@ -172,8 +172,7 @@ async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
         .json(json!({"gpus": 5}))
         .send()
         .await;
-    let problem = res.problem(409, "no_gpu_available");
-    assert!(problem["detail"].as_str().unwrap().contains("GPU"));
+    res.problem_mentioning(409, "no_gpu_available", "GPU");
     assert!(
         t.backend.sessions().is_empty(),
         "the refused Session is deleted"
@@ -323,13 +322,7 @@ async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
         .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
     failer.await.unwrap();
-    let problem = res.problem(409, "session_failed");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("image not present")
-    );
+    res.problem_mentioning(409, "session_failed", "image not present");
 }
 
 async fn list_shows_own_sessions_paginated(env: TestEnv) {
@@ -433,20 +426,10 @@ async fn get_shows_one_session_to_its_owner(env: TestEnv) {
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
     t.get_as(&admin, &path).await.data(200);
+    hides_from_others(&t, Method::GET, id, "", &ada, &bob).await;
     let internal = format!("/api/v2/internal/sessions/{id}");
-    for (path, who, status, code) in [
-        (path.as_str(), Some(&bob), 404, "not_found"),
-        (path.as_str(), None, 401, "unauthenticated"),
-        (
-            "/api/v2/external/sessions/nope",
-            Some(&ada),
-            404,
-            "not_found",
-        ),
-        (internal.as_str(), Some(&ada), 404, "not_found"),
-    ] {
-        t.problem(Method::GET, path, who, status, code).await;
-    }
+    t.problem(Method::GET, &internal, Some(&ada), 404, "not_found")
+        .await;
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
@@ -455,20 +438,8 @@ async fn stop_is_idempotent(env: TestEnv) {
     let bob = t.user("bob@example.org").await;
     let s = t.session(&ada).await;
     let id = s["id"].as_str().unwrap();
+    hides_from_others(&t, Method::POST, id, "/stop", &ada, &bob).await;
     let path = format!("/api/v2/external/sessions/{id}/stop");
-    for (path, who, status, code) in [
-        (path.as_str(), Some(&bob), 404, "not_found"),
-        (path.as_str(), None, 401, "unauthenticated"),
-        (
-            "/api/v2/external/sessions/nope/stop",
-            Some(&ada),
-            404,
-            "not_found",
-        ),
-    ] {
-        t.problem(Method::POST, path, who, status, code).await;
-    }
-
     let first = t.post_as(&ada, &path).await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
@@ -490,30 +461,43 @@ async fn delete_is_for_admins(env: TestEnv) {
     let s = t.session(&ada).await;
     let id = s["id"].as_str().unwrap();
     let path = format!("/api/v2/external/sessions/{id}");
-    let delete = |c: Option<&crate::common::Client>, p: &str| {
-        let mut r = t.req(axum::http::Method::DELETE, p);
-        if let Some(c) = c {
-            r = r.cookie(c);
-        }
-        r.send()
-    };
-    delete(None, &path).await.problem(401, "unauthenticated");
-    delete(Some(&ada), &path)
-        .await
-        .problem(403, "admin_required");
-    delete(Some(&admin), "/api/v2/external/sessions/nope")
+    let delete = |p: &str| t.req(Method::DELETE, p).cookie(&admin).send();
+    t.refuses_anonymous(Method::DELETE, &path).await;
+    t.problem(Method::DELETE, &path, Some(&ada), 403, "admin_required")
+        .await;
+    delete("/api/v2/external/sessions/nope")
         .await
         .problem(404, "not_found");
-    let res = delete(Some(&admin), &path).await;
+    let res = delete(&path).await;
     assert_eq!(res.status.as_u16(), 204, "{}", res.text());
     assert!(res.body.is_empty());
     assert!(res.header("x-request-id").is_some());
     assert!(t.backend.session(id).is_none());
     t.wait_phase_gone(id).await;
-    delete(Some(&admin), &path).await.problem(404, "not_found");
+    delete(&path).await.problem(404, "not_found");
 }
 
-impl crate::common::TestApp {
+/// `method /api/v2/external/sessions/{id}{rest}` is a 404 for another user,
+/// a 401 without a login, and a 404 for an id that names nothing.
+async fn hides_from_others(
+    t: &TestApp,
+    method: Method,
+    id: &str,
+    rest: &str,
+    owner: &Client,
+    other: &Client,
+) {
+    for (id, who, status, code) in [
+        (id, Some(other), 404, "not_found"),
+        (id, None, 401, "unauthenticated"),
+        ("nope", Some(owner), 404, "not_found"),
+    ] {
+        let path = format!("/api/v2/external/sessions/{id}{rest}");
+        t.problem(method.clone(), &path, who, status, code).await;
+    }
+}
+
+impl TestApp {
     async fn wait_phase_gone(&self, id: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.state().index().get(id).is_some() {
