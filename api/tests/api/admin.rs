@@ -78,10 +78,7 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
     assert_eq!(node["free"], 3);
     let node = as_admin("gpus/GPU-node-a-1/cordon").await.data(200);
     assert_eq!(node["free"], 2);
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(json!({"gpus": 3}))
-        .send()
+    t.create_session(&ada, json!({"gpus": 3}))
         .await
         .problem(409, "no_gpu_available");
     as_admin("gpus/0/uncordon").await.data(200);

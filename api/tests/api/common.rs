@@ -270,13 +270,19 @@ impl TestApp {
         client_from(&res)
     }
 
+    /// `POST /api/v2/external/sessions` as `who` with a JSON `body`.
+    pub async fn create_session(&self, who: &Client, body: Value) -> Res {
+        self.post("/api/v2/external/sessions")
+            .cookie(who)
+            .json(body)
+            .send()
+            .await
+    }
+
     /// Creates an external session for a user and returns its body (`data.session`).
     pub async fn session(&self, client: &Client) -> Value {
         let res = self
-            .post("/api/v2/external/sessions")
-            .cookie(client)
-            .json(serde_json::json!({"gpus": 1}))
-            .send()
+            .create_session(client, serde_json::json!({"gpus": 1}))
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
         res.json()["data"]["session"].clone()
@@ -307,6 +313,38 @@ impl TestApp {
             req = req.cookie(c);
         }
         req.send().await
+    }
+}
+
+/// A session of `owner`'s (`owner@example.org`), with `other`, another
+/// user, and `admin`.
+pub struct OneSession {
+    pub t: TestApp,
+    pub owner: Client,
+    pub other: Client,
+    pub admin: Client,
+    pub id: String,
+    pub slug: String,
+}
+
+impl TestEnv {
+    /// An app with one session (not waited for) and the three users around it.
+    pub async fn one_session(&self) -> OneSession {
+        let t = self.app().await;
+        let owner = t.user("owner@example.org").await;
+        let other = t.user("other@example.org").await;
+        let admin = t.admin("root@example.org").await;
+        let s = t.session(&owner).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let slug = s["slug"].as_str().unwrap().to_owned();
+        OneSession {
+            t,
+            owner,
+            other,
+            admin,
+            id,
+            slug,
+        }
     }
 }
 

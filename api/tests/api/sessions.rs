@@ -10,20 +10,14 @@ use medforge_api::backend::{
 use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
-use crate::common::{Client, Res, TestApp, TestEnv};
+use crate::common::{Client, OneSession, Res, TestApp, TestEnv};
 
 async fn create_binds_and_answers_201(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(
-            json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
-                     "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}}),
-        )
-        .send()
-        .await;
+    let body = json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
+                      "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}});
+    let res = t.create_session(&ada, body).await;
     let data = res.data(201);
     assert_eq!(data["message"], "Session scheduled.");
     let s = &data["session"];
@@ -71,12 +65,7 @@ async fn create_binds_and_answers_201(env: TestEnv) {
 async fn create_rejects_bad_input(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let create = |body: serde_json::Value| {
-        t.post("/api/v2/external/sessions")
-            .cookie(&ada)
-            .json(body)
-            .send()
-    };
+    let create = |body: serde_json::Value| t.create_session(&ada, body);
     let refused: [(serde_json::Value, &[&str]); 9] = [
         (json!({"gpus": 99}), &["gpus"]),
         (json!({"gpus": -1}), &["gpus"]),
@@ -166,12 +155,7 @@ async fn internal_sessions_need_permission(env: TestEnv) {
 async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(json!({"gpus": 5}))
-        .send()
-        .await;
+    let res = t.create_session(&ada, json!({"gpus": 5})).await;
     res.problem_mentioning(409, "no_gpu_available", "GPU");
     assert!(
         t.backend.sessions().is_empty(),
@@ -412,35 +396,46 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
         .await;
 }
 
+impl OneSession {
+    /// `method /api/v2/external/sessions/{id}{rest}` is a 404 for the other
+    /// user, a 401 without a login, and a 404 for the owner with an id that
+    /// names nothing.
+    async fn hides_from_others(&self, method: Method, rest: &str) {
+        for (id, who, status, code) in [
+            (self.id.as_str(), Some(&self.other), 404, "not_found"),
+            (self.id.as_str(), None, 401, "unauthenticated"),
+            ("nope", Some(&self.owner), 404, "not_found"),
+        ] {
+            let path = format!("/api/v2/external/sessions/{id}{rest}");
+            self.t
+                .problem(method.clone(), &path, who, status, code)
+                .await;
+        }
+    }
+}
+
 async fn get_shows_one_session_to_its_owner(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let bob = t.user("bob@example.org").await;
-    let admin = t.admin("root@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let path = format!("/api/v2/external/sessions/{id}");
-    let got = t.get_as(&ada, &path).await.data(200);
+    let got = t.get_as(&f.owner, &path).await.data(200);
     assert_eq!(got["id"], id);
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
-    t.get_as(&admin, &path).await.data(200);
-    hides_from_others(&t, Method::GET, id, "", &ada, &bob).await;
+    t.get_as(&f.admin, &path).await.data(200);
+    f.hides_from_others(Method::GET, "").await;
     let internal = format!("/api/v2/internal/sessions/{id}");
-    t.problem(Method::GET, &internal, Some(&ada), 404, "not_found")
+    t.problem(Method::GET, &internal, Some(&f.owner), 404, "not_found")
         .await;
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let bob = t.user("bob@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
-    hides_from_others(&t, Method::POST, id, "/stop", &ada, &bob).await;
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    f.hides_from_others(Method::POST, "/stop").await;
     let path = format!("/api/v2/external/sessions/{id}/stop");
-    let first = t.post_as(&ada, &path).await.data(202);
+    let first = t.post_as(&f.owner, &path).await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
     assert_eq!(
@@ -448,22 +443,19 @@ async fn stop_is_idempotent(env: TestEnv) {
         DesiredState::Stopped
     );
     t.wait_phase(id, "stopped").await;
-    let again = t.post_as(&ada, &path).await.data(202);
+    let again = t.post_as(&f.owner, &path).await.data(202);
     assert_eq!(again["message"], "Session is already terminal.");
     assert_eq!(again["session"]["phase"], "stopped");
     assert!(again["session"]["stopped_at"].as_str().is_some());
 }
 
 async fn delete_is_for_admins(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let admin = t.admin("root@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
     let path = format!("/api/v2/external/sessions/{id}");
-    let delete = |p: &str| t.req(Method::DELETE, p).cookie(&admin).send();
+    let delete = |p: &str| t.req(Method::DELETE, p).cookie(&f.admin).send();
     t.refuses_anonymous(Method::DELETE, &path).await;
-    t.problem(Method::DELETE, &path, Some(&ada), 403, "admin_required")
+    t.problem(Method::DELETE, &path, Some(&f.owner), 403, "admin_required")
         .await;
     delete("/api/v2/external/sessions/nope")
         .await
@@ -475,26 +467,6 @@ async fn delete_is_for_admins(env: TestEnv) {
     assert!(t.backend.session(id).is_none());
     t.wait_phase_gone(id).await;
     delete(&path).await.problem(404, "not_found");
-}
-
-/// `method /api/v2/external/sessions/{id}{rest}` is a 404 for another user,
-/// a 401 without a login, and a 404 for an id that names nothing.
-async fn hides_from_others(
-    t: &TestApp,
-    method: Method,
-    id: &str,
-    rest: &str,
-    owner: &Client,
-    other: &Client,
-) {
-    for (id, who, status, code) in [
-        (id, Some(other), 404, "not_found"),
-        (id, None, 401, "unauthenticated"),
-        ("nope", Some(owner), 404, "not_found"),
-    ] {
-        let path = format!("/api/v2/external/sessions/{id}{rest}");
-        t.problem(method.clone(), &path, who, status, code).await;
-    }
 }
 
 impl TestApp {
