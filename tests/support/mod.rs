@@ -1,6 +1,7 @@
 //! What the end-to-end tests of the `medforge` binary share: child processes
 //! stopped by PID, loopback ports inside the harness namespace, the login
-//! cookie of an answer. Each test file uses a part of it.
+//! cookie of an answer and the accounts that sign up or log in for it. Each
+//! test file uses a part of it.
 #![allow(dead_code)]
 
 use std::future::Future;
