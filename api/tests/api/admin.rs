@@ -55,7 +55,7 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
         let path = format!("{nodes}/{action}");
         t.problem(Method::POST, &path, who, status, code).await;
     }
-    // The node as an admin sees it after `action`.
+    // `action` on node-a, as the admin.
     let as_admin = |action: &str| {
         t.post(&format!("{nodes}/node-a/{action}"))
             .cookie(&admin)
