@@ -25,14 +25,12 @@ use std::time::{Duration, Instant};
 use medforge_testkit::{Harness, HttpResponse, Method};
 
 mod support;
-use serde_json::{Value, json};
-use support::{Proc, cookie_of, free_port, scope_label, wait_until_ready, workload_image_id};
+use serde_json::Value;
+use support::{Account, Proc, free_port, scope_label, wait_until_ready, workload_image_id};
 
 const DOMAIN: &str = "medforge.test";
-const ADMIN_EMAIL: &str = "fuzz-admin@medforge.test";
-const ADMIN_PASSWORD: &str = "fuzz-admin-password";
-const USER_EMAIL: &str = "fuzz-user@medforge.test";
-const USER_PASSWORD: &str = "fuzz-user-password";
+const ADMIN: Account = Account::new("fuzz-admin@medforge.test", "fuzz-admin-password");
+const USER: Account = Account::new("fuzz-user@medforge.test", "fuzz-user-password");
 
 /// Where `scripts/install-deps.sh` puts the fuzzer.
 fn fuzzer_venv() -> PathBuf {
@@ -200,8 +198,8 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         .arg(harness.zfs_binary())
         .args(["--default-pack-image", &image])
         .args(["--session-ready-timeout", "10s"])
-        .env("MEDFORGE_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("MEDFORGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("MEDFORGE_ADMIN_EMAIL", ADMIN.email)
+        .env("MEDFORGE_ADMIN_PASSWORD", ADMIN.password)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
@@ -214,28 +212,9 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
     wait_until_ready(&harness, api, &up).await;
 
     // The two identities.
-    let r = call(
-        &harness,
-        api,
-        Method::POST,
-        "/api/v2/auth/signup",
-        None,
-        Some(json!({"email": USER_EMAIL, "password": USER_PASSWORD})),
-    )
-    .await;
-    assert_eq!(r.status, 201, "signup: {}", r.text());
-    let user = cookie_of(&r);
-    let r = call(
-        &harness,
-        api,
-        Method::POST,
-        "/api/v2/auth/login",
-        None,
-        Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-    )
-    .await;
-    assert_eq!(r.status, 200, "admin login: {}", r.text());
-    let admin = cookie_of(&r);
+    let post = |path, body| call(&harness, api, Method::POST, path, None, Some(body));
+    let user = USER.sign_up(post).await;
+    let admin = ADMIN.log_in(post).await;
 
     // The document is valid OpenAPI 3.1.
     let doc = call(

@@ -17,13 +17,12 @@ use medforge_testkit::{Harness, HttpResponse, Method, eventually};
 mod support;
 use serde_json::{Value, json};
 use support::{
-    Proc, assert_success, cookie_of, free_port, scope_label, wait_until_ready, workload_image_id,
+    Account, Proc, assert_success, free_port, scope_label, wait_until_ready, workload_image_id,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOMAIN: &str = "medforge.test";
-const ADMIN_EMAIL: &str = "admin@medforge.test";
-const ADMIN_PASSWORD: &str = "admin-password-e2e";
+const ADMIN: Account = Account::new("admin@medforge.test", "admin-password-e2e");
 
 struct Ports {
     apiserver: u16,
@@ -101,8 +100,8 @@ fn start_medforge(
         Path::new(env!("CARGO_BIN_EXE_medforge")),
         &args,
         &[
-            ("MEDFORGE_ADMIN_EMAIL", ADMIN_EMAIL.to_string()),
-            ("MEDFORGE_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
+            ("MEDFORGE_ADMIN_EMAIL", ADMIN.email.to_string()),
+            ("MEDFORGE_ADMIN_PASSWORD", ADMIN.password.to_string()),
             ("RUST_LOG", "info".to_string()),
         ],
         dir,
@@ -384,30 +383,14 @@ async fn evidence_run_on_one_host() {
     };
 
     // Two users sign up; an admin logs in.
-    let mut cookies = Vec::new();
-    for email in ["alice@medforge.test", "bob@medforge.test"] {
-        let r = c
-            .api(
-                Method::POST,
-                "/api/v2/auth/signup",
-                None,
-                Some(json!({"email": email, "password": "correct horse battery"})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "signup {email}: {}", r.text());
-        cookies.push(cookie_of(&r));
-    }
-    let (alice, bob) = (cookies[0].clone(), cookies[1].clone());
-    let r = c
-        .api(
-            Method::POST,
-            "/api/v2/auth/login",
-            None,
-            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-        )
+    let post = |path, body| c.api(Method::POST, path, None, Some(body));
+    let alice = Account::new("alice@medforge.test", "correct horse battery")
+        .sign_up(post)
         .await;
-    assert_eq!(r.status, 200, "admin login: {}", r.text());
-    let admin = cookie_of(&r);
+    let bob = Account::new("bob@medforge.test", "correct horse battery")
+        .sign_up(post)
+        .await;
+    let admin = ADMIN.log_in(post).await;
 
     // Each creates a session and waits until it is Ready.
     writeln!(report, "## Create sessions\n").unwrap();

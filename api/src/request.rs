@@ -173,11 +173,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        ApiError::Validation(vec![field_error(&path, &inner.to_string())])
-    })
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+/// A 422 naming the field serde_path_to_error found at fault.
+fn path_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> ApiError {
+    let path = err.path().to_string();
+    let message = err.into_inner().to_string();
+    ApiError::Validation(vec![field_error(&path, &message)])
 }
 
 /// Turns serde's message into a field error, pointing at the missing or unknown field itself.
@@ -223,11 +226,7 @@ where
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
         serde_path_to_error::deserialize(de)
             .map(Query)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                let message = err.into_inner().to_string();
-                ApiError::Validation(vec![field_error(&path, &message)])
-            })
+            .map_err(path_error)
     }
 }
 

@@ -1,14 +1,17 @@
 //! What the end-to-end tests of the `medforge` binary share: child processes
 //! stopped by PID, loopback ports inside the harness namespace, the login
-//! cookie of an answer. Each test file uses a part of it.
+//! cookie of an answer and the accounts that sign up or log in for it. Each
+//! test file uses a part of it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::{Harness, HttpResponse, TestScope};
+use serde_json::{Value, json};
 
 /// A child process, stopped by PID (SIGTERM, then SIGKILL) when dropped.
 pub struct Proc {
@@ -90,6 +93,50 @@ pub fn cookie_of(r: &HttpResponse) -> String {
         .and_then(|v| v.split(';').next())
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no login cookie in {:?}", r.headers))
+}
+
+/// An account of the api, by its email and password.
+pub struct Account {
+    pub email: &'static str,
+    pub password: &'static str,
+}
+
+impl Account {
+    pub const fn new(email: &'static str, password: &'static str) -> Self {
+        Account { email, password }
+    }
+
+    /// Signs the account up through `post` (which sends a JSON body to an api
+    /// path), checks the 201, and returns the login cookie.
+    pub async fn sign_up<F>(&self, post: impl FnOnce(&'static str, Value) -> F) -> String
+    where
+        F: Future<Output = HttpResponse>,
+    {
+        self.enter(post, "/api/v2/auth/signup", 201).await
+    }
+
+    /// Logs the account in through `post`, checks the 200, and returns the login cookie.
+    pub async fn log_in<F>(&self, post: impl FnOnce(&'static str, Value) -> F) -> String
+    where
+        F: Future<Output = HttpResponse>,
+    {
+        self.enter(post, "/api/v2/auth/login", 200).await
+    }
+
+    async fn enter<F>(
+        &self,
+        post: impl FnOnce(&'static str, Value) -> F,
+        path: &'static str,
+        status: u16,
+    ) -> String
+    where
+        F: Future<Output = HttpResponse>,
+    {
+        let body = json!({"email": self.email, "password": self.password});
+        let r = post(path, body).await;
+        assert_eq!(r.status, status, "{path} as {}: {}", self.email, r.text());
+        cookie_of(&r)
+    }
 }
 
 /// A free port on the host's loopback (for processes in the host's namespace).

@@ -27,6 +27,22 @@ fn accepts_and_refuses<T, E>(parse: impl Fn(&str) -> Result<T, E>, ok: &[&str], 
     }
 }
 
+/// Every value `rule`'s pattern generates (2,000 of them) matches the CRD's
+/// `crd_pattern`, and `parse` turns it into a value that `fits`.
+fn admitted_values_parse<T: std::fmt::Debug>(
+    rule: &Rule,
+    crd_pattern: &str,
+    parse: impl Fn(&str) -> Result<T, FieldError>,
+    fits: impl Fn(&T) -> bool,
+) {
+    let crd_pattern = crd(crd_pattern);
+    proptest!(config(2000), |(v in from_pattern(rule))| {
+        prop_assert!(crd_pattern.is_match(&v), "{v} is not admitted by the CRD's {crd_pattern}");
+        let parsed = parse(&v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
+        prop_assert!(fits(&parsed), "{v} parses to {parsed:?}");
+    });
+}
+
 fn crd(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap()
 }
@@ -60,13 +76,13 @@ fn every_pattern_compiles_and_is_anchored() {
 
 #[test]
 fn cpu_values_the_pattern_admits_run_on_the_node_agent() {
-    let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
-    proptest!(config(2000), |(v in from_pattern(&CPU))| {
-        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
-        let nanos = cpu("cpu", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
-        // Docker takes 0.01 CPU and up.
-        prop_assert!(nanos >= 10_000_000, "{v} is {nanos} nano-CPUs");
-    });
+    // Docker takes 0.01 CPU (10,000,000 nano-CPUs) and up.
+    admitted_values_parse(
+        &CPU,
+        medforge_crds::schema::QUANTITY_PATTERN,
+        |v| cpu("cpu", v),
+        |nanos| *nanos >= 10_000_000,
+    );
     accepts_and_refuses(
         |v| cpu("cpu", v),
         &["2", "0.5", "0.01", "1.25", "500m", "10m", "9999.999"],
@@ -78,12 +94,12 @@ fn cpu_values_the_pattern_admits_run_on_the_node_agent() {
 
 #[test]
 fn sizes_the_pattern_admits_run_on_the_node_agent() {
-    let crd_pattern = crd(medforge_crds::schema::QUANTITY_PATTERN);
-    proptest!(config(2000), |(v in from_pattern(&SIZE))| {
-        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD quantity");
-        let bytes = size("memory", &v).map_err(|e| TestCaseError::fail(format!("{v}: {e:?}")))?;
-        prop_assert!(bytes >= MIN_SIZE_BYTES);
-    });
+    admitted_values_parse(
+        &SIZE,
+        medforge_crds::schema::QUANTITY_PATTERN,
+        |v| size("memory", v),
+        |bytes| *bytes >= MIN_SIZE_BYTES,
+    );
     accepts_and_refuses(
         |v| size("memory", v),
         &[
@@ -97,11 +113,12 @@ fn sizes_the_pattern_admits_run_on_the_node_agent() {
 
 #[test]
 fn durations_the_pattern_admits_parse() {
-    let crd_pattern = crd(medforge_crds::schema::DURATION_PATTERN);
-    proptest!(config(2000), |(v in from_pattern(&DURATION))| {
-        prop_assert!(crd_pattern.is_match(&v), "{v} is not a CRD duration");
-        prop_assert!(duration("idle_timeout", &v).is_ok(), "{v}");
-    });
+    admitted_values_parse(
+        &DURATION,
+        medforge_crds::schema::DURATION_PATTERN,
+        |v| duration("idle_timeout", v),
+        |_| true,
+    );
     accepts_and_refuses(
         |v| duration("d", v),
         &[

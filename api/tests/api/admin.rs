@@ -9,10 +9,8 @@ async fn nodes_show_free_and_used_gpus(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
     let admin = t.admin("root@example.org").await;
-    t.get("/api/v2/admin/nodes")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/admin/nodes")
+        .await;
     t.get_as(&ada, "/api/v2/admin/nodes")
         .await
         .problem(403, "admin_required");
@@ -43,113 +41,49 @@ async fn cordon_and_uncordon_nodes_and_gpus(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
     let admin = t.admin("root@example.org").await;
-    let post = |path: &str, who: Option<&crate::common::Client>| {
-        let mut r = t.post(path);
-        if let Some(c) = who {
-            r = r.cookie(c);
-        }
-        r.send()
-    };
-    for (uri, who, status, code) in [
-        (
-            "/api/v2/admin/nodes/node-a/cordon",
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "/api/v2/admin/nodes/node-a/cordon",
-            Some(&ada),
-            403,
-            "admin_required",
-        ),
-        (
-            "/api/v2/admin/nodes/nope/cordon",
-            Some(&admin),
-            404,
-            "not_found",
-        ),
-        (
-            "/api/v2/admin/nodes/nope/uncordon",
-            Some(&admin),
-            404,
-            "not_found",
-        ),
+    let nodes = "/api/v2/admin/nodes";
+    for (action, who, status, code) in [
+        ("node-a/cordon", None, 401, "unauthenticated"),
+        ("node-a/cordon", Some(&ada), 403, "admin_required"),
+        ("nope/cordon", Some(&admin), 404, "not_found"),
+        ("nope/uncordon", Some(&admin), 404, "not_found"),
+        ("node-a/gpus/9/cordon", Some(&admin), 404, "not_found"),
+        ("nope/gpus/0/uncordon", Some(&admin), 404, "not_found"),
+        ("node-a/gpus/0/cordon", Some(&ada), 403, "admin_required"),
+        ("node-a/gpus/0/uncordon", None, 401, "unauthenticated"),
     ] {
-        post(uri, who).await.problem(status, code);
+        let path = format!("{nodes}/{action}");
+        t.problem(Method::POST, &path, who, status, code).await;
     }
+    // `action` on node-a, as the admin.
+    let as_admin = |action: &str| {
+        t.post(&format!("{nodes}/node-a/{action}"))
+            .cookie(&admin)
+            .send()
+    };
 
-    let node = post("/api/v2/admin/nodes/node-a/cordon", Some(&admin))
-        .await
-        .data(200);
+    let node = as_admin("cordon").await.data(200);
     assert_eq!(node["unschedulable"], true);
     assert_eq!(node["free"], 0);
     t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(409, "no_gpu_available");
-    let node = post("/api/v2/admin/nodes/node-a/uncordon", Some(&admin))
-        .await
-        .data(200);
+    let node = as_admin("uncordon").await.data(200);
     assert_eq!(node["unschedulable"], false);
     assert_eq!(node["free"], 4);
 
     // One GPU, by index and by UUID.
-    let node = post("/api/v2/admin/nodes/node-a/gpus/0/cordon", Some(&admin))
-        .await
-        .data(200);
+    let node = as_admin("gpus/0/cordon").await.data(200);
     assert_eq!(node["gpus"][0]["cordoned"], true);
     assert_eq!(node["free"], 3);
-    let node = post(
-        "/api/v2/admin/nodes/node-a/gpus/GPU-node-a-1/cordon",
-        Some(&admin),
-    )
-    .await
-    .data(200);
+    let node = as_admin("gpus/GPU-node-a-1/cordon").await.data(200);
     assert_eq!(node["free"], 2);
-    t.post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(json!({"gpus": 3}))
-        .send()
+    t.create_session(&ada, json!({"gpus": 3}))
         .await
         .problem(409, "no_gpu_available");
-    post("/api/v2/admin/nodes/node-a/gpus/0/uncordon", Some(&admin))
-        .await
-        .data(200);
-    let node = post(
-        "/api/v2/admin/nodes/node-a/gpus/GPU-node-a-1/uncordon",
-        Some(&admin),
-    )
-    .await
-    .data(200);
+    as_admin("gpus/0/uncordon").await.data(200);
+    let node = as_admin("gpus/GPU-node-a-1/uncordon").await.data(200);
     assert_eq!(node["free"], 4);
-    for (uri, who, status, code) in [
-        (
-            "/api/v2/admin/nodes/node-a/gpus/9/cordon",
-            Some(&admin),
-            404,
-            "not_found",
-        ),
-        (
-            "/api/v2/admin/nodes/nope/gpus/0/uncordon",
-            Some(&admin),
-            404,
-            "not_found",
-        ),
-        (
-            "/api/v2/admin/nodes/node-a/gpus/0/cordon",
-            Some(&ada),
-            403,
-            "admin_required",
-        ),
-        (
-            "/api/v2/admin/nodes/node-a/gpus/0/uncordon",
-            None,
-            401,
-            "unauthenticated",
-        ),
-    ] {
-        post(uri, who).await.problem(status, code);
-    }
 }
 
 async fn admins_list_every_session(env: TestEnv) {
@@ -176,10 +110,8 @@ async fn admins_list_every_session(env: TestEnv) {
     t.get_as(&ada, "/api/v2/admin/sessions")
         .await
         .problem(403, "admin_required");
-    t.get("/api/v2/admin/sessions")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/admin/sessions")
+        .await;
     assert_eq!(
         t.get_as(&admin, "/api/v2/admin/sessions?state=nope")
             .await
@@ -226,10 +158,8 @@ async fn admins_manage_users(env: TestEnv) {
         .send()
         .await
         .problem(403, "admin_required");
-    t.get("/api/v2/admin/users")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/admin/users")
+        .await;
     t.req(
         Method::PATCH,
         &format!("/api/v2/admin/users/{}", emails[1].id),

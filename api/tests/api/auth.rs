@@ -1,12 +1,29 @@
 //! Signup, login, logout, me: success, every documented error, cookie attributes,
 //! token storage, expiry, rate limits and the Origin allowlist.
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
 use medforge_api::backend::MemoryBackendConfig;
 use medforge_api::{tokens, users};
 use serde_json::json;
 
-use crate::common::{GOOD_ORIGIN, TestEnv, client_from};
+use crate::common::{GOOD_ORIGIN, TestApp, TestEnv, client_from};
+
+const JSON: &str = "application/json";
+
+/// Posts each `(content type, body)` to `path` and checks the problem it gets.
+async fn refuses_bodies<const N: usize>(
+    t: &TestApp,
+    path: &str,
+    cases: [(Option<&str>, Bytes, u16, &str); N],
+) {
+    for (content_type, body, status, code) in cases {
+        let case = format!("{path} with {content_type:?}, {} bytes", body.len());
+        let res = t.post(path).body(content_type, body).send().await;
+        assert_eq!(res.status.as_u16(), status, "{case}: {}", res.text());
+        res.problem(status, code);
+    }
+}
 
 async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
     let t = env.app().await;
@@ -77,33 +94,27 @@ async fn signup_rejects_bad_input(env: TestEnv) {
     ] {
         assert_eq!(post(body).await.error_fields(), fields);
     }
-    t.post("/api/v2/auth/signup")
-        .body(Some("application/json"), "{\"email\": ")
-        .send()
-        .await
-        .problem(400, "malformed_json");
-    t.post("/api/v2/auth/signup")
-        .body(
-            Some("text/plain"),
-            r#"{"email":"a@b.org","password":"correct horse"}"#,
-        )
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
-    t.post("/api/v2/auth/signup")
-        .body(None, r#"{"email":"a@b.org","password":"correct horse"}"#)
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
+    let valid = r#"{"email":"a@b.org","password":"correct horse"}"#;
     let huge = format!(
         r#"{{"email":"a@b.org","password":"{}"}}"#,
         "x".repeat(100 * 1024)
     );
-    t.post("/api/v2/auth/signup")
-        .body(Some("application/json"), huge)
-        .send()
-        .await
-        .problem(413, "payload_too_large");
+    refuses_bodies(
+        &t,
+        "/api/v2/auth/signup",
+        [
+            (Some(JSON), "{\"email\": ".into(), 400, "malformed_json"),
+            (
+                Some("text/plain"),
+                valid.into(),
+                415,
+                "unsupported_media_type",
+            ),
+            (None, valid.into(), 415, "unsupported_media_type"),
+            (Some(JSON), huge.into(), 413, "payload_too_large"),
+        ],
+    )
+    .await;
 
     t.user("dup@example.org").await;
     post(json!({"email": "DUP@example.org", "password": "correct horse"}))
@@ -128,47 +139,46 @@ async fn signup_can_be_closed(env: TestEnv) {
 async fn login_success_and_failures(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/auth/login")
-        .json(json!({"email": "ADA@example.org", "password": "correct horse"}))
-        .send()
-        .await;
+    let login = |email: &str, password: &str| {
+        t.post("/api/v2/auth/login")
+            .json(json!({"email": email, "password": password}))
+            .send()
+    };
+    let res = login("ADA@example.org", "correct horse").await;
     assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
     let second = client_from(&res);
     assert_ne!(second.token, ada.token, "each login gets its own token");
 
-    t.post("/api/v2/auth/login")
-        .json(json!({"email": "ada@example.org", "password": "wrong horse"}))
-        .send()
-        .await
-        .problem(401, "invalid_credentials");
-    t.post("/api/v2/auth/login")
-        .json(json!({"email": "nobody@example.org", "password": "correct horse"}))
-        .send()
-        .await
-        .problem(401, "invalid_credentials");
-    let fields = t
-        .post("/api/v2/auth/login")
-        .json(json!({"email": "ada@example.org", "password": ""}))
-        .send()
-        .await
-        .error_fields();
+    for (email, password) in [
+        ("ada@example.org", "wrong horse"),
+        ("nobody@example.org", "correct horse"),
+    ] {
+        login(email, password)
+            .await
+            .problem(401, "invalid_credentials");
+    }
+    let fields = login("ada@example.org", "").await.error_fields();
     assert_eq!(fields, ["password"]);
-    t.post("/api/v2/auth/login")
-        .body(Some("application/json"), "nope")
-        .send()
-        .await
-        .problem(400, "malformed_json");
-    t.post("/api/v2/auth/login")
-        .body(Some("application/json"), vec![b' '; 100 * 1024])
-        .send()
-        .await
-        .problem(413, "payload_too_large");
-    t.post("/api/v2/auth/login")
-        .body(Some("text/html"), "{}")
-        .send()
-        .await
-        .problem(415, "unsupported_media_type");
+    refuses_bodies(
+        &t,
+        "/api/v2/auth/login",
+        [
+            (Some(JSON), "nope".into(), 400, "malformed_json"),
+            (
+                Some(JSON),
+                vec![b' '; 100 * 1024].into(),
+                413,
+                "payload_too_large",
+            ),
+            (
+                Some("text/html"),
+                "{}".into(),
+                415,
+                "unsupported_media_type",
+            ),
+        ],
+    )
+    .await;
 }
 
 async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
@@ -226,10 +236,7 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
 async fn me_needs_a_valid_token(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    t.get("/api/v2/me")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/me").await;
     t.get("/api/v2/me")
         .header("cookie", "medforge_session=forged-token")
         .send()

@@ -213,6 +213,12 @@ impl TestApp {
         req.send().await.problem(status, code)
     }
 
+    /// Sends `method path` without a login and checks it is refused: 401 `unauthenticated`.
+    pub async fn refuses_anonymous(&self, method: Method, path: &str) {
+        self.problem(method, path, None, 401, "unauthenticated")
+            .await;
+    }
+
     /// An event token for `who` (`POST /api/v2/events/token`, 201): the whole `data`.
     pub async fn event_token(&self, who: &Client) -> serde_json::Value {
         self.post("/api/v2/events/token")
@@ -264,13 +270,19 @@ impl TestApp {
         client_from(&res)
     }
 
+    /// `POST /api/v2/external/sessions` as `who` with a JSON `body`.
+    pub async fn create_session(&self, who: &Client, body: Value) -> Res {
+        self.post("/api/v2/external/sessions")
+            .cookie(who)
+            .json(body)
+            .send()
+            .await
+    }
+
     /// Creates an external session for a user and returns its body (`data.session`).
     pub async fn session(&self, client: &Client) -> Value {
         let res = self
-            .post("/api/v2/external/sessions")
-            .cookie(client)
-            .json(serde_json::json!({"gpus": 1}))
-            .send()
+            .create_session(client, serde_json::json!({"gpus": 1}))
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
         res.json()["data"]["session"].clone()
@@ -301,6 +313,38 @@ impl TestApp {
             req = req.cookie(c);
         }
         req.send().await
+    }
+}
+
+/// A session of `owner`'s (`owner@example.org`), with `other`, another
+/// user, and `admin`.
+pub struct OneSession {
+    pub t: TestApp,
+    pub owner: Client,
+    pub other: Client,
+    pub admin: Client,
+    pub id: String,
+    pub slug: String,
+}
+
+impl TestEnv {
+    /// An app with one session (not waited for) and the three users around it.
+    pub async fn one_session(&self) -> OneSession {
+        let t = self.app().await;
+        let owner = t.user("owner@example.org").await;
+        let other = t.user("other@example.org").await;
+        let admin = t.admin("root@example.org").await;
+        let s = t.session(&owner).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let slug = s["slug"].as_str().unwrap().to_owned();
+        OneSession {
+            t,
+            owner,
+            other,
+            admin,
+            id,
+            slug,
+        }
     }
 }
 
@@ -474,6 +518,16 @@ impl Res {
             self.header("x-request-id"),
             "problem request_id matches the header"
         );
+        body
+    }
+
+    /// Asserts a problem response with this status and code whose `detail`
+    /// mentions `needle`, and returns its body.
+    #[track_caller]
+    pub fn problem_mentioning(&self, status: u16, code: &str, needle: &str) -> Value {
+        let body = self.problem(status, code);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{needle:?} not in {body}");
         body
     }
 

@@ -68,13 +68,7 @@ async fn readiness_follows_database_control_plane_and_watch(env: TestEnv) {
     assert_eq!(ready["watch_synced"], true);
     t.backend.set_reachable(false);
     let res = t.get("/readyz").send().await;
-    let problem = res.problem(503, "not_ready");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("control plane")
-    );
+    res.problem_mentioning(503, "not_ready", "control plane");
     t.get("/healthz").send().await.data(200);
     t.backend.set_reachable(true);
     t.get("/readyz").send().await.data(200);

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -100,13 +101,10 @@ async fn events_stream_the_callers_sessions(env: TestEnv) {
             break;
         }
     }
-    t.req(
-        axum::http::Method::DELETE,
-        &format!("/api/v2/external/sessions/{id}"),
-    )
-    .cookie(&t.admin("root@example.org").await)
-    .send()
-    .await;
+    t.req(Method::DELETE, &format!("/api/v2/external/sessions/{id}"))
+        .cookie(&t.admin("root@example.org").await)
+        .send()
+        .await;
     loop {
         let (name, e) = events.next().await;
         if name == "session_deleted" {
@@ -114,19 +112,14 @@ async fn events_stream_the_callers_sessions(env: TestEnv) {
             break;
         }
     }
-    t.get("/api/v2/events")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/events").await;
 }
 
 async fn event_tokens_are_single_use(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    t.post("/api/v2/events/token")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::POST, "/api/v2/events/token")
+        .await;
     let issued = t.event_token(&ada).await;
     assert_eq!(issued["expires_in"], 60);
     let token = issued["token"].as_str().unwrap();
@@ -134,10 +127,8 @@ async fn event_tokens_are_single_use(env: TestEnv) {
     let mut events = EventReader::new(t.get(&uri).send_streaming().await);
     assert_eq!(events.next().await.0, "snapshot");
     t.get(&uri).send().await.problem(401, "unauthenticated");
-    t.get("/api/v2/events?token=made-up")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/events?token=made-up")
+        .await;
     // A login token is not an event token.
     t.get(&format!("/api/v2/events?token={}", ada.token))
         .send()

@@ -4,34 +4,13 @@ use medforge_api::{tokens, users};
 use medforge_crds::SessionPhase;
 use serde_json::json;
 
-use crate::common::{Client, TestApp, TestEnv};
+use crate::common::{Client, OneSession, TestApp, TestEnv};
 
-struct Fixture {
-    t: TestApp,
-    owner: Client,
-    other: Client,
-    admin: Client,
-    id: String,
-    slug: String,
-}
-
-async fn fixture(env: TestEnv) -> Fixture {
-    let t = env.app().await;
-    let owner = t.user("owner@example.org").await;
-    let other = t.user("other@example.org").await;
-    let admin = t.admin("root@example.org").await;
-    let s = t.session(&owner).await;
-    let id = s["id"].as_str().unwrap().to_owned();
-    let slug = s["slug"].as_str().unwrap().to_owned();
-    t.wait_phase(&id, "running").await;
-    Fixture {
-        t,
-        owner,
-        other,
-        admin,
-        id,
-        slug,
-    }
+/// One session, Running.
+async fn fixture(env: TestEnv) -> OneSession {
+    let f = env.one_session().await;
+    f.t.wait_phase(&f.id, "running").await;
+    f
 }
 
 fn host(slug: &str) -> String {

@@ -10,20 +10,14 @@ use medforge_api::backend::{
 use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
-use crate::common::{Client, Res, TestApp, TestEnv};
+use crate::common::{Client, OneSession, Res, TestApp, TestEnv};
 
 async fn create_binds_and_answers_201(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(
-            json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
-                     "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}}),
-        )
-        .send()
-        .await;
+    let body = json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
+                      "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}});
+    let res = t.create_session(&ada, body).await;
     let data = res.data(201);
     assert_eq!(data["message"], "Session scheduled.");
     let s = &data["session"];
@@ -71,12 +65,7 @@ async fn create_binds_and_answers_201(env: TestEnv) {
 async fn create_rejects_bad_input(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let create = |body: serde_json::Value| {
-        t.post("/api/v2/external/sessions")
-            .cookie(&ada)
-            .json(body)
-            .send()
-    };
+    let create = |body: serde_json::Value| t.create_session(&ada, body);
     let refused: [(serde_json::Value, &[&str]); 9] = [
         (json!({"gpus": 99}), &["gpus"]),
         (json!({"gpus": -1}), &["gpus"]),
@@ -166,14 +155,8 @@ async fn internal_sessions_need_permission(env: TestEnv) {
 async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let res = t
-        .post("/api/v2/external/sessions")
-        .cookie(&ada)
-        .json(json!({"gpus": 5}))
-        .send()
-        .await;
-    let problem = res.problem(409, "no_gpu_available");
-    assert!(problem["detail"].as_str().unwrap().contains("GPU"));
+    let res = t.create_session(&ada, json!({"gpus": 5})).await;
+    res.problem_mentioning(409, "no_gpu_available", "GPU");
     assert!(
         t.backend.sessions().is_empty(),
         "the refused Session is deleted"
@@ -323,13 +306,7 @@ async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
         .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
     failer.await.unwrap();
-    let problem = res.problem(409, "session_failed");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("image not present")
-    );
+    res.problem_mentioning(409, "session_failed", "image not present");
 }
 
 async fn list_shows_own_sessions_paginated(env: TestEnv) {
@@ -415,63 +392,50 @@ async fn list_shows_own_sessions_paginated(env: TestEnv) {
         bad(&format!("owner={}", bob.id)).await.error_fields(),
         ["owner"]
     );
-    t.get("/api/v2/external/sessions")
-        .send()
-        .await
-        .problem(401, "unauthenticated");
+    t.refuses_anonymous(Method::GET, "/api/v2/external/sessions")
+        .await;
+}
+
+impl OneSession {
+    /// `method /api/v2/external/sessions/{id}{rest}` is a 404 for the other
+    /// user, a 401 without a login, and a 404 for the owner with an id that
+    /// names nothing.
+    async fn hides_from_others(&self, method: Method, rest: &str) {
+        for (id, who, status, code) in [
+            (self.id.as_str(), Some(&self.other), 404, "not_found"),
+            (self.id.as_str(), None, 401, "unauthenticated"),
+            ("nope", Some(&self.owner), 404, "not_found"),
+        ] {
+            let path = format!("/api/v2/external/sessions/{id}{rest}");
+            self.t
+                .problem(method.clone(), &path, who, status, code)
+                .await;
+        }
+    }
 }
 
 async fn get_shows_one_session_to_its_owner(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let bob = t.user("bob@example.org").await;
-    let admin = t.admin("root@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let path = format!("/api/v2/external/sessions/{id}");
-    let got = t.get_as(&ada, &path).await.data(200);
+    let got = t.get_as(&f.owner, &path).await.data(200);
     assert_eq!(got["id"], id);
     assert_eq!(got["phase"], "running");
     assert_eq!(got["ready"], true);
-    t.get_as(&admin, &path).await.data(200);
+    t.get_as(&f.admin, &path).await.data(200);
+    f.hides_from_others(Method::GET, "").await;
     let internal = format!("/api/v2/internal/sessions/{id}");
-    for (path, who, status, code) in [
-        (path.as_str(), Some(&bob), 404, "not_found"),
-        (path.as_str(), None, 401, "unauthenticated"),
-        (
-            "/api/v2/external/sessions/nope",
-            Some(&ada),
-            404,
-            "not_found",
-        ),
-        (internal.as_str(), Some(&ada), 404, "not_found"),
-    ] {
-        t.problem(Method::GET, path, who, status, code).await;
-    }
+    t.problem(Method::GET, &internal, Some(&f.owner), 404, "not_found")
+        .await;
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let bob = t.user("bob@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    f.hides_from_others(Method::POST, "/stop").await;
     let path = format!("/api/v2/external/sessions/{id}/stop");
-    for (path, who, status, code) in [
-        (path.as_str(), Some(&bob), 404, "not_found"),
-        (path.as_str(), None, 401, "unauthenticated"),
-        (
-            "/api/v2/external/sessions/nope/stop",
-            Some(&ada),
-            404,
-            "not_found",
-        ),
-    ] {
-        t.problem(Method::POST, path, who, status, code).await;
-    }
-
-    let first = t.post_as(&ada, &path).await.data(202);
+    let first = t.post_as(&f.owner, &path).await.data(202);
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
     assert_eq!(
@@ -479,43 +443,33 @@ async fn stop_is_idempotent(env: TestEnv) {
         DesiredState::Stopped
     );
     t.wait_phase(id, "stopped").await;
-    let again = t.post_as(&ada, &path).await.data(202);
+    let again = t.post_as(&f.owner, &path).await.data(202);
     assert_eq!(again["message"], "Session is already terminal.");
     assert_eq!(again["session"]["phase"], "stopped");
     assert!(again["session"]["stopped_at"].as_str().is_some());
 }
 
 async fn delete_is_for_admins(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let admin = t.admin("root@example.org").await;
-    let s = t.session(&ada).await;
-    let id = s["id"].as_str().unwrap();
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
     let path = format!("/api/v2/external/sessions/{id}");
-    let delete = |c: Option<&crate::common::Client>, p: &str| {
-        let mut r = t.req(axum::http::Method::DELETE, p);
-        if let Some(c) = c {
-            r = r.cookie(c);
-        }
-        r.send()
-    };
-    delete(None, &path).await.problem(401, "unauthenticated");
-    delete(Some(&ada), &path)
-        .await
-        .problem(403, "admin_required");
-    delete(Some(&admin), "/api/v2/external/sessions/nope")
+    let delete = |p: &str| t.req(Method::DELETE, p).cookie(&f.admin).send();
+    t.refuses_anonymous(Method::DELETE, &path).await;
+    t.problem(Method::DELETE, &path, Some(&f.owner), 403, "admin_required")
+        .await;
+    delete("/api/v2/external/sessions/nope")
         .await
         .problem(404, "not_found");
-    let res = delete(Some(&admin), &path).await;
+    let res = delete(&path).await;
     assert_eq!(res.status.as_u16(), 204, "{}", res.text());
     assert!(res.body.is_empty());
     assert!(res.header("x-request-id").is_some());
     assert!(t.backend.session(id).is_none());
     t.wait_phase_gone(id).await;
-    delete(Some(&admin), &path).await.problem(404, "not_found");
+    delete(&path).await.problem(404, "not_found");
 }
 
-impl crate::common::TestApp {
+impl TestApp {
     async fn wait_phase_gone(&self, id: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.state().index().get(id).is_some() {
