@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::HeaderValue;
 use futures::StreamExt;
-use medforge_crds::{Exposure, Session, SessionCondition, SessionPhase, conditions};
+use medforge_crds::{DesiredState, Exposure, Session, SessionCondition, SessionPhase, conditions};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
@@ -80,8 +80,14 @@ impl IndexedSession {
     }
 }
 
-/// `status.upstream` when the session may be routed to: phase Running, `Ready` True, upstream set.
+/// `status.upstream` when the session may be routed to: its owner wants it
+/// running and it is not being deleted (desired state first, whatever the
+/// status still says), and its status is phase Running, `Ready` True, upstream set.
 pub fn routable_upstream(session: &Session) -> Option<&str> {
+    if session.spec.state != DesiredState::Running || session.metadata.deletion_timestamp.is_some()
+    {
+        return None;
+    }
     let status = session.status.as_ref()?;
     let ready = conditions::is_true(&status.conditions, SessionCondition::Ready);
     if status.phase == Some(SessionPhase::Running) && ready {

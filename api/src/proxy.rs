@@ -5,7 +5,7 @@
 //! | 200 + `X-Upstream` | the cookie's user owns the session (or is an admin) and it is routable |
 //! | 401 | no valid login cookie |
 //! | 403 | authenticated, neither owner nor admin |
-//! | 404 | not a session host, unknown slug, wrong domain for the session, or not running |
+//! | 404 | not a session host, unknown slug, wrong domain for the session, stopped or being deleted (desired state), or not running |
 //!
 //! Everything comes from memory: the host parser, the token cache and the
 //! watch-fed index; no database query and no write per request (activity is an

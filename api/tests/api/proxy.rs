@@ -1,7 +1,8 @@
 //! `session-proxy`, Caddy's forward_auth, row by row.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use medforge_api::{tokens, users};
-use medforge_crds::SessionPhase;
+use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
 use crate::common::{Client, OneSession, TestApp, TestEnv};
@@ -164,6 +165,36 @@ async fn bad_hosts_unknown_slugs_and_stopped_sessions_get_404(env: TestEnv) {
         .problem(404, "not_found");
 }
 
+/// The agent has not acted yet (or is down): the status still says Running
+/// and Ready, but the owner stopped the session, or it is being deleted.
+/// Routing follows the desired state at once.
+async fn stopped_or_deleting_sessions_get_404_before_the_agent_acts(env: TestEnv) {
+    let f = fixture(env).await;
+    let h = host(&f.slug);
+    assert_eq!(f.t.proxy(&h, Some(&f.owner)).await.status.as_u16(), 200);
+    let running = f.t.backend.session(&f.id).unwrap();
+
+    let mut stopped = running.clone();
+    stopped.spec.state = DesiredState::Stopped;
+    f.t.backend.insert(stopped);
+    wait_routable(&f.t, &f.id, false).await;
+    for who in [&f.owner, &f.admin] {
+        f.t.proxy(&h, Some(who)).await.problem(404, "not_found");
+    }
+
+    f.t.backend.insert(running.clone());
+    wait_routable(&f.t, &f.id, true).await;
+    assert_eq!(f.t.proxy(&h, Some(&f.owner)).await.status.as_u16(), 200);
+
+    let mut deleting = running;
+    deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    f.t.backend.insert(deleting);
+    wait_routable(&f.t, &f.id, false).await;
+    f.t.proxy(&h, Some(&f.owner))
+        .await
+        .problem(404, "not_found");
+}
+
 async fn wait_routable(t: &TestApp, id: &str, routable: bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while t.state().index().get(id).map(|e| e.upstream.is_some()) != Some(routable) {
@@ -207,5 +238,6 @@ crate::scenarios!(
     unauthenticated_forged_and_expired_cookies_get_401,
     another_users_cookie_gets_403,
     bad_hosts_unknown_slugs_and_stopped_sessions_get_404,
+    stopped_or_deleting_sessions_get_404_before_the_agent_acts,
     activity_is_batched_and_costs_no_query,
 );
