@@ -189,7 +189,14 @@ pub fn request_tokens<'h>(
         .chain(cookie_values(headers, cookie_name))
 }
 
-/// Every value of the cookie `name` in the request's `Cookie` headers.
+/// The most values of the login cookie one request has looked at. A browser
+/// sends one value per path and domain it holds the cookie for, the most
+/// specific path first; more than a few is a flood (or values a session
+/// planted), and each unknown value would cost a database lookup.
+pub const MAX_COOKIE_VALUES: usize = 4;
+
+/// The first [`MAX_COOKIE_VALUES`] values of the cookie `name` in the
+/// request's `Cookie` headers.
 pub fn cookie_values<'h>(
     headers: &'h HeaderMap,
     name: &'h str,
@@ -204,6 +211,7 @@ pub fn cookie_values<'h>(
             (k.trim() == name).then(|| v.trim().trim_matches('"'))
         })
         .filter(|v| !v.is_empty())
+        .take(MAX_COOKIE_VALUES)
 }
 
 /// Resolves the first valid token among the request's tokens.

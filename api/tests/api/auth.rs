@@ -258,6 +258,58 @@ async fn me_needs_a_valid_token(env: TestEnv) {
     assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
 }
 
+/// Thousands of values of the login cookie (a flood, or values a session
+/// planted) cost at most 4 lookups on every route that
+/// reads them: an authenticated route, forward_auth and logout.
+async fn a_flood_of_cookie_values_costs_a_bounded_number_of_queries(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let flood = |prefix: &str| {
+        (0..10_000)
+            .map(|i| format!("medforge_session={prefix}-{i}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let db = t.state().db();
+    // The documented bound (docs/api.md), not the constant: a larger
+    // constant must fail here.
+    let bound = 4;
+
+    let before = db.query_count();
+    t.get("/api/v2/me")
+        .header("cookie", &flood("me"))
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    let spent = db.query_count() - before;
+    assert!(spent <= bound, "{spent} queries for one request");
+
+    let before = db.query_count();
+    t.get("/api/v2/auth/session-proxy")
+        .header("host", "s-abcd1234.external.medforge.test")
+        .header("cookie", &flood("proxy"))
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    let spent = db.query_count() - before;
+    assert!(spent <= bound, "{spent} queries for one forward_auth");
+
+    // The login cookie first, the flood after it: still the user.
+    let first = format!("{}; {}", ada.cookie(), flood("after"));
+    let res = t.get("/api/v2/me").header("cookie", &first).send().await;
+    assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
+
+    let before = db.query_count();
+    t.post("/api/v2/auth/logout")
+        .header("cookie", &flood("logout"))
+        .send()
+        .await
+        .data(200);
+    let spent = db.query_count() - before;
+    assert!(spent <= bound, "{spent} queries for one logout");
+    t.get_as(&ada, "/api/v2/me").await.data(200);
+}
+
 async fn logout_revokes_the_token(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
@@ -465,6 +517,7 @@ crate::scenarios!(
     login_success_and_failures,
     login_and_signup_are_rate_limited_per_ip,
     me_needs_a_valid_token,
+    a_flood_of_cookie_values_costs_a_bounded_number_of_queries,
     logout_revokes_the_token,
     tokens_expire_when_idle_and_absolutely,
     origin_allowlist_guards_state_changing_routes,
