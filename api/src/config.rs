@@ -29,7 +29,7 @@ pub struct ApiConfig {
     pub cookie: CookieConfig,
     /// Login token lifetimes and caching.
     pub auth: AuthConfig,
-    /// Rate limit of signup and login per client IP.
+    /// Rate limit of signup and login per client network (IPv4 address, IPv6 /64).
     pub rate_limit: RateLimitConfig,
     /// Peers whose `X-Forwarded-For` is believed (the reverse proxy). Default: loopback.
     pub trusted_proxies: Vec<IpAddr>,
@@ -154,7 +154,7 @@ impl PasswordHashing {
     };
 }
 
-/// Token bucket per client IP for signup and login.
+/// Token bucket per client network (IPv4 address, IPv6 /64) for signup and login.
 #[derive(Clone, Copy, Debug)]
 pub struct RateLimitConfig {
     /// Attempts allowed at once.

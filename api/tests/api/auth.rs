@@ -226,6 +226,11 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
         ("127.0.0.1:4000", Some("203.0.113.5"), refused),
         ("127.0.0.1:4000", Some("203.0.113.5"), limited),
         ("127.0.0.1:4000", Some("203.0.113.6"), refused),
+        // An IPv6 /64 is one client, whichever of its addresses it uses.
+        ("127.0.0.1:4000", Some("2001:db8::1"), refused),
+        ("127.0.0.1:4000", Some("2001:db8::2"), refused),
+        ("127.0.0.1:4000", Some("2001:db8::ffff:1:2:3"), limited),
+        ("127.0.0.1:4000", Some("2001:db8:0:1::1"), refused),
         // An untrusted peer cannot pick its bucket with X-Forwarded-For.
         ("198.51.100.1:5004", Some("203.0.113.99"), limited),
     ] {
