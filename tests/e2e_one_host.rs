@@ -392,6 +392,29 @@ async fn evidence_run_on_one_host() {
         .await;
     let admin = ADMIN.log_in(post).await;
 
+    // The data directory and the secrets in it are the service user's alone.
+    let data = dir.path().join("data");
+    for (path, want) in [
+        (data.clone(), 0o700),
+        (data.join("api/api.sqlite3"), 0o600),
+        (data.join("api/api.sqlite3-wal"), 0o600),
+        (data.join("apiserver/store.db"), 0o600),
+        (data.join("apiserver/kubeconfig"), 0o600),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+    writeln!(
+        report,
+        "- data directory 0700, databases and kubeconfig 0600"
+    )
+    .unwrap();
+
     // Each creates a session and waits until it is Ready.
     writeln!(report, "## Create sessions\n").unwrap();
     let mut sessions = Vec::new();

@@ -33,8 +33,9 @@ pub enum DbError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
-    /// The data directory could not be created.
-    #[error("could not create the data directory {path}: {source}")]
+    /// The data directory or the database file in it could not be created
+    /// or made private.
+    #[error("could not prepare the data directory {path}: {source}")]
     DataDir {
         /// The directory.
         path: String,
@@ -124,11 +125,11 @@ impl Db {
                 Self::connect_sqlite(options, url).await
             }
             None => {
-                std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+                let file = data_dir.join(SQLITE_FILE);
+                private_file_in(data_dir, &file).map_err(|source| DbError::DataDir {
                     path: data_dir.display().to_string(),
                     source,
                 })?;
-                let file = data_dir.join(SQLITE_FILE);
                 let options = SqliteConnectOptions::new().filename(&file);
                 Self::connect_sqlite(options, &file.display().to_string()).await
             }
@@ -233,8 +234,57 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// Creates `dir` (mode 0700) and the empty `file` in it (0600) unless they
+/// exist, and narrows existing ones to those modes: the database holds
+/// password hashes and token hashes. SQLite gives its `-wal` and `-shm` files
+/// the database file's mode.
+fn private_file_in(dir: &Path, file: &Path) -> std::io::Result<()> {
+    use std::fs::{DirBuilder, OpenOptions, Permissions, set_permissions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    set_permissions(dir, Permissions::from_mode(0o700))?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)?;
+    set_permissions(file, Permissions::from_mode(0o600))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_data_directory_and_the_database_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A new directory, and one an operator made with the usual umask.
+        let fresh = tmp.path().join("new/api");
+        let existing = tmp.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(existing.join(SQLITE_FILE), b"").unwrap();
+        std::fs::set_permissions(
+            existing.join(SQLITE_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        for dir in [fresh, existing] {
+            let db = Db::connect(None, &dir).await.unwrap();
+            db.migrate().await.unwrap();
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+            for file in [SQLITE_FILE, "api.sqlite3-wal", "api.sqlite3-shm"] {
+                assert_eq!(mode(&dir.join(file)), 0o600, "{file} in {}", dir.display());
+            }
+        }
+    }
+
     #[test]
     fn passwords_are_redacted_from_urls() {
         assert_eq!(

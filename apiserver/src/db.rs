@@ -59,15 +59,30 @@ const ROWS_PER_STATEMENT: usize = 512;
 /// How often the background checkpointer looks at the WAL.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// Creates the empty database file with mode 0600 unless it exists, and
+/// narrows an existing one to 0600 (SQLite gives its `-wal` and `-shm` files
+/// the same mode): the store holds every object, Secrets' worth included.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl Db {
     /// Opens (or creates) the database; `keep` is how many resource versions
     /// of history the database retains.
     pub async fn open(path: &Path, keep: u64) -> Result<Db, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
         let lock_path = path.with_extension("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| Error::Io {
                 path: lock_path.clone(),
@@ -75,6 +90,10 @@ impl Db {
             })?;
         lock.try_lock()
             .map_err(|_| Error::Locked(lock_path.clone()))?;
+        private_file(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)

@@ -19,7 +19,7 @@ use setup::{api_db, apply_default_pack, client_from, first_admin};
 
 /// `medforge up`: everything in one process.
 pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    private_dir(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let mut quickstart = None;
     if args.quickstart.quickstart {
@@ -222,4 +222,15 @@ pub fn write_crds(dir: &Path) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Creates `dir` with mode 0700 (and its missing parents), or narrows an
+/// existing one to 0700: it holds the databases, keys and tokens.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -407,6 +407,34 @@ async fn objects_and_resource_versions_survive_a_restart() {
     ts.server.shutdown().await;
 }
 
+/// The data directory is 0700 and nothing in it (store, WAL, keys, token,
+/// kubeconfig, lock) can be read by group or others.
+#[tokio::test]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ts, api) = common::server_and_sessions().await;
+    common::create(&api, &session("p0", "frank")).await;
+    let dir = ts.data_dir().to_path_buf();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(
+            mode(&path) & 0o077,
+            0,
+            "{} is {:o}",
+            path.display(),
+            mode(&path)
+        );
+        seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for file in ["store.db", "store.db-wal"] {
+        assert!(seen.iter().any(|s| s == file), "{file} in {seen:?}");
+    }
+    ts.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn fifty_writers_with_optimistic_concurrency_lose_no_increment() {
     let ts = common::start().await;
