@@ -5,6 +5,10 @@
 //! Browsers' `EventSource` cannot send headers, so `POST /api/v2/events/token`
 //! hands out a single-use token valid for 60 s to pass as `?token=`; it is stored
 //! hashed and deleted when redeemed. The request log shows it as `token=***`.
+//!
+//! A stream ends with the login it was opened under (the cookie or bearer
+//! token, or the login the event token was issued under): it checks that
+//! login every second.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +23,7 @@ use axum::routing::{get, post};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio::time::MissedTickBehavior;
 
 use crate::auth::{Auth, authenticate};
 use crate::clock::{now_secs, rfc3339};
@@ -61,6 +66,7 @@ async fn issue_token(
         state.db(),
         &tokens::hash_hex(&tokens::hash_token(&token)),
         &principal.user.id,
+        &tokens::hash_hex(&principal.token_hash),
         expires_at,
     )
     .await?;
@@ -81,38 +87,55 @@ async fn events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let user_id = match query.token.as_deref() {
+    // The stream lasts as long as the login it was opened under: `login` is
+    // that login token's hash.
+    let (user_id, login) = match query.token.as_deref() {
         Some(token) => {
             // A token of the wrong shape is no credential: 401 without a query.
             if !crate::validate::EVENT_TOKEN.matches(token) {
                 return Err(ApiError::Unauthenticated);
             }
             let hash = tokens::hash_hex(&tokens::hash_token(token));
-            users::redeem_event_token(state.db(), &hash, now_secs())
+            let redeemed = users::redeem_event_token(state.db(), &hash, now_secs())
                 .await?
-                .ok_or(ApiError::Unauthenticated)?
-                .id
+                .ok_or(ApiError::Unauthenticated)?;
+            let login = redeemed
+                .login_token_hash
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|h| tokens::TokenHash::try_from(h).ok());
+            (redeemed.user.id, login)
         }
-        None => authenticate(&state, &headers)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?
-            .user
-            .id
-            .clone(),
+        None => {
+            let principal = authenticate(&state, &headers)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            (principal.user.id.clone(), Some(principal.token_hash))
+        }
     };
     tracing::info!(user_id = %user_id, "event stream opened");
     // Subscribed before the snapshot, so that no change falls in between.
     let rx = state.index().subscribe();
     let mut queue = VecDeque::new();
     queue.push_back(snapshot(&state, &user_id));
+    let mut check = tokio::time::interval(LOGIN_CHECK_EVERY);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stream = futures::stream::unfold(
-        (rx, queue, state, user_id),
-        |(mut rx, mut queue, state, user_id)| async move {
+        (rx, queue, state, user_id, check),
+        move |(mut rx, mut queue, state, user_id, mut check)| async move {
             loop {
                 if let Some(event) = queue.pop_front() {
-                    return Some((Ok(event), (rx, queue, state, user_id)));
+                    return Some((Ok(event), (rx, queue, state, user_id, check)));
                 }
-                match rx.recv().await {
+                let change = tokio::select! {
+                    change = rx.recv() => change,
+                    _ = check.tick(), if login.is_some() => {
+                        if login_ended(&state, login, &user_id).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                };
+                match change {
                     Ok(SessionChange::Applied(e)) if e.owner == user_id => {
                         queue.push_back(session_event(&state, &e));
                     }
@@ -130,6 +153,36 @@ async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// How often an open stream checks that its login is still valid: a logout
+/// on this replica ends it within this long; one on another replica within
+/// this plus the token cache's TTL.
+const LOGIN_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the login an event stream was opened under has ended (logged out,
+/// expired, idle). A database error keeps the stream: it shows only the
+/// user's own sessions, and ending every stream on a blip would only bring
+/// them all back at once.
+async fn login_ended(state: &AppState, login: Option<tokens::TokenHash>, user_id: &str) -> bool {
+    let Some(key) = login else {
+        return false;
+    };
+    match state
+        .tokens()
+        .still_valid(state.db(), key, now_secs())
+        .await
+    {
+        Ok(true) => false,
+        Ok(false) => {
+            tracing::info!(user_id = %user_id, "event stream closed: its login ended");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check an event stream's login; keeping it");
+            false
+        }
+    }
 }
 
 fn session_event(state: &AppState, entry: &Arc<IndexedSession>) -> Event {

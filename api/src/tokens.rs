@@ -66,6 +66,13 @@ struct CachedToken {
     flushed_used: AtomicI64,
 }
 
+/// Whether a lookup counts as a use of the token (for its idle expiry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Record,
+    Peek,
+}
+
 /// The token cache.
 pub struct TokenCache {
     entries: RwLock<HashMap<TokenHash, Arc<CachedToken>>>,
@@ -92,7 +99,24 @@ impl TokenCache {
         token: &str,
         now: i64,
     ) -> Result<Option<Arc<Principal>>, DbError> {
-        let key = hash_token(token);
+        self.resolve_key(db, hash_token(token), now, Use::Record)
+            .await
+    }
+
+    /// Whether the login whose token hashes to `key` is still valid now
+    /// (not logged out, expired or idle), without counting this as a use:
+    /// what an open event stream checks. From the cache while it is fresh.
+    pub async fn still_valid(&self, db: &Db, key: TokenHash, now: i64) -> Result<bool, DbError> {
+        Ok(self.resolve_key(db, key, now, Use::Peek).await?.is_some())
+    }
+
+    async fn resolve_key(
+        &self,
+        db: &Db,
+        key: TokenHash,
+        now: i64,
+        how: Use,
+    ) -> Result<Option<Arc<Principal>>, DbError> {
         let cached = self
             .entries
             .read()
@@ -102,7 +126,7 @@ impl TokenCache {
         if let Some(entry) = &cached
             && now - entry.fetched_at < self.ttl_secs
         {
-            return Ok(self.check(entry, now));
+            return Ok(self.check(entry, now, how));
         }
         if cached.is_none()
             && self
@@ -141,7 +165,7 @@ impl TokenCache {
             last_used: AtomicI64::new(last_used),
             flushed_used: AtomicI64::new(record.last_used_at),
         });
-        let principal = self.check(&entry, now);
+        let principal = self.check(&entry, now, how);
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if principal.is_some() {
             if entries.len() >= MAX_ENTRIES {
@@ -158,12 +182,12 @@ impl TokenCache {
         Ok(principal)
     }
 
-    fn check(&self, entry: &CachedToken, now: i64) -> Option<Arc<Principal>> {
+    fn check(&self, entry: &CachedToken, now: i64, how: Use) -> Option<Arc<Principal>> {
         let last = entry.last_used.load(Ordering::Relaxed);
         if now >= entry.expires_at || now - last >= self.idle_secs {
             return None;
         }
-        if last < now {
+        if how == Use::Record && last < now {
             entry.last_used.store(now, Ordering::Relaxed);
         }
         Some(entry.principal.clone())

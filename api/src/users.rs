@@ -247,21 +247,35 @@ pub async fn delete_expired_tokens(db: &Db, now: i64, idle_secs: i64) -> Result<
     Ok(removed)
 }
 
-/// Stores a single-use event token's hash.
+/// Stores a single-use event token's hash, with the hash of the login token
+/// it was issued under.
 pub async fn insert_event_token(
     db: &Db,
     token_hash: &str,
     user_id: &str,
+    login_token_hash: &str,
     expires_at: i64,
 ) -> Result<(), DbError> {
     execute!(
         db,
-        "INSERT INTO event_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        "INSERT INTO event_tokens (token_hash, user_id, login_token_hash, expires_at) \
+         VALUES ($1, $2, $3, $4)",
         token_hash,
         user_id,
+        login_token_hash,
         expires_at
     )?;
     Ok(())
+}
+
+/// A redeemed event token: its user, and the login it was issued under
+/// (`None` for tokens issued before that was recorded).
+#[derive(Debug)]
+pub struct RedeemedEventToken {
+    /// The user the stream is for.
+    pub user: User,
+    /// The hash (hex) of the login token the event token was issued under.
+    pub login_token_hash: Option<String>,
 }
 
 /// Redeems an event token: deletes it and returns its user when it had not expired.
@@ -270,17 +284,27 @@ pub async fn redeem_event_token(
     db: &Db,
     token_hash: &str,
     now: i64,
-) -> Result<Option<User>, DbError> {
-    let row: Option<(String, i64)> = on_pool!(db, |p| sqlx::query_as::<_, (String, i64)>(
-        "DELETE FROM event_tokens WHERE token_hash = $1 RETURNING user_id, expires_at"
+) -> Result<Option<RedeemedEventToken>, DbError> {
+    type Row = (String, i64, Option<String>);
+    let row: Option<Row> = on_pool!(db, |p| sqlx::query_as::<_, Row>(
+        "DELETE FROM event_tokens WHERE token_hash = $1 \
+         RETURNING user_id, expires_at, login_token_hash"
     )
     .bind(token_hash)
     .fetch_optional(p)
     .await)?;
-    match row {
-        Some((user_id, expires_at)) if expires_at > now => get_user(db, &user_id).await,
-        _ => Ok(None),
+    let Some((user_id, expires_at, login_token_hash)) = row else {
+        return Ok(None);
+    };
+    if expires_at <= now {
+        return Ok(None);
     }
+    Ok(get_user(db, &user_id)
+        .await?
+        .map(|user| RedeemedEventToken {
+            user,
+            login_token_hash,
+        }))
 }
 
 /// Number of admins.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Method;
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::common::{TestEnv, memory_defaults};
+use crate::common::{TestEnv, client_from, memory_defaults};
 
 /// Reads SSE events from a body.
 struct EventReader {
@@ -55,6 +55,19 @@ impl EventReader {
                 .expect("frame");
             if let Ok(data) = frame.into_data() {
                 self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Waits until the server ends the stream (skipping what is still queued).
+    async fn ended(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => panic!("the stream was still open after {within:?}"),
+                Ok(None) => return,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("the stream failed instead of ending: {e}"),
             }
         }
     }
@@ -115,6 +128,44 @@ async fn events_stream_the_callers_sessions(env: TestEnv) {
     t.refuses_anonymous(Method::GET, "/api/v2/events").await;
 }
 
+/// A stream lasts as long as the login it was opened under: logging out ends
+/// the one opened with the login cookie and the one opened with an event
+/// token issued under that login; a stream of the same user's other login
+/// goes on.
+async fn a_stream_ends_when_its_login_does(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let other_login = client_from(
+        &t.post("/api/v2/auth/login")
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+            .await,
+    );
+    let stream = |req: crate::common::Req| async move {
+        let mut events = EventReader::new(req.send_streaming().await);
+        assert_eq!(events.next().await.0, "snapshot");
+        events
+    };
+    let mut by_cookie = stream(t.get("/api/v2/events").cookie(&ada)).await;
+    let issued = t.event_token(&ada).await;
+    let uri = format!("/api/v2/events?token={}", issued["token"].as_str().unwrap());
+    let mut by_event_token = stream(t.get(&uri)).await;
+    let mut other = stream(t.get("/api/v2/events").cookie(&other_login)).await;
+
+    t.post_as(&ada, "/api/v2/auth/logout").await.data(200);
+    // Ends within a second on this replica; the deadline is for a loaded machine.
+    by_cookie.ended(Duration::from_secs(10)).await;
+    by_event_token.ended(Duration::from_secs(10)).await;
+
+    let created = t.session(&other_login).await;
+    loop {
+        let e = other.next_named("session").await;
+        if e["id"] == created["id"] {
+            break;
+        }
+    }
+}
+
 async fn event_tokens_are_single_use(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
@@ -151,6 +202,7 @@ async fn event_tokens_expire(env: TestEnv) {
 
 crate::scenarios!(
     events_stream_the_callers_sessions,
+    a_stream_ends_when_its_login_does,
     event_tokens_are_single_use,
     event_tokens_expire,
 );
