@@ -147,6 +147,11 @@ pub struct CreateAdminArgs {
     /// SQL database URL, when not the default SQLite file.
     #[arg(long, env = "MEDFORGE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// When the account exists: set its password to the one given, end its
+    /// logins and make it an admin. Without this, an existing account that is
+    /// not an admin is refused (whoever signed up with it chose its password).
+    #[arg(long)]
+    pub reset_password: bool,
 }
 
 /// `medforge down`.

@@ -1,4 +1,5 @@
-//! The `medforge` binary as a user meets it: usage errors and `medforge crds`.
+//! The `medforge` binary as a user meets it: usage errors, `medforge crds`
+//! and `medforge create-admin`.
 
 use std::process::{Command, Output};
 
@@ -110,4 +111,72 @@ fn a_lease_duration_is_whole_seconds() {
             &["a whole number of seconds"],
         );
     }
+}
+
+/// `medforge create-admin` with the password on standard input.
+fn create_admin(data_dir: &std::path::Path, extra: &[&str]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medforge"))
+        .args(["create-admin", "--email", "ops@example.org", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run medforge");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the admin's own\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Someone signed up as `ops@example.org` before the operator made it the
+/// admin: `create-admin` refuses (exit 1, saying why and what to run) and
+/// changes nothing; with `--reset-password` it sets the password, ends the
+/// registrant's logins and makes the account an admin.
+#[tokio::test]
+async fn create_admin_never_promotes_a_self_registered_account_silently() {
+    use medforge_api::users;
+    let dir = tempfile::tempdir().unwrap();
+    let db = medforge_api::Db::connect(None, dir.path()).await.unwrap();
+    db.migrate().await.unwrap();
+    let squatter = users::create_user(&db, "ops@example.org", "not-a-hash", false, 0)
+        .await
+        .unwrap();
+    let login = "ab".repeat(32);
+    users::insert_token(&db, &login, &squatter.id, 0, i64::MAX)
+        .await
+        .unwrap();
+
+    let out = create_admin(dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for said in [
+        "ops@example.org exists and is not an admin",
+        "--reset-password",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in {stderr}");
+    }
+    let user = users::get_user(&db, &squatter.id).await.unwrap().unwrap();
+    assert!(!user.is_admin, "refused means not promoted");
+    assert!(users::find_token(&db, &login).await.unwrap().is_some());
+
+    let out = create_admin(dir.path(), &["--reset-password"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = users::get_user(&db, &squatter.id).await.unwrap().unwrap();
+    assert!(user.is_admin && user.can_use_internal);
+    assert!(
+        users::find_token(&db, &login).await.unwrap().is_none(),
+        "the registrant's login ended"
+    );
+    // That the new password works and the old one does not is checked
+    // through the api's login (api tests, `auth`).
 }

@@ -437,10 +437,9 @@ pub enum BootstrapError {
     /// The email is not valid.
     #[error("invalid admin email: {0}")]
     Email(String),
-    /// The account does not exist and no usable password was given.
-    #[error(
-        "the admin account {0} does not exist; give a password of at least {MIN_PASSWORD} characters to create it"
-    )]
+    /// No usable password was given for an account that needs one (a new
+    /// one, or one whose password is reset).
+    #[error("give a password of at least {MIN_PASSWORD} characters for the admin account {0}")]
     Password(String),
     /// The database failed.
     #[error(transparent)]
@@ -448,37 +447,78 @@ pub enum BootstrapError {
     /// Hashing failed.
     #[error("could not hash the password: {0}")]
     Hash(String),
+    /// The account exists and is not an admin: whoever signed up with the
+    /// address chose its password.
+    #[error(
+        "the account {0} exists and is not an admin (someone signed up with this address); promoting it would keep a password you did not choose. To set its password, end its logins and make it an admin, run `medforge create-admin --email {0} --reset-password`"
+    )]
+    NotAnAdmin(String),
 }
 
-/// Makes `email` an admin: promotes the existing account (its password unchanged), or
-/// creates it with `password`. There is no default password: without one, a missing
-/// account is an error. Used by the configuration's `bootstrap_admin` and the CLI.
+/// What [`ensure_admin`] does with an account that exists already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingAccount {
+    /// An admin already: left as it is (the password given is not used).
+    /// Not an admin: refused ([`BootstrapError::NotAnAdmin`]).
+    Refuse,
+    /// Sets its password to the one given, ends its logins and makes it an
+    /// admin, whatever it was.
+    ResetPassword,
+}
+
+/// Makes `email` an admin. A missing account is created with `password`;
+/// there is no default password, so without one that is an error. An existing
+/// account is handled as `existing` says: never silently promoted with a
+/// password someone else chose. Used by the configuration's
+/// `bootstrap_admin`, the first start and the CLI.
 pub async fn ensure_admin(
     db: &Db,
     hashing: PasswordHashing,
     email: &str,
     password: Option<&str>,
+    existing: ExistingAccount,
 ) -> Result<User, BootstrapError> {
     let email = normalize_email(email).map_err(|e| BootstrapError::Email(e.message))?;
     if let Some(user) = users::get_user_by_email(db, &email).await? {
-        let update = users::UserUpdate {
-            is_admin: Some(true),
-            can_use_internal: Some(true),
-            max_sessions: None,
-        };
-        let user = users::update_user(db, &user.id, &update)
-            .await?
-            .unwrap_or(user);
-        tracing::info!(user_id = %user.id, "admin ensured (existing account)");
-        return Ok(user);
+        match existing {
+            ExistingAccount::Refuse if user.is_admin => {
+                tracing::info!(user_id = %user.id, "admin exists; left as it is");
+                return Ok(user);
+            }
+            ExistingAccount::Refuse => return Err(BootstrapError::NotAnAdmin(email)),
+            ExistingAccount::ResetPassword => {
+                let hash = new_password_hash(hashing, &email, password).await?;
+                users::set_password_hash(db, &user.id, &hash).await?;
+                let ended = users::delete_user_tokens(db, &user.id).await?;
+                let update = users::UserUpdate {
+                    is_admin: Some(true),
+                    can_use_internal: Some(true),
+                    max_sessions: None,
+                };
+                let user = users::update_user(db, &user.id, &update)
+                    .await?
+                    .unwrap_or(user);
+                tracing::info!(user_id = %user.id, logins_ended = ended, "admin ensured: existing account, password reset");
+                return Ok(user);
+            }
+        }
     }
-    let password = password
-        .filter(|p| check_new_password(p).is_ok())
-        .ok_or_else(|| BootstrapError::Password(email.clone()))?;
-    let hash = hash_password(hashing, password.to_owned())
-        .await
-        .map_err(|e| BootstrapError::Hash(e.to_string()))?;
+    let hash = new_password_hash(hashing, &email, password).await?;
     let user = users::create_user(db, &email, &hash, true, now_secs()).await?;
     tracing::info!(user_id = %user.id, "admin created");
     Ok(user)
+}
+
+/// The hash of an admin's new password; a missing or too short one is an error.
+async fn new_password_hash(
+    hashing: PasswordHashing,
+    email: &str,
+    password: Option<&str>,
+) -> Result<String, BootstrapError> {
+    let password = password
+        .filter(|p| check_new_password(p).is_ok())
+        .ok_or_else(|| BootstrapError::Password(email.to_owned()))?;
+    hash_password(hashing, password.to_owned())
+        .await
+        .map_err(|e| BootstrapError::Hash(e.to_string()))
 }

@@ -46,7 +46,7 @@ pub mod users;
 pub mod validate;
 
 pub use app::{app, app_with};
-pub use auth::ensure_admin;
+pub use auth::{ExistingAccount, ensure_admin};
 pub use clock::{now_secs, rfc3339};
 pub use config::{AdminBootstrap, ApiConfig, PasswordHashing};
 pub use db::Db;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::app::app;
-use crate::auth::{BootstrapError, ensure_admin};
+use crate::auth::{BootstrapError, ExistingAccount, ensure_admin};
 use crate::backend::SessionBackend;
 use crate::clock::now_secs;
 use crate::config::ApiConfig;
@@ -55,6 +55,7 @@ impl Api {
                 config.auth.password_hashing,
                 &admin.email,
                 Some(&admin.password),
+                ExistingAccount::Refuse,
             )
             .await?;
         }

@@ -172,6 +172,14 @@ pub async fn set_password_hash(db: &Db, id: &str, password_hash: &str) -> Result
     Ok(())
 }
 
+/// Ends every login of a user (and their unredeemed event tokens); how many
+/// login tokens there were.
+pub async fn delete_user_tokens(db: &Db, user_id: &str) -> Result<u64, DbError> {
+    let removed = execute!(db, "DELETE FROM auth_tokens WHERE user_id = $1", user_id)?;
+    execute!(db, "DELETE FROM event_tokens WHERE user_id = $1", user_id)?;
+    Ok(removed)
+}
+
 /// Stores a new login token's hash.
 pub async fn insert_token(
     db: &Db,

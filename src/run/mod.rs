@@ -184,15 +184,31 @@ pub async fn create_admin(args: CreateAdminArgs) -> anyhow::Result<()> {
     let mut config = medforge_api::ApiConfig::new("localhost", &args.data_dir);
     config.database_url = args.database_url;
     let db = api_db(config.database_url.as_deref(), &config.data_dir).await?;
+    let existing = if args.reset_password {
+        medforge_api::ExistingAccount::ResetPassword
+    } else {
+        medforge_api::ExistingAccount::Refuse
+    };
     let user = medforge_api::ensure_admin(
         &db,
         config.auth.password_hashing,
         &args.email,
         Some(password),
+        existing,
     )
     .await
     .context("creating the admin")?;
-    println!("admin {} ready (id {})", args.email, user.id);
+    if args.reset_password {
+        println!(
+            "admin {} ready (id {}); its password is the one given and its earlier logins have ended",
+            args.email, user.id
+        );
+    } else {
+        println!(
+            "admin {} ready (id {}); an admin that existed already keeps its password (--reset-password sets it)",
+            args.email, user.id
+        );
+    }
     Ok(())
 }
 

@@ -87,9 +87,17 @@ pub async fn first_admin(
     }
     let password = random_password();
     write_secret(&file, &password)?;
-    medforge_api::ensure_admin(&db, config.auth.password_hashing, &email, Some(&password))
-        .await
-        .context("creating the first admin")?;
+    // A fresh password that only the file holds: an account someone signed up
+    // as admin@<domain> before the first start gets it and loses its logins.
+    medforge_api::ensure_admin(
+        &db,
+        config.auth.password_hashing,
+        &email,
+        Some(&password),
+        medforge_api::ExistingAccount::ResetPassword,
+    )
+    .await
+    .context("creating the first admin")?;
     tracing::info!(%email, password_file = %file.display(), "created the first admin; the password is in the file (mode 0600)");
     Ok(format!("{email}, password in {}", file.display()))
 }

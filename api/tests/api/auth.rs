@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
 use medforge_api::backend::MemoryBackendConfig;
-use medforge_api::{tokens, users};
+use medforge_api::{ExistingAccount, tokens, users};
 use serde_json::json;
 
 use crate::common::{GOOD_ORIGIN, TestApp, TestEnv, client_from};
@@ -486,33 +486,92 @@ async fn admin_bootstrap_never_uses_a_default_password(env: TestEnv) {
     let t = env.app().await;
     let db = t.state().db();
     let fast = medforge_api::PasswordHashing::INSECURE_FAST;
+    let refuse = ExistingAccount::Refuse;
     assert!(
-        medforge_api::ensure_admin(db, fast, "root@example.org", None)
+        medforge_api::ensure_admin(db, fast, "root@example.org", None, refuse)
             .await
             .is_err(),
         "a missing account needs a password"
     );
     assert!(
-        medforge_api::ensure_admin(db, fast, "root@example.org", Some("short"))
+        medforge_api::ensure_admin(db, fast, "root@example.org", Some("short"), refuse)
             .await
             .is_err()
     );
-    let admin = medforge_api::ensure_admin(db, fast, "root@example.org", Some("long enough"))
-        .await
-        .unwrap();
+    let admin =
+        medforge_api::ensure_admin(db, fast, "root@example.org", Some("long enough"), refuse)
+            .await
+            .unwrap();
     assert!(admin.is_admin && admin.can_use_internal);
-    // Promoting an existing account keeps its password.
-    let ada = t.user("ada@example.org").await;
-    let promoted = medforge_api::ensure_admin(db, fast, "ADA@example.org", None)
+    // An admin already: left as it is, its password too.
+    let again =
+        medforge_api::ensure_admin(db, fast, "root@example.org", Some("another one"), refuse)
+            .await
+            .unwrap();
+    assert_eq!(again.id, admin.id);
+    let login = |email: &'static str, password: &'static str| {
+        t.post("/api/v2/auth/login")
+            .json(json!({"email": email, "password": password}))
+            .send()
+    };
+    login("root@example.org", "long enough").await.data(200);
+    login("root@example.org", "another one")
         .await
-        .unwrap();
-    assert_eq!(promoted.id, ada.id);
-    assert!(promoted.is_admin);
-    t.post("/api/v2/auth/login")
-        .json(json!({"email": "ada@example.org", "password": "correct horse"}))
-        .send()
+        .problem(401, "invalid_credentials");
+}
+
+/// Someone signed up with the address meant for an admin: making that
+/// account an admin is refused unless its password is reset, which also ends
+/// the logins its registrant holds.
+async fn a_self_registered_account_is_never_promoted_with_its_password(env: TestEnv) {
+    let t = env.app().await;
+    let db = t.state().db();
+    let fast = medforge_api::PasswordHashing::INSECURE_FAST;
+    let squatter = t.user("ops@example.org").await;
+    let refused = medforge_api::ensure_admin(
+        db,
+        fast,
+        "OPS@example.org",
+        Some("the real admin's"),
+        ExistingAccount::Refuse,
+    )
+    .await
+    .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("ops@example.org exists and is not an admin")
+            && message.contains("--reset-password"),
+        "{message}"
+    );
+    let unchanged = users::get_user(db, &squatter.id).await.unwrap().unwrap();
+    assert!(!unchanged.is_admin, "refused means not promoted");
+    t.get_as(&squatter, "/api/v2/me").await.data(200);
+
+    let promoted = medforge_api::ensure_admin(
+        db,
+        fast,
+        "ops@example.org",
+        Some("the real admin's"),
+        ExistingAccount::ResetPassword,
+    )
+    .await
+    .unwrap();
+    assert_eq!(promoted.id, squatter.id);
+    assert!(promoted.is_admin && promoted.can_use_internal);
+    // The registrant's login and password no longer work; the new one does.
+    let hashed = tokens::hash_hex(&tokens::hash_token(&squatter.token));
+    assert!(users::find_token(db, &hashed).await.unwrap().is_none());
+    let login = |password: &'static str| {
+        t.post("/api/v2/auth/login")
+            .json(json!({"email": "ops@example.org", "password": password}))
+            .send()
+    };
+    login("correct horse")
         .await
-        .data(200);
+        .problem(401, "invalid_credentials");
+    let admin = client_from(&login("the real admin's").await);
+    let me = t.get_as(&admin, "/api/v2/me").await.data(200);
+    assert_eq!(me["user"]["is_admin"], true);
 }
 
 crate::scenarios!(
@@ -527,4 +586,5 @@ crate::scenarios!(
     tokens_expire_when_idle_and_absolutely,
     origin_allowlist_guards_state_changing_routes,
     admin_bootstrap_never_uses_a_default_password,
+    a_self_registered_account_is_never_promoted_with_its_password,
 );

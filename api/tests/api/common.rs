@@ -246,6 +246,7 @@ impl TestApp {
             PasswordHashing::INSECURE_FAST,
             email,
             Some("admin password"),
+            medforge_api::ExistingAccount::Refuse,
         )
         .await
         .expect("admin");

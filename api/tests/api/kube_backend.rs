@@ -131,6 +131,7 @@ async fn kube_backend_on_the_embedded_control_plane() {
         medforge_api::PasswordHashing::INSECURE_FAST,
         "root@example.org",
         Some("admin password"),
+        medforge_api::ExistingAccount::Refuse,
     )
     .await
     .unwrap();
