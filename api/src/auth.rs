@@ -18,6 +18,7 @@ use crate::clock::{now_secs, rfc3339};
 use crate::config::PasswordHashing;
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
+use crate::hash_slots::HashSlot;
 use crate::reply::Reply;
 use crate::request::{ClientIp, Json};
 use crate::state::AppState;
@@ -117,9 +118,16 @@ fn argon2(params: PasswordHashing) -> Result<Argon2<'static>, ApiError> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Hashes a password with Argon2id (PHC string), off the async threads.
-pub async fn hash_password(params: PasswordHashing, password: String) -> Result<String, ApiError> {
+/// Hashes a password with Argon2id (PHC string), off the async threads. The
+/// `slot` (see [`crate::hash_slots::HashSlots`]) is held until the hash is done, even when the
+/// request is dropped first.
+pub async fn hash_password(
+    params: PasswordHashing,
+    password: String,
+    slot: Option<HashSlot>,
+) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
         argon2(params)?
             .hash_password(password.as_bytes(), &salt)
@@ -136,8 +144,10 @@ pub async fn verify_password(
     params: PasswordHashing,
     password: String,
     stored: Option<String>,
+    slot: HashSlot,
 ) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let known = stored.is_some();
         let stored = match stored {
             Some(s) => s,
@@ -347,7 +357,13 @@ async fn signup(
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let hash = hash_password(state.config().auth.password_hashing, body.password).await?;
+    let slot = state.hash_slots().take()?;
+    let hash = hash_password(
+        state.config().auth.password_hashing,
+        body.password,
+        Some(slot),
+    )
+    .await?;
     let user = match users::create_user(state.db(), &email, &hash, false, now_secs()).await {
         Ok(user) => user,
         Err(e) if e.is_unique_violation() => {
@@ -388,7 +404,8 @@ async fn login(
     let found = users::find_for_login(state.db(), &email).await?;
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     let params = state.config().auth.password_hashing;
-    if !verify_password(params, body.password, stored).await? {
+    let slot = state.hash_slots().take()?;
+    if !verify_password(params, body.password, stored, slot).await? {
         return Err(ApiError::InvalidCredentials);
     }
     let Some(found) = found else {
@@ -518,7 +535,7 @@ async fn new_password_hash(
     let password = password
         .filter(|p| check_new_password(p).is_ok())
         .ok_or_else(|| BootstrapError::Password(email.to_owned()))?;
-    hash_password(hashing, password.to_owned())
+    hash_password(hashing, password.to_owned(), None)
         .await
         .map_err(|e| BootstrapError::Hash(e.to_string()))
 }

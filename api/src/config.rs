@@ -124,6 +124,9 @@ pub struct AuthConfig {
     pub signup_enabled: bool,
     /// Argon2id cost.
     pub password_hashing: PasswordHashing,
+    /// Most password hashes (signup, login) computed at once; beyond it,
+    /// 503 `busy` with `Retry-After` (default: twice the CPUs, at least 2).
+    pub max_concurrent_hashes: usize,
     /// Lifetime of the single-use tokens for `EventSource`.
     pub event_token_ttl: Duration,
 }
@@ -203,6 +206,9 @@ impl ApiConfig {
                 token_cache_ttl: Duration::from_secs(30),
                 signup_enabled: true,
                 password_hashing: PasswordHashing::RECOMMENDED,
+                max_concurrent_hashes: std::thread::available_parallelism()
+                    .map_or(2, |n| n.get() * 2)
+                    .max(2),
                 event_token_ttl: Duration::from_secs(60),
             },
             rate_limit: RateLimitConfig {

@@ -28,6 +28,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod hash_slots;
 pub mod health;
 pub mod host;
 pub mod index;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::backend::SessionBackend;
 use crate::config::ApiConfig;
 use crate::db::Db;
+use crate::hash_slots::HashSlots;
 use crate::host::HostParser;
 use crate::index::SessionIndex;
 use crate::origin::OriginAllowlist;
@@ -22,6 +23,7 @@ struct StateInner {
     index: Arc<SessionIndex>,
     tokens: TokenCache,
     auth_limiter: RateLimiter,
+    hash_slots: HashSlots,
     origins: OriginAllowlist,
     hosts: HostParser,
 }
@@ -36,6 +38,7 @@ impl AppState {
                 config.auth.idle_ttl.as_secs().max(1) as i64,
             ),
             auth_limiter: RateLimiter::new(config.rate_limit),
+            hash_slots: HashSlots::new(config.auth.max_concurrent_hashes),
             origins: OriginAllowlist::new(config.allowed_origins()),
             hosts: HostParser::new(&config),
             index: Arc::new(SessionIndex::new()),
@@ -64,6 +67,10 @@ impl AppState {
     /// The login token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.0.tokens
+    }
+    /// The bound on password hashes computed at once.
+    pub fn hash_slots(&self) -> &HashSlots {
+        &self.0.hash_slots
     }
     /// The signup/login rate limiter.
     pub fn auth_limiter(&self) -> &RateLimiter {

@@ -50,14 +50,14 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .error(403, &["signup_disabled"])
             .error(409, &["email_taken"])
             .error(429, &["rate_limited"])
-            .error(503, &["database_unavailable"]),
+            .error(503, &["database_unavailable", "busy"]),
         op("post", "/api/v2/auth/login", "login", "Log in (sets the cookie)", "auth", Public)
             .body(login, true)
             .ok(200, Success::Envelope(user_reply.clone()))
             .header("Set-Cookie", "The login cookie")
             .error(401, &["invalid_credentials"])
             .error(429, &["rate_limited"])
-            .error(503, &["database_unavailable"]),
+            .error(503, &["database_unavailable", "busy"]),
         op("post", "/api/v2/auth/logout", "logout", "Revoke the login token and clear the cookie", "auth", Public)
             .ok(200, Success::Envelope(message))
             .header("Set-Cookie", "The cleared cookie")

@@ -238,6 +238,38 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
     }
 }
 
+/// Password hashes are bounded: with every slot taken, signup and login get
+/// 503 `busy` with `Retry-After` at once (no queue), and work again as soon
+/// as a slot is free.
+async fn a_saturated_hasher_answers_busy_instead_of_queueing(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.auth.max_concurrent_hashes = 2,
+            MemoryBackendConfig::default(),
+        )
+        .await;
+    t.user("ada@example.org").await;
+    let slots = t.state().hash_slots();
+    let held: Vec<_> = (0..2).map(|_| slots.take().expect("a free slot")).collect();
+    assert_eq!(slots.free(), 0);
+    let login = || {
+        t.post("/api/v2/auth/login")
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+    };
+    let busy = login().await;
+    busy.problem(503, "busy");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    t.post("/api/v2/auth/signup")
+        .json(json!({"email": "bob@example.org", "password": "correct horse"}))
+        .send()
+        .await
+        .problem(503, "busy");
+    drop(held);
+    login().await.data(200);
+    assert_eq!(slots.free(), 2, "every slot is given back");
+}
+
 async fn me_needs_a_valid_token(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
@@ -580,6 +612,7 @@ crate::scenarios!(
     signup_can_be_closed,
     login_success_and_failures,
     login_and_signup_are_rate_limited_per_ip,
+    a_saturated_hasher_answers_busy_instead_of_queueing,
     me_needs_a_valid_token,
     a_flood_of_cookie_values_costs_a_bounded_number_of_queries,
     logout_revokes_the_token,
