@@ -22,6 +22,7 @@ use medforge_testkit::bollard::models::{ContainerCreateBody, HostConfig};
 use medforge_testkit::bollard::query_parameters::KillContainerOptions;
 
 use agent_support::{Env, is_running_and_ready};
+use medforge_operator::agent::docker::ENABLE_ICC;
 use medforge_operator::agent::testing::{assert_hardened, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -154,6 +155,24 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert_eq!(labels["medforge.dev/node"], env.node);
     let host = info.host_config.unwrap();
     assert_hardened(&host);
+    // The sessions' network: no traffic between its containers by Docker's
+    // own switch, no IPv6.
+    let network = env
+        .harness
+        .docker()
+        .inspect_network(
+            &env.runtime.network,
+            None::<medforge_testkit::bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let options = network.options.unwrap_or_default();
+    assert_eq!(
+        options.get(ENABLE_ICC).map(String::as_str),
+        Some("false"),
+        "{options:?}"
+    );
+    assert_ne!(network.enable_ipv6, Some(true));
     assert!(host.device_requests.unwrap_or_default().is_empty());
 
     // Metrics and health on the agent's own port.

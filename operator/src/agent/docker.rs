@@ -31,6 +31,9 @@ pub const API_VERSION: ClientVersion = ClientVersion {
     minor_version: 41,
 };
 
+/// The bridge driver's option for traffic between its containers.
+pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+
 /// Docker through its Unix socket.
 #[derive(Clone, Debug)]
 pub struct DockerContainers {
@@ -62,6 +65,9 @@ impl DockerContainers {
     /// Whether the network exists; when several have its name (an earlier
     /// race), all but the oldest are removed, so every caller converges on
     /// the same one.
+    /// Removes all but the oldest network named `name`; whether one exists.
+    /// Warns when the one kept lets its containers talk to each other or has
+    /// IPv6 (made before the agent created it closed, or by hand).
     async fn dedupe_network(&self, name: &str) -> Result<bool, ContainerError> {
         let list = self
             .docker
@@ -76,12 +82,21 @@ impl DockerContainers {
         let mut same: Vec<_> = list
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
-            .map(|n| (n.created.unwrap_or_default(), n.id.unwrap_or_default()))
             .collect();
-        same.sort();
-        for (_, id) in same.iter().skip(1) {
+        same.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        for n in same.iter().skip(1) {
+            let id = n.id.as_deref().unwrap_or_default();
             if let Err(e) = self.docker.remove_network(id).await {
                 tracing::warn!(network = %name, %id, error = %error_text(&e), "cannot remove a duplicate network");
+            }
+        }
+        if let Some(kept) = same.first() {
+            let icc = kept.options.as_ref().and_then(|o| o.get(ENABLE_ICC));
+            if icc.map(String::as_str) != Some("false") || kept.enable_ipv6 == Some(true) {
+                tracing::warn!(
+                    network = %name,
+                    "the sessions' network lets containers reach each other or has IPv6: only the isolation rules hold them apart. Remove it while no session runs (docker network rm {name}); the agent recreates it closed"
+                );
             }
         }
         Ok(!same.is_empty())
@@ -377,9 +392,17 @@ impl Containers for DockerContainers {
         if self.dedupe_network(name).await? {
             return Ok(());
         }
+        // Closed by Docker's own switch too: containers on it cannot reach
+        // each other even before (or without) the agent's isolation rules,
+        // and it has no IPv6, which those rules do not cover.
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".to_string()),
+            enable_ipv6: Some(false),
+            options: Some(HashMap::from([(
+                ENABLE_ICC.to_string(),
+                "false".to_string(),
+            )])),
             labels: Some(HashMap::from([(
                 medforge_crds::keys::container::MANAGED.to_string(),
                 "true".to_string(),
