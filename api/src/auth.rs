@@ -401,16 +401,22 @@ async fn login(
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    state
+        .login_failures()
+        .check(&email)
+        .map_err(|retry_after_secs| ApiError::LoginDelayed { retry_after_secs })?;
     let found = users::find_for_login(state.db(), &email).await?;
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     let params = state.config().auth.password_hashing;
     let slot = state.hash_slots().take()?;
-    if !verify_password(params, body.password, stored, slot).await? {
-        return Err(ApiError::InvalidCredentials);
-    }
-    let Some(found) = found else {
+    let (true, Some(found)) = (
+        verify_password(params, body.password, stored, slot).await?,
+        found,
+    ) else {
+        state.login_failures().failed(&email);
         return Err(ApiError::InvalidCredentials);
     };
+    state.login_failures().succeeded(&email);
     let cookie = issue_token(&state, &found.user).await?;
     tracing::info!(user_id = %found.user.id, "user logged in");
     Ok(Reply::ok(UserReply {

@@ -89,6 +89,12 @@ pub enum ApiError {
         /// Seconds until a new attempt is allowed.
         retry_after_secs: u64,
     },
+    /// Too many wrong passwords for this account lately (429).
+    #[error("too many failed logins for this account; retry in {retry_after_secs} s")]
+    LoginDelayed {
+        /// Seconds until a new attempt is allowed.
+        retry_after_secs: u64,
+    },
     /// A dependency (database, control plane, scheduler) did not answer (503).
     #[error("{detail}")]
     Unavailable {
@@ -194,6 +200,12 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!("Too many attempts from this address; retry in {retry_after_secs} s."),
+            )
+            .with_retry_after(*retry_after_secs),
+            ApiError::LoginDelayed { retry_after_secs } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "login_delayed",
+                format!("Too many failed logins for this account; retry in {retry_after_secs} s."),
             )
             .with_retry_after(*retry_after_secs),
             ApiError::Unavailable {

@@ -32,6 +32,7 @@ pub mod hash_slots;
 pub mod health;
 pub mod host;
 pub mod index;
+pub mod login_failures;
 pub mod openapi;
 pub mod origin;
 pub mod proxy;

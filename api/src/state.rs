@@ -8,6 +8,7 @@ use crate::db::Db;
 use crate::hash_slots::HashSlots;
 use crate::host::HostParser;
 use crate::index::SessionIndex;
+use crate::login_failures::LoginFailures;
 use crate::origin::OriginAllowlist;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::TokenCache;
@@ -24,6 +25,7 @@ struct StateInner {
     tokens: TokenCache,
     auth_limiter: RateLimiter,
     hash_slots: HashSlots,
+    login_failures: LoginFailures,
     origins: OriginAllowlist,
     hosts: HostParser,
 }
@@ -39,6 +41,7 @@ impl AppState {
             ),
             auth_limiter: RateLimiter::new(config.rate_limit),
             hash_slots: HashSlots::new(config.auth.max_concurrent_hashes),
+            login_failures: LoginFailures::default(),
             origins: OriginAllowlist::new(config.allowed_origins()),
             hosts: HostParser::new(&config),
             index: Arc::new(SessionIndex::new()),
@@ -71,6 +74,10 @@ impl AppState {
     /// The bound on password hashes computed at once.
     pub fn hash_slots(&self) -> &HashSlots {
         &self.0.hash_slots
+    }
+    /// Failed logins per account.
+    pub fn login_failures(&self) -> &LoginFailures {
+        &self.0.login_failures
     }
     /// The signup/login rate limiter.
     pub fn auth_limiter(&self) -> &RateLimiter {

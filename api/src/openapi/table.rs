@@ -56,7 +56,7 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .ok(200, Success::Envelope(user_reply.clone()))
             .header("Set-Cookie", "The login cookie")
             .error(401, &["invalid_credentials"])
-            .error(429, &["rate_limited"])
+            .error(429, &["rate_limited", "login_delayed"])
             .error(503, &["database_unavailable", "busy"]),
         op("post", "/api/v2/auth/logout", "logout", "Revoke the login token and clear the cookie", "auth", Public)
             .ok(200, Success::Envelope(message))

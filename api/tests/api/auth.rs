@@ -191,11 +191,15 @@ async fn login_and_signup_are_rate_limited_per_ip(env: TestEnv) {
             MemoryBackendConfig::default(),
         )
         .await;
+    // Another account each time, so that only the per-network limit counts
+    // (an account's own failures are limited too: see below).
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
     let attempt = |peer: &str, forwarded: Option<&str>| {
+        let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = t
             .post("/api/v2/auth/login")
             .peer(peer)
-            .json(json!({"email": "a@b.org", "password": "whatever1"}));
+            .json(json!({"email": format!("a{n}@b.org"), "password": "whatever1"}));
         if let Some(f) = forwarded {
             req = req.header("x-forwarded-for", f);
         }
@@ -268,6 +272,58 @@ async fn a_saturated_hasher_answers_busy_instead_of_queueing(env: TestEnv) {
     drop(held);
     login().await.data(200);
     assert_eq!(slots.free(), 2, "every slot is given back");
+}
+
+/// Guessing one account's password from many addresses: after 5 wrong
+/// passwords its logins wait (429 `login_delayed`, the right password
+/// included), other accounts do not; once the wait is over the right
+/// password works and clears the count.
+async fn failed_logins_delay_that_account_from_any_address(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.rate_limit.burst = 1000,
+            MemoryBackendConfig::default(),
+        )
+        .await;
+    t.user("ada@example.org").await;
+    t.user("bob@example.org").await;
+    let login = |email: &'static str, password: &'static str, i: usize| {
+        // Each guess from another address of another network.
+        t.post("/api/v2/auth/login")
+            .peer(&format!("198.51.{}.{}:5000", 100 + i / 200, 1 + i % 200))
+            .json(json!({"email": email, "password": password}))
+            .send()
+    };
+    for i in 0..6 {
+        login("ada@example.org", "wrong guess", i)
+            .await
+            .problem(401, "invalid_credentials");
+    }
+    let delayed = login("ada@example.org", "correct horse", 6).await;
+    delayed.problem(429, "login_delayed");
+    assert_eq!(delayed.header("retry-after"), Some("1"));
+    login("bob@example.org", "correct horse", 7).await.data(200);
+    // The wait is one second; poll past it (the deadline is generous, for a
+    // loaded machine). Attempts during the wait do not lengthen it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut i = 8;
+    loop {
+        let res = login("ada@example.org", "correct horse", i).await;
+        if res.status.as_u16() == 200 {
+            break;
+        }
+        res.problem(429, "login_delayed");
+        assert!(tokio::time::Instant::now() < deadline, "still delayed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        i += 1;
+    }
+    // Cleared: a wrong password is an ordinary 401 again, not a longer wait.
+    login("ada@example.org", "wrong guess", 99)
+        .await
+        .problem(401, "invalid_credentials");
+    login("ada@example.org", "correct horse", 100)
+        .await
+        .data(200);
 }
 
 async fn me_needs_a_valid_token(env: TestEnv) {
@@ -613,6 +669,7 @@ crate::scenarios!(
     login_success_and_failures,
     login_and_signup_are_rate_limited_per_ip,
     a_saturated_hasher_answers_busy_instead_of_queueing,
+    failed_logins_delay_that_account_from_any_address,
     me_needs_a_valid_token,
     a_flood_of_cookie_values_costs_a_bounded_number_of_queries,
     logout_revokes_the_token,
