@@ -406,12 +406,7 @@ async fn a_flood_of_cookie_values_costs_a_bounded_number_of_queries(env: TestEnv
 async fn logout_revokes_the_token(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let other_login = client_from(
-        &t.post("/api/v2/auth/login")
-            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
-            .send()
-            .await,
-    );
+    let other_login = t.log_in_again("ada@example.org").await;
     t.get_as(&ada, "/api/v2/me").await.data(200);
     let res = t.post_as(&ada, "/api/v2/auth/logout").await;
     assert_eq!(res.data(200)["message"], "Logged out.");

@@ -239,6 +239,12 @@ impl TestApp {
         .await
     }
 
+    /// Another login of a user made by [`TestApp::user`].
+    pub async fn log_in_again(&self, email: &str) -> Client {
+        self.sign_in("/api/v2/auth/login", email, "correct horse", StatusCode::OK)
+            .await
+    }
+
     /// An admin, created through the bootstrap path, logged in.
     pub async fn admin(&self, email: &str) -> Client {
         medforge_api::ensure_admin(

@@ -6,9 +6,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Method;
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{TestEnv, client_from, memory_defaults};
+use crate::common::{TestEnv, memory_defaults};
 
 /// Reads SSE events from a body.
 struct EventReader {
@@ -135,12 +135,7 @@ async fn events_stream_the_callers_sessions(env: TestEnv) {
 async fn a_stream_ends_when_its_login_does(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
-    let other_login = client_from(
-        &t.post("/api/v2/auth/login")
-            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
-            .send()
-            .await,
-    );
+    let other_login = t.log_in_again("ada@example.org").await;
     let stream = |req: crate::common::Req| async move {
         let mut events = EventReader::new(req.send_streaming().await);
         assert_eq!(events.next().await.0, "snapshot");
