@@ -54,16 +54,25 @@ cargo check --locked -p medforge --bin medforge
 harness=target/debug/mf-harness
 cleanup() {
   status=$?
-  # Quiet on success, so nextest's summary stays the last line printed.
-  if ! "$harness" down >target/harness-down.log 2>&1; then
+  # Bounded: a hung daemon must not hold CI until its own limit. Quiet on
+  # success, so nextest's summary stays the last line printed.
+  if ! timeout --kill-after=10 600 "$harness" down >target/harness-down.log 2>&1; then
     cat target/harness-down.log >&2
-    echo "test.sh: harness teardown failed (log: target/harness-down.log)" >&2
+    echo "test.sh: harness teardown failed or took over 10 min (log: target/harness-down.log)" >&2
+    bash scripts/harness-diagnose.sh >&2 || true
   fi
   exit "$status"
 }
 trap cleanup EXIT
 echo "== harness up"
-"$harness" up
+timeout --kill-after=10 600 "$harness" up
 
 echo "== tests"
-cargo nextest run --workspace --locked --profile ci
+# Each test is ended after 5 min (.config/nextest.toml); the whole run gets
+# 45 min, so that a wedged run still reports and tears down inside CI's limit.
+tests=0
+timeout --kill-after=30 2700 cargo nextest run --workspace --locked --profile ci || tests=$?
+if [ "$tests" -ne 0 ]; then
+  bash scripts/harness-diagnose.sh >&2 || true
+  exit "$tests"
+fi

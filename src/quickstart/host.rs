@@ -35,14 +35,28 @@ pub async fn iptables_usable() -> Result<()> {
         .context("iptables is unusable, and session isolation needs it (is this a container without NET_ADMIN?)")
 }
 
+/// How long one helper command ([`run`]) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs `program` to its end; its standard output, or an error with its
 /// standard error.
 pub async fn run(program: &Path, args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new(program)
+    let output = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // A daemon that hangs (zfs-fuse, dockerd) must not hang `medforge up`:
+    // the unfinished command is killed when its future is dropped.
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, output)
         .await
+        .map_err(|_| {
+            anyhow!(
+                "`{} {}` did not finish within {COMMAND_TIMEOUT:?} and was killed",
+                program.display(),
+                args.join(" ")
+            )
+        })?
         .with_context(|| format!("running {}", program.display()))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -48,6 +48,19 @@ pub fn live_pid(file: &Path, comm: &str) -> Option<i32> {
     runs_as(pid, comm).then_some(pid)
 }
 
+/// Every live process that runs the program `comm`, whoever started it.
+pub fn pids_running_as(comm: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| runs_as(pid, comm))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Whether `pid` is a live (not zombie) process running the program `comm`.
 fn runs_as(pid: i32, comm: &str) -> bool {
     // `comm` is cut to 15 bytes.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::dir::{QuickstartDir, Report};
 use super::host::{find_program, run, tail, wait_until};
-use super::process::spawn_daemon;
+use super::process::{pids_running_as, spawn_daemon};
 
 /// The programs that drive ZFS.
 pub struct ZfsTools {
@@ -36,16 +36,50 @@ pub async fn start_zfs_fuse(
     let daemon = find_program("zfs-fuse").ok_or_else(|| {
         anyhow!("ZFS does not answer and zfs-fuse is not installed: `apt-get install zfs-fuse`")
     })?;
-    let mut cmd = tokio::process::Command::new(&daemon);
+    start_daemon(tools, &daemon, qs, report, ANSWER_WITHIN).await
+}
+
+/// How long zfs-fuse, new or already running, gets to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// Starts `daemon` (zfs-fuse) unless one runs, and waits `within` until
+/// ZFS answers.
+async fn start_daemon(
+    tools: &ZfsTools,
+    daemon: &Path,
+    qs: &QuickstartDir,
+    report: &mut Report,
+    within: Duration,
+) -> Result<()> {
+    // Never a second daemon beside one that runs but is slow to answer: both
+    // would serve the one socket and import the same pools, which corrupts
+    // them. A running one gets as long to answer as a new one.
+    let running = pids_running_as("zfs-fuse");
+    if !running.is_empty() {
+        if wait_until(within, || zfs_answers(&tools.zpool)).await {
+            return Ok(());
+        }
+        bail!(
+            "zfs-fuse runs (pid {}) but did not answer `zpool list` within {within:?}; \
+             MedForge does not start a second one beside it. Stop it by its PID, or wait \
+             until it answers, and run this again",
+            running
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut cmd = tokio::process::Command::new(daemon);
     cmd.args(["--no-daemon", "--no-kstat-mount"])
         .current_dir("/");
     let log = qs.log("zfs-fuse");
     let child = spawn_daemon(cmd, &log, &qs.pidfile("zfs-fuse")).context("starting zfs-fuse")?;
     let pid = child.id().unwrap_or_default();
     drop(child);
-    if !wait_until(Duration::from_secs(30), || zfs_answers(&tools.zpool)).await {
+    if !wait_until(within, || zfs_answers(&tools.zpool)).await {
         bail!(
-            "zfs-fuse (pid {pid}) did not answer within 30 s; its log {} ends with:\n{}",
+            "zfs-fuse (pid {pid}) did not answer within {within:?}; its log {} ends with:\n{}",
             log.display(),
             tail(&log, 20)
         );
@@ -70,4 +104,62 @@ pub async fn pools(zpool: &Path) -> Result<Vec<String>> {
         .lines()
         .map(str::to_string)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_running_zfs_fuse_that_does_not_answer_gets_no_second_one_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process whose program is called zfs-fuse and which never answers.
+        let silent = dir.path().join("zfs-fuse");
+        std::fs::copy(find_program("sleep").unwrap(), &silent).unwrap();
+        let mut running = std::process::Command::new(&silent)
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let started = dir.path().join("started");
+        let second = script(
+            dir.path(),
+            "second",
+            &format!("touch {}; exec sleep 60", started.display()),
+        );
+        let no_answer = script(dir.path(), "zpool", "echo 'connection refused' >&2; exit 1");
+        let tools = ZfsTools {
+            zfs: no_answer.clone(),
+            zpool: no_answer,
+        };
+        let qs = QuickstartDir::new(dir.path());
+        std::fs::create_dir_all(&qs.dir).unwrap();
+        let mut report = Report::default();
+
+        let result = start_daemon(
+            &tools,
+            &second,
+            &qs,
+            &mut report,
+            Duration::from_millis(500),
+        )
+        .await;
+        let _ = running.kill();
+        let _ = running.wait();
+
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(
+            err.contains(&running.id().to_string()) && err.contains("does not start a second"),
+            "{err}"
+        );
+        assert!(!started.exists(), "a second zfs-fuse was started");
+    }
 }

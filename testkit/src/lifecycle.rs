@@ -183,18 +183,39 @@ pub fn down(config: &HarnessConfig, options: &DownOptions) -> Result<DownReport>
     dockerd::stop(&layout)?;
 
     // 3. The pool, then zfs-fuse if a harness started it and no pool needs it.
+    // A pool that cannot be destroyed (a daemon that does not answer) does
+    // not stop the rest: zfs-fuse, when a harness started it, is still
+    // stopped (killed if it does not end), its dead mounts detached, and the
+    // namespace removed; the error is returned at the end.
     let zfs_lock = zfs_lock(&layout)?;
     let pool_known = layout.pool_file.exists()
         || (zfs::daemon_running(&bins) && zfs::pool_health(&bins, &layout.pool).is_some());
-    if pool_known {
-        zfs::ensure_daemon(&bins, &layout, config.start_timeout)?;
-        zfs::destroy_pool(&bins, &layout)?;
-        report.stopped.push(format!("pool {}", layout.pool));
+    let pool_result = if pool_known {
+        zfs::ensure_daemon(&bins, &layout, config.start_timeout)
+            .and_then(|_| zfs::destroy_pool(&bins, &layout))
+    } else {
+        Ok(())
+    };
+    match &pool_result {
+        Ok(()) if pool_known => report.stopped.push(format!("pool {}", layout.pool)),
+        Ok(()) => {}
+        Err(e) => report
+            .notes
+            .push(format!("pool {} not destroyed: {e}", layout.pool)),
     }
     if let Some(pid) = zfs::our_daemon_pid(&layout) {
         match zfs::stop_daemon_if_ours(&bins, &layout)? {
             Some(note) => report.notes.push(note),
-            None => report.stopped.push(format!("zfs-fuse (pid {pid})")),
+            None => {
+                report.stopped.push(format!("zfs-fuse (pid {pid})"));
+                let detached = zfs::detach_stale_mounts(&layout.pool, true);
+                if detached > 0 {
+                    report.notes.push(format!(
+                        "detached {detached} dead mounts of {}",
+                        layout.pool
+                    ));
+                }
+            }
         }
     } else {
         let _ = std::fs::remove_file(&layout.zfs_fuse_pidfile);
@@ -232,8 +253,10 @@ pub fn down(config: &HarnessConfig, options: &DownOptions) -> Result<DownReport>
         }
     }
     let _ = std::fs::remove_file(&layout.info_file);
-    let _ = std::fs::remove_file(&layout.pool_file);
-    Ok(report)
+    if pool_result.is_ok() {
+        let _ = std::fs::remove_file(&layout.pool_file);
+    }
+    pool_result.map(|()| report)
 }
 
 /// The observed state of each component.

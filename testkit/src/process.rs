@@ -189,17 +189,69 @@ where
     (cmd, line)
 }
 
-/// Runs a command to completion (stdin closed, output captured) and returns its stdout.
+/// How long one command the harness runs ([`run`], [`run_async`]) may take
+/// before it is killed and reported as [`HarnessError::Timeout`]. Every
+/// one (`zfs`, `zpool`, `ip`, …) takes well under a second when its daemon
+/// is healthy; a hung daemon must fail the test that met it, with the
+/// command named, instead of hanging it and everything after it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn timed_out(component: &'static str, line: String, after: Duration) -> HarnessError {
+    HarnessError::Timeout {
+        component,
+        what: format!("`{line}` did not finish and was killed"),
+        waited: after,
+    }
+}
+
+/// Runs a command to completion (stdin closed, output captured) and returns
+/// its stdout; a command still running after [`COMMAND_TIMEOUT`] is killed.
 pub fn run<I, S>(component: &'static str, program: &Path, args: I) -> Result<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_within(component, program, args, COMMAND_TIMEOUT)
+}
+
+/// [`run`] with its own bound on the command's time.
+pub fn run_within<I, S>(
+    component: &'static str,
+    program: &Path,
+    args: I,
+    timeout: Duration,
+) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let (mut cmd, line) = command(program, args);
-    let output = cmd
-        .output()
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
-    check_output(component, line, output)
+    let pid = child.id() as i32;
+    // The waiting thread owns the child; until it reaps it, `pid` is the
+    // child's, so the kill below cannot reach another process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => {
+            let output =
+                output.map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
+            check_output(component, line, output)
+        }
+        Err(_) => {
+            signal(pid, Signal::SIGKILL);
+            // Reaped once its output is closed; a grandchild that holds it
+            // open is not waited for.
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            Err(timed_out(component, line, timeout))
+        }
+    }
 }
 
 /// [`run`] on the tokio runtime.
@@ -208,13 +260,33 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_async_within(component, program, args, COMMAND_TIMEOUT).await
+}
+
+/// [`run_within`] on the tokio runtime.
+pub async fn run_async_within<I, S>(
+    component: &'static str,
+    program: &Path,
+    args: I,
+    timeout: Duration,
+) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let (cmd, line) = command(program, args);
     let output = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
-    check_output(component, line, output)
+        .output();
+    // Dropping the unfinished output future kills the command.
+    match tokio::time::timeout(timeout, output).await {
+        Ok(output) => {
+            let output =
+                output.map_err(HarnessError::io(component, format!("cannot run `{line}`")))?;
+            check_output(component, line, output)
+        }
+        Err(_) => Err(timed_out(component, line, timeout)),
+    }
 }
 
 /// Makes `cmd` a daemon's command: run from `/` in its own process group,
@@ -420,6 +492,57 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("-c 'echo oops >&2; exit 3'"), "{msg}");
+    }
+
+    /// `sh -c` that writes its PID to `pidfile` and then never finishes.
+    fn hanging_shell(pidfile: &Path) -> (PathBuf, Vec<String>) {
+        let sh = find_in_path("sh", &default_search_path()).unwrap();
+        let script = format!("echo $$ > {}; exec sleep 600", pidfile.display());
+        (sh, vec!["-c".to_string(), script])
+    }
+
+    fn assert_killed(pidfile: &Path) {
+        let pid: i32 = std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            (!pid_alive(pid)).then_some(())
+        });
+        assert!(gone.is_some(), "the hung command (pid {pid}) still runs");
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_killed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let (sh, args) = hanging_shell(&pidfile);
+        let err = run_within("zfs-fuse", &sh, &args, Duration::from_millis(300)).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, HarnessError::Timeout { .. }), "{err:?}");
+        assert!(
+            msg.starts_with("zfs-fuse: ")
+                && msg.contains("exec sleep 600'` did not finish and was killed"),
+            "{msg}"
+        );
+        assert_killed(&pidfile);
+    }
+
+    #[tokio::test]
+    async fn an_async_command_that_hangs_is_killed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let (sh, args) = hanging_shell(&pidfile);
+        let err = run_async_within("zfs-fuse", &sh, &args, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exec sleep 600'` did not finish and was killed"),
+            "{err}"
+        );
+        assert_killed(&pidfile);
     }
 
     #[test]

@@ -26,7 +26,14 @@ pub fn busy_backoff() -> ExponentialBuilder {
 
 /// Whether a zfs-fuse daemon answers.
 pub fn daemon_running(bins: &Binaries) -> bool {
-    process::run(COMPONENT, &bins.zpool, ["list", "-H", "-o", "name"]).is_ok()
+    // Bounded well below the callers' own deadlines, which poll it.
+    process::run_within(
+        COMPONENT,
+        &bins.zpool,
+        ["list", "-H", "-o", "name"],
+        Duration::from_secs(10),
+    )
+    .is_ok()
 }
 
 /// The PID of the zfs-fuse a harness started, if it is still running.
@@ -34,23 +41,47 @@ pub fn our_daemon_pid(layout: &Layout) -> Option<i32> {
     process::read_pidfile(&layout.zfs_fuse_pidfile).filter(|&pid| process::pid_is(pid, "zfs-fuse"))
 }
 
+/// PIDs of the zfs-fuse daemons that run now (any harness's, or not a harness's).
+pub fn daemon_pids() -> Vec<i32> {
+    process::pids_mentioning("zfs-fuse")
+        .into_iter()
+        .filter(|&pid| process::pid_is(pid, "zfs-fuse"))
+        .collect()
+}
+
 /// Reuses a running daemon, or starts one (and records that we did).
 /// Returns whether it was started now.
+///
+/// A second daemon is never started while one runs, answering or not: both
+/// would serve the one socket and import the same pool files, which
+/// corrupts them and hangs every client. A daemon that is busy or starting
+/// gets `timeout` to answer; one that does not is an error naming its PID.
 pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<bool> {
     if daemon_running(bins) {
         return Ok(false);
     }
-    // A daemon may be starting right now (ours or another harness's).
-    let starting = process::pids_mentioning("zfs-fuse")
-        .into_iter()
-        .any(|pid| process::pid_comm(pid).as_deref() == Some("zfs-fuse"));
-    if starting
-        && process::poll(Duration::from_secs(5), Duration::from_millis(50), || {
+    let running = daemon_pids();
+    if !running.is_empty() {
+        if process::poll(timeout, Duration::from_millis(200), || {
             daemon_running(bins).then_some(())
         })
         .is_some()
-    {
-        return Ok(false);
+        {
+            return Ok(false);
+        }
+        return Err(HarnessError::other(
+            COMPONENT,
+            format!(
+                "zfs-fuse runs (pid {}) but did not answer on {DAEMON_SOCKET} within {timeout:?}; \
+                 a second daemon is not started beside it. Stop it by its PID (and `zfs mount -a` \
+                 after a new one starts) or wait until it answers",
+                running
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     let mut cmd = Command::new(&bins.zfs_fuse);
     cmd.args(["--no-daemon", "--no-kstat-mount"]);
@@ -375,7 +406,58 @@ pub async fn dataset_exists(zfs: &Path, dataset: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// What the CI run of 2026-12-02 met: a zfs-fuse that runs but does not
+    /// answer in time. The old harness started a second daemon beside it.
+    #[test]
+    fn a_daemon_that_runs_but_does_not_answer_gets_no_second_one_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process whose program is called zfs-fuse, and which never answers.
+        let sleep = process::find_in_path("sleep", &process::default_search_path()).unwrap();
+        let silent = dir.path().join("zfs-fuse");
+        std::fs::copy(&sleep, &silent).unwrap();
+        let mut running = std::process::Command::new(&silent)
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let started = dir.path().join("started");
+        let no_answer = script(dir.path(), "zpool", "echo 'connection refused' >&2; exit 1");
+        let bins = Binaries {
+            zfs_fuse: script(
+                dir.path(),
+                "second-zfs-fuse",
+                &format!("touch {}; exec sleep 60", started.display()),
+            ),
+            zfs: no_answer.clone(),
+            zpool: no_answer,
+            ip: PathBuf::new(),
+            nsenter: PathBuf::new(),
+            dockerd: PathBuf::new(),
+            search_path: process::default_search_path(),
+        };
+        let layout = Layout::for_state_dir(&dir.path().join("state"));
+
+        let result = ensure_daemon(&bins, &layout, Duration::from_millis(600));
+        let _ = running.kill();
+        let _ = running.wait();
+
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}", running.id())) && err.contains("did not answer"),
+            "{err}"
+        );
+        assert!(!started.exists(), "a second zfs-fuse was started");
+    }
 
     #[test]
     fn deepest_datasets_first() {

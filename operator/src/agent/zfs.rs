@@ -8,6 +8,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,19 @@ use tokio::process::Command;
 
 use super::runtime::{DatasetObs, Destroyed, Refusal, WorkspaceError, Workspaces};
 
+/// How long one `zfs` command may take before the agent gives up on it,
+/// kills it and reports ZFS as not answering ([`WorkspaceError::Unavailable`]).
+/// Creating, snapshotting or destroying a workspace takes well under a
+/// second on a healthy pool; a daemon that hangs must not hold a step (and,
+/// through the create lock, every other session's start) forever.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// ZFS through the `zfs` program.
 #[derive(Debug, Clone)]
 pub struct ZfsWorkspaces {
     zfs: PathBuf,
+    /// See [`COMMAND_TIMEOUT`].
+    timeout: Duration,
     /// Creates run one at a time: two `zfs create -p` racing to make the
     /// same parent fail to mount it on zfs-fuse ("Input/output error").
     creating: Arc<tokio::sync::Mutex<()>>,
@@ -82,24 +92,58 @@ impl ZfsWorkspaces {
     pub fn new(zfs: impl Into<PathBuf>) -> ZfsWorkspaces {
         ZfsWorkspaces {
             zfs: zfs.into(),
+            timeout: COMMAND_TIMEOUT,
             creating: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Runs `zfs ARGS…`; its stdout. A daemon that does not answer is
+    /// The same, with another bound on each command's time.
+    pub fn with_timeout(mut self, timeout: Duration) -> ZfsWorkspaces {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs `zfs ARGS…`; its stdout. A daemon that does not answer (or a
+    /// command still running after the timeout, which is then killed) is
     /// [`WorkspaceError::Unavailable`]; an absent dataset `NotFound`.
+    ///
+    /// A reconcile that is dropped mid-command leaves the command to finish
+    /// (as a crash would): every step is safe to repeat.
     async fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<String, WorkspaceError> {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
         let command = format!("zfs {}", args.join(" "));
-        let out = Command::new(&self.zfs)
+        let cannot_run = |e: std::io::Error| WorkspaceError::Unavailable {
+            cause: format!("cannot run {}: {e}", self.zfs.display()),
+        };
+        let child = Command::new(&self.zfs)
             .args(&args)
             .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(false)
-            .output()
-            .await
-            .map_err(|e| WorkspaceError::Unavailable {
-                cause: format!("cannot run {}: {e}", self.zfs.display()),
-            })?;
+            .spawn()
+            .map_err(cannot_run)?;
+        let pid = child.id();
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(out) => out.map_err(cannot_run)?,
+            Err(_) => {
+                // Not reaped yet (the dropped wait did not collect it), so
+                // the PID is still this child's.
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(WorkspaceError::Unavailable {
+                    cause: format!(
+                        "`{command}` did not finish within {:?} and was killed",
+                        self.timeout
+                    ),
+                });
+            }
+        };
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -439,5 +483,62 @@ mod tests {
             pool_problem("tank", "permission denied"),
             "permission denied"
         );
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A `zfs` that records its PID and then never answers, as a hung
+    /// daemon's client does.
+    fn hanging_zfs(dir: &Path) -> (PathBuf, PathBuf) {
+        let program = dir.join("zfs");
+        let pidfile = dir.join("pid");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (program, pidfile)
+    }
+
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    }
+
+    #[tokio::test]
+    async fn a_command_that_never_answers_is_killed_and_reported_as_zfs_not_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let (program, pidfile) = hanging_zfs(dir.path());
+        let zfs = ZfsWorkspaces::new(program).with_timeout(Duration::from_millis(300));
+
+        let err = zfs.ensure_root("pool/root").await.unwrap_err();
+        assert!(
+            matches!(&err, WorkspaceError::Unavailable { cause }
+                if cause.contains("`zfs create -p pool/root` did not finish within 300ms")),
+            "{err:?}"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the hung zfs {pid} was not killed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
