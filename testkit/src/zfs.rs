@@ -55,7 +55,11 @@ pub fn daemon_pids() -> Vec<i32> {
 /// A second daemon is never started while one runs, answering or not: both
 /// would serve the one socket and import the same pool files, which
 /// corrupts them and hangs every client. A daemon that is busy or starting
-/// gets `timeout` to answer; one that does not is an error naming its PID.
+/// gets `timeout` to answer. One that does not, and that a harness started
+/// (the PID file names it), is hung: it is killed and a new one started,
+/// whose pools the caller mounts again ([`ensure_pool`] with
+/// `daemon_restarted`). One that no harness started is an error naming its
+/// PID: it is not ours to stop.
 pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<bool> {
     if daemon_running(bins) {
         return Ok(false);
@@ -68,6 +72,17 @@ pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Res
         .is_some()
         {
             return Ok(false);
+        }
+        if let Some(ours) = our_daemon_pid(layout)
+            && running == [ours]
+        {
+            eprintln!(
+                "harness: zfs-fuse (pid {ours}, started by a harness) did not answer within \
+                 {timeout:?}; killing it and starting a new one"
+            );
+            process::terminate(COMPONENT, ours, Duration::from_secs(5))?;
+            let _ = std::fs::remove_file(&layout.zfs_fuse_pidfile);
+            return start_daemon(bins, layout, timeout);
         }
         return Err(HarnessError::other(
             COMPONENT,
@@ -83,6 +98,11 @@ pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Res
             ),
         ));
     }
+    start_daemon(bins, layout, timeout)
+}
+
+/// Starts zfs-fuse, records its PID and waits until it answers.
+fn start_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Result<bool> {
     let mut cmd = Command::new(&bins.zfs_fuse);
     cmd.args(["--no-daemon", "--no-kstat-mount"]);
     let line = process::command_line(&cmd);
