@@ -205,6 +205,9 @@ pub fn request_tokens<'h>(
 /// planted), and each unknown value would cost a database lookup.
 pub const MAX_COOKIE_VALUES: usize = 4;
 
+// A bearer token and every cookie value looked at fit one lookup query.
+const _: () = assert!(MAX_COOKIE_VALUES + 1 == users::TOKENS_PER_QUERY);
+
 /// The first [`MAX_COOKIE_VALUES`] values of the cookie `name` in the
 /// request's `Cookie` headers.
 pub fn cookie_values<'h>(
@@ -233,22 +236,27 @@ pub async fn authenticate(
     first_principal(state, tokens, now_secs()).await
 }
 
-/// The principal of the first of `tokens` that resolves; tokens longer than
-/// any the api makes are skipped without a lookup.
+/// The principal of the first of `tokens` that resolves, with at most one
+/// database query for all of them; tokens longer than any the api makes are
+/// skipped without a lookup, and only the first
+/// [`users::TOKENS_PER_QUERY`] of the rest are looked at.
 pub async fn first_principal<'a>(
     state: &AppState,
     tokens: impl IntoIterator<Item = &'a str>,
     now: i64,
 ) -> Result<Option<Arc<Principal>>, ApiError> {
-    for token in tokens {
-        if token.len() > 256 {
-            continue;
-        }
-        if let Some(p) = state.tokens().resolve(state.db(), token, now).await? {
-            return Ok(Some(p));
-        }
+    let tokens: Vec<&str> = tokens
+        .into_iter()
+        .filter(|t| t.len() <= 256)
+        .take(users::TOKENS_PER_QUERY)
+        .collect();
+    if tokens.is_empty() {
+        return Ok(None);
     }
-    Ok(None)
+    Ok(state
+        .tokens()
+        .resolve_first(state.db(), &tokens, now)
+        .await?)
 }
 
 /// The authenticated caller; 401 otherwise.
@@ -436,11 +444,18 @@ async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    // Revokes the tokens the request carries, whether or not they are still valid.
-    for token in request_tokens(&headers, &state.config().cookie.name) {
-        let key = tokens::hash_token(token);
-        users::delete_token(state.db(), &tokens::hash_hex(&key)).await?;
-        state.tokens().forget(&key);
+    // Revokes the tokens the request carries, whether or not they are still
+    // valid, in one statement (a bearer token and four cookie values at most).
+    let keys: Vec<_> = request_tokens(&headers, &state.config().cookie.name)
+        .take(users::TOKENS_PER_QUERY)
+        .map(tokens::hash_token)
+        .collect();
+    if !keys.is_empty() {
+        let hashes: Vec<String> = keys.iter().map(tokens::hash_hex).collect();
+        users::delete_tokens(state.db(), &hashes).await?;
+        for key in &keys {
+            state.tokens().forget(key);
+        }
     }
     Ok(Reply::ok(Message {
         message: "Logged out.",

@@ -15,7 +15,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbError};
-use crate::users::{self, User};
+use crate::users::{self, TokenRecord, User};
 
 /// SHA-256 of a token: what the database stores and the cache is keyed by.
 pub type TokenHash = [u8; 32];
@@ -117,29 +117,115 @@ impl TokenCache {
         now: i64,
         how: Use,
     ) -> Result<Option<Arc<Principal>>, DbError> {
+        if let Some(answer) = self.cached_answer(&key, now, how) {
+            return Ok(answer);
+        }
+        let record = users::find_token(db, &hash_hex(&key)).await?;
+        Ok(self.store(key, record, now, how))
+    }
+
+    /// The principal of the first of `tokens` that is valid now, recording
+    /// the use of that one only. Those the cache cannot answer are looked
+    /// up together, in one query; at most [`users::TOKENS_PER_QUERY`]
+    /// tokens are looked at.
+    pub async fn resolve_first(
+        &self,
+        db: &Db,
+        tokens: &[&str],
+        now: i64,
+    ) -> Result<Option<Arc<Principal>>, DbError> {
+        let keys: Vec<TokenHash> = tokens
+            .iter()
+            .take(users::TOKENS_PER_QUERY)
+            .map(|t| hash_token(t))
+            .collect();
+        let mut answers: Vec<Option<Option<Arc<Principal>>>> = keys
+            .iter()
+            .map(|k| self.cached_answer(k, now, Use::Peek))
+            .collect();
+        let missing: Vec<String> = keys
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(k, _)| hash_hex(k))
+            .collect();
+        if !missing.is_empty() {
+            let mut found: HashMap<String, TokenRecord> = users::find_tokens(db, &missing)
+                .await?
+                .into_iter()
+                .map(|r| (r.token_hash, r.record))
+                .collect();
+            for (key, answer) in keys.iter().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    let record = found.remove(&hash_hex(key));
+                    *answer = Some(self.store(*key, record, now, Use::Peek));
+                }
+            }
+        }
+        let Some((key, principal)) = keys
+            .iter()
+            .zip(answers)
+            .find_map(|(key, answer)| Some((key, answer.flatten()?)))
+        else {
+            return Ok(None);
+        };
+        // Record the use of the one chosen (it is in the cache now, fresh).
+        let entry = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        Ok(match entry {
+            Some(entry) => self.check(&entry, now, Use::Record),
+            None => Some(principal),
+        })
+    }
+
+    /// The answer the cache gives for `key` without the database: a fresh
+    /// entry's (valid or not), or none for a recently unknown token;
+    /// `None` when the database must be asked.
+    fn cached_answer(&self, key: &TokenHash, now: i64, how: Use) -> Option<Option<Arc<Principal>>> {
         let cached = self
             .entries
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key)
             .cloned();
         if let Some(entry) = &cached
             && now - entry.fetched_at < self.ttl_secs
         {
-            return Ok(self.check(entry, now, how));
+            return Some(self.check(entry, now, how));
         }
         if cached.is_none()
             && self
                 .unknown
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
+                .get(key)
                 .is_some_and(|until| *until > now)
         {
-            return Ok(None);
+            return Some(None);
         }
+        None
+    }
 
-        let Some(record) = users::find_token(db, &hash_hex(&key)).await? else {
+    /// Caches what the database said of `key` (its record, or that it is
+    /// unknown) and answers from it.
+    fn store(
+        &self,
+        key: TokenHash,
+        record: Option<TokenRecord>,
+        now: i64,
+        how: Use,
+    ) -> Option<Arc<Principal>> {
+        let cached = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let Some(record) = record else {
             self.forget(&key);
             let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
             if unknown.len() >= MAX_ENTRIES {
@@ -149,7 +235,7 @@ impl TokenCache {
                 }
             }
             unknown.insert(key, now + NEGATIVE_TTL_SECS);
-            return Ok(None);
+            return None;
         };
         let last_used = cached
             .as_ref()
@@ -179,7 +265,7 @@ impl TokenCache {
         } else {
             entries.remove(&key);
         }
-        Ok(principal)
+        principal
     }
 
     fn check(&self, entry: &CachedToken, now: i64, how: Use) -> Option<Arc<Principal>> {

@@ -212,12 +212,60 @@ pub async fn find_token(db: &Db, token_hash: &str) -> Result<Option<TokenRecord>
     .await)?)
 }
 
-/// Revokes a token. Revoking an unknown token is not an error.
-pub async fn delete_token(db: &Db, token_hash: &str) -> Result<(), DbError> {
+/// The most token hashes [`find_tokens`] and [`delete_tokens`] take in one
+/// query: a request's bearer token and its first four login-cookie values.
+pub const TOKENS_PER_QUERY: usize = 5;
+
+/// The placeholders' values for `IN ($1, …, $5)`: `hashes`, the last one
+/// repeated to fill the list (a repeat matches nothing new).
+fn in_list(hashes: &[String]) -> [&str; TOKENS_PER_QUERY] {
+    assert!(
+        !hashes.is_empty() && hashes.len() <= TOKENS_PER_QUERY,
+        "1 to {TOKENS_PER_QUERY} token hashes, not {}",
+        hashes.len()
+    );
+    std::array::from_fn(|i| hashes[i.min(hashes.len() - 1)].as_str())
+}
+
+/// A token's hash with its record and user.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HashedTokenRecord {
+    pub token_hash: String,
+    #[sqlx(flatten)]
+    pub record: TokenRecord,
+}
+
+/// The records of those of 1 to [`TOKENS_PER_QUERY`] token hashes that
+/// exist, in one query.
+pub async fn find_tokens(db: &Db, hashes: &[String]) -> Result<Vec<HashedTokenRecord>, DbError> {
+    let [a, b, c, d, e] = in_list(hashes);
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, HashedTokenRecord>(
+        "SELECT t.token_hash, u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, \
+                u.created_at, t.created_at AS token_created_at, t.last_used_at, t.expires_at \
+         FROM auth_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash IN ($1, $2, $3, $4, $5)"
+    )
+    .bind(a)
+    .bind(b)
+    .bind(c)
+    .bind(d)
+    .bind(e)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Revokes 1 to [`TOKENS_PER_QUERY`] tokens in one statement; unknown ones
+/// are not an error.
+pub async fn delete_tokens(db: &Db, hashes: &[String]) -> Result<(), DbError> {
+    let [a, b, c, d, e] = in_list(hashes);
     execute!(
         db,
-        "DELETE FROM auth_tokens WHERE token_hash = $1",
-        token_hash
+        "DELETE FROM auth_tokens WHERE token_hash IN ($1, $2, $3, $4, $5)",
+        a,
+        b,
+        c,
+        d,
+        e
     )?;
     Ok(())
 }
