@@ -409,7 +409,19 @@ pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
 }
 
-/// Stops one process: SIGTERM, wait up to `grace`, then SIGKILL and wait.
+/// Whether every thread of `pid` has ended (it is gone, or only its
+/// zombie is left). A killed process's leader turns zombie while its
+/// other threads are still exiting and holding its files and sockets.
+pub fn fully_exited(pid: i32) -> bool {
+    let threads = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(entries) => entries.count(),
+        Err(_) => return true,
+    };
+    threads <= 1 && !pid_alive(pid)
+}
+
+/// Stops one process: SIGTERM, wait up to `grace`, then SIGKILL and wait,
+/// each time until all its threads have ended ([`fully_exited`]).
 /// Returns whether it had to be killed.
 pub fn terminate(component: &'static str, pid: i32, grace: Duration) -> Result<bool> {
     if !pid_alive(pid) {
@@ -417,7 +429,7 @@ pub fn terminate(component: &'static str, pid: i32, grace: Duration) -> Result<b
     }
     signal(pid, Signal::SIGTERM);
     if poll(grace, Duration::from_millis(50), || {
-        (!pid_alive(pid)).then_some(())
+        fully_exited(pid).then_some(())
     })
     .is_some()
     {
@@ -425,7 +437,7 @@ pub fn terminate(component: &'static str, pid: i32, grace: Duration) -> Result<b
     }
     signal(pid, Signal::SIGKILL);
     poll(Duration::from_secs(10), Duration::from_millis(20), || {
-        (!pid_alive(pid)).then_some(())
+        fully_exited(pid).then_some(())
     })
     .ok_or_else(|| HarnessError::Timeout {
         component,

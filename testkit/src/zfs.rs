@@ -80,6 +80,8 @@ pub fn ensure_daemon(bins: &Binaries, layout: &Layout, timeout: Duration) -> Res
                 "harness: zfs-fuse (pid {ours}, started by a harness) did not answer within \
                  {timeout:?}; killing it and starting a new one"
             );
+            // `terminate` waits until every thread has ended: a new daemon
+            // started while the old one's threads still exit fails at once.
             process::terminate(COMPONENT, ours, Duration::from_secs(5))?;
             let _ = std::fs::remove_file(&layout.zfs_fuse_pidfile);
             return start_daemon(bins, layout, timeout);
