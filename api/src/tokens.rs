@@ -170,28 +170,27 @@ impl TokenCache {
             return Ok(None);
         };
         // Record the use of the one chosen (it is in the cache now, fresh).
-        let entry = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
+        let entry = self.cached(key);
         Ok(match entry {
             Some(entry) => self.check(&entry, now, Use::Record),
             None => Some(principal),
         })
     }
 
+    /// The cache's entry for `key`, fresh or not.
+    fn cached(&self, key: &TokenHash) -> Option<Arc<CachedToken>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
     /// The answer the cache gives for `key` without the database: a fresh
     /// entry's (valid or not), or none for a recently unknown token;
     /// `None` when the database must be asked.
     fn cached_answer(&self, key: &TokenHash, now: i64, how: Use) -> Option<Option<Arc<Principal>>> {
-        let cached = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
+        let cached = self.cached(key);
         if let Some(entry) = &cached
             && now - entry.fetched_at < self.ttl_secs
         {
@@ -219,12 +218,7 @@ impl TokenCache {
         now: i64,
         how: Use,
     ) -> Option<Arc<Principal>> {
-        let cached = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
+        let cached = self.cached(&key);
         let Some(record) = record else {
             self.forget(&key);
             let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());

@@ -108,27 +108,15 @@ pub async fn pools(zpool: &Path) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use medforge_testkit::{fake_program as script, spawn_impostor};
 
     use super::*;
-
-    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
 
     #[tokio::test]
     async fn a_running_zfs_fuse_that_does_not_answer_gets_no_second_one_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         // A process whose program is called zfs-fuse and which never answers.
-        let silent = dir.path().join("zfs-fuse");
-        std::fs::copy(find_program("sleep").unwrap(), &silent).unwrap();
-        let mut running = std::process::Command::new(&silent)
-            .arg("60")
-            .spawn()
-            .unwrap();
+        let mut running = spawn_impostor(dir.path(), "zfs-fuse");
         let started = dir.path().join("started");
         let second = script(
             dir.path(),

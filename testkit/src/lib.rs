@@ -59,7 +59,10 @@ pub use image::{
 pub use layout::{ENV_HARNESS_DIR, HarnessConfig, Layout, workspace_root};
 pub use lifecycle::{DownOptions, DownReport, Status, down, status, up};
 pub use netns::connect as connect_in_netns;
-pub use process::{Binaries, REQUIREMENTS, Requirement, default_search_path, find_in_path};
+pub use process::{
+    Binaries, REQUIREMENTS, Requirement, default_search_path, fake_program, find_in_path,
+    spawn_impostor,
+};
 pub use scope::{CleanupReport, Dataset, SCOPE_LABEL, TestScope, random_prefix};
 pub use zfs::DAEMON_SOCKET as ZFS_DAEMON_SOCKET;
 

@@ -409,6 +409,29 @@ pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
 }
 
+/// Writes `dir/name`, an executable `sh` script running `body`: a stand-in
+/// for a program in tests.
+pub fn fake_program(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write a fake program");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make a fake program executable");
+    path
+}
+
+/// Starts a process that runs as the program `name` and does nothing for a
+/// minute (a copy of `sleep` called `dir/name`): how a daemon that runs and
+/// never answers looks from outside. The caller kills it.
+pub fn spawn_impostor(dir: &Path, name: &str) -> std::process::Child {
+    let sleep = find_in_path("sleep", &default_search_path()).expect("sleep is installed");
+    let impostor = dir.join(name);
+    std::fs::copy(sleep, &impostor).expect("copy sleep");
+    Command::new(&impostor)
+        .arg("60")
+        .spawn()
+        .expect("start the impostor")
+}
+
 /// Whether every thread of `pid` has ended (it is gone, or only its
 /// zombie is left). A killed process's leader turns zombie while its
 /// other threads are still exiting and holding its files and sockets.

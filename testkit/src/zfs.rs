@@ -428,16 +428,8 @@ pub async fn dataset_exists(zfs: &Path, dataset: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
-
-    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
+    use crate::process::{fake_program as script, spawn_impostor};
 
     /// What the CI run of 2026-12-02 met: a zfs-fuse that runs but does not
     /// answer in time. The old harness started a second daemon beside it.
@@ -445,13 +437,7 @@ mod tests {
     fn a_daemon_that_runs_but_does_not_answer_gets_no_second_one_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         // A process whose program is called zfs-fuse, and which never answers.
-        let sleep = process::find_in_path("sleep", &process::default_search_path()).unwrap();
-        let silent = dir.path().join("zfs-fuse");
-        std::fs::copy(&sleep, &silent).unwrap();
-        let mut running = std::process::Command::new(&silent)
-            .arg("60")
-            .spawn()
-            .unwrap();
+        let mut running = spawn_impostor(dir.path(), "zfs-fuse");
         let started = dir.path().join("started");
         let no_answer = script(dir.path(), "zpool", "echo 'connection refused' >&2; exit 1");
         let bins = Binaries {

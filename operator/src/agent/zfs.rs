@@ -488,7 +488,6 @@ mod tests {
 
 #[cfg(test)]
 mod timeout_tests {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
 
     use super::*;
@@ -496,18 +495,9 @@ mod timeout_tests {
     /// A `zfs` that records its PID and then never answers, as a hung
     /// daemon's client does.
     fn hanging_zfs(dir: &Path) -> (PathBuf, PathBuf) {
-        let program = dir.join("zfs");
         let pidfile = dir.join("pid");
-        std::fs::write(
-            &program,
-            format!(
-                "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
-                pidfile.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (program, pidfile)
+        let body = format!("echo $$ > {}\nexec sleep 600", pidfile.display());
+        (medforge_testkit::fake_program(dir, "zfs", &body), pidfile)
     }
 
     fn running(pid: i32) -> bool {
