@@ -35,6 +35,8 @@ want caddy caddy
 want ip iproute2
 want iptables iptables
 want nsenter util-linux
+# scripts/harness-diagnose.sh lists the daemons with ps when tests fail.
+want ps procps
 # kubectl: the tests run exactly /usr/bin/kubectl (not whatever is first on
 # the PATH), so that file is checked, and that it runs. It is not checked as
 # Debian's kubernetes-client package on purpose: on a machine where
