@@ -80,6 +80,8 @@ pub struct UpArgs {
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
     pub agent: AgentArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Create or update the Pack `default` with this image (pinned:
     /// `name@sha256:…` or a local image id `sha256:…`) at start.
     #[arg(long, env = "MEDFORGE_DEFAULT_PACK_IMAGE")]
@@ -118,6 +120,8 @@ pub struct OperatorArgs {
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
     pub agent: AgentArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `medforge api`.
@@ -133,6 +137,8 @@ pub struct ApiArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub api: ApiSettings,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `medforge create-admin`.
@@ -230,6 +236,34 @@ pub struct ApiSettings {
     pub session_ready_timeout: Duration,
 }
 
+/// The session policy, shared by `up`, `operator` (its node agent holds
+/// Sessions to it) and `api` (it refuses a create above a maximum). Keys:
+/// cpu, memory, shm, pids, gpus, workspace-quota, idle-timeout,
+/// max-lifetime. The api and every node agent should be given the same.
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// What a session gets for a value neither it nor its Pack sets
+    /// (`memory=8Gi`; repeatable, or comma-separated).
+    #[arg(
+        long = "session-default",
+        value_name = "KEY=VALUE",
+        env = "MEDFORGE_SESSION_DEFAULTS",
+        value_delimiter = ',',
+        value_parser = parse_policy_pair
+    )]
+    pub defaults: Vec<String>,
+    /// The most any session may have (`memory=64Gi`; repeatable, or
+    /// comma-separated). A Pack may lower it for its sessions.
+    #[arg(
+        long = "session-maximum",
+        value_name = "KEY=VALUE",
+        env = "MEDFORGE_SESSION_MAXIMA",
+        value_delimiter = ',',
+        value_parser = parse_policy_pair
+    )]
+    pub maxima: Vec<String>,
+}
+
 /// Node agent settings shared by `up` and `operator`.
 #[derive(Debug, Args, Clone)]
 pub struct AgentArgs {
@@ -311,6 +345,13 @@ fn parse_lease_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// One `key=value` of the session policy, checked alone (whether a default
+/// is within its maximum is checked once all are read).
+fn parse_policy_pair(s: &str) -> Result<String, String> {
+    medforge_crds::policy::SessionPolicy::default().set(false, s)?;
+    Ok(s.to_string())
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {

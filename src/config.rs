@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use medforge_crds::policy::SessionPolicy;
 use medforge_operator::agent::AgentConfig;
 use medforge_operator::isolation::CommandPrefix;
 use medforge_operator::scheduler::controller::SchedulerConfig;
 use medforge_operator::scheduler::placement::Limits;
 
-use crate::cli::{AgentArgs, ApiSettings, SchedulerArgs};
+use crate::cli::{AgentArgs, ApiSettings, PolicyArgs, SchedulerArgs};
 
 impl SchedulerArgs {
     /// The scheduler's configuration, electing itself as `identity`.
@@ -31,11 +32,39 @@ impl SchedulerArgs {
     }
 }
 
+impl PolicyArgs {
+    /// The operator's session policy: the built-in one with these values
+    /// set. Refused when a value cannot be read or a default is above its
+    /// maximum.
+    pub fn policy(&self) -> anyhow::Result<SessionPolicy> {
+        let mut policy = SessionPolicy::default();
+        for (maximum, pairs, flag) in [
+            (false, &self.defaults, "--session-default"),
+            (true, &self.maxima, "--session-maximum"),
+        ] {
+            for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+                policy
+                    .set(maximum, pair)
+                    .map_err(|e| anyhow::anyhow!("{flag} {pair}: {e}"))?;
+            }
+        }
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("the session policy: {e}"))?;
+        Ok(policy)
+    }
+}
+
 impl ApiSettings {
     /// The api's configuration, its default database under `data_dir`. An
     /// admin email needs its password in MEDFORGE_ADMIN_PASSWORD.
-    pub fn config(&self, data_dir: &Path) -> anyhow::Result<medforge_api::ApiConfig> {
+    pub fn config(
+        &self,
+        data_dir: &Path,
+        policy: SessionPolicy,
+    ) -> anyhow::Result<medforge_api::ApiConfig> {
         let mut c = medforge_api::ApiConfig::new(&self.domain, data_dir);
+        c.sessions.policy = policy;
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
         c.sessions.ready_timeout = self.session_ready_timeout;
@@ -58,12 +87,13 @@ impl ApiSettings {
 impl AgentArgs {
     /// The node agent's configuration, with its GPU inventory: NVML for
     /// `auto` when a driver answers (else none), or the static list given.
-    pub fn config(&self) -> anyhow::Result<AgentConfig> {
+    pub fn config(&self, policy: SessionPolicy) -> anyhow::Result<AgentConfig> {
         use medforge_operator::agent::WorkspaceOnDelete;
         use medforge_operator::agent::dialer::NetnsDialer;
         use medforge_operator::gpu::{GpuInventory, NvmlInventory, StaticInventory};
         let node = self.node_name.clone().unwrap_or_else(hostname);
         let mut c = AgentConfig::new(&node, &self.zfs_root);
+        c.policy = policy;
         c.docker_socket = self.docker_socket.clone();
         c.zfs_binary = self.zfs_binary.clone();
         c.network = self.network.clone();

@@ -198,6 +198,18 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         .arg(harness.zfs_binary())
         .args(["--default-pack-image", &image])
         .args(["--session-ready-timeout", "10s"])
+        // The operator's maxima are not in the document (a schema cannot
+        // bound a quantity string's value), so a value the document admits
+        // but the policy refuses would read as a finding: this run's
+        // maxima are wider than anything the document admits. The api's
+        // own tests hold creates to the policy
+        // (`sessions::…::each_maximum_is_enforced_and_named`).
+        .args([
+            "--session-maximum",
+            "cpu=10000,memory=8Ei,shm=8Ei,workspace-quota=8Ei,pids=1000000",
+            "--session-maximum",
+            "idle-timeout=99999999h,max-lifetime=99999999h",
+        ])
         .env("MEDFORGE_ADMIN_EMAIL", ADMIN.email)
         .env("MEDFORGE_ADMIN_PASSWORD", ADMIN.password)
         .env("RUST_LOG", "info")

@@ -113,6 +113,37 @@ fn a_lease_duration_is_whole_seconds() {
     }
 }
 
+#[test]
+fn a_session_policy_that_cannot_hold_is_refused_before_anything_starts() {
+    usage_error(
+        &["api", "--session-maximum", "ram=1Gi"],
+        &["unknown key \"ram\": use one of cpu, memory, shm, pids, gpus"],
+    );
+    usage_error(
+        &["operator", "--session-default", "memory=lots"],
+        &["memory: \"lots\" is not a quantity"],
+    );
+    // Each value reads, but a default is above its maximum: refused at
+    // start, before the control plane is dialled (none is given here).
+    let out = medforge(&[
+        "api",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--session-default",
+        "memory=32Gi",
+        "--session-maximum",
+        "memory=16Gi",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the session policy: the default resources.memory 32Gi is above its maximum 16Gi"
+        ),
+        "{stderr}"
+    );
+}
+
 /// `medforge create-admin` with the password on standard input.
 fn create_admin(data_dir: &std::path::Path, extra: &[&str]) -> Output {
     use std::io::Write;

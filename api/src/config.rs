@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use medforge_crds::policy::SessionPolicy;
+
 /// Everything the API needs to know, apart from the control plane it talks to.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -173,10 +175,10 @@ pub struct SessionsConfig {
     pub namespace: String,
     /// Pack used when a create request names none.
     pub default_pack: String,
-    /// GPUs requested when a create request names no count.
-    pub default_gpus: u32,
-    /// Most GPUs one session may ask for.
-    pub max_gpus: u32,
+    /// Defaults and maxima of every session's limits (GPUs, CPU, memory,
+    /// shm, pids, workspace quota, idle timeout, lifetime). The node agent
+    /// holds Sessions to the same policy.
+    pub policy: SessionPolicy,
     /// How long a create waits for the scheduler's decision before giving up (503).
     pub schedule_timeout: Duration,
     /// How long `wait=ready` waits for the session to become Ready before answering 202.
@@ -222,8 +224,7 @@ impl ApiConfig {
             sessions: SessionsConfig {
                 namespace: "medforge".into(),
                 default_pack: "default".into(),
-                default_gpus: 1,
-                max_gpus: 8,
+                policy: SessionPolicy::default(),
                 schedule_timeout: Duration::from_secs(10),
                 ready_timeout: Duration::from_secs(120),
             },

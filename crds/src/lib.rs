@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod gpunode;
 pub mod keys;
 pub mod pack;
+pub mod policy;
 pub mod quantity;
 pub mod reason;
 pub mod schema;
@@ -28,11 +29,11 @@ use kube::CustomResourceExt;
 pub use gpunode::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
 };
-pub use pack::{EnvVar, Pack, PackSpec, PackStatus};
+pub use pack::{EnvVar, Pack, PackSpec, PackStatus, SessionMaxima};
 pub use reason::{EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason};
 pub use session::{
-    AssignedGpu, DesiredState, Exposure, Session, SessionPhase, SessionResources, SessionSpec,
-    SessionStatus, WorkspaceSpec, WorkspaceStatus,
+    AssignedGpu, DesiredState, Exposure, Session, SessionLimits, SessionPhase, SessionResources,
+    SessionSpec, SessionStatus, WorkspaceSpec, WorkspaceStatus,
 };
 
 /// The API group of every MedForge resource.

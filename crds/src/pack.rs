@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
+use crate::schema::{DURATION_PATTERN, QUANTITY_PATTERN};
 use crate::session::SessionResources;
 
 /// A container image pinned by digest, with the port and defaults its sessions use.
@@ -51,6 +52,39 @@ pub struct PackSpec {
     pub env: Vec<EnvVar>,
     /// Resource limits for sessions that do not set their own.
     pub resources: Option<SessionResources>,
+    /// The most a session of this Pack may ask for, below the operator's own maxima. A session above one is refused (422 from the api, `PolicyViolation` from the node agent).
+    pub maxima: Option<SessionMaxima>,
+}
+
+/// Upper bounds on a session's values. Unset ones leave the operator's maximum.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMaxima {
+    /// CPU cores (`8`, `500m`).
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub cpu: Option<String>,
+    /// Memory (`64Gi`).
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub memory: Option<String>,
+    /// Size of /dev/shm (`8Gi`).
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub shm: Option<String>,
+    /// Processes in the container.
+    #[schemars(range(min = 16, max = 1_000_000))]
+    pub pids: Option<i64>,
+    /// Whole GPUs.
+    #[schemars(range(min = 0, max = 8))]
+    pub gpus: Option<u32>,
+    /// Workspace quota (`200Gi`).
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub workspace_quota: Option<String>,
+    /// Idle timeout (`24h`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_timeout: Option<String>,
+    /// Maximum lifetime (`168h`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_lifetime: Option<String>,
 }
 
 fn default_port() -> u16 {

@@ -94,6 +94,8 @@ vocabulary! {
         ImageNotPresent,
         SnapshotNotFound,
         InvalidSpec,
+        /// The spec asks for more than the operator's policy, its Pack or its node allows.
+        PolicyViolation,
         /// ZFS refused to create the workspace (a quota it cannot set, …).
         WorkspaceFailed,
         /// Docker refused to create or start the container.

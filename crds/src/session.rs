@@ -273,6 +273,8 @@ pub struct SessionStatus {
     pub stopped_at: Option<Time>,
     /// The last request through the proxy, as reported by the api.
     pub last_activity_at: Option<Time>,
+    /// What the node agent runs the session with: the spec's values, else the Pack's defaults, else the operator's, within every maximum. Written when it starts.
+    pub limits: Option<SessionLimits>,
     /// A CamelCase reason for the current phase (`NoGpuAvailable`, `ContainerExited`, `Idle`, …).
     pub reason: Option<String>,
     /// A human-readable explanation of the current phase.
@@ -283,6 +285,26 @@ pub struct SessionStatus {
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
     pub observed_generation: Option<i64>,
+}
+
+/// The limits a session runs with, as the node agent resolved them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLimits {
+    /// CPU cores.
+    pub cpu: String,
+    /// Memory.
+    pub memory: String,
+    /// Size of /dev/shm.
+    pub shm: String,
+    /// Processes in the container.
+    pub pids: i64,
+    /// Workspace quota.
+    pub workspace_quota: String,
+    /// The idle timeout in effect.
+    pub idle_timeout: String,
+    /// The maximum lifetime in effect.
+    pub max_lifetime: String,
 }
 
 impl Session {

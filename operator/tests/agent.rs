@@ -291,6 +291,107 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_asks_for_nothing_runs_within_its_packs_defaults_and_a_quota() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    // The operator's default quota, small enough to fill in a test.
+    config.policy.defaults.workspace_quota = 16 << 20;
+    let agent = env.spawn_agent(config);
+    let packs: Api<medforge_crds::Pack> = Api::all(env.client.clone());
+    let pack: medforge_crds::Pack = serde_json::from_value(serde_json::json!({
+        "apiVersion": "medforge.dev/v1alpha1",
+        "kind": "Pack",
+        "metadata": {"name": "limited"},
+        "spec": {
+            "image": env.image,
+            "resources": {"cpu": "500m", "memory": "256Mi", "shm": "32Mi", "pids": 128},
+        },
+    }))
+    .unwrap();
+    packs.create(&Default::default(), &pack).await.unwrap();
+
+    // Two users' sessions; neither asks for any limit.
+    env.create_bound("alice-s", Env::spec("limited", 0)).await;
+    let mut bobs = Env::spec("limited", 0);
+    bobs.owner = "bob".into();
+    env.create_bound("bob-s", bobs).await;
+    let alice = env
+        .wait_for(
+            "alice-s",
+            "Running and Ready",
+            DEADLINE,
+            is_running_and_ready,
+        )
+        .await;
+    let bob = env
+        .wait_for("bob-s", "Running and Ready", DEADLINE, is_running_and_ready)
+        .await;
+
+    // Docker runs the container with the Pack's defaults.
+    let containers = env.containers_of(&alice).await;
+    let host = env
+        .harness
+        .docker()
+        .inspect_container(
+            containers[0].id.as_deref().unwrap(),
+            None::<medforge_testkit::bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .host_config
+        .unwrap();
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(256 << 20));
+    assert_eq!(host.pids_limit, Some(128));
+    assert_eq!(host.shm_size, Some(32 << 20));
+    // The status says what it runs with, the operator's defaults included.
+    let limits = alice.status.clone().unwrap().limits.unwrap();
+    assert_eq!(
+        (limits.cpu.as_str(), limits.memory.as_str(), limits.pids),
+        ("500m", "256Mi", 128)
+    );
+    assert_eq!(limits.workspace_quota, "16Mi");
+    assert_eq!(limits.idle_timeout, "12h");
+
+    // ZFS holds the workspace to the operator's default quota.
+    let dataset = env.dataset_of(&alice);
+    let quota = env
+        .harness
+        .zfs(["get", "-Hp", "-o", "value", "quota", dataset.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(quota.trim(), (16u64 << 20).to_string());
+
+    // Writing past it fails inside the container; the other user's
+    // workspace takes writes as before.
+    let over = env
+        .harness
+        .http(
+            medforge_testkit::Method::PUT,
+            Env::upstream(&alice),
+            "/workspace/big.bin",
+            vec![b'x'; 24 << 20],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(over.status, 507, "{}", over.text());
+    assert!(over.text().contains("Disk quota exceeded"), "{}", over.text());
+    let fine = env
+        .harness
+        .http_put(
+            Env::upstream(&bob),
+            "/workspace/small.bin",
+            vec![b'y'; 1 << 20],
+        )
+        .await
+        .unwrap();
+    assert!(fine.is_success(), "{fine:?}");
+
+    env.finish(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
     let env = Env::new().await;
     let mut config = env.config();
@@ -322,6 +423,11 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
         quota: Some("1Ki".into()),
         restore_from: None,
     });
+    let mut greedy = Env::spec("workload", 0);
+    greedy.resources = Some(medforge_crds::SessionResources {
+        pids: Some(1_000_000),
+        ..Default::default()
+    });
     let cases = [
         (
             "no-pack",
@@ -342,6 +448,14 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
             "no-such-session@stop-1",
         ),
         ("tiny-quota", tiny, "WorkspaceFailed", "out of space"),
+        // Written straight to the Kubernetes API, as kubectl would: the
+        // agent holds it to the operator's policy.
+        (
+            "above-policy",
+            greedy,
+            "PolicyViolation",
+            "resources.pids: 1000000 is above the maximum 32768 (the operator's policy)",
+        ),
     ];
     for (name, spec, _, _) in &cases {
         env.create_bound(name, spec.clone()).await;

@@ -19,6 +19,8 @@ use setup::{api_db, apply_default_pack, client_from, first_admin};
 
 /// `medforge up`: everything in one process.
 pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    // Refused before anything starts.
+    let policy = args.policy.policy()?;
     private_dir(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let mut quickstart = None;
@@ -37,12 +39,12 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     let mut parts = Parts::new();
     parts.start_scheduler(client.clone(), args.scheduler.config(&identity()));
     if !args.agent.no_agent {
-        let mut agent_config = args.agent.config()?;
+        let mut agent_config = args.agent.config(policy)?;
         agent_config.storage_note = quickstart.as_ref().and_then(|q| q.storage_note.clone());
         parts.start_agent(client.clone(), agent_config);
     }
 
-    let api_config = args.api.config(&args.data_dir.join("api"))?;
+    let api_config = args.api.config(&args.data_dir.join("api"), policy)?;
     let admin = first_admin(&api_config, &args.data_dir).await?;
     match &mut quickstart {
         Some(prepared) => {
@@ -132,13 +134,14 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     if args.no_scheduler && args.agent.no_agent {
         bail!("nothing to run: both --no-scheduler and --no-agent were given");
     }
+    let policy = args.policy.policy()?;
     let client = client_from(args.control_plane.kubeconfig.as_deref()).await?;
     let mut parts = Parts::new();
     if !args.no_scheduler {
         parts.start_scheduler(client.clone(), args.scheduler.config(&identity()));
     }
     if !args.agent.no_agent {
-        parts.start_agent(client, args.agent.config()?);
+        parts.start_agent(client, args.agent.config(policy)?);
     }
     parts.shutdown().cancelled().await;
     parts.stop().await;
@@ -147,8 +150,9 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 
 /// `medforge api`: the api alone, against a control plane, until SIGTERM.
 pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
+    let policy = args.policy.policy()?;
     let client = client_from(args.control_plane.kubeconfig.as_deref()).await?;
-    let config = args.api.config(&args.data_dir)?;
+    let config = args.api.config(&args.data_dir, policy)?;
     let admin = first_admin(&config, &args.data_dir).await?;
     tracing::info!(%admin, "first admin");
     serve_api(config, client, args.listen, "--listen", shutdown_token()).await

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use medforge_crds::{DesiredState, GpuNode, Session};
+use medforge_crds::{DesiredState, GpuNode, Pack, Session};
 
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn create(&self, session: Session) -> BackendResult<Session>;
     /// A Session by name.
     async fn get(&self, name: &str) -> BackendResult<Option<Session>>;
+    /// A Pack by name (its defaults and maxima hold for the sessions that name it).
+    async fn get_pack(&self, name: &str) -> BackendResult<Option<Pack>>;
     /// Sessions, all or those of one owner.
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>>;
     /// Sets `spec.state`.

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use medforge_crds::keys::OWNER_LABEL;
-use medforge_crds::{DesiredState, GpuNode, Session};
+use medforge_crds::{DesiredState, GpuNode, Pack, Session};
 use serde_json::json;
 
 use super::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
@@ -21,6 +21,7 @@ const FIELD_MANAGER: &str = "medforge-api";
 pub struct KubeBackend {
     sessions: Api<Session>,
     nodes: Api<GpuNode>,
+    packs: Api<Pack>,
 }
 
 impl KubeBackend {
@@ -28,7 +29,8 @@ impl KubeBackend {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         Self {
             sessions: Api::namespaced(client.clone(), namespace),
-            nodes: Api::all(client),
+            nodes: Api::all(client.clone()),
+            packs: Api::all(client),
         }
     }
 
@@ -98,6 +100,13 @@ impl SessionBackend for KubeBackend {
             .get_opt(name)
             .await
             .map_err(|e| map_err(&format!("session {name}"), e))
+    }
+
+    async fn get_pack(&self, name: &str) -> BackendResult<Option<Pack>> {
+        self.packs
+            .get_opt(name)
+            .await
+            .map_err(|e| map_err(&format!("pack {name}"), e))
     }
 
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {

@@ -100,11 +100,20 @@ pub fn document(config: &ApiConfig) -> Value {
         .get_mut("CreateSession")
         .and_then(|c| c.pointer_mut("/properties/gpus"))
     {
-        gpus["maximum"] = json!(config.sessions.max_gpus);
+        let policy = &config.sessions.policy;
+        gpus["maximum"] = json!(policy.maxima.gpus);
         gpus["description"] = json!(format!(
-            "Whole GPUs, 0 to {} (default {}).",
-            config.sessions.max_gpus, config.sessions.default_gpus
+            "Whole GPUs, 0 to {} (default {}; a Pack may allow fewer).",
+            policy.maxima.gpus, policy.defaults.gpus
         ));
+    }
+
+    if let Some(pids) = components
+        .get_mut("Resources")
+        .and_then(|c| c.pointer_mut("/properties/pids"))
+    {
+        let most = crate::validate::PIDS_MAX.min(config.sessions.policy.maxima.pids);
+        pids["maximum"] = json!(most);
     }
 
     let mut paths = Map::new();

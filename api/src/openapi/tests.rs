@@ -48,7 +48,7 @@ fn every_reference_resolves_and_every_link_names_a_real_parameter() {
 #[test]
 fn the_gpu_bound_comes_from_the_configuration() {
     let mut config = ApiConfig::new("medforge.test", "/nonexistent");
-    config.sessions.max_gpus = 3;
+    config.sessions.policy.maxima.gpus = 3;
     let doc = document(&config);
     assert_eq!(
         doc["components"]["schemas"]["CreateSession"]["properties"]["gpus"]["maximum"],

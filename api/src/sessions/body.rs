@@ -1,6 +1,7 @@
 //! The body of `POST …/sessions` and the Session spec it becomes.
 
-use medforge_crds::{DesiredState, Exposure, SessionResources, SessionSpec};
+use medforge_crds::policy::{SessionPolicy, resolve};
+use medforge_crds::{DesiredState, Exposure, Pack, SessionResources, SessionSpec, WorkspaceSpec};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -27,9 +28,13 @@ pub struct CreateSession {
     #[serde(default)]
     #[schemars(schema_with = "crate::validate::schema::duration")]
     pub max_lifetime: Option<String>,
-    /// Container limits (unset ones come from the Pack).
+    /// Container limits (unset ones come from the Pack, then the operator's defaults).
     #[serde(default, deserialize_with = "validate::object_or_null")]
     pub resources: Option<ResourcesBody>,
+    /// Quota of the session's workspace (`50Gi`; default: the operator's).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub workspace_quota: Option<String>,
 }
 
 /// Container limits in a create body; `null` is the same as absent.
@@ -68,12 +73,12 @@ impl CreateSession {
         if let Err(e) = validate::PACK_NAME.check("pack", &pack) {
             errors.push(e);
         }
-        let gpus = self.gpus.unwrap_or(config.default_gpus);
-        if gpus > config.max_gpus {
-            errors.push(FieldError::new(
-                "gpus",
-                format!("must be between 0 and {}", config.max_gpus),
-            ));
+        // Above a maximum is refused by `within_policy`, once the Pack is known.
+        let gpus = self.gpus.unwrap_or(config.policy.defaults.gpus);
+        if let Some(v) = &self.workspace_quota
+            && let Err(e) = validate::size("workspace_quota", v)
+        {
+            errors.push(e);
         }
         for (field, value) in [
             ("idle_timeout", &self.idle_timeout),
@@ -127,9 +132,38 @@ impl CreateSession {
             gpus,
             state: DesiredState::Running,
             resources,
-            workspace: None,
+            workspace: self.workspace_quota.map(|quota| WorkspaceSpec {
+                quota: Some(quota),
+                restore_from: None,
+            }),
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         })
     }
+}
+
+/// Holds a spec to the operator's policy and its Pack's maxima, as the node
+/// agent will: a value above its maximum is a 422 naming the field and the
+/// maximum. A GPU count the body did not give is lowered to the Pack's
+/// maximum first (a default is never refused).
+pub fn within_policy(
+    spec: &mut SessionSpec,
+    gpus_given: bool,
+    pack: Option<&Pack>,
+    policy: &SessionPolicy,
+) -> Result<(), ApiError> {
+    let pack = pack.map(|p| (p.metadata.name.as_deref().unwrap_or_default(), &p.spec));
+    if !gpus_given && let Some(max) = pack.and_then(|(_, p)| p.maxima.as_ref()?.gpus) {
+        spec.gpus = spec.gpus.min(max);
+    }
+    resolve(spec, pack, policy, None)
+        .map(drop)
+        .map_err(|errors| {
+            ApiError::Validation(
+                errors
+                    .iter()
+                    .map(|e| FieldError::new(e.field().body_path(), e.reason()))
+                    .collect(),
+            )
+        })
 }

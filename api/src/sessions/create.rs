@@ -19,7 +19,7 @@ use medforge_crds::{
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::body::CreateSession;
+use super::body::{CreateSession, within_policy};
 use super::view::{SessionReply, phase_name, view_indexed};
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -137,7 +137,10 @@ pub async fn create_session(
 ) -> Result<Created, ApiError> {
     may_create(principal, exposure)?;
     let config = &state.config().sessions;
-    let spec = body.into_spec(&principal.user.id, exposure, config)?;
+    let gpus_given = body.gpus.is_some();
+    let mut spec = body.into_spec(&principal.user.id, exposure, config)?;
+    let pack = state.backend().get_pack(&spec.pack).await?;
+    within_policy(&mut spec, gpus_given, pack.as_ref(), &config.policy)?;
     let slug = new_slug(state.index());
     let session = new_session(state, principal, spec, &slug);
     let name = session.metadata.name.clone().unwrap_or_default();

@@ -120,6 +120,130 @@ async fn create_rejects_bad_input(env: TestEnv) {
     assert!(t.backend.sessions().is_empty(), "nothing was created");
 }
 
+async fn each_maximum_is_enforced_and_named(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    // The default policy's maxima (`SessionPolicy::default`), one over each.
+    let over: [(serde_json::Value, &str, &str); 8] = [
+        (json!({"gpus": 9}), "gpus", "9 is above the maximum 8"),
+        (
+            json!({"resources": {"cpu": "33"}}),
+            "resources.cpu",
+            "33 is above the maximum 32",
+        ),
+        (
+            json!({"resources": {"memory": "999Ti"}}),
+            "resources.memory",
+            "999Ti is above the maximum 256Gi",
+        ),
+        (
+            json!({"resources": {"shm": "900Gi"}}),
+            "resources.shm",
+            "900Gi is above the maximum 64Gi",
+        ),
+        (
+            json!({"resources": {"pids": 1_000_000}}),
+            "resources.pids",
+            "1000000 is above the maximum 32768",
+        ),
+        (
+            json!({"workspace_quota": "2Ti"}),
+            "workspace_quota",
+            "2Ti is above the maximum 1Ti",
+        ),
+        (
+            json!({"idle_timeout": "169h"}),
+            "idle_timeout",
+            "169h is above the maximum 168h",
+        ),
+        (
+            json!({"max_lifetime": "721h"}),
+            "max_lifetime",
+            "721h is above the maximum 720h",
+        ),
+    ];
+    for (body, field, message) in over {
+        let problem = t
+            .create_session(&ada, body.clone())
+            .await
+            .problem(422, "validation_failed");
+        let errors = problem["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{problem}");
+        assert_eq!(errors[0]["field"], field, "{problem}");
+        assert_eq!(
+            errors[0]["message"],
+            format!("{message} (the operator's policy)"),
+            "{problem}"
+        );
+    }
+    // Several at once are all named.
+    let all =
+        json!({"gpus": 9, "resources": {"memory": "999Ti", "pids": 1_000_000, "shm": "900Gi"}});
+    assert_eq!(
+        t.create_session(&ada, all).await.error_fields(),
+        [
+            "resources.memory",
+            "resources.shm",
+            "resources.pids",
+            "gpus"
+        ]
+    );
+    assert!(t.backend.sessions().is_empty(), "nothing was created");
+
+    // A Pack's maxima are lower still, and say so; a GPU count the body
+    // leaves out is lowered to the Pack's maximum, not refused.
+    let mut small = medforge_crds::Pack::new(
+        "small",
+        serde_json::from_value(json!({
+            "image": format!("sha256:{}", "a".repeat(64)),
+            "maxima": {"memory": "4Gi", "gpus": 0, "idleTimeout": "1h"},
+        }))
+        .unwrap(),
+    );
+    small.metadata.name = Some("small".into());
+    t.backend.put_pack(small);
+    let problem = t
+        .create_session(
+            &ada,
+            json!({"pack": "small", "resources": {"memory": "5Gi"}, "idle_timeout": "2h"}),
+        )
+        .await
+        .problem(422, "validation_failed");
+    let messages: Vec<String> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["field"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "resources.memory: 5Gi is above the maximum 4Gi (Pack small)",
+            "idle_timeout: 2h is above the maximum 1h (Pack small)",
+        ]
+    );
+    assert_eq!(
+        t.create_session(&ada, json!({"pack": "small", "gpus": 1}))
+            .await
+            .error_fields(),
+        ["gpus"]
+    );
+    // At the maxima, and with the GPU count left to the Pack, it is created.
+    let res = t
+        .create_session(
+            &ada,
+            json!({"pack": "small", "resources": {"memory": "4Gi"}, "idle_timeout": "1h"}),
+        )
+        .await;
+    assert_eq!(res.data(201)["session"]["gpu_count"], 0);
+}
+
 async fn internal_sessions_need_permission(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
@@ -548,6 +672,7 @@ crate::scenarios!(
     create_binds_and_answers_201,
     create_session_is_a_function_of_its_own,
     create_rejects_bad_input,
+    each_maximum_is_enforced_and_named,
     internal_sessions_need_permission,
     refused_sessions_give_409_and_leave_nothing,
     concurrent_creates_at_limit_one,

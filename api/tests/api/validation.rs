@@ -360,7 +360,19 @@ async fn refused(
 async fn the_document_and_the_validators_agree(env: TestEnv) {
     let t = env
         .app_with(
-            |_| {},
+            // The operator's maxima are beyond what a schema can say of a
+            // quantity or duration; `sessions::…::each_maximum_is_enforced…`
+            // tests them. Here only the formats and ranges are compared.
+            |c| {
+                let m = &mut c.sessions.policy.maxima;
+                m.nano_cpus = i64::MAX;
+                m.memory = u64::MAX;
+                m.shm = u64::MAX;
+                m.workspace_quota = u64::MAX;
+                m.pids = i64::MAX;
+                m.idle_timeout = std::time::Duration::MAX;
+                m.max_lifetime = std::time::Duration::MAX;
+            },
             medforge_api::backend::MemoryBackendConfig {
                 default_user_limit: 1000,
                 ..crate::common::memory_defaults()

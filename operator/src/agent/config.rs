@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use medforge_crds::Session;
+use medforge_crds::policy::{Capacity, SessionPolicy};
 use tokio::sync::watch;
 
 use super::dialer::{Dialer, TcpDialer};
@@ -62,8 +63,11 @@ pub struct AgentConfig {
     /// The user the workload runs as, and who owns `/workspace`.
     pub container_uid: u32,
     pub container_gid: u32,
-    /// Process limit when neither the Session nor the Pack sets one.
-    pub default_pids: i64,
+    /// The operator's defaults and maxima for every session's limits.
+    pub policy: SessionPolicy,
+    /// What this node has: no session asks Docker for more CPU or memory.
+    /// `None` checks only the policy.
+    pub capacity: Option<Capacity>,
     /// Size of the `/tmp` tmpfs (the root file system is read-only).
     pub tmp_bytes: u64,
     /// The node's GPUs.
@@ -148,7 +152,8 @@ impl AgentConfig {
             cgroup_parent: None,
             container_uid: 1000,
             container_gid: 1000,
-            default_pids: 4096,
+            policy: SessionPolicy::default(),
+            capacity: host_capacity(),
             tmp_bytes: 1 << 30,
             inventory: Arc::new(StaticInventory::new(Vec::new())),
             gpu_device_requests: false,
@@ -179,4 +184,23 @@ impl AgentConfig {
             o.send_modify(f);
         }
     }
+}
+
+/// This host's CPUs (as this process may use them) and memory
+/// (`MemTotal` of `/proc/meminfo`); `None` when either cannot be read.
+pub fn host_capacity() -> Option<Capacity> {
+    let cpus = std::thread::available_parallelism().ok()?.get() as i64;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Capacity {
+        nano_cpus: cpus * 1_000_000_000,
+        memory: kib * 1024,
+    })
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kube::ResourceExt;
-use medforge_crds::quantity::{parse_bytes, parse_duration, parse_nano_cpus};
-use medforge_crds::{Pack, Session, SessionResources};
+use medforge_crds::policy::{Amounts, Violation, resolve};
+use medforge_crds::quantity::parse_bytes;
+use medforge_crds::{Pack, Session, SessionReason};
 
 use super::config::AgentConfig;
 use super::runtime::{ContainerSpec, labels};
@@ -60,57 +61,92 @@ pub fn session_dataset(config: &AgentConfig, s: &Session) -> Option<String> {
 
 /// A spec the agent cannot run, and why (shown in the Session's status).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSpec(pub String);
+#[error("{message}")]
+pub struct InvalidSpec {
+    /// `InvalidSpec`, or `PolicyViolation` for a value above a maximum.
+    pub reason: SessionReason,
+    pub message: String,
+}
 
-/// The resource limits in effect: the Session's, else the Pack's, field by field.
-pub fn effective_resources(s: &Session, pack: Option<&Pack>) -> SessionResources {
-    let mine = s.spec.resources.clone().unwrap_or_default();
-    let theirs = pack
-        .and_then(|p| p.spec.resources.clone())
-        .unwrap_or_default();
-    SessionResources {
-        cpu: mine.cpu.or(theirs.cpu),
-        memory: mine.memory.or(theirs.memory),
-        shm: mine.shm.or(theirs.shm),
-        pids: mine.pids.or(theirs.pids),
+impl InvalidSpec {
+    fn invalid(message: impl Into<String>) -> Self {
+        InvalidSpec {
+            reason: SessionReason::InvalidSpec,
+            message: message.into(),
+        }
     }
 }
 
-/// The workspace quota in bytes, when one is set.
+/// What the session runs with ([`resolve`]: its spec, its Pack, the
+/// operator's policy, this node's capacity), or why it cannot run.
+pub fn amounts(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts, InvalidSpec> {
+    let resolved = resolve(
+        &s.spec,
+        Some((&pack.name_any(), &pack.spec)),
+        &config.policy,
+        config.capacity.as_ref(),
+    );
+    let amounts = resolved.map_err(|errors| {
+        let above = errors
+            .iter()
+            .any(|e| matches!(e, Violation::AboveMaximum { .. }));
+        InvalidSpec {
+            reason: if above {
+                SessionReason::PolicyViolation
+            } else {
+                SessionReason::InvalidSpec
+            },
+            message: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    })?;
+    if amounts.memory < MIN_MEMORY {
+        return Err(InvalidSpec::invalid(
+            "resources.memory: Docker needs at least 6Mi",
+        ));
+    }
+    Ok(amounts)
+}
+
+/// Docker refuses a memory limit below this.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// The workspace quota in bytes: what the agent recorded when the session
+/// started (`status.limits`), else the spec's own.
 pub fn quota_bytes(s: &Session) -> Result<Option<u64>, InvalidSpec> {
-    match s.spec.workspace.as_ref().and_then(|w| w.quota.as_deref()) {
+    let recorded = s
+        .status
+        .as_ref()
+        .and_then(|st| st.limits.as_ref())
+        .map(|l| l.workspace_quota.as_str());
+    let asked = s.spec.workspace.as_ref().and_then(|w| w.quota.as_deref());
+    match recorded.or(asked) {
         None => Ok(None),
         Some(q) => parse_bytes(q)
             .map(Some)
-            .map_err(|e| InvalidSpec(format!("workspace quota: {e}"))),
+            .map_err(|e| InvalidSpec::invalid(format!("workspace.quota: {e}"))),
     }
 }
 
-/// Checks what can be checked without I/O: durations, quota, resources and
-/// that `restoreFrom` names a snapshot of this owner's own workspaces.
-pub fn validate(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<(), InvalidSpec> {
-    for (what, value) in [
-        ("idleTimeout", &s.spec.idle_timeout),
-        ("maxLifetime", &s.spec.max_lifetime),
-    ] {
-        if let Some(v) = value {
-            parse_duration(v).map_err(|e| InvalidSpec(format!("{what}: {e}")))?;
-        }
-    }
-    quota_bytes(s)?;
-    limits(&effective_resources(s, Some(pack)))?;
+/// Checks what can be checked without I/O: every value against the policy,
+/// the Pack and the node ([`amounts`]), and that `restoreFrom` names a
+/// snapshot of this owner's own workspaces.
+pub fn validate(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts, InvalidSpec> {
+    let amounts = amounts(config, s, pack)?;
     if let Some(src) = restore_from(s) {
         let mine = format!("{}/", owner_dataset(&config.dataset_root, &s.spec.owner));
         let (dataset, snap) = src.split_once('@').unwrap_or((src, ""));
         if !dataset.starts_with(&mine) || snap.is_empty() || dataset.contains("..") {
-            return Err(InvalidSpec(format!(
+            return Err(InvalidSpec::invalid(format!(
                 "workspace.restoreFrom {src:?} is not a snapshot of this owner's workspaces \
                  (they are under {mine}); restore only from your own sessions' snapshots"
             )));
         }
     }
-    Ok(())
+    Ok(amounts)
 }
 
 /// `spec.workspace.restoreFrom`.
@@ -119,44 +155,6 @@ pub fn restore_from(s: &Session) -> Option<&str> {
         .workspace
         .as_ref()
         .and_then(|w| w.restore_from.as_deref())
-}
-
-struct Limits {
-    memory: Option<i64>,
-    nano_cpus: Option<i64>,
-    shm: Option<i64>,
-    pids: Option<i64>,
-}
-
-fn limits(r: &SessionResources) -> Result<Limits, InvalidSpec> {
-    let bytes = |what: &str, v: &Option<String>| -> Result<Option<i64>, InvalidSpec> {
-        v.as_deref()
-            .map(|q| {
-                parse_bytes(q)
-                    .map_err(|e| InvalidSpec(format!("resources.{what}: {e}")))
-                    .and_then(|b| {
-                        i64::try_from(b)
-                            .map_err(|_| InvalidSpec(format!("resources.{what}: {q} is too large")))
-                    })
-            })
-            .transpose()
-    };
-    let memory = bytes("memory", &r.memory)?;
-    if memory.is_some_and(|m| m < 6 * 1024 * 1024) {
-        return Err(InvalidSpec(
-            "resources.memory: Docker needs at least 6Mi".to_string(),
-        ));
-    }
-    Ok(Limits {
-        memory,
-        shm: bytes("shm", &r.shm)?,
-        nano_cpus: r
-            .cpu
-            .as_deref()
-            .map(|c| parse_nano_cpus(c).map_err(|e| InvalidSpec(format!("resources.cpu: {e}"))))
-            .transpose()?,
-        pids: r.pids,
-    })
 }
 
 /// The container a Session runs: hardened, limited, labelled with the
@@ -171,13 +169,13 @@ pub fn container_spec(
     let slug = status
         .slug
         .clone()
-        .ok_or_else(|| InvalidSpec("the session has no slug yet".to_string()))?;
+        .ok_or_else(|| InvalidSpec::invalid("the session has no slug yet"))?;
     let uid = s
         .metadata
         .uid
         .clone()
-        .ok_or_else(|| InvalidSpec("the session has no uid".to_string()))?;
-    let limits = limits(&effective_resources(s, Some(pack)))?;
+        .ok_or_else(|| InvalidSpec::invalid("the session has no uid"))?;
+    let limits = amounts(config, s, pack)?;
     let gpus: Vec<String> = status.gpus.iter().map(|g| g.uuid.clone()).collect();
 
     let mut labels_map: BTreeMap<String, String> = config
@@ -226,10 +224,10 @@ pub fn container_spec(
         hostname: format!("s-{slug}"),
         user: format!("{}:{}", config.container_uid, config.container_gid),
         workspace: workspace.to_path_buf(),
-        memory_bytes: limits.memory,
-        nano_cpus: limits.nano_cpus,
-        pids_limit: Some(limits.pids.unwrap_or(config.default_pids)),
-        shm_bytes: limits.shm,
+        memory_bytes: Some(i64::try_from(limits.memory).unwrap_or(i64::MAX)),
+        nano_cpus: Some(limits.nano_cpus),
+        pids_limit: Some(limits.pids),
+        shm_bytes: Some(i64::try_from(limits.shm).unwrap_or(i64::MAX)),
         tmp_bytes: config.tmp_bytes,
         device_requests: config.gpu_device_requests && !gpus.is_empty(),
         gpus,
@@ -248,6 +246,7 @@ pub fn bound_here(s: &Session, node: &str) -> bool {
 mod tests {
     use super::*;
     use crate::agent::testing as fixtures;
+    use medforge_crds::SessionResources;
 
     #[test]
     fn names() {
@@ -336,11 +335,12 @@ mod tests {
         let config = fixtures::config();
         let pack = fixtures::pack("default");
         let mut s = fixtures::bound_session("s1", 0);
-        assert_eq!(validate(&config, &s, &pack), Ok(()));
+        assert!(validate(&config, &s, &pack).is_ok());
 
         s.spec.idle_timeout = Some("10 minutes".into());
         let e = validate(&config, &s, &pack).unwrap_err();
-        assert!(e.0.starts_with("idleTimeout:"), "{e}");
+        assert!(e.message.starts_with("idleTimeout:"), "{e}");
+        assert_eq!(e.reason, SessionReason::InvalidSpec);
         s.spec.idle_timeout = None;
 
         s.spec.resources = Some(SessionResources {
@@ -348,7 +348,7 @@ mod tests {
             ..Default::default()
         });
         let e = validate(&config, &s, &pack).unwrap_err();
-        assert!(e.0.contains("resources.memory"), "{e}");
+        assert!(e.message.contains("resources.memory"), "{e}");
         s.spec.resources = None;
 
         s.spec.workspace = Some(medforge_crds::WorkspaceSpec {
@@ -356,8 +356,50 @@ mod tests {
             restore_from: Some("pool/mf/mallory/u-9@stop-1".into()),
         });
         let e = validate(&config, &s, &pack).unwrap_err();
-        assert!(e.0.contains("not a snapshot of this owner"), "{e}");
+        assert!(e.message.contains("not a snapshot of this owner"), "{e}");
         s.spec.workspace.as_mut().unwrap().restore_from = Some("pool/mf/alice/u-0@stop-1".into());
-        assert_eq!(validate(&config, &s, &pack), Ok(()));
+        assert!(validate(&config, &s, &pack).is_ok());
+    }
+
+    #[test]
+    fn a_spec_above_the_policy_or_the_node_is_refused_as_a_policy_violation() {
+        let mut config = fixtures::config();
+        config.capacity = Some(medforge_crds::policy::Capacity {
+            nano_cpus: 4_000_000_000,
+            memory: 16 << 30,
+        });
+        let pack = fixtures::pack("default");
+        let mut s = fixtures::bound_session("s1", 0);
+        s.spec.resources = Some(SessionResources {
+            memory: Some("1000Ti".into()),
+            pids: Some(1_000_000),
+            cpu: Some("5".into()),
+            shm: None,
+        });
+        let e = validate(&config, &s, &pack).unwrap_err();
+        assert_eq!(e.reason, SessionReason::PolicyViolation);
+        assert_eq!(
+            e.message,
+            "resources.cpu: 5 is above the maximum 4 (this node's capacity); \
+             resources.memory: 1000Ti is above the maximum 16Gi (this node's capacity); \
+             resources.pids: 1000000 is above the maximum 32768 (the operator's policy)"
+        );
+        // The container spec is refused the same way: nothing reaches Docker.
+        let e = container_spec(&config, &s, &pack, Path::new("/pool/ws")).unwrap_err();
+        assert_eq!(e.reason, SessionReason::PolicyViolation);
+    }
+
+    #[test]
+    fn a_session_that_asks_for_nothing_gets_every_limit() {
+        let config = fixtures::config();
+        let pack = fixtures::pack("default");
+        let s = fixtures::bound_session("s1", 0);
+        let spec = container_spec(&config, &s, &pack, Path::new("/pool/ws")).unwrap();
+        let d = config.policy.defaults;
+        let node = config.capacity.unwrap();
+        assert_eq!(spec.nano_cpus, Some(d.nano_cpus.min(node.nano_cpus)));
+        assert_eq!(spec.memory_bytes, Some(d.memory.min(node.memory) as i64));
+        assert_eq!(spec.shm_bytes, Some(d.shm as i64));
+        assert_eq!(spec.pids_limit, Some(d.pids));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use medforge_crds::{DesiredState, GpuNode, GpuNodeSpec, Session, SessionStatus};
+use medforge_crds::{DesiredState, GpuNode, GpuNodeSpec, Pack, Session, SessionStatus};
 use tokio::sync::broadcast;
 
 use super::{MemoryBackend, SchedulerMode, fill_metadata};
@@ -78,6 +78,11 @@ impl SessionBackend for MemoryBackend {
     async fn get(&self, name: &str) -> BackendResult<Option<Session>> {
         self.check_reachable()?;
         Ok(self.session(name))
+    }
+
+    async fn get_pack(&self, name: &str) -> BackendResult<Option<Pack>> {
+        self.check_reachable()?;
+        Ok(self.lock().packs.get(name).cloned())
     }
 
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use medforge_crds::{
-    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, NodeCondition, NodeReason, Session,
-    SessionStatus,
+    GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, NodeCondition, NodeReason, Pack,
+    Session, SessionStatus,
 };
 use tokio::sync::broadcast;
 
@@ -74,6 +74,7 @@ struct Inner {
 struct State {
     sessions: BTreeMap<String, Session>,
     nodes: BTreeMap<String, GpuNode>,
+    packs: BTreeMap<String, Pack>,
     resource_version: u64,
     activity: BTreeMap<String, jiff::Timestamp>,
 }
@@ -126,6 +127,12 @@ impl MemoryBackend {
     /// Makes every call fail as if the control plane were down (or back up).
     pub fn set_reachable(&self, reachable: bool) {
         self.inner.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// Creates or replaces a Pack.
+    pub fn put_pack(&self, pack: Pack) {
+        let name = pack.metadata.name.clone().unwrap_or_default();
+        self.lock().packs.insert(name, pack);
     }
 
     /// Adds a Ready node with `gpus` healthy GPUs `GPU-<node>-<index>`.

@@ -41,32 +41,36 @@ pub fn exit_message(c: &ContainerObs) -> String {
     msg
 }
 
+/// The idle timeout and maximum lifetime in effect, as written: those the
+/// agent recorded when the session started (`status.limits`), else the spec's.
+pub fn time_limits(s: &Session) -> (Option<&str>, Option<&str>) {
+    match s.status.as_ref().and_then(|st| st.limits.as_ref()) {
+        Some(l) => (Some(&l.idle_timeout), Some(&l.max_lifetime)),
+        None => (
+            s.spec.idle_timeout.as_deref(),
+            s.spec.max_lifetime.as_deref(),
+        ),
+    }
+}
+
 /// When the session must stop for idleness or age, and why; `None` when it
 /// has no such limit.
 pub fn deadline(s: &Session) -> Option<(Timestamp, SessionReason)> {
     let st = s.status.as_ref()?;
     let started = st.started_at.as_ref()?.0;
+    let (idle_timeout, max_lifetime) = time_limits(s);
     let mut out: Option<(Timestamp, SessionReason)> = None;
     let mut consider = |at: Timestamp, why: SessionReason| {
         if out.is_none_or(|(t, _)| at < t) {
             out = Some((at, why));
         }
     };
-    if let Some(life) = s
-        .spec
-        .max_lifetime
-        .as_deref()
-        .and_then(|d| parse_duration(d).ok())
+    if let Some(life) = max_lifetime.and_then(|d| parse_duration(d).ok())
         && let Ok(at) = started.checked_add(life)
     {
         consider(at, SessionReason::Expired);
     }
-    if let Some(idle) = s
-        .spec
-        .idle_timeout
-        .as_deref()
-        .and_then(|d| parse_duration(d).ok())
-    {
+    if let Some(idle) = idle_timeout.and_then(|d| parse_duration(d).ok()) {
         let active = st
             .last_activity_at
             .as_ref()
@@ -205,15 +209,13 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
             if let Some((at, why)) = next
                 && at <= now
             {
+                let (idle_timeout, max_lifetime) = time_limits(s);
                 let message = if why == SessionReason::Idle {
-                    format!(
-                        "no activity for {}",
-                        s.spec.idle_timeout.as_deref().unwrap_or("?")
-                    )
+                    format!("no activity for {}", idle_timeout.unwrap_or("?"))
                 } else {
                     format!(
                         "ran for its maximum lifetime of {}",
-                        s.spec.max_lifetime.as_deref().unwrap_or("?")
+                        max_lifetime.unwrap_or("?")
                     )
                 };
                 return Step::BeginStop(StopCause::new(why, message));

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use medforge_crds::conditions::set_condition;
 use medforge_crds::{
-    Session, SessionCondition, SessionPhase, SessionReason, SessionStatus, WorkspaceStatus,
+    Session, SessionCondition, SessionLimits, SessionPhase, SessionReason, SessionStatus,
+    WorkspaceStatus,
 };
 
 use super::model::{StopCause, World, planned_snapshot};
@@ -71,9 +72,15 @@ impl Draft {
 }
 
 /// `Starting`: the inputs are good; the workspace and container come next.
-pub fn status_starting(s: &Session, dataset: &str, now: Timestamp) -> SessionStatus {
+pub fn status_starting(
+    s: &Session,
+    dataset: &str,
+    limits: SessionLimits,
+    now: Timestamp,
+) -> SessionStatus {
     let mut d = Draft::of(s, now);
     d.phase(SessionPhase::Starting, None);
+    d.st.limits = Some(limits);
     d.st.workspace
         .get_or_insert_with(WorkspaceStatus::default)
         .dataset = Some(dataset.to_string());

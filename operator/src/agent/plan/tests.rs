@@ -195,6 +195,21 @@ fn idle_and_lifetime_limits() {
         stop_reason(decide(&s, &w, &p, t(4600))),
         SessionReason::Expired
     );
+
+    // What the agent recorded at start (the policy's defaults for a spec
+    // that set none) is what counts, not the spec.
+    let (mut s, w, _) = running(1000);
+    s.spec.idle_timeout = None;
+    s.spec.max_lifetime = None;
+    assert_eq!(decide(&s, &w, &p, t(100_000)), Step::Wait(Some(p.resync)));
+    let mut limits = fixtures::limits();
+    limits.idle_timeout = "30s".into();
+    s.status.as_mut().unwrap().limits = Some(limits);
+    let Step::BeginStop(cause) = decide(&s, &w, &p, t(1030)) else {
+        panic!("the recorded idle timeout stops it");
+    };
+    assert_eq!(cause.reason, SessionReason::Idle);
+    assert_eq!(cause.message, "no activity for 30s");
 }
 
 #[test]
@@ -202,7 +217,12 @@ fn a_stop_records_its_snapshot_first_and_finishes_with_it() {
     let p = policy();
     let s0 = with_phase(fixtures::bound_session("s1", 1), SessionPhase::Starting);
     let mut s = s0.clone();
-    s.status = Some(status_starting(&s0, "pool/mf/alice/uid-s1", t(1)));
+    s.status = Some(status_starting(
+        &s0,
+        "pool/mf/alice/uid-s1",
+        fixtures::limits(),
+        t(1),
+    ));
     let c = running_container(&s, t(2));
     s.status = Some(status_running(&s, &c, upstream_of(&c).unwrap(), t(3)));
 
@@ -254,7 +274,12 @@ fn a_stop_records_its_snapshot_first_and_finishes_with_it() {
 
     // Stopped before any dataset existed: no snapshot is kept.
     let mut early = with_phase(fixtures::bound_session("s2", 0), SessionPhase::Starting);
-    early.status = Some(status_starting(&early, "pool/mf/alice/uid-s2", t(1)));
+    early.status = Some(status_starting(
+        &early,
+        "pool/mf/alice/uid-s2",
+        fixtures::limits(),
+        t(1),
+    ));
     let mut early_stop = early.clone();
     early_stop.status = Some(status_stopping(&early, &cause, t(2)));
     let nothing = World::default();
@@ -284,10 +309,10 @@ fn over_sessions_never_run_again() {
 #[test]
 fn transition_times_move_only_on_change() {
     let s = fixtures::bound_session("s1", 0);
-    let a = status_starting(&s, "d", t(1));
+    let a = status_starting(&s, "d", fixtures::limits(), t(1));
     let mut s2 = s.clone();
     s2.status = Some(a.clone());
-    let b = status_starting(&s2, "d", t(50));
+    let b = status_starting(&s2, "d", fixtures::limits(), t(50));
     assert_eq!(a.conditions, b.conditions);
     let unavailable = status_runtime_unavailable(
         &s2,

@@ -26,9 +26,10 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             );
             return self.fail(SessionReason::PackNotFound, &msg).await;
         };
-        if let Err(e) = spec::validate(cfg, s, &pack) {
-            return self.fail(SessionReason::InvalidSpec, &e.0).await;
-        }
+        let amounts = match spec::validate(cfg, s, &pack) {
+            Ok(amounts) => amounts,
+            Err(e) => return self.fail(e.reason, &e.message).await,
+        };
         if !ctx.containers.image_present(&pack.spec.image).await? {
             let msg = format!(
                 "image {} of pack {:?} is not present on node {}; the node agent never pulls images: \
@@ -60,7 +61,12 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             }
             return Ok(Next::Wait(Duration::from_secs(2)));
         }
-        let updated = write_status(ctx, s, plan::status_starting(s, dataset, now)).await?;
+        let updated = write_status(
+            ctx,
+            s,
+            plan::status_starting(s, dataset, amounts.limits(), now),
+        )
+        .await?;
         Ok(Next::written(updated))
     }
 }

@@ -24,7 +24,7 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             .unwrap_or_default();
         let spec = match spec::container_spec(cfg, s, &pack, &mountpoint) {
             Ok(spec) => spec,
-            Err(e) => return self.fail(SessionReason::InvalidSpec, &e.0).await,
+            Err(e) => return self.fail(e.reason, &e.message).await,
         };
         ctx.network
             .ensure(|| ctx.containers.ensure_network(&cfg.network))

@@ -26,7 +26,7 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
         let Pass { ctx, s, .. } = *self;
         let quota = match spec::quota_bytes(s) {
             Ok(q) => q,
-            Err(e) => return self.fail(SessionReason::InvalidSpec, &e.0).await,
+            Err(e) => return self.fail(e.reason, &e.message).await,
         };
         let mut properties = vec![
             (

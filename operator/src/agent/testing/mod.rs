@@ -137,6 +137,7 @@ pub fn pack(name: &str) -> Pack {
             command: None,
             env: Vec::new(),
             resources: None,
+            maxima: None,
         },
     )
 }
@@ -177,4 +178,11 @@ impl Dialer for FakeDialer {
     fn describe(&self) -> String {
         "fake".into()
     }
+}
+
+/// The limits the default policy gives a session that asks for nothing.
+pub fn limits() -> medforge_crds::SessionLimits {
+    medforge_crds::policy::SessionPolicy::default()
+        .defaults
+        .limits()
 }

@@ -176,6 +176,7 @@ impl TestNode {
                 command: None,
                 env,
                 resources: None,
+                maxima: None,
             },
         );
         api.create(&PostParams::default(), &pack).await.unwrap();
