@@ -230,6 +230,15 @@ pub struct ApiSettings {
     /// from MEDFORGE_ADMIN_PASSWORD (used only when the account is new).
     #[arg(long, env = "MEDFORGE_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
+    /// Who may create an account with POST /api/v2/auth/signup: `closed`
+    /// (admins create accounts), `invite` (with a code an admin made),
+    /// `domains` (addresses in --signup-domains) or `open` (anyone).
+    #[arg(long, default_value = "closed", env = "MEDFORGE_SIGNUP_MODE")]
+    pub signup_mode: String,
+    /// The email domains that may sign up with `--signup-mode domains`
+    /// (comma-separated: `example.org,lab.example.org`).
+    #[arg(long, env = "MEDFORGE_SIGNUP_DOMAINS", value_delimiter = ',')]
+    pub signup_domains: Vec<String>,
     /// How long a create with `?wait=ready` waits for the session to be
     /// Ready before answering 202 (`30s`, `2m`).
     #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]

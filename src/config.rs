@@ -56,6 +56,12 @@ impl PolicyArgs {
 }
 
 impl ApiSettings {
+    /// Who may sign up, from `--signup-mode` and `--signup-domains`.
+    pub fn signup(&self) -> anyhow::Result<medforge_api::SignupMode> {
+        medforge_api::SignupMode::parse(&self.signup_mode, &self.signup_domains)
+            .map_err(|e| anyhow::anyhow!("--signup-mode/--signup-domains: {e}"))
+    }
+
     /// The api's configuration, its default database under `data_dir`. An
     /// admin email needs its password in MEDFORGE_ADMIN_PASSWORD.
     pub fn config(
@@ -65,6 +71,7 @@ impl ApiSettings {
     ) -> anyhow::Result<medforge_api::ApiConfig> {
         let mut c = medforge_api::ApiConfig::new(&self.domain, data_dir);
         c.sessions.policy = policy;
+        c.auth.signup = self.signup()?;
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
         c.sessions.ready_timeout = self.session_ready_timeout;

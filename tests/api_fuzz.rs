@@ -189,7 +189,13 @@ async fn schemathesis_finds_nothing_against_medforge_up() {
         .arg(dir.path().join("data"))
         .args(["--apiserver-listen", &apiserver])
         .args(["--api-listen", &api.to_string()])
-        .args(["--domain", DOMAIN, "--insecure-cookies"])
+        .args([
+            "--domain",
+            DOMAIN,
+            "--insecure-cookies",
+            "--signup-mode",
+            "open",
+        ])
         .args(["--node-name", "fuzz-node", "--gpus", "static:2"])
         .arg("--docker-socket")
         .arg(&harness.layout().docker_socket)

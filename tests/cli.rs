@@ -144,6 +144,31 @@ fn a_session_policy_that_cannot_hold_is_refused_before_anything_starts() {
     );
 }
 
+#[test]
+fn a_signup_mode_that_cannot_work_is_refused_before_anything_starts() {
+    for (args, says) in [
+        (
+            &["--signup-mode", "public"][..],
+            "unknown signup mode \"public\"",
+        ),
+        (
+            &["--signup-mode", "domains"][..],
+            "`domains` needs at least one domain",
+        ),
+        (
+            &["--signup-mode", "open", "--signup-domains", "example.org"][..],
+            "the signup mode is open",
+        ),
+    ] {
+        let mut all = vec!["api", "--kubeconfig", "/nonexistent/kubeconfig"];
+        all.extend_from_slice(args);
+        let out = medforge(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
 /// `medforge create-admin` with the password on standard input.
 fn create_admin(data_dir: &std::path::Path, extra: &[&str]) -> Output {
     use std::io::Write;

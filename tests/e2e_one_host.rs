@@ -78,6 +78,8 @@ fn start_medforge(
         "--domain",
         DOMAIN,
         "--insecure-cookies",
+        "--signup-mode",
+        "open",
         "--node-name",
         "e2e-node",
         "--gpus",

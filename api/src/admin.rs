@@ -32,7 +32,10 @@ pub fn router() -> Router<AppState> {
         .route(CORDON_GPU, post(cordon_gpu::<true>))
         .route(UNCORDON_GPU, post(cordon_gpu::<false>))
         .route("/api/v2/admin/sessions", get(all_sessions))
-        .route("/api/v2/admin/users", get(list_users))
+        .route(
+            "/api/v2/admin/users",
+            get(list_users).post(crate::accounts::create_user),
+        )
         .route(
             "/api/v2/admin/users/{id}",
             axum::routing::patch(update_user),
@@ -293,6 +296,9 @@ pub struct UserPatch {
     #[serde(default, deserialize_with = "validate::int::body_nullable_i64")]
     #[schemars(with = "Option<i64>", range(min = validate::MAX_SESSIONS_MIN, max = validate::MAX_SESSIONS_MAX))]
     pub max_sessions: Option<Option<i64>>,
+    /// Disable (`true`: every login ends and every session stops) or enable
+    /// the account (`null`: unchanged).
+    pub disabled: Option<bool>,
 }
 
 async fn update_user(
@@ -320,15 +326,52 @@ async fn update_user(
             "Admins cannot remove their own admin flag; ask another admin.",
         ));
     }
+    if admin.user.id == id && patch.disabled == Some(true) {
+        return Err(ApiError::conflict(
+            "own_account",
+            "Admins cannot disable their own account; ask another admin.",
+        ));
+    }
+    let before = users::get_user(state.db(), &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;
     let update = UserUpdate {
         is_admin: patch.is_admin,
         can_use_internal: patch.can_use_internal,
         max_sessions: patch.max_sessions,
+        disabled_at: patch.disabled.map(|d| d.then(crate::clock::now_secs)),
     };
     let user = users::update_user(state.db(), &id, &update)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;
     state.tokens().forget_user(&id);
+    let flags = serde_json::json!({
+        "is_admin": patch.is_admin,
+        "can_use_internal": patch.can_use_internal,
+        "max_sessions": patch.max_sessions,
+    });
+    if patch.is_admin.is_some() || patch.can_use_internal.is_some() || patch.max_sessions.is_some()
+    {
+        crate::audit::record(
+            state.db(),
+            Some(&admin.user.id),
+            crate::audit::Action::UserUpdated,
+            Some(&id),
+            flags,
+        )
+        .await?;
+    }
+    // Disabling again still ends logins and stops sessions (a retry after a
+    // failure part-way); enabling an enabled account records nothing.
+    match patch.disabled {
+        Some(true) => {
+            crate::accounts::on_disabled_changed(&state, &admin.user, &user, true).await?;
+        }
+        Some(false) if before.disabled_at.is_some() => {
+            crate::accounts::on_disabled_changed(&state, &admin.user, &user, false).await?;
+        }
+        _ => {}
+    }
     tracing::info!(user_id = %id, admin = %admin.user.id, "user flags changed");
     Ok(Reply::ok(UserReply {
         user: UserView::from(&user),

@@ -15,7 +15,7 @@ use axum::{Router, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_secs, rfc3339};
-use crate::config::PasswordHashing;
+use crate::config::{PasswordHashing, SignupMode};
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::hash_slots::HashSlot;
@@ -25,6 +25,7 @@ use crate::state::AppState;
 use crate::tokens::{self, Principal};
 use crate::users::{self, User};
 use crate::validate;
+use crate::{accounts, audit};
 use schemars::JsonSchema;
 
 /// The routes of this module.
@@ -33,7 +34,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/auth/signup", post(signup))
         .route("/api/v2/auth/login", post(login))
         .route("/api/v2/auth/logout", post(logout))
-        .route("/api/v2/me", get(me))
+        .route(
+            "/api/v2/me",
+            get(me).patch(crate::accounts::change_own_password),
+        )
 }
 
 /// A user as the API shows it.
@@ -54,6 +58,8 @@ pub struct UserView {
     /// Creation time (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
+    /// Disabled by an admin: cannot log in, and has no sessions running.
+    pub disabled: bool,
 }
 
 impl From<&User> for UserView {
@@ -65,6 +71,7 @@ impl From<&User> for UserView {
             can_use_internal: user.can_use_internal,
             max_sessions: user.max_sessions,
             created_at: rfc3339(user.created_at),
+            disabled: user.disabled_at.is_some(),
         }
     }
 }
@@ -80,6 +87,10 @@ pub struct Signup {
     /// Password.
     #[schemars(schema_with = "crate::validate::schema::new_password")]
     pub password: String,
+    /// An invite code from an admin (needed when sign-up is by invite).
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::invite_code")]
+    pub invite_code: Option<String>,
 }
 
 /// Body of login.
@@ -349,11 +360,9 @@ async fn signup(
         .auth_limiter()
         .check(ip)
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-    if !state.config().auth.signup_enabled {
-        return Err(ApiError::forbidden(
-            "signup_disabled",
-            "Sign-up is closed here; ask an admin for an account.",
-        ));
+    let mode = &state.config().auth.signup;
+    if *mode == SignupMode::Closed {
+        accounts::signup_allowed(mode, "", None)?;
     }
     let mut errors = Vec::new();
     let email = normalize_email(&body.email)
@@ -362,9 +371,18 @@ async fn signup(
     if let Err(e) = check_new_password(&body.password) {
         errors.push(e);
     }
+    let code = body.invite_code.as_deref();
+    if let Some(c) = code
+        && let Err(e) = validate::INVITE_CODE.check("invite_code", c)
+    {
+        errors.push(e);
+    }
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    accounts::signup_allowed(mode, &email, code)?;
+    // Only the invite mode uses a code; in the others it is ignored.
+    let code = code.filter(|_| *mode == SignupMode::Invite);
     let slot = state.hash_slots().take()?;
     let hash = hash_password(
         state.config().auth.password_hashing,
@@ -372,8 +390,22 @@ async fn signup(
         Some(slot),
     )
     .await?;
-    let user = match users::create_user(state.db(), &email, &hash, false, now_secs()).await {
-        Ok(user) => user,
+    let (user, invite) = match accounts::create_user_with_invite(
+        state.db(),
+        &email,
+        &hash,
+        code,
+        now_secs(),
+    )
+    .await
+    {
+        Ok(Some(created)) => created,
+        Ok(None) => {
+            return Err(ApiError::forbidden(
+                "invite_invalid",
+                "This invite code cannot be used: it is unknown, used, expired, revoked or for another address.",
+            ));
+        }
         Err(e) if e.is_unique_violation() => {
             return Err(ApiError::conflict(
                 "email_taken",
@@ -382,6 +414,14 @@ async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
+    audit::record(
+        state.db(),
+        Some(&user.id),
+        audit::Action::SignedUp,
+        Some(&user.id),
+        serde_json::json!({"mode": mode.name(), "invite": invite}),
+    )
+    .await?;
     tracing::info!(user_id = %user.id, "user signed up");
     let cookie = issue_token(&state, &user).await?;
     Ok(Reply::created(UserReply {
@@ -425,6 +465,12 @@ async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     state.login_failures().succeeded(&email);
+    if found.user.disabled_at.is_some() {
+        return Err(ApiError::forbidden(
+            "account_disabled",
+            "This account is disabled; ask an admin.",
+        ));
+    }
     let cookie = issue_token(&state, &found.user).await?;
     tracing::info!(user_id = %found.user.id, "user logged in");
     Ok(Reply::ok(UserReply {
@@ -532,6 +578,7 @@ pub async fn ensure_admin(
                     is_admin: Some(true),
                     can_use_internal: Some(true),
                     max_sessions: None,
+                    disabled_at: Some(None),
                 };
                 let user = users::update_user(db, &user.id, &update)
                     .await?

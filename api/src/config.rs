@@ -122,8 +122,8 @@ pub struct AuthConfig {
     /// How long a resolved token is trusted from memory before the database is asked again
     /// (bounds how late a logout on another replica or a changed admin flag is seen).
     pub token_cache_ttl: Duration,
-    /// Whether anyone may sign up.
-    pub signup_enabled: bool,
+    /// Who may create an account with `POST /api/v2/auth/signup`.
+    pub signup: SignupMode,
     /// Argon2id cost.
     pub password_hashing: PasswordHashing,
     /// Most password hashes (signup, login) computed at once; beyond it,
@@ -131,6 +131,64 @@ pub struct AuthConfig {
     pub max_concurrent_hashes: usize,
     /// Lifetime of the single-use tokens for `EventSource`.
     pub event_token_ttl: Duration,
+}
+
+/// Who may sign up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SignupMode {
+    /// Nobody: admins create accounts (`POST /api/v2/admin/users`). The default.
+    #[default]
+    Closed,
+    /// Whoever has an unused, unexpired invite code an admin created.
+    Invite,
+    /// Whoever has an email address in one of these domains (lower case,
+    /// exact match of the part after `@`).
+    Domains(Vec<String>),
+    /// Anyone who reaches the site.
+    Open,
+}
+
+impl SignupMode {
+    /// From the mode's name and, for `domains`, the domains; the error says
+    /// what is wrong.
+    pub fn parse(mode: &str, domains: &[String]) -> Result<SignupMode, String> {
+        let domains: Vec<String> = domains
+            .iter()
+            .map(|d| normalize_domain(d.trim_start_matches('@')))
+            .filter(|d| !d.is_empty())
+            .collect();
+        let mode = match mode.trim().to_ascii_lowercase().as_str() {
+            "closed" => SignupMode::Closed,
+            "invite" => SignupMode::Invite,
+            "open" => SignupMode::Open,
+            "domains" if domains.is_empty() => {
+                return Err("signup mode `domains` needs at least one domain".into());
+            }
+            "domains" => return Ok(SignupMode::Domains(domains)),
+            other => {
+                return Err(format!(
+                    "unknown signup mode {other:?}: use closed, invite, domains or open"
+                ));
+            }
+        };
+        if !domains.is_empty() {
+            return Err(format!(
+                "signup domains are given but the signup mode is {}: use the mode `domains`, or give no domains",
+                mode.name()
+            ));
+        }
+        Ok(mode)
+    }
+
+    /// The mode's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SignupMode::Closed => "closed",
+            SignupMode::Invite => "invite",
+            SignupMode::Domains(_) => "domains",
+            SignupMode::Open => "open",
+        }
+    }
 }
 
 /// Argon2id parameters.
@@ -206,7 +264,7 @@ impl ApiConfig {
                 idle_ttl: Duration::from_secs(24 * 3600),
                 max_ttl: Duration::from_secs(7 * 24 * 3600),
                 token_cache_ttl: Duration::from_secs(30),
-                signup_enabled: true,
+                signup: SignupMode::Closed,
                 password_hashing: PasswordHashing::RECOMMENDED,
                 max_concurrent_hashes: std::thread::available_parallelism()
                     .map_or(2, |n| n.get() * 2)

@@ -18,8 +18,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod admin;
 mod app;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod clock;
@@ -50,7 +52,7 @@ pub mod validate;
 pub use app::{app, app_with};
 pub use auth::{ExistingAccount, ensure_admin};
 pub use clock::{now_secs, rfc3339};
-pub use config::{AdminBootstrap, ApiConfig, PasswordHashing};
+pub use config::{AdminBootstrap, ApiConfig, PasswordHashing, SignupMode};
 pub use db::Db;
 pub use error::ApiError;
 pub use server::{Api, StartError, flush_activity, shutdown_signal};

@@ -268,6 +268,14 @@ impl PathParam for SessionId {
     const DESCRIPTION: &'static str = "The session's id (`data.session.id` of create)";
 }
 
+/// An invite id.
+pub struct InviteId;
+impl PathParam for InviteId {
+    const NAME: &'static str = "id";
+    const RULE: crate::validate::Rule = crate::validate::LOG_ID;
+    const DESCRIPTION: &'static str = "The invite's id (`data.invite.id` of create)";
+}
+
 /// A user id.
 pub struct UserId;
 impl PathParam for UserId {

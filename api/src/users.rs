@@ -20,6 +20,18 @@ pub struct User {
     pub max_sessions: Option<i64>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// When an admin disabled the account (Unix seconds); `None` while it may log in.
+    pub disabled_at: Option<i64>,
+}
+
+/// `SELECT <the columns of User> FROM users <rest>`, as one static string.
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at, disabled_at",
+            $rest
+        )
+    };
 }
 
 /// A user with the password hash, for login.
@@ -53,6 +65,8 @@ pub struct UserUpdate {
     pub can_use_internal: Option<bool>,
     /// New session limit override (`Some(None)` clears it).
     pub max_sessions: Option<Option<i64>>,
+    /// Disable (`Some(Some(now))`) or enable (`Some(None)`) the account.
+    pub disabled_at: Option<Option<i64>>,
 }
 
 /// Creates a user. A taken email is a unique violation ([`DbError::is_unique_violation`]).
@@ -70,6 +84,7 @@ pub async fn create_user(
         can_use_internal: is_admin,
         max_sessions: None,
         created_at: now,
+        disabled_at: None,
     };
     on_pool!(db, |p| {
         sqlx::query(
@@ -95,8 +110,7 @@ pub(crate) async fn find_for_login(
     email: &str,
 ) -> Result<Option<UserWithPassword>, DbError> {
     Ok(on_pool!(db, |p| sqlx::query_as::<_, UserWithPassword>(
-        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at, password_hash \
-         FROM users WHERE email = $1"
+        select_users!(", password_hash FROM users WHERE email = $1")
     )
     .bind(email)
     .fetch_optional(p)
@@ -106,12 +120,10 @@ pub(crate) async fn find_for_login(
 /// A user by id.
 pub async fn get_user(db: &Db, id: &str) -> Result<Option<User>, DbError> {
     Ok(on_pool!(db, |p| {
-        sqlx::query_as::<_, User>(
-        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at FROM users WHERE id = $1"
-    )
-    .bind(id)
-    .fetch_optional(p)
-    .await
+        sqlx::query_as::<_, User>(select_users!(" FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(p)
+            .await
     })?)
 }
 
@@ -126,10 +138,9 @@ pub async fn list_users(
     after_email: Option<&str>,
     limit: i64,
 ) -> Result<Vec<User>, DbError> {
-    Ok(on_pool!(db, |p| sqlx::query_as::<_, User>(
-        "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at FROM users \
-         WHERE email > $1 ORDER BY email LIMIT $2"
-    )
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, User>(select_users!(
+        " FROM users WHERE email > $1 ORDER BY email LIMIT $2"
+    ))
     .bind(after_email.unwrap_or(""))
     .bind(limit)
     .fetch_all(p)
@@ -150,13 +161,19 @@ pub async fn update_user(db: &Db, id: &str, update: &UserUpdate) -> Result<Optio
     if let Some(v) = update.max_sessions {
         user.max_sessions = v;
     }
+    if let Some(v) = update.disabled_at {
+        // Disabling an account that is disabled keeps the first time.
+        user.disabled_at = v.map(|at| user.disabled_at.unwrap_or(at));
+    }
     execute!(
         db,
-        "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4 WHERE id = $1",
+        "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4, \
+         disabled_at = $5 WHERE id = $1",
         &user.id,
         user.is_admin,
         user.can_use_internal,
-        user.max_sessions
+        user.max_sessions,
+        user.disabled_at
     )?;
     Ok(Some(user))
 }
@@ -177,6 +194,24 @@ pub async fn set_password_hash(db: &Db, id: &str, password_hash: &str) -> Result
 pub async fn delete_user_tokens(db: &Db, user_id: &str) -> Result<u64, DbError> {
     let removed = execute!(db, "DELETE FROM auth_tokens WHERE user_id = $1", user_id)?;
     execute!(db, "DELETE FROM event_tokens WHERE user_id = $1", user_id)?;
+    Ok(removed)
+}
+
+/// Ends every login of a user but one (the one changing the password), and
+/// their unredeemed event tokens; how many login tokens were ended.
+pub async fn delete_other_tokens(db: &Db, user_id: &str, keep_hash: &str) -> Result<u64, DbError> {
+    let removed = execute!(
+        db,
+        "DELETE FROM auth_tokens WHERE user_id = $1 AND token_hash <> $2",
+        user_id,
+        keep_hash
+    )?;
+    execute!(
+        db,
+        "DELETE FROM event_tokens WHERE user_id = $1 AND (login_token_hash IS NULL OR login_token_hash <> $2)",
+        user_id,
+        keep_hash
+    )?;
     Ok(removed)
 }
 
@@ -204,8 +239,9 @@ pub async fn insert_token(
 pub async fn find_token(db: &Db, token_hash: &str) -> Result<Option<TokenRecord>, DbError> {
     Ok(on_pool!(db, |p| sqlx::query_as::<_, TokenRecord>(
         "SELECT u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, u.created_at, \
-                t.created_at AS token_created_at, t.last_used_at, t.expires_at \
-         FROM auth_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1"
+                u.disabled_at, t.created_at AS token_created_at, t.last_used_at, t.expires_at \
+         FROM auth_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = $1 AND u.disabled_at IS NULL"
     )
     .bind(token_hash)
     .fetch_optional(p)
@@ -241,9 +277,10 @@ pub async fn find_tokens(db: &Db, hashes: &[String]) -> Result<Vec<HashedTokenRe
     let [a, b, c, d, e] = in_list(hashes);
     Ok(on_pool!(db, |p| sqlx::query_as::<_, HashedTokenRecord>(
         "SELECT t.token_hash, u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, \
-                u.created_at, t.created_at AS token_created_at, t.last_used_at, t.expires_at \
+                u.created_at, u.disabled_at, t.created_at AS token_created_at, t.last_used_at, \
+                t.expires_at \
          FROM auth_tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.token_hash IN ($1, $2, $3, $4, $5)"
+         WHERE t.token_hash IN ($1, $2, $3, $4, $5) AND u.disabled_at IS NULL"
     )
     .bind(a)
     .bind(b)
@@ -357,6 +394,7 @@ pub async fn redeem_event_token(
     }
     Ok(get_user(db, &user_id)
         .await?
+        .filter(|user| user.disabled_at.is_none())
         .map(|user| RedeemedEventToken {
             user,
             login_token_hash,

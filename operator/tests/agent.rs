@@ -376,7 +376,11 @@ async fn a_session_that_asks_for_nothing_runs_within_its_packs_defaults_and_a_qu
         .await
         .unwrap();
     assert_eq!(over.status, 507, "{}", over.text());
-    assert!(over.text().contains("Disk quota exceeded"), "{}", over.text());
+    assert!(
+        over.text().contains("Disk quota exceeded"),
+        "{}",
+        over.text()
+    );
     let fine = env
         .harness
         .http_put(

@@ -21,6 +21,7 @@ use setup::{api_db, apply_default_pack, client_from, first_admin};
 pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     // Refused before anything starts.
     let policy = args.policy.policy()?;
+    args.api.signup()?;
     private_dir(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let mut quickstart = None;
@@ -151,8 +152,8 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 /// `medforge api`: the api alone, against a control plane, until SIGTERM.
 pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let policy = args.policy.policy()?;
-    let client = client_from(args.control_plane.kubeconfig.as_deref()).await?;
     let config = args.api.config(&args.data_dir, policy)?;
+    let client = client_from(args.control_plane.kubeconfig.as_deref()).await?;
     let admin = first_admin(&config, &args.data_dir).await?;
     tracing::info!(%admin, "first admin");
     serve_api(config, client, args.listen, "--listen", shutdown_token()).await

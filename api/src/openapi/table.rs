@@ -6,7 +6,7 @@ use serde_json::json;
 use super::operation::{
     Access, Operation, Schemas, Success, limit_param, list_params, op, path_param, query,
 };
-use crate::request::{GpuRef, NodeName, SessionId, UserId};
+use crate::request::{GpuRef, InviteId, NodeName, SessionId, UserId};
 use crate::validate;
 
 const SESSION_ID_OF_REPLY: &str = "$response.body#/data/session/id";
@@ -33,6 +33,13 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
     let login = s.request::<crate::auth::Login>();
     let user_patch = s.request::<crate::admin::UserPatch>();
     let create = s.request::<crate::sessions::CreateSession>();
+    let new_user = s.request::<crate::accounts::NewUser>();
+    let password_change = s.request::<crate::accounts::PasswordChange>();
+    let password_reset = s.request::<crate::accounts::PasswordReset>();
+    let new_invite = s.request::<crate::accounts::NewInvite>();
+    let invite_reply = s.response::<crate::accounts::InviteReply>();
+    let invites = s.response_list::<crate::accounts::InviteView>();
+    let audit = s.response_list::<crate::audit::AuditEntry>();
 
     let mut ops = vec![
         op("get", "/healthz", "healthz", "The process is up", "health", Public)
@@ -47,7 +54,7 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .ok(201, Success::Envelope(user_reply.clone()))
             .header("Set-Cookie", "The login cookie")
             .link("ChangeUser", "changeUser", &[("id", "$response.body#/data/user/id")])
-            .error(403, &["signup_disabled"])
+            .error(403, &["signup_disabled", "invite_required", "invite_invalid", "signup_domain_not_allowed"])
             .error(409, &["email_taken"])
             .error(429, &["rate_limited"])
             .error(503, &["database_unavailable", "busy"]),
@@ -56,6 +63,7 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .ok(200, Success::Envelope(user_reply.clone()))
             .header("Set-Cookie", "The login cookie")
             .error(401, &["invalid_credentials"])
+            .error(403, &["account_disabled"])
             .error(429, &["rate_limited", "login_delayed"])
             .error(503, &["database_unavailable", "busy"]),
         op("post", "/api/v2/auth/logout", "logout", "Revoke the login token and clear the cookie", "auth", Public)
@@ -64,6 +72,12 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .error(503, &["database_unavailable"]),
         op("get", "/api/v2/me", "me", "The logged-in user", "auth", User)
             .ok(200, Success::Envelope(user_reply.clone())),
+        op("patch", "/api/v2/me", "changePassword", "Change your password, given the current one (your other logins end)", "auth", User)
+            .body(password_change, true)
+            .ok(200, Success::Envelope(user_reply.clone()))
+            .error(403, &["wrong_password"])
+            .error(429, &["login_delayed"])
+            .error(503, &["busy"]),
         op("get", "/api/v2/auth/session-proxy", "sessionProxy", "Caddy forward_auth for s-<slug> hosts: 200 with X-Upstream for the owner or an admin of a running session (the cookie authenticates; the Host names the session)", "auth", Public)
             .ok(200, Success::Empty)
             .header("X-Upstream", "Where Caddy sends the request (host:port)")
@@ -110,11 +124,43 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .param(limit_param())
             .param(query("cursor", validate::USERS_CURSOR.schema(), "`meta.next_cursor` of the previous page"))
             .ok(200, Success::Envelope(users)),
-        op("patch", "/api/v2/admin/users/{id}", "changeUser", "Change a user's flags", "admin", Admin)
+        op("post", "/api/v2/admin/users", "createUser", "Create an account", "admin", Admin)
+            .body(new_user, true)
+            .ok(201, Success::Envelope(user_reply.clone()))
+            .link("ChangeUser", "changeUser", &[("id", "$response.body#/data/user/id")])
+            .error(409, &["email_taken"])
+            .error(503, &["busy"]),
+        op("patch", "/api/v2/admin/users/{id}", "changeUser", "Change a user's flags; disable (every login ends, every session stops) or enable the account", "admin", Admin)
             .param(path_param::<UserId>())
             .body(user_patch, true)
+            .ok(200, Success::Envelope(user_reply.clone()))
+            .error(409, &["last_admin_guard", "own_account"])
+            .error(503, &["control_plane_unavailable"]),
+        op("post", "/api/v2/admin/users/{id}/password", "resetPassword", "Set a user's password (every login of theirs ends)", "admin", Admin)
+            .param(path_param::<UserId>())
+            .body(password_reset, true)
             .ok(200, Success::Envelope(user_reply))
-            .error(409, &["last_admin_guard"]),
+            .error(409, &["own_account"])
+            .error(503, &["busy"]),
+        op("post", "/api/v2/admin/invites", "createInvite", "Create a single-use invite code (shown once)", "admin", Admin)
+            .body(new_invite, false)
+            .ok(201, Success::Envelope(invite_reply))
+            .link("RevokeInvite", "revokeInvite", &[("id", "$response.body#/data/invite/id")]),
+        op("get", "/api/v2/admin/invites", "listInvites", "Invites, newest first (without their codes)", "admin", Admin)
+            .param(limit_param())
+            .param(query("cursor", validate::LOG_ID.schema(), "`meta.next_cursor` of the previous page"))
+            .ok(200, Success::Envelope(invites)),
+        op("delete", "/api/v2/admin/invites/{id}", "revokeInvite", "Revoke an unused invite", "admin", Admin)
+            .param(path_param::<InviteId>())
+            .ok(204, Success::Empty)
+            .error(409, &["invite_used"]),
+        op("get", "/api/v2/admin/audit", "listAudit", "The audit log, newest first", "admin", Admin)
+            .param(limit_param())
+            .param(query("cursor", validate::LOG_ID.schema(), "`meta.next_cursor` of the previous page"))
+            .param(query("action", validate::AUDIT_ACTION.schema(), "Only this action (`user.disabled`, …)"))
+            .param(query("actor", validate::USER_ID.schema(), "Only entries by this user"))
+            .param(query("target", validate::AUDIT_TARGET.schema(), "Only entries about this user or invite"))
+            .ok(200, Success::Envelope(audit)),
     ];
     for (exposure, title) in [("external", "External"), ("internal", "Internal")] {
         let base = format!("/api/v2/{exposure}/sessions");

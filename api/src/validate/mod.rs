@@ -238,6 +238,43 @@ pub const EVENT_TOKEN: Rule = Rule {
     example: "q8Vn2Yw0m3JtZ5o1bRk7dXc9sLf4hAe6uGi0pNr2TyQ",
 };
 
+/// An invite code, as `POST /api/v2/admin/invites` gives it.
+pub const INVITE_CODE: Rule = Rule {
+    pattern: Some("^[A-Za-z0-9_-]{43}$"),
+    min_length: 43,
+    max_length: 43,
+    expected: "an invite code from an admin (43 characters of base64url)",
+    example: "Zq8Vn2Yw0m3JtZ5o1bRk7dXc9sLf4hAe6uGi0pNr2Ty",
+};
+
+/// The id of an audit entry or an invite: its time in milliseconds (13
+/// digits) and a UUID, so that ids sort by time; also the cursor of their lists.
+pub const LOG_ID: Rule = Rule {
+    pattern: Some("^[0-9]{13}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+    min_length: 50,
+    max_length: 50,
+    expected: "an id as the list gives it: 13 digits, a dash and a lower-case UUID",
+    example: "1764720000000-0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
+};
+
+/// What an audit entry is about: a user id or an invite id ([`LOG_ID`]).
+pub const AUDIT_TARGET: Rule = Rule {
+    pattern: Some("^([0-9]{13}-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+    min_length: 36,
+    max_length: 50,
+    expected: "a user id (a lower-case UUID) or an invite id (13 digits, a dash and a UUID)",
+    example: "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
+};
+
+/// An audit action filter.
+pub const AUDIT_ACTION: Rule = Rule {
+    pattern: Some("^[a-z]{1,16}\\.[a-z_]{1,32}$"),
+    min_length: 3,
+    max_length: 49,
+    expected: "an action such as user.disabled: a word, a dot and a word of a-z and _",
+    example: "user.disabled",
+};
+
 /// Process limit of a session's container.
 pub const PIDS_MIN: i64 = 16;
 /// Process limit of a session's container.

@@ -38,4 +38,7 @@ field_schemas! {
     duration => DURATION, nullable: true;
     cpu => CPU, nullable: true;
     size => SIZE, nullable: true;
+    log_id => LOG_ID, nullable: false;
+    invite_code => INVITE_CODE, nullable: true;
+    optional_email => EMAIL, nullable: true;
 }

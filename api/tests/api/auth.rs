@@ -122,20 +122,6 @@ async fn signup_rejects_bad_input(env: TestEnv) {
         .problem(409, "email_taken");
 }
 
-async fn signup_can_be_closed(env: TestEnv) {
-    let t = env
-        .app_with(
-            |c| c.auth.signup_enabled = false,
-            MemoryBackendConfig::default(),
-        )
-        .await;
-    t.post("/api/v2/auth/signup")
-        .json(json!({"email": "a@b.org", "password": "correct horse"}))
-        .send()
-        .await
-        .problem(403, "signup_disabled");
-}
-
 async fn login_success_and_failures(env: TestEnv) {
     let t = env.app().await;
     let ada = t.user("ada@example.org").await;
@@ -721,7 +707,6 @@ async fn cookie_values_are_looked_up_together_and_the_first_valid_one_wins(env: 
 crate::scenarios!(
     signup_sets_a_cookie_and_stores_only_a_hash,
     signup_rejects_bad_input,
-    signup_can_be_closed,
     login_success_and_failures,
     login_and_signup_are_rate_limited_per_ip,
     a_saturated_hasher_answers_busy_instead_of_queueing,

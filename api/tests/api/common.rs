@@ -73,6 +73,8 @@ pub fn memory_defaults() -> MemoryBackendConfig {
 pub fn test_config(data_dir: PathBuf) -> ApiConfig {
     let mut config = ApiConfig::new(DOMAIN, data_dir);
     config.auth.password_hashing = PasswordHashing::INSECURE_FAST;
+    // Most tests sign their users up; `accounts` tests each mode.
+    config.auth.signup = medforge_api::SignupMode::Open;
     config.rate_limit.burst = 10_000;
     config.rate_limit.per_minute = 10_000;
     config.sessions.schedule_timeout = Duration::from_secs(5);

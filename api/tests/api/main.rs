@@ -4,6 +4,7 @@
 
 mod common;
 
+mod accounts;
 mod admin;
 mod auth;
 mod contract;

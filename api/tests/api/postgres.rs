@@ -14,6 +14,7 @@ use crate::common::{PgCluster, Scenario, TestEnv};
 
 fn all_scenarios() -> Vec<(&'static str, Scenario)> {
     [
+        crate::accounts::SCENARIOS,
         crate::auth::SCENARIOS,
         crate::sessions::SCENARIOS,
         crate::proxy::SCENARIOS,

@@ -64,6 +64,9 @@ fn good_path_value(name: &str, path: &str, user: &Client) -> String {
         "node" => "node-a".into(),
         "gpu" => "0".into(),
         "id" if path.starts_with("/api/v2/admin/users") => user.id.clone(),
+        "id" if path.starts_with("/api/v2/admin/invites") => {
+            "1764720000000-0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b".into()
+        }
         "id" => "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b".into(),
         other => panic!("no good value for {{{other}}} in {path}"),
     }
@@ -406,9 +409,14 @@ async fn the_document_and_the_validators_agree(env: TestEnv) {
                 path
             };
             let base_body = match op["operationId"].as_str().unwrap() {
-                "signup" | "login" => {
+                "signup" | "login" | "createUser" => {
                     Some(json!({"email": "ada@example.org", "password": "correct horse"}))
                 }
+                // A wrong current password: the admin's is never changed.
+                "changePassword" => Some(
+                    json!({"current_password": "not the password", "new_password": "correct horse"}),
+                ),
+                "resetPassword" => Some(json!({"password": "correct horse"})),
                 _ if op.get("requestBody").is_some() => Some(json!({})),
                 _ => None,
             };
