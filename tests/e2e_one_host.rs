@@ -560,26 +560,78 @@ async fn evidence_run_on_one_host() {
             assert_eq!(*result, "refused", "proxy side -> {label}:{p}");
         }
     }
+    // No waiting: the agent starts no container before the rules are in place.
+    let probe_both_ways = async |when: &str, report: &mut String| {
+        for (label, ns, ip) in [("B -> A", &b_ns, a_ip), ("A -> B", &a_ns, b_ip)] {
+            let results = probe_all(ns, ip, &ports_probed).await;
+            let dropped = results.iter().filter(|r| **r == "dropped").count();
+            writeln!(
+                report,
+                "- {label} ({when}): {dropped} of {} ports dropped",
+                results.len()
+            )
+            .unwrap();
+            for (p, result) in ports_probed.iter().zip(&results) {
+                assert_eq!(*result, "dropped", "{label}:{p} ({when})");
+            }
+        }
+    };
+    probe_both_ways("as they started", &mut report).await;
+    proxy_reaches_8080("after the probes", &mut report).await;
+    // Flushed by hand, the rules come back by themselves and hold again.
+    // (Docker's own inter-container switch is off on this network as a
+    // second layer, so the probes alone cannot tell the rules came back:
+    // the chain is read.)
+    let chain = || {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", host_ns.display()))
+            .args(["iptables", "-w", "-S", medforge_operator::isolation::CHAIN])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let drops = |listing: &str| listing.lines().filter(|l| l.ends_with("-j DROP")).count();
+    assert!(
+        drops(&chain()) >= 1,
+        "no DROP rule before the flush:\n{}",
+        chain()
+    );
+    let flushed = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", host_ns.display()))
+        .args(["iptables", "-w", "-F", medforge_operator::isolation::CHAIN])
+        .status()
+        .unwrap();
+    assert!(flushed.success(), "iptables -F");
+    let flushed_at = std::time::Instant::now();
     eventually(
-        "isolation rules in place",
+        "isolation rules restored after a flush",
         Duration::from_secs(15),
-        async || (probe(&b_ns, SocketAddr::new(a_ip, 8080)).await == "dropped").then_some(()),
+        async || (drops(&chain()) >= 1).then_some(()),
     )
     .await;
-    for (label, ns, ip) in [("B -> A", &b_ns, a_ip), ("A -> B", &a_ns, b_ip)] {
-        let results = probe_all(ns, ip, &ports_probed).await;
-        let dropped = results.iter().filter(|r| **r == "dropped").count();
-        writeln!(
-            report,
-            "- {label}: {dropped} of {} ports dropped",
-            results.len()
-        )
-        .unwrap();
-        for (p, result) in ports_probed.iter().zip(&results) {
-            assert_eq!(*result, "dropped", "{label}:{p}");
+    let restored_in = flushed_at.elapsed();
+    writeln!(
+        report,
+        "- rules flushed by hand: restored within {restored_in:?}"
+    )
+    .unwrap();
+    probe_both_ways("after the flush", &mut report).await;
+    // IPv6 is off on the sessions' network: no address to reach them by.
+    for name in [
+        format!("mf-session-{slug_a}"),
+        format!("mf-session-{slug_b}"),
+    ] {
+        let info = harness
+            .docker()
+            .inspect_container(&name, None)
+            .await
+            .unwrap();
+        for (net, ep) in info.network_settings.unwrap().networks.unwrap_or_default() {
+            let v6 = ep.global_ipv6_address.unwrap_or_default();
+            writeln!(report, "- {name} on {net}: IPv6 address `{v6}`").unwrap();
+            assert!(v6.is_empty(), "{name} has IPv6 {v6} on {net}");
         }
     }
-    proxy_reaches_8080("after the probes", &mut report).await;
 
     // Runtime: GPU assignment and workspace through the proxy.
     writeln!(report, "\n## Runtime checks\n").unwrap();

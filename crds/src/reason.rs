@@ -107,6 +107,9 @@ vocabulary! {
         GpuInUse,
         DockerUnavailable,
         ZfsUnavailable,
+        /// The node's east-west isolation rules are not in place: the
+        /// container is not started until they are.
+        IsolationUnavailable,
         WorkspaceReady,
         ContainerRunning,
         /// The container is stopped (the session stopped, not failed).
@@ -147,6 +150,9 @@ vocabulary! {
         Ready,
         /// The workspaces live on a file-backed trial pool (`medforge up --quickstart`).
         TrialStorage,
+        /// The east-west isolation rules of the sessions' network are in
+        /// place: no session container starts while this is not True.
+        Isolated,
     }
 }
 
@@ -159,6 +165,12 @@ vocabulary! {
         NodeStatusUnknown,
         /// The pool is backed by a file, not by disks.
         FileBackedPool,
+        /// The isolation rules are in place.
+        IsolationApplied,
+        /// The isolation rules could not be put in place (the message says why).
+        IsolationUnavailable,
+        /// The node agent runs without isolation (configured so; tests only).
+        IsolationDisabled,
         /// A container labelled as this node's belonged to no Session and was removed.
         OrphanContainerRemoved,
     }

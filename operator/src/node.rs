@@ -15,7 +15,10 @@ use medforge_crds::{
     NodeCondition, NodeReason, Session,
 };
 
+use tokio::sync::watch;
+
 use crate::gpu::GpuInventory;
+use crate::isolation::IsolationStatus;
 
 /// Checks one runtime dependency (Docker, ZFS).
 pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, ComponentHealth> + Send + Sync>;
@@ -31,6 +34,8 @@ pub struct NodeFacts {
     /// MedForge out (the quickstart's file-backed pool): published as the
     /// condition `TrialStorage`, so nobody mistakes the node for production.
     pub storage_note: Option<String>,
+    /// Whether the sessions' network is isolated (`None`: not reported).
+    pub isolation: Option<watch::Receiver<IsolationStatus>>,
 }
 
 /// What a node agent observed on its node in one heartbeat.
@@ -206,9 +211,42 @@ pub async fn publish(
             .conditions
             .retain(|c| c.type_ != NodeCondition::TrialStorage),
     }
+    if let Some(isolation) = &facts.isolation {
+        let (ok, reason, message) = isolation_condition(&isolation.borrow());
+        set_condition(
+            &mut status.conditions,
+            NodeCondition::Isolated,
+            Some(ok),
+            reason,
+            &message,
+            node.meta().generation,
+            Time(now),
+        );
+    }
     updated.status = Some(status);
     api.replace_status(&facts.node_name, &PostParams::default(), &updated)
         .await
+}
+
+/// The `Isolated` condition for an isolation status.
+pub fn isolation_condition(status: &IsolationStatus) -> (bool, NodeReason, String) {
+    match status {
+        IsolationStatus::Applied { bridge } => (
+            true,
+            NodeReason::IsolationApplied,
+            format!("sessions on bridge {bridge} cannot reach each other"),
+        ),
+        IsolationStatus::Disabled => (
+            false,
+            NodeReason::IsolationDisabled,
+            "the node agent runs without east-west isolation".into(),
+        ),
+        IsolationStatus::Pending(why) | IsolationStatus::Failed(why) => (
+            false,
+            NodeReason::IsolationUnavailable,
+            format!("no session container starts until the isolation rules are in place: {why}"),
+        ),
+    }
 }
 
 /// How often the heartbeat loop looks for a change of this node's GPU

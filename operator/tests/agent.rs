@@ -396,6 +396,72 @@ async fn a_session_that_asks_for_nothing_runs_within_its_packs_defaults_and_a_qu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_isolation_rules_a_node_starts_no_session_container() {
+    let env = Env::new().await;
+    // iptables cannot be run by the agent: every command it tries fails.
+    let bin = tempfile::tempdir().unwrap();
+    let broken = medforge_testkit::fake_program(
+        bin.path(),
+        "no-iptables",
+        "echo 'iptables: Permission denied (you must be root)' >&2; exit 4",
+    );
+    let mut config = env.config();
+    config.isolation = Some(medforge_operator::isolation::CommandPrefix::new([broken]));
+    config.isolation_period = Duration::from_millis(200);
+    let agent = env.spawn_agent(config);
+
+    env.create_bound("walled", Env::spec("workload", 0)).await;
+    let s = env
+        .wait_for("walled", "waiting for isolation", DEADLINE, |s| {
+            s.condition(medforge_crds::SessionCondition::ContainerReady)
+                .is_some_and(|c| c.reason == "IsolationUnavailable")
+        })
+        .await;
+    let c = s
+        .condition(medforge_crds::SessionCondition::ContainerReady)
+        .unwrap();
+    assert!(c.message.contains("Permission denied"), "{}", c.message);
+    assert_eq!(s.phase(), SessionPhase::Starting);
+    // The container was made but never ran, and still does not.
+    let containers = env.containers_of(&s).await;
+    assert_eq!(containers.len(), 1);
+    let id = containers[0].id.clone().unwrap();
+    let (running, started_at, _) = env.container_facts(&id).await;
+    assert!(!running);
+    assert!(
+        started_at.is_empty() || started_at.starts_with("0001-"),
+        "{started_at}"
+    );
+    // The node says so too, while it stays Ready.
+    let nodes: Api<GpuNode> = Api::all(env.client.clone());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let node = nodes.get(&env.node).await.unwrap();
+        let conditions = node.status.unwrap_or_default().conditions;
+        if let Some(c) = conditions.iter().find(|c| c.type_ == "Isolated")
+            && c.message.contains("Permission denied")
+        {
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "IsolationUnavailable")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Isolated=False: {conditions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A later pass changes nothing: still not started.
+    let s = env.get("walled").await;
+    assert_eq!(s.phase(), SessionPhase::Starting);
+    assert!(!env.container_facts(&id).await.0);
+
+    env.finish(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
     let env = Env::new().await;
     let mut config = env.config();

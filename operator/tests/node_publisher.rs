@@ -34,6 +34,7 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
         docker: health(true, ""),
         zfs: health(true, ""),
         storage_note: None,
+        isolation: None,
     };
 
     let n = publish(&client, &facts, &[]).await.unwrap();
@@ -101,5 +102,55 @@ async fn publishes_gpus_health_and_heartbeat_and_keeps_admin_cordons() {
     facts.storage_note = None;
     let n = publish(&client, &facts, &[]).await.unwrap();
     assert!(node_condition(&n, NodeCondition::TrialStorage).is_none());
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_isolated_condition_says_whether_session_containers_may_start() {
+    use medforge_operator::isolation::{IsolationGate, IsolationStatus};
+    let cp = TestControlPlane::start().await;
+    let gate = IsolationGate::new(IsolationStatus::Failed("`iptables-save` failed".into()));
+    let facts = NodeFacts {
+        node_name: "gpu-host-2".into(),
+        inventory: Arc::new(StaticInventory::parse("gpu-host-2", "static:1").unwrap()),
+        docker: health(true, ""),
+        zfs: health(true, ""),
+        storage_note: None,
+        isolation: Some(gate.subscribe()),
+    };
+    let isolated = |n: &medforge_crds::GpuNode| {
+        n.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Isolated")
+            .cloned()
+            .expect("an Isolated condition")
+    };
+    let c = isolated(&publish(&cp.client, &facts, &[]).await.unwrap());
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "IsolationUnavailable")
+    );
+    assert!(
+        c.message.contains("no session container starts"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("`iptables-save` failed"),
+        "{}",
+        c.message
+    );
+    // Its own condition: the node stays Ready for the scheduler.
+    let n = publish(&cp.client, &facts, &[]).await.unwrap();
+    assert!(
+        n.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
     cp.shutdown().await;
 }

@@ -426,10 +426,24 @@ pub fn spawn_impostor(dir: &Path, name: &str) -> std::process::Child {
     let sleep = find_in_path("sleep", &default_search_path()).expect("sleep is installed");
     let impostor = dir.join(name);
     std::fs::copy(sleep, &impostor).expect("copy sleep");
-    Command::new(&impostor)
+    let child = Command::new(&impostor)
         .arg("60")
         .spawn()
-        .expect("start the impostor")
+        .expect("start the impostor");
+    // Until its exec is done the child still runs as this test (a loaded
+    // machine shows that for a while): return once it runs as `name`.
+    let comm: String = name.chars().take(15).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{}/comm", child.id()))
+        .map_or(true, |c| c.trim() != comm)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the impostor {name} never ran as {comm}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
 }
 
 /// Whether every thread of `pid` has ended (it is gone, or only its

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use crate::isolation::{IsolationGate, IsolationStatus};
+
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use medforge_crds::{EventAction, Session, SessionReason, SessionStatus};
@@ -37,6 +39,9 @@ pub struct Context<C, W, K> {
     pub(super) written: Written,
     /// This node's other sessions, for the GPU check (the watch cache).
     peers: Option<Peers>,
+    /// Whether the sessions' network is isolated: no container starts
+    /// until it is.
+    pub(super) isolation: IsolationGate,
 }
 
 impl<C, W, K> Context<C, W, K> {
@@ -62,7 +67,14 @@ impl<C, W, K> Context<C, W, K> {
             gpus: GpuClaims::default(),
             written: Written::default(),
             peers: None,
+            isolation: IsolationGate::new(IsolationStatus::Disabled),
         }
+    }
+
+    /// Sets the gate a container start waits on (disabled by default).
+    pub fn with_isolation(mut self, gate: IsolationGate) -> Self {
+        self.isolation = gate;
+        self
     }
 
     /// Sets where the GPU check looks for this node's other sessions.

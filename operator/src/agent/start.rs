@@ -21,6 +21,7 @@ use super::metrics::{Health, Metrics};
 use super::runtime::KubeCluster;
 use super::spec::bound_here;
 use super::zfs::ZfsWorkspaces;
+use crate::isolation::{IsolationGate, IsolationStatus};
 use crate::node::{self, HealthCheck, NodeFacts};
 
 use super::config::AgentConfig;
@@ -107,7 +108,15 @@ pub async fn run(
             async move { w.health(&root).await }.boxed()
         })
     };
+    // No session container starts until the isolation rules are in place
+    // (when the agent manages them).
+    let gate = IsolationGate::new(if config.isolation.is_some() {
+        IsolationStatus::Pending("the first isolation pass has not run yet".into())
+    } else {
+        IsolationStatus::Disabled
+    });
     let facts = NodeFacts {
+        isolation: Some(gate.subscribe()),
         node_name: node.clone(),
         inventory: config.inventory.clone(),
         docker: docker_health,
@@ -142,7 +151,7 @@ pub async fn run(
     );
     let root = tasks::ensure_root(workspaces.clone(), config.dataset_root.clone());
     let synced = tasks::synced(config.clone(), store.clone(), health.clone());
-    let isolation = tasks::isolation(config.clone(), containers.clone());
+    let isolation = tasks::isolation(config.clone(), containers.clone(), gate.clone());
 
     let peers_store = store.clone();
     let ctx = Arc::new(
@@ -156,7 +165,8 @@ pub async fn run(
             metrics.clone(),
             Some(recorder),
         )
-        .with_peers(Arc::new(move || peers_store.state())),
+        .with_peers(Arc::new(move || peers_store.state()))
+        .with_isolation(gate),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = Controller::for_stream(trigger, store.clone())

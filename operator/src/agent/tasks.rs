@@ -20,7 +20,7 @@ use super::metrics::{Health, Metrics};
 use super::recovery;
 use super::spec::bound_here;
 use super::zfs::ZfsWorkspaces;
-use crate::isolation::{Isolation, keep_applied};
+use crate::isolation::{Isolation, IsolationGate, keep_applied};
 
 /// This node's sessions by phase, for the metrics.
 pub(super) fn sessions_by_phase(store: &Store<Session>, node: &str) -> BTreeMap<String, i64> {
@@ -133,7 +133,11 @@ pub(super) async fn synced(config: AgentConfig, store: Store<Session>, health: A
 
 /// Keeps the sessions' network isolated ([`crate::isolation`]) while the
 /// agent runs, when the configuration asks for it.
-pub(super) async fn isolation(config: AgentConfig, containers: DockerContainers) {
+pub(super) async fn isolation(
+    config: AgentConfig,
+    containers: DockerContainers,
+    gate: IsolationGate,
+) {
     let Some(prefix) = config.isolation.clone() else {
         return futures::future::pending().await;
     };
@@ -143,6 +147,7 @@ pub(super) async fn isolation(config: AgentConfig, containers: DockerContainers)
         Isolation::new(prefix),
         Vec::new(),
         config.isolation_period,
+        gate,
     )
     .await
 }

@@ -58,6 +58,12 @@ pub enum IsolationError {
         "Docker network {network} uses the {driver:?} driver; isolation needs a bridge network"
     )]
     NotABridge { network: String, driver: String },
+    #[error(
+        "Docker network {network} has IPv6 on, which the isolation rules (iptables, IPv4) do not \
+         cover; remove it while no session runs (docker network rm {network}): the node agent \
+         creates it again without IPv6"
+    )]
+    Ipv6Enabled { network: String },
 }
 
 pub type Result<T, E = IsolationError> = std::result::Result<T, E>;

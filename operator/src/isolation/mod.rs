@@ -55,4 +55,4 @@ pub use rules::{
     Bridge, Rule, forward_jump_in_place, forward_jump_script, parse_chain, plan, restore_script,
     rules_for,
 };
-pub use task::{bridge_of_network, keep_applied};
+pub use task::{IsolationGate, IsolationStatus, bridge_of_network, keep_applied};

@@ -1,9 +1,19 @@
 //! The container steps: create it (the network first), start it.
 
-use medforge_crds::SessionReason;
+use std::time::Duration;
+
+use kube::runtime::events::EventType;
+use medforge_crds::{EventAction, SessionCondition, SessionReason};
+
+/// How long a start waits for an isolation pass it asked for.
+const ISOLATION_WAIT: Duration = Duration::from_secs(2);
+/// When a start that found no isolation looks again.
+const ISOLATION_RETRY: Duration = Duration::from_secs(2);
 
 use super::pass::{Next, Pass};
+use crate::agent::context::write_status;
 use crate::agent::error::Error;
+use crate::agent::plan;
 use crate::agent::runtime::{Cluster, ContainerError, Containers, Workspaces};
 use crate::agent::spec;
 
@@ -61,8 +71,31 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
     /// `StartContainer`. A container whose network was removed since it was
     /// created is made again (it never ran).
     pub(super) async fn start_container(&self) -> Result<Next, Error> {
-        let Pass { ctx, w, .. } = *self;
+        let Pass { ctx, w, s, now } = *self;
         let c = w.container.as_ref().expect("decided on a container");
+        // Fails closed: without the isolation rules, the container waits.
+        if let Err(why) = ctx.isolation.ready(ISOLATION_WAIT).await {
+            let msg = format!(
+                "waiting for the node's east-west isolation before starting the container: {why}"
+            );
+            if let Some(st) = plan::status_runtime_unavailable(
+                s,
+                SessionCondition::ContainerReady,
+                SessionReason::IsolationUnavailable,
+                &msg,
+                now,
+            ) {
+                write_status(ctx, s, st).await?;
+                ctx.publish(
+                    s,
+                    EventType::Warning,
+                    SessionReason::IsolationUnavailable,
+                    EventAction::Start,
+                    msg,
+                );
+            }
+            return Ok(Next::Wait(ISOLATION_RETRY));
+        }
         match ctx.containers.start(&c.id).await {
             Ok(()) | Err(ContainerError::NotFound { .. }) => Ok(Next::AGAIN),
             Err(ContainerError::NetworkMissing { .. }) => {
