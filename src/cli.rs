@@ -29,6 +29,12 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "MEDFORGE_LOG_FORMAT")]
     pub log_format: String,
 
+    /// The configuration file: every key is a flag's long name, its value
+    /// that flag's default (an environment variable or the flag itself
+    /// overrides it). Default: /etc/medforge/medforge.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE", env = "MEDFORGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,11 +55,31 @@ pub enum Command {
     /// Stop, by PID, what `medforge up --quickstart` started (MedForge,
     /// Caddy, and Docker and zfs-fuse when it started them).
     Down(DownArgs),
+    /// Check the configuration file (and the environment) and print the
+    /// configuration in effect, secrets redacted.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print every MedForge CustomResourceDefinition as YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
+    },
+}
+
+/// `medforge config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the file and print the configuration a command would run
+    /// with: each flag's value and where it came from (flag, environment,
+    /// file, built in). Exits 1 with the file, key and reason when a value
+    /// cannot be used.
+    Check {
+        /// The command whose configuration to print.
+        #[arg(long = "for", default_value = "up", value_parser = ["up", "api", "operator"])]
+        command: String,
     },
 }
 
@@ -239,6 +265,27 @@ pub struct ApiSettings {
     /// (comma-separated: `example.org,lab.example.org`).
     #[arg(long, env = "MEDFORGE_SIGNUP_DOMAINS", value_delimiter = ',')]
     pub signup_domains: Vec<String>,
+    /// A login unused for this long ends (`24h`).
+    #[arg(long, default_value = "24h", value_parser = parse_positive_duration)]
+    pub token_idle_ttl: Duration,
+    /// A login ends this long after it began, however often it is used (`168h`).
+    #[arg(long, default_value = "168h", value_parser = parse_positive_duration)]
+    pub token_max_ttl: Duration,
+    /// Signups and logins one client network (IPv4 address, IPv6 /64) may
+    /// make at once…
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub login_burst: u32,
+    /// …and regains per minute.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub login_per_minute: u32,
+    /// A peer whose `X-Forwarded-For` is believed (the reverse proxy;
+    /// repeatable). Default: loopback (Caddy on this host).
+    #[arg(long = "trusted-proxy", value_name = "IP", value_delimiter = ',', default_values = ["127.0.0.1", "::1"])]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The login cookie's SameSite: `lax` (sent when a user opens a session
+    /// link; sessions need it), `strict` or `none`.
+    #[arg(long, default_value = "lax", value_parser = ["lax", "strict", "none"])]
+    pub cookie_same_site: String,
     /// How long a create with `?wait=ready` waits for the session to be
     /// Ready before answering 202 (`30s`, `2m`).
     #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
@@ -343,6 +390,15 @@ pub struct QuickstartArgs {
 /// Parses a duration flag with the same rules as a Session's durations.
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     medforge_crds::quantity::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A duration above zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(d)
 }
 
 /// A Lease duration: whole seconds (a Lease stores seconds), at least one.

@@ -72,6 +72,25 @@ impl ApiSettings {
         let mut c = medforge_api::ApiConfig::new(&self.domain, data_dir);
         c.sessions.policy = policy;
         c.auth.signup = self.signup()?;
+        if self.token_idle_ttl > self.token_max_ttl {
+            anyhow::bail!(
+                "--token-idle-ttl ({:?}) is longer than --token-max-ttl ({:?})",
+                self.token_idle_ttl,
+                self.token_max_ttl
+            );
+        }
+        c.auth.idle_ttl = self.token_idle_ttl;
+        c.auth.max_ttl = self.token_max_ttl;
+        c.rate_limit.burst = self.login_burst;
+        c.rate_limit.per_minute = self.login_per_minute;
+        c.trusted_proxies = self.trusted_proxies.clone();
+        c.cookie.same_site = self
+            .cookie_same_site
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--cookie-same-site: {e}"))?;
+        if c.cookie.same_site == medforge_api::config::SameSite::None && self.insecure_cookies {
+            anyhow::bail!("--cookie-same-site none needs Secure cookies: drop --insecure-cookies");
+        }
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
         c.sessions.ready_timeout = self.session_ready_timeout;

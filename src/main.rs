@@ -6,6 +6,7 @@
 
 mod cli;
 mod config;
+mod config_file;
 mod logging;
 mod quickstart;
 mod run;
@@ -13,20 +14,90 @@ mod run;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ConfigAction};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The configuration file's values become the flags' defaults.
+    let (command, file) = match prepare(&argv) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            eprintln!("medforge: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = command.clone().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(&cli.log_format);
-    match dispatch(cli.command) {
+    let result = match cli.command {
+        Command::Config {
+            action: ConfigAction::Check { command: which },
+        } => config_check(&command, &file, &which),
+        other => dispatch(other),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("medforge: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line with the configuration file's values applied.
+fn prepare(
+    argv: &[std::ffi::OsString],
+) -> anyhow::Result<(clap::Command, config_file::FileConfig)> {
+    let file = match config_file::locate(argv, std::env::var_os(config_file::ENV)) {
+        Some((path, _)) => config_file::load(&path)?,
+        None => config_file::FileConfig::default(),
+    };
+    let command = config_file::apply(Cli::command(), &file)?;
+    Ok((command, file))
+}
+
+/// `medforge config check`: the configuration `which` would run with, from
+/// the file and the environment, after the checks its start makes.
+fn config_check(
+    command: &clap::Command,
+    file: &config_file::FileConfig,
+    which: &str,
+) -> anyhow::Result<()> {
+    let matches = command
+        .clone()
+        .try_get_matches_from(["medforge", which])
+        .map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+    let sub = matches.subcommand_matches(which).expect("parsed");
+    match which {
+        // The api's settings are checked as its start checks them (no I/O).
+        "up" => {
+            let args = cli::UpArgs::from_arg_matches(sub)?;
+            let policy = args.policy.policy()?;
+            args.api.config(&args.data_dir.join("api"), policy)?;
+        }
+        "api" => {
+            let args = cli::ApiArgs::from_arg_matches(sub)?;
+            let policy = args.policy.policy()?;
+            args.api.config(&args.data_dir, policy)?;
+        }
+        _ => {
+            let args = cli::OperatorArgs::from_arg_matches(sub)?;
+            args.policy.policy()?;
+        }
+    }
+    match &file.path {
+        Some(p) => println!("# configuration file: {}", p.display()),
+        None => println!(
+            "# no configuration file ({} does not exist)",
+            config_file::DEFAULT_PATH
+        ),
+    }
+    println!("# medforge {which}: every setting, and where it comes from");
+    let spec = command.find_subcommand(which).expect("known");
+    print!("{}", config_file::effective(spec, sub, file));
+    Ok(())
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -39,6 +110,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Api(args) => runtime()?.block_on(run::api(args)),
         Command::CreateAdmin(args) => runtime()?.block_on(run::create_admin(args)),
         Command::Down(args) => runtime()?.block_on(run::down(args)),
+        Command::Config { .. } => unreachable!("handled in main"),
     }
 }
 

@@ -169,6 +169,114 @@ fn a_signup_mode_that_cannot_work_is_refused_before_anything_starts() {
     }
 }
 
+fn config_check(file: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medforge"));
+    cmd.args(["config", "check", "--config"]).arg(file);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MEDFORGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run medforge")
+}
+
+#[test]
+fn config_check_prints_what_is_in_effect_and_where_it_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medforge.toml");
+    std::fs::write(
+        &file,
+        r#"
+# The api
+domain = "medforge.example.org"
+signup-mode = "invite"
+database-url = "postgres://medforge:s3cret@db.internal/medforge"
+[session-maximum]
+memory = "64Gi"
+"#,
+    )
+    .unwrap();
+    let out = config_check(&file, &[("MEDFORGE_SIGNUP_MODE", "open")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("# configuration file: {}", file.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("domain = medforge.example.org  # file"),
+        "{stdout}"
+    );
+    // The environment overrides the file.
+    assert!(
+        stdout.contains("signup-mode = open  # environment"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("session-maximum = [memory=64Gi]  # file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("max-sessions-per-user = 1  # built in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("database-url = postgres://medforge:***@db.internal/medforge  # file"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+}
+
+#[test]
+fn a_configuration_that_cannot_work_is_refused_naming_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medforge.toml");
+    for (text, says) in [
+        ("domian = \"x\"", "unknown key `domian`"),
+        ("max-sessions-per-user = -1", "key `max-sessions-per-user`"),
+        ("signup-mode = \"public\"", "unknown signup mode \"public\""),
+        (
+            "[session-default]\nmemory = \"300Gi\"",
+            "the default resources.memory 300Gi is above its maximum 256Gi",
+        ),
+        ("domain = ", "not valid TOML"),
+        (
+            "token-idle-ttl = \"200h\"",
+            "--token-idle-ttl (720000s) is longer than --token-max-ttl (604800s)",
+        ),
+        (
+            "trusted-proxy = [\"caddy.internal\"]",
+            "key `trusted-proxy`",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = config_check(&file, &[]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{text}: {stderr}");
+        if says.contains("key `") || says.contains("TOML") {
+            assert!(
+                stderr.contains(&file.display().to_string()),
+                "{text}: {stderr}"
+            );
+        }
+    }
+    // A file named but missing is an error, not the built-in defaults.
+    let out = config_check(&dir.path().join("missing.toml"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading the configuration file"));
+    // The same file stops a start, before anything runs.
+    std::fs::write(&file, "domian = \"x\"").unwrap();
+    let out = medforge(&["api", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key `domian`"));
+}
+
 /// `medforge create-admin` with the password on standard input.
 fn create_admin(data_dir: &std::path::Path, extra: &[&str]) -> Output {
     use std::io::Write;
