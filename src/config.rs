@@ -95,7 +95,7 @@ impl ApiSettings {
         c.sessions.namespace = self.namespace.clone();
         c.sessions.ready_timeout = self.session_ready_timeout;
         if self.insecure_cookies {
-            c.cookie.secure = false;
+            c.cookie.insecure();
             c.public_scheme = "http".into();
         }
         if let Some(email) = &self.admin_email {

@@ -630,7 +630,7 @@ async fn caddy_routes_sessions_through_forward_auth() {
         &[
             (
                 "cookie",
-                "theme=dark; medforge_session=token-alice; _xsrf=abc",
+                "theme=dark; medforge_session=token-alice; _xsrf=abc; __Host-medforge=token-alice; medforge_api=token-alice",
             ),
             ("x-medforge-upstream", spoof_b.as_str()),
             ("x-forwarded-for", "203.0.113.9"),
@@ -646,7 +646,7 @@ async fn caddy_routes_sessions_through_forward_auth() {
     let seen_headers = &echoed["headers"];
     assert_eq!(
         seen_headers["cookie"],
-        "theme=dark; medforge_session=; _xsrf=abc"
+        "theme=dark; medforge_session=; _xsrf=abc; __Host-medforge=; medforge_api="
     );
     assert!(
         seen_headers.get("x-medforge-upstream").is_none(),

@@ -169,7 +169,16 @@ impl Client<'_> {
         extra: &[(&str, &str)],
         body: Option<Value>,
     ) -> HttpResponse {
-        let cookie_header = cookie.map(|c| format!("medforge_session={c}"));
+        // As a browser sends them: the api's own (host-only) cookie to the
+        // api's hosts, the session hosts' cookie to the session hosts.
+        let api_host = host == DOMAIN || host.starts_with("api.");
+        let cookie_header = cookie.map(|c| {
+            if api_host {
+                format!("medforge_api={c}")
+            } else {
+                format!("medforge_session={c}")
+            }
+        });
         let mut headers: Vec<(&str, &str)> = vec![("Host", host)];
         if let Some(c) = &cookie_header {
             headers.push(("Cookie", c));

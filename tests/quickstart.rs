@@ -16,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::Harness;
+#[path = "support/browser_jar.rs"]
+mod browser_jar;
 mod support;
+use browser_jar::BrowserJar;
 use serde_json::Value;
 
 const HTTPS_PORT: u16 = 18443;
@@ -202,6 +205,190 @@ fn curl(
     (code.trim().parse().unwrap(), body.to_string())
 }
 
+/// One request with curl and no cookie jar of its own: the status, the
+/// `Set-Cookie` lines and the body.
+fn curl_raw(
+    ns: &Netns,
+    ca: &Path,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Option<&str>,
+) -> (u16, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, out) = (dir.path().join("head"), dir.path().join("body"));
+    let mut c = ns.command("curl");
+    c.args(["-sS", "-X", method, "-w", "%{http_code}", "--cacert"])
+        .arg(ca)
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&out)
+        .args(["-H", "content-type: application/json"]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.args(["-d", b]);
+    }
+    let res = c.arg(url).output().expect("curl runs");
+    assert!(res.status.success(), "curl {method} {url}: {res:?}");
+    let code = String::from_utf8_lossy(&res.stdout).trim().parse().unwrap();
+    let set_cookies = std::fs::read_to_string(&head)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().to_string())
+        })
+        .collect();
+    (
+        code,
+        set_cookies,
+        std::fs::read_to_string(&out).unwrap_or_default(),
+    )
+}
+
+/// A session that plants cookies cannot change whom the browser's next api
+/// request is authenticated as: a browser-like jar holds the admin's login,
+/// a session of the admin's own answers with `Set-Cookie` lines carrying
+/// another user's token for the whole domain (every variant below), and
+/// the next `GET /api/v2/me` is still the admin's.
+fn planted_cookies_do_not_change_the_api_login(
+    ns: &Netns,
+    ca: &Path,
+    api: &str,
+    session_host: &str,
+    admin_login: &str,
+) {
+    let api_host = DOMAIN;
+    let session_name = session_host
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    // The admin's browser: its login.
+    let mut jar = BrowserJar::new();
+    let (code, set, body) = curl_raw(
+        ns,
+        ca,
+        "POST",
+        &format!("{api}/api/v2/auth/login"),
+        &[],
+        Some(admin_login),
+    );
+    assert_eq!(code, 200, "{body}");
+    for line in &set {
+        jar.store(api_host, "/api/v2/auth/login", true, line)
+            .unwrap();
+    }
+    let cookie_for = |jar: &BrowserJar, host: &str, path: &str| {
+        jar.header(host, path, true)
+            .map(|c| vec![format!("cookie: {c}")])
+            .unwrap_or_default()
+    };
+    let me = |jar: &BrowserJar| {
+        let (code, _, body) = curl_raw(
+            ns,
+            ca,
+            "GET",
+            &format!("{api}/api/v2/me"),
+            &cookie_for(jar, api_host, "/api/v2/me"),
+            None,
+        );
+        (code, body)
+    };
+    let (code, body) = me(&jar);
+    assert_eq!(code, 200, "{body}");
+    let admin_id = serde_json::from_str::<Value>(&body).unwrap()["data"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Mallory: an account of her own, and its token.
+    let admin_cookies = cookie_for(&jar, api_host, "/api/v2/admin/users");
+    let (code, _, body) = curl_raw(
+        ns,
+        ca,
+        "POST",
+        &format!("{api}/api/v2/admin/users"),
+        &admin_cookies,
+        Some(r#"{"email":"mallory@example.org","password":"mallory's password"}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, set, _) = curl_raw(
+        ns,
+        ca,
+        "POST",
+        &format!("{api}/api/v2/auth/login"),
+        &[],
+        Some(r#"{"email":"mallory@example.org","password":"mallory's password"}"#),
+    );
+    assert_eq!(code, 200);
+    let token = set
+        .iter()
+        .find_map(|l| l.split(';').next()?.strip_prefix("__Host-medforge="))
+        .expect("mallory's token")
+        .to_string();
+    let d = DOMAIN;
+    let variants: Vec<Vec<String>> = vec![
+        vec![format!(
+            "medforge_session={token}; Domain={d}; Path=/api/v2"
+        )],
+        vec![format!(
+            "__Host-medforge={token}; Domain={d}; Path=/api/v2; Secure"
+        )],
+        vec![format!(
+            "__Host-medforge={token}; Domain=.{d}; Path=/; Secure; HttpOnly"
+        )],
+        vec![format!(
+            "__host-medforge={token}; domain={d}; path=/api/v2; secure"
+        )],
+        vec![format!(
+            "__HOST-MEDFORGE={token}; DOMAIN={d}; PATH=/api; SECURE"
+        )],
+        vec![format!("__Host-medforge={token}; Path=/; Secure")],
+        vec![format!(
+            "=__Host-medforge={token}; Domain={d}; Path=/api/v2; Secure"
+        )],
+        vec![format!("medforge_api={token}; Domain={d}; Path=/api/v2")],
+        vec![
+            format!("medforge_session={token}; Domain={d}; Path=/api/v2/me"),
+            format!("__Host-medforge={token}; Domain={d}; Path=/api/v2/me; Secure"),
+            format!("medforge_api={token}; Domain={d}; Path=/"),
+        ],
+    ];
+    for planted in &variants {
+        let mut headers = cookie_for(&jar, &session_name, "/set-cookie");
+        headers.extend(planted.iter().map(|p| format!("x-set-cookie: {p}")));
+        let (code, set, body) = curl_raw(
+            ns,
+            ca,
+            "GET",
+            &format!("{session_host}/set-cookie"),
+            &headers,
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            &set, planted,
+            "the session's Set-Cookie lines reach the browser as sent"
+        );
+        for line in &set {
+            // The jar refuses what a browser refuses (the `__Host-` ones).
+            let _ = jar.store(&session_name, "/set-cookie", true, line);
+        }
+        let (code, body) = me(&jar);
+        assert_eq!(code, 200, "{planted:?}: {body}");
+        let who = serde_json::from_str::<Value>(&body).unwrap()["data"]["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(who, admin_id, "{planted:?} changed the api's login");
+    }
+}
+
 /// Runs `medforge down --purge` when the test ends early, so that a failed
 /// run leaves no dockerd, Caddy or trial pool behind.
 struct Cleanup<'a> {
@@ -342,6 +529,14 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
         }),
         "a Secure login cookie over HTTPS:\n{cookies}"
     );
+    // The api's own cookie: host-only (curl's second field FALSE), Secure.
+    assert!(
+        cookies.lines().any(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            f.len() == 7 && f[5] == "__Host-medforge" && f[1] == "FALSE" && f[3] == "TRUE"
+        }),
+        "a host-only __Host- api cookie:\n{cookies}"
+    );
     // A CPU-only session, ready.
     let (code, body) = curl(
         &ns,
@@ -368,6 +563,7 @@ async fn quickstart_from_a_bare_host_then_again_then_down() {
     let empty = tmp.path().join("no-cookies");
     let (code, _) = curl(&ns, &ca, &empty, "GET", &format!("{host}/"), None);
     assert_eq!(code, 401, "no sign-in, no session");
+    planted_cookies_do_not_change_the_api_login(&ns, &ca, &api, &host, &login);
     // The node says its storage is a trial.
     let out = ns
         .command("kubectl")

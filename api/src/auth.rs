@@ -192,22 +192,33 @@ fn dummy_hash(params: PasswordHashing) -> Result<String, ApiError> {
     Ok(hash)
 }
 
-/// The login tokens a request carries: a bearer token first, then every cookie of the configured name.
-pub fn request_tokens<'h>(
-    headers: &'h HeaderMap,
-    cookie_name: &'h str,
-) -> impl Iterator<Item = &'h str> + 'h {
-    let bearer = headers
+/// The bearer token of `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    bearer
-        .into_iter()
-        .chain(cookie_values(headers, cookie_name))
+        .map(str::trim)
+}
+
+/// The login tokens an api request carries: a bearer token first, then the
+/// api's own cookie. That cookie is host-only and its path is `/`, so a
+/// browser holds one value of it; a request with several (planted by a page
+/// of another host of the domain, on a more specific path) has none of
+/// them counted: it cannot pick whom the request is authenticated as.
+pub fn request_tokens<'h>(
+    headers: &'h HeaderMap,
+    api_cookie: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
+    let mut values = cookie_values(headers, api_cookie);
+    let one = match (values.next(), values.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    };
+    bearer(headers).into_iter().chain(one)
 }
 
 /// The most values of the login cookie one request has looked at. A browser
@@ -243,7 +254,7 @@ pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Principal>>, ApiError> {
-    let tokens = request_tokens(headers, &state.config().cookie.name);
+    let tokens = request_tokens(headers, &state.config().cookie.api_name);
     first_principal(state, tokens, now_secs()).await
 }
 
@@ -311,25 +322,30 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn cookie_header(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+/// The two `Set-Cookie` values of a login (or, with an empty value and
+/// `max_age` 0, of a logout): the api's host-only cookie, then the session
+/// hosts' cookie for the whole domain.
+fn cookie_headers(state: &AppState, value: &str, max_age: i64) -> [HeaderValue; 2] {
     let c = &state.config().cookie;
-    let mut cookie = format!(
-        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={}",
-        c.name,
-        c.same_site.as_str()
-    );
-    if c.secure {
-        cookie.push_str("; Secure");
-    }
-    if let Some(domain) = &c.domain {
-        cookie.push_str("; Domain=");
-        cookie.push_str(domain);
-    }
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let one = |name: &str, domain: Option<&str>| {
+        let mut cookie = format!(
+            "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={}",
+            c.same_site.as_str()
+        );
+        if c.secure {
+            cookie.push_str("; Secure");
+        }
+        if let Some(domain) = domain {
+            cookie.push_str("; Domain=");
+            cookie.push_str(domain);
+        }
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    [one(&c.api_name, None), one(&c.name, c.domain.as_deref())]
 }
 
-/// Issues a login token for a user and returns the `Set-Cookie` value.
-async fn issue_token(state: &AppState, user: &User) -> Result<HeaderValue, ApiError> {
+/// Issues a login token for a user and returns the `Set-Cookie` values.
+async fn issue_token(state: &AppState, user: &User) -> Result<[HeaderValue; 2], ApiError> {
     let token = tokens::new_token();
     let now = now_secs();
     let max_ttl = state.config().auth.max_ttl.as_secs() as i64;
@@ -341,7 +357,7 @@ async fn issue_token(state: &AppState, user: &User) -> Result<HeaderValue, ApiEr
         now + max_ttl,
     )
     .await?;
-    Ok(cookie_header(state, &token, max_ttl))
+    Ok(cookie_headers(state, &token, max_ttl))
 }
 
 /// The body of signup, login, me and a user's change.
@@ -427,7 +443,7 @@ async fn signup(
     Ok(Reply::created(UserReply {
         user: UserView::from(&user),
     })
-    .header(header::SET_COOKIE, cookie))
+    .cookies(cookie))
 }
 
 async fn login(
@@ -476,7 +492,7 @@ async fn login(
     Ok(Reply::ok(UserReply {
         user: UserView::from(&found.user),
     })
-    .header(header::SET_COOKIE, cookie))
+    .cookies(cookie))
 }
 
 /// A body that only says what happened.
@@ -491,11 +507,18 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     // Revokes the tokens the request carries, whether or not they are still
-    // valid, in one statement (a bearer token and four cookie values at most).
-    let keys: Vec<_> = request_tokens(&headers, &state.config().cookie.name)
-        .take(users::TOKENS_PER_QUERY)
+    // valid, in one statement: the bearer token and the first values of
+    // both login cookies (five at most).
+    let cookie = &state.config().cookie;
+    let mut keys: Vec<_> = bearer(&headers)
+        .into_iter()
+        .chain(cookie_values(&headers, &cookie.api_name))
+        .chain(cookie_values(&headers, &cookie.name))
         .map(tokens::hash_token)
         .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(users::TOKENS_PER_QUERY);
     if !keys.is_empty() {
         let hashes: Vec<String> = keys.iter().map(tokens::hash_hex).collect();
         users::delete_tokens(state.db(), &hashes).await?;
@@ -506,7 +529,7 @@ async fn logout(
     Ok(Reply::ok(Message {
         message: "Logged out.",
     })
-    .header(header::SET_COOKIE, cookie_header(&state, "", 0)))
+    .cookies(cookie_headers(&state, "", 0)))
 }
 
 async fn me(Auth(principal): Auth) -> Reply<UserReply> {

@@ -99,11 +99,18 @@ impl std::str::FromStr for SameSite {
     }
 }
 
-/// The login cookie's attributes.
+/// The login cookies' attributes. A login sets two cookies with the same
+/// token: the api's own, host-only (`__Host-medforge`: no `Domain`, so no
+/// session host can set or shadow it), which is the only cookie the api's
+/// routes read; and the session hosts' (`medforge_session`, `Domain` the
+/// base domain), which only forward_auth reads. See decision 0013.
 #[derive(Clone, Debug)]
 pub struct CookieConfig {
-    /// Cookie name (`medforge_session`).
+    /// The session hosts' cookie (`medforge_session`).
     pub name: String,
+    /// The api's own cookie: `__Host-medforge` (needs `Secure`), or
+    /// `medforge_api` when cookies are not `Secure` (plain-HTTP testing).
+    pub api_name: String,
     /// `Secure` attribute (default true; turn off only for plain-HTTP development).
     pub secure: bool,
     /// `SameSite` attribute (default Lax).
@@ -256,6 +263,7 @@ impl ApiConfig {
             data_dir: data_dir.into(),
             cookie: CookieConfig {
                 name: "medforge_session".into(),
+                api_name: API_COOKIE_SECURE.into(),
                 secure: true,
                 same_site: SameSite::Lax,
                 domain: Some(format!(".{domain}")),
@@ -313,6 +321,20 @@ impl ApiConfig {
         origins.sort();
         origins.dedup();
         origins
+    }
+}
+
+/// The api's cookie when cookies are `Secure`.
+pub const API_COOKIE_SECURE: &str = "__Host-medforge";
+/// The api's cookie when they are not (`__Host-` needs `Secure`).
+pub const API_COOKIE_INSECURE: &str = "medforge_api";
+
+impl CookieConfig {
+    /// Turns `Secure` off (plain-HTTP testing): the api's cookie loses its
+    /// `__Host-` prefix, which browsers accept only on `Secure` cookies.
+    pub fn insecure(&mut self) {
+        self.secure = false;
+        self.api_name = API_COOKIE_INSECURE.into();
     }
 }
 

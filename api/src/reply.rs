@@ -91,6 +91,14 @@ impl<T: Serialize> Reply<T> {
         self.headers.push((name, value));
         self
     }
+
+    /// Adds `Set-Cookie` headers, one per value.
+    pub fn cookies(mut self, values: impl IntoIterator<Item = HeaderValue>) -> Self {
+        for v in values {
+            self.headers.push((axum::http::header::SET_COOKIE, v));
+        }
+        self
+    }
 }
 
 impl<T: Serialize> IntoResponse for Reply<T> {

@@ -157,14 +157,17 @@ impl TokenCache {
             .map(|(k, _)| hash_hex(k))
             .collect();
         if !missing.is_empty() {
-            let mut found: HashMap<String, TokenRecord> = users::find_tokens(db, &missing)
+            let found: HashMap<String, TokenRecord> = users::find_tokens(db, &missing)
                 .await?
                 .into_iter()
                 .map(|r| (r.token_hash, r.record))
                 .collect();
             for (key, answer) in keys.iter().zip(answers.iter_mut()) {
                 if answer.is_none() {
-                    let record = found.remove(&hash_hex(key));
+                    // `get`, not `remove`: a request may carry one token
+                    // twice (a bearer token and a cookie), and the second
+                    // must not be stored as unknown.
+                    let record = found.get(&hash_hex(key)).cloned();
                     *answer = Some(self.store(*key, record, now, Use::Peek));
                 }
             }

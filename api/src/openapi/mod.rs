@@ -233,7 +233,7 @@ pub fn document(config: &ApiConfig) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "cookie": { "type": "apiKey", "in": "cookie", "name": config.cookie.name },
+                "cookie": { "type": "apiKey", "in": "cookie", "name": config.cookie.api_name },
                 "bearer": { "type": "http", "scheme": "bearer" }
             },
             "headers": {

@@ -36,19 +36,34 @@ async fn signup_sets_a_cookie_and_stores_only_a_hash(env: TestEnv) {
     assert_eq!(data["user"]["email"], "ada@example.org");
     assert_eq!(data["user"]["is_admin"], false);
     assert_eq!(data["user"]["can_use_internal"], false);
-    let cookie = res.header("set-cookie").unwrap();
-    for attribute in [
-        "HttpOnly",
-        "Secure",
-        "SameSite=Lax",
-        "Domain=.medforge.test",
-        "Path=/",
-        "Max-Age=604800",
-    ] {
-        assert!(
-            cookie.contains(attribute),
-            "{attribute} missing in {cookie}"
-        );
+    let cookies: Vec<&str> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    // The api's own cookie: host-only (no Domain), so that no session host
+    // can set or shadow it; `__Host-` makes browsers enforce that.
+    let (api, session) = (cookies[0], cookies[1]);
+    assert!(api.starts_with("__Host-medforge="), "{api}");
+    assert!(!api.contains("Domain"), "{api}");
+    // The session hosts' cookie: the whole domain, for forward_auth.
+    assert!(session.starts_with("medforge_session="), "{session}");
+    assert!(session.contains("Domain=.medforge.test"), "{session}");
+    for cookie in cookies {
+        for attribute in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=604800",
+        ] {
+            assert!(
+                cookie.contains(attribute),
+                "{attribute} missing in {cookie}"
+            );
+        }
     }
     let client = client_from(&res);
     let db = t.state().db();
@@ -317,7 +332,13 @@ async fn me_needs_a_valid_token(env: TestEnv) {
     let ada = t.user("ada@example.org").await;
     t.refuses_anonymous(Method::GET, "/api/v2/me").await;
     t.get("/api/v2/me")
-        .header("cookie", "medforge_session=forged-token")
+        .header("cookie", "__Host-medforge=forged-token")
+        .send()
+        .await
+        .problem(401, "unauthenticated");
+    // The session hosts' cookie is not a login for the api's routes.
+    t.get("/api/v2/me")
+        .header("cookie", &ada.session_cookie())
         .send()
         .await
         .problem(401, "unauthenticated");
@@ -328,12 +349,63 @@ async fn me_needs_a_valid_token(env: TestEnv) {
         .send()
         .await;
     assert_eq!(res.data(200)["user"]["email"], "ada@example.org");
-    // Another cookie alongside, and an invalid one first, do not matter.
+    // Other cookies alongside (a session hosts' cookie of anyone's among
+    // them) do not matter.
     let cookies = format!(
-        "theme=dark; medforge_session=bogus; medforge_session={}",
+        "theme=dark; medforge_session=bogus; {}; medforge_session={}",
+        ada.api_cookie(),
         ada.token
     );
     let res = t.get("/api/v2/me").header("cookie", &cookies).send().await;
+    assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
+}
+
+/// A page of a session host can set a cookie for the whole domain, on a
+/// path more specific than `/`, which a browser then sends first: with the
+/// same name as the api's cookie, the api would see two values. It counts
+/// neither, so the request is nobody's rather than the planter's. (A
+/// browser refuses such a cookie anyway: a `__Host-` cookie with a
+/// `Domain` is never stored; `tests/e2e_one_host.rs` drives a browser-like
+/// cookie jar through Caddy.)
+async fn two_values_of_the_api_cookie_authenticate_nobody(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let mallory = t.user("mallory@example.org").await;
+    let db = t.state().db();
+    for cookies in [
+        format!("{}; {}", mallory.api_cookie(), ada.api_cookie()),
+        format!("{}; {}", ada.api_cookie(), mallory.api_cookie()),
+        format!("{}; __Host-medforge=forged", ada.api_cookie()),
+    ] {
+        let before = db.query_count();
+        t.get("/api/v2/me")
+            .header("cookie", &cookies)
+            .send()
+            .await
+            .problem(401, "unauthenticated");
+        assert_eq!(db.query_count() - before, 0, "nothing looked up: {cookies}");
+    }
+    // One token twice (a bearer token and the cookie) is one login, and
+    // leaves it valid for the next request.
+    let fresh = t.log_in_again("ada@example.org").await;
+    let res = t
+        .get("/api/v2/me")
+        .header("authorization", &format!("Bearer {}", fresh.token))
+        .header("cookie", &fresh.api_cookie())
+        .send()
+        .await;
+    assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
+    t.get_as(&fresh, "/api/v2/me").await.data(200);
+    // A bearer token still counts, whatever the cookies.
+    let res = t
+        .get("/api/v2/me")
+        .header("authorization", &format!("Bearer {}", ada.token))
+        .header(
+            "cookie",
+            &format!("{}; {}", mallory.api_cookie(), ada.api_cookie()),
+        )
+        .send()
+        .await;
     assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
 }
 
@@ -345,7 +417,10 @@ async fn a_flood_of_cookie_values_costs_a_bounded_number_of_queries(env: TestEnv
     let ada = t.user("ada@example.org").await;
     let flood = |prefix: &str| {
         (0..10_000)
-            .map(|i| format!("medforge_session={prefix}-{i}"))
+            .map(|i| {
+                let name = ["medforge_session", "__Host-medforge"][i % 2];
+                format!("{name}={prefix}-{i}")
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -372,8 +447,13 @@ async fn a_flood_of_cookie_values_costs_a_bounded_number_of_queries(env: TestEnv
     let spent = db.query_count() - before;
     assert!(spent <= bound, "{spent} queries for one forward_auth");
 
-    // The login cookie first, the flood after it: still the user.
-    let first = format!("{}; {}", ada.cookie(), flood("after"));
+    // The api's cookie once, a flood of the session hosts' cookie around
+    // it: still the user (the api's routes read only their own cookie).
+    let session_flood: String = (0..10_000)
+        .map(|i| format!("medforge_session=after-{i}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let first = format!("{}; {session_flood}", ada.api_cookie());
     let res = t.get("/api/v2/me").header("cookie", &first).send().await;
     assert_eq!(res.data(200)["user"]["id"], ada.id.as_str());
 
@@ -395,8 +475,16 @@ async fn logout_revokes_the_token(env: TestEnv) {
     t.get_as(&ada, "/api/v2/me").await.data(200);
     let res = t.post_as(&ada, "/api/v2/auth/logout").await;
     assert_eq!(res.data(200)["message"], "Logged out.");
-    let cleared = res.header("set-cookie").unwrap();
-    assert!(cleared.starts_with("medforge_session=;") && cleared.contains("Max-Age=0"));
+    let cleared: Vec<&str> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(cleared[0].starts_with("__Host-medforge=;") && cleared[0].contains("Max-Age=0"));
+    assert!(!cleared[0].contains("Domain="), "{cleared:?}");
+    assert!(cleared[1].starts_with("medforge_session=;") && cleared[1].contains("Max-Age=0"));
     t.get_as(&ada, "/api/v2/me")
         .await
         .problem(401, "unauthenticated");
@@ -642,66 +730,75 @@ async fn a_self_registered_account_is_never_promoted_with_its_password(env: Test
     assert_eq!(me["user"]["is_admin"], true);
 }
 
-/// The values a request carries are looked up together, in one query, and
-/// the first valid one in the order sent decides; a fifth cookie value is
-/// never looked at.
-async fn cookie_values_are_looked_up_together_and_the_first_valid_one_wins(env: TestEnv) {
-    let t = env.app().await;
-    let ada = t.user("ada@example.org").await;
-    let bob = t.user("bob@example.org").await;
+/// forward_auth reads the session hosts' cookie: its values are looked up
+/// together, in one query, and the first valid one in the order sent
+/// decides; a fifth value is never looked at.
+async fn session_cookie_values_are_looked_up_together_and_the_first_valid_one_wins(env: TestEnv) {
+    let one = env.one_session().await;
+    let t = &one.t;
+    let host = format!("s-{}.external.medforge.test", one.slug);
     let db = t.state().db();
-    let me = |cookies: String| {
-        let t = &t;
-        async move { t.get("/api/v2/me").header("cookie", &cookies).send().await }
+    let proxy = |cookies: String| {
+        let host = host.clone();
+        async move {
+            t.get("/api/v2/auth/session-proxy")
+                .header("host", &host)
+                .header("cookie", &cookies)
+                .send()
+                .await
+        }
     };
-    let id = |res: &serde_json::Value| res["user"]["id"].as_str().unwrap().to_string();
+    t.wait_phase(&one.id, "running").await;
 
-    // Three unknown values, then Ada's: one query for all four.
+    // Three unknown values, then the owner's: one query for all four.
     let before = db.query_count();
-    let res = me(format!(
+    let res = proxy(format!(
         "medforge_session=u1; medforge_session=u2; medforge_session=u3; {}",
-        ada.cookie()
+        one.owner.session_cookie()
     ))
     .await;
-    assert_eq!(id(&res.data(200)), ada.id);
+    assert_eq!(res.status, 200, "{}", res.text());
     let spent = db.query_count() - before;
     assert!(spent <= 1, "{spent} queries for four cookie values");
 
-    // Four unknown values first: Ada's fifth is not looked at.
-    me(format!(
+    // Four unknown values first: the owner's fifth is not looked at.
+    proxy(format!(
         "medforge_session=v1; medforge_session=v2; medforge_session=v3; medforge_session=v4; {}",
-        ada.cookie()
+        one.owner.session_cookie()
     ))
     .await
     .problem(401, "unauthenticated");
 
-    // Two valid logins: the first sent decides, whichever the cache knew.
-    assert_eq!(
-        id(&me(format!("{}; {}", bob.cookie(), ada.cookie()))
-            .await
-            .data(200)),
-        bob.id
-    );
-    assert_eq!(
-        id(&me(format!("{}; {}", ada.cookie(), bob.cookie()))
-            .await
-            .data(200)),
-        ada.id
-    );
+    // Two valid logins: the first sent decides.
+    proxy(format!(
+        "{}; {}",
+        one.other.session_cookie(),
+        one.owner.session_cookie()
+    ))
+    .await
+    .problem(403, "session_access_denied");
+    let res = proxy(format!(
+        "{}; {}",
+        one.owner.session_cookie(),
+        one.other.session_cookie()
+    ))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
 
     // A logged-out value first: the next valid one decides.
-    let old = t.log_in_again("ada@example.org").await;
+    let old = t.log_in_again("other@example.org").await;
     t.post("/api/v2/auth/logout")
         .cookie(&old)
         .send()
         .await
         .data(200);
-    assert_eq!(
-        id(&me(format!("{}; {}", old.cookie(), bob.cookie()))
-            .await
-            .data(200)),
-        bob.id
-    );
+    let res = proxy(format!(
+        "{}; {}",
+        old.session_cookie(),
+        one.owner.session_cookie()
+    ))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
 }
 
 crate::scenarios!(
@@ -713,7 +810,8 @@ crate::scenarios!(
     failed_logins_delay_that_account_from_any_address,
     me_needs_a_valid_token,
     a_flood_of_cookie_values_costs_a_bounded_number_of_queries,
-    cookie_values_are_looked_up_together_and_the_first_valid_one_wins,
+    session_cookie_values_are_looked_up_together_and_the_first_valid_one_wins,
+    two_values_of_the_api_cookie_authenticate_nobody,
     logout_revokes_the_token,
     tokens_expire_when_idle_and_absolutely,
     origin_allowlist_guards_state_changing_routes,

@@ -157,8 +157,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// The `Cookie` header value.
+    /// The `Cookie` header value: the api's own cookie and the session
+    /// hosts' one, as a browser holds them after a login.
     pub fn cookie(&self) -> String {
+        format!("{}; {}", self.api_cookie(), self.session_cookie())
+    }
+
+    /// The api's own login cookie alone.
+    pub fn api_cookie(&self) -> String {
+        format!("__Host-medforge={}", self.token)
+    }
+
+    /// The session hosts' login cookie alone (what forward_auth reads).
+    pub fn session_cookie(&self) -> String {
         format!("medforge_session={}", self.token)
     }
 }
@@ -359,17 +370,25 @@ impl TestEnv {
 
 /// The logged-in client from a signup or login response.
 pub fn client_from(res: &Res) -> Client {
-    let set_cookie = res
+    let values: Vec<&str> = res
         .headers
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("Set-Cookie");
-    let token = set_cookie
-        .split(';')
-        .next()
-        .and_then(|kv| kv.strip_prefix("medforge_session="))
-        .expect("cookie value")
-        .to_owned();
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let token_of = |name: &str| {
+        values
+            .iter()
+            .find_map(|v| v.split(';').next()?.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {values:?}"))
+            .to_owned()
+    };
+    let token = token_of("__Host-medforge=");
+    assert_eq!(
+        token_of("medforge_session="),
+        token,
+        "both login cookies carry the one token"
+    );
     let body = res.json();
     Client {
         token,

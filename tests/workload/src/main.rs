@@ -6,6 +6,8 @@
 //! - `GET /env` → JSON of the GPU-related environment (`NVIDIA_*`, `MEDFORGE_*`,
 //!   `CUDA_VISIBLE_DEVICES`)
 //! - `GET /ws` → websocket echo (text and binary, answers ping, handles close)
+//! - `GET /set-cookie` → 200 with a `Set-Cookie` for each `X-Set-Cookie`
+//!   request header: a hostile session trying to plant cookies
 //! - `PUT /workspace/<file>` / `GET /workspace/<file>` → write / read a file
 //!   under `$WORKSPACE_DIR` (default `/workspace`)
 //!
@@ -279,7 +281,18 @@ fn serve_connection(stream: TcpStream, config: &Config) -> io::Result<()> {
             Err(RequestError::TooLarge) => return conn.refuse(413, "body too large\n"),
         };
         let (status, content_type, payload) = route(&head, &body, config);
-        let mut response = http::response(status, content_type, &[], &payload, keep_alive);
+        // `/set-cookie` plays a hostile session: it answers with a
+        // `Set-Cookie` for each `X-Set-Cookie` the request carries.
+        let planted: Vec<(&str, &str)> = if head.path == "/set-cookie" {
+            head.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-set-cookie"))
+                .map(|(_, v)| ("Set-Cookie", v.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut response = http::response(status, content_type, &planted, &payload, keep_alive);
         if head.method == "HEAD" {
             // Same headers (Content-Length included) as GET, no body.
             response.truncate(response.len() - payload.len());
@@ -302,7 +315,8 @@ fn route(head: &RequestHead, body: &[u8], config: &Config) -> (u16, &'static str
         "/healthz" if get => text(200, "ok"),
         "/env" if get => (200, "application/json", gpu_env_json().into_bytes()),
         "/ws" if get => text(426, "websocket upgrade required\n"),
-        "/" | "/healthz" | "/env" | "/ws" => text(405, "method not allowed\n"),
+        "/set-cookie" if get => text(200, "cookies set\n"),
+        "/" | "/healthz" | "/env" | "/ws" | "/set-cookie" => text(405, "method not allowed\n"),
         path => match path.strip_prefix("/workspace/") {
             Some(rel) => workspace_file(head, rel, body, config),
             None => text(404, "not found\n"),
