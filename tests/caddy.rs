@@ -736,7 +736,12 @@ fn the_caddyfile_adapts_for_each_tls_mode() {
         .map(|l| l.as_str().unwrap())
         .collect();
     assert!(listen.contains(&"[::]:443"), "{listen:?}");
-    assert_eq!(files["admin"]["listen"], "localhost:2019");
+    // The admin endpoint is a Unix socket by default, not TCP: nobody on
+    // the host reaches it but Caddy's user and root.
+    assert_eq!(
+        files["admin"]["listen"],
+        "unix//run/caddy-medforge/admin.sock"
+    );
     let certs = files["apps"]["tls"]["certificates"]["load_files"].to_string();
     assert!(certs.contains("/etc/medforge/tls/fullchain.pem"), "{certs}");
     let text = files.to_string();
