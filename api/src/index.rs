@@ -213,6 +213,28 @@ impl SessionIndex {
         let _ = self.changes.send(SessionChange::Applied(entry));
     }
 
+    /// Applies a Session this replica just wrote (read your writes: a stop
+    /// is seen by forward_auth at once, not when the watch brings it),
+    /// unless the index already holds a newer version of it or no longer
+    /// holds it at all (deleted meanwhile). Resource versions are compared
+    /// as numbers, as both the embedded control plane and etcd write them.
+    pub fn apply_written(&self, session: Session) {
+        let version = |s: &Session| {
+            s.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let name = session.metadata.name.clone().unwrap_or_default();
+        let Some(current) = self.get(&name) else {
+            return;
+        };
+        match (version(&current.session), version(&session)) {
+            (Some(held), Some(written)) if written > held => self.apply(session),
+            _ => {}
+        }
+    }
+
     /// Removes one Session.
     pub fn remove(&self, session: &Session) {
         let name = session.metadata.name.as_deref().unwrap_or_default();

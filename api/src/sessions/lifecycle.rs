@@ -58,10 +58,13 @@ pub(super) async fn stop(
     let session = if entry.session.spec.state == DesiredState::Stopped {
         entry.session.clone()
     } else {
-        state
+        let written = state
             .backend()
             .set_state(&id, DesiredState::Stopped)
-            .await?
+            .await?;
+        // forward_auth answers 404 from now on, not once the watch has it.
+        state.index().apply_written(written.clone());
+        written
     };
     tracing::info!(session = %id, user_id = %principal.user.id, "stop requested");
     let message = if terminal {

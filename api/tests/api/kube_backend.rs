@@ -213,7 +213,10 @@ async fn kube_backend_on_the_embedded_control_plane() {
         1
     );
 
-    // Stop sets spec.state.
+    // Stop sets spec.state. No node agent runs here: the status still says
+    // Running and Ready, and will. The session's host answers 404 at once
+    // all the same (the very next request, before anything else), and stays
+    // 404.
     send(
         Method::POST,
         &format!("/api/v2/external/sessions/{id}/stop"),
@@ -222,11 +225,28 @@ async fn kube_backend_on_the_embedded_control_plane() {
     )
     .await
     .data(202);
+    for _ in 0..3 {
+        request(&router, Method::GET, "/api/v2/auth/session-proxy")
+            .header("host", &format!("s-{slug}.external.medforge.test"))
+            .cookie(&ada)
+            .send()
+            .await
+            .problem(404, "not_found");
+    }
+    assert_eq!(
+        sessions
+            .get_status(&id)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase,
+        Some(medforge_crds::SessionPhase::Running)
+    );
     assert_eq!(
         sessions.get(&id).await.unwrap().spec.state,
         DesiredState::Stopped
     );
-
     // Admin: nodes, cordons.
     let listed = send(Method::GET, "/api/v2/admin/nodes", Some(&admin), None)
         .await

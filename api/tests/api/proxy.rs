@@ -186,6 +186,18 @@ async fn stopped_or_deleting_sessions_get_404_before_the_agent_acts(env: TestEnv
     wait_routable(&f.t, &f.id, true).await;
     assert_eq!(f.t.proxy(&h, Some(&f.owner)).await.status.as_u16(), 200);
 
+    // Stopped through the api while its watch lags behind: this replica
+    // answers 404 from the stop's own write, not once the watch has it.
+    f.t.backend.hold_watch(true);
+    let stop = format!("/api/v2/external/sessions/{}/stop", f.id);
+    f.t.post_as(&f.owner, &stop).await.data(202);
+    f.t.proxy(&h, Some(&f.owner))
+        .await
+        .problem(404, "not_found");
+    f.t.backend.hold_watch(false);
+    f.t.backend.insert(running.clone());
+    wait_routable(&f.t, &f.id, true).await;
+
     let mut deleting = running;
     deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     f.t.backend.insert(deleting);

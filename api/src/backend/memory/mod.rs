@@ -68,6 +68,8 @@ struct Inner {
     config: MemoryBackendConfig,
     reachable: AtomicBool,
     activity_writes: AtomicU64,
+    /// Watch events held back while a test delays the watch.
+    held: Mutex<Option<Vec<WatchEvent>>>,
 }
 
 #[derive(Default)]
@@ -98,6 +100,7 @@ impl MemoryBackend {
                 config,
                 reachable: AtomicBool::new(true),
                 activity_writes: AtomicU64::new(0),
+                held: Mutex::new(None),
             }),
         }
     }
@@ -110,8 +113,27 @@ impl MemoryBackend {
     }
 
     fn emit(&self, event: WatchEvent) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(buffer) = held.as_mut() {
+            buffer.push(event);
+            return;
+        }
         // No receiver is fine: the watch relists on start.
         let _ = self.inner.events.send(event);
+    }
+
+    /// Holds the watch back (`true`): writes happen, their events wait;
+    /// `false` delivers the held events in order. For tests of what a
+    /// replica knows before its watch tells it.
+    pub fn hold_watch(&self, hold: bool) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if hold {
+            held.get_or_insert_with(Vec::new);
+        } else if let Some(events) = held.take() {
+            for event in events {
+                let _ = self.inner.events.send(event);
+            }
+        }
     }
 
     fn check_reachable(&self) -> Result<(), BackendError> {
