@@ -876,6 +876,65 @@ async fn evidence_run_on_one_host() {
         "session B's container was restarted"
     );
 
+    // An admin disables Bob: his login ends at once, his session's host
+    // answers 404 at once, and the node agent stops the session.
+    writeln!(report, "\n## A disabled account\n").unwrap();
+    let bob_id = c
+        .api(Method::GET, "/api/v2/me", Some(&bob), None)
+        .await
+        .json::<Value>()
+        .unwrap()["data"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .api(
+            Method::PATCH,
+            &format!("/api/v2/admin/users/{bob_id}"),
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let me = c.api(Method::GET, "/api/v2/me", Some(&bob), None).await;
+    let host_b = c.session(&slug_b, "/", Some(&bob), &[]).await;
+    writeln!(
+        report,
+        "- disabled Bob: his /me `{}`, his session's host `{}`",
+        me.status, host_b.status
+    )
+    .unwrap();
+    assert_eq!(me.status, 401, "a disabled account's login ends");
+    assert_eq!(host_b.status, 401, "nor does it open its session");
+    let id_b = b["id"].as_str().unwrap().to_string();
+    eventually(
+        "the disabled account's session to be Stopped by the node agent",
+        Duration::from_secs(30),
+        async || {
+            let phase = host_kubectl(&[
+                "get",
+                "session",
+                &id_b,
+                "-n",
+                "medforge",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .await;
+            (phase.trim() == "Stopped").then_some(())
+        },
+    )
+    .await;
+    let running = harness
+        .docker()
+        .inspect_container(&b_container, None)
+        .await
+        .unwrap()
+        .state
+        .and_then(|s| s.running);
+    assert_eq!(running, Some(false), "its container is stopped");
+    writeln!(report, "- Bob's session: Stopped, container not running").unwrap();
+
     // Clean up: delete both sessions as admin and wait until they are gone
     // (the node agent's finalizer removes their containers), then stop
     // everything we started.

@@ -366,10 +366,11 @@ pub async fn on_disabled_changed(
             if s.spec.state == medforge_crds::DesiredState::Running
                 && let Some(name) = s.metadata.name.as_deref()
             {
-                state
+                let written = state
                     .backend()
                     .set_state(name, medforge_crds::DesiredState::Stopped)
                     .await?;
+                state.index().apply_written(written);
                 stopped.push(name.to_owned());
             }
         }
