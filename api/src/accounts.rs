@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::audit::{self, Action, log_id, now_ms, page_of, page_query};
 use crate::auth::{
-    Admin, Auth, UserReply, UserView, hash_password, normalize_email, verify_password,
+    Admin, Auth, UserReply, UserView, email_and_password, hash_new_password, verify_password,
 };
 use crate::clock::{now_secs, rfc3339};
 use crate::config::SignupMode;
@@ -166,23 +166,13 @@ pub(crate) async fn create_user(
     Admin(admin): Admin,
     Json(body): Json<NewUser>,
 ) -> Result<Reply<UserReply>, ApiError> {
-    let mut errors = Vec::new();
-    let email = normalize_email(&body.email)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Err(e) = validate::NEW_PASSWORD.check("password", &body.password) {
-        errors.push(e);
-    }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
-    let slot = state.hash_slots().take()?;
-    let hash = hash_password(
-        state.config().auth.password_hashing,
-        body.password,
-        Some(slot),
-    )
-    .await?;
+    let email = email_and_password(
+        &body.email,
+        &body.password,
+        validate::NEW_PASSWORD,
+        Vec::new(),
+    )?;
+    let hash = hash_new_password(&state, body.password).await?;
     let mut user =
         match users::create_user(state.db(), &email, &hash, body.is_admin, now_secs()).await {
             Ok(user) => user,
@@ -268,8 +258,7 @@ pub(crate) async fn change_own_password(
         ));
     }
     state.login_failures().succeeded(&user.email);
-    let slot = state.hash_slots().take()?;
-    let hash = hash_password(params, body.new_password, Some(slot)).await?;
+    let hash = hash_new_password(&state, body.new_password).await?;
     users::set_password_hash(state.db(), &user.id, &hash).await?;
     let keep = tokens::hash_hex(&principal.token_hash);
     let ended = users::delete_other_tokens(state.db(), &user.id, &keep).await?;
@@ -326,13 +315,7 @@ async fn reset_password(
     let user = users::get_user(state.db(), &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;
-    let slot = state.hash_slots().take()?;
-    let hash = hash_password(
-        state.config().auth.password_hashing,
-        body.password,
-        Some(slot),
-    )
-    .await?;
+    let hash = hash_new_password(&state, body.password).await?;
     users::set_password_hash(state.db(), &id, &hash).await?;
     let ended = users::delete_user_tokens(state.db(), &id).await?;
     state.tokens().forget_user(&id);

@@ -149,6 +149,32 @@ pub async fn hash_password(
     .map_err(ApiError::internal)?
 }
 
+/// Hashes a new password under the api's settings, holding one of the
+/// bounded hash slots (503 `busy` when none is free).
+pub async fn hash_new_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let slot = state.hash_slots().take()?;
+    hash_password(state.config().auth.password_hashing, password, Some(slot)).await
+}
+
+/// An email and a password from a body, checked together: the email as
+/// stored (lower case), or a 422 naming every field that is wrong
+/// (`password` held to `rule`), with `more` errors found by the caller.
+pub fn email_and_password(
+    email: &str,
+    password: &str,
+    rule: validate::Rule,
+    mut more: Vec<FieldError>,
+) -> Result<String, ApiError> {
+    let email = normalize_email(email).map_err(|e| more.push(e)).ok();
+    if let Err(e) = rule.check("password", password) {
+        more.push(e);
+    }
+    match email {
+        Some(email) if more.is_empty() => Ok(email),
+        _ => Err(ApiError::Validation(more)),
+    }
+}
+
 /// Checks a password against a stored hash, off the async threads. Without a stored
 /// hash (unknown user) a dummy hash is checked, so both cases take as long.
 pub async fn verify_password(
@@ -380,32 +406,18 @@ async fn signup(
     if *mode == SignupMode::Closed {
         accounts::signup_allowed(mode, "", None)?;
     }
-    let mut errors = Vec::new();
-    let email = normalize_email(&body.email)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Err(e) = check_new_password(&body.password) {
-        errors.push(e);
-    }
     let code = body.invite_code.as_deref();
-    if let Some(c) = code
-        && let Err(e) = validate::INVITE_CODE.check("invite_code", c)
-    {
-        errors.push(e);
-    }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
+    let code_error = code.and_then(|c| validate::INVITE_CODE.check("invite_code", c).err());
+    let email = email_and_password(
+        &body.email,
+        &body.password,
+        validate::NEW_PASSWORD,
+        code_error.into_iter().collect(),
+    )?;
     accounts::signup_allowed(mode, &email, code)?;
     // Only the invite mode uses a code; in the others it is ignored.
     let code = code.filter(|_| *mode == SignupMode::Invite);
-    let slot = state.hash_slots().take()?;
-    let hash = hash_password(
-        state.config().auth.password_hashing,
-        body.password,
-        Some(slot),
-    )
-    .await?;
+    let hash = hash_new_password(&state, body.password).await?;
     let (user, invite) = match accounts::create_user_with_invite(
         state.db(),
         &email,
@@ -455,16 +467,7 @@ async fn login(
         .auth_limiter()
         .check(ip)
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-    let mut errors = Vec::new();
-    let email = normalize_email(&body.email)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Err(e) = validate::PASSWORD.check("password", &body.password) {
-        errors.push(e);
-    }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
+    let email = email_and_password(&body.email, &body.password, validate::PASSWORD, Vec::new())?;
     state
         .login_failures()
         .check(&email)

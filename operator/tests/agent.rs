@@ -127,17 +127,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert_eq!(quota.trim(), (64u64 << 20).to_string());
 
     // One container, hardened and labelled.
-    let containers = env.containers_of(&s).await;
-    assert_eq!(containers.len(), 1);
-    let info = env
-        .harness
-        .docker()
-        .inspect_container(
-            containers[0].id.as_deref().unwrap(),
-            None::<medforge_testkit::bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .unwrap();
+    let info = env.only_container_of(&s).await;
     assert_eq!(
         info.name.as_deref().unwrap().trim_start_matches('/'),
         format!(
@@ -212,9 +202,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
             .contains(&format!("{dataset}@{snap}")),
         "zfs list -t snapshot shows {snap}"
     );
-    let (running, ..) = env
-        .container_facts(containers[0].id.as_deref().unwrap())
-        .await;
+    let (running, ..) = env.container_facts(info.id.as_deref().unwrap()).await;
     assert!(!running, "the container is stopped");
 
     // Delete: container gone, finalizer removed, dataset kept (default policy).
@@ -328,18 +316,7 @@ async fn a_session_that_asks_for_nothing_runs_within_its_packs_defaults_and_a_qu
         .await;
 
     // Docker runs the container with the Pack's defaults.
-    let containers = env.containers_of(&alice).await;
-    let host = env
-        .harness
-        .docker()
-        .inspect_container(
-            containers[0].id.as_deref().unwrap(),
-            None::<medforge_testkit::bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .unwrap()
-        .host_config
-        .unwrap();
+    let host = env.only_container_of(&alice).await.host_config.unwrap();
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.memory, Some(256 << 20));
     assert_eq!(host.pids_limit, Some(128));

@@ -338,13 +338,27 @@ impl TestNode {
             .unwrap();
     }
 
-    /// `(running, started at, restart count)` of a container.
-    pub async fn container_facts(&self, id: &str) -> (bool, String, i64) {
-        let info = self
-            .docker
+    /// What Docker says of a container.
+    pub async fn inspect(&self, id: &str) -> bollard::models::ContainerInspectResponse {
+        self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The one container of a session, as Docker describes it.
+    pub async fn only_container_of(
+        &self,
+        s: &Session,
+    ) -> bollard::models::ContainerInspectResponse {
+        let containers = self.containers_of(s).await;
+        assert_eq!(containers.len(), 1, "{containers:?}");
+        self.inspect(containers[0].id.as_deref().unwrap()).await
+    }
+
+    /// `(running, started at, restart count)` of a container.
+    pub async fn container_facts(&self, id: &str) -> (bool, String, i64) {
+        let info = self.inspect(id).await;
         let state = info.state.unwrap();
         (
             state.running.unwrap_or(false),
