@@ -3,9 +3,12 @@
 //! an admin, and accounts disabled and enabled again. Every change is in the
 //! audit log ([`crate::audit`]).
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,22 +16,26 @@ use serde_json::json;
 
 use crate::audit::{self, Action, log_id, now_ms, page_of, page_query};
 use crate::auth::{
-    Admin, Auth, UserReply, UserView, email_and_password, hash_new_password, verify_password,
+    Admin, Auth, Signup, UserReply, UserView, email_and_password, hash_new_password, issue_token,
+    verify_password,
 };
 use crate::clock::{now_secs, rfc3339};
 use crate::config::SignupMode;
 use crate::db::{Db, DbError, execute, on_pool};
 use crate::error::{ApiError, FieldError};
 use crate::reply::Reply;
-use crate::request::{InviteId, Json, JsonOrEmpty, Param, Query, UserId};
+use crate::request::{ClientIp, InviteId, Json, JsonOrEmpty, Param, Query, UserId};
 use crate::state::AppState;
 use crate::tokens;
 use crate::users::{self, User, UserUpdate};
 use crate::validate;
+use medforge_crds::policy::PolicyOverrides;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v2/auth/signup", post(signup))
+        .route("/api/v2/me", axum::routing::patch(change_own_password))
         .route("/api/v2/admin/users/{id}/password", post(reset_password))
         .route(
             "/api/v2/admin/invites",
@@ -106,6 +113,7 @@ pub async fn create_user_with_invite(
         max_sessions: None,
         created_at: now,
         disabled_at: None,
+        session_policy: None,
     };
     let invite: Option<String> = on_pool!(db, |p| {
         let mut tx = p.begin().await?;
@@ -140,6 +148,67 @@ pub async fn create_user_with_invite(
         }
     })?;
     Ok(invite.map(|id| (user, Some(id))))
+}
+
+/// `POST /api/v2/auth/signup`: an account, as the signup mode allows, and
+/// its first login.
+async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<Signup>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .auth_limiter()
+        .check(ip)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    let mode = &state.config().auth.signup;
+    if *mode == SignupMode::Closed {
+        signup_allowed(mode, "", None)?;
+    }
+    let code = body.invite_code.as_deref();
+    let code_error = code.and_then(|c| validate::INVITE_CODE.check("invite_code", c).err());
+    let email = email_and_password(
+        &body.email,
+        &body.password,
+        validate::NEW_PASSWORD,
+        code_error.into_iter().collect(),
+    )?;
+    signup_allowed(mode, &email, code)?;
+    // Only the invite mode uses a code; in the others it is ignored.
+    let code = code.filter(|_| *mode == SignupMode::Invite);
+    let hash = hash_new_password(&state, body.password).await?;
+    let (user, invite) = match create_user_with_invite(state.db(), &email, &hash, code, now_secs())
+        .await
+    {
+        Ok(Some(created)) => created,
+        Ok(None) => {
+            return Err(ApiError::forbidden(
+                "invite_invalid",
+                "This invite code cannot be used: it is unknown, used, expired, revoked or for another address.",
+            ));
+        }
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "An account with this email exists; log in instead.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit::record(
+        state.db(),
+        Some(&user.id),
+        Action::SignedUp,
+        Some(&user.id),
+        serde_json::json!({"mode": mode.name(), "invite": invite}),
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    let cookie = issue_token(&state, &user).await?;
+    Ok(Reply::created(UserReply {
+        user: UserView::from(&user),
+    })
+    .cookies(cookie))
 }
 
 /// Body of `POST /api/v2/admin/users`.
@@ -225,7 +294,7 @@ pub struct PasswordChange {
 /// `PATCH /api/v2/me`: a new password, given the current one. Every other
 /// login of the account ends; this one goes on. Wrong guesses count
 /// against the account as failed logins do.
-pub(crate) async fn change_own_password(
+async fn change_own_password(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Json(body): Json<PasswordChange>,
@@ -598,4 +667,196 @@ async fn revoke_invite(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Session limits by name, as an admin sets them for one account
+/// (`PATCH /api/v2/admin/users/{id}` `session_policy`); unset ones keep the
+/// operator's. The same notation as a create body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionLimitValues")]
+pub struct LimitValues {
+    /// CPU cores (`8`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::cpu")]
+    pub cpu: Option<String>,
+    /// Memory (`64Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub memory: Option<String>,
+    /// /dev/shm (`8Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub shm: Option<String>,
+    /// Processes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::int::body_i64"
+    )]
+    #[schemars(range(min = validate::PIDS_MIN, max = validate::PIDS_MAX))]
+    pub pids: Option<i64>,
+    /// Whole GPUs.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::int::body_u32"
+    )]
+    #[schemars(range(min = 0, max = 8))]
+    pub gpus: Option<u32>,
+    /// Workspace quota (`200Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::size")]
+    pub workspace_quota: Option<String>,
+    /// Idle timeout (`24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::duration")]
+    pub idle_timeout: Option<String>,
+    /// Maximum lifetime (`168h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::validate::schema::duration")]
+    pub max_lifetime: Option<String>,
+}
+
+impl LimitValues {
+    /// The values by policy key (`workspace-quota`), and the errors of those
+    /// that are not valid, each named `<prefix>.<field>`.
+    fn keyed(&self, prefix: &str, errors: &mut Vec<FieldError>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut text = |key: &str,
+                        field: &str,
+                        v: &Option<String>,
+                        check: fn(&str, &str) -> Result<(), FieldError>| {
+            if let Some(v) = v {
+                match check(&format!("{prefix}.{field}"), v) {
+                    Ok(()) => {
+                        out.insert(key.to_owned(), v.clone());
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        };
+        text("cpu", "cpu", &self.cpu, |f, v| {
+            validate::cpu(f, v).map(drop)
+        });
+        text("memory", "memory", &self.memory, |f, v| {
+            validate::size(f, v).map(drop)
+        });
+        text("shm", "shm", &self.shm, |f, v| {
+            validate::size(f, v).map(drop)
+        });
+        text(
+            "workspace-quota",
+            "workspace_quota",
+            &self.workspace_quota,
+            |f, v| validate::size(f, v).map(drop),
+        );
+        text(
+            "idle-timeout",
+            "idle_timeout",
+            &self.idle_timeout,
+            |f, v| validate::duration(f, v).map(drop),
+        );
+        text(
+            "max-lifetime",
+            "max_lifetime",
+            &self.max_lifetime,
+            |f, v| validate::duration(f, v).map(drop),
+        );
+        if let Some(p) = self.pids {
+            if (validate::PIDS_MIN..=validate::PIDS_MAX).contains(&p) {
+                out.insert("pids".into(), p.to_string());
+            } else {
+                errors.push(FieldError::new(
+                    format!("{prefix}.pids"),
+                    format!(
+                        "must be between {} and {}",
+                        validate::PIDS_MIN,
+                        validate::PIDS_MAX
+                    ),
+                ));
+            }
+        }
+        if let Some(g) = self.gpus {
+            if g <= 8 {
+                out.insert("gpus".into(), g.to_string());
+            } else {
+                errors.push(FieldError::new(
+                    format!("{prefix}.gpus"),
+                    "must be between 0 and 8",
+                ));
+            }
+        }
+        out
+    }
+
+    fn from_keyed(map: &BTreeMap<String, String>) -> Self {
+        let get = |k: &str| map.get(k).cloned();
+        LimitValues {
+            cpu: get("cpu"),
+            memory: get("memory"),
+            shm: get("shm"),
+            pids: get("pids").and_then(|v| v.parse().ok()),
+            gpus: get("gpus").and_then(|v| v.parse().ok()),
+            workspace_quota: get("workspace-quota"),
+            idle_timeout: get("idle-timeout"),
+            max_lifetime: get("max-lifetime"),
+        }
+    }
+}
+
+/// An account's own session defaults and maxima.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "AccountSessionPolicy")]
+pub struct AccountPolicy {
+    /// What the account's sessions get when neither they nor their Pack say.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::object_or_null"
+    )]
+    pub defaults: Option<LimitValues>,
+    /// The most the account's sessions may have (may be above the operator's).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::object_or_null"
+    )]
+    pub maxima: Option<LimitValues>,
+}
+
+impl AccountPolicy {
+    /// As stored (policy keys), or a 422 naming each invalid field under `field`.
+    pub fn to_overrides(&self, field: &str) -> Result<PolicyOverrides, ApiError> {
+        let mut errors = Vec::new();
+        let empty = LimitValues::default();
+        let overrides = PolicyOverrides {
+            defaults: self
+                .defaults
+                .as_ref()
+                .unwrap_or(&empty)
+                .keyed(&format!("{field}.defaults"), &mut errors),
+            maxima: self
+                .maxima
+                .as_ref()
+                .unwrap_or(&empty)
+                .keyed(&format!("{field}.maxima"), &mut errors),
+        };
+        if errors.is_empty() {
+            Ok(overrides)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+
+    /// As the api shows it.
+    pub fn from_overrides(o: &PolicyOverrides) -> Self {
+        let part =
+            |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| LimitValues::from_keyed(m));
+        AccountPolicy {
+            defaults: part(&o.defaults),
+            maxima: part(&o.maxima),
+        }
+    }
 }

@@ -299,6 +299,14 @@ pub struct UserPatch {
     /// Disable (`true`: every login ends and every session stops) or enable
     /// the account (`null`: unchanged).
     pub disabled: Option<bool>,
+    /// The account's own session defaults and maxima by key (`cpu`,
+    /// `memory`, `shm`, `pids`, `gpus`, `workspace-quota`, `idle-timeout`,
+    /// `max-lifetime`), in place of the operator's for its new sessions; a
+    /// maximum may be above the operator's. `null` clears them; absent
+    /// leaves them.
+    #[serde(default, deserialize_with = "validate::object_or_null_present")]
+    #[schemars(with = "Option<crate::accounts::AccountPolicy>")]
+    pub session_policy: Option<Option<crate::accounts::AccountPolicy>>,
 }
 
 async fn update_user(
@@ -335,11 +343,20 @@ async fn update_user(
     let before = users::get_user(state.db(), &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;
+    let session_policy = match &patch.session_policy {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(p)) => Some(Some(p.to_overrides("session_policy")?)),
+    };
     let update = UserUpdate {
         is_admin: patch.is_admin,
         can_use_internal: patch.can_use_internal,
         max_sessions: patch.max_sessions,
         disabled_at: patch.disabled.map(|d| d.then(crate::clock::now_secs)),
+        session_policy: session_policy.map(|p| {
+            p.filter(|o| !o.is_empty())
+                .and_then(|o| serde_json::to_string(&o).ok())
+        }),
     };
     let user = users::update_user(state.db(), &id, &update)
         .await?
@@ -349,8 +366,12 @@ async fn update_user(
         "is_admin": patch.is_admin,
         "can_use_internal": patch.can_use_internal,
         "max_sessions": patch.max_sessions,
+        "session_policy": patch.session_policy,
     });
-    if patch.is_admin.is_some() || patch.can_use_internal.is_some() || patch.max_sessions.is_some()
+    if patch.is_admin.is_some()
+        || patch.can_use_internal.is_some()
+        || patch.max_sessions.is_some()
+        || patch.session_policy.is_some()
     {
         crate::audit::record(
             state.db(),

@@ -15,7 +15,7 @@ use axum::{Router, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_secs, rfc3339};
-use crate::config::{PasswordHashing, SignupMode};
+use crate::config::PasswordHashing;
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::hash_slots::HashSlot;
@@ -25,19 +25,15 @@ use crate::state::AppState;
 use crate::tokens::{self, Principal};
 use crate::users::{self, User};
 use crate::validate;
-use crate::{accounts, audit};
+use medforge_crds::policy::PolicyOverrides;
 use schemars::JsonSchema;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v2/auth/signup", post(signup))
         .route("/api/v2/auth/login", post(login))
         .route("/api/v2/auth/logout", post(logout))
-        .route(
-            "/api/v2/me",
-            get(me).patch(crate::accounts::change_own_password),
-        )
+        .route("/api/v2/me", get(me))
 }
 
 /// A user as the API shows it.
@@ -60,6 +56,9 @@ pub struct UserView {
     pub created_at: String,
     /// Disabled by an admin: cannot log in, and has no sessions running.
     pub disabled: bool,
+    /// The account's own session defaults and maxima, in place of the
+    /// operator's (`null`: the operator's).
+    pub session_policy: Option<crate::accounts::AccountPolicy>,
 }
 
 impl From<&User> for UserView {
@@ -72,6 +71,11 @@ impl From<&User> for UserView {
             max_sessions: user.max_sessions,
             created_at: rfc3339(user.created_at),
             disabled: user.disabled_at.is_some(),
+            session_policy: user
+                .session_policy
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<PolicyOverrides>(p).ok())
+                .map(|o| crate::accounts::AccountPolicy::from_overrides(&o)),
         }
     }
 }
@@ -371,7 +375,10 @@ fn cookie_headers(state: &AppState, value: &str, max_age: i64) -> [HeaderValue; 
 }
 
 /// Issues a login token for a user and returns the `Set-Cookie` values.
-async fn issue_token(state: &AppState, user: &User) -> Result<[HeaderValue; 2], ApiError> {
+pub(crate) async fn issue_token(
+    state: &AppState,
+    user: &User,
+) -> Result<[HeaderValue; 2], ApiError> {
     let token = tokens::new_token();
     let now = now_secs();
     let max_ttl = state.config().auth.max_ttl.as_secs() as i64;
@@ -391,71 +398,6 @@ async fn issue_token(state: &AppState, user: &User) -> Result<[HeaderValue; 2], 
 pub struct UserReply {
     /// The user.
     pub user: UserView,
-}
-
-async fn signup(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    Json(body): Json<Signup>,
-) -> Result<impl IntoResponse, ApiError> {
-    state
-        .auth_limiter()
-        .check(ip)
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-    let mode = &state.config().auth.signup;
-    if *mode == SignupMode::Closed {
-        accounts::signup_allowed(mode, "", None)?;
-    }
-    let code = body.invite_code.as_deref();
-    let code_error = code.and_then(|c| validate::INVITE_CODE.check("invite_code", c).err());
-    let email = email_and_password(
-        &body.email,
-        &body.password,
-        validate::NEW_PASSWORD,
-        code_error.into_iter().collect(),
-    )?;
-    accounts::signup_allowed(mode, &email, code)?;
-    // Only the invite mode uses a code; in the others it is ignored.
-    let code = code.filter(|_| *mode == SignupMode::Invite);
-    let hash = hash_new_password(&state, body.password).await?;
-    let (user, invite) = match accounts::create_user_with_invite(
-        state.db(),
-        &email,
-        &hash,
-        code,
-        now_secs(),
-    )
-    .await
-    {
-        Ok(Some(created)) => created,
-        Ok(None) => {
-            return Err(ApiError::forbidden(
-                "invite_invalid",
-                "This invite code cannot be used: it is unknown, used, expired, revoked or for another address.",
-            ));
-        }
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(
-                "email_taken",
-                "An account with this email exists; log in instead.",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    audit::record(
-        state.db(),
-        Some(&user.id),
-        audit::Action::SignedUp,
-        Some(&user.id),
-        serde_json::json!({"mode": mode.name(), "invite": invite}),
-    )
-    .await?;
-    tracing::info!(user_id = %user.id, "user signed up");
-    let cookie = issue_token(&state, &user).await?;
-    Ok(Reply::created(UserReply {
-        user: UserView::from(&user),
-    })
-    .cookies(cookie))
 }
 
 async fn login(
@@ -605,6 +547,7 @@ pub async fn ensure_admin(
                     can_use_internal: Some(true),
                     max_sessions: None,
                     disabled_at: Some(None),
+                    session_policy: None,
                 };
                 let user = users::update_user(db, &user.id, &update)
                     .await?

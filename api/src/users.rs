@@ -22,13 +22,17 @@ pub struct User {
     pub created_at: i64,
     /// When an admin disabled the account (Unix seconds); `None` while it may log in.
     pub disabled_at: Option<i64>,
+    /// The account's own session defaults and maxima (JSON of
+    /// [`medforge_crds::policy::PolicyOverrides`]); `None`: the operator's.
+    pub session_policy: Option<String>,
 }
 
 /// `SELECT <the columns of User> FROM users <rest>`, as one static string.
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at, disabled_at",
+            "SELECT id, email, is_admin, can_use_internal, max_sessions, created_at, disabled_at, \
+             session_policy",
             $rest
         )
     };
@@ -67,6 +71,9 @@ pub struct UserUpdate {
     pub max_sessions: Option<Option<i64>>,
     /// Disable (`Some(Some(now))`) or enable (`Some(None)`) the account.
     pub disabled_at: Option<Option<i64>>,
+    /// Set (`Some(Some(json))`) or clear (`Some(None)`) the account's own
+    /// session policy.
+    pub session_policy: Option<Option<String>>,
 }
 
 /// Creates a user. A taken email is a unique violation ([`DbError::is_unique_violation`]).
@@ -85,6 +92,7 @@ pub async fn create_user(
         max_sessions: None,
         created_at: now,
         disabled_at: None,
+        session_policy: None,
     };
     on_pool!(db, |p| {
         sqlx::query(
@@ -161,6 +169,9 @@ pub async fn update_user(db: &Db, id: &str, update: &UserUpdate) -> Result<Optio
     if let Some(v) = update.max_sessions {
         user.max_sessions = v;
     }
+    if let Some(v) = update.session_policy.clone() {
+        user.session_policy = v;
+    }
     if let Some(v) = update.disabled_at {
         // Disabling an account that is disabled keeps the first time.
         user.disabled_at = v.map(|at| user.disabled_at.unwrap_or(at));
@@ -168,12 +179,13 @@ pub async fn update_user(db: &Db, id: &str, update: &UserUpdate) -> Result<Optio
     execute!(
         db,
         "UPDATE users SET is_admin = $2, can_use_internal = $3, max_sessions = $4, \
-         disabled_at = $5 WHERE id = $1",
+         disabled_at = $5, session_policy = $6 WHERE id = $1",
         &user.id,
         user.is_admin,
         user.can_use_internal,
         user.max_sessions,
-        user.disabled_at
+        user.disabled_at,
+        &user.session_policy
     )?;
     Ok(Some(user))
 }
@@ -239,7 +251,8 @@ pub async fn insert_token(
 pub async fn find_token(db: &Db, token_hash: &str) -> Result<Option<TokenRecord>, DbError> {
     Ok(on_pool!(db, |p| sqlx::query_as::<_, TokenRecord>(
         "SELECT u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, u.created_at, \
-                u.disabled_at, t.created_at AS token_created_at, t.last_used_at, t.expires_at \
+                u.disabled_at, u.session_policy, t.created_at AS token_created_at, \
+                t.last_used_at, t.expires_at \
          FROM auth_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_hash = $1 AND u.disabled_at IS NULL"
     )
@@ -277,8 +290,8 @@ pub async fn find_tokens(db: &Db, hashes: &[String]) -> Result<Vec<HashedTokenRe
     let [a, b, c, d, e] = in_list(hashes);
     Ok(on_pool!(db, |p| sqlx::query_as::<_, HashedTokenRecord>(
         "SELECT t.token_hash, u.id, u.email, u.is_admin, u.can_use_internal, u.max_sessions, \
-                u.created_at, u.disabled_at, t.created_at AS token_created_at, t.last_used_at, \
-                t.expires_at \
+                u.created_at, u.disabled_at, u.session_policy, t.created_at AS token_created_at, \
+                t.last_used_at, t.expires_at \
          FROM auth_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_hash IN ($1, $2, $3, $4, $5) AND u.disabled_at IS NULL"
     )

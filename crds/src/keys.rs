@@ -8,6 +8,11 @@ pub const OWNER_LABEL: &str = "medforge.dev/owner";
 pub const SLUG_KEY: &str = "medforge.dev/slug";
 /// Annotation carrying the owner's per-user session limit override, for the scheduler.
 pub const MAX_SESSIONS_ANNOTATION: &str = "medforge.dev/max-sessions";
+/// Annotation carrying the owner's own session policy (defaults and maxima
+/// an admin set for the account, JSON: `{"defaults": {"memory": "16Gi"},
+/// "maxima": {"gpus": "4"}}`), written by the api; the node agent applies it
+/// over the operator's policy.
+pub const SESSION_POLICY_ANNOTATION: &str = "medforge.dev/session-policy";
 /// Annotation with the owner's email, written by the api when it creates a
 /// Session, so that `kubectl get sessions` shows a person rather than a user
 /// id. Emails cannot change in MedForge, so the copy stays correct.

@@ -55,13 +55,62 @@ impl Amounts {
     }
 }
 
-/// The operator's defaults and maxima (from its configuration).
+/// The operator's defaults and maxima (from its configuration), with an
+/// account's own where an admin set them ([`SessionPolicy::for_account`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionPolicy {
     /// What a session gets for a value that neither it nor its Pack sets.
     pub defaults: Amounts,
     /// The most any session may have.
     pub maxima: Amounts,
+    /// The fields whose maximum an admin set for the account (a bit per
+    /// [`Field::ALL`] index): errors name that limit rather than the operator's.
+    pub account_maxima: u8,
+}
+
+/// An account's own defaults and maxima, by key (`memory`, `gpus`…), as an
+/// admin set them; they replace the operator's for that account's sessions
+/// (a maximum may be higher or lower than the operator's).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    /// Defaults by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub defaults: std::collections::BTreeMap<String, String>,
+    /// Maxima by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub maxima: std::collections::BTreeMap<String, String>,
+}
+
+impl PolicyOverrides {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.defaults.is_empty() && self.maxima.is_empty()
+    }
+
+    /// Every key and value checked; errors name `defaults.<key>` or
+    /// `maxima.<key>` and say what is wrong.
+    pub fn check(&self) -> Result<(), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut scratch = SessionPolicy::default();
+        for (maximum, table, what) in [
+            (false, &self.defaults, "defaults"),
+            (true, &self.maxima, "maxima"),
+        ] {
+            for (k, v) in table {
+                if let Err(e) = scratch.set(maximum, &format!("{k}={v}")) {
+                    errors.push((format!("{what}.{k}"), e));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 impl SessionPolicy {
@@ -116,11 +165,29 @@ impl Default for SessionPolicy {
                 idle_timeout: Duration::from_secs(7 * 24 * HOUR),
                 max_lifetime: Duration::from_secs(30 * 24 * HOUR),
             },
+            account_maxima: 0,
         }
     }
 }
 
 impl SessionPolicy {
+    /// This policy with an account's own defaults and maxima in place of the
+    /// operator's. A default left above a maximum is lowered when a session
+    /// resolves, as any default is.
+    pub fn for_account(&self, overrides: &PolicyOverrides) -> Result<SessionPolicy, String> {
+        let mut out = *self;
+        for (k, v) in &overrides.defaults {
+            out.set(false, &format!("{k}={v}"))?;
+        }
+        for (k, v) in &overrides.maxima {
+            out.set(true, &format!("{k}={v}"))?;
+            if let Some(i) = Field::ALL.iter().position(|f| f.key() == k.as_str()) {
+                out.account_maxima |= 1 << i;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every default must be within its maximum: an operator's policy that
     /// breaks its own rule is refused at start, naming the value.
     pub fn check(&self) -> Result<(), String> {
@@ -301,6 +368,8 @@ impl fmt::Display for Field {
 pub enum Bound {
     /// The operator's policy.
     Operator,
+    /// The limit an admin set for the account.
+    Account,
     /// The named Pack's `maxima`.
     Pack(String),
     /// What the node has.
@@ -311,6 +380,7 @@ impl fmt::Display for Bound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Bound::Operator => f.write_str("the operator's policy"),
+            Bound::Account => f.write_str("this account's limit"),
             Bound::Pack(name) => write!(f, "Pack {name}"),
             Bound::Node => f.write_str("this node's capacity"),
         }
@@ -395,7 +465,17 @@ pub fn resolve(
             _ => None,
         };
         // The lowest maximum, and who set it.
-        let mut maximum = (field.get(&policy.maxima), Bound::Operator);
+        let by_account = policy.account_maxima
+            & (1 << Field::ALL.iter().position(|f| *f == field).unwrap_or(0))
+            != 0;
+        let mut maximum = (
+            field.get(&policy.maxima),
+            if by_account {
+                Bound::Account
+            } else {
+                Bound::Operator
+            },
+        );
         if let Some(text) = pack_maxima.and_then(|m| m.get(field)) {
             match field.parse(&text) {
                 Ok(v) if v < maximum.0 => maximum = (v, Bound::Pack(pack_name.clone())),
@@ -698,6 +778,41 @@ mod tests {
                 .unwrap_err()
                 .contains("KEY=VALUE")
         );
+    }
+
+    #[test]
+    fn an_accounts_own_limits_replace_the_operators_and_say_so() {
+        let policy = SessionPolicy::default();
+        let overrides: PolicyOverrides = serde_json::from_value(serde_json::json!({
+            "defaults": {"memory": "16Gi"},
+            "maxima": {"memory": "512Gi", "gpus": "1"},
+        }))
+        .unwrap();
+        let mine = policy.for_account(&overrides).unwrap();
+        let mut s = spec();
+        s.resources = Some(SessionResources {
+            memory: Some("300Gi".into()),
+            ..Default::default()
+        });
+        assert_eq!(resolve(&s, None, &mine, None).unwrap().memory, 300 << 30);
+        assert!(resolve(&s, None, &policy, None).is_err(), "others: 256Gi");
+        assert_eq!(
+            resolve(&spec(), None, &mine, None).unwrap().memory,
+            16 << 30
+        );
+        s.gpus = 2;
+        let e = resolve(&s, None, &mine, None).unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "gpus: 2 is above the maximum 1 (this account's limit)"
+        );
+        let bad: PolicyOverrides =
+            serde_json::from_value(serde_json::json!({"maxima": {"ram": "1Gi", "memory": "x"}}))
+                .unwrap();
+        let errors = bad.check().unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].0, "maxima.memory");
+        assert!(policy.for_account(&bad).is_err());
     }
 
     #[test]

@@ -11,8 +11,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use medforge_crds::keys::{
-    MAX_SESSIONS_ANNOTATION, OWNER_EMAIL_ANNOTATION, OWNER_LABEL, SLUG_KEY, URL_ANNOTATION,
+    MAX_SESSIONS_ANNOTATION, OWNER_EMAIL_ANNOTATION, OWNER_LABEL, SESSION_POLICY_ANNOTATION,
+    SLUG_KEY, URL_ANNOTATION,
 };
+use medforge_crds::policy::PolicyOverrides;
 use medforge_crds::{
     Exposure, Session, SessionCondition, SessionPhase, SessionReason, SessionSpec, conditions,
 };
@@ -140,7 +142,15 @@ pub async fn create_session(
     let gpus_given = body.gpus.is_some();
     let mut spec = body.into_spec(&principal.user.id, exposure, config)?;
     let pack = state.backend().get_pack(&spec.pack).await?;
-    within_policy(&mut spec, gpus_given, pack.as_ref(), &config.policy)?;
+    let overrides = account_policy(&principal.user);
+    let policy = match &overrides {
+        Some(o) => config
+            .policy
+            .for_account(o)
+            .map_err(|e| ApiError::internal(format!("the account's session policy: {e}")))?,
+        None => config.policy,
+    };
+    within_policy(&mut spec, gpus_given, pack.as_ref(), &policy)?;
     let slug = new_slug(state.index());
     let session = new_session(state, principal, spec, &slug);
     let name = session.metadata.name.clone().unwrap_or_default();
@@ -153,6 +163,14 @@ pub async fn create_session(
         return Ok(Created::Scheduled(bound));
     }
     ready(state, &name, bound).await
+}
+
+/// The account's own session defaults and maxima, when an admin set any.
+fn account_policy(user: &crate::users::User) -> Option<PolicyOverrides> {
+    user.session_policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<PolicyOverrides>(p).ok())
+        .filter(|o| !o.is_empty())
 }
 
 /// Everyone may create external sessions; internal ones need the permission (or an admin).
@@ -186,6 +204,12 @@ fn new_session(state: &AppState, principal: &Principal, spec: SessionSpec, slug:
     ]);
     if let Some(limit) = principal.user.max_sessions {
         annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
+    }
+    // The node agent holds the session to the same account policy.
+    if let Some(overrides) = account_policy(&principal.user)
+        && let Ok(json) = serde_json::to_string(&overrides)
+    {
+        annotations.insert(SESSION_POLICY_ANNOTATION.to_owned(), json);
     }
     Session {
         metadata: ObjectMeta {

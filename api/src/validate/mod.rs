@@ -357,6 +357,16 @@ pub fn email(field: &str, value: &str) -> Result<String, FieldError> {
 pub mod int;
 pub mod schema;
 
+/// An object or `null` that was present (`Some(None)` for `null`); an absent
+/// field is `None` with `#[serde(default)]`: "clear it" and "leave it" apart.
+pub fn object_or_null_present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    object_or_null(d).map(Some)
+}
+
 /// A nested object of a JSON body, or `null` (absent). serde's derive would
 /// also read a struct from an array of its fields in order (`[null, null]`),
 /// which no schema admits; this reads objects only, keeping the path of any

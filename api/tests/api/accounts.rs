@@ -455,6 +455,116 @@ async fn the_audit_log_records_each_action_newest_first(env: TestEnv) {
         .problem(403, "admin_required");
 }
 
+async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
+    let t = env.app().await;
+    let root = t.admin("root@example.org").await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let patch = |who: &Client, body: Value| {
+        t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", who.id))
+            .cookie(&root)
+            .json(body)
+            .send()
+    };
+    let big = json!({"resources": {"memory": "300Gi"}, "gpus": 0});
+
+    let res = patch(
+        &ada,
+        json!({"session_policy": {"maxima": {"memory": "512Gi"}, "defaults": {"memory": "16Gi"}}}),
+    )
+    .await;
+    let user = res.data(200)["user"].clone();
+    assert_eq!(user["session_policy"]["maxima"]["memory"], "512Gi");
+    // Above the operator's 256Gi, within Ada's own maximum.
+    let created = t.create_session(&ada, big.clone()).await.data(201);
+    let id = created["session"]["id"].as_str().unwrap();
+    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    let carried: Value = serde_json::from_str(&annotations["medforge.dev/session-policy"]).unwrap();
+    assert_eq!(
+        carried["maxima"]["memory"], "512Gi",
+        "the node agent gets it too"
+    );
+    // Bob has the operator's.
+    let problem = t
+        .create_session(&bob, big.clone())
+        .await
+        .problem(422, "validation_failed");
+    assert_eq!(
+        problem["errors"][0]["message"],
+        "300Gi is above the maximum 256Gi (the operator's policy)"
+    );
+    // A lower maximum of his own, and the error says whose it is.
+    patch(&bob, json!({"session_policy": {"maxima": {"gpus": 1}}}))
+        .await
+        .data(200);
+    let problem = t
+        .create_session(&bob, json!({"gpus": 2}))
+        .await
+        .problem(422, "validation_failed");
+    assert_eq!(
+        problem["errors"][0]["message"],
+        "2 is above the maximum 1 (this account's limit)"
+    );
+    // Bad values are named; unknown names are refused.
+    let problem = patch(
+        &bob,
+        json!({"session_policy": {"maxima": {"memory": "lots", "cpu": "0"}, "defaults": {"gpus": 9}}}),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let mut fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "session_policy.defaults.gpus",
+            "session_policy.maxima.cpu",
+            "session_policy.maxima.memory"
+        ],
+        "{problem}"
+    );
+    for unknown in [json!({"maxima": {"ram": "1Gi"}}), json!({"limits": {}})] {
+        let problem = patch(&bob, json!({"session_policy": unknown}))
+            .await
+            .problem(422, "validation_failed");
+        assert!(
+            problem["errors"][0]["field"]
+                .as_str()
+                .unwrap()
+                .starts_with("session_policy"),
+            "{problem}"
+        );
+    }
+    // The view shows it as it was set.
+    let view = t.get_as(&root, "/api/v2/admin/users").await.data(200);
+    let shown = view
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == bob.id.as_str())
+        .unwrap()["session_policy"]
+        .clone();
+    assert_eq!(shown, json!({"maxima": {"gpus": 1}}));
+    // `null` clears it: the operator's policy again.
+    let res = patch(&ada, json!({"session_policy": null})).await;
+    assert!(res.data(200)["user"]["session_policy"].is_null());
+    t.create_session(&ada, big)
+        .await
+        .problem(422, "validation_failed");
+    // Not for users.
+    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", bob.id))
+        .cookie(&bob)
+        .json(json!({"session_policy": {"maxima": {"gpus": 8}}}))
+        .send()
+        .await
+        .problem(403, "admin_required");
+}
+
 crate::scenarios!(
     closed_signup_is_the_default_and_admins_create_accounts,
     domain_signup_admits_only_its_domains,
@@ -463,4 +573,5 @@ crate::scenarios!(
     a_disabled_account_cannot_log_in_and_its_sessions_stop,
     an_admin_reset_sets_the_password_and_ends_every_login,
     the_audit_log_records_each_action_newest_first,
+    an_accounts_own_session_policy_replaces_the_operators,
 );

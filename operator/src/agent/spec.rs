@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kube::ResourceExt;
-use medforge_crds::policy::{Amounts, Violation, resolve};
+use medforge_crds::keys;
+use medforge_crds::policy::{Amounts, PolicyOverrides, SessionPolicy, Violation, resolve};
 use medforge_crds::quantity::parse_bytes;
 use medforge_crds::{Pack, Session, SessionReason};
 
@@ -80,10 +81,11 @@ impl InvalidSpec {
 /// What the session runs with ([`resolve`]: its spec, its Pack, the
 /// operator's policy, this node's capacity), or why it cannot run.
 pub fn amounts(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts, InvalidSpec> {
+    let policy = account_policy(config, s)?;
     let resolved = resolve(
         &s.spec,
         Some((&pack.name_any(), &pack.spec)),
-        &config.policy,
+        &policy,
         config.capacity.as_ref(),
     );
     let amounts = resolved.map_err(|errors| {
@@ -109,6 +111,28 @@ pub fn amounts(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts
         ));
     }
     Ok(amounts)
+}
+
+/// The operator's policy with the owner's own limits (the api writes them
+/// into the annotation [`keys::SESSION_POLICY_ANNOTATION`]) in place.
+fn account_policy(config: &AgentConfig, s: &Session) -> Result<SessionPolicy, InvalidSpec> {
+    let Some(text) = s
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::SESSION_POLICY_ANNOTATION))
+    else {
+        return Ok(config.policy);
+    };
+    serde_json::from_str::<PolicyOverrides>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|o| config.policy.for_account(&o))
+        .map_err(|e| {
+            InvalidSpec::invalid(format!(
+                "annotation {}: {e}",
+                keys::SESSION_POLICY_ANNOTATION
+            ))
+        })
 }
 
 /// Docker refuses a memory limit below this.
@@ -387,6 +411,34 @@ mod tests {
         // The container spec is refused the same way: nothing reaches Docker.
         let e = container_spec(&config, &s, &pack, Path::new("/pool/ws")).unwrap_err();
         assert_eq!(e.reason, SessionReason::PolicyViolation);
+    }
+
+    #[test]
+    fn the_owners_own_limits_from_the_annotation_hold() {
+        let mut config = fixtures::config();
+        config.capacity = None;
+        let pack = fixtures::pack("default");
+        let mut s = fixtures::bound_session("s1", 0);
+        s.spec.resources = Some(SessionResources {
+            memory: Some("300Gi".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&config, &s, &pack).unwrap_err().reason,
+            SessionReason::PolicyViolation
+        );
+        s.metadata.annotations = Some(BTreeMap::from([(
+            keys::SESSION_POLICY_ANNOTATION.to_string(),
+            r#"{"maxima":{"memory":"512Gi"}}"#.to_string(),
+        )]));
+        assert_eq!(validate(&config, &s, &pack).unwrap().memory, 300 << 30);
+        s.metadata.annotations = Some(BTreeMap::from([(
+            keys::SESSION_POLICY_ANNOTATION.to_string(),
+            "not json".to_string(),
+        )]));
+        let e = validate(&config, &s, &pack).unwrap_err();
+        assert_eq!(e.reason, SessionReason::InvalidSpec);
+        assert!(e.message.contains("medforge.dev/session-policy"), "{e}");
     }
 
     #[test]
