@@ -305,8 +305,8 @@ pub struct UserPatch {
     /// maximum may be above the operator's. `null` clears them; absent
     /// leaves them.
     #[serde(default, deserialize_with = "validate::object_or_null_present")]
-    #[schemars(with = "Option<crate::accounts::AccountPolicy>")]
-    pub session_policy: Option<Option<crate::accounts::AccountPolicy>>,
+    #[schemars(with = "Option<crate::account_policy::AccountPolicy>")]
+    pub session_policy: Option<Option<crate::account_policy::AccountPolicy>>,
 }
 
 async fn update_user(

@@ -58,7 +58,7 @@ pub struct UserView {
     pub disabled: bool,
     /// The account's own session defaults and maxima, in place of the
     /// operator's (`null`: the operator's).
-    pub session_policy: Option<crate::accounts::AccountPolicy>,
+    pub session_policy: Option<crate::account_policy::AccountPolicy>,
 }
 
 impl From<&User> for UserView {
@@ -75,7 +75,7 @@ impl From<&User> for UserView {
                 .session_policy
                 .as_deref()
                 .and_then(|p| serde_json::from_str::<PolicyOverrides>(p).ok())
-                .map(|o| crate::accounts::AccountPolicy::from_overrides(&o)),
+                .map(|o| crate::account_policy::AccountPolicy::from_overrides(&o)),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod account_policy;
 pub mod accounts;
 pub mod admin;
 mod app;
