@@ -340,6 +340,14 @@ async fn update_user(
             "Admins cannot disable their own account; ask another admin.",
         ));
     }
+    // An admin who could raise their own limits would be above the
+    // operator's policy by their own say.
+    if admin.user.id == id && patch.session_policy.is_some() {
+        return Err(ApiError::conflict(
+            "own_account",
+            "Admins cannot set their own account's session policy; ask another admin.",
+        ));
+    }
     let before = users::get_user(state.db(), &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;

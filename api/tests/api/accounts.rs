@@ -556,6 +556,13 @@ async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
     t.create_session(&ada, big)
         .await
         .problem(422, "validation_failed");
+    // Not for one's own account, even an admin's.
+    t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", root.id))
+        .cookie(&root)
+        .json(json!({"session_policy": {"maxima": {"gpus": 8}}}))
+        .send()
+        .await
+        .problem(409, "own_account");
     // Not for users.
     t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", bob.id))
         .cookie(&bob)
