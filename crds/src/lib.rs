@@ -29,7 +29,7 @@ use kube::CustomResourceExt;
 pub use gpunode::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
 };
-pub use pack::{EnvVar, Pack, PackSpec, PackStatus, SessionMaxima};
+pub use pack::{EnvVar, Pack, PackSessionDefaults, PackSpec, PackStatus, SessionMaxima};
 pub use reason::{EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason};
 pub use session::{
     AssignedGpu, DesiredState, Exposure, Session, SessionLimits, SessionPhase, SessionResources,

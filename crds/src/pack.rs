@@ -52,8 +52,29 @@ pub struct PackSpec {
     pub env: Vec<EnvVar>,
     /// Resource limits for sessions that do not set their own.
     pub resources: Option<SessionResources>,
+    /// The rest of a session's defaults when it sets none (GPUs, workspace quota, idle timeout, maximum lifetime); unset ones come from the account's or the operator's policy.
+    pub session_defaults: Option<PackSessionDefaults>,
     /// The most a session of this Pack may ask for, below the operator's own maxima. A session above one is refused (422 from the api, `PolicyViolation` from the node agent).
     pub maxima: Option<SessionMaxima>,
+}
+
+/// A Pack's defaults beyond the container's resources.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackSessionDefaults {
+    /// Whole GPUs when a create names no count.
+    #[schemars(range(min = 0, max = 8))]
+    pub gpus: Option<u32>,
+    /// Workspace quota (`100Gi`).
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub workspace_quota: Option<String>,
+    /// Idle timeout (`2h`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_timeout: Option<String>,
+    /// Maximum lifetime (`24h`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_lifetime: Option<String>,
 }
 
 /// Upper bounds on a session's values. Unset ones leave the operator's maximum.

@@ -444,6 +444,9 @@ pub fn resolve(
     let pack_defaults = pack
         .and_then(|(_, p)| p.resources.clone())
         .unwrap_or_default();
+    let pack_session_defaults = pack
+        .and_then(|(_, p)| p.session_defaults.clone())
+        .unwrap_or_default();
     let pack_maxima = pack.and_then(|(_, p)| p.maxima.as_ref());
     let pack_name = pack.map(|(n, _)| n.to_string()).unwrap_or_default();
     for field in Field::ALL {
@@ -462,7 +465,12 @@ pub fn resolve(
             Field::Memory => pack_defaults.memory.clone(),
             Field::Shm => pack_defaults.shm.clone(),
             Field::Pids => pack_defaults.pids.map(|p| p.to_string()),
-            _ => None,
+            // A Session always carries its GPU count: the api fills it
+            // from the Pack's default (the create body, else the Pack's `sessionDefaults.gpus`).
+            Field::Gpus => None,
+            Field::WorkspaceQuota => pack_session_defaults.workspace_quota.clone(),
+            Field::IdleTimeout => pack_session_defaults.idle_timeout.clone(),
+            Field::MaxLifetime => pack_session_defaults.max_lifetime.clone(),
         };
         // The lowest maximum, and who set it.
         let by_account = policy.account_maxima
@@ -622,6 +630,20 @@ mod tests {
             resolve(&spec(), None, &policy, None).unwrap().memory,
             policy.defaults.memory
         );
+    }
+
+    #[test]
+    fn a_packs_session_defaults_come_before_the_operators() {
+        let policy = SessionPolicy::default();
+        let p: PackSpec = serde_json::from_value(serde_json::json!({
+            "image": format!("sha256:{}", "a".repeat(64)),
+            "sessionDefaults": {"workspaceQuota": "100Gi", "idleTimeout": "2h", "maxLifetime": "24h"},
+        }))
+        .unwrap();
+        let got = resolve(&spec(), Some(("p", &p)), &policy, None).unwrap();
+        assert_eq!(got.workspace_quota, 100 << 30);
+        assert_eq!(got.idle_timeout, Duration::from_secs(7200));
+        assert_eq!(got.max_lifetime, Duration::from_secs(24 * 3600));
     }
 
     #[test]

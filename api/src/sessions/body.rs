@@ -142,10 +142,10 @@ impl CreateSession {
     }
 }
 
-/// Holds a spec to the operator's policy and its Pack's maxima, as the node
-/// agent will: a value above its maximum is a 422 naming the field and the
-/// maximum. A GPU count the body did not give is lowered to the Pack's
-/// maximum first (a default is never refused).
+/// Holds a spec to the policy (the operator's, or the account's own) and
+/// its Pack's maxima, as the node agent will: a value above its maximum is a
+/// 422 naming the field and the maximum. A GPU count the body did not give
+/// is the Pack's default, else the policy's, lowered to the maxima.
 pub fn within_policy(
     spec: &mut SessionSpec,
     gpus_given: bool,
@@ -153,8 +153,16 @@ pub fn within_policy(
     policy: &SessionPolicy,
 ) -> Result<(), ApiError> {
     let pack = pack.map(|p| (p.metadata.name.as_deref().unwrap_or_default(), &p.spec));
-    if !gpus_given && let Some(max) = pack.and_then(|(_, p)| p.maxima.as_ref()?.gpus) {
-        spec.gpus = spec.gpus.min(max);
+    if !gpus_given {
+        // The Pack's default, else the account's or the operator's; never
+        // above the lowest maximum (a default is never refused).
+        let default = pack
+            .and_then(|(_, p)| p.session_defaults.as_ref()?.gpus)
+            .unwrap_or(policy.defaults.gpus);
+        let pack_max = pack
+            .and_then(|(_, p)| p.maxima.as_ref()?.gpus)
+            .unwrap_or(u32::MAX);
+        spec.gpus = default.min(pack_max).min(policy.maxima.gpus);
     }
     resolve(spec, pack, policy, None)
         .map(drop)

@@ -242,6 +242,21 @@ async fn each_maximum_is_enforced_and_named(env: TestEnv) {
         )
         .await;
     assert_eq!(res.data(201)["session"]["gpu_count"], 0);
+
+    // A Pack's default GPU count is what a body without one gets.
+    let mut duo = medforge_crds::Pack::new(
+        "duo",
+        serde_json::from_value(json!({
+            "image": format!("sha256:{}", "a".repeat(64)),
+            "sessionDefaults": {"gpus": 2},
+        }))
+        .unwrap(),
+    );
+    duo.metadata.name = Some("duo".into());
+    t.backend.put_pack(duo);
+    let bob = t.user("bob@example.org").await;
+    let res = t.create_session(&bob, json!({"pack": "duo"})).await;
+    assert_eq!(res.data(201)["session"]["gpu_count"], 2);
 }
 
 async fn internal_sessions_need_permission(env: TestEnv) {

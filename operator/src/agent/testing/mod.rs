@@ -138,6 +138,7 @@ pub fn pack(name: &str) -> Pack {
             env: Vec::new(),
             resources: None,
             maxima: None,
+            session_defaults: None,
         },
     )
 }

@@ -177,6 +177,7 @@ impl TestNode {
                 env,
                 resources: None,
                 maxima: None,
+                session_defaults: None,
             },
         );
         api.create(&PostParams::default(), &pack).await.unwrap();
