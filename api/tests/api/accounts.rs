@@ -572,6 +572,50 @@ async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
         .problem(403, "admin_required");
 }
 
+/// Every route the document marks as an admin's, called by a logged-in
+/// user with a body and path values that would be valid: 403
+/// `admin_required` and nothing changes, whatever the route.
+async fn every_admin_route_refuses_a_user(env: TestEnv) {
+    let t = env.app().await;
+    let root = t.admin("root@example.org").await;
+    let mallory = t.user("mallory@example.org").await;
+    let mut checked = 0;
+    for op in medforge_api::openapi::operations() {
+        if op.access != medforge_api::openapi::Access::Admin {
+            continue;
+        }
+        let path = op
+            .path
+            .replace("{node}", "node-a")
+            .replace("{gpu}", "0")
+            .replace(
+                "{id}",
+                if op.path.contains("/invites/") {
+                    "1764720000000-0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b"
+                } else if op.path.contains("/users/") {
+                    &root.id
+                } else {
+                    "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b"
+                },
+            );
+        let body = json!({"email": "x@example.org", "password": "correct horse",
+                          "is_admin": true, "disabled": true});
+        let body = if op.body.is_some() { body } else { json!({}) };
+        t.req(op.method.to_ascii_uppercase().parse().unwrap(), &path)
+            .cookie(&mallory)
+            .json(body)
+            .send()
+            .await
+            .problem(403, "admin_required");
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} admin routes");
+    // The admin the attempts named is untouched.
+    let me = t.get_as(&root, "/api/v2/me").await.data(200);
+    assert_eq!(me["user"]["disabled"], false);
+    assert!(t.backend.sessions().is_empty());
+}
+
 crate::scenarios!(
     closed_signup_is_the_default_and_admins_create_accounts,
     domain_signup_admits_only_its_domains,
@@ -581,4 +625,5 @@ crate::scenarios!(
     an_admin_reset_sets_the_password_and_ends_every_login,
     the_audit_log_records_each_action_newest_first,
     an_accounts_own_session_policy_replaces_the_operators,
+    every_admin_route_refuses_a_user,
 );
