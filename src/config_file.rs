@@ -70,8 +70,8 @@ impl FileConfig {
 
 /// The file named by `--config` in `args` (`--config F` or `--config=F`),
 /// else by `MEDFORGE_CONFIG`, else the default path when a file is there.
-/// `Ok(None)`: no file. A named file that cannot be read is an error.
-pub fn locate(args: &[OsString], env: Option<OsString>) -> Option<(PathBuf, bool)> {
+/// `None`: no file (a named file that does not exist is `load`'s error).
+pub fn locate(args: &[OsString], env: Option<OsString>) -> Option<PathBuf> {
     let mut named = None;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -84,13 +84,9 @@ pub fn locate(args: &[OsString], env: Option<OsString>) -> Option<(PathBuf, bool
             named = Some(PathBuf::from(v));
         }
     }
-    match named.or_else(|| env.filter(|e| !e.is_empty()).map(PathBuf::from)) {
-        Some(p) => Some((p, true)),
-        None => {
-            let p = PathBuf::from(DEFAULT_PATH);
-            p.exists().then_some((p, false))
-        }
-    }
+    named
+        .or_else(|| env.filter(|e| !e.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()))
 }
 
 /// Reads and parses the file.
@@ -522,15 +518,15 @@ mod tests {
                 &args(&["medforge", "--config", "/a.toml", "up"]),
                 Some("/b.toml".into())
             ),
-            Some((PathBuf::from("/a.toml"), true))
+            Some(PathBuf::from("/a.toml"))
         );
         assert_eq!(
             locate(&args(&["medforge", "up", "--config=/c.toml"]), None),
-            Some((PathBuf::from("/c.toml"), true))
+            Some(PathBuf::from("/c.toml"))
         );
         assert_eq!(
             locate(&args(&["medforge", "up"]), Some("/b.toml".into())),
-            Some((PathBuf::from("/b.toml"), true))
+            Some(PathBuf::from("/b.toml"))
         );
     }
 

@@ -51,7 +51,7 @@ fn prepare(
     argv: &[std::ffi::OsString],
 ) -> anyhow::Result<(clap::Command, config_file::FileConfig)> {
     let file = match config_file::locate(argv, std::env::var_os(config_file::ENV)) {
-        Some((path, _)) => config_file::load(&path)?,
+        Some(path) => config_file::load(&path)?,
         None => config_file::FileConfig::default(),
     };
     let command = config_file::apply(Cli::command(), &file)?;

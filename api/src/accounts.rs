@@ -353,13 +353,13 @@ pub struct PasswordReset {
 }
 
 /// Refuses an admin's account action on their own account.
-fn not_yourself(admin: &User, id: &str, what: &str) -> Result<(), ApiError> {
+/// Refuses an admin's action on their own account (409 `own_account`):
+/// `what` says what was refused and what to do instead.
+pub(crate) fn not_yourself(admin: &User, id: &str, what: &str) -> Result<(), ApiError> {
     if admin.id == id {
         return Err(ApiError::conflict(
             "own_account",
-            format!(
-                "Admins cannot {what} their own account here; use PATCH /api/v2/me, or ask another admin."
-            ),
+            format!("Admins cannot {what}."),
         ));
     }
     Ok(())
@@ -377,7 +377,11 @@ async fn reset_password(
     validate::NEW_PASSWORD
         .check("password", &body.password)
         .map_err(|e| ApiError::Validation(vec![e]))?;
-    not_yourself(&admin.user, &id, "reset the password of")?;
+    not_yourself(
+        &admin.user,
+        &id,
+        "reset their own password here; use PATCH /api/v2/me",
+    )?;
     let user = users::get_user(state.db(), &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found.".into()))?;

@@ -9,6 +9,7 @@ use medforge_crds::{GpuHealth, GpuNode, NodeCondition, conditions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::not_yourself;
 use crate::auth::{Admin, UserReply, UserView};
 use crate::error::ApiError;
 use crate::reply::{Page, Reply};
@@ -334,19 +335,21 @@ async fn update_user(
             "Admins cannot remove their own admin flag; ask another admin.",
         ));
     }
-    if admin.user.id == id && patch.disabled == Some(true) {
-        return Err(ApiError::conflict(
-            "own_account",
-            "Admins cannot disable their own account; ask another admin.",
-        ));
+    if patch.disabled == Some(true) {
+        not_yourself(
+            &admin.user,
+            &id,
+            "disable their own account; ask another admin",
+        )?;
     }
     // An admin who could raise their own limits would be above the
     // operator's policy by their own say.
-    if admin.user.id == id && patch.session_policy.is_some() {
-        return Err(ApiError::conflict(
-            "own_account",
-            "Admins cannot set their own account's session policy; ask another admin.",
-        ));
+    if patch.session_policy.is_some() {
+        not_yourself(
+            &admin.user,
+            &id,
+            "set their own account's session policy; ask another admin",
+        )?;
     }
     let before = users::get_user(state.db(), &id)
         .await?

@@ -89,28 +89,6 @@ impl PolicyOverrides {
     pub fn is_empty(&self) -> bool {
         self.defaults.is_empty() && self.maxima.is_empty()
     }
-
-    /// Every key and value checked; errors name `defaults.<key>` or
-    /// `maxima.<key>` and say what is wrong.
-    pub fn check(&self) -> Result<(), Vec<(String, String)>> {
-        let mut errors = Vec::new();
-        let mut scratch = SessionPolicy::default();
-        for (maximum, table, what) in [
-            (false, &self.defaults, "defaults"),
-            (true, &self.maxima, "maxima"),
-        ] {
-            for (k, v) in table {
-                if let Err(e) = scratch.set(maximum, &format!("{k}={v}")) {
-                    errors.push((format!("{what}.{k}"), e));
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
 }
 
 impl SessionPolicy {
@@ -449,7 +427,7 @@ pub fn resolve(
         .unwrap_or_default();
     let pack_maxima = pack.and_then(|(_, p)| p.maxima.as_ref());
     let pack_name = pack.map(|(n, _)| n.to_string()).unwrap_or_default();
-    for field in Field::ALL {
+    for (index, field) in Field::ALL.into_iter().enumerate() {
         let asked: Option<String> = match field {
             Field::Cpu => mine.cpu.clone(),
             Field::Memory => mine.memory.clone(),
@@ -473,9 +451,7 @@ pub fn resolve(
             Field::MaxLifetime => pack_session_defaults.max_lifetime.clone(),
         };
         // The lowest maximum, and who set it.
-        let by_account = policy.account_maxima
-            & (1 << Field::ALL.iter().position(|f| *f == field).unwrap_or(0))
-            != 0;
+        let by_account = policy.account_maxima & (1 << index) != 0;
         let mut maximum = (
             field.get(&policy.maxima),
             if by_account {
@@ -831,10 +807,8 @@ mod tests {
         let bad: PolicyOverrides =
             serde_json::from_value(serde_json::json!({"maxima": {"ram": "1Gi", "memory": "x"}}))
                 .unwrap();
-        let errors = bad.check().unwrap_err();
-        assert_eq!(errors.len(), 2);
-        assert_eq!(errors[0].0, "maxima.memory");
-        assert!(policy.for_account(&bad).is_err());
+        let e = policy.for_account(&bad).unwrap_err();
+        assert!(e.starts_with("memory: \"x\" is not a quantity"), "{e}");
     }
 
     #[test]
