@@ -429,6 +429,7 @@ fn running_session(name: &str, owner: &str, slug: &str) -> Session {
             workspace: None,
             idle_timeout: None,
             max_lifetime: None,
+            resume_requested_at: None,
         },
     );
     session.metadata = ObjectMeta {

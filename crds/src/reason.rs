@@ -70,6 +70,9 @@ vocabulary! {
         UserLimitReached,
         /// The session asks for no GPU and the installation does not allow that.
         CpuOnlyNotAllowed,
+        /// A resumed session's workspace lives on a node that is gone, not
+        /// Ready or cordoned.
+        WorkspaceNodeUnavailable,
         /// The session's node was gone for longer than the grace period.
         NodeLost,
         // The node agent's.
@@ -93,6 +96,8 @@ vocabulary! {
         PackNotFound,
         ImageNotPresent,
         SnapshotNotFound,
+        /// A resumed session's workspace dataset is gone from its node.
+        WorkspaceMissing,
         InvalidSpec,
         /// The spec asks for more than the operator's policy, its Pack or its node allows.
         PolicyViolation,

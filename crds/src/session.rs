@@ -131,6 +131,9 @@ pub struct SessionSpec {
     /// Stop the session this long after it started running, whatever its activity (a duration such as `12h`). Unset means never.
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_lifetime: Option<String>,
+
+    /// When the owner last asked a Stopped or Failed session to start again. Setting it (to the current time) resumes a session whose `state` is already `Running` (one stopped for idleness, for its lifetime, or after its container died); setting `state` from `Stopped` to `Running` does the same. A session resumes on its own workspace, on the node that holds it.
+    pub resume_requested_at: Option<Time>,
 }
 
 /// Which domain a session is exposed on.
@@ -285,6 +288,8 @@ pub struct SessionStatus {
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
     pub observed_generation: Option<i64>,
+    /// The `metadata.generation` at which the last stop (or failure) began. A Stopped or Failed session whose spec changed since (a higher generation) and asks for `Running` is started again.
+    pub stopped_generation: Option<i64>,
 }
 
 /// The limits a session runs with, as the node agent resolved them.
@@ -336,13 +341,42 @@ impl Session {
     }
 
     /// Whether the session waits for the scheduler: wanted Running, not
-    /// being deleted, not bound, still Pending.
+    /// being deleted, and either not bound yet (Pending) or asked to
+    /// resume ([`Session::wants_resume`]).
     pub fn wants_binding(&self) -> bool {
         self.metadata.deletion_timestamp.is_none()
             && self.spec.state == DesiredState::Running
-            && self.status.as_ref().is_none_or(|st| {
+            && (self.status.as_ref().is_none_or(|st| {
                 st.node_name.is_none() && matches!(st.phase, None | Some(SessionPhase::Pending))
-            })
+            }) || self.wants_resume())
+    }
+
+    /// Whether a Stopped or Failed session is asked to run again: its spec
+    /// says `Running` and changed since its last stop began (a higher
+    /// generation than `status.stoppedGeneration`). A session that stopped
+    /// on its own (idle, lifetime, death) keeps `state: Running` and stays
+    /// stopped until its owner changes the spec (`resumeRequestedAt`).
+    pub fn wants_resume(&self) -> bool {
+        let Some(st) = self.status.as_ref() else {
+            return false;
+        };
+        let stopped_at = st.stopped_generation.or(st.observed_generation);
+        self.metadata.deletion_timestamp.is_none()
+            && self.spec.state == DesiredState::Running
+            && self.phase().is_terminal()
+            && self
+                .metadata
+                .generation
+                .is_some_and(|g| stopped_at.is_none_or(|s| g > s))
+    }
+
+    /// The node holding the session's workspace, when it has one there:
+    /// the node it was bound to, once its agent got as far as naming the
+    /// dataset. A resumed session must run there.
+    pub fn workspace_node(&self) -> Option<&str> {
+        let st = self.status.as_ref()?;
+        st.workspace.as_ref()?.dataset.as_ref()?;
+        st.node_name.as_deref()
     }
 }
 
@@ -387,6 +421,7 @@ mod tests {
                 workspace: None,
                 idle_timeout: None,
                 max_lifetime: None,
+                resume_requested_at: None,
             },
         );
         s.status = Some(SessionStatus {
@@ -415,5 +450,45 @@ mod tests {
         let mut deleting = session(Running, None, None);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert!(!deleting.wants_binding());
+    }
+
+    #[test]
+    fn a_terminal_session_resumes_only_when_its_spec_changed_since_it_stopped() {
+        use DesiredState::{Running, Stopped};
+        use SessionPhase as P;
+        let at = |state, generation: i64, stopped: Option<i64>, phase| {
+            let mut s = session(state, Some("n"), Some(phase));
+            s.metadata.generation = Some(generation);
+            s.status.as_mut().unwrap().stopped_generation = stopped;
+            s
+        };
+        // Stopped by its owner (generation 2), then set Running (3).
+        assert!(at(Running, 3, Some(2), P::Stopped).wants_resume());
+        assert!(at(Running, 3, Some(2), P::Stopped).wants_binding());
+        // Stopped for idleness at generation 1 with `state: Running`: stays.
+        assert!(!at(Running, 1, Some(1), P::Stopped).wants_resume());
+        assert!(!at(Running, 1, Some(1), P::Failed).wants_binding());
+        // A failed one asked to resume (resumeRequestedAt changed: 2).
+        assert!(at(Running, 2, Some(1), P::Failed).wants_resume());
+        // Asked to stay stopped, or still running.
+        assert!(!at(Stopped, 4, Some(2), P::Stopped).wants_resume());
+        assert!(!at(Running, 4, Some(2), P::Running).wants_resume());
+        // Older statuses without stoppedGeneration use observedGeneration.
+        let mut old = at(Running, 2, None, P::Stopped);
+        old.status.as_mut().unwrap().observed_generation = Some(2);
+        assert!(!old.wants_resume());
+        old.metadata.generation = Some(3);
+        assert!(old.wants_resume());
+        let mut deleting = at(Running, 3, Some(2), P::Stopped);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!deleting.wants_resume());
+        // The workspace's node is known once the agent named the dataset.
+        let mut ran = at(Running, 3, Some(2), P::Stopped);
+        assert_eq!(ran.workspace_node(), None);
+        ran.status.as_mut().unwrap().workspace = Some(WorkspaceStatus {
+            dataset: Some("pool/u/x".into()),
+            snapshots: vec![],
+        });
+        assert_eq!(ran.workspace_node(), Some("n"));
     }
 }

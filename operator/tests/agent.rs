@@ -205,6 +205,54 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     let (running, ..) = env.container_facts(info.id.as_deref().unwrap()).await;
     assert!(!running, "the container is stopped");
 
+    // Resume: the same workspace and slug, a new container, GPUs bound again.
+    let asked = Instant::now();
+    env.set_state("web", "Running").await;
+    let s = env
+        .wait_for("web", "Running and Ready again", DEADLINE, |s| {
+            is_running_and_ready(s) && s.status.as_ref().unwrap().container_id != info.id
+        })
+        .await;
+    println!("resume → Ready in {:?}", asked.elapsed());
+    let again = s.status.clone().unwrap();
+    assert_eq!(again.slug, st.slug, "the slug (and so the URL) stays");
+    assert_eq!(again.node_name.as_deref(), Some(env.node.as_str()));
+    assert_eq!(again.gpus.len(), 2, "GPUs bound again");
+    assert_eq!(
+        again.workspace.as_ref().unwrap().dataset.as_deref(),
+        Some(dataset.as_str())
+    );
+    let new = env.only_container_of(&s).await;
+    assert_ne!(new.id, info.id, "a new container, the old one removed");
+    let upstream = Env::upstream(&s);
+    let back = env
+        .harness
+        .http_get(upstream, "/workspace/notes.txt")
+        .await
+        .unwrap();
+    assert_eq!(back.text(), "hello from the session", "the file is there");
+    let vars: HashMap<String, String> = env
+        .harness
+        .http_get(upstream, "/env")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let uuids: Vec<String> = again.gpus.iter().map(|g| g.uuid.clone()).collect();
+    assert_eq!(vars["NVIDIA_VISIBLE_DEVICES"], uuids.join(","));
+    // Stopped again: a second snapshot, the first kept.
+    env.set_state("web", "Stopped").await;
+    let s = env
+        .wait_phase("web", SessionPhase::Stopped, EVENT_DRIVEN)
+        .await;
+    let snaps = s.status.clone().unwrap().workspace.unwrap().snapshots;
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0], snap);
+    let on_zfs = env.snapshots(&dataset).await;
+    for name in &snaps {
+        assert!(on_zfs.contains(&format!("{dataset}@{name}")), "{on_zfs:?}");
+    }
+
     // Delete: container gone, finalizer removed, dataset kept (default policy).
     env.delete_and_wait_gone("web", EVENT_DRIVEN).await;
     assert!(env.containers_of(&s).await.is_empty());

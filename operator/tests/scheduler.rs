@@ -450,3 +450,122 @@ async fn a_stopping_scheduler_hands_the_lease_over() {
     let _ = b.await;
     e.shutdown().await;
 }
+
+/// Writes what a node agent writes when a session stops: `Stopped`, GPUs
+/// freed, the workspace named, the generation the stop began at.
+async fn agent_stopped(api: &Api<Session>, name: &str) -> Session {
+    use kube::api::{Patch, PatchParams};
+    let s = api.get(name).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "phase": "Stopped",
+        "gpus": null,
+        "reason": "StopRequested",
+        "workspace": {"dataset": format!("pool/ws/u/{}", s.uid().unwrap())},
+        "stoppedGeneration": s.metadata.generation,
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap()
+}
+
+/// Asks a stopped session to run again, as the api's start does.
+async fn resume(api: &Api<Session>, name: &str) -> Session {
+    merge(
+        api,
+        name,
+        serde_json::json!({"spec": {"state": "Running", "resumeRequestedAt": Timestamp::now().to_string()}}),
+    )
+    .await
+}
+
+/// A stopped session asked to run again is bound again, only on the node
+/// holding its workspace, with the same slug; while that node is full or
+/// cordoned it stays Stopped with a condition naming the node, and resumes
+/// by itself once it can. A stopped session not asked to resume stays put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_is_bound_again_on_its_workspaces_node() {
+    let e = env().await;
+    let now = Timestamp::now();
+    publish_ready_node(&e.client, "node-a", 1, now).await;
+    publish_ready_node(&e.client, "node-b", 1, now).await;
+    let mut c = cfg(Limits {
+        max_sessions_per_user: 100,
+        max_gpus_per_user: 100,
+        allow_cpu_only: false,
+    });
+    let mut seen = observed(&mut c);
+    let sched = spawn_scheduler(&e.client, c);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
+    let nodes: Api<GpuNode> = Api::all(e.client.clone());
+
+    let first = create_and_decide(&api, "r1").await;
+    let first_st = first.status.clone().unwrap();
+    assert_eq!(first_st.node_name.as_deref(), Some("node-a"));
+    let slug = first_st.slug.clone().unwrap();
+    agent_stopped(&api, "r1").await;
+    // Its GPU goes to the next session; r1 (state Running, not asked again) stays Stopped.
+    let other = create_and_decide(&api, "r2").await;
+    assert_eq!(
+        other.status.unwrap().gpus[0].uuid,
+        "GPU-node-a-0",
+        "the stopped session's GPU was free"
+    );
+    assert_eq!(
+        api.get("r1").await.unwrap().phase(),
+        medforge_crds::SessionPhase::Stopped
+    );
+
+    // Resume while node-a is full: refused with the node named, still Stopped,
+    // although node-b has a free GPU.
+    let asked = resume(&api, "r1").await;
+    let refused = poll(&api, "r1", |s| {
+        scheduled_opt(s).is_some_and(|c| {
+            c.status == "False" && c.observed_generation == asked.metadata.generation
+        })
+    })
+    .await;
+    assert_eq!(scheduled_reason(&refused), "NoGpuAvailable");
+    assert!(scheduled(&refused).message.contains("node node-a"));
+    assert_eq!(refused.phase(), medforge_crds::SessionPhase::Stopped);
+
+    // node-a frees up: r1 resumes on its own, on node-a, with its slug.
+    api.delete("r2", &DeleteParams::default()).await.unwrap();
+    let bound = poll(&api, "r1", |s| {
+        s.phase() == medforge_crds::SessionPhase::Scheduled
+    })
+    .await;
+    let st = bound.status.clone().unwrap();
+    assert_eq!(
+        (st.node_name.as_deref(), st.gpus[0].uuid.as_str()),
+        (Some("node-a"), "GPU-node-a-0")
+    );
+    assert_eq!(st.slug.as_deref(), Some(slug.as_str()));
+    assert_eq!(scheduled(&bound).status, "True");
+
+    // Stopped again, its node cordoned: WorkspaceNodeUnavailable, not node-b.
+    agent_stopped(&api, "r1").await;
+    change_node(
+        &nodes,
+        &mut seen,
+        "node-a",
+        serde_json::json!({"spec": {"unschedulable": true}}),
+    )
+    .await;
+    let asked = resume(&api, "r1").await;
+    let refused = poll(&api, "r1", |s| {
+        scheduled_opt(s).is_some_and(|c| {
+            c.status == "False" && c.observed_generation == asked.metadata.generation
+        })
+    })
+    .await;
+    assert_eq!(scheduled_reason(&refused), "WorkspaceNodeUnavailable");
+    assert!(
+        scheduled(&refused).message.contains("is cordoned"),
+        "{:?}",
+        scheduled(&refused)
+    );
+    assert_eq!(refused.phase(), medforge_crds::SessionPhase::Stopped);
+    assert_eq!(refused.status.unwrap().gpus, vec![]);
+    sched.abort();
+    e.shutdown().await;
+}

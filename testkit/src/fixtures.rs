@@ -33,6 +33,7 @@ pub fn session_spec() -> SessionSpecBuilder {
             workspace: None,
             idle_timeout: None,
             max_lifetime: None,
+            resume_requested_at: None,
         },
     }
 }

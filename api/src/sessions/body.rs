@@ -138,6 +138,7 @@ impl CreateSession {
             }),
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
+            resume_requested_at: None,
         })
     }
 }

@@ -438,8 +438,15 @@ fn status_for(
             Some(updated)
         }
         Decision::Refuse { reason, message } => {
-            let mut changed = status.phase != Some(SessionPhase::Pending);
-            status.phase = Some(SessionPhase::Pending);
+            // A session asked to resume stays Stopped (or Failed) until it
+            // can be bound; the condition says why it is not yet.
+            let phase = if s.phase().is_terminal() {
+                s.phase()
+            } else {
+                SessionPhase::Pending
+            };
+            let mut changed = status.phase != Some(phase);
+            status.phase = Some(phase);
             changed |= set_condition(
                 &mut status.conditions,
                 SessionCondition::Scheduled,

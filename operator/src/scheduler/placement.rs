@@ -96,6 +96,8 @@ pub struct Request {
     pub gpus: u32,
     /// The owner's own session limit, when the api set one.
     pub max_sessions_override: Option<u32>,
+    /// The only node it may go to: a resumed session's workspace lives there.
+    pub node: Option<String>,
 }
 
 impl Request {
@@ -112,6 +114,7 @@ impl Request {
                 .as_ref()
                 .and_then(|a| a.get(MAX_SESSIONS_ANNOTATION))
                 .and_then(|v| v.parse().ok()),
+            node: s.workspace_node().map(str::to_string),
         }
     }
 }
@@ -132,6 +135,8 @@ pub enum RefuseReason {
     UserLimitReached,
     /// The session asks for no GPU and this installation does not allow that.
     CpuOnlyNotAllowed,
+    /// The node holding a resumed session's workspace is gone, not Ready or cordoned.
+    WorkspaceNodeUnavailable,
 }
 
 impl RefuseReason {
@@ -141,6 +146,7 @@ impl RefuseReason {
             RefuseReason::NoGpuAvailable => SessionReason::NoGpuAvailable,
             RefuseReason::UserLimitReached => SessionReason::UserLimitReached,
             RefuseReason::CpuOnlyNotAllowed => SessionReason::CpuOnlyNotAllowed,
+            RefuseReason::WorkspaceNodeUnavailable => SessionReason::WorkspaceNodeUnavailable,
         }
     }
 
@@ -341,9 +347,28 @@ impl ClusterView {
             };
         }
 
+        if let Some(name) = req.node.as_deref() {
+            let why = match self.nodes.get(name) {
+                None => Some("is gone"),
+                Some(n) if !n.ready => Some("is not Ready"),
+                Some(n) if n.unschedulable => Some("is cordoned"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Decision::Refuse {
+                    reason: RefuseReason::WorkspaceNodeUnavailable,
+                    message: format!(
+                        "the session's workspace lives on node {name}, which {why}; it can run only there"
+                    ),
+                };
+            }
+        }
         let mut best: Option<(&NodeView, usize)> = None;
         for node in self.nodes.values() {
             if !node.ready || node.unschedulable {
+                continue;
+            }
+            if req.node.as_deref().is_some_and(|only| only != node.name) {
                 continue;
             }
             let free = self.free_gpus(node).count();
@@ -373,7 +398,15 @@ impl ClusterView {
             },
             None => Decision::Refuse {
                 reason: RefuseReason::NoGpuAvailable,
-                message: self.why_no_fit(req.gpus),
+                message: match req.node.as_deref().and_then(|n| self.nodes.get(n)) {
+                    Some(node) => format!(
+                        "asked for {} GPU(s) on node {}, which holds the session's workspace; it has {} free healthy GPU(s)",
+                        req.gpus,
+                        node.name,
+                        self.free_gpus(node).count()
+                    ),
+                    None => self.why_no_fit(req.gpus),
+                },
             },
         }
     }

@@ -8,7 +8,7 @@ use medforge_crds::conditions;
 use medforge_crds::quantity::parse_duration;
 use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, SessionReason};
 
-use super::model::{Policy, Step, StopCause, World, planned_snapshot};
+use super::model::{Policy, Step, StopCause, World, planned_snapshot, ran_before};
 use crate::agent::runtime::{ContainerObs, ContainerState};
 
 fn is_live(c: &ContainerObs) -> bool {
@@ -121,11 +121,35 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
             }
         }
         SessionPhase::Scheduled => {
-            if wants_run {
-                Step::Begin
-            } else {
-                stop_requested()
+            if !wants_run {
+                return stop_requested();
             }
+            // Nothing of this run is made before `Begin`: a container of the
+            // session here is from an earlier run (it is being resumed).
+            if let Some(c) = container
+                && c.session_uid() == s.metadata.uid.as_deref()
+            {
+                return if is_live(c) {
+                    Step::StopStray
+                } else {
+                    Step::RemoveContainer
+                };
+            }
+            if ran_before(s) && w.dataset_observed && w.dataset.is_none() {
+                let dataset = s
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.workspace.as_ref()?.dataset.clone())
+                    .unwrap_or_default();
+                return Step::Fail {
+                    reason: SessionReason::WorkspaceMissing,
+                    message: format!(
+                        "the session's workspace {dataset} is gone from this node; it cannot resume \
+                         (restore one of its snapshots into a new session instead)"
+                    ),
+                };
+            }
+            Step::Begin
         }
         SessionPhase::Starting => {
             if !wants_run {

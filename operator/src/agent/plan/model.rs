@@ -101,6 +101,9 @@ pub enum Step {
     },
     /// Stop a container that runs although its session is over.
     StopStray,
+    /// Remove the stopped container of an earlier run, before a resumed
+    /// session starts a new one under the same name.
+    RemoveContainer,
 }
 
 impl StepKind {
@@ -136,6 +139,14 @@ impl Step {
             step => Some(step.into()),
         }
     }
+}
+
+/// Whether the session ran before (it is being resumed): its workspace
+/// was made and held the owner's work, so it must still be there.
+pub fn ran_before(s: &Session) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.started_at.is_some() && st.workspace.as_ref().is_some_and(|w| w.dataset.is_some())
+    })
 }
 
 /// Whether this pass must look at the dataset.
@@ -191,7 +202,8 @@ impl Touched {
             StepKind::CreateContainer
             | StepKind::StartContainer
             | StepKind::StopContainer
-            | StepKind::StopStray => (true, false),
+            | StepKind::StopStray
+            | StepKind::RemoveContainer => (true, false),
             StepKind::Fail => (true, true),
         };
         Touched { container, dataset }

@@ -174,6 +174,7 @@ pub fn status_gpu_in_use(s: &Session, message: &str, now: Timestamp) -> Option<S
 pub fn status_stopping(s: &Session, cause: &StopCause, now: Timestamp) -> SessionStatus {
     let mut d = Draft::of(s, now);
     d.phase(SessionPhase::Stopping, Some((cause.reason, &cause.message)));
+    d.st.stopped_generation = d.generation;
     d.st.upstream = None;
     if let Some(ws) = d.st.workspace.as_mut()
         && ws.dataset.is_some()
@@ -238,11 +239,12 @@ pub fn status_failed(
 ) -> SessionStatus {
     let mut d = Draft::of(s, now);
     d.phase(SessionPhase::Failed, Some((why, message)));
+    d.st.stopped_generation = d.generation;
     d.ended();
     let failed_condition = match why {
-        SessionReason::WorkspaceFailed | SessionReason::SnapshotNotFound => {
-            SessionCondition::WorkspaceReady
-        }
+        SessionReason::WorkspaceFailed
+        | SessionReason::SnapshotNotFound
+        | SessionReason::WorkspaceMissing => SessionCondition::WorkspaceReady,
         _ => SessionCondition::ContainerReady,
     };
     d.set(failed_condition, Some(false), why, message);

@@ -288,8 +288,83 @@ fn a_stop_records_its_snapshot_first_and_finishes_with_it() {
     assert!(done.workspace.unwrap().snapshots.is_empty());
 }
 
+/// A session that ran, stopped (at generation 1) and was bound again by the
+/// scheduler: phase `Scheduled`, its old container and dataset still there.
+fn resumed() -> (Session, World) {
+    let (ran, w, _) = running(10);
+    let cause = StopCause::new(SessionReason::StopRequested, "stop");
+    let mut s = ran.clone();
+    s.status.as_mut().unwrap().workspace = Some(medforge_crds::WorkspaceStatus {
+        dataset: Some("pool/mf/alice/uid-s1".into()),
+        snapshots: vec![],
+    });
+    let stopping = status_stopping(&s, &cause, t(20));
+    assert_eq!(stopping.stopped_generation, Some(1));
+    s.status = Some(stopping);
+    let mut done = s.clone();
+    done.status = Some(status_finished(&s, &World::default(), t(21)));
+    assert_eq!(done.status.as_ref().unwrap().stopped_generation, Some(1));
+    let mut s = with_phase(done, SessionPhase::Scheduled);
+    s.metadata.generation = Some(2);
+    let mut old = w.container.unwrap();
+    old.state = ContainerState::Exited;
+    let w = World {
+        container: Some(old),
+        dataset: Some(ready_dataset()),
+        dataset_observed: true,
+        ..Default::default()
+    };
+    (s, w)
+}
+
 #[test]
-fn over_sessions_never_run_again() {
+fn a_resumed_session_replaces_its_old_container_and_keeps_its_workspace() {
+    let p = policy();
+    let (s, w) = resumed();
+    // The old run's container goes first (stopped first if it still runs).
+    assert_eq!(decide(&s, &w, &p, t(30)), Step::RemoveContainer);
+    let mut live = w.clone();
+    live.container.as_mut().unwrap().state = ContainerState::Running;
+    assert_eq!(decide(&s, &live, &p, t(30)), Step::StopStray);
+    // A container under the name that belongs to another session is not
+    // ours to remove: Begin, and the start reports the conflict.
+    let mut foreign = w.clone();
+    foreign.container.as_mut().unwrap().labels.insert(
+        crate::agent::runtime::labels::SESSION_UID.into(),
+        "other".into(),
+    );
+    assert_eq!(decide(&s, &foreign, &p, t(30)), Step::Begin);
+    // Then Begin, on the dataset that is there.
+    let clean = World {
+        container: None,
+        ..w.clone()
+    };
+    assert_eq!(decide(&s, &clean, &p, t(30)), Step::Begin);
+    // A dataset that is gone is never replaced by an empty one.
+    let gone = World {
+        container: None,
+        dataset: None,
+        dataset_observed: true,
+        ..Default::default()
+    };
+    match decide(&s, &gone, &p, t(30)) {
+        Step::Fail {
+            reason: SessionReason::WorkspaceMissing,
+            message,
+        } => assert!(message.contains("pool/mf/alice/uid-s1"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A first start (never ran) creates its dataset as usual.
+    let first = fixtures::bound_session("s1", 0);
+    assert_eq!(decide(&first, &gone, &p, t(30)), Step::Begin);
+    // The failure records the generation it happened at.
+    let failed = status_failed(&s, SessionReason::WorkspaceMissing, "gone", t(31));
+    assert_eq!(failed.stopped_generation, Some(2));
+    assert_eq!(failed.phase, Some(SessionPhase::Failed));
+}
+
+#[test]
+fn over_sessions_keep_nothing_running() {
     let p = policy();
     let s = with_phase(fixtures::bound_session("s1", 0), SessionPhase::Stopped);
     let c = running_container(&s, t(1));

@@ -38,7 +38,10 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             );
             return self.fail(SessionReason::ImageNotPresent, &msg).await;
         }
+        // A resumed session has its dataset already: the snapshot it was
+        // first cloned from may be long gone.
         if let Some(src) = spec::restore_from(s)
+            && self.w.dataset.is_none()
             && !ctx.workspaces.snapshot_exists(src).await?
         {
             let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");

@@ -45,6 +45,7 @@ pub(super) async fn apply<C: Containers, W: Workspaces, K: Cluster>(
         Step::AwaitPort { addr } => p.await_port(addr).await,
         Step::BeginStop(cause) => p.begin_stop(&cause).await,
         Step::StopContainer | Step::StopStray => stop::stop_container(ctx, w).await,
+        Step::RemoveContainer => stop::remove_container(ctx, w).await,
         Step::Snapshot { name } => stop::snapshot(ctx, &dataset, &name).await,
         Step::Finish => p.finish().await,
         Step::Fail { reason, message } => p.fail(reason, &message).await,

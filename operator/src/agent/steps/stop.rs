@@ -21,6 +21,16 @@ pub(super) async fn stop_container<C: Containers, W: Workspaces, K: Cluster>(
     Ok(Next::AGAIN)
 }
 
+/// `RemoveContainer`: the stopped container of an earlier run (gone already is fine).
+pub(super) async fn remove_container<C: Containers, W: Workspaces, K: Cluster>(
+    ctx: &Context<C, W, K>,
+    w: &World,
+) -> Result<Next, Error> {
+    let c = w.container.as_ref().expect("decided on a container");
+    ctx.containers.remove(&c.id).await?;
+    Ok(Next::AGAIN)
+}
+
 /// `Snapshot`: `dataset@name` (a dataset that is gone has nothing to keep).
 pub(super) async fn snapshot<C: Containers, W: Workspaces, K: Cluster>(
     ctx: &Context<C, W, K>,

@@ -93,6 +93,7 @@ pub fn spec(pack: &str, gpus: u32) -> SessionSpec {
         workspace: None,
         idle_timeout: None,
         max_lifetime: None,
+        resume_requested_at: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn req(uid: &str, owner: &str, gpus: u32) -> Request {
         owner: owner.into(),
         gpus,
         max_sessions_override: None,
+        node: None,
     }
 }
 
@@ -56,6 +57,73 @@ fn no_gpus_on(node: &str) -> Decision {
         node: node.into(),
         gpus: vec![],
     }
+}
+
+#[test]
+fn a_resumed_session_goes_only_to_the_node_of_its_workspace() {
+    let mut v = view_of(&[("a", 1), ("b", 4)]);
+    let mut r = req("s1", "u", 1);
+    r.node = Some("a".into());
+    // "b" has more room, but the workspace is on "a".
+    assert_eq!(
+        v.decide(&r, MANY, Policy::Spread),
+        Decision::Bind {
+            node: "a".into(),
+            gpus: vec![ChosenGpu {
+                index: 0,
+                uuid: "GPU-a-0".into()
+            }]
+        }
+    );
+    // Its node full: no GPU, even though "b" has four.
+    bind(&mut v, &req("other", "v", 1), MANY);
+    assert_eq!(v.holder_of("GPU-a-0"), Some("other"));
+    match v.decide(&r, MANY, Policy::Pack) {
+        Decision::Refuse {
+            reason: RefuseReason::NoGpuAvailable,
+            message,
+        } => assert!(message.contains("node a"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // Its node cordoned, not Ready, or gone: the node is named as the reason.
+    for (change, words) in [
+        ("cordon", "is cordoned"),
+        ("unready", "is not Ready"),
+        ("remove", "is gone"),
+    ] {
+        let mut v = view_of(&[("a", 1), ("b", 4)]);
+        match change {
+            "cordon" => v.upsert_node(NodeView {
+                unschedulable: true,
+                ..node("a", 1)
+            }),
+            "unready" => v.upsert_node(NodeView {
+                ready: false,
+                ..node("a", 1)
+            }),
+            _ => v.remove_node("a"),
+        }
+        match v.decide(&r, MANY, Policy::Pack) {
+            Decision::Refuse {
+                reason: RefuseReason::WorkspaceNodeUnavailable,
+                message,
+            } => assert!(
+                message.contains(words) && message.contains("node a"),
+                "{message}"
+            ),
+            other => panic!("{change}: {other:?}"),
+        }
+    }
+    // The owner's limits hold for a resume as for a create.
+    let mut v = view_of(&[("a", 2)]);
+    bind(&mut v, &req("running", "u", 1), Limits::default());
+    assert!(matches!(
+        v.decide(&r, Limits::default(), Policy::Pack),
+        Decision::Refuse {
+            reason: RefuseReason::UserLimitReached,
+            ..
+        }
+    ));
 }
 
 #[test]
