@@ -784,6 +784,72 @@ async fn evidence_run_on_one_host() {
     let events = described.split("Events:").nth(1).unwrap_or_default();
     writeln!(report, "- describe session A, Events:\n```{events}```").unwrap();
 
+    // Start A again: the same URL serves the same workspace from a new
+    // container, with a GPU bound again; Bob still gets 403 there.
+    writeln!(report, "\n## Resume\n").unwrap();
+    let old_container = harness
+        .docker()
+        .inspect_container(&format!("mf-session-{slug_a}"), None)
+        .await
+        .unwrap()
+        .id;
+    let resumed_at = Instant::now();
+    let r = c.on_session(Method::POST, &id_a, "/start", &alice).await;
+    assert_eq!(r.status, 202, "start: {}", r.text());
+    let back = eventually(
+        "session A's host to serve its file again",
+        Duration::from_secs(60),
+        async || {
+            let r = c
+                .session(&slug_a, "/workspace/evidence.txt", Some(&alice), &[])
+                .await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    writeln!(
+        report,
+        "- start → the file served at the same URL after {} ms: `{}`",
+        resumed_at.elapsed().as_millis(),
+        back.text()
+    )
+    .unwrap();
+    assert!(back.text().contains("written through the proxy"));
+    let new_container = harness
+        .docker()
+        .inspect_container(&format!("mf-session-{slug_a}"), None)
+        .await
+        .unwrap()
+        .id;
+    assert_ne!(old_container, new_container, "a new container");
+    let a_again = c.on_session(Method::GET, &id_a, "", &alice).await;
+    let a_again: Value = a_again.json::<Value>().unwrap()["data"].clone();
+    assert_eq!(
+        a_again["gpus"].as_array().map(Vec::len),
+        Some(1),
+        "{a_again}"
+    );
+    assert_eq!(a_again["url"], a["url"], "the same URL");
+    let r = c.session(&slug_a, "/", Some(&bob), &[]).await;
+    assert_eq!(r.status, 403, "another user on the resumed session");
+    writeln!(
+        report,
+        "- new container, GPU `{}` bound again, other user: `{}`",
+        a_again["gpus"][0]["uuid"], r.status
+    )
+    .unwrap();
+    let r = c.on_session(Method::POST, &id_a, "/stop", &alice).await;
+    assert_eq!(r.status, 202, "stop again: {}", r.text());
+    eventually(
+        "session A stopped again",
+        Duration::from_secs(30),
+        async || {
+            let r = c.on_session(Method::GET, &id_a, "", &alice).await;
+            (r.json::<Value>().ok()?["data"]["phase"] == "stopped").then_some(())
+        },
+    )
+    .await;
+
     // Restart medforge up with B running: B stays reachable except while the
     // api itself is down, and its container is not restarted.
     writeln!(

@@ -53,6 +53,10 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>>;
     /// Sets `spec.state`.
     async fn set_state(&self, name: &str, state: DesiredState) -> BackendResult<Session>;
+    /// Asks a Stopped or Failed session to run again: `spec.state: Running`
+    /// and `spec.resumeRequestedAt` now, so the spec changes (and its
+    /// generation rises) even when `state` already says `Running`.
+    async fn request_start(&self, name: &str) -> BackendResult<Session>;
     /// Sets one annotation of a Session (a merge patch of `metadata.annotations`).
     async fn annotate(&self, name: &str, key: &str, value: &str) -> BackendResult<()>;
     /// Deletes a Session; `false` when it did not exist.

@@ -127,6 +127,19 @@ impl SessionBackend for KubeBackend {
         .await
     }
 
+    async fn request_start(&self, name: &str) -> BackendResult<Session> {
+        merge_patch(
+            &self.sessions,
+            "session",
+            name,
+            json!({ "spec": {
+                "state": DesiredState::Running,
+                "resumeRequestedAt": resume_stamp(),
+            } }),
+        )
+        .await
+    }
+
     async fn annotate(&self, name: &str, key: &str, value: &str) -> BackendResult<()> {
         let patch = json!({ "metadata": { "annotations": { key: value } } });
         merge_patch(&self.sessions, "session", name, patch)
@@ -234,4 +247,13 @@ impl SessionBackend for KubeBackend {
             .map(|_| ())
             .map_err(|e| map_err("sessions", e))
     }
+}
+
+/// Now, to the millisecond: two requests a second apart still change the
+/// spec (and so its generation).
+pub(crate) fn resume_stamp() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
 }

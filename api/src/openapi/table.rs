@@ -242,6 +242,25 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .ok(204, Success::Empty)
             .error(503, &["control_plane_unavailable"]),
         );
+        let mut start_op = op(
+            "post",
+            format!("{base}/{{id}}/start"),
+            format!("start{title}Session"),
+            "Start a Stopped or Failed session again on its own workspace, same URL (idempotent; waits for the scheduler)",
+            "sessions",
+            User,
+        )
+        .param(path_param::<SessionId>())
+        .ok(202, Success::Envelope(session_reply.clone()))
+        .error(
+            409,
+            &["session_deleted", "conflict", crate::sessions::OTHER_REFUSAL],
+        )
+        .error(503, &["scheduler_timeout", "control_plane_unavailable"]);
+        for (_, code, _) in crate::sessions::SCHEDULER_REFUSALS {
+            start_op = start_op.error(409, &[code]);
+        }
+        ops.push(session_links(start_op, SESSION_ID_OF_REPLY));
         ops.push(session_links(
             op(
                 "post",

@@ -51,6 +51,11 @@ pub const SCHEDULER_REFUSALS: &[(SessionReason, &str, &str)] = &[
         "You have reached your limit of active sessions; stop one first.",
     ),
     (
+        SessionReason::WorkspaceNodeUnavailable,
+        "workspace_node_unavailable",
+        "The node holding this session's workspace cannot take it now (gone, not ready or cordoned); try later or ask an admin.",
+    ),
+    (
         SessionReason::CpuOnlyNotAllowed,
         "cpu_only_not_allowed",
         "Sessions without GPUs are not allowed here; ask for at least one GPU.",

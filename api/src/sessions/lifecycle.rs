@@ -1,4 +1,4 @@
-//! One session's routes: read, stop, and delete (admins).
+//! One session's routes: read, stop, start again, and delete (admins).
 
 use std::sync::Arc;
 
@@ -6,8 +6,10 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use medforge_crds::{DesiredState, Exposure};
+use medforge_crds::{DesiredState, Exposure, SessionCondition, conditions};
+use tokio::time::Instant;
 
+use super::create::refusal;
 use super::view::{SessionReply, SessionView, view, view_indexed};
 use crate::auth::{Admin, Auth};
 use crate::error::ApiError;
@@ -76,6 +78,115 @@ pub(super) async fn stop(
         message: message.into(),
         session: view(&state, &session, entry.last_activity()),
     }))
+}
+
+/// What the scheduler made of a request to start again.
+enum Resumed {
+    Bound(Arc<IndexedSession>),
+    Refused { reason: String, message: String },
+    Vanished,
+}
+
+/// `POST …/sessions/{id}/start`: runs a Stopped or Failed session again on
+/// its own workspace, with the same URL. Waits (bounded) for the
+/// scheduler, as a create does: bound → 202; refused → the request is
+/// withdrawn (the session stays stopped, `state: Stopped`) and 409 says
+/// why. A session that runs, or is about to, answers 202 as it is.
+pub(super) async fn start(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    id: Param<SessionId>,
+) -> Result<Reply<SessionReply>, ApiError> {
+    let id = id.value;
+    let entry = visible(&state, &principal, Some(exposure), &id)?;
+    let reply = |message: &str, entry: &IndexedSession| {
+        Reply::accepted(SessionReply {
+            message: message.into(),
+            session: view_indexed(&state, entry),
+        })
+    };
+    if !entry.phase().is_terminal() {
+        if entry.session.spec.state == DesiredState::Running {
+            return Ok(reply("Session is already running or starting.", &entry));
+        }
+        // Still stopping: it starts again once the stop is done.
+        let written = state
+            .backend()
+            .set_state(&id, DesiredState::Running)
+            .await?;
+        state.index().apply_written(written);
+        tracing::info!(session = %id, user_id = %principal.user.id, "start requested while stopping");
+        let entry = state.index().get(&id).unwrap_or(entry);
+        return Ok(reply(
+            "Session is stopping; it starts again once the stop is done.",
+            &entry,
+        ));
+    }
+    let asked = if entry.session.wants_resume() {
+        entry.session.metadata.generation // asked already: wait for that
+    } else {
+        let written = state.backend().request_start(&id).await?;
+        let generation = written.metadata.generation;
+        state.index().apply_written(written);
+        generation
+    };
+    tracing::info!(session = %id, user_id = %principal.user.id, "start requested; waiting for the scheduler");
+    let deadline = Instant::now() + state.config().sessions.schedule_timeout;
+    let decided = state
+        .index()
+        .wait_for(&id, deadline, |entry| {
+            let Some(entry) = entry else {
+                return Some(Resumed::Vanished);
+            };
+            if !entry.phase().is_terminal() {
+                return Some(Resumed::Bound(entry.clone()));
+            }
+            let refused = entry
+                .session
+                .condition(SessionCondition::Scheduled)
+                .filter(|c| c.status == conditions::status_str(Some(false)))
+                .filter(|c| c.observed_generation >= asked)?;
+            Some(Resumed::Refused {
+                reason: refused.reason.clone(),
+                message: refused.message.clone(),
+            })
+        })
+        .await;
+    match decided {
+        Some(Resumed::Bound(entry)) => Ok(reply("Session starting.", &entry)),
+        Some(Resumed::Refused { reason, message }) => {
+            withdraw(&state, &id).await;
+            tracing::info!(session = %id, reason = %reason, "scheduler refused the start");
+            Err(refusal(&reason, &message))
+        }
+        Some(Resumed::Vanished) => Err(ApiError::conflict(
+            "session_deleted",
+            "The session was deleted before the scheduler decided.",
+        )),
+        None => {
+            withdraw(&state, &id).await;
+            Err(ApiError::Unavailable {
+                code: "scheduler_timeout",
+                detail: format!(
+                    "The scheduler did not decide within {} s; the session stays stopped. Retry shortly.",
+                    state.config().sessions.schedule_timeout.as_secs_f64()
+                ),
+                retry_after_secs: Some(5),
+            })
+        }
+    }
+}
+
+/// A start that could not be carried out is taken back (`state: Stopped`),
+/// so the session does not start later by surprise.
+async fn withdraw(state: &AppState, id: &str) {
+    match state.backend().set_state(id, DesiredState::Stopped).await {
+        Ok(written) => state.index().apply_written(written),
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "could not withdraw a refused start")
+        }
+    }
 }
 
 pub(super) async fn delete_one(

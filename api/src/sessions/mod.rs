@@ -1,5 +1,5 @@
 //! Sessions: `POST/GET /api/v2/{external,internal}/sessions`, `GET …/{id}`,
-//! `POST …/{id}/stop`, `DELETE …/{id}` (admins).
+//! `POST …/{id}/stop`, `POST …/{id}/start`, `DELETE …/{id}` (admins).
 //!
 //! Create writes a `Session` resource and waits, bounded, for the scheduler's
 //! decision as the watch reports it: bound → 201; refused (`Scheduled=False`) →
@@ -35,5 +35,6 @@ pub fn router(exposure: Exposure) -> Router<AppState> {
             get(lifecycle::get_one).delete(lifecycle::delete_one),
         )
         .route("/sessions/{id}/stop", post(lifecycle::stop))
+        .route("/sessions/{id}/start", post(lifecycle::start))
         .layer(Extension(exposure))
 }

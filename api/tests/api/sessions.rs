@@ -588,6 +588,114 @@ async fn stop_is_idempotent(env: TestEnv) {
     assert!(again["session"]["stopped_at"].as_str().is_some());
 }
 
+async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    f.hides_from_others(Method::POST, "/start").await;
+    let path = format!("/api/v2/external/sessions/{id}/start");
+    t.wait_phase(id, "running").await;
+    let view = |v: &serde_json::Value| v["session"].clone();
+    let running = t.post_as(&f.owner, &path).await.data(202);
+    assert_eq!(
+        running["message"],
+        "Session is already running or starting."
+    );
+    let generation = t.backend.session(id).unwrap().metadata.generation;
+    assert_eq!(
+        t.backend.session(id).unwrap().metadata.generation,
+        generation,
+        "nothing written for a running session"
+    );
+
+    t.post_as(&f.owner, &format!("/api/v2/external/sessions/{id}/stop"))
+        .await
+        .data(202);
+    t.wait_phase(id, "stopped").await;
+    let before = t
+        .get_as(&f.owner, &format!("/api/v2/external/sessions/{id}"))
+        .await
+        .data(200);
+    let started = t.post_as(&f.owner, &path).await.data(202);
+    assert_eq!(started["message"], "Session starting.");
+    assert_eq!(view(&started)["state"], "running");
+    assert_ne!(view(&started)["phase"], "stopped");
+    let stored = t.backend.session(id).unwrap();
+    assert_eq!(stored.spec.state, DesiredState::Running);
+    assert!(stored.spec.resume_requested_at.is_some());
+    assert_eq!(
+        stored.status.as_ref().unwrap().gpus.len(),
+        1,
+        "GPUs bound again"
+    );
+    t.wait_phase(id, "running").await;
+    let after = t
+        .get_as(&f.owner, &format!("/api/v2/external/sessions/{id}"))
+        .await
+        .data(200);
+    assert_eq!(after["url"], before["url"], "the same URL");
+    assert!(after["url"].as_str().is_some());
+
+    // A session stopped on its own keeps `state: running`; start still works.
+    let generation = t.backend.session(id).unwrap().metadata.generation;
+    t.backend.update_status(id, |st| {
+        st.phase = Some(SessionPhase::Stopped);
+        st.stopped_generation = generation;
+        st.gpus.clear();
+        st.upstream = None;
+    });
+    t.wait_phase(id, "stopped").await;
+    let again = t.post_as(&f.admin, &path).await.data(202);
+    assert_eq!(
+        again["message"], "Session starting.",
+        "admins may start it too"
+    );
+    t.wait_phase(id, "running").await;
+}
+
+async fn two_starts_racing_for_the_last_gpus_one_wins(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let carol = t.user("carol@example.org").await;
+    let mut ids = Vec::new();
+    for who in [&ada, &bob] {
+        let s = t.create_session(who, json!({"gpus": 2})).await.data(201);
+        let id = s["session"]["id"].as_str().unwrap().to_owned();
+        t.post_as(who, &format!("/api/v2/external/sessions/{id}/stop"))
+            .await
+            .data(202);
+        t.wait_phase(&id, "stopped").await;
+        ids.push(id);
+    }
+    // Carol takes two of the node's four GPUs: two are left for two resumes of two.
+    t.create_session(&carol, json!({"gpus": 2})).await.data(201);
+    let (path_a, path_b) = (
+        format!("/api/v2/external/sessions/{}/start", ids[0]),
+        format!("/api/v2/external/sessions/{}/start", ids[1]),
+    );
+    let (a, b) = tokio::join!(t.post_as(&ada, &path_a), t.post_as(&bob, &path_b));
+    let (winner, loser) = match (a.status.as_u16(), b.status.as_u16()) {
+        (202, 409) => ((a, &ids[0]), (b, &ids[1])),
+        (409, 202) => ((b, &ids[1]), (a, &ids[0])),
+        other => panic!(
+            "expected one 202 and one 409, got {other:?}: {} / {}",
+            a.text(),
+            b.text()
+        ),
+    };
+    winner.0.data(202);
+    loser.0.problem_mentioning(409, "no_gpu_available", "GPU");
+    let lost = t.backend.session(loser.1).unwrap();
+    assert_eq!(
+        lost.spec.state,
+        DesiredState::Stopped,
+        "the refused start is withdrawn"
+    );
+    assert_eq!(lost.phase(), SessionPhase::Stopped);
+    assert!(lost.status.unwrap().gpus.is_empty());
+    t.wait_phase(winner.1, "running").await;
+}
+
 async fn delete_is_for_admins(env: TestEnv) {
     let f = env.one_session().await;
     let (t, id) = (&f.t, f.id.as_str());
@@ -697,5 +805,7 @@ crate::scenarios!(
     list_shows_own_sessions_paginated,
     get_shows_one_session_to_its_owner,
     stop_is_idempotent,
+    start_resumes_a_stopped_session_on_the_same_url,
+    two_starts_racing_for_the_last_gpus_one_wins,
     delete_is_for_admins,
 );

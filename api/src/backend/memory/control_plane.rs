@@ -122,6 +122,27 @@ impl SessionBackend for MemoryBackend {
         Ok(updated)
     }
 
+    async fn request_start(&self, name: &str) -> BackendResult<Session> {
+        let stamp: Time =
+            serde_json::from_value(serde_json::json!(crate::backend::kube::resume_stamp()))
+                .map_err(|e| BackendError::Api(e.to_string()))?;
+        let updated = self.edit_session(name, |session| {
+            session.spec.state = DesiredState::Running;
+            session.spec.resume_requested_at = Some(stamp);
+            session.metadata.generation = Some(session.metadata.generation.unwrap_or(1) + 1);
+            true
+        })?;
+        if self.inner.config.scheduler == SchedulerMode::Automatic {
+            let backend = self.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                backend.schedule(&name);
+            });
+        }
+        Ok(updated)
+    }
+
     async fn delete(&self, name: &str) -> BackendResult<bool> {
         self.check_reachable()?;
         let removed = {

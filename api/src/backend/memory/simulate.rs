@@ -32,17 +32,15 @@ impl MemoryBackend {
     fn refuse_locked(&self, st: &mut State, name: &str, reason: &str, message: &str) {
         let rv = st.bump();
         if let Some(session) = st.sessions.get_mut(name) {
+            let resuming = session.phase().is_terminal();
+            let generation = session.metadata.generation;
             let status = session.status.get_or_insert_with(SessionStatus::default);
-            status.phase = Some(SessionPhase::Pending);
+            if !resuming {
+                status.phase = Some(SessionPhase::Pending);
+            }
             status.reason = Some(reason.into());
             status.message = Some(message.into());
-            set_condition(
-                &mut status.conditions,
-                SessionCondition::Scheduled,
-                false,
-                reason,
-                message,
-            );
+            scheduled_condition(status, false, reason, message, generation);
             session.metadata.resource_version = Some(rv);
             let session = session.clone();
             self.emit(WatchEvent::Apply(session));
@@ -55,9 +53,7 @@ impl MemoryBackend {
         let Some(session) = st.sessions.get(name).cloned() else {
             return;
         };
-        if session.condition(SessionCondition::Scheduled).is_some()
-            || session.spec.state == DesiredState::Stopped
-        {
+        if !session.wants_binding() {
             return;
         }
         let limits = Limits {
@@ -100,12 +96,13 @@ impl MemoryBackend {
             .collect();
         status.reason = None;
         status.message = None;
-        set_condition(
-            &mut status.conditions,
-            SessionCondition::Scheduled,
+        let generation = stored.metadata.generation;
+        scheduled_condition(
+            status,
             true,
-            SessionReason::Bound,
+            SessionReason::Bound.as_str(),
             &format!("bound to {node_name}"),
+            generation,
         );
         stored.metadata.resource_version = Some(rv);
         let bound = stored.clone();
@@ -162,6 +159,8 @@ impl MemoryBackend {
                 .clone()
                 .map(|node| (node, session.metadata.uid.clone()));
             status.phase = Some(SessionPhase::Stopped);
+            status.stopped_generation = session.metadata.generation;
+            status.gpus.clear();
             status.upstream = None;
             status.stopped_at = Some(Time(jiff::Timestamp::now()));
             set_condition(
@@ -186,6 +185,26 @@ impl MemoryBackend {
                 .retain(|a| Some(a.session_uid.as_str()) != uid);
         }
     }
+}
+
+/// The `Scheduled` condition, at the generation it decided, as the real
+/// scheduler writes it.
+fn scheduled_condition(
+    status: &mut SessionStatus,
+    bound: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    conditions::set_condition(
+        &mut status.conditions,
+        SessionCondition::Scheduled,
+        Some(bound),
+        reason,
+        message,
+        generation,
+        Time(jiff::Timestamp::now()),
+    );
 }
 
 /// The stored state as the scheduler sees it. No heartbeats are simulated: a
