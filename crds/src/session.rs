@@ -370,6 +370,61 @@ impl Session {
                 .is_some_and(|g| stopped_at.is_none_or(|s| g > s))
     }
 
+    /// The idle timeout and maximum lifetime in effect, as written: those
+    /// the node agent recorded when the session started (`status.limits`),
+    /// else the spec's.
+    pub fn time_limits(&self) -> (Option<&str>, Option<&str>) {
+        match self.status.as_ref().and_then(|st| st.limits.as_ref()) {
+            Some(l) => (Some(&l.idle_timeout), Some(&l.max_lifetime)),
+            None => (
+                self.spec.idle_timeout.as_deref(),
+                self.spec.max_lifetime.as_deref(),
+            ),
+        }
+    }
+
+    /// When a started session must stop for idleness (`Idle`) or age
+    /// (`Expired`), whichever comes first; `None` without a start time or
+    /// such a limit. The last activity is `status.lastActivityAt` or
+    /// `activity`, whichever is later, and never before the start. The one
+    /// rule the node agent stops by and the api warns by.
+    pub fn expiry(
+        &self,
+        activity: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> Option<(k8s_openapi::jiff::Timestamp, crate::SessionReason)> {
+        use crate::SessionReason;
+        use crate::quantity::parse_duration;
+        let st = self.status.as_ref()?;
+        let started = st.started_at.as_ref()?.0;
+        let (idle_timeout, max_lifetime) = self.time_limits();
+        let mut out: Option<(k8s_openapi::jiff::Timestamp, SessionReason)> = None;
+        let mut consider = |at, why| {
+            if out.is_none_or(|(t, _)| at < t) {
+                out = Some((at, why));
+            }
+        };
+        if let Some(life) = max_lifetime.and_then(|d| parse_duration(d).ok())
+            && let Ok(at) = started.checked_add(life)
+        {
+            consider(at, SessionReason::Expired);
+        }
+        if let Some(idle) = idle_timeout.and_then(|d| parse_duration(d).ok()) {
+            let active = st
+                .last_activity_at
+                .as_ref()
+                .map(|t| t.0)
+                .into_iter()
+                .chain(activity)
+                .max()
+                .filter(|t| *t > started)
+                .unwrap_or(started);
+            if let Ok(at) = active.checked_add(idle) {
+                consider(at, SessionReason::Idle);
+            }
+        }
+        out
+    }
+
     /// The node holding the session's workspace, when it has one there:
     /// the node it was bound to, once its agent got as far as naming the
     /// dataset. A resumed session must run there.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use medforge_crds::conditions;
-use medforge_crds::quantity::parse_duration;
 use medforge_crds::{DesiredState, Session, SessionCondition, SessionPhase, SessionReason};
 
 use super::model::{Policy, Step, StopCause, World, planned_snapshot, ran_before};
@@ -41,47 +40,15 @@ pub fn exit_message(c: &ContainerObs) -> String {
     msg
 }
 
-/// The idle timeout and maximum lifetime in effect, as written: those the
-/// agent recorded when the session started (`status.limits`), else the spec's.
+/// The idle timeout and maximum lifetime in effect ([`Session::time_limits`]).
 pub fn time_limits(s: &Session) -> (Option<&str>, Option<&str>) {
-    match s.status.as_ref().and_then(|st| st.limits.as_ref()) {
-        Some(l) => (Some(&l.idle_timeout), Some(&l.max_lifetime)),
-        None => (
-            s.spec.idle_timeout.as_deref(),
-            s.spec.max_lifetime.as_deref(),
-        ),
-    }
+    s.time_limits()
 }
 
-/// When the session must stop for idleness or age, and why; `None` when it
-/// has no such limit.
+/// When the session must stop for idleness or age, and why
+/// ([`Session::expiry`], from the activity in its status).
 pub fn deadline(s: &Session) -> Option<(Timestamp, SessionReason)> {
-    let st = s.status.as_ref()?;
-    let started = st.started_at.as_ref()?.0;
-    let (idle_timeout, max_lifetime) = time_limits(s);
-    let mut out: Option<(Timestamp, SessionReason)> = None;
-    let mut consider = |at: Timestamp, why: SessionReason| {
-        if out.is_none_or(|(t, _)| at < t) {
-            out = Some((at, why));
-        }
-    };
-    if let Some(life) = max_lifetime.and_then(|d| parse_duration(d).ok())
-        && let Ok(at) = started.checked_add(life)
-    {
-        consider(at, SessionReason::Expired);
-    }
-    if let Some(idle) = idle_timeout.and_then(|d| parse_duration(d).ok()) {
-        let active = st
-            .last_activity_at
-            .as_ref()
-            .map(|t| t.0)
-            .filter(|t| *t > started)
-            .unwrap_or(started);
-        if let Ok(at) = active.checked_add(idle) {
-            consider(at, SessionReason::Idle);
-        }
-    }
-    out
+    s.expiry(None)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
