@@ -290,6 +290,10 @@ pub struct ApiSettings {
     /// Ready before answering 202 (`30s`, `2m`).
     #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
     pub session_ready_timeout: Duration,
+    /// How long before an idle or lifetime stop the owner's event stream
+    /// gets a `session.expiring` event (`10m`; `0s`: no warning).
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+    pub expiry_warning: Duration,
 }
 
 /// The session policy, shared by `up`, `operator` (its node agent holds

@@ -94,6 +94,7 @@ impl ApiSettings {
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
         c.sessions.ready_timeout = self.session_ready_timeout;
+        c.sessions.expiry_warning = self.expiry_warning;
         if self.insecure_cookies {
             c.cookie.insecure();
             c.public_scheme = "http".into();

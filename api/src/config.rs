@@ -248,6 +248,9 @@ pub struct SessionsConfig {
     pub schedule_timeout: Duration,
     /// How long `wait=ready` waits for the session to become Ready before answering 202.
     pub ready_timeout: Duration,
+    /// How long before an idle or lifetime stop the owner's event streams
+    /// get `session.expiring` (zero: never).
+    pub expiry_warning: Duration,
 }
 
 impl ApiConfig {
@@ -293,6 +296,7 @@ impl ApiConfig {
                 policy: SessionPolicy::default(),
                 schedule_timeout: Duration::from_secs(10),
                 ready_timeout: Duration::from_secs(120),
+                expiry_warning: Duration::from_secs(600),
             },
             activity_flush_interval: Duration::from_secs(15),
             body_limit_bytes: 64 * 1024,

@@ -1,6 +1,7 @@
 //! Live events: `GET /api/v2/events` streams the caller's session changes as
 //! Server-Sent Events (`snapshot` with every session first and after any gap,
-//! then `session` per change and `session_deleted` per deletion).
+//! then `session` per change and `session_deleted` per deletion, and
+//! `session.expiring` ahead of an idle or lifetime stop).
 //!
 //! Browsers' `EventSource` cannot send headers, so `POST /api/v2/events/token`
 //! hands out a single-use token valid for 60 s to pass as `?token=`; it is stored
@@ -10,7 +11,7 @@
 //! token, or the login the event token was issued under): it checks that
 //! login every second.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,19 +120,21 @@ async fn events(
     queue.push_back(snapshot(&state, &user_id));
     let mut check = tokio::time::interval(LOGIN_CHECK_EVERY);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let warned = HashMap::new();
     let stream = futures::stream::unfold(
-        (rx, queue, state, user_id, check),
-        move |(mut rx, mut queue, state, user_id, mut check)| async move {
+        (rx, queue, state, user_id, check, warned),
+        move |(mut rx, mut queue, state, user_id, mut check, mut warned)| async move {
             loop {
                 if let Some(event) = queue.pop_front() {
-                    return Some((Ok(event), (rx, queue, state, user_id, check)));
+                    return Some((Ok(event), (rx, queue, state, user_id, check, warned)));
                 }
                 let change = tokio::select! {
                     change = rx.recv() => change,
-                    _ = check.tick(), if login.is_some() => {
+                    _ = check.tick() => {
                         if login_ended(&state, login, &user_id).await {
                             return None;
                         }
+                        queue.extend(expiring(&state, &user_id, &mut warned));
                         continue;
                     }
                 };
@@ -183,6 +186,43 @@ async fn login_ended(state: &AppState, login: Option<tokens::TokenHash>, user_id
             false
         }
     }
+}
+
+/// `session.expiring` for each of the user's running sessions whose idle or
+/// lifetime stop is within the configured warning: once per session and
+/// stop time (`warned`), so a keepalive that moves the stop brings a new
+/// warning when the new time comes near.
+fn expiring(state: &AppState, user_id: &str, warned: &mut HashMap<String, i64>) -> Vec<Event> {
+    let ahead = state.config().sessions.expiry_warning;
+    if ahead.is_zero() {
+        return Vec::new();
+    }
+    let now = jiff::Timestamp::now();
+    let mine = state.index().list(|e| e.owner == user_id);
+    warned.retain(|id, _| mine.iter().any(|e| &e.name == id));
+    let mut events = Vec::new();
+    for e in mine {
+        let Some((at, because)) = crate::sessions::expiry(&e.session, e.last_activity()) else {
+            continue;
+        };
+        let left = at.as_second() - now.as_second();
+        if left > ahead.as_secs() as i64 || warned.get(&e.name) == Some(&at.as_second()) {
+            continue;
+        }
+        warned.insert(e.name.clone(), at.as_second());
+        let data = serde_json::json!({
+            "id": e.name,
+            "at": at.to_string(),
+            "because": because,
+            "seconds_left": left.max(0),
+        });
+        events.push(
+            Event::default()
+                .event("session.expiring")
+                .data(data.to_string()),
+        );
+    }
+    events
 }
 
 fn session_event(state: &AppState, entry: &Arc<IndexedSession>) -> Event {

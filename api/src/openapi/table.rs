@@ -264,6 +264,21 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
         ops.push(session_links(
             op(
                 "post",
+                format!("{base}/{{id}}/keepalive"),
+                format!("keepAlive{title}Session"),
+                "Reset a running session's idle clock (never past its maximum lifetime)",
+                "sessions",
+                User,
+            )
+            .param(path_param::<SessionId>())
+            .ok(200, Success::Envelope(session_reply.clone()))
+            .error(409, &["session_not_running"])
+            .error(503, &["control_plane_unavailable"]),
+            SESSION_ID_OF_REPLY,
+        ));
+        ops.push(session_links(
+            op(
+                "post",
                 format!("{base}/{{id}}/stop"),
                 stop_id.clone(),
                 "Stop a session (idempotent)",

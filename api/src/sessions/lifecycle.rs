@@ -178,6 +178,35 @@ pub(super) async fn start(
     }
 }
 
+/// `POST …/sessions/{id}/keepalive`: counts as activity now, so the idle
+/// stop moves to a full idle timeout from now; it is written through at
+/// once, not with the next activity flush. The maximum lifetime is not
+/// moved: `expires_at` in the answer says when the session stops.
+pub(super) async fn keepalive(
+    State(state): State<AppState>,
+    Extension(exposure): Extension<Exposure>,
+    Auth(principal): Auth,
+    id: Param<SessionId>,
+) -> Result<Reply<SessionReply>, ApiError> {
+    let id = id.value;
+    let entry = visible(&state, &principal, Some(exposure), &id)?;
+    if entry.phase() != medforge_crds::SessionPhase::Running
+        || entry.session.spec.state != DesiredState::Running
+    {
+        return Err(ApiError::conflict(
+            "session_not_running",
+            "Only a running session can be kept alive; start it first.",
+        ));
+    }
+    entry.touch(crate::clock::now_secs());
+    crate::server::flush_activity(&state).await;
+    tracing::info!(session = %id, user_id = %principal.user.id, "keepalive");
+    Ok(Reply::ok(SessionReply {
+        message: "Idle clock reset.".into(),
+        session: view_indexed(&state, &entry),
+    }))
+}
+
 /// A start that could not be carried out is taken back (`state: Stopped`),
 /// so the session does not start later by surprise.
 async fn withdraw(state: &AppState, id: &str) {

@@ -1,5 +1,6 @@
 //! Sessions: `POST/GET /api/v2/{external,internal}/sessions`, `GET …/{id}`,
-//! `POST …/{id}/stop`, `POST …/{id}/start`, `DELETE …/{id}` (admins).
+//! `POST …/{id}/stop`, `POST …/{id}/start`, `POST …/{id}/keepalive`,
+//! `DELETE …/{id}` (admins).
 //!
 //! Create writes a `Session` resource and waits, bounded, for the scheduler's
 //! decision as the watch reports it: bound → 201; refused (`Scheduled=False`) →
@@ -23,7 +24,7 @@ pub use self::create::{
     CreateQuery, Created, OTHER_REFUSAL, SCHEDULER_REFUSALS, create_session, new_slug,
 };
 pub use self::list::{ListQuery, list_sessions};
-pub use self::view::{GpuView, SessionReply, SessionView, view};
+pub use self::view::{GpuView, SessionReply, SessionView, expiry, view};
 use crate::state::AppState;
 
 /// The routes for one exposure, to be nested under `/api/v2/<exposure>`.
@@ -36,5 +37,6 @@ pub fn router(exposure: Exposure) -> Router<AppState> {
         )
         .route("/sessions/{id}/stop", post(lifecycle::stop))
         .route("/sessions/{id}/start", post(lifecycle::start))
+        .route("/sessions/{id}/keepalive", post(lifecycle::keepalive))
         .layer(Extension(exposure))
 }

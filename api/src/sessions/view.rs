@@ -83,6 +83,31 @@ pub struct SessionView {
     /// Last request through the proxy.
     #[schemars(extend("format" = "date-time"))]
     pub last_activity_at: Option<String>,
+    /// While it runs: when it will be stopped for idleness or age, unless
+    /// (for idleness) it is used or kept alive before then.
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
+    /// Why it will stop then: `idle` or `lifetime`.
+    #[schemars(extend("enum" = ["idle", "lifetime"]))]
+    pub expires_because: Option<String>,
+}
+
+/// When a running session will be stopped and why (`idle`, `lifetime`),
+/// with the freshest activity the api knows (`activity`, Unix seconds).
+pub fn expiry(session: &Session, activity: i64) -> Option<(jiff::Timestamp, &'static str)> {
+    if session.phase() != SessionPhase::Running || session.spec.state != DesiredState::Running {
+        return None;
+    }
+    let activity = (activity > 0)
+        .then(|| jiff::Timestamp::from_second(activity).ok())
+        .flatten();
+    let (at, why) = session.expiry(activity)?;
+    let why = if why == medforge_crds::SessionReason::Idle {
+        "idle"
+    } else {
+        "lifetime"
+    };
+    Some((at, why))
 }
 
 fn time(t: Option<&Time>) -> Option<String> {
@@ -105,7 +130,10 @@ pub fn view(state: &AppState, session: &Session, activity: i64) -> SessionView {
         .and_then(|s| s.last_activity_at.as_ref())
         .map_or(0, |t| t.0.as_second());
     let last_activity = recorded.max(activity);
+    let expires = expiry(session, activity);
     SessionView {
+        expires_at: expires.map(|(at, _)| at.to_string()),
+        expires_because: expires.map(|(_, why)| why.to_owned()),
         id: session.metadata.name.clone().unwrap_or_default(),
         url: slug.as_ref().map(|slug| {
             format!(

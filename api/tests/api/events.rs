@@ -195,7 +195,105 @@ async fn event_tokens_expire(env: TestEnv) {
     t.get(&uri).send().await.problem(401, "unauthenticated");
 }
 
+/// Moves a session's start back by `minutes` (as if it had run that long),
+/// and waits until the api's index has seen it.
+async fn started_minutes_ago(t: &crate::common::TestApp, id: &str, minutes: i64) {
+    let at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes);
+    let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at);
+    t.backend
+        .update_status(id, |st| st.started_at = Some(at.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while t
+        .state()
+        .index()
+        .get(id)
+        .and_then(|e| e.session.status.clone()?.started_at)
+        != Some(at.clone())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never saw the new start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `session.expiring` comes ahead of an idle stop (within the configured
+/// warning), a keepalive moves the idle stop and brings a new warning for
+/// the new time, and never moves the stop past the maximum lifetime.
+async fn expiring_sessions_are_announced_and_keepalive_postpones_them(env: TestEnv) {
+    let t = env
+        .app_with(
+            |c| c.sessions.expiry_warning = Duration::from_secs(30 * 60),
+            memory_defaults(),
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let created = t
+        .create_session(
+            &ada,
+            serde_json::json!({"gpus": 1, "idle_timeout": "10m", "max_lifetime": "20m"}),
+        )
+        .await
+        .data(201);
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&id, "running").await;
+    let mut events = EventReader::new(t.get("/api/v2/events").cookie(&ada).send_streaming().await);
+    assert_eq!(events.next().await.0, "snapshot");
+    // Idle since it started 5 minutes ago: the idle stop is 5 minutes away.
+    started_minutes_ago(&t, &id, 5).await;
+    let first = events.next_named("session.expiring").await;
+    assert_eq!(first["id"], id.as_str());
+    assert_eq!(first["because"], "idle");
+    let left = first["seconds_left"].as_i64().unwrap();
+    assert!((240..=300).contains(&left), "{first}");
+
+    let path = format!("/api/v2/external/sessions/{id}/keepalive");
+    t.problem(Method::POST, &path, Some(&bob), 404, "not_found")
+        .await;
+    let kept = t.post_as(&ada, &path).await.data(200);
+    assert_eq!(kept["message"], "Idle clock reset.");
+    assert_eq!(kept["session"]["expires_because"], "idle");
+    let written = t.backend.session(&id).unwrap();
+    let recorded = written
+        .status
+        .unwrap()
+        .last_activity_at
+        .expect("written through at once");
+    assert!(jiff::Timestamp::now().as_second() - recorded.0.as_second() <= 5);
+    // A new warning, for a later time: a full idle timeout from now.
+    let second = events.next_named("session.expiring").await;
+    let later = second["seconds_left"].as_i64().unwrap();
+    assert!(later > left && later <= 600, "{second} after {first}");
+    assert_eq!(second["because"], "idle");
+
+    // 15 minutes into a 20-minute lifetime, a keepalive cannot give it 10 more.
+    started_minutes_ago(&t, &id, 15).await;
+    let kept = t.post_as(&ada, &path).await.data(200);
+    assert_eq!(kept["session"]["expires_because"], "lifetime", "{kept}");
+    let until: jiff::Timestamp = kept["session"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = until.as_second() - jiff::Timestamp::now().as_second();
+    assert!((240..=300).contains(&left), "{kept}");
+    let third = events.next_named("session.expiring").await;
+    assert_eq!(third["because"], "lifetime");
+
+    // A stopped session cannot be kept alive.
+    t.post_as(&ada, &format!("/api/v2/external/sessions/{id}/stop"))
+        .await
+        .data(202);
+    t.wait_phase(&id, "stopped").await;
+    t.post_as(&ada, &path)
+        .await
+        .problem(409, "session_not_running");
+}
+
 crate::scenarios!(
+    expiring_sessions_are_announced_and_keepalive_postpones_them,
     events_stream_the_callers_sessions,
     a_stream_ends_when_its_login_does,
     event_tokens_are_single_use,
