@@ -20,6 +20,7 @@
 
 pub mod account_policy;
 pub mod accounts;
+mod activity;
 pub mod admin;
 mod app;
 pub mod audit;
@@ -50,11 +51,12 @@ pub mod tokens;
 pub mod users;
 pub mod validate;
 
+pub use activity::flush_activity;
 pub use app::{app, app_with};
 pub use auth::{ExistingAccount, ensure_admin};
 pub use clock::{now_secs, rfc3339};
 pub use config::{AdminBootstrap, ApiConfig, PasswordHashing, SignupMode};
 pub use db::Db;
 pub use error::ApiError;
-pub use server::{Api, StartError, flush_activity, shutdown_signal};
+pub use server::{Api, StartError, shutdown_signal};
 pub use state::AppState;

@@ -11,6 +11,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::activity::flush_activity;
 use crate::app::app;
 use crate::auth::{BootstrapError, ExistingAccount, ensure_admin};
 use crate::backend::SessionBackend;
@@ -147,30 +148,6 @@ async fn flush_loop(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not remove expired tokens"),
             }
-        }
-    }
-}
-
-/// Writes back session activity (one backend batch) and token use (one transaction).
-pub async fn flush_activity(state: &AppState) {
-    let pending = state.index().pending_activity();
-    if !pending.is_empty() {
-        let batch: Vec<(String, jiff::Timestamp)> = pending
-            .iter()
-            .filter_map(|(e, at)| Some((e.name.clone(), jiff::Timestamp::from_second(*at).ok()?)))
-            .collect();
-        match state.backend().record_activity(&batch).await {
-            Ok(()) => state.index().mark_flushed(&pending),
-            Err(e) => {
-                tracing::warn!(error = %e, sessions = batch.len(), "could not record session activity")
-            }
-        }
-    }
-    let uses = state.tokens().pending_uses();
-    if !uses.is_empty() {
-        match users::touch_tokens(state.db(), &uses).await {
-            Ok(()) => state.tokens().mark_flushed(&uses),
-            Err(e) => tracing::warn!(error = %e, tokens = uses.len(), "could not record token use"),
         }
     }
 }

@@ -391,9 +391,9 @@ impl Session {
     pub fn expiry(
         &self,
         activity: Option<k8s_openapi::jiff::Timestamp>,
-    ) -> Option<(k8s_openapi::jiff::Timestamp, crate::SessionReason)> {
-        use crate::SessionReason;
+    ) -> Option<(k8s_openapi::jiff::Timestamp, crate::reason::SessionReason)> {
         use crate::quantity::parse_duration;
+        use crate::reason::SessionReason;
         let st = self.status.as_ref()?;
         let started = st.started_at.as_ref()?.0;
         let (idle_timeout, max_lifetime) = self.time_limits();

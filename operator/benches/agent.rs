@@ -124,6 +124,10 @@ struct Seen {
     ready: HashMap<String, Instant>,
     stopped: HashMap<String, Instant>,
     failed: HashMap<String, Instant>,
+    /// First seen Running and Ready after a stop (a resume).
+    resumed: HashMap<String, Instant>,
+    /// First seen Stopped with two snapshots (stopped again after a resume).
+    stopped_again: HashMap<String, Instant>,
     /// First seen with reason ContainerExited (phase Stopping or Failed).
     exited: HashMap<String, Instant>,
 }
@@ -147,8 +151,16 @@ impl Watch {
                 let now = Instant::now();
                 let name = session.name_any();
                 let mut seen = s.lock().unwrap();
+                let st = session.status.clone().unwrap_or_default();
                 if is_running_and_ready(&session) {
                     seen.ready.entry(name.clone()).or_insert(now);
+                    if st.stopped_generation.is_some() {
+                        seen.resumed.entry(name.clone()).or_insert(now);
+                    }
+                }
+                let snapshots = st.workspace.map_or(0, |w| w.snapshots.len());
+                if session.phase() == SessionPhase::Stopped && snapshots >= 2 {
+                    seen.stopped_again.entry(name.clone()).or_insert(now);
                 }
                 if session.status.as_ref().and_then(|st| st.reason.as_deref())
                     == Some(medforge_crds::SessionReason::ContainerExited.as_str())
@@ -246,6 +258,7 @@ async fn main() {
     let mut bare_stop = Vec::new();
     let mut ready = Vec::new();
     let mut stopped = Vec::new();
+    let mut resumed = Vec::new();
     for i in 0..n {
         let ds = env
             .scope
@@ -302,6 +315,24 @@ async fn main() {
             .await;
         tracing::info!(session = %name, took = ?(at - t), "seen Stopped");
         stopped.push(at - t);
+
+        // Resume on the same workspace: the old container removed, a new one
+        // started; then stopped again, to free its GPU.
+        let t = Instant::now();
+        env.resume_bound(&name).await;
+        let at = watch
+            .wait(&format!("{name} Ready again"), |s| {
+                s.resumed.get(&name).copied()
+            })
+            .await;
+        tracing::info!(session = %name, took = ?(at - t), "seen Ready again");
+        resumed.push(at - t);
+        env.set_state(&name, "Stopped").await;
+        watch
+            .wait(&format!("{name} Stopped again"), |s| {
+                s.stopped_again.get(&name).copied()
+            })
+            .await;
     }
 
     // 3. A container killed from outside → Failed.
@@ -389,6 +420,14 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     compared_row("create → Ready", "create+start", &r, &bs);
     compared_row("stop → Stopped", "stop", &st, &bt);
+    let rs = stats(resumed);
+    println!(
+        "| resume → Ready (same dataset, old container removed) | {:.0} ms | {:.0} ms | | {:.2}× create → Ready | ≤ 1.0× create → Ready: {} |",
+        ms(rs.p50),
+        ms(rs.p99),
+        ms(rs.p50) / ms(r.p50),
+        met(rs.p50 <= r.p50)
+    );
     println!(
         "| kill → death recorded (Stopping, ContainerExited) | {:.0} ms | {:.0} ms | | | |",
         ms(seen.p50),

@@ -199,7 +199,7 @@ pub(super) async fn keepalive(
         ));
     }
     entry.touch(crate::clock::now_secs());
-    crate::server::flush_activity(&state).await;
+    crate::activity::flush_activity(&state).await;
     tracing::info!(session = %id, user_id = %principal.user.id, "keepalive");
     Ok(Reply::ok(SessionReply {
         message: "Idle clock reset.".into(),

@@ -239,6 +239,39 @@ impl TestNode {
             .unwrap()
     }
 
+    /// Asks a Stopped session to run again (`state: Running`) and binds it
+    /// again on this node, as the scheduler would for a resume.
+    pub async fn resume_bound(&self, name: &str) -> Session {
+        self.set_state(name, "Running").await;
+        let mut s = self.get(name).await;
+        let gpus = (0..s.spec.gpus)
+            .map(|_| {
+                let i = self.next_gpu.fetch_add(1, Ordering::Relaxed) % GPUS;
+                AssignedGpu {
+                    index: i,
+                    uuid: format!("GPU-static-{}-{i}", self.node),
+                }
+            })
+            .collect();
+        let generation = s.metadata.generation;
+        let st = s.status.get_or_insert_with(SessionStatus::default);
+        st.phase = Some(SessionPhase::Scheduled);
+        st.gpus = gpus;
+        set_condition(
+            &mut st.conditions,
+            SessionCondition::Scheduled,
+            Some(true),
+            SessionReason::Bound,
+            "bound again by the test",
+            generation,
+            Time(Timestamp::now()),
+        );
+        self.sessions()
+            .replace_status(name, &PostParams::default(), &s)
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, name: &str) -> Session {
         self.sessions().get(name).await.unwrap()
     }
