@@ -297,9 +297,24 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
             .await
             .contains(&format!("{dataset}@{snap}"))
     );
-    // Failed is final: the container stays dead.
+    // Failed stays Failed (the container dead) until its owner asks again.
     let (running, _, restarts) = env.container_facts(&id).await;
     assert!(!running && restarts == 0);
+    assert_eq!(env.get("victim").await.phase(), SessionPhase::Failed);
+    // Asked again (`resumeRequestedAt`, its state was Running all along):
+    // a new container on the same dataset.
+    env.resume_bound("victim").await;
+    let s = env
+        .wait_for("victim", "Running again", DEADLINE, |s| {
+            is_running_and_ready(s)
+                && s.status.as_ref().unwrap().container_id.as_deref() != Some(&id)
+        })
+        .await;
+    assert_eq!(env.dataset_of(&s), dataset);
+    assert_ne!(
+        env.only_container_of(&s).await.id.as_deref(),
+        Some(id.as_str())
+    );
 
     // A container removed from outside: ContainerMissing.
     env.create_bound("vanished", Env::spec("workload", 0)).await;
@@ -311,7 +326,7 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
     let s = env
         .wait_phase("vanished", SessionPhase::Failed, EVENT_DRIVEN)
         .await;
-    let st = s.status.unwrap();
+    let st = s.status.clone().unwrap();
     assert!(
         matches!(
             st.reason.as_deref(),
@@ -320,6 +335,30 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
         "{st:?}"
     );
     assert!(st.workspace.unwrap().snapshots[0].starts_with("death-"));
+    // Its workspace destroyed behind the agent's back, a resume fails with
+    // WorkspaceMissing: no empty workspace in its place, no container.
+    let ds = env.dataset_of(&s);
+    env.harness.destroy_dataset(&ds).await.unwrap();
+    env.resume_bound("vanished").await;
+    let s = env
+        .wait_for("vanished", "failed again", DEADLINE, |s| {
+            s.status.as_ref().and_then(|st| st.reason.as_deref()) == Some("WorkspaceMissing")
+        })
+        .await;
+    assert_eq!(s.phase(), SessionPhase::Failed);
+    assert!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains(&ds),
+        "{:?}",
+        s.status
+    );
+    assert!(!env.dataset_exists(&ds).await, "no empty workspace made");
+    assert!(s.status.unwrap().gpus.is_empty());
 
     // Deleting sessions whose container (or dataset) is already gone works.
     env.delete_and_wait_gone("vanished", EVENT_DRIVEN).await;

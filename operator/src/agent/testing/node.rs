@@ -239,10 +239,21 @@ impl TestNode {
             .unwrap()
     }
 
-    /// Asks a Stopped session to run again (`state: Running`) and binds it
-    /// again on this node, as the scheduler would for a resume.
+    /// Asks a Stopped or Failed session to run again as the api's start
+    /// does (`state: Running`, `resumeRequestedAt: now`) and binds it again
+    /// on this node, as the scheduler would for a resume.
     pub async fn resume_bound(&self, name: &str) -> Session {
-        self.set_state(name, "Running").await;
+        self.sessions()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {
+                    "state": "Running",
+                    "resumeRequestedAt": Timestamp::now().to_string(),
+                }})),
+            )
+            .await
+            .unwrap();
         let mut s = self.get(name).await;
         let gpus = (0..s.spec.gpus)
             .map(|_| {
