@@ -345,3 +345,177 @@ async fn kube_backend_on_the_embedded_control_plane() {
     api.shutdown().await;
     control_plane.shutdown().await;
 }
+
+/// `POST …/start` against the embedded control plane and the **real**
+/// scheduler (the node agent's writes are simulated): a resume onto a full
+/// node is refused with 409 and withdrawn, one onto a free GPU is bound on
+/// the workspace's node with the same slug, and one onto a cordoned node is
+/// refused with `workspace_node_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_against_the_real_scheduler() {
+    use medforge_operator::scheduler::controller::{SchedulerConfig, run};
+    use medforge_operator::scheduler::placement::Limits;
+
+    let control_plane = TestControlPlane::builder()
+        .data_subdir("control-plane")
+        .namespace(NAMESPACE)
+        .start()
+        .await;
+    let client = control_plane.client.clone();
+    let nodes: KubeApi<GpuNode> = KubeApi::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &GpuNode::new("node-a", GpuNodeSpec::default()),
+        )
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now().to_string();
+    let ready = json!({"status": {
+        "gpus": [{"index": 0, "uuid": "GPU-node-a-0", "model": "Simulated", "memoryBytes": 1073741824, "health": "Healthy"}],
+        "allocatable": 1,
+        "lastHeartbeatTime": now,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "test", "lastTransitionTime": now}],
+    }});
+    let node = nodes
+        .patch_status("node-a", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .unwrap();
+    let mut cfg = SchedulerConfig::new("api-test-scheduler");
+    cfg.limits = Limits {
+        max_sessions_per_user: 10,
+        max_gpus_per_user: 10,
+        allow_cpu_only: false,
+    };
+    cfg.heartbeat_timeout = Duration::from_secs(3600);
+    cfg.resync = Duration::from_millis(200);
+    let (seen_tx, mut seen) = tokio::sync::watch::channel(std::collections::HashMap::new());
+    cfg.observer = Some(Arc::new(seen_tx));
+    let scheduler = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _ = run(client, cfg, std::future::pending()).await;
+        })
+    };
+    let scheduler_saw = async |seen: &mut tokio::sync::watch::Receiver<
+        std::collections::HashMap<String, String>,
+    >,
+                               node: &GpuNode| {
+        let rv = node.metadata.resource_version.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            seen.wait_for(|m| m.get("node-a") == rv.as_ref()),
+        )
+        .await
+        .expect("the scheduler never saw the node")
+        .unwrap();
+    };
+    scheduler_saw(&mut seen, &node).await;
+    let sessions: KubeApi<Session> = KubeApi::namespaced(client.clone(), NAMESPACE);
+    // What the node agent writes when a session stops.
+    let agent_stops = async |id: &str| {
+        let s = sessions.get(id).await.unwrap();
+        let status = json!({"status": {
+            "phase": "Stopped", "gpus": null, "upstream": null,
+            "workspace": {"dataset": format!("pool/ws/{}", s.metadata.uid.clone().unwrap())},
+            "stoppedGeneration": s.metadata.generation,
+        }});
+        sessions
+            .patch_status(id, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    };
+
+    let backend = Arc::new(KubeBackend::new(client.clone(), NAMESPACE));
+    let config = test_config(control_plane.dir.path().join("api"));
+    let db = Db::connect(None, &config.data_dir).await.unwrap();
+    db.migrate().await.unwrap();
+    let api = Api::with_db(config, db, backend.clone());
+    assert!(
+        api.wait_synced(Duration::from_secs(10)).await,
+        "watch synced"
+    );
+    let router = api.router();
+    let signup = async |email: &str| {
+        client_from(
+            &request(&router, Method::POST, "/api/v2/auth/signup")
+                .json(json!({"email": email, "password": "correct horse"}))
+                .send()
+                .await,
+        )
+    };
+    let (ada, bob) = (
+        signup("ada@example.org").await,
+        signup("bob@example.org").await,
+    );
+    let post = async |who: &Client, uri: &str, body: Option<serde_json::Value>| {
+        let mut r = request(&router, Method::POST, uri).cookie(who);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        r.send().await
+    };
+    let create = async |who: &Client| {
+        let res = post(who, "/api/v2/external/sessions", Some(json!({"gpus": 1}))).await;
+        res.data(201)["session"].clone()
+    };
+
+    let a = create(&ada).await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    post(
+        &ada,
+        &format!("/api/v2/external/sessions/{a_id}/stop"),
+        None,
+    )
+    .await
+    .data(202);
+    agent_stops(&a_id).await;
+    let b = create(&bob).await;
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    let start = format!("/api/v2/external/sessions/{a_id}/start");
+
+    // The only GPU is Bob's: refused, withdrawn, still Stopped.
+    post(&ada, &start, None)
+        .await
+        .problem_mentioning(409, "no_gpu_available", "node-a");
+    let stored = sessions.get(&a_id).await.unwrap();
+    assert_eq!(stored.spec.state, DesiredState::Stopped, "withdrawn");
+    assert_eq!(stored.phase(), medforge_crds::SessionPhase::Stopped);
+    assert!(stored.status.unwrap().gpus.is_empty());
+
+    // Bob stops: Ada's start is bound on node-a, with her slug.
+    agent_stops(&b_id).await;
+    let started = post(&ada, &start, None).await.data(202);
+    assert_eq!(started["message"], "Session starting.");
+    assert_eq!(started["session"]["slug"], a["slug"]);
+    assert_eq!(started["session"]["url"], a["url"]);
+    let stored = sessions.get(&a_id).await.unwrap();
+    let st = stored.status.clone().unwrap();
+    assert_eq!(stored.phase(), medforge_crds::SessionPhase::Scheduled);
+    assert_eq!(st.node_name.as_deref(), Some("node-a"));
+    assert_eq!(st.gpus.len(), 1);
+
+    // Stopped again, node-a cordoned: the workspace's node cannot take it.
+    agent_stops(&a_id).await;
+    let cordoned = nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    scheduler_saw(&mut seen, &cordoned).await;
+    post(&ada, &start, None).await.problem_mentioning(
+        409,
+        "workspace_node_unavailable",
+        "cordoned",
+    );
+    assert_eq!(
+        sessions.get(&a_id).await.unwrap().spec.state,
+        DesiredState::Stopped
+    );
+
+    scheduler.abort();
+    control_plane.shutdown().await;
+}
