@@ -71,7 +71,8 @@ fn crds_prints_three_crd_documents() {
         [
             "sessions.medforge.dev",
             "gpunodes.medforge.dev",
-            "packs.medforge.dev"
+            "packs.medforge.dev",
+            "workspacesnapshots.medforge.dev"
         ]
     );
 }
@@ -91,7 +92,8 @@ fn crds_write_creates_one_file_per_crd_and_reports_unwritable_dirs() {
         [
             "gpunodes.medforge.dev.yaml",
             "packs.medforge.dev.yaml",
-            "sessions.medforge.dev.yaml"
+            "sessions.medforge.dev.yaml",
+            "workspacesnapshots.medforge.dev.yaml"
         ]
     );
 

@@ -22,6 +22,7 @@ pub mod reason;
 pub mod schema;
 pub mod session;
 pub mod slug;
+pub mod snapshot;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -35,6 +36,10 @@ pub use session::{
     AssignedGpu, DesiredState, Exposure, Session, SessionLimits, SessionPhase, SessionResources,
     SessionSpec, SessionStatus, WorkspaceSpec, WorkspaceStatus,
 };
+pub use snapshot::{
+    SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec,
+    WorkspaceSnapshotStatus,
+};
 
 /// The API group of every MedForge resource.
 pub const GROUP: &str = "medforge.dev";
@@ -45,9 +50,14 @@ pub const API_VERSION: &str = "medforge.dev/v1alpha1";
 /// The kubectl category that `kubectl get medforge` lists.
 pub const CATEGORY: &str = "medforge";
 
-/// Every MedForge CRD, in a stable order (Session, GpuNode, Pack).
+/// Every MedForge CRD, in a stable order (Session, GpuNode, Pack, WorkspaceSnapshot).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![Session::crd(), GpuNode::crd(), Pack::crd()]
+    vec![
+        Session::crd(),
+        GpuNode::crd(),
+        Pack::crd(),
+        WorkspaceSnapshot::crd(),
+    ]
 }
 
 /// The file name a CRD is committed under: `<plural>.<group>.yaml`.

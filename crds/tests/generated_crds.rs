@@ -106,6 +106,7 @@ fn committed_crds_are_well_formed() {
             ("Session".to_string(), "Namespaced".to_string()),
             ("GpuNode".to_string(), "Cluster".to_string()),
             ("Pack".to_string(), "Cluster".to_string()),
+            ("WorkspaceSnapshot".to_string(), "Namespaced".to_string()),
         ]
     );
 }

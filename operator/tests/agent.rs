@@ -14,7 +14,9 @@ use futures::FutureExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use medforge_crds::{EnvVar, GpuNode, Session, SessionPhase, WorkspaceSpec};
+use medforge_crds::{
+    EnvVar, GpuNode, Session, SessionPhase, SnapshotReason, WorkspaceSnapshot, WorkspaceSpec,
+};
 use medforge_operator::agent::StepHook;
 use medforge_operator::agent::plan::StepKind;
 use medforge_operator::scheduler::controller::{SchedulerConfig, run as run_scheduler};
@@ -252,6 +254,28 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     for name in &snaps {
         assert!(on_zfs.contains(&format!("{dataset}@{name}")), "{on_zfs:?}");
     }
+    // Each snapshot has its WorkspaceSnapshot, written before the stop ended.
+    let records: Api<WorkspaceSnapshot> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut listed = records.list(&ListParams::default()).await.unwrap().items;
+    listed.sort_by_key(|r| r.spec.snapshot.clone());
+    let recorded: Vec<String> = listed.iter().map(|r| r.spec.snapshot.clone()).collect();
+    let expected: Vec<String> = snaps.iter().map(|n| format!("{dataset}@{n}")).collect();
+    assert_eq!(recorded, expected);
+    for r in &listed {
+        assert_eq!(r.spec.reason, SnapshotReason::Stop);
+        assert_eq!(r.spec.owner, s.spec.owner);
+        assert_eq!(r.spec.session.name, "web");
+        assert_eq!(Some(r.spec.session.uid.clone()), s.uid());
+        assert_eq!(r.spec.node, env.node);
+        let st = r.status.clone().expect("a status");
+        assert!(st.taken_at.is_some());
+        assert!(
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "ReadyToUse" && c.status == "True"),
+            "{st:?}"
+        );
+    }
 
     // Delete: container gone, finalizer removed, dataset kept (default policy).
     env.delete_and_wait_gone("web", EVENT_DRIVEN).await;
@@ -297,6 +321,12 @@ async fn a_container_killed_from_outside_fails_the_session_through_docker_events
             .await
             .contains(&format!("{dataset}@{snap}"))
     );
+    let record: WorkspaceSnapshot = Api::namespaced(env.client.clone(), &env.ns)
+        .get(&format!("victim-{snap}"))
+        .await
+        .unwrap();
+    assert_eq!(record.spec.reason, SnapshotReason::Death);
+    assert_eq!(record.spec.snapshot, format!("{dataset}@{snap}"));
     // Failed stays Failed (the container dead) until its owner asks again.
     let (running, _, restarts) = env.container_facts(&id).await;
     assert!(!running && restarts == 0);
@@ -892,6 +922,71 @@ async fn an_agent_killed_at_each_step_restarts_and_converges_with_one_of_everyth
             "GpuNode allocations {allocated:?} != {held:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.finish(second).await;
+}
+
+/// Snapshots on the pool without a record (taken before records existed,
+/// or whose record was deleted) get one when an agent starts; snapshots
+/// the agent did not name are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_agent_records_the_snapshots_it_finds_on_its_pool() {
+    let env = Env::new().await;
+    let first = env.spawn_agent(env.config());
+    env.create_bound("old", Env::spec("workload", 0)).await;
+    env.wait_for("old", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    env.set_state("old", "Stopped").await;
+    let s = env
+        .wait_phase("old", SessionPhase::Stopped, EVENT_DRIVEN)
+        .await;
+    first.kill().await;
+    let records: Api<WorkspaceSnapshot> = Api::namespaced(env.client.clone(), &env.ns);
+    let taken = records.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    // As if taken before records existed: the record gone, two more
+    // snapshots by hand, one of them not named by the agent.
+    records
+        .delete(
+            &taken[0].metadata.name.clone().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let dataset = env.dataset_of(&s);
+    for name in ["death-1700000000000", "backup"] {
+        env.harness
+            .zfs(["snapshot", &format!("{dataset}@{name}")])
+            .await
+            .unwrap();
+    }
+
+    let second = env.spawn_agent(env.config());
+    // Created, then given their status (a second write).
+    let found =
+        agent_support::eventually_list(&records, 2, EVENT_DRIVEN, |r| r.status.is_some()).await;
+    let mut by_snapshot: Vec<(String, SnapshotReason)> = found
+        .iter()
+        .map(|r| (r.spec.snapshot.clone(), r.spec.reason))
+        .collect();
+    by_snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+    let stop = s.status.clone().unwrap().workspace.unwrap().snapshots[0].clone();
+    assert_eq!(
+        by_snapshot,
+        [
+            (
+                format!("{dataset}@death-1700000000000"),
+                SnapshotReason::Death
+            ),
+            (format!("{dataset}@{stop}"), SnapshotReason::Stop),
+        ]
+    );
+    for r in &found {
+        assert_eq!(r.spec.session.name, "old");
+        assert_eq!(Some(r.spec.session.uid.clone()), s.uid());
+        assert_eq!(r.spec.owner, s.spec.owner);
+        let st = r.status.clone().unwrap();
+        assert!(st.size_bytes.is_some(), "{st:?}");
     }
     env.finish(second).await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
-use medforge_crds::{Pack, Session};
+use medforge_crds::{Pack, Session, WorkspaceSnapshot};
 
 /// Labels every session container carries (`medforge_crds::keys::container`).
 pub use medforge_crds::keys::container as labels;
@@ -310,6 +310,11 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Pack>, kube::Error>> + Send;
+    /// Creates the record of a snapshot; one that exists already is fine.
+    fn record_snapshot(
+        &self,
+        record: &WorkspaceSnapshot,
+    ) -> impl Future<Output = Result<(), kube::Error>> + Send;
 }
 
 /// [`Cluster`] on a kube client.
@@ -338,5 +343,31 @@ impl Cluster for KubeCluster {
 
     async fn get_pack(&self, name: &str) -> Result<Option<Pack>, kube::Error> {
         Api::<Pack>::all(self.client.clone()).get_opt(name).await
+    }
+
+    async fn record_snapshot(&self, record: &WorkspaceSnapshot) -> Result<(), kube::Error> {
+        let ns = record.namespace().unwrap_or_default();
+        let api = Api::<WorkspaceSnapshot>::namespaced(self.client.clone(), &ns);
+        let created = match api.create(&PostParams::default(), record).await {
+            Ok(created) => created,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Made before; its status too, unless that write was cut off.
+                match api.get_opt(&record.name_any()).await? {
+                    Some(existing) if existing.status.is_none() => existing,
+                    _ => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        // The status is a subresource: written after the create.
+        let mut with_status = created;
+        with_status.status = record.status.clone();
+        api.replace_status(
+            &with_status.name_any(),
+            &PostParams::default(),
+            &with_status,
+        )
+        .await
+        .map(drop)
     }
 }

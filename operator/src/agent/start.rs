@@ -149,7 +149,16 @@ pub async fn run(
         recorder.clone(),
         metrics.clone(),
     );
-    let root = tasks::ensure_root(workspaces.clone(), config.dataset_root.clone());
+    let root = {
+        let (workspaces, config) = (workspaces.clone(), config.clone());
+        let cluster = KubeCluster {
+            client: client.clone(),
+        };
+        async move {
+            tasks::ensure_root(workspaces.clone(), config.dataset_root.clone()).await;
+            tasks::adopt_snapshots(config, workspaces, cluster).await;
+        }
+    };
     let synced = tasks::synced(config.clone(), store.clone(), health.clone());
     let isolation = tasks::isolation(config.clone(), containers.clone(), gate.clone());
 

@@ -117,6 +117,80 @@ pub(super) async fn ensure_root(workspaces: ZfsWorkspaces, root: String) {
     }
 }
 
+/// Gives every snapshot the agent took on this node's pool its
+/// `WorkspaceSnapshot`, once at start (those taken before the records
+/// existed, or whose record was lost): `<root>/<owner>/<uid>@stop-…` or
+/// `@death-…`, whose dataset names its Session (`medforge:session`).
+/// Retried with backoff until one pass went through.
+pub(super) async fn adopt_snapshots(
+    config: AgentConfig,
+    workspaces: ZfsWorkspaces,
+    cluster: super::runtime::KubeCluster,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match adopt_snapshots_once(&config, &workspaces, &cluster).await {
+            Ok(adopted) => {
+                tracing::info!(
+                    adopted,
+                    "snapshots on the pool have their WorkspaceSnapshot"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not adopt the pool's snapshots; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn adopt_snapshots_once(
+    config: &AgentConfig,
+    workspaces: &ZfsWorkspaces,
+    cluster: &super::runtime::KubeCluster,
+) -> Result<usize, super::error::Error> {
+    use super::runtime::Cluster;
+    use kube::api::ListParams;
+    let recorded: HashSet<String> =
+        kube::Api::<medforge_crds::WorkspaceSnapshot>::all(cluster.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|r| r.spec.snapshot)
+            .collect();
+    let root = &config.dataset_root;
+    let mut adopted = 0;
+    for (snapshot, used) in workspaces.snapshots_under(root).await? {
+        if recorded.contains(&snapshot) {
+            continue;
+        }
+        let Some((dataset, _)) = snapshot.split_once('@') else {
+            continue;
+        };
+        let property = workspaces
+            .user_property(dataset, medforge_crds::keys::dataset::SESSION)
+            .await?;
+        let Some((of, dataset, name)) =
+            super::plan::found_snapshot(root, &snapshot, property.as_deref())
+        else {
+            continue;
+        };
+        if let Some(record) = super::plan::snapshot_record(
+            &of,
+            &dataset,
+            &name,
+            &config.node_name,
+            Some(used),
+            Timestamp::now(),
+        ) {
+            cluster.record_snapshot(&record).await?;
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
+}
+
 /// Marks the agent ready once the Session cache has its first full list.
 pub(super) async fn synced(config: AgentConfig, store: Store<Session>, health: Arc<Health>) {
     let _ = store.wait_until_ready().await;

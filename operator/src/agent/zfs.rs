@@ -174,6 +174,29 @@ impl ZfsWorkspaces {
             .await
     }
 
+    /// Every snapshot under `root`, with the bytes it holds on its own
+    /// (`used`). `zfs get` rather than `zfs list`: zfs-fuse's `list` has no
+    /// `-p` (exact numbers) and no `-t snapshot`.
+    pub async fn snapshots_under(&self, root: &str) -> Result<Vec<(String, i64)>, WorkspaceError> {
+        let out = self
+            .run(&["get", "-H", "-p", "-r", "-o", "name,value", "used", root])
+            .await?;
+        Ok(parse_snapshots(&out))
+    }
+
+    /// A user property of a dataset; `None` when it is not set.
+    pub async fn user_property(
+        &self,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<String>, WorkspaceError> {
+        let out = self
+            .run(&["get", "-H", "-o", "value", key, dataset])
+            .await?;
+        let value = out.trim();
+        Ok((!value.is_empty() && value != "-").then(|| value.to_string()))
+    }
+
     /// Runs `zfs ARGS…` for its effect; refused for `done` means it is done.
     async fn run_unless(&self, args: &[&str], done: Refusal) -> Result<(), WorkspaceError> {
         match self.run(args).await {
@@ -230,6 +253,17 @@ fn parse_listing(dataset: &str, out: &str) -> Option<DatasetObs> {
         }
     }
     obs.map(|o| DatasetObs { snapshots, ..o })
+}
+
+/// `(name, used bytes)` of the snapshots in `zfs get -H -p -r -o name,value used`.
+fn parse_snapshots(out: &str) -> Vec<(String, i64)> {
+    out.lines()
+        .filter_map(|line| {
+            let (name, used) = line.split_once('\t')?;
+            name.contains('@')
+                .then(|| (name.to_string(), used.trim().parse().unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// The datasets `zfs destroy` names as dependent clones.
@@ -462,6 +496,19 @@ mod tests {
         let unmounted = parse_listing("p/x", "p/x\tno\tnone\n").unwrap();
         assert!(!unmounted.mounted && unmounted.mountpoint.is_none());
         assert_eq!(parse_listing("p/y", ""), None);
+    }
+
+    #[test]
+    fn a_snapshot_listing_gives_names_and_sizes() {
+        let out =
+            "pool/ws\t900\npool/ws/alice/u1@stop-1\t12345\npool/ws/alice/u1@death-2\t0\nnoise\n";
+        assert_eq!(
+            parse_snapshots(out),
+            [
+                ("pool/ws/alice/u1@stop-1".to_string(), 12345),
+                ("pool/ws/alice/u1@death-2".to_string(), 0)
+            ]
+        );
     }
 
     #[test]

@@ -183,3 +183,27 @@ impl Drop for Env {
         .join();
     }
 }
+
+/// Polls a list until it has exactly `n` items, each satisfying `ready`.
+pub async fn eventually_list<K>(
+    api: &kube::Api<K>,
+    n: usize,
+    within: std::time::Duration,
+    ready: impl Fn(&K) -> bool,
+) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let until = std::time::Instant::now() + within;
+    loop {
+        let items = api.list(&Default::default()).await.unwrap().items;
+        if items.len() == n && items.iter().all(&ready) {
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "expected {n} items within {within:?}, have {items:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -11,11 +11,12 @@
 //!
 //! `model` holds what the decisions work with (the observed world, the
 //! policy, the steps); `decide` picks the step; `status` builds the status
-//! each step writes. This module only composes them: its children import
+//! each step writes; `record` the `WorkspaceSnapshot` of a snapshot taken. This module only composes them: its children import
 //! from one another, never from here.
 
 mod decide;
 mod model;
+mod record;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use model::{
     Policy, Step, StepKind, StopCause, Touched, WorkspaceOnDelete, World, destroys_workspace,
     looks_for_other_container, needs_dataset, planned_snapshot,
 };
+pub use record::{READY_TO_USE, SnapshotOf, found_snapshot, snapshot_record, stop_record};
 pub use status::{
     status_failed, status_finished, status_gpu_in_use, status_running, status_runtime_unavailable,
     status_starting, status_stopping, status_waiting_for_port,

@@ -10,6 +10,7 @@ use crate::agent::context::{Context, write_status};
 use crate::agent::error::Error;
 use crate::agent::plan::{self, StopCause, World};
 use crate::agent::runtime::{Cluster, Containers, WorkspaceError, Workspaces};
+use crate::agent::spec::session_dataset;
 
 /// `StopContainer` and `StopStray`: SIGTERM, SIGKILL after the grace period.
 pub(super) async fn stop_container<C: Containers, W: Workspaces, K: Cluster>(
@@ -66,6 +67,13 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
     /// `Finish`: the final phase, the GPUs released.
     pub(super) async fn finish(&self) -> Result<Next, Error> {
         let Pass { ctx, s, w, now } = *self;
+        // The snapshot's record first: a crash before the final write
+        // repeats the Finish, and an existing record is fine.
+        if let Some(dataset) = session_dataset(&ctx.config, s)
+            && let Some(record) = plan::stop_record(s, w, &dataset, &ctx.config.node_name, now)
+        {
+            ctx.cluster.record_snapshot(&record).await?;
+        }
         let st = plan::status_finished(s, w, now);
         let phase = st.phase;
         let updated = write_status(ctx, s, st).await?;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
 use kube::core::Status;
-use medforge_crds::{Pack, Session};
+use medforge_crds::{Pack, Session, WorkspaceSnapshot};
 
 use crate::agent::runtime::Cluster;
 
@@ -13,6 +13,7 @@ use crate::agent::runtime::Cluster;
 struct ClusterState {
     sessions: HashMap<(String, String), Session>,
     packs: HashMap<String, Pack>,
+    snapshots: HashMap<(String, String), WorkspaceSnapshot>,
     version: u64,
     writes: u32,
 }
@@ -92,5 +93,32 @@ impl Cluster for FakeCluster {
 
     async fn get_pack(&self, name: &str) -> Result<Option<Pack>, kube::Error> {
         Ok(self.state.lock().unwrap().packs.get(name).cloned())
+    }
+
+    async fn record_snapshot(&self, record: &WorkspaceSnapshot) -> Result<(), kube::Error> {
+        let key = (record.namespace().unwrap_or_default(), record.name_any());
+        self.state
+            .lock()
+            .unwrap()
+            .snapshots
+            .entry(key)
+            .or_insert_with(|| record.clone());
+        Ok(())
+    }
+}
+
+impl FakeCluster {
+    /// The snapshot records written, by name.
+    pub fn snapshot_records(&self) -> Vec<WorkspaceSnapshot> {
+        let mut v: Vec<WorkspaceSnapshot> = self
+            .state
+            .lock()
+            .unwrap()
+            .snapshots
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.name_any());
+        v
     }
 }

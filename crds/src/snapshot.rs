@@ -1,0 +1,177 @@
+//! `WorkspaceSnapshot`: one ZFS snapshot of a session's workspace, as a
+//! resource that outlives its Session.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+
+/// A snapshot of a session's workspace, written by the node agent that took
+/// it. Its spec says what and whose it is; it is never changed after.
+#[skip_serializing_none]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "medforge.dev",
+    version = "v1alpha1",
+    kind = "WorkspaceSnapshot",
+    plural = "workspacesnapshots",
+    singular = "workspacesnapshot",
+    namespaced,
+    status = "WorkspaceSnapshotStatus",
+    derive = "PartialEq",
+    shortname = "wss",
+    category = "medforge",
+    doc = "A ZFS snapshot of a session's workspace, taken by the node agent (when the session stopped or its container died). It stays after its Session is deleted.",
+    printcolumn(
+        name = "Owner",
+        type_ = "string",
+        json_path = ".spec.owner",
+        description = "The owner's user id"
+    ),
+    printcolumn(
+        name = "Session",
+        type_ = "string",
+        json_path = ".spec.session.name",
+        description = "The Session it was taken of"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".spec.reason",
+        description = "Why it was taken"
+    ),
+    printcolumn(
+        name = "Size",
+        type_ = "integer",
+        json_path = ".status.sizeBytes",
+        description = "Bytes it holds on its own (ZFS `used`)"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Snapshot",
+        type_ = "string",
+        json_path = ".spec.snapshot",
+        description = "The ZFS snapshot (`<dataset>@<name>`)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".spec.node",
+        description = "The node whose pool holds it",
+        priority = "1"
+    ),
+    selectable = ".spec.owner"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSnapshotSpec {
+    /// The id of the user whose workspace it is.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub owner: String,
+    /// The Session it was taken of (kept after that Session is gone).
+    pub session: SnapshotSource,
+    /// The node whose ZFS pool holds it.
+    #[schemars(length(min = 1, max = 253))]
+    pub node: String,
+    /// The full ZFS snapshot name, `<dataset>@<name>`.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("snapshot is immutable"))]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:/-]+@[A-Za-z0-9_.:-]+$"))]
+    pub snapshot: String,
+    /// Why it was taken.
+    pub reason: SnapshotReason,
+}
+
+/// The Session a snapshot was taken of.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SnapshotSource {
+    /// The Session's name.
+    pub name: String,
+    /// The Session's uid (its dataset is named after it).
+    pub uid: String,
+}
+
+/// Why a snapshot was taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SnapshotReason {
+    /// The session was stopped (by its owner, for idleness or for its lifetime).
+    Stop,
+    /// The session's container died.
+    Death,
+    /// Its owner asked for it while the session ran.
+    Manual,
+    /// The Session was being deleted.
+    BeforeDelete,
+}
+
+impl SnapshotReason {
+    /// The reason of a snapshot named `stop-<ms>`, `death-<ms>`, … by the
+    /// node agent; `None` for a name it does not give.
+    pub fn of_name(name: &str) -> Option<SnapshotReason> {
+        let (prefix, ms) = name.split_once('-')?;
+        ms.parse::<u64>().ok()?;
+        match prefix {
+            "stop" => Some(SnapshotReason::Stop),
+            "death" => Some(SnapshotReason::Death),
+            "manual" => Some(SnapshotReason::Manual),
+            "predelete" => Some(SnapshotReason::BeforeDelete),
+            _ => None,
+        }
+    }
+}
+
+/// What is known of a snapshot.
+#[skip_serializing_none]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSnapshotStatus {
+    /// When ZFS took it.
+    pub taken_at: Option<Time>,
+    /// Bytes it holds on its own (ZFS `used`), when measured.
+    pub size_bytes: Option<i64>,
+    /// `ReadyToUse`: it exists on its node and a session may be restored from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was written for.
+    pub observed_generation: Option<i64>,
+}
+
+/// The resource name of a session's snapshot: `<session>-<name>`, or
+/// `<session uid>-<name>` when that would be too long for a name.
+pub fn snapshot_object_name(session: &str, uid: &str, name: &str) -> String {
+    let readable = format!("{session}-{name}");
+    if readable.len() <= 253 {
+        readable
+    } else {
+        format!("{uid}-{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_follow_the_agents_names() {
+        assert_eq!(
+            SnapshotReason::of_name("stop-1700000000000"),
+            Some(SnapshotReason::Stop)
+        );
+        assert_eq!(
+            SnapshotReason::of_name("death-1"),
+            Some(SnapshotReason::Death)
+        );
+        assert_eq!(SnapshotReason::of_name("stop-x"), None);
+        assert_eq!(SnapshotReason::of_name("backup-1"), None);
+        assert_eq!(SnapshotReason::of_name("stop"), None);
+        assert_eq!(snapshot_object_name("web", "u", "stop-1"), "web-stop-1");
+        let long = "a".repeat(250);
+        assert_eq!(snapshot_object_name(&long, "u", "stop-1"), "u-stop-1");
+    }
+}
