@@ -184,8 +184,14 @@ async fn adopt_snapshots_once(
             Some(used),
             Timestamp::now(),
         ) {
-            cluster.record_snapshot(&record).await?;
-            adopted += 1;
+            // One that cannot be recorded (its namespace gone, say) does
+            // not hold up the others.
+            match cluster.record_snapshot(&record).await {
+                Ok(()) => adopted += 1,
+                Err(e) => {
+                    tracing::warn!(%snapshot, error = %e, "could not record a snapshot found on the pool")
+                }
+            }
         }
     }
     Ok(adopted)
