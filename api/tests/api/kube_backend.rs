@@ -56,15 +56,14 @@ async fn stand_in_scheduler(sessions: KubeApi<Session>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_backend_on_the_embedded_control_plane() {
+/// The embedded control plane with one GpuNode, `node-a`, without a status yet.
+async fn control_plane_with_node_a() -> (TestControlPlane, KubeApi<GpuNode>) {
     let control_plane = TestControlPlane::builder()
         .data_subdir("control-plane")
         .namespace(NAMESPACE)
         .start()
         .await;
-    let client = control_plane.client.clone();
-    let nodes: KubeApi<GpuNode> = KubeApi::all(client.clone());
+    let nodes: KubeApi<GpuNode> = KubeApi::all(control_plane.client.clone());
     nodes
         .create(
             &PostParams::default(),
@@ -72,6 +71,13 @@ async fn kube_backend_on_the_embedded_control_plane() {
         )
         .await
         .unwrap();
+    (control_plane, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_backend_on_the_embedded_control_plane() {
+    let (control_plane, nodes) = control_plane_with_node_a().await;
+    let client = control_plane.client.clone();
     let node_status = GpuNodeStatus {
         gpus: (0..2)
             .map(|i| GpuInfo {
@@ -356,20 +362,8 @@ async fn start_against_the_real_scheduler() {
     use medforge_operator::scheduler::controller::{SchedulerConfig, run};
     use medforge_operator::scheduler::placement::Limits;
 
-    let control_plane = TestControlPlane::builder()
-        .data_subdir("control-plane")
-        .namespace(NAMESPACE)
-        .start()
-        .await;
+    let (control_plane, nodes) = control_plane_with_node_a().await;
     let client = control_plane.client.clone();
-    let nodes: KubeApi<GpuNode> = KubeApi::all(client.clone());
-    nodes
-        .create(
-            &PostParams::default(),
-            &GpuNode::new("node-a", GpuNodeSpec::default()),
-        )
-        .await
-        .unwrap();
     let now = jiff::Timestamp::now().to_string();
     let ready = json!({"status": {
         "gpus": [{"index": 0, "uuid": "GPU-node-a-0", "model": "Simulated", "memoryBytes": 1073741824, "health": "Healthy"}],

@@ -206,15 +206,7 @@ impl TestNode {
             .create(&PostParams::default(), &s)
             .await
             .unwrap();
-        let gpus = (0..created.spec.gpus)
-            .map(|_| {
-                let i = self.next_gpu.fetch_add(1, Ordering::Relaxed) % GPUS;
-                AssignedGpu {
-                    index: i,
-                    uuid: format!("GPU-static-{}-{i}", self.node),
-                }
-            })
-            .collect();
+        let gpus = self.next_gpus(created.spec.gpus);
         let mut bound = created.clone();
         let mut st = SessionStatus {
             phase: Some(SessionPhase::Scheduled),
@@ -239,6 +231,20 @@ impl TestNode {
             .unwrap()
     }
 
+    /// The next `n` GPUs of the node's inventory, round robin, as a
+    /// binding written by the test gives them.
+    fn next_gpus(&self, n: u32) -> Vec<AssignedGpu> {
+        (0..n)
+            .map(|_| {
+                let i = self.next_gpu.fetch_add(1, Ordering::Relaxed) % GPUS;
+                AssignedGpu {
+                    index: i,
+                    uuid: format!("GPU-static-{}-{i}", self.node),
+                }
+            })
+            .collect()
+    }
+
     /// Asks a Stopped or Failed session to run again as the api's start
     /// does (`state: Running`, `resumeRequestedAt: now`) and binds it again
     /// on this node, as the scheduler would for a resume.
@@ -255,15 +261,7 @@ impl TestNode {
             .await
             .unwrap();
         let mut s = self.get(name).await;
-        let gpus = (0..s.spec.gpus)
-            .map(|_| {
-                let i = self.next_gpu.fetch_add(1, Ordering::Relaxed) % GPUS;
-                AssignedGpu {
-                    index: i,
-                    uuid: format!("GPU-static-{}-{i}", self.node),
-                }
-            })
-            .collect();
+        let gpus = self.next_gpus(s.spec.gpus);
         let generation = s.metadata.generation;
         let st = s.status.get_or_insert_with(SessionStatus::default);
         st.phase = Some(SessionPhase::Scheduled);
