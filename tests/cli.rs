@@ -47,7 +47,7 @@ fn no_subcommand_prints_help_and_fails() {
 }
 
 #[test]
-fn crds_prints_three_crd_documents() {
+fn crds_prints_one_document_per_crd() {
     let out = medforge(&["crds"]);
     assert!(
         out.status.success(),
@@ -59,7 +59,7 @@ fn crds_prints_three_crd_documents() {
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
         .collect();
-    assert_eq!(docs.len(), 3);
+    assert_eq!(docs.len(), 4);
     let mut names = Vec::new();
     for doc in docs {
         let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
