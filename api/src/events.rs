@@ -120,13 +120,13 @@ async fn events(
     queue.push_back(snapshot(&state, &user_id));
     let mut check = tokio::time::interval(LOGIN_CHECK_EVERY);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let warned = HashMap::new();
+    let watched = Watched::of(&state, &user_id);
     let stream = futures::stream::unfold(
-        (rx, queue, state, user_id, check, warned),
-        move |(mut rx, mut queue, state, user_id, mut check, mut warned)| async move {
+        (rx, queue, state, user_id, check, watched),
+        move |(mut rx, mut queue, state, user_id, mut check, mut watched)| async move {
             loop {
                 if let Some(event) = queue.pop_front() {
-                    return Some((Ok(event), (rx, queue, state, user_id, check, warned)));
+                    return Some((Ok(event), (rx, queue, state, user_id, check, watched)));
                 }
                 let change = tokio::select! {
                     change = rx.recv() => change,
@@ -134,20 +134,23 @@ async fn events(
                         if login_ended(&state, login, &user_id).await {
                             return None;
                         }
-                        queue.extend(expiring(&state, &user_id, &mut warned));
+                        queue.extend(watched.expiring(state.config().sessions.expiry_warning));
                         continue;
                     }
                 };
                 match change {
                     Ok(SessionChange::Applied(e)) if e.owner == user_id => {
                         queue.push_back(session_event(&state, &e));
+                        watched.sessions.insert(e.name.clone(), e);
                     }
                     Ok(SessionChange::Deleted(e)) if e.owner == user_id => {
                         let data = serde_json::json!({ "id": e.name }).to_string();
                         queue.push_back(Event::default().event("session_deleted").data(data));
+                        watched.sessions.remove(&e.name);
                     }
                     Ok(SessionChange::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         queue.push_back(snapshot(&state, &user_id));
+                        watched = Watched::of(&state, &user_id);
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -188,41 +191,64 @@ async fn login_ended(state: &AppState, login: Option<tokens::TokenHash>, user_id
     }
 }
 
-/// `session.expiring` for each of the user's running sessions whose idle or
-/// lifetime stop is within the configured warning: once per session and
-/// stop time (`warned`), so a keepalive that moves the stop brings a new
-/// warning when the new time comes near.
-fn expiring(state: &AppState, user_id: &str, warned: &mut HashMap<String, i64>) -> Vec<Event> {
-    let ahead = state.config().sessions.expiry_warning;
-    if ahead.is_zero() {
-        return Vec::new();
-    }
-    let now = jiff::Timestamp::now();
-    let mine = state.index().list(|e| e.owner == user_id);
-    warned.retain(|id, _| mine.iter().any(|e| &e.name == id));
-    let mut events = Vec::new();
-    for e in mine {
-        let Some((at, because)) = crate::sessions::expiry(&e.session, e.last_activity()) else {
-            continue;
-        };
-        let left = at.as_second() - now.as_second();
-        if left > ahead.as_secs() as i64 || warned.get(&e.name) == Some(&at.as_second()) {
-            continue;
+/// The caller's sessions as one event stream follows them (from the index
+/// once, then from the changes it streams), and the stop times it has
+/// warned of: the per-second expiry check looks at these, never at the
+/// whole index.
+struct Watched {
+    sessions: HashMap<String, Arc<IndexedSession>>,
+    /// Session → the stop time (Unix seconds) last warned of.
+    warned: HashMap<String, i64>,
+}
+
+impl Watched {
+    fn of(state: &AppState, user_id: &str) -> Watched {
+        Watched {
+            sessions: state
+                .index()
+                .list(|e| e.owner == user_id)
+                .into_iter()
+                .map(|e| (e.name.clone(), e))
+                .collect(),
+            warned: HashMap::new(),
         }
-        warned.insert(e.name.clone(), at.as_second());
-        let data = serde_json::json!({
-            "id": e.name,
-            "at": at.to_string(),
-            "because": because,
-            "seconds_left": left.max(0),
-        });
-        events.push(
-            Event::default()
-                .event("session.expiring")
-                .data(data.to_string()),
-        );
     }
-    events
+
+    /// `session.expiring` for each running session whose idle or lifetime
+    /// stop is less than `ahead` away: once per session and stop time, so a
+    /// keepalive that moves the stop brings a new warning when the new time
+    /// comes near. Nothing when `ahead` is zero.
+    fn expiring(&mut self, ahead: Duration) -> Vec<Event> {
+        if ahead.is_zero() {
+            return Vec::new();
+        }
+        let now = jiff::Timestamp::now();
+        let sessions = &self.sessions;
+        self.warned.retain(|id, _| sessions.contains_key(id));
+        let mut events = Vec::new();
+        for e in self.sessions.values() {
+            let Some((at, because)) = crate::sessions::expiry(&e.session, e.last_activity()) else {
+                continue;
+            };
+            let left = at.as_second() - now.as_second();
+            if left > ahead.as_secs() as i64 || self.warned.get(&e.name) == Some(&at.as_second()) {
+                continue;
+            }
+            self.warned.insert(e.name.clone(), at.as_second());
+            let data = serde_json::json!({
+                "id": e.name,
+                "at": at.to_string(),
+                "because": because,
+                "seconds_left": left.max(0),
+            });
+            events.push(
+                Event::default()
+                    .event("session.expiring")
+                    .data(data.to_string()),
+            );
+        }
+        events
+    }
 }
 
 fn session_event(state: &AppState, entry: &Arc<IndexedSession>) -> Event {
