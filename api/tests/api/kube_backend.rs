@@ -74,6 +74,20 @@ async fn control_plane_with_node_a() -> (TestControlPlane, KubeApi<GpuNode>) {
     (control_plane, nodes)
 }
 
+/// The api on the control plane (a fresh SQLite database), its watch synced.
+async fn api_on(control_plane: &TestControlPlane) -> (Api, Arc<KubeBackend>) {
+    let backend = Arc::new(KubeBackend::new(control_plane.client.clone(), NAMESPACE));
+    let config = test_config(control_plane.dir.path().join("api"));
+    let db = Db::connect(None, &config.data_dir).await.unwrap();
+    db.migrate().await.unwrap();
+    let api = Api::with_db(config, db, backend.clone());
+    assert!(
+        api.wait_synced(Duration::from_secs(10)).await,
+        "watch synced"
+    );
+    (api, backend)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_backend_on_the_embedded_control_plane() {
     let (control_plane, nodes) = control_plane_with_node_a().await;
@@ -102,16 +116,8 @@ async fn kube_backend_on_the_embedded_control_plane() {
     let sessions: KubeApi<Session> = KubeApi::namespaced(client.clone(), NAMESPACE);
     let scheduler = tokio::spawn(stand_in_scheduler(sessions.clone()));
 
-    let backend = Arc::new(KubeBackend::new(client.clone(), NAMESPACE));
+    let (api, backend) = api_on(&control_plane).await;
     backend.ping().await.expect("ping");
-    let config = test_config(control_plane.dir.path().join("api"));
-    let db = Db::connect(None, &config.data_dir).await.unwrap();
-    db.migrate().await.unwrap();
-    let api = Api::with_db(config, db, backend.clone());
-    assert!(
-        api.wait_synced(Duration::from_secs(10)).await,
-        "watch synced"
-    );
     let router = api.router();
     let send =
         |method: Method, uri: &str, who: Option<&Client>, body: Option<serde_json::Value>| {
@@ -420,15 +426,7 @@ async fn start_against_the_real_scheduler() {
             .unwrap();
     };
 
-    let backend = Arc::new(KubeBackend::new(client.clone(), NAMESPACE));
-    let config = test_config(control_plane.dir.path().join("api"));
-    let db = Db::connect(None, &config.data_dir).await.unwrap();
-    db.migrate().await.unwrap();
-    let api = Api::with_db(config, db, backend.clone());
-    assert!(
-        api.wait_synced(Duration::from_secs(10)).await,
-        "watch synced"
-    );
+    let (api, _) = api_on(&control_plane).await;
     let router = api.router();
     let signup = async |email: &str| {
         client_from(
