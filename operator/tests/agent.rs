@@ -34,6 +34,26 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// latency claim (the agent benchmark reports those, `docs/benchmarks.md`).
 const EVENT_DRIVEN: Duration = Duration::from_secs(60);
 
+/// `NVIDIA_VISIBLE_DEVICES` as the workload at `upstream` sees it.
+async fn visible_gpus(env: &Env, upstream: std::net::SocketAddr) -> String {
+    let vars: HashMap<String, String> = env
+        .harness
+        .http_get(upstream, "/env")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    vars["NVIDIA_VISIBLE_DEVICES"].clone()
+}
+
+/// The UUIDs of bound GPUs, as NVIDIA_VISIBLE_DEVICES lists them.
+fn gpu_list(gpus: &[medforge_crds::AssignedGpu]) -> String {
+    gpus.iter()
+        .map(|g| g.uuid.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_watch() {
     let env = Env::new().await;
@@ -83,15 +103,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
     assert_eq!(upstream.port(), 8080);
     let root = env.harness.http_get(upstream, "/").await.unwrap();
     assert_eq!(root.text(), "web");
-    let vars: HashMap<String, String> = env
-        .harness
-        .http_get(upstream, "/env")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
-    let uuids: Vec<String> = st.gpus.iter().map(|g| g.uuid.clone()).collect();
-    assert_eq!(vars["NVIDIA_VISIBLE_DEVICES"], uuids.join(","));
+    assert_eq!(visible_gpus(&env, upstream).await, gpu_list(&st.gpus));
 
     // The workspace round trip through the container, onto the dataset.
     let put = env
@@ -233,15 +245,7 @@ async fn a_scheduled_session_runs_serves_its_workspace_and_stops_through_the_wat
         .await
         .unwrap();
     assert_eq!(back.text(), "hello from the session", "the file is there");
-    let vars: HashMap<String, String> = env
-        .harness
-        .http_get(upstream, "/env")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
-    let uuids: Vec<String> = again.gpus.iter().map(|g| g.uuid.clone()).collect();
-    assert_eq!(vars["NVIDIA_VISIBLE_DEVICES"], uuids.join(","));
+    assert_eq!(visible_gpus(&env, upstream).await, gpu_list(&again.gpus));
     // Stopped again: a second snapshot, the first kept.
     env.set_state("web", "Stopped").await;
     let s = env
