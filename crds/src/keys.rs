@@ -24,7 +24,16 @@ pub const URL_ANNOTATION: &str = "medforge.dev/url";
 /// The node agent's finalizer: it holds a Session until its container (and,
 /// per policy, its dataset) is gone.
 pub const AGENT_FINALIZER: &str = "medforge.dev/node-agent";
-/// Annotation that overrides the dataset policy on delete: `keep` or `destroy`.
+/// The node agent's finalizer on a `WorkspaceSnapshot`: it holds the record
+/// until the ZFS snapshot is destroyed.
+pub const SNAPSHOT_FINALIZER: &str = "medforge.dev/zfs-snapshot";
+/// Annotation with the owner's own snapshot retention (JSON:
+/// `{"keepLast": 2, "keepDays": 7}`), set by an admin on a Session (the api
+/// writes it from the account's settings); the node agent copies it onto
+/// the session's `WorkspaceSnapshot`s and applies it in place of its own.
+pub const SNAPSHOT_RETENTION_ANNOTATION: &str = "medforge.dev/snapshot-retention";
+/// Annotation that overrides the dataset policy on delete: `snapshot`,
+/// `keep` or `destroy`.
 pub const WORKSPACE_ON_DELETE_ANNOTATION: &str = "medforge.dev/workspace-on-delete";
 
 /// User properties on the ZFS datasets the node agent makes (ZFS spells a
@@ -34,6 +43,10 @@ pub mod dataset {
     pub const SESSION_UID: &str = "medforge:session-uid";
     /// `<namespace>/<name>` of the Session, for people reading `zfs get`.
     pub const SESSION: &str = "medforge:session";
+    /// Set (to the unix time in ms) when the dataset's Session was deleted:
+    /// the dataset is unmounted and only holds its snapshots; it is
+    /// destroyed once the last of them is.
+    pub const RETIRED: &str = "medforge:retired";
 }
 
 /// Labels on the Docker objects the node agent makes.

@@ -31,13 +31,16 @@ pub use gpunode::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
 };
 pub use pack::{EnvVar, Pack, PackSessionDefaults, PackSpec, PackStatus, SessionMaxima};
-pub use reason::{EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason};
+pub use reason::{
+    EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason, SnapshotCondition,
+    SnapshotStatusReason,
+};
 pub use session::{
     AssignedGpu, DesiredState, Exposure, Session, SessionLimits, SessionPhase, SessionResources,
     SessionSpec, SessionStatus, WorkspaceSpec, WorkspaceStatus,
 };
 pub use snapshot::{
-    SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec,
+    Retention, SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec,
     WorkspaceSnapshotStatus,
 };
 

@@ -95,7 +95,11 @@ vocabulary! {
         StartTimeout,
         PackNotFound,
         ImageNotPresent,
+        /// `workspace.restoreFrom` names no WorkspaceSnapshot (or one not
+        /// ready to use).
         SnapshotNotFound,
+        /// `workspace.restoreFrom` names another owner's WorkspaceSnapshot.
+        SnapshotNotOwned,
         /// A resumed session's workspace dataset is gone from its node.
         WorkspaceMissing,
         InvalidSpec,
@@ -136,10 +140,11 @@ vocabulary! {
 impl SessionReason {
     /// The reasons the scheduler gives for not binding a session: the ones
     /// the api turns into a refused create.
-    pub const REFUSALS: [SessionReason; 3] = [
+    pub const REFUSALS: [SessionReason; 4] = [
         SessionReason::NoGpuAvailable,
         SessionReason::UserLimitReached,
         SessionReason::CpuOnlyNotAllowed,
+        SessionReason::SnapshotNotFound,
     ];
 
     /// Whether this is one of [`SessionReason::REFUSALS`].
@@ -182,6 +187,42 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// Condition types a WorkspaceSnapshot's status carries.
+    pub enum SnapshotCondition {
+        /// The ZFS snapshot exists on its node; a session may be restored from it.
+        ReadyToUse,
+        /// The record is being deleted; False says what holds the ZFS
+        /// snapshot (a clone made from it).
+        Deleting,
+    }
+}
+
+vocabulary! {
+    /// Every `reason` a WorkspaceSnapshot's conditions and Events carry.
+    pub enum SnapshotStatusReason {
+        /// The node agent took the snapshot.
+        Taken,
+        /// The snapshot was on the pool before its record: the agent recorded it.
+        Adopted,
+        /// A manual snapshot not taken yet.
+        Pending,
+        /// The record names a dataset that is not its session's workspace.
+        DatasetMismatch,
+        /// The session's workspace does not exist (yet) on the node.
+        WorkspaceNotFound,
+        /// The ZFS snapshot is gone from the pool.
+        SnapshotMissing,
+        /// A session's workspace was cloned from the snapshot: it is
+        /// destroyed once that workspace is.
+        CloneDependsOnIt,
+        /// Retention deleted it (older than the kept ones).
+        RetentionExpired,
+        /// The ZFS snapshot was destroyed and the record released.
+        Destroyed,
+    }
+}
+
+vocabulary! {
     /// The `action` of the Events MedForge's controllers publish.
     pub enum EventAction {
         Reconcile,
@@ -189,6 +230,10 @@ vocabulary! {
         Stop,
         Delete,
         Sweep,
+        /// A snapshot taken (or found) and recorded.
+        Snapshot,
+        /// A snapshot deleted by retention.
+        Retain,
     }
 }
 
@@ -227,6 +272,8 @@ mod tests {
         round_trips::<NodeCondition>();
         round_trips::<NodeReason>();
         round_trips::<EventAction>();
+        round_trips::<SnapshotCondition>();
+        round_trips::<SnapshotStatusReason>();
     }
 
     #[test]

@@ -194,8 +194,9 @@ pub struct WorkspaceSpec {
     /// Quota of the workspace dataset (`50Gi`). Writes past it fail with "disk quota exceeded".
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub quota: Option<String>,
-    /// Start from an earlier snapshot instead of an empty workspace: the full ZFS snapshot name (`pool/medforge/<owner>/<uid>@stop-1700000000000`).
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:/-]+@[A-Za-z0-9_.:-]+$"))]
+    /// Start from an earlier snapshot instead of an empty workspace: the name of a WorkspaceSnapshot in the session's namespace, of the same owner and ready to use. The session runs on that snapshot's node, on a clone of it.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub restore_from: Option<String>,
 }
 

@@ -22,7 +22,7 @@ use serde_with::skip_serializing_none;
     derive = "PartialEq",
     shortname = "wss",
     category = "medforge",
-    doc = "A ZFS snapshot of a session's workspace, taken by the node agent (when the session stopped or its container died). It stays after its Session is deleted.",
+    doc = "A ZFS snapshot of a session's workspace. The node agent records every snapshot it takes (when the session stops, its container dies or it is deleted); creating one with reason Manual and no status asks the agent to take it now. It stays after its Session is deleted, under retention; deleting it destroys the ZFS snapshot.",
     printcolumn(
         name = "Owner",
         type_ = "string",
@@ -66,7 +66,8 @@ use serde_with::skip_serializing_none;
         description = "The node whose pool holds it",
         priority = "1"
     ),
-    selectable = ".spec.owner"
+    selectable = ".spec.owner",
+    selectable = ".spec.node"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSnapshotSpec {
@@ -142,6 +143,80 @@ pub struct WorkspaceSnapshotStatus {
     pub observed_generation: Option<i64>,
 }
 
+impl WorkspaceSnapshot {
+    /// The condition of the given type, if the status has one.
+    pub fn condition(&self, type_: crate::SnapshotCondition) -> Option<&Condition> {
+        crate::conditions::find(&self.status.as_ref()?.conditions, type_)
+    }
+
+    /// Whether the snapshot exists and a session may be restored from it.
+    pub fn is_ready(&self) -> bool {
+        self.metadata.deletion_timestamp.is_none()
+            && self
+                .condition(crate::SnapshotCondition::ReadyToUse)
+                .is_some_and(|c| c.status == "True")
+    }
+
+    /// When it was taken (`None` while a manual one is pending).
+    pub fn taken_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.status.as_ref()?.taken_at.as_ref().map(|t| t.0)
+    }
+
+    /// The dataset and the snapshot's short name (`<dataset>`, `<name>`).
+    pub fn dataset_and_name(&self) -> (&str, &str) {
+        self.spec
+            .snapshot
+            .split_once('@')
+            .unwrap_or((&self.spec.snapshot, ""))
+    }
+}
+
+/// How many of a session's snapshots are kept: the newest `keep_last`, and
+/// every one younger than `keep_days`. The newest of a session, and one a
+/// workspace was cloned from, are kept whatever these say.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// The newest this many are kept (at least 1).
+    pub keep_last: u32,
+    /// Every one younger than this many days is kept (0: none for its age).
+    pub keep_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 5,
+            keep_days: 7,
+        }
+    }
+}
+
+impl Retention {
+    /// The most either value may be.
+    pub const MAX: u32 = 100_000;
+
+    /// Parses the annotation's JSON; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Retention, String> {
+        let r: Retention = serde_json::from_str(text).map_err(|e| {
+            format!("snapshot retention {text:?} is not {{\"keepLast\": N, \"keepDays\": D}}: {e}")
+        })?;
+        r.check()?;
+        Ok(r)
+    }
+
+    /// Whether the values are within bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.keep_last == 0 {
+            return Err("keepLast must be at least 1 (the newest snapshot is always kept)".into());
+        }
+        if self.keep_last > Self::MAX || self.keep_days > Self::MAX {
+            return Err(format!("keepLast and keepDays are at most {}", Self::MAX));
+        }
+        Ok(())
+    }
+}
+
 /// The resource name of a session's snapshot: `<session>-<name>`, or
 /// `<session uid>-<name>` when that would be too long for a name.
 pub fn snapshot_object_name(session: &str, uid: &str, name: &str) -> String {
@@ -173,5 +248,25 @@ mod tests {
         assert_eq!(snapshot_object_name("web", "u", "stop-1"), "web-stop-1");
         let long = "a".repeat(250);
         assert_eq!(snapshot_object_name(&long, "u", "stop-1"), "u-stop-1");
+    }
+
+    #[test]
+    fn retention_is_parsed_and_bounded() {
+        assert_eq!(
+            Retention::parse(r#"{"keepLast": 2, "keepDays": 0}"#),
+            Ok(Retention {
+                keep_last: 2,
+                keep_days: 0
+            })
+        );
+        for bad in [
+            r#"{"keepLast": 0, "keepDays": 1}"#,
+            r#"{"keepLast": 2}"#,
+            r#"{"keepLast": 2, "keepDays": 1, "extra": 1}"#,
+            r#"{"keepLast": 200000, "keepDays": 1}"#,
+            "2",
+        ] {
+            assert!(Retention::parse(bad).is_err(), "{bad}");
+        }
     }
 }
