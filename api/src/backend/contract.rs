@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use medforge_crds::{DesiredState, GpuNode, Pack, Session};
+use medforge_crds::{DesiredState, GpuNode, Pack, Session, WorkspaceSnapshot};
 
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
@@ -22,19 +22,32 @@ pub enum BackendError {
     Unreachable(String),
 }
 
-/// A change seen by the watch on Sessions, in kube-runtime's watcher vocabulary.
+/// A change seen by a watch (on Sessions unless said otherwise), in
+/// kube-runtime's watcher vocabulary.
 #[derive(Clone, Debug)]
-pub enum WatchEvent {
+pub enum WatchEvent<K = Session> {
     /// The watch (re)starts: a full listing follows as `InitApply`, closed by `InitDone`.
     Init,
     /// One object of the listing.
-    InitApply(Session),
+    InitApply(K),
     /// The listing is complete; the objects not listed are gone.
     InitDone,
     /// An object was created or changed.
-    Apply(Session),
+    Apply(K),
     /// An object was deleted.
-    Delete(Session),
+    Delete(K),
+}
+
+/// What deleting a `WorkspaceSnapshot` record did.
+#[derive(Clone, Debug)]
+pub enum SnapshotDeletion {
+    /// There was no such record.
+    Missing,
+    /// The record is gone (it had no finalizer).
+    Gone,
+    /// The record is being deleted: a finalizer (the node agent's, which
+    /// destroys the ZFS snapshot) holds it; as it is now.
+    Held(Box<WorkspaceSnapshot>),
 }
 
 /// What a [`SessionBackend`] call returns.
@@ -82,4 +95,21 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn record_activity(&self, activity: &[(String, jiff::Timestamp)]) -> BackendResult<()>;
     /// One cheap round trip, for readiness.
     async fn ping(&self) -> BackendResult<()>;
+
+    /// Creates a `WorkspaceSnapshot` record (in the Sessions' namespace; its
+    /// `metadata.name` set by the caller). A record with reason `Manual` and
+    /// no status asks the node agent of `spec.node` to take the snapshot.
+    async fn create_snapshot(&self, record: WorkspaceSnapshot) -> BackendResult<WorkspaceSnapshot>;
+    /// A `WorkspaceSnapshot` record by name.
+    async fn get_snapshot(&self, name: &str) -> BackendResult<Option<WorkspaceSnapshot>>;
+    /// `WorkspaceSnapshot` records, all or those of one owner.
+    async fn list_snapshots(&self, owner: Option<&str>) -> BackendResult<Vec<WorkspaceSnapshot>>;
+    /// Deletes a `WorkspaceSnapshot` record; the node agent's finalizer
+    /// destroys the ZFS snapshot before the record goes.
+    async fn delete_snapshot(&self, name: &str) -> BackendResult<SnapshotDeletion>;
+    /// A never-ending stream of changes to `WorkspaceSnapshot` records,
+    /// starting with a full listing.
+    fn watch_snapshots(
+        &self,
+    ) -> BoxStream<'static, Result<WatchEvent<WorkspaceSnapshot>, BackendError>>;
 }

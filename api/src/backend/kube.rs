@@ -1,5 +1,6 @@
 //! The backend over the Kubernetes API (a real cluster or the embedded control
-//! plane), with the kube client: Sessions in one namespace, GpuNodes cluster-wide.
+//! plane), with the kube client: Sessions and WorkspaceSnapshots in one
+//! namespace, GpuNodes and Packs cluster-wide.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -8,27 +9,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use medforge_crds::keys::OWNER_LABEL;
-use medforge_crds::{DesiredState, GpuNode, Pack, Session};
+use medforge_crds::{DesiredState, GpuNode, Pack, Session, WorkspaceSnapshot};
 use serde_json::json;
 
-use super::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
+use super::contract::{BackendError, BackendResult, SessionBackend, SnapshotDeletion, WatchEvent};
 
 /// Field manager the api's writes are recorded under.
 const FIELD_MANAGER: &str = "medforge-api";
 
-/// Sessions and GpuNodes through the kube client.
+/// Sessions, WorkspaceSnapshots, GpuNodes and Packs through the kube client.
 #[derive(Clone)]
 pub struct KubeBackend {
     sessions: Api<Session>,
+    snapshots: Api<WorkspaceSnapshot>,
     nodes: Api<GpuNode>,
     packs: Api<Pack>,
 }
 
 impl KubeBackend {
-    /// A backend for Sessions in `namespace`.
+    /// A backend for Sessions (and their WorkspaceSnapshots) in `namespace`.
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         Self {
             sessions: Api::namespaced(client.clone(), namespace),
+            snapshots: Api::namespaced(client.clone(), namespace),
             nodes: Api::all(client.clone()),
             packs: Api::all(client),
         }
@@ -156,17 +159,7 @@ impl SessionBackend for KubeBackend {
     }
 
     fn watch(&self) -> BoxStream<'static, Result<WatchEvent, BackendError>> {
-        watcher(self.sessions.clone(), watcher::Config::default())
-            .default_backoff()
-            .map(|event| match event {
-                Ok(watcher::Event::Init) => Ok(WatchEvent::Init),
-                Ok(watcher::Event::InitApply(s)) => Ok(WatchEvent::InitApply(s)),
-                Ok(watcher::Event::InitDone) => Ok(WatchEvent::InitDone),
-                Ok(watcher::Event::Apply(s)) => Ok(WatchEvent::Apply(s)),
-                Ok(watcher::Event::Delete(s)) => Ok(WatchEvent::Delete(s)),
-                Err(e) => Err(BackendError::Unreachable(format!("watch on sessions: {e}"))),
-            })
-            .boxed()
+        watch_all(self.sessions.clone(), "sessions")
     }
 
     async fn list_nodes(&self) -> BackendResult<Vec<GpuNode>> {
@@ -247,6 +240,72 @@ impl SessionBackend for KubeBackend {
             .map(|_| ())
             .map_err(|e| map_err("sessions", e))
     }
+
+    async fn create_snapshot(&self, record: WorkspaceSnapshot) -> BackendResult<WorkspaceSnapshot> {
+        let name = record.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        self.snapshots
+            .create(&pp, &record)
+            .await
+            .map_err(|e| map_err(&format!("workspacesnapshot {name}"), e))
+    }
+
+    async fn get_snapshot(&self, name: &str) -> BackendResult<Option<WorkspaceSnapshot>> {
+        self.snapshots
+            .get_opt(name)
+            .await
+            .map_err(|e| map_err(&format!("workspacesnapshot {name}"), e))
+    }
+
+    async fn list_snapshots(&self, owner: Option<&str>) -> BackendResult<Vec<WorkspaceSnapshot>> {
+        let mut lp = ListParams::default();
+        if let Some(owner) = owner {
+            lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
+        }
+        list(&self.snapshots, "workspacesnapshots", &lp).await
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> BackendResult<SnapshotDeletion> {
+        match self.snapshots.delete(name, &DeleteParams::default()).await {
+            // The object comes back while a finalizer holds it, a Status once it is gone.
+            Ok(answer) => Ok(answer.left().map_or(SnapshotDeletion::Gone, |held| {
+                SnapshotDeletion::Held(Box::new(held))
+            })),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(SnapshotDeletion::Missing),
+            Err(e) => Err(map_err(&format!("workspacesnapshot {name}"), e)),
+        }
+    }
+
+    fn watch_snapshots(
+        &self,
+    ) -> BoxStream<'static, Result<WatchEvent<WorkspaceSnapshot>, BackendError>> {
+        watch_all(self.snapshots.clone(), "workspacesnapshots")
+    }
+}
+
+/// A watch on every object of `api`, retried with backoff, in the
+/// backend's vocabulary.
+fn watch_all<K>(
+    api: Api<K>,
+    what: &'static str,
+) -> BoxStream<'static, Result<WatchEvent<K>, BackendError>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |event| match event {
+            Ok(watcher::Event::Init) => Ok(WatchEvent::Init),
+            Ok(watcher::Event::InitApply(s)) => Ok(WatchEvent::InitApply(s)),
+            Ok(watcher::Event::InitDone) => Ok(WatchEvent::InitDone),
+            Ok(watcher::Event::Apply(s)) => Ok(WatchEvent::Apply(s)),
+            Ok(watcher::Event::Delete(s)) => Ok(WatchEvent::Delete(s)),
+            Err(e) => Err(BackendError::Unreachable(format!("watch on {what}: {e}"))),
+        })
+        .boxed()
 }
 
 /// Now, to the millisecond: two requests a second apart still change the

@@ -9,7 +9,9 @@ mod kube;
 #[cfg(feature = "testing")]
 mod memory;
 
-pub use self::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
+pub use self::contract::{
+    BackendError, BackendResult, SessionBackend, SnapshotDeletion, WatchEvent,
+};
 pub use self::kube::KubeBackend;
 #[cfg(feature = "testing")]
 pub use self::memory::{

@@ -1,16 +1,21 @@
 //! The in-memory control plane behind the api's [`SessionBackend`] trait.
 
 use async_trait::async_trait;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use medforge_crds::{DesiredState, GpuNode, GpuNodeSpec, Pack, Session, SessionStatus};
+use medforge_crds::{
+    DesiredState, GpuNode, GpuNodeSpec, Pack, Session, SessionStatus, WorkspaceSnapshot,
+};
 use tokio::sync::broadcast;
 
 use super::{MemoryBackend, SchedulerMode, fill_metadata};
-use crate::backend::contract::{BackendError, BackendResult, SessionBackend, WatchEvent};
+use crate::backend::contract::{
+    BackendError, BackendResult, SessionBackend, SnapshotDeletion, WatchEvent,
+};
 
 impl MemoryBackend {
     /// Changes a stored Session; when `change` says it changed, under a new
@@ -169,27 +174,7 @@ impl SessionBackend for MemoryBackend {
             (self.inner.events.subscribe(), Self::listing(&st))
         };
         let backend = self.clone();
-        futures::stream::unfold(
-            (rx, queue, backend),
-            |(mut rx, mut queue, backend)| async move {
-                loop {
-                    if let Some(event) = queue.pop_front() {
-                        return Some((Ok(event), (rx, queue, backend)));
-                    }
-                    match rx.recv().await {
-                        Ok(event) => return Some((Ok(event), (rx, queue, backend))),
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Like a watch that expired: start over with a full listing.
-                            let st = backend.lock();
-                            rx = rx.resubscribe();
-                            queue = Self::listing(&st);
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        )
-        .boxed()
+        watch_stream(rx, queue, move || Self::listing(&backend.lock()))
     }
 
     async fn list_nodes(&self) -> BackendResult<Vec<GpuNode>> {
@@ -240,4 +225,70 @@ impl SessionBackend for MemoryBackend {
     async fn ping(&self) -> BackendResult<()> {
         self.check_reachable()
     }
+
+    async fn create_snapshot(&self, record: WorkspaceSnapshot) -> BackendResult<WorkspaceSnapshot> {
+        self.check_reachable()?;
+        self.add_snapshot(record)
+    }
+
+    async fn get_snapshot(&self, name: &str) -> BackendResult<Option<WorkspaceSnapshot>> {
+        self.check_reachable()?;
+        Ok(self.snapshot(name))
+    }
+
+    async fn list_snapshots(&self, owner: Option<&str>) -> BackendResult<Vec<WorkspaceSnapshot>> {
+        self.check_reachable()?;
+        Ok(self
+            .snapshots()
+            .into_iter()
+            .filter(|s| owner.is_none_or(|o| s.spec.owner == o))
+            .collect())
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> BackendResult<SnapshotDeletion> {
+        self.check_reachable()?;
+        Ok(self.remove_snapshot(name))
+    }
+
+    fn watch_snapshots(
+        &self,
+    ) -> BoxStream<'static, Result<WatchEvent<WorkspaceSnapshot>, BackendError>> {
+        let (rx, queue) = {
+            let st = self.lock();
+            (
+                self.inner.snapshot_events.subscribe(),
+                Self::snapshot_listing(&st),
+            )
+        };
+        let backend = self.clone();
+        watch_stream(rx, queue, move || Self::snapshot_listing(&backend.lock()))
+    }
+}
+
+/// A watch over a broadcast of changes, after a listing; a receiver that
+/// lagged starts over with a new listing, like a watch that expired.
+fn watch_stream<K: Clone + Send + 'static>(
+    rx: broadcast::Receiver<WatchEvent<K>>,
+    queue: VecDeque<WatchEvent<K>>,
+    relist: impl Fn() -> VecDeque<WatchEvent<K>> + Send + 'static,
+) -> BoxStream<'static, Result<WatchEvent<K>, BackendError>> {
+    futures::stream::unfold(
+        (rx, queue, relist),
+        |(mut rx, mut queue, relist)| async move {
+            loop {
+                if let Some(event) = queue.pop_front() {
+                    return Some((Ok(event), (rx, queue, relist)));
+                }
+                match rx.recv().await {
+                    Ok(event) => return Some((Ok(event), (rx, queue, relist))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        rx = rx.resubscribe();
+                        queue = relist();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+    .boxed()
 }

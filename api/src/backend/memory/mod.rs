@@ -2,11 +2,14 @@
 //! keeps Sessions and GpuNodes in maps, streams changes like a watch, and (in
 //! automatic mode) plays the scheduler, deciding with the scheduler's own pure
 //! placement code (`medforge_operator::scheduler::placement`), one decision at
-//! a time like the real single leader, and, optionally, the node agent (Running
-//! + Ready + upstream after binding; Stopped on stop).
+//! a time like the real single leader, and, optionally, the node agent:
+//! Running, Ready and an upstream after binding; Stopped with a `Stop`
+//! snapshot record on stop; manual snapshots taken; snapshot records
+//! released on delete.
 
 mod control_plane;
 mod simulate;
+mod snapshots;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use medforge_crds::{
     GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, NodeCondition, NodeReason, Pack,
-    Session, SessionStatus,
+    Session, SessionStatus, WorkspaceSnapshot,
 };
 use tokio::sync::broadcast;
 
@@ -41,8 +44,12 @@ pub struct MemoryBackendConfig {
     /// After binding, the simulated agent makes the Session Running and Ready after this delay;
     /// `None` leaves it Scheduled.
     pub start_after: Option<Duration>,
-    /// Namespace written into the Sessions' metadata.
+    /// Namespace written into the Sessions' (and snapshot records') metadata.
     pub namespace: String,
+    /// The simulated agent takes a manual snapshot (its record becomes
+    /// `ReadyToUse`) this long after the record is created; `None` leaves
+    /// manual records pending. Only in automatic mode.
+    pub snapshot_after: Option<Duration>,
 }
 
 impl Default for MemoryBackendConfig {
@@ -52,6 +59,7 @@ impl Default for MemoryBackendConfig {
             default_user_limit: 2,
             start_after: Some(Duration::ZERO),
             namespace: "medforge".into(),
+            snapshot_after: Some(Duration::ZERO),
         }
     }
 }
@@ -65,6 +73,7 @@ pub struct MemoryBackend {
 struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<WatchEvent>,
+    snapshot_events: broadcast::Sender<WatchEvent<WorkspaceSnapshot>>,
     config: MemoryBackendConfig,
     reachable: AtomicBool,
     activity_writes: AtomicU64,
@@ -77,6 +86,7 @@ struct State {
     sessions: BTreeMap<String, Session>,
     nodes: BTreeMap<String, GpuNode>,
     packs: BTreeMap<String, Pack>,
+    snapshots: BTreeMap<String, WorkspaceSnapshot>,
     resource_version: u64,
     activity: BTreeMap<String, jiff::Timestamp>,
 }
@@ -93,10 +103,12 @@ impl MemoryBackend {
     /// An empty control plane.
     pub fn new(config: MemoryBackendConfig) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let (snapshot_events, _) = broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 events,
+                snapshot_events,
                 config,
                 reachable: AtomicBool::new(true),
                 activity_writes: AtomicU64::new(0),
@@ -261,8 +273,17 @@ impl MemoryBackend {
 }
 
 fn fill_metadata(st: &mut State, session: &mut Session, namespace: &str) {
+    fill_object_metadata(st, &mut session.metadata, namespace);
+}
+
+/// What the control plane fills in on create: namespace, uid, creation
+/// time, generation and resource version.
+fn fill_object_metadata(
+    st: &mut State,
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    namespace: &str,
+) {
     let rv = st.bump();
-    let meta = &mut session.metadata;
     meta.namespace = Some(namespace.to_owned());
     meta.uid
         .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());

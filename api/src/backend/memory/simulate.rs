@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use medforge_crds::{
     DesiredState, GpuAllocation, GpuNodeStatus, NodeCondition, SessionCondition, SessionPhase,
-    SessionReason, SessionStatus, conditions,
+    SessionReason, SessionStatus, WorkspaceStatus, conditions,
 };
 use medforge_operator::scheduler::controller::node_view;
 use medforge_operator::scheduler::placement::{ClusterView, Decision, Limits, Policy, Request};
@@ -62,14 +62,42 @@ impl MemoryBackend {
             max_gpus_per_user: u32::MAX / 2,
             allow_cpu_only: true,
         };
-        let (node_name, gpus) =
-            match cluster_view(&st).decide(&Request::of(&session), limits, Policy::Pack) {
-                Decision::Bind { node, gpus } => (node, gpus),
-                Decision::Refuse { reason, message } => {
-                    self.refuse_locked(&mut st, name, reason.as_str(), &message);
+        let mut request = Request::of(&session);
+        // A session restored from a snapshot runs on the snapshot's node, on
+        // a clone of it; without the record it is refused (the scheduler's
+        // rule, written here until its placement code has it).
+        if request.node.is_none()
+            && let Some(from) = session
+                .spec
+                .workspace
+                .as_ref()
+                .and_then(|w| w.restore_from.as_deref())
+        {
+            match st
+                .snapshots
+                .get(from)
+                .filter(|r| r.metadata.deletion_timestamp.is_none())
+            {
+                Some(record) => request.node = Some(record.spec.node.clone()),
+                None => {
+                    let message = format!("WorkspaceSnapshot {from} does not exist");
+                    self.refuse_locked(
+                        &mut st,
+                        name,
+                        SessionReason::SnapshotNotFound.as_str(),
+                        &message,
+                    );
                     return;
                 }
-            };
+            }
+        }
+        let (node_name, gpus) = match cluster_view(&st).decide(&request, limits, Policy::Pack) {
+            Decision::Bind { node, gpus } => (node, gpus),
+            Decision::Refuse { reason, message } => {
+                self.refuse_locked(&mut st, name, reason.as_str(), &message);
+                return;
+            }
+        };
         if let Some(node) = st.nodes.get_mut(&node_name) {
             let status = node.status.get_or_insert_with(GpuNodeStatus::default);
             for gpu in &gpus {
@@ -123,7 +151,8 @@ impl MemoryBackend {
         }
     }
 
-    /// The simulated node agent: a Scheduled session becomes Running and Ready.
+    /// The simulated node agent: a Scheduled session becomes Running and
+    /// Ready, on its workspace dataset (`pool/<owner>/<uid>`, named once).
     pub fn start(&self, name: &str) {
         self.update_status_if(name, |session, status| {
             if session.spec.state != DesiredState::Running
@@ -131,6 +160,16 @@ impl MemoryBackend {
             {
                 return false;
             }
+            let workspace = status
+                .workspace
+                .get_or_insert_with(WorkspaceStatus::default);
+            workspace.dataset.get_or_insert_with(|| {
+                format!(
+                    "pool/{}/{}",
+                    session.spec.owner,
+                    session.metadata.uid.as_deref().unwrap_or_default()
+                )
+            });
             let slug = session_slug(session).unwrap_or_default();
             status.phase = Some(SessionPhase::Running);
             status.slug = Some(slug.clone());
@@ -147,9 +186,12 @@ impl MemoryBackend {
         });
     }
 
-    /// The simulated node agent: a session whose state is Stopped becomes Stopped and frees its GPUs.
+    /// The simulated node agent: a session whose state is Stopped becomes
+    /// Stopped and frees its GPUs; its workspace, when it has one, gets a
+    /// `stop-<unix ms>` snapshot and its record.
     pub(super) fn finish_stop(&self, name: &str) {
         let mut freed = None;
+        let mut snapshot = None;
         self.update_status_if(name, |session, status| {
             if status.phase.is_some_and(SessionPhase::is_terminal) {
                 return false;
@@ -158,6 +200,13 @@ impl MemoryBackend {
                 .node_name
                 .clone()
                 .map(|node| (node, session.metadata.uid.clone()));
+            if let (Some(node), Some(workspace)) = (&status.node_name, status.workspace.as_mut())
+                && let Some(dataset) = &workspace.dataset
+            {
+                let short = format!("stop-{}", jiff::Timestamp::now().as_millisecond());
+                workspace.snapshots.push(short.clone());
+                snapshot = Some((session.clone(), dataset.clone(), node.clone(), short));
+            }
             status.phase = Some(SessionPhase::Stopped);
             status.stopped_generation = session.metadata.generation;
             status.gpus.clear();
@@ -174,6 +223,9 @@ impl MemoryBackend {
         });
         if let Some((node, uid)) = freed {
             self.free_gpus(&node, uid.as_deref());
+        }
+        if let Some((session, dataset, node, short)) = snapshot {
+            self.record_stop_snapshot(&session, &dataset, &node, &short);
         }
     }
 
