@@ -231,6 +231,10 @@ pub struct SchedulerArgs {
     /// same value.
     #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
+    /// A Stopped or Failed session not asked to run again for this long is
+    /// deleted; its workspace stays as snapshots (`720h`; `0s`: keep every session).
+    #[arg(long, default_value = "720h", value_parser = parse_duration_arg)]
+    pub session_history: Duration,
 }
 
 /// Api settings shared by `up` and `api`.
@@ -350,9 +354,17 @@ pub struct AgentArgs {
     /// reachable, when it is not this process's own.
     #[arg(long)]
     pub netns: Option<PathBuf>,
-    /// Destroy a session's dataset when the Session is deleted (default: keep it).
+    /// Destroy a session's dataset and its snapshots when the Session is
+    /// deleted (default: take a last snapshot and keep the snapshots, under retention).
     #[arg(long)]
     pub destroy_workspaces: bool,
+    /// Snapshots kept per session: the newest this many (at least 1)…
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub snapshot_keep_last: u32,
+    /// …and every one younger than this many days (an admin may set other
+    /// values for a user).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub snapshot_keep_days: u32,
     /// Serve the node agent's /metrics, /healthz and /readyz here.
     #[arg(long, env = "MEDFORGE_AGENT_METRICS")]
     pub agent_metrics: Option<SocketAddr>,

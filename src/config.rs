@@ -28,6 +28,7 @@ impl SchedulerArgs {
         c.policy = self.placement;
         c.heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs);
         c.lease.duration = self.lease_duration;
+        c.history = (!self.session_history.is_zero()).then_some(self.session_history);
         c
     }
 }
@@ -129,6 +130,10 @@ impl AgentArgs {
         if self.destroy_workspaces {
             c.workspace_on_delete = WorkspaceOnDelete::Destroy;
         }
+        c.retention = medforge_crds::Retention {
+            keep_last: self.snapshot_keep_last,
+            keep_days: self.snapshot_keep_days,
+        };
         // East-west isolation runs inside the agent, in the network namespace
         // where dockerd's bridge is.
         c.isolation = Some(match &self.netns {

@@ -145,7 +145,7 @@ pub struct WorkspaceSnapshotStatus {
 
 impl WorkspaceSnapshot {
     /// The condition of the given type, if the status has one.
-    pub fn condition(&self, type_: crate::SnapshotCondition) -> Option<&Condition> {
+    pub fn condition(&self, type_: crate::reason::SnapshotCondition) -> Option<&Condition> {
         crate::conditions::find(&self.status.as_ref()?.conditions, type_)
     }
 
@@ -153,13 +153,21 @@ impl WorkspaceSnapshot {
     pub fn is_ready(&self) -> bool {
         self.metadata.deletion_timestamp.is_none()
             && self
-                .condition(crate::SnapshotCondition::ReadyToUse)
+                .condition(crate::reason::SnapshotCondition::ReadyToUse)
                 .is_some_and(|c| c.status == "True")
     }
 
-    /// When it was taken (`None` while a manual one is pending).
+    /// When it was taken (`None` while a manual one is pending), to the
+    /// millisecond its name (`<kind>-<unix ms>`) gives: `status.takenAt`
+    /// has whole seconds, too coarse to order a stop and a delete.
     pub fn taken_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
-        self.status.as_ref()?.taken_at.as_ref().map(|t| t.0)
+        let recorded = self.status.as_ref()?.taken_at.as_ref()?.0;
+        let (_, name) = self.dataset_and_name();
+        let precise = SnapshotReason::of_name(name)
+            .and(name.rsplit_once('-'))
+            .and_then(|(_, ms)| ms.parse::<i64>().ok())
+            .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok());
+        Some(precise.unwrap_or(recorded))
     }
 
     /// The dataset and the snapshot's short name (`<dataset>`, `<name>`).
@@ -248,6 +256,32 @@ mod tests {
         assert_eq!(snapshot_object_name("web", "u", "stop-1"), "web-stop-1");
         let long = "a".repeat(250);
         assert_eq!(snapshot_object_name(&long, "u", "stop-1"), "u-stop-1");
+    }
+
+    #[test]
+    fn taken_at_has_the_milliseconds_of_the_name() {
+        let mut r = WorkspaceSnapshot::new(
+            "web-stop-1700000000123",
+            WorkspaceSnapshotSpec {
+                owner: "alice".into(),
+                session: SnapshotSource {
+                    name: "web".into(),
+                    uid: "u".into(),
+                },
+                node: "n".into(),
+                snapshot: "p/alice/u@stop-1700000000123".into(),
+                reason: SnapshotReason::Stop,
+            },
+        );
+        assert_eq!(r.taken_at(), None, "pending");
+        let second = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        r.status = Some(WorkspaceSnapshotStatus {
+            taken_at: Some(Time(second)),
+            ..Default::default()
+        });
+        assert_eq!(r.taken_at().unwrap().as_millisecond(), 1_700_000_000_123);
+        r.spec.snapshot = "p/alice/u@backup".into();
+        assert_eq!(r.taken_at(), Some(second));
     }
 
     #[test]

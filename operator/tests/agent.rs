@@ -581,10 +581,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
     let mut restore = Env::spec("workload", 0);
     restore.workspace = Some(WorkspaceSpec {
         quota: None,
-        restore_from: Some(format!(
-            "{}/ws/alice/no-such-session@stop-1",
-            env.scope.dataset()
-        )),
+        restore_from: Some("no-such-snapshot".into()),
     });
     let mut tiny = Env::spec("workload", 0);
     tiny.workspace = Some(WorkspaceSpec {
@@ -613,7 +610,7 @@ async fn bad_input_fails_with_a_message_naming_the_cause_and_leaves_nothing() {
             "no-snapshot",
             restore,
             "SnapshotNotFound",
-            "no-such-session@stop-1",
+            "\"no-such-snapshot\" does not exist",
         ),
         ("tiny-quota", tiny, "WorkspaceFailed", "out of space"),
         // Written straight to the Kubernetes API, as kubectl would: the

@@ -569,3 +569,172 @@ async fn a_resumed_session_is_bound_again_on_its_workspaces_node() {
     sched.abort();
     e.shutdown().await;
 }
+
+/// A ready WorkspaceSnapshot record of alice's on `node`, as an agent writes it.
+async fn put_record(client: &Client, name: &str, node: &str) {
+    use medforge_crds::{
+        SnapshotCondition, SnapshotReason, SnapshotSource, WorkspaceSnapshot,
+        WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
+    };
+    let api: Api<WorkspaceSnapshot> = Api::namespaced(client.clone(), NS);
+    let mut r = WorkspaceSnapshot::new(
+        name,
+        WorkspaceSnapshotSpec {
+            owner: "alice".into(),
+            session: SnapshotSource {
+                name: "old".into(),
+                uid: "u-old".into(),
+            },
+            node: node.into(),
+            snapshot: "pool/ws/alice/u-old@stop-1".into(),
+            reason: SnapshotReason::Stop,
+        },
+    );
+    let created = api.create(&PostParams::default(), &r).await.unwrap();
+    let mut status = WorkspaceSnapshotStatus {
+        taken_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::now(),
+        )),
+        ..Default::default()
+    };
+    medforge_crds::conditions::set_condition(
+        &mut status.conditions,
+        SnapshotCondition::ReadyToUse,
+        Some(true),
+        "Taken",
+        "on the pool",
+        None,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    r = created;
+    r.status = Some(status);
+    api.replace_status(name, &PostParams::default(), &r)
+        .await
+        .unwrap();
+}
+
+/// A new session restoring a snapshot is bound only on the snapshot's node;
+/// one naming a record that does not exist (yet) waits, Pending, with
+/// `SnapshotNotFound`, and is bound once the record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restoring_session_is_bound_on_its_snapshots_node() {
+    let e = env().await;
+    let now = Timestamp::now();
+    publish_ready_node(&e.client, "node-a", 2, now).await;
+    publish_ready_node(&e.client, "node-b", 2, now).await;
+    let sched = spawn_scheduler(
+        &e.client,
+        cfg(Limits {
+            max_sessions_per_user: 100,
+            max_gpus_per_user: 100,
+            allow_cpu_only: false,
+        }),
+    );
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
+    let restoring = |name: &str, record: &str| {
+        let mut s = session(name, "alice", 1);
+        s.spec.workspace = Some(medforge_crds::WorkspaceSpec {
+            quota: None,
+            restore_from: Some(record.into()),
+        });
+        s
+    };
+    // Packing would put these on node-a: the snapshots say node-b.
+    put_record(&e.client, "old-stop-1", "node-b").await;
+    for name in ["c1", "c2"] {
+        create(&api, &restoring(name, "old-stop-1")).await;
+        let s = poll(&api, name, |s| scheduled_opt(s).is_some()).await;
+        assert_eq!(scheduled(&s).status, "True", "{:?}", scheduled(&s));
+        assert_eq!(s.status.unwrap().node_name.as_deref(), Some("node-b"));
+    }
+    // node-b is full now: the third is refused, naming the node.
+    create(&api, &restoring("c3", "old-stop-1")).await;
+    let s = poll(&api, "c3", |s| scheduled_opt(s).is_some()).await;
+    assert_eq!(scheduled_reason(&s), "NoGpuAvailable");
+    assert!(
+        scheduled(&s).message.contains("node-b"),
+        "{:?}",
+        scheduled(&s)
+    );
+
+    create(&api, &restoring("later", "new-stop-1")).await;
+    let waiting = poll(&api, "later", |s| scheduled_opt(s).is_some()).await;
+    assert_eq!(scheduled_reason(&waiting), "SnapshotNotFound");
+    assert!(
+        scheduled(&waiting)
+            .message
+            .contains("\"new-stop-1\" does not exist")
+    );
+    assert_eq!(waiting.phase(), medforge_crds::SessionPhase::Pending);
+    put_record(&e.client, "new-stop-1", "node-a").await;
+    let bound = poll(&api, "later", |s| {
+        scheduled_opt(s).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(bound.status.unwrap().node_name.as_deref(), Some("node-a"));
+    sched.abort();
+    e.shutdown().await;
+}
+
+/// Sessions finished longer ago than the history keeps are deleted; a
+/// recently stopped one, a running one and one asked to resume stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_finished_longer_ago_than_the_history_are_deleted() {
+    use kube::api::{Patch, PatchParams};
+    let e = env().await;
+    publish_ready_node(&e.client, "node-a", 4, Timestamp::now()).await;
+    let mut c = cfg(Limits {
+        max_sessions_per_user: 100,
+        max_gpus_per_user: 100,
+        allow_cpu_only: false,
+    });
+    c.history = Some(Duration::from_secs(3600));
+    let sched = spawn_scheduler(&e.client, c);
+    let api: Api<Session> = Api::namespaced(e.client.clone(), NS);
+    let stopped_at = |name: &str, ago: i64| {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let at = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(ago);
+            let s = api.get(&name).await.unwrap();
+            let status = serde_json::json!({"status": {
+                "phase": "Stopped",
+                "gpus": null,
+                "stoppedAt": at.to_string(),
+                "stoppedGeneration": s.metadata.generation,
+            }});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    };
+    for name in ["old", "recent", "running", "resumed"] {
+        create_and_decide(&api, name).await;
+    }
+    stopped_at("recent", 60).await;
+    stopped_at("resumed", 7200).await;
+    // Asked to run again (a newer generation) before the sweep: kept.
+    resume(&api, "resumed").await;
+    stopped_at("old", 7200).await;
+    eventually("old deleted", Duration::from_secs(20), || async {
+        match api.get_opt("old").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let left: HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from(["recent".into(), "running".into(), "resumed".into()])
+    );
+    sched.abort();
+    e.shutdown().await;
+}

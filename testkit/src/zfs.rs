@@ -244,7 +244,14 @@ pub fn ensure_pool(
     }
     // After a daemon restart pools come back unmounted.
     if detached > 0 || get_property(bins, pool, "mounted")? != "yes" {
-        process::run(POOL, &bins.zfs, ["mount", "-a"])?;
+        // A dataset of another test that is being torn down right now may
+        // refuse ("directory is not empty"); that is its test's business.
+        // The pool's own root must be mounted.
+        if let Err(e) = process::run(POOL, &bins.zfs, ["mount", "-a"])
+            && get_property(bins, pool, "mounted")? != "yes"
+        {
+            return Err(e);
+        }
     }
     Ok(())
 }

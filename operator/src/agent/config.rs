@@ -78,6 +78,12 @@ pub struct AgentConfig {
     /// How the readiness probe reaches containers.
     pub dialer: Arc<dyn Dialer>,
     pub workspace_on_delete: WorkspaceOnDelete,
+    /// How many of a session's snapshots are kept, unless its records carry
+    /// the owner's own retention.
+    pub retention: medforge_crds::Retention,
+    /// How often a snapshot record whose deletion waits for a clone is
+    /// looked at again.
+    pub held_retry: Duration,
     /// Sessions reconciled at once.
     pub concurrency: u16,
     /// A running session is looked at least this often (the watch and
@@ -139,7 +145,7 @@ impl fmt::Debug for AgentConfig {
 
 impl AgentConfig {
     /// Defaults for a node: Docker at `/var/run/docker.sock`, network
-    /// `medforge-sessions`, no GPUs, datasets kept on delete.
+    /// `medforge-sessions`, no GPUs, a snapshot then a retired dataset on delete.
     pub fn new(node_name: impl Into<String>, dataset_root: impl Into<String>) -> AgentConfig {
         AgentConfig {
             node_name: node_name.into(),
@@ -158,7 +164,9 @@ impl AgentConfig {
             inventory: Arc::new(StaticInventory::new(Vec::new())),
             gpu_device_requests: false,
             dialer: Arc::new(TcpDialer),
-            workspace_on_delete: WorkspaceOnDelete::Keep,
+            workspace_on_delete: WorkspaceOnDelete::Snapshot,
+            retention: medforge_crds::Retention::default(),
+            held_retry: Duration::from_secs(60),
             concurrency: 16,
             resync: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),

@@ -16,6 +16,8 @@
 //! - `steps`: one executor per kind of step (dataset, container, port wait,
 //!   stop and snapshot);
 //! - `cleanup`: the finalizer's cleanup on delete;
+//! - `snapshots`: the controller of this node's `WorkspaceSnapshot`s
+//!   (manual snapshots, the finalizer that destroys them, retention);
 //! - `runtime` holds the traits every I/O goes through; `docker`, `zfs` and
 //!   `dialer` implement them on the real things, `testing` fakes them
 //!   (feature `testing`);
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod plan;
 pub mod recovery;
 pub mod runtime;
+pub mod snapshots;
 pub mod spec;
 mod start;
 mod state;

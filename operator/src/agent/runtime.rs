@@ -292,6 +292,36 @@ pub trait Workspaces: Send + Sync + 'static {
         &self,
         dataset: &str,
     ) -> impl Future<Output = Result<Destroyed, WorkspaceError>> + Send;
+    /// Destroys one snapshot (an absent one is fine). One that a dataset
+    /// was cloned from is refused with [`Refusal::DependentClones`].
+    fn destroy_snapshot(
+        &self,
+        snapshot: &str,
+    ) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// A user property (`module:name`) of a dataset; `None` when unset.
+    fn user_property(
+        &self,
+        dataset: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, WorkspaceError>> + Send;
+    /// Retires a deleted session's dataset: unmounted, never mounted again
+    /// on its own, marked [`medforge_crds::keys::dataset::RETIRED`] with
+    /// `stamp`. Its snapshots stay. Retiring twice is fine.
+    fn retire(
+        &self,
+        dataset: &str,
+        stamp: &str,
+    ) -> impl Future<Output = Result<(), WorkspaceError>> + Send;
+    /// The snapshots under `root` that a dataset was cloned from.
+    fn origins(
+        &self,
+        root: &str,
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<String>, WorkspaceError>> + Send;
+    /// The bytes a snapshot holds on its own (ZFS `used`).
+    fn snapshot_size(
+        &self,
+        snapshot: &str,
+    ) -> impl Future<Output = Result<Option<i64>, WorkspaceError>> + Send;
 }
 
 /// The Kubernetes API as the reconciler uses it.
@@ -315,6 +345,18 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
         record: &WorkspaceSnapshot,
     ) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    fn get_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<WorkspaceSnapshot>, kube::Error>> + Send;
+    /// Deletes the records of a session's snapshots (by its uid label);
+    /// how many it deleted.
+    fn delete_snapshots_of(
+        &self,
+        namespace: &str,
+        session_uid: &str,
+    ) -> impl Future<Output = Result<usize, kube::Error>> + Send;
 }
 
 /// [`Cluster`] on a kube client.
@@ -360,6 +402,9 @@ impl Cluster for KubeCluster {
             Err(e) => return Err(e),
         };
         // The status is a subresource: written after the create.
+        if record.status.is_none() {
+            return Ok(());
+        }
         let mut with_status = created;
         with_status.status = record.status.clone();
         api.replace_status(
@@ -369,5 +414,42 @@ impl Cluster for KubeCluster {
         )
         .await
         .map(drop)
+    }
+
+    async fn get_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<WorkspaceSnapshot>, kube::Error> {
+        Api::<WorkspaceSnapshot>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    async fn delete_snapshots_of(
+        &self,
+        namespace: &str,
+        session_uid: &str,
+    ) -> Result<usize, kube::Error> {
+        let api = Api::<WorkspaceSnapshot>::namespaced(self.client.clone(), namespace);
+        let selector = format!("{}={session_uid}", labels::SESSION_UID);
+        let found = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?;
+        let mut deleted = 0;
+        for r in found.items {
+            if r.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            match api
+                .delete(&r.name_any(), &kube::api::DeleteParams::default())
+                .await
+            {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 }

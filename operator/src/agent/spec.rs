@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use medforge_crds::keys;
 use medforge_crds::policy::{Amounts, PolicyOverrides, SessionPolicy, Violation, resolve};
 use medforge_crds::quantity::parse_bytes;
-use medforge_crds::{Pack, Session, SessionReason};
+use medforge_crds::{Pack, Session, SessionReason, WorkspaceSnapshot};
 
 use super::config::AgentConfig;
 use super::runtime::{ContainerSpec, labels};
@@ -156,21 +156,64 @@ pub fn quota_bytes(s: &Session) -> Result<Option<u64>, InvalidSpec> {
 }
 
 /// Checks what can be checked without I/O: every value against the policy,
-/// the Pack and the node ([`amounts`]), and that `restoreFrom` names a
-/// snapshot of this owner's own workspaces.
+/// the Pack and the node ([`amounts`]).
 pub fn validate(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts, InvalidSpec> {
-    let amounts = amounts(config, s, pack)?;
-    if let Some(src) = restore_from(s) {
-        let mine = format!("{}/", owner_dataset(&config.dataset_root, &s.spec.owner));
-        let (dataset, snap) = src.split_once('@').unwrap_or((src, ""));
-        if !dataset.starts_with(&mine) || snap.is_empty() || dataset.contains("..") {
-            return Err(InvalidSpec::invalid(format!(
-                "workspace.restoreFrom {src:?} is not a snapshot of this owner's workspaces \
-                 (they are under {mine}); restore only from your own sessions' snapshots"
-            )));
-        }
+    amounts(config, s, pack)
+}
+
+/// The ZFS snapshot a session restores from, from the record its
+/// `restoreFrom` names (`None`: no such record): the record must be ready,
+/// the session owner's, on this node, and name a snapshot of one of that
+/// owner's workspaces. Otherwise the reason and message to fail with.
+pub fn restore_source(
+    config: &AgentConfig,
+    s: &Session,
+    record: Option<&WorkspaceSnapshot>,
+) -> Result<String, InvalidSpec> {
+    let name = restore_from(s).unwrap_or_default();
+    let not_found = |why: String| InvalidSpec {
+        reason: SessionReason::SnapshotNotFound,
+        message: format!("workspace.restoreFrom: WorkspaceSnapshot {name:?} {why}"),
+    };
+    let Some(r) = record else {
+        return Err(not_found(format!(
+            "does not exist in namespace {}",
+            s.namespace().unwrap_or_default()
+        )));
+    };
+    if r.spec.owner != s.spec.owner {
+        return Err(InvalidSpec {
+            reason: SessionReason::SnapshotNotOwned,
+            message: format!(
+                "workspace.restoreFrom: WorkspaceSnapshot {name:?} belongs to another user; \
+                 a session restores only its own owner's snapshots"
+            ),
+        });
     }
-    Ok(amounts)
+    if !r.is_ready() {
+        return Err(not_found(
+            "is not ready to use (being taken, failed or being deleted)".into(),
+        ));
+    }
+    if r.spec.node != config.node_name {
+        return Err(not_found(format!(
+            "is on node {}, not on node {} where the session was bound",
+            r.spec.node, config.node_name
+        )));
+    }
+    let mine = format!("{}/", owner_dataset(&config.dataset_root, &s.spec.owner));
+    let (dataset, snap) = r.dataset_and_name();
+    if !dataset.starts_with(&mine) || snap.is_empty() || dataset.contains("..") {
+        return Err(InvalidSpec {
+            reason: SessionReason::SnapshotNotOwned,
+            message: format!(
+                "workspace.restoreFrom: WorkspaceSnapshot {name:?} names {}, which is not under \
+                 this owner's workspaces ({mine})",
+                r.spec.snapshot
+            ),
+        });
+    }
+    Ok(r.spec.snapshot.clone())
 }
 
 /// `spec.workspace.restoreFrom`.
@@ -374,15 +417,75 @@ mod tests {
         let e = validate(&config, &s, &pack).unwrap_err();
         assert!(e.message.contains("resources.memory"), "{e}");
         s.spec.resources = None;
+    }
 
+    #[test]
+    fn a_restore_needs_a_ready_record_of_the_same_owner_on_this_node() {
+        use medforge_crds::{SnapshotReason, SnapshotStatusReason};
+        let config = fixtures::config();
+        let mut s = fixtures::bound_session("s1", 0);
         s.spec.workspace = Some(medforge_crds::WorkspaceSpec {
             quota: None,
-            restore_from: Some("pool/mf/mallory/u-9@stop-1".into()),
+            restore_from: Some("old-stop-1".into()),
         });
-        let e = validate(&config, &s, &pack).unwrap_err();
-        assert!(e.message.contains("not a snapshot of this owner"), "{e}");
-        s.spec.workspace.as_mut().unwrap().restore_from = Some("pool/mf/alice/u-0@stop-1".into());
-        assert!(validate(&config, &s, &pack).is_ok());
+        let of = crate::agent::plan::SnapshotOf {
+            namespace: "ns".into(),
+            session: "old".into(),
+            uid: "u-0".into(),
+            owner: s.spec.owner.clone(),
+            retention: None,
+        };
+        let mine = owner_dataset(&config.dataset_root, &s.spec.owner);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let record = |of: &crate::agent::plan::SnapshotOf, dataset: &str, node: &str| {
+            crate::agent::plan::snapshot_record(of, dataset, "stop-1", node, None, now).unwrap()
+        };
+        let good = record(&of, &format!("{mine}/u-0"), &config.node_name);
+        assert_eq!(good.spec.reason, SnapshotReason::Stop);
+        assert_eq!(
+            restore_source(&config, &s, Some(&good)).unwrap(),
+            format!("{mine}/u-0@stop-1")
+        );
+        let reason = |r: Option<&WorkspaceSnapshot>| restore_source(&config, &s, r).unwrap_err();
+        let e = reason(None);
+        assert_eq!(e.reason, SessionReason::SnapshotNotFound);
+        assert!(e.message.contains("does not exist"), "{e}");
+        // Another owner's record, or a record whose dataset is another owner's.
+        let mallory = crate::agent::plan::SnapshotOf {
+            owner: "mallory".into(),
+            ..of.clone()
+        };
+        let theirs = record(&mallory, &format!("{mine}/u-0"), &config.node_name);
+        assert_eq!(
+            reason(Some(&theirs)).reason,
+            SessionReason::SnapshotNotOwned
+        );
+        let forged = record(&of, "pool/mf/mallory/u-9", &config.node_name);
+        assert_eq!(
+            reason(Some(&forged)).reason,
+            SessionReason::SnapshotNotOwned
+        );
+        // Elsewhere, or not ready.
+        let elsewhere = record(&of, &format!("{mine}/u-0"), "other-node");
+        assert!(reason(Some(&elsewhere)).message.contains("other-node"));
+        let mut pending = good.clone();
+        pending.status = Some(crate::agent::plan::snapshot_status(
+            None,
+            None,
+            false,
+            SnapshotStatusReason::Pending,
+            "",
+            None,
+            now,
+        ));
+        assert_eq!(
+            reason(Some(&pending)).reason,
+            SessionReason::SnapshotNotFound
+        );
+        let mut deleting = good.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        assert!(reason(Some(&deleting)).message.contains("not ready"));
     }
 
     #[test]

@@ -160,6 +160,12 @@ pub async fn run(
         }
     };
     let synced = tasks::synced(config.clone(), store.clone(), health.clone());
+    let snapshots = super::snapshots::run(
+        client.clone(),
+        workspaces.clone(),
+        config.clone(),
+        Some(recorder.clone()),
+    );
     let isolation = tasks::isolation(config.clone(), containers.clone(), gate.clone());
 
     let peers_store = store.clone();
@@ -203,7 +209,8 @@ pub async fn run(
             sweeper,
             root,
             synced,
-            isolation
+            isolation,
+            snapshots
         );
     };
     tokio::pin!(side);

@@ -149,7 +149,7 @@ async fn adopt_snapshots_once(
     workspaces: &ZfsWorkspaces,
     cluster: &super::runtime::KubeCluster,
 ) -> Result<usize, super::error::Error> {
-    use super::runtime::Cluster;
+    use super::runtime::{Cluster, Workspaces};
     use kube::api::ListParams;
     let recorded: HashSet<String> =
         kube::Api::<medforge_crds::WorkspaceSnapshot>::all(cluster.client.clone())

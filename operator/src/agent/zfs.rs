@@ -184,19 +184,6 @@ impl ZfsWorkspaces {
         Ok(parse_snapshots(&out))
     }
 
-    /// A user property of a dataset; `None` when it is not set.
-    pub async fn user_property(
-        &self,
-        dataset: &str,
-        key: &str,
-    ) -> Result<Option<String>, WorkspaceError> {
-        let out = self
-            .run(&["get", "-H", "-o", "value", key, dataset])
-            .await?;
-        let value = out.trim();
-        Ok((!value.is_empty() && value != "-").then(|| value.to_string()))
-    }
-
     /// Runs `zfs ARGS…` for its effect; refused for `done` means it is done.
     async fn run_unless(&self, args: &[&str], done: Refusal) -> Result<(), WorkspaceError> {
         match self.run(args).await {
@@ -410,6 +397,80 @@ impl Workspaces for ZfsWorkspaces {
             Err(e) => Err(e),
         }
     }
+
+    async fn destroy_snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
+        if !snapshot.contains('@') {
+            return Err(WorkspaceError::Refused {
+                command: format!("zfs destroy {snapshot}"),
+                stderr: format!("{snapshot} is not a snapshot"),
+                why: Refusal::Other,
+            });
+        }
+        let once = || async {
+            match self.run(&["destroy", snapshot]).await {
+                Ok(_) | Err(WorkspaceError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        once.retry(busy_backoff()).when(is_busy).await
+    }
+
+    async fn user_property(
+        &self,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<String>, WorkspaceError> {
+        let out = self
+            .run(&["get", "-H", "-o", "value", key, dataset])
+            .await?;
+        let value = out.trim();
+        Ok((!value.is_empty() && value != "-").then(|| value.to_string()))
+    }
+
+    async fn retire(&self, dataset: &str, stamp: &str) -> Result<(), WorkspaceError> {
+        // Marked first: a crash after it leaves a dataset that is known to
+        // be retired, and the unmount is repeated.
+        self.run(&[
+            "set",
+            &format!("{}={stamp}", medforge_crds::keys::dataset::RETIRED),
+            dataset,
+        ])
+        .await?;
+        self.run(&["set", "canmount=noauto", dataset]).await?;
+        self.unmount(dataset).await
+    }
+
+    async fn origins(
+        &self,
+        root: &str,
+    ) -> Result<std::collections::BTreeSet<String>, WorkspaceError> {
+        let out = self
+            .run(&["get", "-H", "-r", "-o", "name,value", "origin", root])
+            .await?;
+        Ok(parse_origins(&out))
+    }
+
+    async fn snapshot_size(&self, snapshot: &str) -> Result<Option<i64>, WorkspaceError> {
+        match self
+            .run(&["get", "-H", "-p", "-o", "value", "used", snapshot])
+            .await
+        {
+            Ok(out) => Ok(out.trim().parse().ok()),
+            Err(WorkspaceError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The snapshots named as some dataset's origin in `zfs get -H -o
+/// name,value origin` (`-` for a dataset that is no clone).
+fn parse_origins(out: &str) -> std::collections::BTreeSet<String> {
+    out.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(_, origin)| origin.trim())
+        .filter(|o| o.contains('@'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What a failed look at the pool means, with the fix when the pool is missing.
@@ -474,6 +535,16 @@ mod tests {
             answer("failed to initialize ZFS library"),
             WorkspaceError::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn origins_are_the_snapshots_datasets_were_cloned_from() {
+        let out = "p\t-\np/a\t-\np/a@s1\t-\np/b\tp/a@s1\np/c\tp/a@s2\n";
+        let origins = parse_origins(out);
+        assert_eq!(
+            origins.into_iter().collect::<Vec<_>>(),
+            vec!["p/a@s1".to_string(), "p/a@s2".to_string()]
+        );
     }
 
     #[test]

@@ -25,11 +25,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::{self, set_condition};
 use medforge_crds::slug::Slug;
-use medforge_crds::{AssignedGpu, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus};
+use medforge_crds::{
+    AssignedGpu, GpuHealth, GpuNode, Session, SessionPhase, SessionStatus, WorkspaceSnapshot,
+};
 use medforge_crds::{NodeCondition, NodeReason, SessionCondition, SessionReason};
 use tokio::sync::mpsc;
 
-use super::placement::{ClusterView, Decision, GpuView, Limits, NodeView, Policy, Request};
+use super::placement::{
+    ClusterView, Decision, GpuView, Limits, NodeView, Policy, RefuseReason, Request,
+};
 use crate::leader::{self, LeaseConfig};
 
 /// The label the api puts the slug it chose in (copied to `status.slug`),
@@ -48,6 +52,10 @@ pub struct SchedulerConfig {
     pub max_in_flight: usize,
     /// How often stale heartbeats are looked for even when nothing changes.
     pub resync: Duration,
+    /// A Stopped or Failed session that has not been asked to run for this
+    /// long is deleted (its workspace is kept as snapshots, per the node
+    /// agent's policy). `None` keeps every session.
+    pub history: Option<Duration>,
     /// Told, after every pass, the resourceVersion of each GpuNode the pass
     /// used: lets tests and diagnostics see what the scheduler has seen.
     pub observer: Option<Arc<tokio::sync::watch::Sender<HashMap<String, String>>>>,
@@ -62,6 +70,7 @@ impl SchedulerConfig {
             lease: LeaseConfig::new("medforge-system", "medforge-scheduler", identity),
             max_in_flight: 32,
             resync: Duration::from_secs(5),
+            history: Some(Duration::from_secs(30 * 86_400)),
             observer: None,
         }
     }
@@ -207,13 +216,27 @@ pub async fn run(
             .map_ok(|_| ())
             .map_err(|e| tracing::warn!(error = %e, "GpuNode watch failed; retrying"))
             .boxed();
-    let mut events = futures::stream::select(session_events, node_events);
+    let (snapshots, snapshots_writer) = reflector::store();
+    let snapshot_events = reflector::reflector(
+        snapshots_writer,
+        watcher(
+            Api::<WorkspaceSnapshot>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map_ok(|_| ())
+    .map_err(|e| tracing::warn!(error = %e, "WorkspaceSnapshot watch failed; retrying"))
+    .boxed();
+    let mut events = futures::stream::select_all([session_events, node_events, snapshot_events]);
 
     // Never decide on a partial picture: an unsynced cache would forget
     // allocations and give a GPU twice.
     let wait_synced = async {
         let _ = sessions.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
+        let _ = snapshots.wait_until_ready().await;
     };
     tokio::pin!(wait_synced);
     loop {
@@ -275,6 +298,9 @@ pub async fn run(
             _ = resync.tick() => {
                 mark_stale_nodes(&client, &nodes, &cfg).await;
                 mark_lost_sessions(&sessions_api, &sessions, &nodes, &cfg).await;
+                if let Some(history) = cfg.history {
+                    delete_finished_sessions(&client, &sessions, history).await;
+                }
             }
         }
         // Drain whatever else arrived, then make one pass.
@@ -321,8 +347,17 @@ pub async fn run(
                 // The completion of a write wakes us for the rest.
                 break;
             }
-            let req = Request::of(s);
-            let decision = view.decide(&req, cfg.limits, cfg.policy);
+            let mut req = Request::of(s);
+            let decision = match restore_node(s, &snapshots) {
+                Err(message) => Decision::Refuse {
+                    reason: RefuseReason::SnapshotNotFound,
+                    message,
+                },
+                Ok(node) => {
+                    req.node = req.node.or(node);
+                    view.decide(&req, cfg.limits, cfg.policy)
+                }
+            };
             let Some(updated) = status_for(s, &decision, &used_slugs) else {
                 continue; // already says exactly this
             };
@@ -369,6 +404,79 @@ pub async fn run(
             tracing::error!(error = %e, "scheduler invariant broken");
         }
     }
+}
+
+/// The node a new session that restores a snapshot must run on: the
+/// snapshot's (`None` for a session that restores nothing, or whose
+/// workspace exists already). `Err` says why it cannot be placed.
+pub fn restore_node(
+    s: &Session,
+    snapshots: &Store<WorkspaceSnapshot>,
+) -> Result<Option<String>, String> {
+    let Some(name) = s
+        .spec
+        .workspace
+        .as_ref()
+        .and_then(|w| w.restore_from.as_deref())
+    else {
+        return Ok(None);
+    };
+    if s.workspace_node().is_some() {
+        return Ok(None);
+    }
+    let ns = s.namespace().unwrap_or_default();
+    let key = reflector::ObjectRef::<WorkspaceSnapshot>::new(name).within(&ns);
+    match snapshots.get(&key) {
+        None => Err(format!(
+            "workspace.restoreFrom: WorkspaceSnapshot {name:?} does not exist in namespace {ns}"
+        )),
+        Some(r) if !r.is_ready() => Err(format!(
+            "workspace.restoreFrom: WorkspaceSnapshot {name:?} is not ready to use (being taken, failed or being deleted)"
+        )),
+        Some(r) => Ok(Some(r.spec.node.clone())),
+    }
+}
+
+/// Deletes the sessions that stopped or failed longer than `history` ago
+/// and are not asked to run again. The node agent's finalizer then keeps
+/// their workspaces as snapshots.
+async fn delete_finished_sessions(client: &Client, sessions: &Store<Session>, history: Duration) {
+    let now = Timestamp::now();
+    for s in sessions.state() {
+        if s.metadata.deletion_timestamp.is_some() || !finished_before(&s, now, history) {
+            continue;
+        }
+        let api: Api<Session> = Api::namespaced(client.clone(), &s.namespace().unwrap_or_default());
+        // Only the version seen: a session resumed meanwhile is not deleted.
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: s.resource_version(),
+                uid: s.uid(),
+            }),
+            ..Default::default()
+        };
+        match api.delete(&s.name_any(), &params).await {
+            Ok(_) => {
+                tracing::info!(session = %s.name_any(), uid = %s.uid().unwrap_or_default(), "deleted: finished longer ago than the history keeps")
+            }
+            Err(e) => tracing::debug!(session = %s.name_any(), error = %e, "history: not deleted"),
+        }
+    }
+}
+
+/// Whether a session stopped or failed longer than `history` before `now`
+/// and is not asked to run again.
+pub fn finished_before(s: &Session, now: Timestamp, history: Duration) -> bool {
+    if !s.phase().is_terminal() || s.wants_resume() {
+        return false;
+    }
+    let Some(stopped) = s.status.as_ref().and_then(|st| st.stopped_at.as_ref()) else {
+        return false;
+    };
+    let Ok(history) = k8s_openapi::jiff::SignedDuration::try_from(history) else {
+        return false;
+    };
+    now.duration_since(stopped.0) > history
 }
 
 /// Writes a Session's status with the resourceVersion it was read at. A

@@ -96,7 +96,8 @@ pub struct Request {
     pub gpus: u32,
     /// The owner's own session limit, when the api set one.
     pub max_sessions_override: Option<u32>,
-    /// The only node it may go to: a resumed session's workspace lives there.
+    /// The only node it may go to: a resumed session's workspace lives
+    /// there, or the snapshot a new session restores from.
     pub node: Option<String>,
 }
 
@@ -137,6 +138,8 @@ pub enum RefuseReason {
     CpuOnlyNotAllowed,
     /// The node holding a resumed session's workspace is gone, not Ready or cordoned.
     WorkspaceNodeUnavailable,
+    /// The snapshot a new session restores from has no ready record.
+    SnapshotNotFound,
 }
 
 impl RefuseReason {
@@ -147,6 +150,7 @@ impl RefuseReason {
             RefuseReason::UserLimitReached => SessionReason::UserLimitReached,
             RefuseReason::CpuOnlyNotAllowed => SessionReason::CpuOnlyNotAllowed,
             RefuseReason::WorkspaceNodeUnavailable => SessionReason::WorkspaceNodeUnavailable,
+            RefuseReason::SnapshotNotFound => SessionReason::SnapshotNotFound,
         }
     }
 
@@ -358,7 +362,7 @@ impl ClusterView {
                 return Decision::Refuse {
                     reason: RefuseReason::WorkspaceNodeUnavailable,
                     message: format!(
-                        "the session's workspace lives on node {name}, which {why}; it can run only there"
+                        "the session's workspace (or the snapshot it restores) lives on node {name}, which {why}; it can run only there"
                     ),
                 };
             }

@@ -2,6 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use medforge_crds::conditions;
@@ -266,16 +268,31 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
     assert!(st.message.unwrap().contains(IMAGE));
     assert!(w.zfs.datasets().is_empty(), "nothing made");
 
-    // A restore snapshot that does not exist.
+    // A restore record that does not exist; one whose ZFS snapshot is gone.
     let w = World::new();
-    let st = w
-        .settle(with_workspace(None, Some("pool/mf/alice/old@stop-1")))
-        .await;
+    let st = w.settle(with_workspace(None, Some("old-stop-1"))).await;
     assert_eq!(
         st.reason.as_deref(),
         Some(SessionReason::SnapshotNotFound.as_str())
     );
-    assert!(st.message.unwrap().contains("pool/mf/alice/old@stop-1"));
+    assert!(
+        st.message
+            .unwrap()
+            .contains("\"old-stop-1\" does not exist")
+    );
+    assert!(w.zfs.datasets().is_empty());
+    let w = World::new();
+    w.cluster.put_snapshot(old_record());
+    let st = w.settle(with_workspace(None, Some("old-stop-1"))).await;
+    assert_eq!(
+        st.reason.as_deref(),
+        Some(SessionReason::SnapshotNotFound.as_str())
+    );
+    assert!(
+        st.message
+            .unwrap()
+            .contains("pool/mf/alice/old@stop-1 is gone")
+    );
     assert!(w.zfs.datasets().is_empty());
 
     // A quota ZFS refuses.
@@ -290,16 +307,39 @@ async fn bad_input_fails_with_its_cause_and_makes_nothing() {
     assert!(w.docker.of_session("uid-s1").is_empty());
 }
 
+/// The record of `pool/mf/alice/old@stop-1`, alice's, on this node.
+fn old_record() -> medforge_crds::WorkspaceSnapshot {
+    let config = fixtures::config();
+    let of = crate::agent::plan::SnapshotOf {
+        namespace: "ns".into(),
+        session: "old".into(),
+        uid: "old".into(),
+        owner: "alice".into(),
+        retention: None,
+    };
+    crate::agent::plan::snapshot_record(
+        &of,
+        "pool/mf/alice/old",
+        "stop-1",
+        &config.node_name,
+        None,
+        Timestamp::now(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_restore_clones_the_snapshot() {
     let w = World::new();
     w.zfs.add_snapshot("pool/mf/alice/old@stop-1");
-    w.settle(with_workspace(
-        Some("1Gi"),
-        Some("pool/mf/alice/old@stop-1"),
-    ))
-    .await;
+    w.cluster.put_snapshot(old_record());
+    w.settle(with_workspace(Some("1Gi"), Some("old-stop-1")))
+        .await;
     assert_eq!(w.phase("s1"), SessionPhase::Running);
+    assert_eq!(
+        w.zfs.property("pool/mf/alice/uid-s1", "origin").as_deref(),
+        Some("pool/mf/alice/old@stop-1")
+    );
     assert_eq!(
         w.zfs.property("pool/mf/alice/uid-s1", "quota").as_deref(),
         Some("1073741824")
@@ -347,19 +387,16 @@ async fn docker_down_shows_as_a_condition_and_an_error() {
 
 #[tokio::test]
 async fn cleanup_removes_the_container_and_follows_the_dataset_policy() {
-    for (policy, annotation, destroyed) in [
-        (crate::agent::plan::WorkspaceOnDelete::Keep, None, false),
-        (crate::agent::WorkspaceOnDelete::Destroy, None, true),
-        (
-            crate::agent::plan::WorkspaceOnDelete::Keep,
-            Some("destroy"),
-            true,
-        ),
-        (
-            crate::agent::WorkspaceOnDelete::Destroy,
-            Some("keep"),
-            false,
-        ),
+    use crate::agent::WorkspaceOnDelete::{Destroy, Keep, Snapshot};
+    use medforge_crds::SnapshotReason;
+    // (policy, annotation, what becomes of the dataset)
+    for (policy, annotation, outcome) in [
+        (Snapshot, None, "retired"),
+        (Keep, None, "kept"),
+        (Destroy, None, "destroyed"),
+        (Keep, Some("destroy"), "destroyed"),
+        (Destroy, Some("keep"), "kept"),
+        (Keep, Some("snapshot"), "retired"),
     ] {
         let w = World::new();
         let mut s = fixtures::bound_session("s1", 0);
@@ -374,16 +411,72 @@ async fn cleanup_removes_the_container_and_follows_the_dataset_policy() {
         let mut config = fixtures::config();
         config.workspace_on_delete = policy;
         let ctx = ctx_with(config, &w.docker, &w.zfs, &w.cluster);
-        let s = w.cluster.session("s1");
-        cleanup(&ctx, &s).await.unwrap();
-        assert!(w.docker.of_session("uid-s1").is_empty());
-        assert_eq!(
-            w.zfs.datasets().is_empty(),
-            destroyed,
-            "{policy:?} {annotation:?}"
+        let mut s = w.cluster.session("s1");
+        s.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_800_000_000).unwrap()));
+        // An earlier stop left a snapshot and its record.
+        let dataset = w.zfs.datasets()[0].clone();
+        let stop = format!("{dataset}@stop-1700000000000");
+        w.zfs.add_snapshot(&stop);
+        let of = crate::agent::plan::SnapshotOf::session(&s);
+        w.cluster.put_snapshot(
+            crate::agent::plan::snapshot_record(
+                &of,
+                &dataset,
+                "stop-1700000000000",
+                "n1",
+                None,
+                Timestamp::now(),
+            )
+            .unwrap(),
         );
-        // Again, with everything already gone: still fine.
-        cleanup(&ctx, &s).await.unwrap();
+        // Twice: the second finds everything done (or gone) and is fine.
+        for _ in 0..2 {
+            cleanup(&ctx, &s).await.unwrap();
+        }
+        assert!(w.docker.of_session("uid-s1").is_empty());
+        let what = format!("{policy:?} {annotation:?}");
+        let records = w.cluster.snapshot_records();
+        match outcome {
+            "destroyed" => {
+                assert!(w.zfs.datasets().is_empty(), "{what}");
+                assert!(w.zfs.snapshots().is_empty(), "{what}");
+                assert!(records.is_empty(), "{what}: records go with it");
+            }
+            "kept" => {
+                assert_eq!(w.zfs.datasets(), std::slice::from_ref(&dataset), "{what}");
+                assert_eq!(w.zfs.snapshots(), std::slice::from_ref(&stop), "{what}");
+                assert_eq!(records.len(), 1, "{what}");
+            }
+            _ => {
+                // One BeforeDelete snapshot, named after the deletion, with
+                // its record; the dataset unmounted and marked retired.
+                let predelete = format!("{dataset}@predelete-1800000000000");
+                assert_eq!(
+                    w.zfs.snapshots(),
+                    [predelete.clone(), stop.clone()],
+                    "{what}"
+                );
+                let reasons: Vec<SnapshotReason> = records.iter().map(|r| r.spec.reason).collect();
+                assert_eq!(
+                    reasons,
+                    [SnapshotReason::BeforeDelete, SnapshotReason::Stop],
+                    "{what}"
+                );
+                assert_eq!(records[0].spec.snapshot, predelete);
+                assert_eq!(
+                    w.zfs
+                        .property(&dataset, medforge_crds::keys::dataset::RETIRED)
+                        .as_deref(),
+                    Some("1800000000000"),
+                    "{what}"
+                );
+                let obs = crate::agent::runtime::Workspaces::inspect(&w.zfs, &dataset)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(!obs.mounted, "{what}");
+            }
+        }
     }
 }
 

@@ -17,16 +17,21 @@
 mod decide;
 mod model;
 mod record;
+mod retention;
 mod status;
 #[cfg(test)]
 mod tests;
 
 pub use decide::{deadline, decide, exit_message, upstream_of};
 pub use model::{
-    Policy, Step, StepKind, StopCause, Touched, WorkspaceOnDelete, World, destroys_workspace,
-    looks_for_other_container, needs_dataset, planned_snapshot,
+    Policy, Step, StepKind, StopCause, Touched, WorkspaceOnDelete, World,
+    looks_for_other_container, needs_dataset, on_delete, planned_snapshot,
 };
-pub use record::{READY_TO_USE, SnapshotOf, found_snapshot, snapshot_record, stop_record};
+pub use record::{
+    SnapshotOf, found_snapshot, predelete_name, snapshot_record, snapshot_status, stop_record,
+    taken_at_of_name,
+};
+pub use retention::{Kept, expired};
 pub use status::{
     status_failed, status_finished, status_gpu_in_use, status_running, status_runtime_unavailable,
     status_starting, status_stopping, status_waiting_for_port,

@@ -223,27 +223,32 @@ pub fn looks_for_other_container(s: &Session, w: &World, owner: (u32, u32)) -> b
 }
 
 /// What happens to a Session's dataset when the Session is deleted. The
-/// annotation `medforge.dev/workspace-on-delete: keep|destroy` on a Session
-/// overrides it.
+/// annotation `medforge.dev/workspace-on-delete: snapshot|keep|destroy` on a
+/// Session overrides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WorkspaceOnDelete {
-    /// Keep the dataset and its snapshots (an admin prunes them).
+    /// Take a `BeforeDelete` snapshot, then retire the dataset (unmounted,
+    /// holding only its snapshots, destroyed with the last of them). The
+    /// snapshots stay, as resources, under retention.
     #[default]
+    Snapshot,
+    /// Keep the dataset as it is (an admin prunes it).
     Keep,
-    /// Destroy the dataset with its snapshots.
+    /// Destroy the dataset with its snapshots and their records.
     Destroy,
 }
 
-/// Whether the session's dataset goes with it: its annotation
-/// (`keep` or `destroy`) overrides the agent's policy.
-pub fn destroys_workspace(s: &Session, policy: WorkspaceOnDelete) -> bool {
+/// What happens to the session's dataset: its annotation overrides the
+/// agent's policy.
+pub fn on_delete(s: &Session, policy: WorkspaceOnDelete) -> WorkspaceOnDelete {
     match s
         .annotations()
         .get(WORKSPACE_ON_DELETE_ANNOTATION)
         .map(String::as_str)
     {
-        Some("destroy") => true,
-        Some("keep") => false,
-        _ => policy == WorkspaceOnDelete::Destroy,
+        Some("snapshot") => WorkspaceOnDelete::Snapshot,
+        Some("destroy") => WorkspaceOnDelete::Destroy,
+        Some("keep") => WorkspaceOnDelete::Keep,
+        _ => policy,
     }
 }

@@ -6,17 +6,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use medforge_crds::conditions::set_condition;
-use medforge_crds::keys::{OWNER_LABEL, container::SESSION_UID};
+use medforge_crds::keys::{
+    OWNER_LABEL, SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, container::SESSION_UID,
+};
 use medforge_crds::snapshot::snapshot_object_name;
 use medforge_crds::{
-    Session, SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec,
-    WorkspaceSnapshotStatus,
+    Session, SnapshotCondition, SnapshotReason, SnapshotSource, SnapshotStatusReason,
+    WorkspaceSnapshot, WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
 };
 
 use super::model::{World, planned_snapshot};
-
-/// The condition a snapshot record carries.
-pub const READY_TO_USE: &str = "ReadyToUse";
 
 /// Whose a snapshot is: the Session it was taken of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +24,9 @@ pub struct SnapshotOf {
     pub session: String,
     pub uid: String,
     pub owner: String,
+    /// The owner's own retention (the Session's annotation), copied onto
+    /// the record.
+    pub retention: Option<String>,
 }
 
 impl SnapshotOf {
@@ -34,8 +36,65 @@ impl SnapshotOf {
             session: s.name_any(),
             uid: s.uid().unwrap_or_default(),
             owner: s.spec.owner.clone(),
+            retention: s.annotations().get(SNAPSHOT_RETENTION_ANNOTATION).cloned(),
         }
     }
+}
+
+/// A record's status: taken at `taken_at`, `ReadyToUse` as given.
+pub fn snapshot_status(
+    taken_at: Option<Timestamp>,
+    size_bytes: Option<i64>,
+    ready: bool,
+    reason: SnapshotStatusReason,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> WorkspaceSnapshotStatus {
+    let mut status = WorkspaceSnapshotStatus {
+        taken_at: taken_at.map(Time),
+        size_bytes,
+        observed_generation: generation,
+        ..Default::default()
+    };
+    set_condition(
+        &mut status.conditions,
+        SnapshotCondition::ReadyToUse,
+        Some(ready),
+        reason,
+        message,
+        generation,
+        Time(now),
+    );
+    status
+}
+
+/// The name of the `BeforeDelete` snapshot of a dataset that has
+/// `existing` snapshots: the one taken already, else `predelete-<ms>` at the
+/// deletion time, or just after the newest snapshot when that is later (a
+/// deletion time has whole seconds), so that it sorts last.
+pub fn predelete_name(existing: &[String], deleted_at: Timestamp) -> String {
+    if let Some(done) = existing
+        .iter()
+        .find(|n| SnapshotReason::of_name(n) == Some(SnapshotReason::BeforeDelete))
+    {
+        return done.clone();
+    }
+    let newest = existing
+        .iter()
+        .filter(|n| SnapshotReason::of_name(n).is_some())
+        .filter_map(|n| taken_at_of_name(n))
+        .map(|t| t.as_millisecond() + 1)
+        .max()
+        .unwrap_or(0);
+    format!("predelete-{}", deleted_at.as_millisecond().max(newest))
+}
+
+/// When a snapshot named `<kind>-<unix ms>` was taken.
+pub fn taken_at_of_name(name: &str) -> Option<Timestamp> {
+    name.rsplit_once('-')
+        .and_then(|(_, ms)| ms.parse::<i64>().ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
 }
 
 /// The record of a snapshot `<dataset>@<name>` of `of` on `node`, taken at
@@ -67,26 +126,22 @@ pub fn snapshot_record(
         (OWNER_LABEL.to_string(), of.owner.clone()),
         (SESSION_UID.to_string(), of.uid.clone()),
     ]));
-    let taken_at = name
-        .rsplit_once('-')
-        .and_then(|(_, ms)| ms.parse::<i64>().ok())
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-        .unwrap_or(now);
-    let mut status = WorkspaceSnapshotStatus {
-        taken_at: Some(Time(taken_at)),
+    record.metadata.finalizers = Some(vec![SNAPSHOT_FINALIZER.to_string()]);
+    if let Some(r) = &of.retention {
+        record.metadata.annotations = Some(BTreeMap::from([(
+            SNAPSHOT_RETENTION_ANNOTATION.to_string(),
+            r.clone(),
+        )]));
+    }
+    record.status = Some(snapshot_status(
+        Some(taken_at_of_name(name).unwrap_or(now)),
         size_bytes,
-        ..Default::default()
-    };
-    set_condition(
-        &mut status.conditions,
-        READY_TO_USE,
-        Some(true),
-        "Taken",
+        true,
+        SnapshotStatusReason::Taken,
         &format!("snapshot {dataset}@{name} exists on node {node}"),
         None,
-        Time(now),
-    );
-    record.status = Some(status);
+        now,
+    ));
     Some(record)
 }
 
@@ -112,6 +167,7 @@ pub fn found_snapshot(
             session: session.to_string(),
             uid: uid.to_string(),
             owner: owner.to_string(),
+            retention: None,
         },
         dataset.to_string(),
         name.to_string(),
@@ -125,18 +181,39 @@ pub fn stop_record(
     w: &World,
     dataset: &str,
     node: &str,
+    size_bytes: Option<i64>,
     now: Timestamp,
 ) -> Option<WorkspaceSnapshot> {
     let name = planned_snapshot(s)?;
     if w.dataset.is_none() || w.planned_snapshot_exists != Some(true) {
         return None;
     }
-    snapshot_record(&SnapshotOf::session(s), dataset, &name, node, None, now)
+    snapshot_record(
+        &SnapshotOf::session(s),
+        dataset,
+        &name,
+        node,
+        size_bytes,
+        now,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_before_delete_snapshot_sorts_last_and_is_taken_once() {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(predelete_name(&[], at), "predelete-1800000000000");
+        let earlier = vec!["stop-1700000000000".to_string(), "backup".to_string()];
+        assert_eq!(predelete_name(&earlier, at), "predelete-1800000000000");
+        // A stop in the same second as the deletion.
+        let same_second = vec!["stop-1800000000123".to_string()];
+        assert_eq!(predelete_name(&same_second, at), "predelete-1800000000124");
+        let taken = vec!["stop-1".to_string(), "predelete-5".to_string()];
+        assert_eq!(predelete_name(&taken, at), "predelete-5");
+    }
 
     #[test]
     fn snapshots_on_the_pool_are_recognised_by_their_place_and_name() {
@@ -152,7 +229,8 @@ mod tests {
                 namespace: "team".into(),
                 session: "web".into(),
                 uid: "u1".into(),
-                owner: "alice".into()
+                owner: "alice".into(),
+                retention: None,
             }
         );
         assert_eq!(

@@ -15,6 +15,17 @@ use crate::agent::runtime::{Cluster, Containers, Workspaces};
 use crate::agent::spec;
 
 impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// The ZFS snapshot the session restores from, read from its record.
+    pub(super) async fn restore_source(&self) -> Result<Result<String, spec::InvalidSpec>, Error> {
+        let Pass { ctx, s, .. } = *self;
+        let name = spec::restore_from(s).unwrap_or_default();
+        let record = ctx
+            .cluster
+            .get_snapshot(&s.namespace().unwrap_or_default(), name)
+            .await?;
+        Ok(spec::restore_source(&ctx.config, s, record.as_ref()))
+    }
+
     /// Checks the inputs before anything is made, then writes `Starting`.
     pub(super) async fn begin(&self, dataset: &str) -> Result<Next, Error> {
         let Pass { ctx, s, now, .. } = *self;
@@ -40,12 +51,15 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
         }
         // A resumed session has its dataset already: the snapshot it was
         // first cloned from may be long gone.
-        if let Some(src) = spec::restore_from(s)
-            && self.w.dataset.is_none()
-            && !ctx.workspaces.snapshot_exists(src).await?
-        {
-            let msg = format!("workspace.restoreFrom: snapshot {src} does not exist");
-            return self.fail(SessionReason::SnapshotNotFound, &msg).await;
+        if self.w.dataset.is_none() && spec::restore_from(s).is_some() {
+            let src = match self.restore_source().await? {
+                Ok(src) => src,
+                Err(e) => return self.fail(e.reason, &e.message).await,
+            };
+            if !ctx.workspaces.snapshot_exists(&src).await? {
+                let msg = format!("workspace.restoreFrom: snapshot {src} is gone from the pool");
+                return self.fail(SessionReason::SnapshotNotFound, &msg).await;
+            }
         }
         if let Some((uuid, holder)) = ctx.gpu_conflict(s) {
             let msg = format!(

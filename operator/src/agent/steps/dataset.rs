@@ -42,7 +42,10 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             properties.push(("quota".to_string(), q.to_string()));
         }
         let made = match spec::restore_from(s) {
-            Some(src) => ctx.workspaces.clone_from(src, dataset, &properties).await,
+            Some(_) => match self.restore_source().await? {
+                Ok(src) => ctx.workspaces.clone_from(&src, dataset, &properties).await,
+                Err(e) => return self.fail(e.reason, &e.message).await,
+            },
             None => ctx.workspaces.create(dataset, &properties).await,
         };
         match made {

@@ -70,9 +70,18 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
         // The snapshot's record first: a crash before the final write
         // repeats the Finish, and an existing record is fine.
         if let Some(dataset) = session_dataset(&ctx.config, s)
-            && let Some(record) = plan::stop_record(s, w, &dataset, &ctx.config.node_name, now)
+            && let Some(name) = plan::planned_snapshot(s)
+            && w.planned_snapshot_exists == Some(true)
         {
-            ctx.cluster.record_snapshot(&record).await?;
+            let size = ctx
+                .workspaces
+                .snapshot_size(&format!("{dataset}@{name}"))
+                .await?;
+            if let Some(record) =
+                plan::stop_record(s, w, &dataset, &ctx.config.node_name, size, now)
+            {
+                ctx.cluster.record_snapshot(&record).await?;
+            }
         }
         let st = plan::status_finished(s, w, now);
         let phase = st.phase;

@@ -105,6 +105,40 @@ impl Cluster for FakeCluster {
             .or_insert_with(|| record.clone());
         Ok(())
     }
+
+    async fn get_snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<WorkspaceSnapshot>, kube::Error> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .snapshots
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned())
+    }
+
+    async fn delete_snapshots_of(
+        &self,
+        namespace: &str,
+        session_uid: &str,
+    ) -> Result<usize, kube::Error> {
+        let mut st = self.state.lock().unwrap();
+        let before = st.snapshots.len();
+        st.snapshots
+            .retain(|(ns, _), r| ns != namespace || r.spec.session.uid != session_uid);
+        Ok(before - st.snapshots.len())
+    }
+}
+
+impl FakeCluster {
+    /// Stores a snapshot record as a client would create it.
+    pub fn put_snapshot(&self, record: WorkspaceSnapshot) {
+        let key = (record.namespace().unwrap_or_default(), record.name_any());
+        self.state.lock().unwrap().snapshots.insert(key, record);
+    }
 }
 
 impl FakeCluster {

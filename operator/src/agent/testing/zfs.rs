@@ -27,6 +27,9 @@ pub struct FakeWorkspaces {
     state: Arc<Mutex<ZfsState>>,
 }
 
+/// Where a fake clone keeps its origin (ZFS's `origin` property).
+const ORIGIN: &str = "origin";
+
 fn mountpoint(dataset: &str) -> PathBuf {
     Path::new("/fake").join(dataset)
 }
@@ -156,7 +159,10 @@ impl Workspaces for FakeWorkspaces {
             });
         }
         add_dataset(&mut st, dataset, properties)?;
-        st.datasets.get_mut(dataset).unwrap().owner = (1000, 1000);
+        let d = st.datasets.get_mut(dataset).unwrap();
+        d.owner = (1000, 1000);
+        d.properties
+            .push((ORIGIN.to_string(), snapshot.to_string()));
         Ok(())
     }
 
@@ -199,5 +205,74 @@ impl Workspaces for FakeWorkspaces {
         let prefix = format!("{dataset}@");
         st.snapshots.retain(|s| !s.starts_with(&prefix));
         Ok(Destroyed::Destroyed)
+    }
+
+    async fn destroy_snapshot(&self, snapshot: &str) -> Result<(), WorkspaceError> {
+        let mut st = self.check()?;
+        let clones: Vec<String> = st
+            .datasets
+            .iter()
+            .filter(|(_, d)| {
+                d.properties
+                    .iter()
+                    .any(|(k, v)| k == ORIGIN && v == snapshot)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !clones.is_empty() {
+            return Err(WorkspaceError::Refused {
+                command: format!("zfs destroy {snapshot}"),
+                stderr: format!("cannot destroy '{snapshot}': snapshot has dependent clones"),
+                why: Refusal::DependentClones(clones),
+            });
+        }
+        st.snapshots.remove(snapshot);
+        Ok(())
+    }
+
+    async fn user_property(
+        &self,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<String>, WorkspaceError> {
+        let st = self.check()?;
+        Ok(st
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.properties.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v.clone()))
+    }
+
+    async fn retire(&self, dataset: &str, stamp: &str) -> Result<(), WorkspaceError> {
+        let mut st = self.check()?;
+        let Some(d) = st.datasets.get_mut(dataset) else {
+            return Err(WorkspaceError::NotFound {
+                what: dataset.to_string(),
+            });
+        };
+        d.mounted = false;
+        d.properties
+            .retain(|(k, _)| k != medforge_crds::keys::dataset::RETIRED);
+        d.properties.push((
+            medforge_crds::keys::dataset::RETIRED.to_string(),
+            stamp.to_string(),
+        ));
+        Ok(())
+    }
+
+    async fn origins(&self, root: &str) -> Result<BTreeSet<String>, WorkspaceError> {
+        let st = self.check()?;
+        Ok(st
+            .datasets
+            .iter()
+            .filter(|(name, _)| name.starts_with(root))
+            .flat_map(|(_, d)| d.properties.iter())
+            .filter(|(k, _)| k == ORIGIN)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    async fn snapshot_size(&self, snapshot: &str) -> Result<Option<i64>, WorkspaceError> {
+        Ok(self.check()?.snapshots.contains(snapshot).then_some(0))
     }
 }
