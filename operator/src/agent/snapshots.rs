@@ -28,7 +28,7 @@ use medforge_crds::conditions::set_condition;
 use medforge_crds::keys::{SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, dataset as props};
 use medforge_crds::{
     EventAction, Retention, SnapshotCondition, SnapshotReason, SnapshotStatusReason,
-    WorkspaceSnapshot, WorkspaceSnapshotStatus,
+    WorkspaceSnapshot,
 };
 
 use super::config::AgentConfig;
@@ -163,33 +163,34 @@ async fn apply<W: Workspaces>(
 ) -> Result<Action, SnapshotError> {
     let decided = r.condition(SnapshotCondition::ReadyToUse).is_some();
     if !decided {
-        let st = take(ctx, r).await?;
-        let ready = st.conditions.first().is_some_and(|c| c.status == "True");
-        let (reason, note) = st
-            .conditions
-            .first()
-            .map(|c| (c.reason.clone(), c.message.clone()))
-            .unwrap_or_default();
+        let outcome = take(ctx, r).await?;
+        let now = Timestamp::now();
+        let st = plan::snapshot_status(
+            outcome.taken_at,
+            outcome.size_bytes,
+            outcome.ready,
+            outcome.reason,
+            &outcome.message,
+            r.metadata.generation,
+            now,
+        );
         api.patch_status(
             &r.name_any(),
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({ "status": st })),
         )
         .await?;
-        let reason = reason
-            .parse()
-            .unwrap_or(SnapshotStatusReason::DatasetMismatch);
-        tracing::info!(snapshot = %r.spec.snapshot, ready, %note, "manual snapshot");
+        tracing::info!(snapshot = %r.spec.snapshot, ready = outcome.ready, message = %outcome.message, "snapshot asked for");
         ctx.publish(
             r,
-            if ready {
+            if outcome.ready {
                 EventType::Normal
             } else {
                 EventType::Warning
             },
-            reason,
+            outcome.reason,
             EventAction::Snapshot,
-            note,
+            outcome.message,
         );
         // The status write brings the record back, ready: retention then.
         return Ok(Action::await_change());
@@ -200,22 +201,37 @@ async fn apply<W: Workspaces>(
     Ok(Action::requeue(RETENTION_PERIOD))
 }
 
+/// What became of a record that asked for a snapshot.
+struct Outcome {
+    ready: bool,
+    reason: SnapshotStatusReason,
+    message: String,
+    taken_at: Option<Timestamp>,
+    size_bytes: Option<i64>,
+}
+
+impl Outcome {
+    fn refused(reason: SnapshotStatusReason, message: String) -> Outcome {
+        Outcome {
+            ready: false,
+            reason,
+            message,
+            taken_at: None,
+            size_bytes: None,
+        }
+    }
+}
+
 /// Takes a manual snapshot (or, for a record of the agent's own kinds whose
-/// status write was lost, finds it): the status to write.
+/// status write was lost, finds it), or says why not.
 async fn take<W: Workspaces>(
     ctx: &SnapshotContext<W>,
     r: &WorkspaceSnapshot,
-) -> Result<WorkspaceSnapshotStatus, SnapshotError> {
-    let now = Timestamp::now();
-    let generation = r.metadata.generation;
-    let status = |ready: bool, reason: SnapshotStatusReason, message: String| {
-        plan::snapshot_status(None, None, ready, reason, &message, generation, now)
-    };
+) -> Result<Outcome, SnapshotError> {
     let (dataset, name) = r.dataset_and_name();
     let expected = dataset_name(&ctx.config.dataset_root, &r.spec.owner, &r.spec.session.uid);
     if dataset != expected || SnapshotReason::of_name(name) != Some(r.spec.reason) {
-        return Ok(status(
-            false,
+        return Ok(Outcome::refused(
             SnapshotStatusReason::DatasetMismatch,
             format!(
                 "{} is not a {:?} snapshot of the workspace of session {} ({expected}@{}-<unix ms>)",
@@ -237,8 +253,7 @@ async fn take<W: Workspaces>(
     };
     match uid {
         None => {
-            return Ok(status(
-                false,
+            return Ok(Outcome::refused(
                 SnapshotStatusReason::WorkspaceNotFound,
                 format!(
                     "the workspace {dataset} does not exist on node {}",
@@ -247,8 +262,7 @@ async fn take<W: Workspaces>(
             ));
         }
         Some(uid) if uid != r.spec.session.uid => {
-            return Ok(status(
-                false,
+            return Ok(Outcome::refused(
                 SnapshotStatusReason::DatasetMismatch,
                 format!(
                     "the workspace {dataset} belongs to session uid {uid}, not {}",
@@ -258,15 +272,13 @@ async fn take<W: Workspaces>(
         }
         Some(_) => {}
     }
-    let taken_at = plan::taken_at_of_name(name).unwrap_or(now);
     let reason = if r.spec.reason == SnapshotReason::Manual {
         let retired = ctx
             .workspaces
             .user_property(dataset, props::RETIRED)
             .await?;
         if retired.is_some() {
-            return Ok(status(
-                false,
+            return Ok(Outcome::refused(
                 SnapshotStatusReason::WorkspaceNotFound,
                 format!("the session of {dataset} was deleted: its workspace only holds snapshots"),
             ));
@@ -276,8 +288,7 @@ async fn take<W: Workspaces>(
     } else if ctx.workspaces.snapshot_exists(&r.spec.snapshot).await? {
         SnapshotStatusReason::Adopted
     } else {
-        return Ok(status(
-            false,
+        return Ok(Outcome::refused(
             SnapshotStatusReason::SnapshotMissing,
             format!(
                 "{} is not on the pool of node {}",
@@ -285,19 +296,16 @@ async fn take<W: Workspaces>(
             ),
         ));
     };
-    let size = ctx.workspaces.snapshot_size(&r.spec.snapshot).await?;
-    Ok(plan::snapshot_status(
-        Some(taken_at),
-        size,
-        true,
+    Ok(Outcome {
+        ready: true,
         reason,
-        &format!(
+        message: format!(
             "snapshot {} exists on node {}",
             r.spec.snapshot, ctx.config.node_name
         ),
-        generation,
-        now,
-    ))
+        taken_at: Some(plan::taken_at_of_name(name).unwrap_or_else(Timestamp::now)),
+        size_bytes: ctx.workspaces.snapshot_size(&r.spec.snapshot).await?,
+    })
 }
 
 /// The finalizer's work: the ZFS snapshot destroyed (and a retired dataset
