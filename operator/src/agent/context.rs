@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::isolation::{IsolationGate, IsolationStatus};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use medforge_crds::{EventAction, Session, SessionReason, SessionStatus};
@@ -108,22 +109,14 @@ impl<C, W, K> Context<C, W, K> {
         action: EventAction,
         note: String,
     ) {
-        let Some(recorder) = self.recorder.clone() else {
-            return;
-        };
-        let reference = s.object_ref(&());
-        let event = KubeEvent {
+        publish(
+            self.recorder.as_ref(),
+            s.object_ref(&()),
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %e, "could not publish an event");
-            }
-        });
+            reason.as_str(),
+            action,
+            note,
+        );
     }
 
     /// The session was reconciled without error.
@@ -153,4 +146,31 @@ pub(super) async fn write_status<C, W, K: Cluster>(
         ctx.written.record(uid, rv);
     }
     Ok(written)
+}
+
+/// Publishes an Event about `reference` off the caller's path (a failure is
+/// logged): Events are for people, never worth failing a reconcile.
+pub(super) fn publish(
+    recorder: Option<&Recorder>,
+    reference: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: EventAction,
+    note: String,
+) {
+    let Some(recorder) = recorder.cloned() else {
+        return;
+    };
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "could not publish an event");
+        }
+    });
 }

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -72,22 +72,14 @@ impl<W: Workspaces> SnapshotContext<W> {
         action: EventAction,
         note: String,
     ) {
-        let Some(recorder) = self.recorder.clone() else {
-            return;
-        };
-        let reference = r.object_ref(&());
-        let event = KubeEvent {
+        super::context::publish(
+            self.recorder.as_ref(),
+            r.object_ref(&()),
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %e, "could not publish an event");
-            }
-        });
+            reason.as_str(),
+            action,
+            note,
+        );
     }
 }
 
