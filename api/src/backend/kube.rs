@@ -270,10 +270,20 @@ impl SessionBackend for KubeBackend {
 
     async fn delete_snapshot(&self, name: &str) -> BackendResult<SnapshotDeletion> {
         match self.snapshots.delete(name, &DeleteParams::default()).await {
-            // The object comes back while a finalizer holds it, a Status once it is gone.
-            Ok(answer) => Ok(answer.left().map_or(SnapshotDeletion::Gone, |held| {
-                SnapshotDeletion::Held(Box::new(held))
-            })),
+            // The answer is the object, or a Status, either way; only a
+            // finalizer left on the object keeps it.
+            Ok(answer) => Ok(match answer.left() {
+                Some(held)
+                    if held
+                        .metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty()) =>
+                {
+                    SnapshotDeletion::Held(Box::new(held))
+                }
+                _ => SnapshotDeletion::Gone,
+            }),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(SnapshotDeletion::Missing),
             Err(e) => Err(map_err(&format!("workspacesnapshot {name}"), e)),
         }

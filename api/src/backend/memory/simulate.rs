@@ -64,8 +64,8 @@ impl MemoryBackend {
         };
         let mut request = Request::of(&session);
         // A session restored from a snapshot runs on the snapshot's node, on
-        // a clone of it; without the record it is refused (the scheduler's
-        // rule, written here until its placement code has it).
+        // a clone of it; without a ready record it is refused (the real
+        // scheduler's `restore_node`, over the simulation's records).
         if request.node.is_none()
             && let Some(from) = session
                 .spec
@@ -73,14 +73,17 @@ impl MemoryBackend {
                 .as_ref()
                 .and_then(|w| w.restore_from.as_deref())
         {
-            match st
-                .snapshots
-                .get(from)
-                .filter(|r| r.metadata.deletion_timestamp.is_none())
-            {
-                Some(record) => request.node = Some(record.spec.node.clone()),
-                None => {
-                    let message = format!("WorkspaceSnapshot {from} does not exist");
+            match st.snapshots.get(from) {
+                Some(record) if record.is_ready() => request.node = Some(record.spec.node.clone()),
+                found => {
+                    let message = match found {
+                        None => format!(
+                            "workspace.restoreFrom: WorkspaceSnapshot {from:?} does not exist"
+                        ),
+                        Some(_) => format!(
+                            "workspace.restoreFrom: WorkspaceSnapshot {from:?} is not ready to use (being taken, failed or being deleted)"
+                        ),
+                    };
                     self.refuse_locked(
                         &mut st,
                         name,
