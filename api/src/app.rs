@@ -9,7 +9,9 @@ use medforge_crds::Exposure;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, admin, auth, events, health, openapi, origin, proxy, request, sessions};
+use crate::{
+    accounts, admin, auth, events, health, openapi, origin, proxy, request, sessions, snapshots,
+};
 
 /// The whole service as a router: every route, the origin check, the body limit,
 /// request ids, the request log and problem rendering.
@@ -29,6 +31,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(events::router())
         .merge(admin::router())
         .merge(accounts::router())
+        .merge(snapshots::router())
         .nest("/api/v2/external", sessions::router(Exposure::External))
         .nest("/api/v2/internal", sessions::router(Exposure::Internal))
         .fallback(|| async { ApiError::RouteNotFound })

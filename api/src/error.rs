@@ -68,6 +68,16 @@ pub enum ApiError {
     /// The resource does not exist, or the caller may not know that it does (404).
     #[error("{0}")]
     NotFound(String),
+    /// A thing a request names (not in its path) does not exist, or the
+    /// caller may not know that it does (404 with its own `code`, such as
+    /// `snapshot_not_found`).
+    #[error("{detail}")]
+    NotFoundAs {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What was not found, and what to do.
+        detail: String,
+    },
     /// No route matches the path (404).
     #[error("no such route")]
     RouteNotFound,
@@ -181,6 +191,9 @@ impl ApiError {
             ),
             ApiError::NotFound(detail) => {
                 Problem::new(StatusCode::NOT_FOUND, "not_found", detail.clone())
+            }
+            ApiError::NotFoundAs { code, detail } => {
+                Problem::new(StatusCode::NOT_FOUND, *code, detail.clone())
             }
             ApiError::InvalidPathParam(e) => Problem::new(
                 StatusCode::NOT_FOUND,

@@ -1,7 +1,9 @@
 //! Live events: `GET /api/v2/events` streams the caller's session changes as
 //! Server-Sent Events (`snapshot` with every session first and after any gap,
 //! then `session` per change and `session_deleted` per deletion, and
-//! `session.expiring` ahead of an idle or lifetime stop).
+//! `session.expiring` ahead of an idle or lifetime stop), and the changes of
+//! the caller's workspace snapshots (`snapshot.created`, `snapshot.ready`,
+//! `snapshot.failed`, `snapshot.deleted`, each with the snapshot).
 //!
 //! Browsers' `EventSource` cannot send headers, so `POST /api/v2/events/token`
 //! hands out a single-use token valid for 60 s to pass as `?token=`; it is stored
@@ -22,6 +24,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures::Stream;
+use medforge_crds::WorkspaceSnapshot;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
@@ -33,6 +36,8 @@ use crate::index::{IndexedSession, SessionChange};
 use crate::reply::Reply;
 use crate::request::Query;
 use crate::sessions::view;
+use crate::snapshot_index::SnapshotChange;
+use crate::snapshots::view::{SnapshotState, snapshot_state, view as snapshot_view};
 use crate::state::AppState;
 use crate::tokens;
 use crate::users;
@@ -115,50 +120,177 @@ async fn events(
     };
     tracing::info!(user_id = %user_id, "event stream opened");
     // Subscribed before the snapshot, so that no change falls in between.
-    let rx = state.index().subscribe();
+    let sessions = state.index().subscribe();
+    let snapshots = state.snapshots().subscribe();
     let mut queue = VecDeque::new();
     queue.push_back(snapshot(&state, &user_id));
     let mut check = tokio::time::interval(LOGIN_CHECK_EVERY);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let watched = Watched::of(&state, &user_id);
-    let stream = futures::stream::unfold(
-        (rx, queue, state, user_id, check, watched),
-        move |(mut rx, mut queue, state, user_id, mut check, mut watched)| async move {
-            loop {
-                if let Some(event) = queue.pop_front() {
-                    return Some((Ok(event), (rx, queue, state, user_id, check, watched)));
+    let follow = Follow {
+        watched: Watched::of(&state, &user_id),
+        sessions,
+        snapshots,
+        queue,
+        state,
+        user_id,
+        check,
+        login,
+    };
+    let stream = futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.queue.pop_front() {
+                return Some((Ok(event), f));
+            }
+            // Changes first: the per-second checks never look at a session
+            // older than a change already waiting for this stream.
+            let wake = tokio::select! {
+                biased;
+                change = f.sessions.recv() => Wake::Session(change),
+                change = f.snapshots.recv() => Wake::Snapshot(change),
+                _ = f.check.tick() => Wake::Tick,
+            };
+            match wake {
+                Wake::Tick => {
+                    if login_ended(&f.state, f.login, &f.user_id).await {
+                        return None;
+                    }
+                    let ahead = f.state.config().sessions.expiry_warning;
+                    let expiring = f.watched.expiring(ahead);
+                    f.queue.extend(expiring);
                 }
-                let change = tokio::select! {
-                    change = rx.recv() => change,
-                    _ = check.tick() => {
-                        if login_ended(&state, login, &user_id).await {
-                            return None;
-                        }
-                        queue.extend(watched.expiring(state.config().sessions.expiry_warning));
-                        continue;
+                Wake::Session(change) => {
+                    if !f.session_changed(change) {
+                        return None;
                     }
-                };
-                match change {
-                    Ok(SessionChange::Applied(e)) if e.owner == user_id => {
-                        queue.push_back(session_event(&state, &e));
-                        watched.sessions.insert(e.name.clone(), e);
+                }
+                Wake::Snapshot(change) => {
+                    if !f.snapshot_changed(change) {
+                        return None;
                     }
-                    Ok(SessionChange::Deleted(e)) if e.owner == user_id => {
-                        let data = serde_json::json!({ "id": e.name }).to_string();
-                        queue.push_back(Event::default().event("session_deleted").data(data));
-                        watched.sessions.remove(&e.name);
-                    }
-                    Ok(SessionChange::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        queue.push_back(snapshot(&state, &user_id));
-                        watched = Watched::of(&state, &user_id);
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What woke a stream up.
+enum Wake {
+    Session(Result<SessionChange, broadcast::error::RecvError>),
+    Snapshot(Result<SnapshotChange, broadcast::error::RecvError>),
+    Tick,
+}
+
+/// One open stream: what it follows and what it has still to send.
+struct Follow {
+    sessions: broadcast::Receiver<SessionChange>,
+    snapshots: broadcast::Receiver<SnapshotChange>,
+    queue: VecDeque<Event>,
+    state: AppState,
+    user_id: String,
+    check: tokio::time::Interval,
+    watched: Watched,
+    /// The hash of the login token the stream was opened under.
+    login: Option<tokens::TokenHash>,
+}
+
+impl Follow {
+    /// Queues what a change of the session index means to this user;
+    /// `false` when the index is gone.
+    fn session_changed(
+        &mut self,
+        change: Result<SessionChange, broadcast::error::RecvError>,
+    ) -> bool {
+        match change {
+            Ok(SessionChange::Applied(e)) if e.owner == self.user_id => {
+                self.queue.push_back(session_event(&self.state, &e));
+                self.watched.sessions.insert(e.name.clone(), e);
+            }
+            Ok(SessionChange::Deleted(e)) if e.owner == self.user_id => {
+                let data = serde_json::json!({ "id": e.name }).to_string();
+                self.queue
+                    .push_back(Event::default().event("session_deleted").data(data));
+                self.watched.sessions.remove(&e.name);
+            }
+            Ok(SessionChange::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.resend_snapshot();
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    /// Queues the snapshot events a change of the snapshot index means to
+    /// this user; after a gap, the whole list again (each session with its
+    /// snapshots). `false` when the index is gone.
+    fn snapshot_changed(
+        &mut self,
+        change: Result<SnapshotChange, broadcast::error::RecvError>,
+    ) -> bool {
+        match change {
+            Ok(SnapshotChange::Applied { before, after }) if after.owner == self.user_id => {
+                let before = before.as_ref().map(|b| &b.record);
+                for name in snapshot_event_names(before, &after.record) {
+                    self.queue.push_back(snapshot_event(name, &after.record));
+                }
+            }
+            Ok(SnapshotChange::Deleted(e)) if e.owner == self.user_id => {
+                self.queue
+                    .push_back(snapshot_event(SNAPSHOT_DELETED, &e.record));
+            }
+            Ok(SnapshotChange::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.resend_snapshot();
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    fn resend_snapshot(&mut self) {
+        self.queue.push_back(snapshot(&self.state, &self.user_id));
+        self.watched = Watched::of(&self.state, &self.user_id);
+    }
+}
+
+/// A record of the user's appeared.
+pub const SNAPSHOT_CREATED: &str = "snapshot.created";
+/// A record of the user's became ready to use.
+pub const SNAPSHOT_READY: &str = "snapshot.ready";
+/// A record of the user's failed: the node agent could not take it, or it
+/// is gone from its node.
+pub const SNAPSHOT_FAILED: &str = "snapshot.failed";
+/// A record of the user's is gone (its ZFS snapshot destroyed).
+pub const SNAPSHOT_DELETED: &str = "snapshot.deleted";
+
+/// The events a change of a record makes: `snapshot.created` when it is
+/// new, then `snapshot.ready` or `snapshot.failed` when it has just come to
+/// that state (a record new and ready at once makes both).
+pub fn snapshot_event_names(
+    before: Option<&WorkspaceSnapshot>,
+    after: &WorkspaceSnapshot,
+) -> Vec<&'static str> {
+    let was = before.map(|b| snapshot_state(b).0);
+    let now = snapshot_state(after).0;
+    let mut names = Vec::new();
+    if before.is_none() {
+        names.push(SNAPSHOT_CREATED);
+    }
+    if was != Some(now) {
+        match now {
+            SnapshotState::Ready => names.push(SNAPSHOT_READY),
+            SnapshotState::Failed => names.push(SNAPSHOT_FAILED),
+            SnapshotState::Pending | SnapshotState::Deleting => {}
+        }
+    }
+    names
+}
+
+fn snapshot_event(name: &'static str, record: &WorkspaceSnapshot) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(&snapshot_view(record)).unwrap_or_default())
 }
 
 /// How often an open stream checks that its login is still valid: a logout
@@ -268,4 +400,70 @@ fn snapshot(state: &AppState, user_id: &str) -> Event {
     Event::default()
         .event("snapshot")
         .data(serde_json::to_string(&sessions).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use medforge_crds::{
+        SnapshotCondition, SnapshotReason, SnapshotSource, SnapshotStatusReason,
+        WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
+    };
+
+    fn record(ready: Option<(bool, SnapshotStatusReason)>) -> WorkspaceSnapshot {
+        let mut r = WorkspaceSnapshot::new(
+            "web-manual-1",
+            WorkspaceSnapshotSpec {
+                owner: "ada".into(),
+                session: SnapshotSource {
+                    name: "web".into(),
+                    uid: "u".into(),
+                },
+                node: "node-a".into(),
+                snapshot: "pool/ada/u@manual-1".into(),
+                reason: SnapshotReason::Manual,
+            },
+        );
+        if let Some((ok, reason)) = ready {
+            let mut status = WorkspaceSnapshotStatus::default();
+            medforge_crds::conditions::set_condition(
+                &mut status.conditions,
+                SnapshotCondition::ReadyToUse,
+                Some(ok),
+                reason,
+                "",
+                None,
+                Time(jiff::Timestamp::now()),
+            );
+            r.status = Some(status);
+        }
+        r
+    }
+
+    #[test]
+    fn a_record_makes_created_once_then_ready_or_failed_once() {
+        let pending = record(None);
+        let ready = record(Some((true, SnapshotStatusReason::Taken)));
+        let failed = record(Some((false, SnapshotStatusReason::DatasetMismatch)));
+        let still_pending = record(Some((false, SnapshotStatusReason::Pending)));
+        assert_eq!(snapshot_event_names(None, &pending), [SNAPSHOT_CREATED]);
+        assert_eq!(
+            snapshot_event_names(None, &ready),
+            [SNAPSHOT_CREATED, SNAPSHOT_READY]
+        );
+        assert_eq!(
+            snapshot_event_names(Some(&pending), &ready),
+            [SNAPSHOT_READY]
+        );
+        assert_eq!(
+            snapshot_event_names(Some(&pending), &failed),
+            [SNAPSHOT_FAILED]
+        );
+        assert!(snapshot_event_names(Some(&pending), &still_pending).is_empty());
+        assert!(snapshot_event_names(Some(&ready), &ready).is_empty());
+        let mut deleting = ready.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        assert!(snapshot_event_names(Some(&ready), &deleting).is_empty());
+    }
 }

@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (database and control plane
-//! answer, the session watch has synced). Both stay out of the request log.
+//! answer, the session and snapshot watches have synced). Both stay out of the request log.
 
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct Readiness {
     pub control_plane: bool,
     /// The session watch has listed every Session.
     pub watch_synced: bool,
+    /// The snapshot watch has listed every WorkspaceSnapshot.
+    pub snapshot_watch_synced: bool,
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,12 +58,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let database = matches!(database, Ok(Ok(())));
     let control_plane = matches!(control_plane, Ok(Ok(())));
     let watch_synced = state.index().is_synced();
-    if database && control_plane && watch_synced {
+    let snapshot_watch_synced = state.snapshots().is_synced();
+    if database && control_plane && watch_synced && snapshot_watch_synced {
         return Reply::ok(Readiness {
             status: "ready",
             database,
             control_plane,
             watch_synced,
+            snapshot_watch_synced,
         })
         .into_response();
     }
@@ -69,6 +73,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (!database).then_some("database"),
         (!control_plane).then_some("control plane"),
         (!watch_synced).then_some("session watch not synced"),
+        (!snapshot_watch_synced).then_some("snapshot watch not synced"),
     ]
     .into_iter()
     .flatten()

@@ -46,6 +46,8 @@ pub mod request;
 mod server;
 pub mod sessions;
 pub mod slug;
+pub mod snapshot_index;
+pub mod snapshots;
 mod state;
 pub mod tokens;
 pub mod users;

@@ -268,6 +268,14 @@ impl PathParam for SessionId {
     const DESCRIPTION: &'static str = "The session's id (`data.session.id` of create)";
 }
 
+/// A snapshot id (the WorkspaceSnapshot's name).
+pub struct SnapshotId;
+impl PathParam for SnapshotId {
+    const NAME: &'static str = "id";
+    const RULE: crate::validate::Rule = crate::validate::KUBE_NAME;
+    const DESCRIPTION: &'static str = "The snapshot's id (`data.snapshot.id` of a manual snapshot, or an id of a session's `snapshots`)";
+}
+
 /// An invite id.
 pub struct InviteId;
 impl PathParam for InviteId {

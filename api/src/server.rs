@@ -1,6 +1,6 @@
 //! Running the service: open and migrate the database, ensure the configured
-//! admin, start the session watch and the activity flusher, serve with graceful
-//! shutdown, flush once more on the way out.
+//! admin, start the session and snapshot watches and the activity flusher,
+//! serve with graceful shutdown, flush once more on the way out.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,10 +67,11 @@ impl Api {
     pub fn with_db(config: ApiConfig, db: Db, backend: Arc<dyn SessionBackend>) -> Api {
         let state = AppState::new(config, db, backend);
         let watch = tokio::spawn(state.index().clone().run(state.backend().clone()));
+        let snapshot_watch = tokio::spawn(state.snapshots().clone().run(state.backend().clone()));
         let flusher = tokio::spawn(flush_loop(state.clone()));
         Api {
             state,
-            tasks: vec![watch, flusher],
+            tasks: vec![watch, snapshot_watch, flusher],
         }
     }
 
@@ -84,10 +85,10 @@ impl Api {
         app(self.state.clone())
     }
 
-    /// Waits until the session watch has synced, at most `timeout`.
+    /// Waits until the session and snapshot watches have synced, at most `timeout`.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.state.index().is_synced() {
+        while !(self.state.index().is_synced() && self.state.snapshots().is_synced()) {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }

@@ -11,6 +11,7 @@ use crate::index::SessionIndex;
 use crate::login_failures::LoginFailures;
 use crate::origin::OriginAllowlist;
 use crate::ratelimit::RateLimiter;
+use crate::snapshot_index::SnapshotIndex;
 use crate::tokens::TokenCache;
 
 /// Everything a handler needs. Cheap to clone.
@@ -22,6 +23,7 @@ struct StateInner {
     db: Db,
     backend: Arc<dyn SessionBackend>,
     index: Arc<SessionIndex>,
+    snapshots: Arc<SnapshotIndex>,
     tokens: TokenCache,
     auth_limiter: RateLimiter,
     hash_slots: HashSlots,
@@ -31,8 +33,9 @@ struct StateInner {
 }
 
 impl AppState {
-    /// State over a migrated database and a backend. The index starts empty: the
-    /// watch that feeds it runs in [`Api`] (or a test drives it).
+    /// State over a migrated database and a backend. The indexes start
+    /// empty: the watches that feed them run in [`crate::Api`] (or
+    /// a test drives them).
     pub fn new(config: ApiConfig, db: Db, backend: Arc<dyn SessionBackend>) -> Self {
         Self(Arc::new(StateInner {
             tokens: TokenCache::new(
@@ -45,6 +48,7 @@ impl AppState {
             origins: OriginAllowlist::new(config.allowed_origins()),
             hosts: HostParser::new(&config),
             index: Arc::new(SessionIndex::new()),
+            snapshots: Arc::new(SnapshotIndex::new()),
             config,
             db,
             backend,
@@ -66,6 +70,10 @@ impl AppState {
     /// The session index.
     pub fn index(&self) -> &Arc<SessionIndex> {
         &self.0.index
+    }
+    /// The index of WorkspaceSnapshot records.
+    pub fn snapshots(&self) -> &Arc<SnapshotIndex> {
+        &self.0.snapshots
     }
     /// The login token cache.
     pub fn tokens(&self) -> &TokenCache {

@@ -6,10 +6,11 @@ use serde_json::json;
 use super::operation::{
     Access, Operation, Schemas, Success, limit_param, list_params, op, path_param, query,
 };
-use crate::request::{GpuRef, InviteId, NodeName, SessionId, UserId};
+use crate::request::{GpuRef, InviteId, NodeName, SessionId, SnapshotId, UserId};
 use crate::validate;
 
 const SESSION_ID_OF_REPLY: &str = "$response.body#/data/session/id";
+const SNAPSHOT_ID_OF_REPLY: &str = "$response.body#/data/snapshot/id";
 
 /// Every operation the API serves.
 pub fn operations() -> Vec<Operation> {
@@ -40,6 +41,9 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
     let invite_reply = s.response::<crate::accounts::InviteReply>();
     let invites = s.response_list::<crate::accounts::InviteView>();
     let audit = s.response_list::<crate::audit::AuditEntry>();
+    let snapshot = s.response::<crate::snapshots::SnapshotView>();
+    let snapshots = s.response_list::<crate::snapshots::SnapshotView>();
+    let snapshot_reply = s.response::<crate::snapshots::SnapshotReply>();
 
     let mut ops = vec![
         op("get", "/healthz", "healthz", "The process is up", "health", Public)
@@ -85,7 +89,7 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .error(403, &["session_access_denied"])
             .error(404, &["not_found"])
             .error(503, &["database_unavailable"]),
-        op("get", "/api/v2/events", "events", "Server-Sent Events of the caller's session changes (cookie, bearer or ?token=)", "events", User)
+        op("get", "/api/v2/events", "events", "Server-Sent Events of the caller's sessions and snapshots (cookie, bearer or ?token=)", "events", User)
             .param(query("token", validate::EVENT_TOKEN.schema(), "Single-use token from POST /api/v2/events/token, for EventSource"))
             .ok(200, Success::Raw("text/event-stream", json!({"type": "string"}))),
         op("post", "/api/v2/events/token", "eventToken", "A single-use token (60 s) for EventSource", "events", User)
@@ -161,6 +165,19 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .param(query("actor", validate::USER_ID.schema(), "Only entries by this user"))
             .param(query("target", validate::AUDIT_TARGET.schema(), "Only entries about this user or invite"))
             .ok(200, Success::Envelope(audit)),
+        op("get", "/api/v2/snapshots", "listSnapshots", "Your workspace snapshots (everyone's for admins), newest first", "snapshots", User)
+            .param(query("session", validate::KUBE_NAME.schema(), "One session's snapshots (a session id)"))
+            .param(limit_param())
+            .param(query("cursor", validate::SNAPSHOT_CURSOR.schema(), "`meta.next_cursor` of the previous page"))
+            .ok(200, Success::Envelope(snapshots)),
+        op("get", "/api/v2/snapshots/{id}", "getSnapshot", "One snapshot", "snapshots", User)
+            .param(path_param::<SnapshotId>())
+            .ok(200, Success::Envelope(snapshot)),
+        op("delete", "/api/v2/snapshots/{id}", "deleteSnapshot", "Delete a snapshot: 204 once gone, 202 while the node agent destroys it (or a workspace cloned from it holds it)", "snapshots", User)
+            .param(path_param::<SnapshotId>())
+            .ok(202, Success::Envelope(snapshot_reply.clone()))
+            .ok(204, Success::Empty)
+            .error(503, &["control_plane_unavailable"]),
     ];
     for (exposure, title) in [("external", "External"), ("internal", "Internal")] {
         let base = format!("/api/v2/{exposure}/sessions");
@@ -197,7 +214,9 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
                 crate::sessions::OTHER_REFUSAL,
             ],
         )
-        .error(503, &["scheduler_timeout", "control_plane_unavailable"]);
+        .error(503, &["scheduler_timeout", "control_plane_unavailable"])
+        .error(404, &["snapshot_not_found"])
+        .error(409, &["snapshot_not_ready"]);
         for (_, code, _) in crate::sessions::SCHEDULER_REFUSALS {
             create_op = create_op.error(409, &[code]);
         }
@@ -276,6 +295,23 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .error(503, &["control_plane_unavailable"]),
             SESSION_ID_OF_REPLY,
         ));
+        ops.push(
+            op(
+                "post",
+                format!("{base}/{{id}}/snapshots"),
+                format!("snapshot{title}Session"),
+                "Ask for a snapshot of a running session's workspace (the node agent takes it; at most 3 pending per session)",
+                "sessions",
+                User,
+            )
+            .param(path_param::<SessionId>())
+            .ok(202, Success::Envelope(snapshot_reply.clone()))
+            .header("Location", "The snapshot: /api/v2/snapshots/{id}")
+            .link("GetSnapshot", "getSnapshot", &[("id", SNAPSHOT_ID_OF_REPLY)])
+            .link("DeleteSnapshot", "deleteSnapshot", &[("id", SNAPSHOT_ID_OF_REPLY)])
+            .error(409, &["session_not_running", "too_many_pending_snapshots", "conflict"])
+            .error(503, &["control_plane_unavailable"]),
+        );
         ops.push(session_links(
             op(
                 "post",

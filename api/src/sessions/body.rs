@@ -35,6 +35,12 @@ pub struct CreateSession {
     #[serde(default)]
     #[schemars(schema_with = "crate::validate::schema::size")]
     pub workspace_quota: Option<String>,
+    /// Start from a snapshot instead of an empty workspace: the id of one
+    /// of your own snapshots that is ready (`GET /api/v2/snapshots`). The
+    /// session runs on that snapshot's node, on a clone of it.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::validate::schema::optional_kube_name")]
+    pub restore_from: Option<String>,
 }
 
 /// Container limits in a create body; `null` is the same as absent.
@@ -77,6 +83,11 @@ impl CreateSession {
         let gpus = self.gpus.unwrap_or(config.policy.defaults.gpus);
         if let Some(v) = &self.workspace_quota
             && let Err(e) = validate::size("workspace_quota", v)
+        {
+            errors.push(e);
+        }
+        if let Some(v) = &self.restore_from
+            && let Err(e) = validate::KUBE_NAME.check("restore_from", v)
         {
             errors.push(e);
         }
@@ -132,10 +143,12 @@ impl CreateSession {
             gpus,
             state: DesiredState::Running,
             resources,
-            workspace: self.workspace_quota.map(|quota| WorkspaceSpec {
-                quota: Some(quota),
-                restore_from: None,
-            }),
+            workspace: (self.workspace_quota.is_some() || self.restore_from.is_some()).then_some(
+                WorkspaceSpec {
+                    quota: self.workspace_quota,
+                    restore_from: self.restore_from,
+                },
+            ),
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
             resume_requested_at: None,

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::index::{IndexedSession, SessionIndex};
 use crate::reply::Reply;
 use crate::request::{JsonOrEmpty, Query};
+use crate::snapshots::access::check_restore;
 use crate::state::AppState;
 use crate::tokens::Principal;
 
@@ -59,6 +60,11 @@ pub const SCHEDULER_REFUSALS: &[(SessionReason, &str, &str)] = &[
         SessionReason::CpuOnlyNotAllowed,
         "cpu_only_not_allowed",
         "Sessions without GPUs are not allowed here; ask for at least one GPU.",
+    ),
+    (
+        SessionReason::SnapshotNotFound,
+        "snapshot_not_found",
+        "The snapshot to restore from is gone or no longer ready (deleted meanwhile); restore another one.",
     ),
 ];
 
@@ -132,9 +138,10 @@ pub(super) async fn create(
     .into_response())
 }
 
-/// Creates a session for `principal` from a create body: checks it, writes the
-/// Session, waits for the scheduler (a refusal or no decision in time deletes
-/// it again) and, with `wait_ready`, for the session to be Ready.
+/// Creates a session for `principal` from a create body: checks it (and the
+/// snapshot it is restored from, if any), writes the Session, waits for the
+/// scheduler (a refusal or no decision in time deletes it again) and, with
+/// `wait_ready`, for the session to be Ready.
 pub async fn create_session(
     state: &AppState,
     principal: &Principal,
@@ -146,6 +153,13 @@ pub async fn create_session(
     let config = &state.config().sessions;
     let gpus_given = body.gpus.is_some();
     let mut spec = body.into_spec(&principal.user.id, exposure, config)?;
+    if let Some(from) = spec
+        .workspace
+        .as_ref()
+        .and_then(|w| w.restore_from.as_deref())
+    {
+        check_restore(state, principal, &spec.owner, from)?;
+    }
     let pack = state.backend().get_pack(&spec.pack).await?;
     let overrides = account_policy(&principal.user);
     let policy = match &overrides {

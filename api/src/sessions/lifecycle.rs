@@ -22,7 +22,7 @@ use crate::tokens::Principal;
 /// The session `id` when the caller may see it on this exposure's routes; 404 otherwise
 /// (another user's session is indistinguishable from a missing one, and a session
 /// being deleted is gone as far as the api is concerned).
-fn visible(
+pub(super) fn visible(
     state: &AppState,
     principal: &Principal,
     exposure: Option<Exposure>,

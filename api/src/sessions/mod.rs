@@ -1,6 +1,6 @@
 //! Sessions: `POST/GET /api/v2/{external,internal}/sessions`, `GET …/{id}`,
 //! `POST …/{id}/stop`, `POST …/{id}/start`, `POST …/{id}/keepalive`,
-//! `DELETE …/{id}` (admins).
+//! `POST …/{id}/snapshots` (a manual snapshot), `DELETE …/{id}` (admins).
 //!
 //! Create writes a `Session` resource and waits, bounded, for the scheduler's
 //! decision as the watch reports it: bound → 201; refused (`Scheduled=False`) →
@@ -11,6 +11,7 @@ mod body;
 mod create;
 mod lifecycle;
 mod list;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -38,5 +39,6 @@ pub fn router(exposure: Exposure) -> Router<AppState> {
         .route("/sessions/{id}/stop", post(lifecycle::stop))
         .route("/sessions/{id}/start", post(lifecycle::start))
         .route("/sessions/{id}/keepalive", post(lifecycle::keepalive))
+        .route("/sessions/{id}/snapshots", post(snapshot::take))
         .layer(Extension(exposure))
 }

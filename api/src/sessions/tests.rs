@@ -19,7 +19,15 @@ fn refusals_become_codes() {
         code(SessionReason::UserLimitReached.as_str()),
         "user_limit_reached"
     );
+    assert_eq!(
+        code(SessionReason::SnapshotNotFound.as_str()),
+        "snapshot_not_found"
+    );
     assert_eq!(code("SomethingNew"), OTHER_REFUSAL);
+    // Every reason the scheduler refuses with has a code of its own.
+    for reason in SessionReason::REFUSALS {
+        assert_ne!(code(reason.as_str()), OTHER_REFUSAL, "{reason}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{IndexedSession, routable_upstream};
 use crate::slug::session_slug;
+use crate::snapshots::view::{SESSION_VIEW_SNAPSHOTS, SnapshotBrief, brief};
 use crate::state::AppState;
 
 /// A GPU of a session.
@@ -90,6 +91,12 @@ pub struct SessionView {
     /// Why it will stop then: `idle` or `lifetime`.
     #[schemars(extend("enum" = ["idle", "lifetime"]))]
     pub expires_because: Option<String>,
+    /// The snapshot it was restored from, if any (a snapshot id).
+    pub restored_from: Option<String>,
+    /// Its newest snapshots (at most 20), newest first.
+    pub snapshots: Vec<SnapshotBrief>,
+    /// How many snapshots it has in all.
+    pub snapshot_count: u32,
 }
 
 /// When a running session will be stopped and why (`idle`, `lifetime`),
@@ -131,7 +138,22 @@ pub fn view(state: &AppState, session: &Session, activity: i64) -> SessionView {
         .map_or(0, |t| t.0.as_second());
     let last_activity = recorded.max(activity);
     let expires = expiry(session, activity);
+    let snapshots = match session.metadata.uid.as_deref() {
+        Some(uid) => state.snapshots().of_session(uid),
+        None => Vec::new(),
+    };
     SessionView {
+        restored_from: session
+            .spec
+            .workspace
+            .as_ref()
+            .and_then(|w| w.restore_from.clone()),
+        snapshot_count: u32::try_from(snapshots.len()).unwrap_or(u32::MAX),
+        snapshots: snapshots
+            .iter()
+            .take(SESSION_VIEW_SNAPSHOTS)
+            .map(|e| brief(&e.record))
+            .collect(),
         expires_at: expires.map(|(at, _)| at.to_string()),
         expires_because: expires.map(|(_, why)| why.to_owned()),
         id: session.metadata.name.clone().unwrap_or_default(),

@@ -220,6 +220,15 @@ pub const SESSION_CURSOR: Rule = Rule {
     example: "1700000000000000000_0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
 };
 
+/// A snapshots list cursor: `<time in ns>_<snapshot id>`, as `meta.next_cursor` gives it.
+pub const SNAPSHOT_CURSOR: Rule = Rule {
+    pattern: Some(r"^([0-9]{1,19}_[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$"),
+    min_length: 0,
+    max_length: 273,
+    expected: "a cursor as meta.next_cursor gives it (<digits>_<snapshot id>)",
+    example: "1700000000000000000_0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b-manual-1700000000000",
+};
+
 /// A users list cursor: base64url without padding, as `meta.next_cursor` gives it.
 pub const USERS_CURSOR: Rule = Rule {
     pattern: Some("^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"),

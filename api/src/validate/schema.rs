@@ -30,6 +30,7 @@ macro_rules! field_schemas {
 
 field_schemas! {
     kube_name => KUBE_NAME, nullable: false;
+    optional_kube_name => KUBE_NAME, nullable: true;
     user_id => USER_ID, nullable: false;
     email => EMAIL, nullable: false;
     new_password => NEW_PASSWORD, nullable: false;
