@@ -66,6 +66,7 @@ async fn readiness_follows_database_control_plane_and_watch(env: TestEnv) {
     let ready = t.get("/readyz").send().await.data(200);
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["watch_synced"], true);
+    assert_eq!(ready["snapshot_watch_synced"], true);
     t.backend.set_reachable(false);
     let res = t.get("/readyz").send().await;
     res.problem_mentioning(503, "not_ready", "control plane");

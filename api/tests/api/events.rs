@@ -11,13 +11,13 @@ use serde_json::Value;
 use crate::common::{TestEnv, memory_defaults};
 
 /// Reads SSE events from a body.
-struct EventReader {
+pub struct EventReader {
     body: Body,
     buffer: String,
 }
 
 impl EventReader {
-    fn new(response: axum::response::Response) -> Self {
+    pub fn new(response: axum::response::Response) -> Self {
         assert_eq!(response.status().as_u16(), 200);
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
@@ -30,7 +30,7 @@ impl EventReader {
     }
 
     /// The next event (name, JSON data), skipping comments.
-    async fn next(&mut self) -> (String, Value) {
+    pub async fn next(&mut self) -> (String, Value) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -73,7 +73,7 @@ impl EventReader {
     }
 
     /// The next event about a session, skipping others.
-    async fn next_named(&mut self, name: &str) -> Value {
+    pub async fn next_named(&mut self, name: &str) -> Value {
         loop {
             let (n, data) = self.next().await;
             if n == name {

@@ -511,3 +511,261 @@ async fn start_against_the_real_scheduler() {
     scheduler.abort();
     control_plane.shutdown().await;
 }
+
+/// Snapshots through the kube backend and its watched cache of
+/// WorkspaceSnapshots. No node agent runs: a manual snapshot's record is
+/// created exactly as the agent expects it and stays pending until the
+/// test writes the agent's status; a record without a finalizer goes at
+/// once on delete (204), one the agent's finalizer holds stays, deleting
+/// (202), until the finalizer is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_against_the_embedded_control_plane() {
+    use medforge_crds::keys::{
+        OWNER_LABEL, SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, container::SESSION_UID,
+    };
+    use medforge_crds::{SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec};
+
+    let (control_plane, _nodes) = control_plane_with_node_a().await;
+    let client = control_plane.client.clone();
+    let sessions: KubeApi<Session> = KubeApi::namespaced(client.clone(), NAMESPACE);
+    let records: KubeApi<WorkspaceSnapshot> = KubeApi::namespaced(client.clone(), NAMESPACE);
+    let scheduler = tokio::spawn(stand_in_scheduler(sessions.clone()));
+    let (api, _) = api_on(&control_plane).await;
+    let router = api.router();
+    let send = async |method: Method, uri: &str, who: &Client, body: Option<serde_json::Value>| {
+        let mut r = request(&router, method, uri).cookie(who);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        r.send().await
+    };
+    let ada = client_from(
+        &request(&router, Method::POST, "/api/v2/auth/signup")
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+            .await,
+    );
+    let created = send(
+        Method::POST,
+        "/api/v2/external/sessions",
+        &ada,
+        Some(json!({"gpus": 1})),
+    )
+    .await
+    .data(201);
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let uid = sessions.get(&id).await.unwrap().metadata.uid.unwrap();
+    let snapshots_path = format!("/api/v2/external/sessions/{id}/snapshots");
+    // Bound and running, but its agent has not named the dataset yet.
+    send(Method::POST, &snapshots_path, &ada, None)
+        .await
+        .problem(409, "session_not_running");
+
+    // What the node agent writes once it made the workspace; the owner's
+    // retention, as an admin set it on the Session.
+    let dataset = format!("pool/{}/{uid}", ada.id);
+    sessions
+        .patch_status(
+            &id,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"workspace": {"dataset": dataset}}})),
+        )
+        .await
+        .unwrap();
+    let retention = r#"{"keepLast": 3, "keepDays": 2}"#;
+    sessions
+        .patch(
+            &id,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"metadata": {"annotations": {SNAPSHOT_RETENTION_ANNOTATION: retention}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let index = api.state().index().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !index.get(&id).is_some_and(|e| {
+        e.session
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key(SNAPSHOT_RETENTION_ANNOTATION)
+            && e.session.status.as_ref().unwrap().workspace.is_some()
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never saw the dataset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let res = send(Method::POST, &snapshots_path, &ada, None).await;
+    let taken = res.data(202);
+    let sid = taken["snapshot"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/api/v2/snapshots/{sid}").as_str())
+    );
+    let name = taken["snapshot"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("manual-"), "{taken}");
+    assert_eq!(sid, format!("{id}-{name}"));
+    let stored = records.get(&sid).await.unwrap();
+    assert_eq!(
+        stored.spec,
+        WorkspaceSnapshotSpec {
+            owner: ada.id.clone(),
+            session: SnapshotSource {
+                name: id.clone(),
+                uid: uid.clone()
+            },
+            node: "node-a".into(),
+            snapshot: format!("{dataset}@{name}"),
+            reason: SnapshotReason::Manual,
+        }
+    );
+    let labels = stored.metadata.labels.clone().unwrap();
+    assert_eq!(labels[OWNER_LABEL], ada.id);
+    assert_eq!(labels[SESSION_UID], uid);
+    assert_eq!(
+        stored.metadata.annotations.clone().unwrap()[SNAPSHOT_RETENTION_ANNOTATION],
+        retention
+    );
+    assert!(stored.status.is_none(), "no status: the agent takes it");
+    assert!(
+        stored.metadata.finalizers.is_none(),
+        "the agent adds its own"
+    );
+    // Read back from the watched cache.
+    let got = send(Method::GET, &format!("/api/v2/snapshots/{sid}"), &ada, None)
+        .await
+        .data(200);
+    assert_eq!(got["state"], "pending");
+    let listed = send(
+        Method::GET,
+        &format!("/api/v2/snapshots?session={id}"),
+        &ada,
+        None,
+    )
+    .await
+    .data(200);
+    assert_eq!(listed[0]["id"], sid.as_str());
+
+    // The agent's status: ready, and a new session may be restored from it.
+    let now = jiff::Timestamp::now().to_string();
+    records
+        .patch_status(
+            &sid,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {
+                "takenAt": now, "sizeBytes": 4096,
+                "conditions": [{"type": "ReadyToUse", "status": "True", "reason": "Taken", "message": "taken", "lastTransitionTime": now}],
+            }})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = send(Method::GET, &format!("/api/v2/snapshots/{sid}"), &ada, None)
+            .await
+            .data(200);
+        if got["state"] == "ready" {
+            assert_eq!(got["size_bytes"], 4096);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restored = send(
+        Method::POST,
+        "/api/v2/external/sessions",
+        &ada,
+        Some(json!({"restore_from": sid})),
+    )
+    .await
+    .data(201);
+    let restored_id = restored["session"]["id"].as_str().unwrap();
+    assert_eq!(
+        sessions
+            .get(restored_id)
+            .await
+            .unwrap()
+            .spec
+            .workspace
+            .unwrap()
+            .restore_from,
+        Some(sid.clone())
+    );
+
+    // No finalizer: gone at once.
+    let res = send(
+        Method::DELETE,
+        &format!("/api/v2/snapshots/{sid}"),
+        &ada,
+        None,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    assert!(records.get_opt(&sid).await.unwrap().is_none());
+    send(Method::GET, &format!("/api/v2/snapshots/{sid}"), &ada, None)
+        .await
+        .problem(404, "not_found");
+
+    // The agent's finalizer holds a record until it has destroyed the snapshot.
+    let mut held = WorkspaceSnapshot::new(
+        &format!("{id}-stop-1700000000000"),
+        WorkspaceSnapshotSpec {
+            owner: ada.id.clone(),
+            session: SnapshotSource {
+                name: id.clone(),
+                uid: uid.clone(),
+            },
+            node: "node-a".into(),
+            snapshot: format!("{dataset}@stop-1700000000000"),
+            reason: SnapshotReason::Stop,
+        },
+    );
+    held.metadata.finalizers = Some(vec![SNAPSHOT_FINALIZER.to_owned()]);
+    let held_name = held.metadata.name.clone().unwrap();
+    records.create(&PostParams::default(), &held).await.unwrap();
+    let path = format!("/api/v2/snapshots/{held_name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while send(Method::GET, &path, &ada, None).await.status != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deleting = send(Method::DELETE, &path, &ada, None).await.data(202);
+    assert_eq!(deleting["snapshot"]["state"], "deleting");
+    assert!(
+        records
+            .get(&held_name)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(
+        send(Method::GET, &path, &ada, None).await.data(200)["state"],
+        "deleting"
+    );
+    records
+        .patch(
+            &held_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while send(Method::GET, &path, &ada, None).await.status != StatusCode::NOT_FOUND {
+        assert!(tokio::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(records.get_opt(&held_name).await.unwrap().is_none());
+
+    scheduler.abort();
+    api.shutdown().await;
+    control_plane.shutdown().await;
+}

@@ -14,4 +14,5 @@ mod kube_backend;
 mod postgres;
 mod proxy;
 mod sessions;
+mod snapshots;
 mod validation;

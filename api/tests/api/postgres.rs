@@ -17,6 +17,7 @@ fn all_scenarios() -> Vec<(&'static str, Scenario)> {
         crate::accounts::SCENARIOS,
         crate::auth::SCENARIOS,
         crate::sessions::SCENARIOS,
+        crate::snapshots::SCENARIOS,
         crate::proxy::SCENARIOS,
         crate::events::SCENARIOS,
         crate::admin::SCENARIOS,

@@ -1,0 +1,900 @@
+//! Snapshot routes over the in-memory control plane, whose simulated node
+//! agent records a `Stop` snapshot when a session stops, takes manual
+//! snapshots and releases deleted records: list (own, all for admins, by
+//! session, in pages), get, delete, manual snapshots of a running session,
+//! restoring a new session from one, the session view's snapshots and the
+//! snapshot events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use medforge_api::backend::{
+    MemoryBackendConfig, SchedulerMode, SessionBackend, SnapshotDeletion, set_condition,
+};
+use medforge_crds::keys::{
+    OWNER_LABEL, SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, container::SESSION_UID,
+};
+use medforge_crds::snapshot::snapshot_object_name;
+use medforge_crds::{
+    SnapshotCondition, SnapshotReason, SnapshotSource, SnapshotStatusReason, WorkspaceSnapshot,
+    WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
+};
+use serde_json::{Value, json};
+
+use crate::common::{Client, OneSession, TestApp, TestEnv, memory_defaults};
+use crate::events::EventReader;
+
+/// Polls `check` until it holds (5 s at most).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a record says of itself, for [`record`].
+#[derive(Clone, Copy)]
+enum Is {
+    /// No status: a manual snapshot not taken yet.
+    Pending,
+    /// `ReadyToUse=True`, with the agent's finalizer.
+    Ready,
+    /// `ReadyToUse=False` (`DatasetMismatch`).
+    Failed,
+}
+
+/// A record of a snapshot `name` of `owner`'s session `session` (uid
+/// `uid`) on `node`, taken `taken_s` seconds after the epoch.
+fn record(
+    owner: &str,
+    session: &str,
+    uid: &str,
+    name: &str,
+    node: &str,
+    taken_s: i64,
+    is: Is,
+) -> WorkspaceSnapshot {
+    let reason = SnapshotReason::of_name(name).unwrap_or(SnapshotReason::Manual);
+    let mut r = WorkspaceSnapshot::new(
+        &snapshot_object_name(session, uid, name),
+        WorkspaceSnapshotSpec {
+            owner: owner.into(),
+            session: SnapshotSource {
+                name: session.into(),
+                uid: uid.into(),
+            },
+            node: node.into(),
+            snapshot: format!("pool/{owner}/{uid}@{name}"),
+            reason,
+        },
+    );
+    r.metadata.labels = Some(BTreeMap::from([
+        (OWNER_LABEL.to_owned(), owner.to_owned()),
+        (SESSION_UID.to_owned(), uid.to_owned()),
+    ]));
+    let at = Time(jiff::Timestamp::from_second(taken_s).unwrap());
+    r.metadata.creation_timestamp = Some(at.clone());
+    let mut status = WorkspaceSnapshotStatus::default();
+    match is {
+        Is::Pending => return r,
+        Is::Ready => {
+            r.metadata.finalizers = Some(vec![SNAPSHOT_FINALIZER.to_owned()]);
+            status.taken_at = Some(at);
+            status.size_bytes = Some(1 << 20);
+            set_condition(
+                &mut status.conditions,
+                SnapshotCondition::ReadyToUse,
+                true,
+                SnapshotStatusReason::Taken,
+                "taken",
+            );
+        }
+        Is::Failed => set_condition(
+            &mut status.conditions,
+            SnapshotCondition::ReadyToUse,
+            false,
+            SnapshotStatusReason::DatasetMismatch,
+            "pool/x is not the session's workspace",
+        ),
+    }
+    r.status = Some(status);
+    r
+}
+
+impl TestApp {
+    /// Stores a record and waits until the api's index has it.
+    async fn put(&self, r: WorkspaceSnapshot) -> String {
+        let name = r.metadata.name.clone().unwrap();
+        let rv = self.backend.put_snapshot(r).metadata.resource_version;
+        let index = self.state().snapshots().clone();
+        eventually(&format!("{name} indexed"), || {
+            index
+                .get(&name)
+                .is_some_and(|e| e.record.metadata.resource_version == rv)
+        })
+        .await;
+        name
+    }
+
+    /// A session's uid.
+    fn uid(&self, id: &str) -> String {
+        self.backend.session(id).unwrap().metadata.uid.unwrap()
+    }
+
+    /// Stops `who`'s session `id` and returns the id of the snapshot its stop made.
+    async fn stop_for_snapshot(&self, who: &Client, id: &str) -> String {
+        self.post_as(who, &format!("/api/v2/external/sessions/{id}/stop"))
+            .await
+            .data(202);
+        self.wait_phase(id, "stopped").await;
+        let uid = self.uid(id);
+        let index = self.state().snapshots().clone();
+        eventually("the stop's snapshot", || !index.of_session(&uid).is_empty()).await;
+        index.of_session(&uid)[0].name.clone()
+    }
+
+    /// `GET /api/v2/snapshots/{id}` as `who`: its data.
+    async fn snapshot_as(&self, who: &Client, id: &str) -> Value {
+        self.get_as(who, &format!("/api/v2/snapshots/{id}"))
+            .await
+            .data(200)
+    }
+
+    /// `POST /api/v2/external/sessions/{id}/snapshots` as `who`.
+    async fn take_snapshot(&self, who: &Client, id: &str) -> crate::common::Res {
+        self.post_as(who, &format!("/api/v2/external/sessions/{id}/snapshots"))
+            .await
+    }
+
+    /// The ids of every page of `uri` (with `limit=1`), as `who`.
+    async fn all_pages(&self, who: &Client, uri: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let res = self
+                .get_as(who, &format!("{uri}&limit=1&cursor={cursor}"))
+                .await;
+            let body = res.json();
+            let page = res.data(200);
+            assert!(page.as_array().unwrap().len() <= 1);
+            ids.extend(
+                page.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap().to_owned()),
+            );
+            if body["meta"]["has_more"] == false {
+                assert!(body["meta"]["next_cursor"].is_null());
+                return ids;
+            }
+            cursor = body["meta"]["next_cursor"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEnv) {
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    t.wait_phase(id, "running").await;
+    let uid = t.uid(id);
+    // The Session's own retention travels to its snapshots.
+    let retention = r#"{"keepLast": 2, "keepDays": 1}"#;
+    t.backend
+        .annotate(id, SNAPSHOT_RETENTION_ANNOTATION, retention)
+        .await
+        .unwrap();
+    let index = t.state().index().clone();
+    eventually("the annotation indexed", || {
+        index.get(id).is_some_and(|e| {
+            e.session
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(SNAPSHOT_RETENTION_ANNOTATION)
+        })
+    })
+    .await;
+
+    let before = jiff::Timestamp::now().as_millisecond();
+    let res = t.take_snapshot(&f.owner, id).await;
+    let after = jiff::Timestamp::now().as_millisecond();
+    let data = res.data(202);
+    let snap = &data["snapshot"];
+    let sid = snap["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/api/v2/snapshots/{sid}").as_str())
+    );
+    assert_eq!(snap["state"], "pending", "{data}");
+    assert_eq!(snap["reason"], "manual");
+    assert_eq!(snap["session"], json!({"id": id, "uid": uid}));
+    assert_eq!(snap["owner"], f.owner.id.as_str());
+    assert_eq!(snap["node"], "node-a");
+    assert!(snap["taken_at"].is_null());
+    // The record, as the node agent reads it.
+    let ms: i64 = snap["name"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("manual-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (before..=after).contains(&ms),
+        "{ms} not in {before}..={after}"
+    );
+    assert_eq!(sid, snapshot_object_name(id, &uid, &format!("manual-{ms}")));
+    let stored = t.backend.snapshot(&sid).expect("the record");
+    assert_eq!(
+        stored.spec,
+        WorkspaceSnapshotSpec {
+            owner: f.owner.id.clone(),
+            session: SnapshotSource {
+                name: id.to_owned(),
+                uid: uid.clone()
+            },
+            node: "node-a".into(),
+            snapshot: format!("pool/{}/{uid}@manual-{ms}", f.owner.id),
+            reason: SnapshotReason::Manual,
+        }
+    );
+    let labels = stored.metadata.labels.clone().unwrap();
+    assert_eq!(labels[OWNER_LABEL], f.owner.id);
+    assert_eq!(labels[SESSION_UID], uid);
+    assert_eq!(
+        stored.metadata.annotations.clone().unwrap()[SNAPSHOT_RETENTION_ANNOTATION],
+        retention
+    );
+
+    // The simulated agent takes it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let got = t.snapshot_as(&f.owner, &sid).await;
+        if got["state"] == "ready" {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready: {got}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(ready["taken_at"].as_str().is_some(), "{ready}");
+    assert!(ready["size_bytes"].as_i64().is_some(), "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("manual-{ms}"))
+    );
+    t.snapshot_as(&f.admin, &sid).await;
+    // The session lists it.
+    let session = t
+        .get_as(&f.owner, &format!("/api/v2/external/sessions/{id}"))
+        .await
+        .data(200);
+    assert_eq!(session["snapshot_count"], 1);
+    assert_eq!(session["snapshots"][0]["id"], sid.as_str());
+    assert_eq!(session["snapshots"][0]["state"], "ready");
+    assert_eq!(session["snapshots"][0]["reason"], "manual");
+    // An admin may ask too; the snapshot is the owner's.
+    let by_admin = t.take_snapshot(&f.admin, id).await.data(202);
+    assert_eq!(by_admin["snapshot"]["owner"], f.owner.id.as_str());
+}
+
+async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: TestEnv) {
+    let t = env
+        .app_with(
+            |_| {},
+            MemoryBackendConfig {
+                // The agent takes no manual snapshot: they stay pending.
+                snapshot_after: None,
+                ..memory_defaults()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let id = t.session(&ada).await["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&id, "running").await;
+    let path = format!("/api/v2/external/sessions/{id}/snapshots");
+    t.problem(Method::POST, &path, Some(&bob), 404, "not_found")
+        .await;
+    t.refuses_anonymous(Method::POST, &path).await;
+    t.problem(
+        Method::POST,
+        "/api/v2/external/sessions/nope/snapshots",
+        Some(&ada),
+        404,
+        "not_found",
+    )
+    .await;
+    t.problem(
+        Method::POST,
+        &format!("/api/v2/internal/sessions/{id}/snapshots"),
+        Some(&ada),
+        404,
+        "not_found",
+    )
+    .await;
+    t.post(&path)
+        .cookie(&ada)
+        .header("origin", "https://evil.example.org")
+        .send()
+        .await
+        .problem(403, "origin_not_allowed");
+    assert!(
+        t.backend.snapshots().is_empty(),
+        "nothing recorded for a refused request"
+    );
+
+    // Three may wait; a fourth is refused until the agent takes some.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let data = t.take_snapshot(&ada, &id).await.data(202);
+        taken.push(data["snapshot"]["id"].as_str().unwrap().to_owned());
+    }
+    taken.sort();
+    taken.dedup();
+    assert_eq!(taken.len(), 3, "three records");
+    t.take_snapshot(&ada, &id)
+        .await
+        .problem_mentioning(409, "too_many_pending_snapshots", "3");
+    assert_eq!(t.backend.snapshots().len(), 3);
+    t.backend.take_snapshot(&taken[0]);
+    let index = t.state().snapshots().clone();
+    eventually("taken", || {
+        index.get(&taken[0]).is_some_and(|e| e.record.is_ready())
+    })
+    .await;
+    t.take_snapshot(&ada, &id).await.data(202);
+
+    // A stopped session has no running workspace to snapshot.
+    t.post_as(&ada, &format!("/api/v2/external/sessions/{id}/stop"))
+        .await
+        .data(202);
+    t.wait_phase(&id, "stopped").await;
+    t.take_snapshot(&ada, &id)
+        .await
+        .problem(409, "session_not_running");
+    // Nor has one whose agent has not named its dataset yet.
+    let b = t.session(&bob).await["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&b, "running").await;
+    t.backend.update_status(&b, |st| st.workspace = None);
+    eventually("the dataset gone", || {
+        t.state()
+            .index()
+            .get(&b)
+            .is_some_and(|e| e.session.status.as_ref().unwrap().workspace.is_none())
+    })
+    .await;
+    t.take_snapshot(&bob, &b)
+        .await
+        .problem(409, "session_not_running");
+}
+
+async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
+    let t = env.app().await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let admin = t.admin("root@example.org").await;
+    let a1 = t.session(&ada).await["id"].as_str().unwrap().to_owned();
+    let a2 = t.session(&ada).await["id"].as_str().unwrap().to_owned();
+    let b1 = t.session(&bob).await["id"].as_str().unwrap().to_owned();
+    let (u1, u2, ub) = (t.uid(&a1), t.uid(&a2), t.uid(&b1));
+    // Taken at 100, 300, 200, 250 s (a1) and 250 s (a2: the same time,
+    // ordered by id); bob's at 400 s.
+    let mut expected = Vec::new();
+    for (session, uid, s) in [
+        (&a1, &u1, 100),
+        (&a1, &u1, 300),
+        (&a1, &u1, 200),
+        (&a1, &u1, 250),
+        (&a2, &u2, 250),
+    ] {
+        let name = format!("stop-{}", s * 1000);
+        expected.push((
+            s,
+            t.put(record(&ada.id, session, uid, &name, "node-a", s, Is::Ready))
+                .await,
+        ));
+    }
+    let bobs = t
+        .put(record(
+            &bob.id,
+            &b1,
+            &ub,
+            "stop-400000",
+            "node-a",
+            400,
+            Is::Ready,
+        ))
+        .await;
+    // A pending one counts from when its record was made (150 s).
+    expected.push((
+        150,
+        t.put(record(
+            &ada.id,
+            &a2,
+            &u2,
+            "manual-150000",
+            "node-a",
+            150,
+            Is::Pending,
+        ))
+        .await,
+    ));
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let newest_first: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
+
+    let mine = t.get_as(&ada, "/api/v2/snapshots").await.data(200);
+    assert_eq!(ids(&mine), newest_first, "ada's own, newest first");
+    assert_eq!(mine[0]["reason"], "stop");
+    assert_eq!(mine[0]["state"], "ready");
+    assert_eq!(mine[0]["taken_at"], "1970-01-01T00:05:00Z");
+    assert_eq!(mine[0]["size_bytes"], 1 << 20);
+    let pending = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["reason"] == "manual")
+        .unwrap();
+    assert_eq!(pending["state"], "pending");
+    assert!(pending["taken_at"].is_null());
+    assert_eq!(
+        t.all_pages(&ada, "/api/v2/snapshots?").await,
+        newest_first,
+        "the same in pages of one"
+    );
+    // One session's.
+    let of_a1 = t
+        .get_as(&ada, &format!("/api/v2/snapshots?session={a1}"))
+        .await
+        .data(200);
+    let a1_ids: Vec<String> = newest_first
+        .iter()
+        .filter(|s| s.starts_with(&a1))
+        .cloned()
+        .collect();
+    assert_eq!(ids(&of_a1), a1_ids);
+    assert_eq!(
+        t.all_pages(&ada, &format!("/api/v2/snapshots?session={a1}"))
+            .await,
+        a1_ids
+    );
+    // Another user's session is an empty list, not a leak.
+    let none = t
+        .get_as(&ada, &format!("/api/v2/snapshots?session={b1}"))
+        .await
+        .data(200);
+    assert!(none.as_array().unwrap().is_empty());
+    let bob_sees = t.get_as(&bob, "/api/v2/snapshots").await.data(200);
+    assert_eq!(ids(&bob_sees), std::slice::from_ref(&bobs));
+    // Admins see everyone's.
+    let all = t.get_as(&admin, "/api/v2/snapshots").await.data(200);
+    assert_eq!(all.as_array().unwrap().len(), newest_first.len() + 1);
+    assert_eq!(all[0]["id"], bobs.as_str());
+    let of_b1 = t
+        .get_as(&admin, &format!("/api/v2/snapshots?session={b1}"))
+        .await
+        .data(200);
+    assert_eq!(ids(&of_b1), [bobs]);
+
+    // A session's view lists its newest 20 and counts them all.
+    for s in 1000..1025 {
+        t.put(record(
+            &ada.id,
+            &a2,
+            &u2,
+            &format!("stop-{}", s * 1000),
+            "node-a",
+            s,
+            Is::Ready,
+        ))
+        .await;
+    }
+    let a2_view = t
+        .get_as(&ada, &format!("/api/v2/external/sessions/{a2}"))
+        .await
+        .data(200);
+    assert_eq!(a2_view["snapshot_count"], 27);
+    let listed = a2_view["snapshots"].as_array().unwrap();
+    assert_eq!(listed.len(), 20);
+    assert_eq!(
+        listed[0]["id"],
+        snapshot_object_name(&a2, &u2, "stop-1024000").as_str()
+    );
+    assert_eq!(
+        listed[19]["id"],
+        snapshot_object_name(&a2, &u2, "stop-1005000").as_str()
+    );
+    assert_eq!(listed[0]["taken_at"], "1970-01-01T00:17:04Z");
+
+    let bad = |q: &str| t.get(&format!("/api/v2/snapshots?{q}")).cookie(&ada).send();
+    assert_eq!(bad("limit=0").await.error_fields(), ["limit"]);
+    assert_eq!(bad("limit=201").await.error_fields(), ["limit"]);
+    assert_eq!(bad("cursor=%21%21").await.error_fields(), ["cursor"]);
+    assert_eq!(
+        bad("session=Not_A_Session").await.error_fields(),
+        ["session"]
+    );
+    t.refuses_anonymous(Method::GET, "/api/v2/snapshots").await;
+}
+
+async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    t.wait_phase(id, "running").await;
+    let sid = t.stop_for_snapshot(&f.owner, id).await;
+    let path = format!("/api/v2/snapshots/{sid}");
+    let got = t.snapshot_as(&f.owner, &sid).await;
+    assert_eq!(got["reason"], "stop");
+    assert_eq!(got["state"], "ready");
+    assert_eq!(got["session"]["id"], id);
+    // Someone else's snapshot does not exist for them.
+    t.problem(Method::GET, &path, Some(&f.other), 404, "not_found")
+        .await;
+    t.problem(Method::DELETE, &path, Some(&f.other), 404, "not_found")
+        .await;
+    t.refuses_anonymous(Method::GET, &path).await;
+    t.refuses_anonymous(Method::DELETE, &path).await;
+    t.req(Method::DELETE, &path)
+        .cookie(&f.owner)
+        .header("origin", "https://evil.example.org")
+        .send()
+        .await
+        .problem(403, "origin_not_allowed");
+    assert!(t.backend.snapshot(&sid).is_some(), "still there");
+    t.problem(
+        Method::GET,
+        "/api/v2/snapshots/nope",
+        Some(&f.owner),
+        404,
+        "not_found",
+    )
+    .await;
+    t.problem(
+        Method::DELETE,
+        "/api/v2/snapshots/nope",
+        Some(&f.owner),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // The agent's finalizer holds it: 202 while it destroys the snapshot.
+    let deleted = t
+        .req(Method::DELETE, &path)
+        .cookie(&f.owner)
+        .send()
+        .await
+        .data(202);
+    assert_eq!(deleted["snapshot"]["id"], sid.as_str());
+    assert_eq!(deleted["snapshot"]["state"], "deleting");
+    let index = t.state().snapshots().clone();
+    eventually("released", || index.get(&sid).is_none()).await;
+    assert!(t.backend.snapshot(&sid).is_none());
+    t.problem(Method::GET, &path, Some(&f.owner), 404, "not_found")
+        .await;
+    t.problem(Method::DELETE, &path, Some(&f.owner), 404, "not_found")
+        .await;
+    let session = t
+        .get_as(&f.owner, &format!("/api/v2/external/sessions/{id}"))
+        .await
+        .data(200);
+    assert_eq!(session["snapshot_count"], 0);
+
+    // Without a finalizer it is gone at once: 204. An admin may delete it.
+    let uid = t.uid(id);
+    let bare = t
+        .put(record(
+            &f.owner.id,
+            id,
+            &uid,
+            "manual-5000",
+            "node-a",
+            5,
+            Is::Failed,
+        ))
+        .await;
+    assert_eq!(t.snapshot_as(&f.owner, &bare).await["state"], "failed");
+    let res = t
+        .req(Method::DELETE, &format!("/api/v2/snapshots/{bare}"))
+        .cookie(&f.admin)
+        .send()
+        .await;
+    assert_eq!(res.status.as_u16(), 204, "{}", res.text());
+    assert!(res.body.is_empty());
+    assert!(t.backend.snapshot(&bare).is_none());
+    t.problem(
+        Method::GET,
+        &format!("/api/v2/snapshots/{bare}"),
+        Some(&f.owner),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // One a workspace was cloned from stays, deleting, and says why.
+    let mut held = record(&f.owner.id, id, &uid, "stop-6000", "node-a", 6, Is::Ready);
+    let conditions = &mut held.status.as_mut().unwrap().conditions;
+    set_condition(
+        conditions,
+        SnapshotCondition::Deleting,
+        false,
+        SnapshotStatusReason::CloneDependsOnIt,
+        "the workspace of session s2 was cloned from it",
+    );
+    let held = t.put(held).await;
+    let res = t
+        .req(Method::DELETE, &format!("/api/v2/snapshots/{held}"))
+        .cookie(&f.owner)
+        .send()
+        .await;
+    let data = res.data(202);
+    assert_eq!(data["snapshot"]["state"], "deleting");
+    assert_eq!(
+        data["snapshot"]["message"],
+        "the workspace of session s2 was cloned from it"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let still = t.snapshot_as(&f.owner, &held).await;
+    assert_eq!(still["state"], "deleting", "held by the clone");
+    // Asked again: the same answer.
+    t.req(Method::DELETE, &format!("/api/v2/snapshots/{held}"))
+        .cookie(&f.owner)
+        .send()
+        .await
+        .data(202);
+    assert!(matches!(
+        t.backend.delete_snapshot("nope").await.unwrap(),
+        SnapshotDeletion::Missing
+    ));
+}
+
+async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    t.wait_phase(id, "running").await;
+    let sid = t.stop_for_snapshot(&f.owner, id).await;
+    let count = || t.backend.sessions().len();
+    let before = count();
+
+    // Refused before anything is written.
+    let restore =
+        async |who: &Client, from: &str| t.create_session(who, json!({"restore_from": from})).await;
+    restore(&f.owner, "nope")
+        .await
+        .problem_mentioning(404, "snapshot_not_found", "restore_from");
+    restore(&f.other, &sid)
+        .await
+        .problem(404, "snapshot_not_found");
+    assert_eq!(
+        restore(&f.owner, "Not_A_Name").await.error_fields(),
+        ["restore_from"]
+    );
+    let uid = t.uid(id);
+    let pending = t
+        .put(record(
+            &f.owner.id,
+            id,
+            &uid,
+            "manual-7000",
+            "node-a",
+            7,
+            Is::Pending,
+        ))
+        .await;
+    restore(&f.owner, &pending)
+        .await
+        .problem_mentioning(409, "snapshot_not_ready", "pending");
+    let failed = t
+        .put(record(
+            &f.owner.id,
+            id,
+            &uid,
+            "manual-8000",
+            "node-a",
+            8,
+            Is::Failed,
+        ))
+        .await;
+    restore(&f.owner, &failed).await.problem_mentioning(
+        409,
+        "snapshot_not_ready",
+        "not the session's workspace",
+    );
+    // An admin sees it, but a session is restored only from its owner's own.
+    let problem = restore(&f.admin, &sid)
+        .await
+        .problem(422, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "restore_from", "{problem}");
+    assert_eq!(count(), before, "nothing was created");
+
+    // Its own ready snapshot: the spec carries it.
+    let created = restore(&f.owner, &sid).await.data(201);
+    let new_id = created["session"]["id"].as_str().unwrap();
+    assert_eq!(created["session"]["restored_from"], sid.as_str());
+    let stored = t.backend.session(new_id).unwrap();
+    assert_eq!(
+        stored.spec.workspace.unwrap().restore_from.as_deref(),
+        Some(sid.as_str())
+    );
+    assert_eq!(created["session"]["node"], "node-a");
+    // With a quota too; and on the node holding the snapshot.
+    // node-b has more free GPUs: packing alone would pick node-a.
+    t.backend.add_node("node-b", 8);
+    let on_b = t
+        .put(record(
+            &f.owner.id,
+            id,
+            &uid,
+            "stop-9000",
+            "node-b",
+            9,
+            Is::Ready,
+        ))
+        .await;
+    let created = t
+        .create_session(
+            &f.owner,
+            json!({"restore_from": on_b, "workspace_quota": "10Gi"}),
+        )
+        .await
+        .data(201);
+    assert_eq!(created["session"]["node"], "node-b");
+    let stored = t
+        .backend
+        .session(created["session"]["id"].as_str().unwrap())
+        .unwrap();
+    let workspace = stored.spec.workspace.unwrap();
+    assert_eq!(workspace.restore_from.as_deref(), Some(on_b.as_str()));
+    assert_eq!(workspace.quota.as_deref(), Some("10Gi"));
+}
+
+/// The api checked the snapshot, but it was deleted before the scheduler
+/// decided: the scheduler's `SnapshotNotFound` is a 409 and nothing stays.
+async fn a_snapshot_gone_before_the_scheduler_decides_is_409(env: TestEnv) {
+    let t = env
+        .app_with(
+            |_| {},
+            MemoryBackendConfig {
+                scheduler: SchedulerMode::Manual,
+                ..memory_defaults()
+            },
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let mut ready = record(
+        &ada.id,
+        "gone",
+        "u-gone",
+        "stop-1000",
+        "node-a",
+        1,
+        Is::Ready,
+    );
+    ready.metadata.finalizers = None;
+    let sid = t.put(ready).await;
+    let backend = t.backend.clone();
+    let deleter = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let name = loop {
+            if let Some(s) = backend.sessions().first() {
+                break s.metadata.name.clone().unwrap();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no session");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        backend.delete_snapshot(&sid).await.unwrap();
+        backend.bind(&name);
+    });
+    let res = t
+        .create_session(
+            &ada,
+            json!({"restore_from": snapshot_object_name("gone", "u-gone", "stop-1000")}),
+        )
+        .await;
+    deleter.await.unwrap();
+    res.problem_mentioning(409, "snapshot_not_found", "does not exist");
+    assert!(
+        t.backend.sessions().is_empty(),
+        "the refused Session is deleted"
+    );
+}
+
+async fn snapshot_events_follow_your_own_snapshots(env: TestEnv) {
+    let OneSession {
+        t,
+        owner,
+        other,
+        id,
+        ..
+    } = env.one_session().await;
+    t.wait_phase(&id, "running").await;
+    let theirs = t.session(&other).await["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&theirs, "running").await;
+    let mut events = EventReader::new(
+        t.get("/api/v2/events")
+            .cookie(&owner)
+            .send_streaming()
+            .await,
+    );
+    assert_eq!(events.next().await.0, "snapshot");
+    // Someone else's come not to this stream.
+    t.take_snapshot(&other, &theirs).await.data(202);
+    let sid = t.take_snapshot(&owner, &id).await.data(202)["snapshot"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = events.next_named("snapshot.created").await;
+    assert_eq!(created["id"], sid.as_str(), "{created}");
+    assert_eq!(created["state"], "pending");
+    let ready = events.next_named("snapshot.ready").await;
+    assert_eq!(ready["id"], sid.as_str());
+    assert_eq!(ready["state"], "ready");
+    t.req(Method::DELETE, &format!("/api/v2/snapshots/{sid}"))
+        .cookie(&owner)
+        .send()
+        .await
+        .data(202);
+    let deleted = events.next_named("snapshot.deleted").await;
+    assert_eq!(deleted["id"], sid.as_str());
+    // A stop's record comes ready at once.
+    let stop = t.stop_for_snapshot(&owner, &id).await;
+    let created = events.next_named("snapshot.created").await;
+    assert_eq!(created["id"], stop.as_str());
+    assert_eq!(created["reason"], "stop");
+    assert_eq!(
+        events.next_named("snapshot.ready").await["id"],
+        stop.as_str()
+    );
+    // A failure is told too.
+    let uid = t.uid(&id);
+    let failing = t
+        .put(record(
+            &owner.id,
+            &id,
+            &uid,
+            "manual-1000",
+            "node-a",
+            1,
+            Is::Pending,
+        ))
+        .await;
+    assert_eq!(
+        events.next_named("snapshot.created").await["id"],
+        failing.as_str()
+    );
+    t.backend.update_snapshot_status(&failing, |st| {
+        set_condition(
+            &mut st.conditions,
+            SnapshotCondition::ReadyToUse,
+            false,
+            SnapshotStatusReason::WorkspaceNotFound,
+            "no workspace",
+        )
+    });
+    let failed = events.next_named("snapshot.failed").await;
+    assert_eq!(failed["id"], failing.as_str());
+    assert_eq!(failed["message"], "no workspace");
+}
+
+crate::scenarios!(
+    manual_snapshot_of_a_running_session_is_recorded_then_ready,
+    manual_snapshots_need_a_running_session_of_yours_and_are_bounded,
+    lists_show_your_own_snapshots_newest_first_in_pages,
+    get_and_delete_are_for_the_owner_and_admins,
+    restore_from_needs_your_own_ready_snapshot,
+    a_snapshot_gone_before_the_scheduler_decides_is_409,
+    snapshot_events_follow_your_own_snapshots,
+);
