@@ -166,6 +166,40 @@ pub struct AccountPolicy {
         deserialize_with = "validate::object_or_null"
     )]
     pub maxima: Option<LimitValues>,
+    /// How many of each of the account's sessions' snapshots are kept, in
+    /// place of the operator's retention.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::object_or_null"
+    )]
+    pub snapshot_retention: Option<RetentionValues>,
+}
+
+/// Snapshot retention for one account: the newest `keep_last` snapshots of
+/// each session and every one younger than `keep_days` are kept (the newest,
+/// and one a workspace was restored from, always are). Unset values keep
+/// the operator's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SnapshotRetention")]
+pub struct RetentionValues {
+    /// At least 1.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::int::body_u32"
+    )]
+    #[schemars(range(min = 1, max = 100000))]
+    pub keep_last: Option<u32>,
+    /// 0: none is kept for its age alone.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "validate::int::body_u32"
+    )]
+    #[schemars(range(min = 0, max = 100000))]
+    pub keep_days: Option<u32>,
 }
 
 impl AccountPolicy {
@@ -184,7 +218,24 @@ impl AccountPolicy {
                 .as_ref()
                 .unwrap_or(&empty)
                 .keyed(&format!("{field}.maxima"), &mut errors),
+            retention: self
+                .snapshot_retention
+                .map(|r| medforge_crds::RetentionOverride {
+                    keep_last: r.keep_last,
+                    keep_days: r.keep_days,
+                }),
         };
+        if let Some(Err((name, e))) = overrides.retention.map(|r| r.check()) {
+            let name = if name == "keepLast" {
+                "keep_last"
+            } else {
+                "keep_days"
+            };
+            errors.push(FieldError::new(
+                format!("{field}.snapshot_retention.{name}"),
+                e,
+            ));
+        }
         if errors.is_empty() {
             Ok(overrides)
         } else {
@@ -199,6 +250,10 @@ impl AccountPolicy {
         AccountPolicy {
             defaults: part(&o.defaults),
             maxima: part(&o.maxima),
+            snapshot_retention: o.retention.map(|r| RetentionValues {
+                keep_last: r.keep_last,
+                keep_days: r.keep_days,
+            }),
         }
     }
 }

@@ -40,8 +40,8 @@ pub use session::{
     SessionSpec, SessionStatus, WorkspaceSpec, WorkspaceStatus,
 };
 pub use snapshot::{
-    Retention, SnapshotReason, SnapshotSource, WorkspaceSnapshot, WorkspaceSnapshotSpec,
-    WorkspaceSnapshotStatus,
+    Retention, RetentionOverride, SnapshotReason, SnapshotSource, WorkspaceSnapshot,
+    WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
 };
 
 /// The API group of every MedForge resource.

@@ -82,12 +82,17 @@ pub struct PolicyOverrides {
     /// Maxima by key.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub maxima: std::collections::BTreeMap<String, String>,
+    /// How many of each session's snapshots are kept, in place of the
+    /// node agent's settings (each value set) (the api copies it onto the account's Sessions
+    /// as [`crate::keys::SNAPSHOT_RETENTION_ANNOTATION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::snapshot::RetentionOverride>,
 }
 
 impl PolicyOverrides {
     /// Whether it sets nothing.
     pub fn is_empty(&self) -> bool {
-        self.defaults.is_empty() && self.maxima.is_empty()
+        self.defaults.is_empty() && self.maxima.is_empty() && self.retention.is_none()
     }
 }
 

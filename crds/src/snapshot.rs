@@ -203,25 +203,57 @@ impl Default for Retention {
 impl Retention {
     /// The most either value may be.
     pub const MAX: u32 = 100_000;
+}
 
+/// An account's own retention, as an admin set it: each value set replaces
+/// the node agent's, each unset one keeps it. The annotation
+/// [`crate::keys::SNAPSHOT_RETENTION_ANNOTATION`] carries it as JSON
+/// (`{"keepLast": 2, "keepDays": 0}`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionOverride {
+    /// The newest this many are kept (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Every one younger than this many days is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+}
+
+impl RetentionOverride {
     /// Parses the annotation's JSON; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Retention, String> {
-        let r: Retention = serde_json::from_str(text).map_err(|e| {
+    pub fn parse(text: &str) -> Result<RetentionOverride, String> {
+        let r: RetentionOverride = serde_json::from_str(text).map_err(|e| {
             format!("snapshot retention {text:?} is not {{\"keepLast\": N, \"keepDays\": D}}: {e}")
         })?;
-        r.check()?;
+        r.check()
+            .map_err(|(field, e)| format!("snapshot retention: {field} {e}"))?;
         Ok(r)
     }
 
-    /// Whether the values are within bounds.
-    pub fn check(&self) -> Result<(), String> {
-        if self.keep_last == 0 {
-            return Err("keepLast must be at least 1 (the newest snapshot is always kept)".into());
+    /// Whether the values set are within bounds; the error names the first
+    /// that is not.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.keep_last == Some(0) {
+            return Err((
+                "keepLast",
+                "must be at least 1 (the newest snapshot is always kept)".into(),
+            ));
         }
-        if self.keep_last > Self::MAX || self.keep_days > Self::MAX {
-            return Err(format!("keepLast and keepDays are at most {}", Self::MAX));
+        for (name, v) in [("keepLast", self.keep_last), ("keepDays", self.keep_days)] {
+            if v.is_some_and(|v| v > Retention::MAX) {
+                return Err((name, format!("must be at most {}", Retention::MAX)));
+            }
         }
         Ok(())
+    }
+
+    /// `base` with the values this sets in place.
+    pub fn over(self, base: Retention) -> Retention {
+        Retention {
+            keep_last: self.keep_last.unwrap_or(base.keep_last),
+            keep_days: self.keep_days.unwrap_or(base.keep_days),
+        }
     }
 }
 
@@ -285,22 +317,35 @@ mod tests {
     }
 
     #[test]
-    fn retention_is_parsed_and_bounded() {
+    fn retention_is_parsed_bounded_and_laid_over_the_agents() {
+        let base = Retention {
+            keep_last: 5,
+            keep_days: 7,
+        };
+        let full = RetentionOverride::parse(r#"{"keepLast": 2, "keepDays": 0}"#).unwrap();
         assert_eq!(
-            Retention::parse(r#"{"keepLast": 2, "keepDays": 0}"#),
-            Ok(Retention {
+            full.over(base),
+            Retention {
                 keep_last: 2,
                 keep_days: 0
-            })
+            }
+        );
+        let partial = RetentionOverride::parse(r#"{"keepLast": 2}"#).unwrap();
+        assert_eq!(
+            partial.over(base),
+            Retention {
+                keep_last: 2,
+                keep_days: 7
+            }
         );
         for bad in [
             r#"{"keepLast": 0, "keepDays": 1}"#,
-            r#"{"keepLast": 2}"#,
             r#"{"keepLast": 2, "keepDays": 1, "extra": 1}"#,
             r#"{"keepLast": 200000, "keepDays": 1}"#,
+            r#"{"keepDays": -1}"#,
             "2",
         ] {
-            assert!(Retention::parse(bad).is_err(), "{bad}");
+            assert!(RetentionOverride::parse(bad).is_err(), "{bad}");
         }
     }
 }

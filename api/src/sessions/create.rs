@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use medforge_crds::keys::{
     MAX_SESSIONS_ANNOTATION, OWNER_EMAIL_ANNOTATION, OWNER_LABEL, SESSION_POLICY_ANNOTATION,
-    SLUG_KEY, URL_ANNOTATION,
+    SLUG_KEY, SNAPSHOT_RETENTION_ANNOTATION, URL_ANNOTATION,
 };
 use medforge_crds::policy::PolicyOverrides;
 use medforge_crds::{
@@ -225,10 +225,17 @@ fn new_session(state: &AppState, principal: &Principal, spec: SessionSpec, slug:
         annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
     }
     // The node agent holds the session to the same account policy.
-    if let Some(overrides) = account_policy(&principal.user)
-        && let Ok(json) = serde_json::to_string(&overrides)
-    {
-        annotations.insert(SESSION_POLICY_ANNOTATION.to_owned(), json);
+    if let Some(overrides) = account_policy(&principal.user) {
+        if let Ok(json) = serde_json::to_string(&overrides) {
+            annotations.insert(SESSION_POLICY_ANNOTATION.to_owned(), json);
+        }
+        // …and keeps its snapshots as the account's retention says.
+        if let Some(json) = overrides
+            .retention
+            .and_then(|r| serde_json::to_string(&r).ok())
+        {
+            annotations.insert(SNAPSHOT_RETENTION_ANNOTATION.to_owned(), json);
+        }
     }
     Session {
         metadata: ObjectMeta {

@@ -455,6 +455,72 @@ async fn the_audit_log_records_each_action_newest_first(env: TestEnv) {
         .problem(403, "admin_required");
 }
 
+async fn an_accounts_own_snapshot_retention_reaches_its_sessions(env: TestEnv) {
+    let t = env.app().await;
+    let root = t.admin("root@example.org").await;
+    let ada = t.user("ada@example.org").await;
+    let patch = |body: Value| {
+        t.req(Method::PATCH, &format!("/api/v2/admin/users/{}", ada.id))
+            .cookie(&root)
+            .json(body)
+            .send()
+    };
+    let user =
+        patch(json!({"session_policy": {"snapshot_retention": {"keep_last": 2, "keep_days": 0}}}))
+            .await
+            .data(200)["user"]
+            .clone();
+    assert_eq!(
+        user["session_policy"]["snapshot_retention"],
+        json!({"keep_last": 2, "keep_days": 0})
+    );
+    let created = t.create_session(&ada, json!({"gpus": 0})).await.data(201);
+    let id = created["session"]["id"].as_str().unwrap();
+    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    let carried =
+        medforge_crds::RetentionOverride::parse(&annotations["medforge.dev/snapshot-retention"])
+            .expect("the node agent reads it");
+    assert_eq!((carried.keep_last, carried.keep_days), (Some(2), Some(0)));
+    // One value alone: the other stays the operator's.
+    patch(json!({"session_policy": {"snapshot_retention": {"keep_days": 30}}}))
+        .await
+        .data(200);
+    let created = t.create_session(&ada, json!({"gpus": 0})).await.data(201);
+    let id = created["session"]["id"].as_str().unwrap();
+    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    assert_eq!(
+        annotations["medforge.dev/snapshot-retention"],
+        r#"{"keepDays":30}"#
+    );
+    // Out of bounds, or malformed: named, and nothing changes.
+    for bad in [
+        json!({"keep_last": 0, "keep_days": 1}),
+        json!({"keep_last": 2, "keep_days": 200000}),
+        json!({"keep": 2}),
+        json!({"keep_last": -1, "keep_days": 1}),
+    ] {
+        let problem = patch(json!({"session_policy": {"snapshot_retention": bad}}))
+            .await
+            .problem(422, "validation_failed");
+        assert!(
+            problem["errors"][0]["field"]
+                .as_str()
+                .unwrap()
+                .starts_with("session_policy"),
+            "{bad}: {problem}"
+        );
+    }
+    let view = t.get_as(&root, "/api/v2/admin/users").await.data(200);
+    let shown = view
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == ada.id.as_str())
+        .unwrap()["session_policy"]
+        .clone();
+    assert_eq!(shown["snapshot_retention"], json!({"keep_days": 30}));
+}
+
 async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
     let t = env.app().await;
     let root = t.admin("root@example.org").await;
@@ -625,5 +691,6 @@ crate::scenarios!(
     an_admin_reset_sets_the_password_and_ends_every_login,
     the_audit_log_records_each_action_newest_first,
     an_accounts_own_session_policy_replaces_the_operators,
+    an_accounts_own_snapshot_retention_reaches_its_sessions,
     every_admin_route_refuses_a_user,
 );

@@ -27,7 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use medforge_crds::conditions::set_condition;
 use medforge_crds::keys::{SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, dataset as props};
 use medforge_crds::{
-    EventAction, Retention, SnapshotCondition, SnapshotReason, SnapshotStatusReason,
+    EventAction, RetentionOverride, SnapshotCondition, SnapshotReason, SnapshotStatusReason,
     WorkspaceSnapshot,
 };
 
@@ -399,8 +399,8 @@ async fn retain<W: Workspaces>(
     let policy = newest
         .annotations()
         .get(SNAPSHOT_RETENTION_ANNOTATION)
-        .and_then(|a| Retention::parse(a).ok())
-        .unwrap_or(ctx.config.retention);
+        .and_then(|a| RetentionOverride::parse(a).ok())
+        .map_or(ctx.config.retention, |o| o.over(ctx.config.retention));
     let kept: Vec<Kept> = of_session
         .iter()
         .map(|o| Kept {

@@ -387,7 +387,7 @@ async fn docker_down_shows_as_a_condition_and_an_error() {
 
 #[tokio::test]
 async fn cleanup_removes_the_container_and_follows_the_dataset_policy() {
-    use crate::agent::WorkspaceOnDelete::{Destroy, Keep, Snapshot};
+    use crate::agent::plan::WorkspaceOnDelete::{Destroy, Keep, Snapshot};
     use medforge_crds::SnapshotReason;
     // (policy, annotation, what becomes of the dataset)
     for (policy, annotation, outcome) in [
