@@ -202,7 +202,7 @@ impl Follow {
         change: Result<SessionChange, broadcast::error::RecvError>,
     ) -> bool {
         match change {
-            Ok(SessionChange::Applied(e)) if e.owner == self.user_id => {
+            Ok(SessionChange::Applied { after: e, .. }) if e.owner == self.user_id => {
                 self.queue.push_back(session_event(&self.state, &e));
                 self.watched.sessions.insert(e.name.clone(), e);
             }

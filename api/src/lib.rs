@@ -52,6 +52,7 @@ mod state;
 pub mod tokens;
 pub mod users;
 pub mod validate;
+pub mod watch_index;
 
 pub use activity::flush_activity;
 pub use app::{app, app_with};
