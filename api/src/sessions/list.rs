@@ -1,7 +1,5 @@
 //! The session lists: filters, pages and cursors.
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::extract::State;
 use medforge_crds::{Exposure, SessionPhase};
@@ -11,7 +9,8 @@ use super::view::{SessionView, phase_name, view_indexed};
 use crate::auth::Auth;
 use crate::error::{ApiError, FieldError};
 use crate::index::IndexedSession;
-use crate::reply::{Page, Reply};
+use crate::paging;
+use crate::reply::Reply;
 use crate::request::Query;
 use crate::state::AppState;
 use crate::validate;
@@ -40,27 +39,6 @@ const PHASES: [SessionPhase; 7] = [
     SessionPhase::Failed,
 ];
 
-/// A position in the newest-first order: `<creation time in ns>_<name>`.
-/// Any string `SESSION_CURSOR` admits is one, whether or not a page gave it.
-fn encode_cursor(entry: &IndexedSession) -> String {
-    let ts = entry
-        .session
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0, |t| t.0.as_nanosecond())
-        .max(0);
-    format!("{ts}_{}", entry.name)
-}
-
-pub(super) fn decode_cursor(cursor: &str) -> Option<(i128, String)> {
-    if !validate::SESSION_CURSOR.matches(cursor) {
-        return None;
-    }
-    let (ts, name) = cursor.split_once('_')?;
-    Some((ts.parse().ok()?, name.to_owned()))
-}
-
 /// Lists the sessions `filter` accepts, paginated per `query`.
 pub fn list_sessions(
     state: &AppState,
@@ -82,28 +60,17 @@ pub fn list_sessions(
             }
         },
     };
-    let limit = query.limit.unwrap_or(validate::LIMIT_DEFAULT);
-    if !(validate::LIMIT_MIN..=validate::LIMIT_MAX).contains(&limit) {
-        errors.push(validate::limit_error());
-    }
+    let limit = paging::limit_param(query.limit, &mut errors);
     if let Some(owner) = query.owner.as_deref()
         && let Err(e) = validate::USER_ID.check("owner", owner)
     {
         errors.push(e);
     }
-    let cursor = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => match decode_cursor(c) {
-            Some(c) => Some(c),
-            None => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returns (meta.next_cursor); start again without one",
-                ));
-                None
-            }
-        },
-    };
+    let cursor = paging::cursor_param(
+        &validate::SESSION_CURSOR,
+        query.cursor.as_deref(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -116,34 +83,9 @@ pub fn list_sessions(
                 Some(Some(p)) => e.phase() == p,
             }
     });
-    let start = match &cursor {
-        None => 0,
-        Some((ts, name)) => all
-            .iter()
-            .position(|e| {
-                let ets = e
-                    .session
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(0, |t| t.0.as_nanosecond());
-                ets < *ts || (ets == *ts && e.name.as_str() > name.as_str())
-            })
-            .unwrap_or(all.len()),
-    };
-    let page: Vec<&Arc<IndexedSession>> = all.iter().skip(start).take(limit as usize).collect();
-    let has_more = start + page.len() < all.len();
-    let next_cursor = if has_more {
-        page.last().map(|e| encode_cursor(e))
-    } else {
-        None
-    };
+    let (page, meta) = paging::page(&all, cursor.as_ref(), limit);
     let data = page.iter().map(|e| view_indexed(state, e)).collect();
-    Ok(Reply::ok(data).page(Page {
-        limit: Some(limit),
-        next_cursor,
-        has_more: Some(has_more),
-    }))
+    Ok(Reply::ok(data).page(meta))
 }
 
 pub(super) async fn list(

@@ -1,9 +1,7 @@
 use medforge_crds::SessionReason;
 
 use super::create::{OTHER_REFUSAL, refusal};
-use super::list::decode_cursor;
 use crate::error::ApiError;
-use crate::validate;
 
 #[test]
 fn refusals_become_codes() {
@@ -28,20 +26,4 @@ fn refusals_become_codes() {
     for reason in SessionReason::REFUSALS {
         assert_ne!(code(reason.as_str()), OTHER_REFUSAL, "{reason}");
     }
-}
-
-#[test]
-fn every_cursor_the_pattern_admits_is_a_position() {
-    use proptest::prelude::*;
-    let inner = validate::SESSION_CURSOR
-        .pattern
-        .unwrap()
-        .strip_prefix('^')
-        .unwrap()
-        .strip_suffix('$')
-        .unwrap();
-    proptest!(|(c in proptest::string::string_regex(inner).unwrap())| {
-        prop_assert!(c.is_empty() || decode_cursor(&c).is_some(), "{c}");
-    });
-    assert!(decode_cursor("!!").is_none());
 }
