@@ -44,11 +44,29 @@ pub fn manual_record(
     node: &str,
     at_ms: i64,
 ) -> WorkspaceSnapshot {
-    let name = manual_name(at_ms);
+    snapshot_record(
+        session,
+        dataset,
+        node,
+        &manual_name(at_ms),
+        SnapshotReason::Manual,
+    )
+}
+
+/// The record of the snapshot `<dataset>@<name>` of `session` on `node`,
+/// taken for `reason`, as the node agent labels its own: no status, no
+/// finalizer, with the Session's snapshot retention when it has one.
+pub fn snapshot_record(
+    session: &Session,
+    dataset: &str,
+    node: &str,
+    name: &str,
+    reason: SnapshotReason,
+) -> WorkspaceSnapshot {
     let session_name = session.metadata.name.clone().unwrap_or_default();
     let uid = session.metadata.uid.clone().unwrap_or_default();
     let mut record = WorkspaceSnapshot::new(
-        &snapshot_object_name(&session_name, &uid, &name),
+        &snapshot_object_name(&session_name, &uid, name),
         WorkspaceSnapshotSpec {
             owner: session.spec.owner.clone(),
             session: SnapshotSource {
@@ -57,7 +75,7 @@ pub fn manual_record(
             },
             node: node.to_owned(),
             snapshot: format!("{dataset}@{name}"),
-            reason: SnapshotReason::Manual,
+            reason,
         },
     );
     record.metadata.labels = Some(BTreeMap::from([

@@ -4,20 +4,18 @@
 //! record being deleted is released once its ZFS snapshot would be gone
 //! (not while a clone depends on it: `Deleting=False`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use medforge_crds::keys::{
-    OWNER_LABEL, SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, container::SESSION_UID,
-};
-use medforge_crds::snapshot::snapshot_object_name;
+use medforge_crds::keys::SNAPSHOT_FINALIZER;
 use medforge_crds::{
-    Session, SnapshotCondition, SnapshotReason, SnapshotSource, SnapshotStatusReason,
-    WorkspaceSnapshot, WorkspaceSnapshotSpec, WorkspaceSnapshotStatus,
+    Session, SnapshotCondition, SnapshotReason, SnapshotStatusReason, WorkspaceSnapshot,
+    WorkspaceSnapshotStatus,
 };
 
 use super::{MemoryBackend, SchedulerMode, State, fill_object_metadata, set_condition};
 use crate::backend::contract::{BackendError, BackendResult, SnapshotDeletion, WatchEvent};
+use crate::snapshots::record::snapshot_record;
 
 /// What the simulated agent says a snapshot holds.
 const SIMULATED_SIZE: i64 = 4096;
@@ -216,36 +214,7 @@ impl MemoryBackend {
         node: &str,
         name: &str,
     ) {
-        let session_name = session.metadata.name.clone().unwrap_or_default();
-        let uid = session.metadata.uid.clone().unwrap_or_default();
-        let mut record = WorkspaceSnapshot::new(
-            &snapshot_object_name(&session_name, &uid, name),
-            WorkspaceSnapshotSpec {
-                owner: session.spec.owner.clone(),
-                session: SnapshotSource {
-                    name: session_name,
-                    uid: uid.clone(),
-                },
-                node: node.to_owned(),
-                snapshot: format!("{dataset}@{name}"),
-                reason: SnapshotReason::Stop,
-            },
-        );
-        record.metadata.labels = Some(BTreeMap::from([
-            (OWNER_LABEL.to_owned(), session.spec.owner.clone()),
-            (SESSION_UID.to_owned(), uid),
-        ]));
-        if let Some(retention) = session
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SNAPSHOT_RETENTION_ANNOTATION))
-        {
-            record.metadata.annotations = Some(BTreeMap::from([(
-                SNAPSHOT_RETENTION_ANNOTATION.to_owned(),
-                retention.clone(),
-            )]));
-        }
+        let mut record = snapshot_record(session, dataset, node, name, SnapshotReason::Stop);
         add_finalizer(&mut record);
         let mut status = WorkspaceSnapshotStatus {
             taken_at: Some(Time(jiff::Timestamp::now())),
