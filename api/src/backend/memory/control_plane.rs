@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -71,11 +72,7 @@ impl SessionBackend for MemoryBackend {
             self.emit(WatchEvent::Apply(session.clone()));
         }
         if self.inner.config.scheduler == SchedulerMode::Automatic {
-            let backend = self.clone();
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                backend.schedule(&name);
-            });
+            self.after(Duration::ZERO, move |b| b.schedule(&name));
         }
         Ok(session)
     }
@@ -138,12 +135,8 @@ impl SessionBackend for MemoryBackend {
             true
         })?;
         if self.inner.config.scheduler == SchedulerMode::Automatic {
-            let backend = self.clone();
             let name = name.to_owned();
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                backend.schedule(&name);
-            });
+            self.after(Duration::ZERO, move |b| b.schedule(&name));
         }
         Ok(updated)
     }

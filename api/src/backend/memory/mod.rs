@@ -124,6 +124,21 @@ impl MemoryBackend {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs `step` on a task of its own once `delay` has passed (zero: at
+    /// the runtime's next turn), as the simulated scheduler and agent act
+    /// after the write that called for them.
+    fn after(&self, delay: Duration, step: impl FnOnce(&MemoryBackend) + Send + 'static) {
+        let backend = self.clone();
+        tokio::spawn(async move {
+            if delay.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+            step(&backend);
+        });
+    }
+
     fn emit(&self, event: WatchEvent) {
         let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(buffer) = held.as_mut() {

@@ -141,16 +141,8 @@ impl MemoryBackend {
         drop(st);
 
         if let Some(delay) = self.inner.config.start_after {
-            let backend = self.clone();
             let name = name.to_owned();
-            tokio::spawn(async move {
-                if delay.is_zero() {
-                    tokio::task::yield_now().await;
-                } else {
-                    tokio::time::sleep(delay).await;
-                }
-                backend.start(&name);
-            });
+            self.after(delay, move |b| b.start(&name));
         }
     }
 

@@ -5,6 +5,7 @@
 //! (not while a clone depends on it: `Deleting=False`).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use medforge_crds::keys::SNAPSHOT_FINALIZER;
@@ -57,15 +58,7 @@ impl MemoryBackend {
             && self.inner.config.scheduler == SchedulerMode::Automatic
             && let Some(delay) = self.inner.config.snapshot_after
         {
-            let backend = self.clone();
-            tokio::spawn(async move {
-                if delay.is_zero() {
-                    tokio::task::yield_now().await;
-                } else {
-                    tokio::time::sleep(delay).await;
-                }
-                backend.take_snapshot(&name);
-            });
+            self.after(delay, move |b| b.take_snapshot(&name));
         }
         Ok(record)
     }
@@ -171,12 +164,8 @@ impl MemoryBackend {
         let held = record.clone();
         drop(st);
         if self.inner.config.scheduler == SchedulerMode::Automatic {
-            let backend = self.clone();
             let name = name.to_owned();
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                backend.release_snapshot(&name);
-            });
+            self.after(Duration::ZERO, move |b| b.release_snapshot(&name));
         }
         SnapshotDeletion::Held(Box::new(held))
     }
