@@ -838,6 +838,36 @@ async fn evidence_run_on_one_host() {
         a_again["gpus"][0]["uuid"], r.status
     )
     .unwrap();
+
+    // A manual snapshot of the running session through the api; Alice
+    // restores it into a new session, Bob cannot see or restore it.
+    writeln!(report, "\n## Snapshot and restore\n").unwrap();
+    let r = c
+        .on_session(Method::POST, &id_a, "/snapshots", &alice)
+        .await;
+    assert_eq!(r.status, 202, "manual snapshot: {}", r.text());
+    let snapshot_id = r.json::<Value>().unwrap()["data"]["snapshot"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snapshot_path = format!("/api/v2/snapshots/{snapshot_id}");
+    let until = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let r = c.api(Method::GET, &snapshot_path, Some(&alice), None).await;
+        let v = r.json::<Value>().unwrap()["data"].clone();
+        if v["state"] == "ready" {
+            break v;
+        }
+        assert!(
+            Instant::now() < until,
+            "the manual snapshot is not ready: {v}\n{}",
+            up.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    writeln!(report, "- manual snapshot of A: `{ready}`").unwrap();
+    let r = c.api(Method::GET, &snapshot_path, Some(&bob), None).await;
+    assert_eq!(r.status, 404, "another user's snapshot: {}", r.text());
     let r = c.on_session(Method::POST, &id_a, "/stop", &alice).await;
     assert_eq!(r.status, 202, "stop again: {}", r.text());
     eventually(
@@ -845,6 +875,70 @@ async fn evidence_run_on_one_host() {
         Duration::from_secs(30),
         async || {
             let r = c.on_session(Method::GET, &id_a, "", &alice).await;
+            (r.json::<Value>().ok()?["data"]["phase"] == "stopped").then_some(())
+        },
+    )
+    .await;
+    let r = c
+        .api(
+            Method::POST,
+            "/api/v2/external/sessions",
+            Some(&bob),
+            Some(json!({"gpus": 0, "restore_from": snapshot_id})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        404,
+        "Bob restoring Alice's snapshot: {}",
+        r.text()
+    );
+    let r = c
+        .api(
+            Method::POST,
+            "/api/v2/external/sessions?wait=ready",
+            Some(&alice),
+            Some(json!({"gpus": 1, "restore_from": snapshot_id})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "restore: {}\n{}", r.text(), up.log_tail());
+    let restored = r.json::<Value>().unwrap()["data"]["session"].clone();
+    let slug_r = restored["slug"].as_str().unwrap().to_string();
+    let id_r = restored["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        restored["restored_from"],
+        snapshot_id.as_str(),
+        "{restored}"
+    );
+    let file = eventually(
+        "the restored session serving A's file",
+        Duration::from_secs(30),
+        async || {
+            let r = c
+                .session(&slug_r, "/workspace/evidence.txt", Some(&alice), &[])
+                .await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert!(file.text().contains("written through the proxy"));
+    let r = c.session(&slug_r, "/", Some(&bob), &[]).await;
+    assert_eq!(r.status, 403, "another user on the restored session");
+    writeln!(
+        report,
+        "- restored into `{id_r}` at its own URL: `{}`; other user: `{}`",
+        file.text(),
+        r.status
+    )
+    .unwrap();
+    // Stopped again, so that the rest of the run has the GPUs it had.
+    let r = c.on_session(Method::POST, &id_r, "/stop", &alice).await;
+    assert_eq!(r.status, 202, "stop the restored session: {}", r.text());
+    eventually(
+        "the restored session stopped",
+        Duration::from_secs(30),
+        async || {
+            let r = c.on_session(Method::GET, &id_r, "", &alice).await;
             (r.json::<Value>().ok()?["data"]["phase"] == "stopped").then_some(())
         },
     )
