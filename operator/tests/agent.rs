@@ -783,6 +783,63 @@ async fn idle_and_lifetime_limits_stop_sessions() {
     env.finish(agent).await;
 }
 
+/// A connection held open to the workload (as a websocket through the
+/// proxy is) counts as activity: the session outlives several idle timeouts
+/// with no request at all, and stops for idleness once it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_connection_keeps_an_idle_session_running() {
+    let env = Env::new().await;
+    let agent = env.spawn_agent(env.config());
+    let mut spec = Env::spec("workload", 0);
+    spec.idle_timeout = Some("4s".into());
+    env.create_bound("held", spec).await;
+    let s = env
+        .wait_for("held", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    let started = s.status.as_ref().unwrap().started_at.clone().unwrap().0;
+    let container = s.status.as_ref().unwrap().container_id.clone();
+    let conn = medforge_testkit::connect_in_netns(
+        &env.runtime.netns,
+        Env::upstream(&s),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+
+    // Three idle timeouts with the connection open: still Running, the same
+    // container, its activity recorded again and again by the agent.
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut last_seen = started;
+    let mut advances = 0;
+    while Instant::now() < until {
+        let s = env.get("held").await;
+        assert!(
+            is_running_and_ready(&s),
+            "stopped with a connection open: {:?}",
+            s.status
+        );
+        assert_eq!(s.status.as_ref().unwrap().container_id, container);
+        if let Some(at) = s.status.as_ref().unwrap().last_activity_at.as_ref()
+            && at.0 > last_seen
+        {
+            last_seen = at.0;
+            advances += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(advances >= 2, "activity recorded {advances} time(s)");
+
+    // Closed: idle, stopped within a few idle timeouts.
+    drop(conn);
+    let s = env
+        .wait_phase("held", SessionPhase::Stopped, EVENT_DRIVEN)
+        .await;
+    let st = s.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("Idle"), "{:?}", st.message);
+    assert!(st.stopped_at.unwrap().0 >= last_seen);
+    env.finish(agent).await;
+}
+
 /// Parks each named session's reconcile before its step, the first time.
 fn parking_hook(
     targets: HashMap<String, StepKind>,

@@ -84,6 +84,11 @@ pub struct AgentConfig {
     /// How often a snapshot record whose deletion waits for a clone is
     /// looked at again.
     pub held_retry: Duration,
+    /// How long before an idle stop the agent looks at the connections open
+    /// to the workload (a websocket through the proxy counts as activity;
+    /// at most half the idle timeout). Above the api's `expiry-warning`,
+    /// an open websocket is seen before the owner is warned.
+    pub activity_lead: Duration,
     /// Sessions reconciled at once.
     pub concurrency: u16,
     /// A running session is looked at least this often (the watch and
@@ -167,6 +172,7 @@ impl AgentConfig {
             workspace_on_delete: WorkspaceOnDelete::Snapshot,
             retention: medforge_crds::Retention::default(),
             held_retry: Duration::from_secs(60),
+            activity_lead: Duration::from_secs(15 * 60),
             concurrency: 16,
             resync: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),

@@ -97,6 +97,7 @@ impl<C, W, K> Context<C, W, K> {
             start_timeout: self.config.start_timeout,
             resync: self.config.resync,
             probe_interval: self.config.probe_interval,
+            activity_lead: self.config.activity_lead,
         }
     }
 

@@ -250,7 +250,27 @@ pub fn observation(info: ContainerInspectResponse, network: &str) -> ContainerOb
         error: state.error.filter(|e| !e.is_empty()),
         ip,
         restart_count: info.restart_count.unwrap_or(0),
+        pid: state.pid.filter(|p| *p > 0),
     }
+}
+
+/// The established TCP connections whose local port is `port` in a
+/// `/proc/<pid>/net/tcp` or `tcp6` table.
+pub fn count_established(table: &str, port: u16) -> u32 {
+    const ESTABLISHED: &str = "01";
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == ESTABLISHED
+                && cols[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count() as u32
 }
 
 /// The Docker create request for a [`ContainerSpec`]: uid 1000:1000, every
@@ -322,6 +342,21 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 }
 
 impl Containers for DockerContainers {
+    async fn open_connections(&self, c: &ContainerObs, port: u16) -> Result<u32, ContainerError> {
+        let Some(pid) = c.pid else {
+            return Ok(0);
+        };
+        // The container's network namespace, seen through its process: a
+        // process that is gone has no connections.
+        let mut n = 0;
+        for table in ["tcp", "tcp6"] {
+            if let Ok(text) = tokio::fs::read_to_string(format!("/proc/{pid}/net/{table}")).await {
+                n += count_established(&text, port);
+            }
+        }
+        Ok(n)
+    }
+
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerObs>, ContainerError> {
         match self
             .docker
@@ -532,6 +567,21 @@ mod tests {
             cgroup_parent: Some("/medforge".into()),
             stop_timeout: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn established_connections_to_the_port_are_counted() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0
+   1: 0200110A:1F90 0100110A:A1B2 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0
+   2: 0200110A:1F90 0100110A:A1B4 06 00000000:00000000 00:00000000 00000000  1000        0 3 1 0
+   3: 0200110A:C350 0100110A:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 4 1 0
+";
+        // The listener (0A), a TIME_WAIT (06) and an outgoing connection to
+        // port 8080 elsewhere do not count.
+        assert_eq!(count_established(table, 8080), 1);
+        assert_eq!(count_established(table, 9999), 0);
+        assert_eq!(count_established("", 8080), 0);
     }
 
     #[test]

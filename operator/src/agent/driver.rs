@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use medforge_crds::Session;
+use medforge_crds::{Session, SessionPhase};
 
 use super::context::{Context, write_status};
 use super::error::Error;
@@ -139,6 +139,13 @@ async fn observe<C: Containers, W: Workspaces, K: Cluster>(
     }
     let name = container_name(&ctx.config.container_prefix, slug);
     world.container = ctx.containers.inspect(&name).await?;
+    if s.phase() == SessionPhase::Running
+        && plan::probes_activity(s, ctx.config.activity_lead, Timestamp::now())
+        && let Some(c) = &world.container
+        && let Some(port) = c.port()
+    {
+        world.open_connections = Some(ctx.containers.open_connections(c, port).await?);
+    }
     if world.container.is_none()
         && plan::looks_for_other_container(s, &world, ctx.policy().container_owner)
         && let Some(uid) = s.uid()

@@ -62,6 +62,8 @@ pub struct ContainerObs {
     /// Its address on the agent's network.
     pub ip: Option<IpAddr>,
     pub restart_count: i64,
+    /// Its main process on this host (`None` when it is not running).
+    pub pid: Option<i64>,
 }
 
 impl ContainerObs {
@@ -178,6 +180,14 @@ pub trait Containers: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ContainerError>> + Send;
     /// Removes it, forced (an absent one is fine).
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// The established TCP connections to `port` inside the container (the
+    /// proxy's requests and websockets to the workload): 0 when it does
+    /// not run.
+    fn open_connections(
+        &self,
+        c: &ContainerObs,
+        port: u16,
+    ) -> impl Future<Output = Result<u32, ContainerError>> + Send;
 }
 
 /// What the agent observed of a workspace dataset.

@@ -51,6 +51,23 @@ pub fn deadline(s: &Session) -> Option<(Timestamp, SessionReason)> {
     s.expiry(None)
 }
 
+/// When the agent looks at the connections open to the workload before an
+/// idle stop due `at`: `lead` before it, at most half the idle timeout.
+pub fn activity_probe_at(s: &Session, at: Timestamp, lead: Duration) -> Timestamp {
+    let idle = time_limits(s)
+        .0
+        .and_then(|d| medforge_crds::quantity::parse_duration(d).ok())
+        .unwrap_or_default();
+    let lead = k8s_openapi::jiff::SignedDuration::try_from(lead.min(idle / 2)).unwrap_or_default();
+    at.checked_sub(lead).unwrap_or(at)
+}
+
+/// Whether a running session's idle stop is near enough to look at the
+/// connections open to its workload.
+pub fn probes_activity(s: &Session, lead: Duration, now: Timestamp) -> bool {
+    matches!(deadline(s), Some((at, SessionReason::Idle)) if activity_probe_at(s, at, lead) <= now)
+}
+
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let ms = at.as_millisecond() - now.as_millisecond();
     Duration::from_millis(ms.max(0) as u64)
@@ -197,6 +214,20 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
                 }
             }
             let next = deadline(s);
+            // An open connection (a websocket through the proxy) is
+            // activity: recorded once a second at most, before the owner
+            // is warned of an idle stop.
+            let recorded_this_second = s
+                .status
+                .as_ref()
+                .and_then(|st| st.last_activity_at.as_ref())
+                .is_some_and(|t| t.0.as_second() >= now.as_second());
+            if probes_activity(s, p.activity_lead, now)
+                && w.open_connections.unwrap_or(0) > 0
+                && !recorded_this_second
+            {
+                return Step::TouchActivity;
+            }
             if let Some((at, why)) = next
                 && at <= now
             {
@@ -213,8 +244,17 @@ pub fn decide(s: &Session, w: &World, p: &Policy, now: Timestamp) -> Step {
             }
             match upstream_of(c) {
                 Some(addr) if running_status_is_current(s, c, addr) => {
-                    let wait = next
-                        .map(|(at, _)| until(now, at).min(p.resync))
+                    // Before an idle stop, wake first to look at the connections.
+                    let wake = next.map(|(at, why)| {
+                        let probe = activity_probe_at(s, at, p.activity_lead);
+                        if why == SessionReason::Idle && probe > now {
+                            probe
+                        } else {
+                            at
+                        }
+                    });
+                    let wait = wake
+                        .map(|at| until(now, at).min(p.resync))
                         .unwrap_or(p.resync);
                     Step::Wait(Some(wait))
                 }

@@ -22,7 +22,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{deadline, decide, exit_message, upstream_of};
+pub use decide::{activity_probe_at, deadline, decide, exit_message, probes_activity, upstream_of};
 pub use model::{
     Policy, Step, StepKind, StopCause, Touched, WorkspaceOnDelete, World,
     looks_for_other_container, needs_dataset, on_delete, planned_snapshot,
@@ -33,6 +33,6 @@ pub use record::{
 };
 pub use retention::{Kept, expired};
 pub use status::{
-    status_failed, status_finished, status_gpu_in_use, status_running, status_runtime_unavailable,
-    status_starting, status_stopping, status_waiting_for_port,
+    status_active, status_failed, status_finished, status_gpu_in_use, status_running,
+    status_runtime_unavailable, status_starting, status_stopping, status_waiting_for_port,
 };

@@ -57,6 +57,9 @@ pub struct World {
     pub planned_snapshot_exists: Option<bool>,
     /// Whether the dataset was looked at (`dataset: None` then means absent).
     pub dataset_observed: bool,
+    /// Established connections to the workload's port, looked at only when
+    /// an idle stop is near ([`super::probes_activity`]).
+    pub open_connections: Option<u32>,
 }
 
 /// Settings the decisions depend on.
@@ -66,6 +69,9 @@ pub struct Policy {
     pub start_timeout: Duration,
     pub resync: Duration,
     pub probe_interval: Duration,
+    /// How long before an idle stop the agent looks for open connections
+    /// (at most half the idle timeout).
+    pub activity_lead: Duration,
 }
 
 /// The next step for a session. Its [`StepKind`] (the step without its
@@ -104,6 +110,9 @@ pub enum Step {
     /// Remove the stopped container of an earlier run, before a resumed
     /// session starts a new one under the same name.
     RemoveContainer,
+    /// Write `lastActivityAt: now`: an idle stop was near while
+    /// connections to the workload were open (a websocket through the proxy).
+    TouchActivity,
 }
 
 impl StepKind {
@@ -194,6 +203,7 @@ impl Touched {
             | StepKind::Begin
             | StepKind::AwaitPort
             | StepKind::BeginStop
+            | StepKind::TouchActivity
             | StepKind::Finish => (false, false),
             StepKind::CreateDataset
             | StepKind::MountDataset

@@ -169,6 +169,13 @@ pub fn status_gpu_in_use(s: &Session, message: &str, now: Timestamp) -> Option<S
     changed.then_some(d.st)
 }
 
+/// `lastActivityAt: now`: connections to the workload were open.
+pub fn status_active(s: &Session, now: Timestamp) -> SessionStatus {
+    let mut st = s.status.clone().unwrap_or_default();
+    st.last_activity_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    st
+}
+
 /// `Stopping`: the cause and the snapshot to take are recorded before
 /// anything is stopped, so a restarted agent finishes the same stop.
 pub fn status_stopping(s: &Session, cause: &StopCause, now: Timestamp) -> SessionStatus {

@@ -16,6 +16,7 @@ fn policy() -> Policy {
         start_timeout: Duration::from_secs(60),
         resync: Duration::from_secs(300),
         probe_interval: Duration::from_millis(100),
+        activity_lead: Duration::from_secs(900),
     }
 }
 
@@ -175,20 +176,45 @@ fn idle_and_lifetime_limits() {
     let (mut s, w, _) = running(1000);
     s.spec.idle_timeout = Some("30s".into());
     s.spec.max_lifetime = Some("1h".into());
-    // Idle deadline first: wake up at it.
+    // Idle deadline first (1030): wake half the idle timeout before it to
+    // look at the connections, then at it.
     assert_eq!(
         decide(&s, &w, &p, t(1010)),
-        Step::Wait(Some(Duration::from_secs(20)))
+        Step::Wait(Some(Duration::from_secs(5)))
+    );
+    let mut looked = w.clone();
+    looked.open_connections = Some(0);
+    assert_eq!(
+        decide(&s, &looked, &p, t(1016)),
+        Step::Wait(Some(Duration::from_secs(14)))
     );
     assert_eq!(
-        stop_reason(decide(&s, &w, &p, t(1030))),
+        stop_reason(decide(&s, &looked, &p, t(1030))),
         SessionReason::Idle
+    );
+    // An open connection (a websocket) is activity, up to the deadline itself.
+    let mut connected = w.clone();
+    connected.open_connections = Some(1);
+    assert_eq!(decide(&s, &connected, &p, t(1016)), Step::TouchActivity);
+    assert_eq!(decide(&s, &connected, &p, t(1030)), Step::TouchActivity);
+    let mut touched = s.clone();
+    touched.status = Some(status_active(&s, t(1030)));
+    assert_eq!(
+        decide(&touched, &connected, &p, t(1030)),
+        Step::Wait(Some(Duration::from_secs(15))),
+        "once: the next look is half an idle timeout later"
     );
     // Activity moves the idle deadline; the lifetime still holds.
     s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4000)));
     assert_eq!(
         decide(&s, &w, &p, t(4010)),
-        Step::Wait(Some(Duration::from_secs(20)))
+        Step::Wait(Some(Duration::from_secs(5)))
+    );
+    // Open connections never keep a session past its lifetime.
+    s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4590)));
+    assert_eq!(
+        stop_reason(decide(&s, &connected, &p, t(4600))),
+        SessionReason::Expired
     );
     s.status.as_mut().unwrap().last_activity_at = Some(Time(t(4590)));
     assert_eq!(
@@ -239,6 +265,7 @@ fn a_stop_records_its_snapshot_first_and_finishes_with_it() {
         dataset: Some(ready_dataset()),
         planned_snapshot_exists: Some(false),
         dataset_observed: true,
+        open_connections: None,
     };
     assert_eq!(decide(&stopping, &w, &p, t(11)), Step::StopContainer);
     w.container.as_mut().unwrap().state = ContainerState::Exited;

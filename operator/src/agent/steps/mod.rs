@@ -49,5 +49,6 @@ pub(super) async fn apply<C: Containers, W: Workspaces, K: Cluster>(
         Step::Snapshot { name } => stop::snapshot(ctx, &dataset, &name).await,
         Step::Finish => p.finish().await,
         Step::Fail { reason, message } => p.fail(reason, &message).await,
+        Step::TouchActivity => p.touch_activity().await,
     }
 }

@@ -16,6 +16,15 @@ use crate::agent::runtime::{Cluster, ContainerObs, Containers, Workspaces};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
+    /// `TouchActivity`: connections to the workload were open as an idle
+    /// stop came near: that is activity.
+    pub(super) async fn touch_activity(&self) -> Result<Next, Error> {
+        let Pass { ctx, s, w, now } = *self;
+        let updated = write_status(ctx, s, plan::status_active(s, now)).await?;
+        tracing::debug!(session = %s.name_any(), connections = ?w.open_connections, "open connections count as activity");
+        Ok(Next::written(updated))
+    }
+
     /// Dials the workload for a short burst; `Running` as soon as it answers,
     /// otherwise looks again after the probe interval.
     pub(super) async fn await_port(&self, addr: SocketAddr) -> Result<Next, Error> {

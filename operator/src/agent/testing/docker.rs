@@ -21,6 +21,8 @@ struct DockerState {
     down: bool,
     created: u32,
     started: u32,
+    /// Open connections every running container reports.
+    connections: u32,
 }
 
 /// Docker in memory.
@@ -34,6 +36,11 @@ impl FakeContainers {
         let f = FakeContainers::default();
         f.state.lock().unwrap().images.insert(image.to_string());
         f
+    }
+
+    /// Every running container reports this many open connections.
+    pub fn set_connections(&self, n: u32) {
+        self.state.lock().unwrap().connections = n;
     }
 
     pub fn set_down(&self, down: bool) {
@@ -162,6 +169,7 @@ impl Containers for FakeContainers {
             error: None,
             ip: None,
             restart_count: 0,
+            pid: None,
         };
         st.containers.insert(id.clone(), (obs, spec.clone()));
         Ok(id)
@@ -206,5 +214,14 @@ impl Containers for FakeContainers {
             st.containers.remove(&k);
         }
         Ok(())
+    }
+
+    async fn open_connections(&self, c: &ContainerObs, _port: u16) -> Result<u32, ContainerError> {
+        let st = self.check()?;
+        let running = st
+            .containers
+            .get(&c.id)
+            .is_some_and(|(c, _)| c.state == ContainerState::Running);
+        Ok(if running { st.connections } else { 0 })
     }
 }

@@ -162,6 +162,7 @@ pub fn running_container(s: &Session, started: Timestamp) -> ContainerObs {
         error: None,
         ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
         restart_count: 0,
+        pid: Some(4242),
     }
 }
 
