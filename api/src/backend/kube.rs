@@ -58,6 +58,40 @@ fn map_err(what: &str, err: kube::Error) -> BackendError {
     }
 }
 
+/// Creates one object, under the api's field manager.
+async fn create<K>(api: &Api<K>, kind: &str, object: &K) -> BackendResult<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    api.create(&pp, object)
+        .await
+        .map_err(|e| map_err(&format!("{kind} {name}"), e))
+}
+
+/// One object by name, if it exists.
+async fn get<K>(api: &Api<K>, kind: &str, name: &str) -> BackendResult<Option<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|e| map_err(&format!("{kind} {name}"), e))
+}
+
+/// The list of one owner's objects (by their owner label), or of all.
+fn owned_by(owner: Option<&str>) -> ListParams {
+    let lp = ListParams::default();
+    match owner {
+        Some(owner) => lp.labels(&format!("{OWNER_LABEL}={owner}")),
+        None => lp,
+    }
+}
+
 /// The objects a list names.
 async fn list<K>(api: &Api<K>, what: &str, params: &ListParams) -> BackendResult<Vec<K>>
 where
@@ -87,37 +121,19 @@ where
 #[async_trait]
 impl SessionBackend for KubeBackend {
     async fn create(&self, session: Session) -> BackendResult<Session> {
-        let name = session.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        self.sessions
-            .create(&pp, &session)
-            .await
-            .map_err(|e| map_err(&format!("session {name}"), e))
+        create(&self.sessions, "session", &session).await
     }
 
     async fn get(&self, name: &str) -> BackendResult<Option<Session>> {
-        self.sessions
-            .get_opt(name)
-            .await
-            .map_err(|e| map_err(&format!("session {name}"), e))
+        get(&self.sessions, "session", name).await
     }
 
     async fn get_pack(&self, name: &str) -> BackendResult<Option<Pack>> {
-        self.packs
-            .get_opt(name)
-            .await
-            .map_err(|e| map_err(&format!("pack {name}"), e))
+        get(&self.packs, "pack", name).await
     }
 
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {
-        let mut lp = ListParams::default();
-        if let Some(owner) = owner {
-            lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
-        }
-        list(&self.sessions, "sessions", &lp).await
+        list(&self.sessions, "sessions", &owned_by(owner)).await
     }
 
     async fn set_state(&self, name: &str, state: DesiredState) -> BackendResult<Session> {
@@ -242,30 +258,15 @@ impl SessionBackend for KubeBackend {
     }
 
     async fn create_snapshot(&self, record: WorkspaceSnapshot) -> BackendResult<WorkspaceSnapshot> {
-        let name = record.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        self.snapshots
-            .create(&pp, &record)
-            .await
-            .map_err(|e| map_err(&format!("workspacesnapshot {name}"), e))
+        create(&self.snapshots, "workspacesnapshot", &record).await
     }
 
     async fn get_snapshot(&self, name: &str) -> BackendResult<Option<WorkspaceSnapshot>> {
-        self.snapshots
-            .get_opt(name)
-            .await
-            .map_err(|e| map_err(&format!("workspacesnapshot {name}"), e))
+        get(&self.snapshots, "workspacesnapshot", name).await
     }
 
     async fn list_snapshots(&self, owner: Option<&str>) -> BackendResult<Vec<WorkspaceSnapshot>> {
-        let mut lp = ListParams::default();
-        if let Some(owner) = owner {
-            lp = lp.labels(&format!("{OWNER_LABEL}={owner}"));
-        }
-        list(&self.snapshots, "workspacesnapshots", &lp).await
+        list(&self.snapshots, "workspacesnapshots", &owned_by(owner)).await
     }
 
     async fn delete_snapshot(&self, name: &str) -> BackendResult<SnapshotDeletion> {
