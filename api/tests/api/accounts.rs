@@ -24,6 +24,25 @@ fn with_code(email: &str, code: &str) -> Value {
     json!({"email": email, "password": PASSWORD, "invite_code": code})
 }
 
+/// `user`'s `session_policy` as the admins' user list shows it.
+async fn policy_shown(t: &TestApp, admin: &Client, user: &Client) -> Value {
+    let view = t.get_as(admin, "/api/v2/admin/users").await.data(200);
+    view.as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == user.id.as_str())
+        .unwrap()["session_policy"]
+        .clone()
+}
+
+/// Whether a 422's first error names a field of `session_policy`.
+fn names_session_policy(problem: &Value) -> bool {
+    problem["errors"][0]["field"]
+        .as_str()
+        .unwrap()
+        .starts_with("session_policy")
+}
+
 async fn app_with_signup(env: &TestEnv, mode: SignupMode) -> TestApp {
     env.app_with(
         move |c| c.auth.signup = mode,
@@ -502,22 +521,9 @@ async fn an_accounts_own_snapshot_retention_reaches_its_sessions(env: TestEnv) {
         let problem = patch(json!({"session_policy": {"snapshot_retention": bad}}))
             .await
             .problem(422, "validation_failed");
-        assert!(
-            problem["errors"][0]["field"]
-                .as_str()
-                .unwrap()
-                .starts_with("session_policy"),
-            "{bad}: {problem}"
-        );
+        assert!(names_session_policy(&problem), "{bad}: {problem}");
     }
-    let view = t.get_as(&root, "/api/v2/admin/users").await.data(200);
-    let shown = view
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["id"] == ada.id.as_str())
-        .unwrap()["session_policy"]
-        .clone();
+    let shown = policy_shown(&t, &root, &ada).await;
     assert_eq!(shown["snapshot_retention"], json!({"keep_days": 30}));
 }
 
@@ -598,24 +604,13 @@ async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
         let problem = patch(&bob, json!({"session_policy": unknown}))
             .await
             .problem(422, "validation_failed");
-        assert!(
-            problem["errors"][0]["field"]
-                .as_str()
-                .unwrap()
-                .starts_with("session_policy"),
-            "{problem}"
-        );
+        assert!(names_session_policy(&problem), "{problem}");
     }
     // The view shows it as it was set.
-    let view = t.get_as(&root, "/api/v2/admin/users").await.data(200);
-    let shown = view
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["id"] == bob.id.as_str())
-        .unwrap()["session_policy"]
-        .clone();
-    assert_eq!(shown, json!({"maxima": {"gpus": 1}}));
+    assert_eq!(
+        policy_shown(&t, &root, &bob).await,
+        json!({"maxima": {"gpus": 1}})
+    );
     // `null` clears it: the operator's policy again.
     let res = patch(&ada, json!({"session_policy": null})).await;
     assert!(res.data(200)["user"]["session_policy"].is_null());
