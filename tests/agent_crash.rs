@@ -486,6 +486,11 @@ async fn rig() -> Rig {
                     resources: None,
                     maxima: None,
                     session_defaults: None,
+                    minima: None,
+                    display_name: None,
+                    description: None,
+                    exposures: Vec::new(),
+                    deprecated: false,
                 },
             ),
         )

@@ -7,11 +7,16 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
 use crate::schema::{DURATION_PATTERN, QUANTITY_PATTERN};
-use crate::session::SessionResources;
+use crate::session::{Exposure, SessionResources};
 
-/// A container image pinned by digest, with the port and defaults its sessions use.
+/// The most characters of a Pack's `displayName`.
+pub const DISPLAY_NAME_MAX: usize = 64;
+/// The most characters of a Pack's `description`.
+pub const DESCRIPTION_MAX: usize = 1024;
+
+/// A container image pinned by digest, with the port and defaults its sessions use, and how the api's catalogue (`GET /api/v2/packs`) shows it.
 #[skip_serializing_none]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "medforge.dev",
     version = "v1alpha1",
@@ -22,7 +27,13 @@ use crate::session::SessionResources;
     derive = "PartialEq",
     shortname = "pk",
     category = "medforge",
-    doc = "An image pack: the container image a session runs (pinned by digest), its port, command, environment and default resources.",
+    doc = "An image pack: the container image a session runs (pinned by digest), its port, command, environment and default resources, and how the catalogue shows it (display name, description, exposures, GPU range, deprecated).",
+    printcolumn(
+        name = "Display-Name",
+        type_ = "string",
+        json_path = ".spec.displayName",
+        description = "The name people see in the catalogue"
+    ),
     printcolumn(
         name = "Image",
         type_ = "string",
@@ -31,12 +42,21 @@ use crate::session::SessionResources;
     ),
     printcolumn(name = "Port", type_ = "integer", json_path = ".spec.port"),
     printcolumn(
+        name = "Deprecated",
+        type_ = "boolean",
+        json_path = ".spec.deprecated",
+        description = "New sessions are refused; existing ones run and resume"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.minima) || !has(self.minima.gpus) || !has(self.maxima) || !has(self.maxima.gpus) || self.minima.gpus <= self.maxima.gpus"
+).message("minima.gpus must not be above maxima.gpus"))]
 pub struct PackSpec {
     /// The image, pinned by digest: `name@sha256:<64 hex>`, or a local image id `sha256:<64 hex>`.
     #[schemars(regex(pattern = r"^([^@\s]+@)?sha256:[a-f0-9]{64}$"))]
@@ -54,8 +74,58 @@ pub struct PackSpec {
     pub resources: Option<SessionResources>,
     /// The rest of a session's defaults when it sets none (GPUs, workspace quota, idle timeout, maximum lifetime); unset ones come from the account's or the operator's policy.
     pub session_defaults: Option<PackSessionDefaults>,
-    /// The most a session of this Pack may ask for, below the operator's own maxima. A session above one is refused (422 from the api, `PolicyViolation` from the node agent).
+    /// The most a session of this Pack may ask for, below the operator's own maxima. A session above one is refused (422 from the api, `PolicyViolation` from the node agent). `maxima.gpus` is the top of the Pack's GPU range.
     pub maxima: Option<SessionMaxima>,
+    /// The least a session of this Pack may ask for: `gpus` is the bottom of the Pack's GPU range (0 when unset). The api refuses a create below it (422); a default GPU count below it is raised to it. The node agent does not check it.
+    pub minima: Option<PackMinima>,
+    /// The name people see in the catalogue (`PyTorch 2.4 with Jupyter`), at most 64 characters; the Pack's name when unset.
+    #[schemars(length(max = 64))]
+    pub display_name: Option<String>,
+    /// What the Pack holds and what it is for, as the catalogue shows it; at most 1024 characters.
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// The exposures its sessions may have (`external`, `internal`); empty or unset: both. The api refuses a create of another exposure (422) and lists the Pack only to users who may use one of them (`internal` needs the internal permission).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub exposures: Vec<Exposure>,
+    /// A deprecated Pack takes no new sessions (the api refuses creates naming it, 422, and lists it to admins only); its existing sessions keep running, stop and resume as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
+}
+
+impl PackSpec {
+    /// Whether its sessions may have `exposure` (an empty list allows both).
+    pub fn offers(&self, exposure: Exposure) -> bool {
+        self.exposures.is_empty() || self.exposures.contains(&exposure)
+    }
+
+    /// The exposures it offers, in their order (`external`, `internal`).
+    pub fn offered(&self) -> Vec<Exposure> {
+        [Exposure::External, Exposure::Internal]
+            .into_iter()
+            .filter(|e| self.offers(*e))
+            .collect()
+    }
+
+    /// The bottom of its GPU range (`minima.gpus`, 0 when unset).
+    pub fn min_gpus(&self) -> u32 {
+        self.minima.as_ref().and_then(|m| m.gpus).unwrap_or(0)
+    }
+
+    /// The top of its GPU range (`maxima.gpus`), if it sets one.
+    pub fn max_gpus(&self) -> Option<u32> {
+        self.maxima.as_ref().and_then(|m| m.gpus)
+    }
+}
+
+/// A Pack's lower bounds on a session's values.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackMinima {
+    /// Whole GPUs: a session of this Pack asks for at least this many.
+    #[schemars(range(min = 0, max = 8))]
+    pub gpus: Option<u32>,
 }
 
 /// A Pack's defaults beyond the container's resources.
@@ -134,4 +204,44 @@ pub struct PackStatus {
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> PackSpec {
+        let mut v = v;
+        v["image"] = format!("sha256:{}", "a".repeat(64)).into();
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn catalogue_fields_default_to_todays_behaviour() {
+        let plain = spec(serde_json::json!({}));
+        assert!(plain.offers(Exposure::External) && plain.offers(Exposure::Internal));
+        assert_eq!(plain.offered(), [Exposure::External, Exposure::Internal]);
+        assert_eq!((plain.min_gpus(), plain.max_gpus()), (0, None));
+        assert!(!plain.deprecated);
+        // Unset fields stay out of the object written.
+        let written = serde_json::to_value(&plain).unwrap();
+        assert_eq!(
+            written.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["image", "port"]
+        );
+    }
+
+    #[test]
+    fn exposures_and_the_gpu_range_are_read() {
+        let p = spec(serde_json::json!({
+            "exposures": ["internal"],
+            "minima": {"gpus": 1},
+            "maxima": {"gpus": 2},
+            "deprecated": true,
+        }));
+        assert!(!p.offers(Exposure::External));
+        assert_eq!(p.offered(), [Exposure::Internal]);
+        assert_eq!((p.min_gpus(), p.max_gpus()), (1, Some(2)));
+        assert!(p.deprecated);
+    }
 }

@@ -140,6 +140,11 @@ pub fn pack(name: &str) -> Pack {
             resources: None,
             maxima: None,
             session_defaults: None,
+            minima: None,
+            display_name: None,
+            description: None,
+            exposures: Vec::new(),
+            deprecated: false,
         },
     )
 }

@@ -178,6 +178,11 @@ impl TestNode {
                 resources: None,
                 maxima: None,
                 session_defaults: None,
+                minima: None,
+                display_name: None,
+                description: None,
+                exposures: Vec::new(),
+                deprecated: false,
             },
         );
         api.create(&PostParams::default(), &pack).await.unwrap();
