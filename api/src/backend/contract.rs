@@ -62,6 +62,14 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn get(&self, name: &str) -> BackendResult<Option<Session>>;
     /// A Pack by name (its defaults and maxima hold for the sessions that name it).
     async fn get_pack(&self, name: &str) -> BackendResult<Option<Pack>>;
+    /// Every Pack (the catalogue's source; packs are few, so a plain list).
+    async fn list_packs(&self) -> BackendResult<Vec<Pack>>;
+    /// Creates the Pack `pack.metadata.name`, or replaces the spec of the
+    /// one of that name (keeping its metadata and status): the Pack as
+    /// stored, and whether it was created.
+    async fn replace_pack(&self, pack: Pack) -> BackendResult<(Pack, bool)>;
+    /// Deletes a Pack; `false` when it did not exist.
+    async fn delete_pack(&self, name: &str) -> BackendResult<bool>;
     /// Sessions, all or those of one owner.
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>>;
     /// Sets `spec.state`.

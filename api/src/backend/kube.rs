@@ -132,6 +132,52 @@ impl SessionBackend for KubeBackend {
         get(&self.packs, "pack", name).await
     }
 
+    async fn list_packs(&self) -> BackendResult<Vec<Pack>> {
+        list(&self.packs, "packs", &ListParams::default()).await
+    }
+
+    async fn replace_pack(&self, pack: Pack) -> BackendResult<(Pack, bool)> {
+        let name = pack.metadata.name.clone().unwrap_or_default();
+        let what = format!("pack {name}");
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        // Read, then replace under the read's resourceVersion (or create);
+        // a write that lost a race is tried again, a few times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let written = match get(&self.packs, "pack", &name).await? {
+                Some(current) => {
+                    let next = Pack {
+                        metadata: current.metadata,
+                        spec: pack.spec.clone(),
+                        status: current.status,
+                    };
+                    self.packs
+                        .replace(&name, &pp, &next)
+                        .await
+                        .map(|p| (p, false))
+                }
+                None => self.packs.create(&pp, &pack).await.map(|p| (p, true)),
+            };
+            match written {
+                Ok(done) => return Ok(done),
+                Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => continue,
+                Err(e) => return Err(map_err(&what, e)),
+            }
+        }
+    }
+
+    async fn delete_pack(&self, name: &str) -> BackendResult<bool> {
+        match self.packs.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(e) => Err(map_err(&format!("pack {name}"), e)),
+        }
+    }
+
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {
         list(&self.sessions, "sessions", &owned_by(owner)).await
     }

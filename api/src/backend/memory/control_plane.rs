@@ -87,6 +87,37 @@ impl SessionBackend for MemoryBackend {
         Ok(self.lock().packs.get(name).cloned())
     }
 
+    async fn list_packs(&self) -> BackendResult<Vec<Pack>> {
+        self.check_reachable()?;
+        Ok(self.lock().packs.values().cloned().collect())
+    }
+
+    async fn replace_pack(&self, pack: Pack) -> BackendResult<(Pack, bool)> {
+        self.check_reachable()?;
+        let name = pack.metadata.name.clone().unwrap_or_default();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(current) = st.packs.get_mut(&name) {
+            if current.spec != pack.spec {
+                current.spec = pack.spec;
+                current.metadata.generation = Some(current.metadata.generation.unwrap_or(1) + 1);
+            }
+            st.resource_version += 1;
+            current.metadata.resource_version = Some(st.resource_version.to_string());
+            return Ok((current.clone(), false));
+        }
+        let mut pack = pack;
+        super::fill_object_metadata(st, &mut pack.metadata, "");
+        pack.metadata.namespace = None;
+        st.packs.insert(name, pack.clone());
+        Ok((pack, true))
+    }
+
+    async fn delete_pack(&self, name: &str) -> BackendResult<bool> {
+        self.check_reachable()?;
+        Ok(self.lock().packs.remove(name).is_some())
+    }
+
     async fn list(&self, owner: Option<&str>) -> BackendResult<Vec<Session>> {
         self.check_reachable()?;
         Ok(self
