@@ -4,12 +4,32 @@
 
 use std::collections::BTreeMap;
 
-use medforge_crds::policy::PolicyOverrides;
+use medforge_crds::policy::{PolicyOverrides, SessionPolicy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, FieldError};
+use crate::users::User;
 use crate::validate;
+
+/// The account's own session defaults and maxima, when an admin set any.
+pub fn overrides_of(user: &User) -> Option<PolicyOverrides> {
+    user.session_policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<PolicyOverrides>(p).ok())
+        .filter(|o| !o.is_empty())
+}
+
+/// The policy `user`'s new sessions are held to: the operator's, with the
+/// account's own defaults and maxima in place where an admin set them.
+pub fn policy_for(operator: &SessionPolicy, user: &User) -> Result<SessionPolicy, ApiError> {
+    match overrides_of(user) {
+        Some(o) => operator
+            .for_account(&o)
+            .map_err(|e| ApiError::internal(format!("the account's session policy: {e}"))),
+        None => Ok(*operator),
+    }
+}
 
 /// Session limits by name, as an admin sets them for one account
 /// (`PATCH /api/v2/admin/users/{id}` `session_policy`); unset ones keep the
@@ -61,6 +81,14 @@ pub struct LimitValues {
 }
 
 impl LimitValues {
+    /// The errors of the values that are not valid, each named
+    /// `<prefix>.<field>` (none: every value is one the api accepts).
+    pub fn errors(&self, prefix: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        self.keyed(prefix, &mut errors);
+        errors
+    }
+
     /// The values by policy key (`workspace-quota`), and the errors of those
     /// that are not valid, each named `<prefix>.<field>`.
     fn keyed(&self, prefix: &str, errors: &mut Vec<FieldError>) -> BTreeMap<String, String> {

@@ -10,7 +10,8 @@ use medforge_crds::Exposure;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
-    accounts, admin, auth, events, health, openapi, origin, proxy, request, sessions, snapshots,
+    accounts, admin, auth, events, health, openapi, origin, packs, proxy, request, sessions,
+    snapshots,
 };
 
 /// The whole service as a router: every route, the origin check, the body limit,
@@ -32,6 +33,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(admin::router())
         .merge(accounts::router())
         .merge(snapshots::router())
+        .merge(packs::router())
         .nest("/api/v2/external", sessions::router(Exposure::External))
         .nest("/api/v2/internal", sessions::router(Exposure::Internal))
         .fallback(|| async { ApiError::RouteNotFound })

@@ -1,6 +1,6 @@
 //! The audit log: an append-only record of admin and account actions
 //! (accounts created, changed, disabled, passwords changed and reset,
-//! invites made, used and revoked), readable by admins at
+//! invites made, used and revoked, Packs written and deleted), readable by admins at
 //! `GET /api/v2/admin/audit`, newest first, cursor-paginated and filterable.
 //!
 //! Nothing in the api updates or deletes an entry: this module has no such
@@ -40,11 +40,17 @@ pub enum Action {
     InviteCreated,
     /// An admin revoked an invite.
     InviteRevoked,
+    /// An admin created a Pack (`target`: its name; `detail`: the body).
+    PackCreated,
+    /// An admin replaced a Pack's spec (`detail`: the body).
+    PackReplaced,
+    /// An admin deleted a Pack.
+    PackDeleted,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 12] = [
         Action::SignedUp,
         Action::PasswordChanged,
         Action::UserCreated,
@@ -54,6 +60,9 @@ impl Action {
         Action::PasswordReset,
         Action::InviteCreated,
         Action::InviteRevoked,
+        Action::PackCreated,
+        Action::PackReplaced,
+        Action::PackDeleted,
     ];
 
     /// The entry's `action`.
@@ -68,6 +77,9 @@ impl Action {
             Action::PasswordReset => "user.password_reset",
             Action::InviteCreated => "invite.created",
             Action::InviteRevoked => "invite.revoked",
+            Action::PackCreated => "pack.created",
+            Action::PackReplaced => "pack.replaced",
+            Action::PackDeleted => "pack.deleted",
         }
     }
 }
@@ -84,7 +96,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Appends one entry. `actor` is the user who acted (`None`: the system),
-/// `target` what it acted on (a user id, an invite id).
+/// `target` what it acted on (a user id, an invite id, a Pack name).
 pub async fn record(
     db: &Db,
     actor: Option<&str>,
@@ -132,7 +144,7 @@ pub struct AuditEntry {
     pub actor: Option<String>,
     /// What was done (`user.disabled`, …).
     pub action: String,
-    /// What it was done to (a user id, an invite id).
+    /// What it was done to (a user id, an invite id, a Pack name).
     pub target: Option<String>,
     /// More about it (the values changed, the signup mode…).
     pub detail: serde_json::Value,

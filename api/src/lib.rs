@@ -39,6 +39,7 @@ pub mod index;
 pub mod login_failures;
 pub mod openapi;
 pub mod origin;
+pub mod packs;
 pub mod paging;
 pub mod proxy;
 pub mod ratelimit;

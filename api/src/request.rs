@@ -284,6 +284,14 @@ impl PathParam for InviteId {
     const DESCRIPTION: &'static str = "The invite's id (`data.invite.id` of create)";
 }
 
+/// A Pack's name (one a create body can give).
+pub struct PackName;
+impl PathParam for PackName {
+    const NAME: &'static str = "name";
+    const RULE: crate::validate::Rule = crate::validate::PACK_NAME;
+    const DESCRIPTION: &'static str = "The Pack's name (what a create body's `pack` names)";
+}
+
 /// A user id.
 pub struct UserId;
 impl PathParam for UserId {

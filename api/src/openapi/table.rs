@@ -6,7 +6,7 @@ use serde_json::json;
 use super::operation::{
     Access, Operation, Schemas, Success, limit_param, list_params, op, path_param, query,
 };
-use crate::request::{GpuRef, InviteId, NodeName, SessionId, SnapshotId, UserId};
+use crate::request::{GpuRef, InviteId, NodeName, PackName, SessionId, SnapshotId, UserId};
 use crate::validate;
 
 const SESSION_ID_OF_REPLY: &str = "$response.body#/data/session/id";
@@ -44,6 +44,9 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
     let snapshot = s.response::<crate::snapshots::SnapshotView>();
     let snapshots = s.response_list::<crate::snapshots::SnapshotView>();
     let snapshot_reply = s.response::<crate::snapshots::SnapshotReply>();
+    let packs = s.response_list::<crate::packs::view::PackView>();
+    let pack_reply = s.response::<crate::packs::view::PackReply>();
+    let pack_body = s.request::<crate::packs::body::PackBody>();
 
     let mut ops = vec![
         op("get", "/healthz", "healthz", "The process is up", "health", Public)
@@ -163,8 +166,26 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             .param(query("cursor", validate::LOG_ID.schema(), "`meta.next_cursor` of the previous page"))
             .param(query("action", validate::AUDIT_ACTION.schema(), "Only this action (`user.disabled`, …)"))
             .param(query("actor", validate::USER_ID.schema(), "Only entries by this user"))
-            .param(query("target", validate::AUDIT_TARGET.schema(), "Only entries about this user or invite"))
+            .param(query("target", validate::AUDIT_TARGET.schema(), "Only entries about this user, invite or Pack"))
             .ok(200, Success::Envelope(audit)),
+        op("get", "/api/v2/packs", "listPacks", "The Packs you may use, by name (every Pack for admins, deprecated ones marked)", "packs", User)
+            .param(limit_param())
+            .param(query("cursor", validate::PACK_CURSOR.schema(), "`meta.next_cursor` of the previous page"))
+            .ok(200, Success::Envelope(packs))
+            .error(503, &["control_plane_unavailable"]),
+        op("put", "/api/v2/admin/packs/{name}", "putPack", "Create (201) or replace (200) a Pack with this spec", "admin", Admin)
+            .param(path_param::<PackName>())
+            .body(pack_body, true)
+            .ok(200, Success::Envelope(pack_reply.clone()))
+            .ok(201, Success::Envelope(pack_reply))
+            .link("DeletePack", "deletePack", &[("name", "$response.body#/data/pack/name")])
+            .error(409, &["conflict"])
+            .error(503, &["control_plane_unavailable"]),
+        op("delete", "/api/v2/admin/packs/{name}", "deletePack", "Delete a Pack that no session uses (one neither stopped nor failed)", "admin", Admin)
+            .param(path_param::<PackName>())
+            .ok(204, Success::Empty)
+            .error(409, &["pack_in_use"])
+            .error(503, &["control_plane_unavailable"]),
         op("get", "/api/v2/snapshots", "listSnapshots", "Your workspace snapshots (everyone's for admins), newest first", "snapshots", User)
             .param(query("session", validate::KUBE_NAME.schema(), "One session's snapshots (a session id)"))
             .param(limit_param())

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::SessionsConfig;
 use crate::error::{ApiError, FieldError};
+use crate::packs::catalogue::gpu_range;
 use crate::validate;
 
 /// Body of `POST …/sessions`. Every field is optional; `null` is the same as absent.
@@ -157,9 +158,10 @@ impl CreateSession {
 }
 
 /// Holds a spec to the policy (the operator's, or the account's own) and
-/// its Pack's maxima, as the node agent will: a value above its maximum is a
-/// 422 naming the field and the maximum. A GPU count the body did not give
-/// is the Pack's default, else the policy's, lowered to the maxima.
+/// its Pack's GPU range and maxima, as the node agent will: a value above
+/// its maximum (or a GPU count below the Pack's minimum) is a 422 naming
+/// the field and the bound. A GPU count the body did not give is the
+/// Pack's default, else the policy's, within the Pack's range.
 pub fn within_policy(
     spec: &mut SessionSpec,
     gpus_given: bool,
@@ -167,25 +169,32 @@ pub fn within_policy(
     policy: &SessionPolicy,
 ) -> Result<(), ApiError> {
     let pack = pack.map(|p| (p.metadata.name.as_deref().unwrap_or_default(), &p.spec));
+    let range = gpu_range(pack.map(|(_, p)| p), policy);
+    let mut errors = Vec::new();
     if !gpus_given {
-        // The Pack's default, else the account's or the operator's; never
-        // above the lowest maximum (a default is never refused).
-        let default = pack
-            .and_then(|(_, p)| p.session_defaults.as_ref()?.gpus)
-            .unwrap_or(policy.defaults.gpus);
-        let pack_max = pack
-            .and_then(|(_, p)| p.maxima.as_ref()?.gpus)
-            .unwrap_or(u32::MAX);
-        spec.gpus = default.min(pack_max).min(policy.maxima.gpus);
+        // A default is never refused for being above a maximum: it is
+        // lowered to it (and raised to the Pack's minimum).
+        spec.gpus = range.default;
+    } else if spec.gpus < range.min {
+        let name = pack.map(|(n, _)| n).unwrap_or_default();
+        errors.push(FieldError::new(
+            "gpus",
+            format!(
+                "{} is below the minimum {} (Pack {name})",
+                spec.gpus, range.min
+            ),
+        ));
     }
-    resolve(spec, pack, policy, None)
-        .map(drop)
-        .map_err(|errors| {
-            ApiError::Validation(
-                errors
-                    .iter()
-                    .map(|e| FieldError::new(e.field().body_path(), e.reason()))
-                    .collect(),
-            )
-        })
+    if let Err(violations) = resolve(spec, pack, policy, None) {
+        errors.extend(
+            violations
+                .iter()
+                .map(|e| FieldError::new(e.field().body_path(), e.reason())),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
 }

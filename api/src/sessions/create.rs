@@ -14,7 +14,6 @@ use medforge_crds::keys::{
     MAX_SESSIONS_ANNOTATION, OWNER_EMAIL_ANNOTATION, OWNER_LABEL, SESSION_POLICY_ANNOTATION,
     SLUG_KEY, SNAPSHOT_RETENTION_ANNOTATION, URL_ANNOTATION,
 };
-use medforge_crds::policy::PolicyOverrides;
 use medforge_crds::{
     Exposure, Session, SessionCondition, SessionPhase, SessionReason, SessionSpec, conditions,
 };
@@ -23,9 +22,11 @@ use tokio::time::Instant;
 
 use super::body::{CreateSession, within_policy};
 use super::view::{SessionReply, phase_name, view_indexed};
+use crate::account_policy::{overrides_of, policy_for};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::index::{IndexedSession, SessionIndex};
+use crate::packs::catalogue::may_start_new;
 use crate::reply::Reply;
 use crate::request::{JsonOrEmpty, Query};
 use crate::snapshots::access::check_restore;
@@ -138,8 +139,10 @@ pub(super) async fn create(
     .into_response())
 }
 
-/// Creates a session for `principal` from a create body: checks it (and the
-/// snapshot it is restored from, if any), writes the Session, waits for the
+/// Creates a session for `principal` from a create body: checks it, the
+/// Pack it names (which must exist, not be deprecated and offer the
+/// exposure; 422 naming `pack`) and the snapshot it is restored from, if
+/// any, writes the Session, waits for the
 /// scheduler (a refusal or no decision in time deletes it again) and, with
 /// `wait_ready`, for the session to be Ready.
 pub async fn create_session(
@@ -161,15 +164,10 @@ pub async fn create_session(
         check_restore(state, principal, &spec.owner, from)?;
     }
     let pack = state.backend().get_pack(&spec.pack).await?;
-    let overrides = account_policy(&principal.user);
-    let policy = match &overrides {
-        Some(o) => config
-            .policy
-            .for_account(o)
-            .map_err(|e| ApiError::internal(format!("the account's session policy: {e}")))?,
-        None => config.policy,
-    };
-    within_policy(&mut spec, gpus_given, pack.as_ref(), &policy)?;
+    let pack = may_start_new(&spec.pack, pack.as_ref(), exposure)
+        .map_err(|e| ApiError::Validation(vec![e]))?;
+    let policy = policy_for(&config.policy, &principal.user)?;
+    within_policy(&mut spec, gpus_given, Some(pack), &policy)?;
     let slug = new_slug(state.index());
     let session = new_session(state, principal, spec, &slug);
     let name = session.metadata.name.clone().unwrap_or_default();
@@ -182,14 +180,6 @@ pub async fn create_session(
         return Ok(Created::Scheduled(bound));
     }
     ready(state, &name, bound).await
-}
-
-/// The account's own session defaults and maxima, when an admin set any.
-fn account_policy(user: &crate::users::User) -> Option<PolicyOverrides> {
-    user.session_policy
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<PolicyOverrides>(p).ok())
-        .filter(|o| !o.is_empty())
 }
 
 /// Everyone may create external sessions; internal ones need the permission (or an admin).
@@ -225,7 +215,7 @@ fn new_session(state: &AppState, principal: &Principal, spec: SessionSpec, slug:
         annotations.insert(MAX_SESSIONS_ANNOTATION.to_owned(), limit.to_string());
     }
     // The node agent holds the session to the same account policy.
-    if let Some(overrides) = account_policy(&principal.user) {
+    if let Some(overrides) = overrides_of(&principal.user) {
         if let Ok(json) = serde_json::to_string(&overrides) {
             annotations.insert(SESSION_POLICY_ANNOTATION.to_owned(), json);
         }

@@ -266,13 +266,98 @@ pub const LOG_ID: Rule = Rule {
     example: "1764720000000-0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
 };
 
-/// What an audit entry is about: a user id or an invite id ([`LOG_ID`]).
+/// What an audit entry is about: a user id, an invite id ([`LOG_ID`]) or
+/// a Pack name ([`PACK_NAME`], which admits the other two).
 pub const AUDIT_TARGET: Rule = Rule {
-    pattern: Some("^([0-9]{13}-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
-    min_length: 36,
-    max_length: 50,
-    expected: "a user id (a lower-case UUID) or an invite id (13 digits, a dash and a UUID)",
+    pattern: PACK_NAME.pattern,
+    min_length: 1,
+    max_length: 63,
+    expected: "a user id (a lower-case UUID), an invite id (13 digits, a dash and a UUID) \
+               or a Pack name",
     example: "0f6c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
+};
+
+/// A Pack's image: pinned by digest (`name@sha256:<64 hex>`) or a local
+/// image id (`sha256:<64 hex>`); a subset of the CRD's pattern (no
+/// upper case or white space in the name).
+pub const PACK_IMAGE: Rule = Rule {
+    pattern: Some("^([a-z0-9]([-a-z0-9._/:]{0,254}[a-z0-9])?@)?sha256:[a-f0-9]{64}$"),
+    min_length: 71,
+    max_length: 328,
+    expected: "an image pinned by digest: name@sha256:<64 hex> (a name of [a-z0-9._/:-], \
+               starting and ending with a letter or digit, up to 256 characters) or a local \
+               image id sha256:<64 hex>",
+    example: "registry.example.org/packs/jupyter@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+};
+
+/// A Pack's display name: 1 to 64 characters, no control characters.
+pub const PACK_DISPLAY_NAME: Rule = Rule {
+    pattern: Some(r"^[^\x00-\x1F\x7F]*$"),
+    min_length: 1,
+    max_length: medforge_crds::pack::DISPLAY_NAME_MAX,
+    expected: "a display name of 1 to 64 characters without control characters",
+    example: "PyTorch with Jupyter",
+};
+
+/// A Pack's description: up to 1024 characters, no control characters but
+/// tab and line feed.
+pub const PACK_DESCRIPTION: Rule = Rule {
+    pattern: Some(r"^[^\x00-\x08\x0B-\x1F\x7F]*$"),
+    min_length: 0,
+    max_length: medforge_crds::pack::DESCRIPTION_MAX,
+    expected: "a description of up to 1024 characters without control characters \
+               (tab and line feed allowed)",
+    example: "Python 3, PyTorch and JupyterLab, for notebooks on one or more GPUs.",
+};
+
+/// One argument of a Pack's command: up to 4096 characters, no NUL.
+pub const PACK_COMMAND_ARG: Rule = Rule {
+    pattern: Some(r"^[^\x00]*$"),
+    min_length: 0,
+    max_length: 4096,
+    expected: "an argument of up to 4096 characters without NUL",
+    example: "--port=8080",
+};
+
+/// Most arguments of a Pack's command.
+pub const PACK_COMMAND_MAX: usize = 64;
+
+/// The name of an environment variable of a Pack (the CRD's pattern).
+pub const ENV_NAME: Rule = Rule {
+    pattern: Some("^[A-Za-z_][A-Za-z0-9_]*$"),
+    min_length: 1,
+    max_length: 256,
+    expected: "a variable name of 1 to 256 characters of [A-Za-z0-9_], not starting with a digit",
+    example: "JUPYTER_TOKEN",
+};
+
+/// The value of an environment variable of a Pack: up to 32768 characters, no NUL.
+pub const ENV_VALUE: Rule = Rule {
+    pattern: Some(r"^[^\x00]*$"),
+    min_length: 0,
+    max_length: 32768,
+    expected: "a value of up to 32768 characters without NUL",
+    example: "1",
+};
+
+/// Most environment variables of a Pack.
+pub const PACK_ENV_MAX: usize = 128;
+
+/// Ports a Pack's server may listen on.
+pub const PORT_MIN: u32 = 1;
+/// Ports a Pack's server may listen on.
+pub const PORT_MAX: u32 = 65535;
+/// Most GPUs a Pack's range may name.
+pub const PACK_GPUS_MAX: u32 = 8;
+
+/// A packs list cursor: the name of the last Pack of the previous page, as
+/// `meta.next_cursor` gives it (any such string is a position).
+pub const PACK_CURSOR: Rule = Rule {
+    pattern: Some("^[-a-z0-9.]*$"),
+    min_length: 0,
+    max_length: 253,
+    expected: "a cursor as meta.next_cursor gives it (a Pack name)",
+    example: "default",
 };
 
 /// An audit action filter.

@@ -61,6 +61,18 @@ macro_rules! scenarios {
     };
 }
 
+/// An image reference the api accepts for a Pack (a local image id).
+pub const PACK_IMAGE: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A Pack named `name` with `spec` (a CRD spec in JSON; `image` is filled in).
+pub fn pack(name: &str, mut spec: Value) -> medforge_crds::Pack {
+    if spec.get("image").is_none() {
+        spec["image"] = PACK_IMAGE.into();
+    }
+    medforge_crds::Pack::new(name, serde_json::from_value(spec).expect("a Pack spec"))
+}
+
 /// The in-memory control plane of most tests: automatic scheduling, 10 sessions per user.
 pub fn memory_defaults() -> MemoryBackendConfig {
     MemoryBackendConfig {
@@ -84,7 +96,7 @@ pub fn test_config(data_dir: PathBuf) -> ApiConfig {
 }
 
 impl TestEnv {
-    /// An app with the test defaults and one node of 4 GPUs.
+    /// An app with the test defaults, one node of 4 GPUs and the Pack `default`.
     pub async fn app(&self) -> TestApp {
         self.app_with(|_| {}, memory_defaults()).await
     }
@@ -110,6 +122,8 @@ impl TestEnv {
         db.migrate().await.expect("migrations");
         let backend = MemoryBackend::new(memory);
         backend.add_node("node-a", 4);
+        // The configured default Pack, as `medforge up` applies it.
+        backend.put_pack(pack("default", serde_json::json!({})));
         let api = Api::with_db(config, db, Arc::new(backend.clone()));
         assert!(
             api.wait_synced(Duration::from_secs(5)).await,
@@ -306,6 +320,11 @@ impl TestApp {
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
         res.json()["data"]["session"].clone()
+    }
+
+    /// Creates or replaces a Pack in the control plane (as kubectl would).
+    pub fn put_pack(&self, name: &str, spec: Value) {
+        self.backend.put_pack(pack(name, spec));
     }
 
     /// Polls until the index shows the session `id` in `phase`.

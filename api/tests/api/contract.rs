@@ -104,7 +104,8 @@ async fn openapi_matches_the_routes(env: TestEnv) {
         let concrete = path
             .replace("{id}", "x")
             .replace("{node}", "node-a")
-            .replace("{gpu}", "0");
+            .replace("{gpu}", "0")
+            .replace("{name}", "x");
         for method in all_methods {
             let mut req = t
                 .req(method.to_ascii_uppercase().parse().unwrap(), &concrete)

@@ -13,11 +13,11 @@ use medforge_api::{Api, Db};
 use medforge_apiserver::testing::TestControlPlane;
 use medforge_crds::SessionCondition;
 use medforge_crds::{
-    DesiredState, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Session,
+    DesiredState, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus, Pack, Session,
 };
 use serde_json::json;
 
-use crate::common::{Client, Res, client_from, request, test_config};
+use crate::common::{Client, Res, client_from, pack, request, test_config};
 
 const NAMESPACE: &str = "mf-api-test";
 
@@ -56,7 +56,8 @@ async fn stand_in_scheduler(sessions: KubeApi<Session>) {
     }
 }
 
-/// The embedded control plane with one GpuNode, `node-a`, without a status yet.
+/// The embedded control plane with one GpuNode, `node-a`, without a status
+/// yet, and the Pack `default` (sessions name it when they name none).
 async fn control_plane_with_node_a() -> (TestControlPlane, KubeApi<GpuNode>) {
     let control_plane = TestControlPlane::builder()
         .data_subdir("control-plane")
@@ -69,6 +70,10 @@ async fn control_plane_with_node_a() -> (TestControlPlane, KubeApi<GpuNode>) {
             &PostParams::default(),
             &GpuNode::new("node-a", GpuNodeSpec::default()),
         )
+        .await
+        .unwrap();
+    KubeApi::<Pack>::all(control_plane.client.clone())
+        .create(&PostParams::default(), &pack("default", json!({})))
         .await
         .unwrap();
     (control_plane, nodes)
@@ -768,4 +773,170 @@ async fn snapshots_against_the_embedded_control_plane() {
     scheduler.abort();
     api.shutdown().await;
     control_plane.shutdown().await;
+}
+
+/// Packs through the kube backend: `PUT /api/v2/admin/packs/{name}` writes
+/// the exact Pack (and, replacing it, keeps what others wrote in its
+/// metadata), `GET /api/v2/packs` lists what the control plane holds, a
+/// create is held to it, `DELETE` removes it. The CRD refuses a GPU range
+/// upside down written some other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_against_the_embedded_control_plane() {
+    let (control_plane, _nodes) = control_plane_with_node_a().await;
+    let packs: KubeApi<Pack> = KubeApi::all(control_plane.client.clone());
+    let (api, _) = api_on(&control_plane).await;
+    let router = api.router();
+    let send = async |method: Method, uri: &str, who: &Client, body: Option<serde_json::Value>| {
+        let mut r = request(&router, method, uri).cookie(who);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        r.send().await
+    };
+    medforge_api::ensure_admin(
+        api.state().db(),
+        medforge_api::PasswordHashing::INSECURE_FAST,
+        "root@example.org",
+        Some("admin password"),
+        medforge_api::ExistingAccount::Refuse,
+    )
+    .await
+    .unwrap();
+    let admin = client_from(
+        &request(&router, Method::POST, "/api/v2/auth/login")
+            .json(json!({"email": "root@example.org", "password": "admin password"}))
+            .send()
+            .await,
+    );
+    let ada = client_from(
+        &request(&router, Method::POST, "/api/v2/auth/signup")
+            .json(json!({"email": "ada@example.org", "password": "correct horse"}))
+            .send()
+            .await,
+    );
+
+    let image = format!(
+        "registry.example.org/packs/jupyter@{}",
+        crate::common::PACK_IMAGE
+    );
+    let created = send(
+        Method::PUT,
+        "/api/v2/admin/packs/jupyter",
+        &admin,
+        Some(json!({
+            "image": image,
+            "port": 8888,
+            "command": ["jupyter", "lab"],
+            "env": [{"name": "LAB", "value": "1"}],
+            "display_name": "Jupyter",
+            "description": "JupyterLab.",
+            "exposures": ["external"],
+            "resources": {"memory": "16Gi"},
+            "session_defaults": {"gpus": 2},
+            "minima": {"gpus": 1},
+            "maxima": {"gpus": 2},
+        })),
+    )
+    .await
+    .data(201);
+    assert_eq!(
+        created["pack"]["gpus"],
+        json!({"min": 1, "max": 2, "default": 2})
+    );
+    let expected: medforge_crds::PackSpec = serde_json::from_value(json!({
+        "image": image,
+        "port": 8888,
+        "command": ["jupyter", "lab"],
+        "env": [{"name": "LAB", "value": "1"}],
+        "displayName": "Jupyter",
+        "description": "JupyterLab.",
+        "exposures": ["external"],
+        "resources": {"memory": "16Gi"},
+        "sessionDefaults": {"gpus": 2},
+        "minima": {"gpus": 1},
+        "maxima": {"gpus": 2},
+    }))
+    .unwrap();
+    let stored = packs.get("jupyter").await.unwrap();
+    assert_eq!(stored.spec, expected);
+    // The object as the control plane keeps it: nothing more in its spec.
+    let raw = serde_json::to_value(&stored).unwrap();
+    assert_eq!(raw["spec"], serde_json::to_value(&expected).unwrap());
+
+    // An admin's label stays when the api replaces the spec.
+    packs
+        .patch(
+            "jupyter",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "ml"}}})),
+        )
+        .await
+        .unwrap();
+    let replaced = send(
+        Method::PUT,
+        "/api/v2/admin/packs/jupyter",
+        &admin,
+        Some(json!({"image": image, "display_name": "Jupyter (old)", "deprecated": true})),
+    )
+    .await
+    .data(200);
+    assert_eq!(replaced["pack"]["deprecated"], true);
+    let stored = packs.get("jupyter").await.unwrap();
+    assert_eq!(
+        stored.spec,
+        serde_json::from_value(
+            json!({"image": image, "displayName": "Jupyter (old)", "deprecated": true})
+        )
+        .unwrap()
+    );
+    assert_eq!(stored.metadata.labels.unwrap()["team"], "ml");
+
+    // Listed from the control plane: admins see both, users the default.
+    let names = |data: serde_json::Value| -> Vec<String> {
+        data.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = send(Method::GET, "/api/v2/packs", &admin, None)
+        .await
+        .data(200);
+    assert_eq!(names(all.clone()), ["default", "jupyter"]);
+    assert_eq!(all[1]["display_name"], "Jupyter (old)");
+    assert_eq!(all[1]["deprecated"], true);
+    let mine = send(Method::GET, "/api/v2/packs", &ada, None)
+        .await
+        .data(200);
+    assert_eq!(names(mine), ["default"]);
+    let problem = send(
+        Method::POST,
+        "/api/v2/external/sessions",
+        &ada,
+        Some(json!({"pack": "jupyter"})),
+    )
+    .await
+    .problem(422, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "pack");
+
+    // The CRD's own rule: a range upside down is refused, whoever writes it.
+    let upside_down = pack(
+        "upside-down",
+        json!({"minima": {"gpus": 3}, "maxima": {"gpus": 2}}),
+    );
+    let refused = packs
+        .create(&PostParams::default(), &upside_down)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 422 && s.message.contains("minima.gpus")),
+        "{refused:?}"
+    );
+
+    let res = send(Method::DELETE, "/api/v2/admin/packs/jupyter", &admin, None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    assert!(packs.get_opt("jupyter").await.unwrap().is_none());
+    send(Method::DELETE, "/api/v2/admin/packs/jupyter", &admin, None)
+        .await
+        .problem(404, "not_found");
 }

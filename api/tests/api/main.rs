@@ -11,6 +11,7 @@ mod contract;
 mod events;
 mod fuzz;
 mod kube_backend;
+mod packs;
 mod postgres;
 mod proxy;
 mod sessions;

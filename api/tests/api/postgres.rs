@@ -21,6 +21,7 @@ fn all_scenarios() -> Vec<(&'static str, Scenario)> {
         crate::proxy::SCENARIOS,
         crate::events::SCENARIOS,
         crate::admin::SCENARIOS,
+        crate::packs::SCENARIOS,
         crate::contract::SCENARIOS,
         crate::validation::SCENARIOS,
     ]

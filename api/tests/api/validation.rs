@@ -62,6 +62,8 @@ async fn cordon_with_a_name_that_cannot_be_a_node_is_404_naming_it(env: TestEnv)
 fn good_path_value(name: &str, path: &str, user: &Client) -> String {
     match name {
         "node" => "node-a".into(),
+        // A Pack of its own: the catalogue's `default` stays as it is.
+        "name" => "checked-pack".into(),
         "gpu" => "0".into(),
         "id" if path.starts_with("/api/v2/admin/users") => user.id.clone(),
         "id" if path.starts_with("/api/v2/admin/invites") => {
@@ -394,6 +396,9 @@ async fn the_document_and_the_validators_agree(env: TestEnv) {
             if template == "/api/v2/auth/logout" {
                 continue;
             }
+            // `DELETE /api/v2/admin/packs/default` may have been tried (the
+            // name is the rule's example): creates name it when they name none.
+            t.put_pack("default", json!({}));
             let params: Vec<&Value> = op["parameters"].as_array().unwrap().iter().collect();
             let concrete = |overrides: &[(&str, String)]| {
                 let mut path = template.clone();
@@ -417,6 +422,7 @@ async fn the_document_and_the_validators_agree(env: TestEnv) {
                     json!({"current_password": "not the password", "new_password": "correct horse"}),
                 ),
                 "resetPassword" => Some(json!({"password": "correct horse"})),
+                "putPack" => Some(json!({"image": crate::common::PACK_IMAGE})),
                 _ if op.get("requestBody").is_some() => Some(json!({})),
                 _ => None,
             };
@@ -428,6 +434,14 @@ async fn the_document_and_the_validators_agree(env: TestEnv) {
                 for (field, field_schema) in fields {
                     for value in candidates(field_schema, &mut runner) {
                         let expected = admits(field_schema, &value);
+                        // A create names a Pack of the catalogue: whatever
+                        // name is tried exists (the schema says nothing of
+                        // which Packs exist; `packs` tests the refusals).
+                        if field == "pack"
+                            && let Some(name) = value.as_str()
+                        {
+                            t.put_pack(name, json!({}));
+                        }
                         let body = body_with(base, &field, value.clone());
                         let got =
                             refused(&t, &admin, method, &concrete(&[]), Some(body), &field).await;
