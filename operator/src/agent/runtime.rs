@@ -411,16 +411,16 @@ impl Cluster for KubeCluster {
             }
             Err(e) => return Err(e),
         };
-        // The status is a subresource: written after the create.
-        if record.status.is_none() {
+        // The status is a subresource: written after the create. A merge
+        // patch, not a replace: the snapshot controller may have written
+        // the same status (it finds the snapshot) in between.
+        let Some(status) = &record.status else {
             return Ok(());
-        }
-        let mut with_status = created;
-        with_status.status = record.status.clone();
-        api.replace_status(
-            &with_status.name_any(),
-            &PostParams::default(),
-            &with_status,
+        };
+        api.patch_status(
+            &created.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
         )
         .await
         .map(drop)
