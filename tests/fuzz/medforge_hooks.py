@@ -5,15 +5,38 @@ The OpenAPI document marks query parameters that only admins may send with
 document says. When the run is not an admin's (MEDFORGE_FUZZ_ROLE is not
 "admin"), those parameters are dropped before generation, so that valid
 input for this caller is what gets generated.
+
+The run has one Pack, `default`. A create naming another is refused (422
+on `pack`, as the document says), so creates name `default` or none; and the
+admin's Pack routes work on a Pack of their own (`fuzz-pack`), so that they
+never deprecate or delete the one every create needs.
 """
 
 import os
 
 import schemathesis
 
+FUZZ_PACK = "fuzz-pack"
+
+
+def pin_packs(raw_schema):
+    create = raw_schema.get("components", {}).get("schemas", {}).get("CreateSession")
+    if create and "pack" in create.get("properties", {}):
+        create["properties"]["pack"] = {"enum": ["default", None]}
+    for path, item in raw_schema.get("paths", {}).items():
+        if not path.startswith("/api/v2/admin/packs/"):
+            continue
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for p in operation.get("parameters", []):
+                if p.get("in") == "path" and p.get("name") == "name":
+                    p["schema"] = {"enum": [FUZZ_PACK]}
+
 
 @schemathesis.hook
 def before_load_schema(context, raw_schema):
+    pin_packs(raw_schema)
     if os.environ.get("MEDFORGE_FUZZ_ROLE") == "admin":
         return
     for item in raw_schema.get("paths", {}).values():

@@ -33,7 +33,9 @@ pub fn visible(
 /// Checks that a new session of `owner` may be restored from the snapshot
 /// `id` that `principal` named as `restore_from`: it exists and the caller
 /// may see it (else 404 `snapshot_not_found`), it is the new session's
-/// owner's own (else 422 naming `restore_from`) and ready (else 409
+/// owner's own (else 409 `snapshot_not_owned`: an admin sees every
+/// snapshot, but the sessions an admin creates are the admin's, and a
+/// session is restored only from its owner's snapshots) and ready (else 409
 /// `snapshot_not_ready`).
 pub fn check_restore(
     state: &AppState,
@@ -48,9 +50,12 @@ pub fn check_restore(
         ),
     })?;
     if entry.owner != owner {
-        return Err(ApiError::invalid(
-            "restore_from",
-            "is another user's snapshot: a session is restored only from its owner's own snapshots",
+        return Err(ApiError::conflict(
+            "snapshot_not_owned",
+            format!(
+                "restore_from: snapshot `{id}` is another user's; a session is restored only from \
+                 its owner's own snapshots, so its owner restores it."
+            ),
         ));
     }
     if !entry.record.is_ready() {

@@ -714,10 +714,11 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
         "not the session's workspace",
     );
     // An admin sees it, but a session is restored only from its owner's own.
-    let problem = restore(&f.admin, &sid)
-        .await
-        .problem(422, "validation_failed");
-    assert_eq!(problem["errors"][0]["field"], "restore_from", "{problem}");
+    restore(&f.admin, &sid).await.problem_mentioning(
+        409,
+        "snapshot_not_owned",
+        "its owner restores it",
+    );
     assert_eq!(count(), before, "nothing was created");
 
     // Its own ready snapshot: the spec carries it.
