@@ -674,6 +674,38 @@ async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
         ));
     }
 
+    // Death: the container killed from outside; the agent killed inside
+    // the `death-` snapshot it takes before failing the session.
+    rig.create_bound("death").await;
+    let running = rig.wait_running("death").await;
+    let target = Target::Zfs("snapshot", "@death-");
+    target.arm(&rig);
+    let id = running
+        .status
+        .as_ref()
+        .unwrap()
+        .container_id
+        .clone()
+        .unwrap();
+    rig.harness
+        .docker()
+        .kill_container(
+            &id,
+            None::<medforge_testkit::bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let held = kill_inside(&mut rig, &target).await;
+    let s = rig.wait_phase("death", SessionPhase::Failed).await;
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("ContainerExited"), "{st:?}");
+    let snapshots = rig.snapshots_of(&rig.dataset_of(&s)).await;
+    assert_eq!(snapshots.len(), 1, "death: one snapshot: {snapshots:?}");
+    assert!(snapshots[0].contains("@death-"), "{snapshots:?}");
+    report.push(format!(
+        "death: killed inside `{held}`, then Failed (ContainerExited) with one death snapshot"
+    ));
+
     // Delete (the finalizer): killed inside the container's removal, then
     // inside the dataset's retirement.
     let delete_calls = [
