@@ -110,6 +110,18 @@ pub fn amounts(config: &AgentConfig, s: &Session, pack: &Pack) -> Result<Amounts
             "resources.memory: Docker needs at least 6Mi",
         ));
     }
+    // The bottom of the Pack's GPU range (the top is among its maxima).
+    let min = pack.spec.min_gpus();
+    if s.spec.gpus < min {
+        return Err(InvalidSpec {
+            reason: SessionReason::PolicyViolation,
+            message: format!(
+                "gpus: {} is below the minimum {min} of pack {:?}",
+                s.spec.gpus,
+                pack.name_any()
+            ),
+        });
+    }
     Ok(amounts)
 }
 
@@ -486,6 +498,20 @@ mod tests {
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
         assert!(reason(Some(&deleting)).message.contains("not ready"));
+    }
+
+    #[test]
+    fn a_session_below_its_packs_gpu_minimum_is_refused() {
+        let config = fixtures::config();
+        let mut pack = fixtures::pack("default");
+        pack.spec.minima = Some(medforge_crds::pack::PackMinima { gpus: Some(2) });
+        let e = validate(&config, &fixtures::bound_session("s1", 1), &pack).unwrap_err();
+        assert_eq!(e.reason, SessionReason::PolicyViolation);
+        assert_eq!(
+            e.message,
+            "gpus: 1 is below the minimum 2 of pack \"default\""
+        );
+        assert!(validate(&config, &fixtures::bound_session("s1", 2), &pack).is_ok());
     }
 
     #[test]
