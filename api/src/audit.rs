@@ -46,11 +46,14 @@ pub enum Action {
     PackReplaced,
     /// An admin deleted a Pack.
     PackDeleted,
+    /// An admin restored a user's snapshot into a new session of that user
+    /// (`target`: the user; `detail`: the session and the snapshot).
+    SnapshotRestoredForUser,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::SignedUp,
         Action::PasswordChanged,
         Action::UserCreated,
@@ -63,6 +66,7 @@ impl Action {
         Action::PackCreated,
         Action::PackReplaced,
         Action::PackDeleted,
+        Action::SnapshotRestoredForUser,
     ];
 
     /// The entry's `action`.
@@ -80,6 +84,7 @@ impl Action {
             Action::PackCreated => "pack.created",
             Action::PackReplaced => "pack.replaced",
             Action::PackDeleted => "pack.deleted",
+            Action::SnapshotRestoredForUser => "snapshot.restored_for_user",
         }
     }
 }

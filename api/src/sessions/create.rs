@@ -156,13 +156,24 @@ pub async fn create_session(
     let config = &state.config().sessions;
     let gpus_given = body.gpus.is_some();
     let mut spec = body.into_spec(&principal.user.id, exposure, config)?;
-    if let Some(from) = spec
-        .workspace
-        .as_ref()
-        .and_then(|w| w.restore_from.as_deref())
-    {
+    let restore_from = spec.workspace.as_ref().and_then(|w| w.restore_from.clone());
+    // An admin who restores a user's snapshot restores it for that user:
+    // the session is theirs (the node agent restores only an owner's own
+    // snapshot), under their limits.
+    let on_behalf = match &restore_from {
+        Some(from) => for_snapshot_owner(state, principal, from).await?,
+        None => None,
+    };
+    let owner = on_behalf.as_ref().unwrap_or(principal);
+    if on_behalf.is_some() {
+        may_create(owner, exposure)?;
+        spec.owner = owner.user.id.clone();
+    }
+    if let Some(from) = &restore_from {
         check_restore(state, principal, &spec.owner, from)?;
     }
+    let admin_id = principal.user.id.as_str();
+    let principal = owner;
     let pack = state.backend().get_pack(&spec.pack).await?;
     let pack = may_start_new(&spec.pack, pack.as_ref(), exposure)
         .map_err(|e| ApiError::Validation(vec![e]))?;
@@ -172,6 +183,17 @@ pub async fn create_session(
     let session = new_session(state, principal, spec, &slug);
     let name = session.metadata.name.clone().unwrap_or_default();
     state.backend().create(session).await?;
+    if let (Some(admin), Some(from)) = (on_behalf.as_ref().map(|_| admin_id), &restore_from) {
+        crate::audit::record(
+            state.db(),
+            Some(admin),
+            crate::audit::Action::SnapshotRestoredForUser,
+            Some(&principal.user.id),
+            serde_json::json!({"session": name, "snapshot": from}),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
     tracing::info!(session = %name, slug = %slug, user_id = %principal.user.id, "session created; waiting for the scheduler");
 
     let bound = scheduled(state, &name).await?;
@@ -180,6 +202,44 @@ pub async fn create_session(
         return Ok(Created::Scheduled(bound));
     }
     ready(state, &name, bound).await
+}
+
+/// The owner of the snapshot `from`, as the principal a session is created
+/// for, when an admin names another user's snapshot; `None` otherwise (the
+/// caller's own, or one the caller may not see: [`check_restore`] says so).
+async fn for_snapshot_owner(
+    state: &AppState,
+    principal: &Principal,
+    from: &str,
+) -> Result<Option<Principal>, ApiError> {
+    if !principal.is_admin() {
+        return Ok(None);
+    }
+    let Some(entry) = state.snapshots().get(from) else {
+        return Ok(None);
+    };
+    if entry.owner == principal.user.id {
+        return Ok(None);
+    }
+    let user = crate::users::get_user(state.db(), &entry.owner)
+        .await
+        .map_err(ApiError::internal)?;
+    match user {
+        Some(user) if user.disabled_at.is_none() => Ok(Some(Principal {
+            user,
+            token_hash: principal.token_hash,
+        })),
+        Some(_) => Err(ApiError::conflict(
+            "owner_disabled",
+            format!(
+                "restore_from: snapshot `{from}` belongs to a disabled account; enable it first."
+            ),
+        )),
+        None => Err(ApiError::conflict(
+            "snapshot_not_owned",
+            format!("restore_from: the owner of snapshot `{from}` has no account any more."),
+        )),
+    }
 }
 
 /// Everyone may create external sessions; internal ones need the permission (or an admin).

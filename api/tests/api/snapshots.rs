@@ -713,12 +713,6 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
         "snapshot_not_ready",
         "not the session's workspace",
     );
-    // An admin sees it, but a session is restored only from its owner's own.
-    restore(&f.admin, &sid).await.problem_mentioning(
-        409,
-        "snapshot_not_owned",
-        "its owner restores it",
-    );
     assert_eq!(count(), before, "nothing was created");
 
     // Its own ready snapshot: the spec carries it.
@@ -760,6 +754,62 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
     let workspace = stored.spec.workspace.unwrap();
     assert_eq!(workspace.restore_from.as_deref(), Some(on_b.as_str()));
     assert_eq!(workspace.quota.as_deref(), Some("10Gi"));
+}
+
+/// An admin who restores a user's snapshot restores it for that user: the
+/// new session is the user's (theirs to see and open), the act is audited,
+/// and a disabled owner's snapshot is not restored.
+async fn an_admin_restores_a_users_snapshot_for_them(env: TestEnv) {
+    let f = env.one_session().await;
+    let (t, id) = (&f.t, f.id.as_str());
+    t.wait_phase(id, "running").await;
+    let sid = t.stop_for_snapshot(&f.owner, id).await;
+
+    let created = t
+        .create_session(&f.admin, json!({"restore_from": sid}))
+        .await
+        .data(201);
+    let new_id = created["session"]["id"].as_str().unwrap();
+    assert_eq!(created["session"]["restored_from"], sid.as_str());
+    let stored = t.backend.session(new_id).unwrap();
+    assert_eq!(
+        stored.spec.owner, f.owner.id,
+        "the snapshot owner's session"
+    );
+    t.get_as(&f.owner, &format!("/api/v2/external/sessions/{new_id}"))
+        .await
+        .data(200);
+    t.get_as(&f.other, &format!("/api/v2/external/sessions/{new_id}"))
+        .await
+        .problem(404, "not_found");
+    let log = t
+        .get_as(
+            &f.admin,
+            "/api/v2/admin/audit?action=snapshot.restored_for_user",
+        )
+        .await
+        .data(200);
+    let entry = &log[0];
+    assert_eq!(entry["actor"], f.admin.id.as_str());
+    assert_eq!(entry["target"], f.owner.id.as_str());
+    assert_eq!(entry["detail"]["session"], new_id);
+    assert_eq!(entry["detail"]["snapshot"], sid.as_str());
+
+    // The owner's account disabled: refused, nothing created.
+    t.req(
+        Method::PATCH,
+        &format!("/api/v2/admin/users/{}", f.owner.id),
+    )
+    .cookie(&f.admin)
+    .json(json!({"disabled": true}))
+    .send()
+    .await
+    .data(200);
+    let before = t.backend.sessions().len();
+    t.create_session(&f.admin, json!({"restore_from": sid}))
+        .await
+        .problem(409, "owner_disabled");
+    assert_eq!(t.backend.sessions().len(), before);
 }
 
 /// The api checked the snapshot, but it was deleted before the scheduler
@@ -896,6 +946,7 @@ crate::scenarios!(
     lists_show_your_own_snapshots_newest_first_in_pages,
     get_and_delete_are_for_the_owner_and_admins,
     restore_from_needs_your_own_ready_snapshot,
+    an_admin_restores_a_users_snapshot_for_them,
     a_snapshot_gone_before_the_scheduler_decides_is_409,
     snapshot_events_follow_your_own_snapshots,
 );
