@@ -237,7 +237,10 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
         )
         .error(503, &["scheduler_timeout", "control_plane_unavailable"])
         .error(404, &["snapshot_not_found"])
-        .error(409, &["snapshot_not_ready", "snapshot_not_owned", "owner_disabled"]);
+        .error(
+            409,
+            &["snapshot_not_ready", "snapshot_not_owned", "owner_disabled"],
+        );
         for (_, code, _) in crate::sessions::SCHEDULER_REFUSALS {
             create_op = create_op.error(409, &[code]);
         }
