@@ -254,8 +254,10 @@ pub fn observation(info: ContainerInspectResponse, network: &str) -> ContainerOb
     }
 }
 
-/// The established TCP connections whose local port is `port` in a
-/// `/proc/<pid>/net/tcp` or `tcp6` table.
+/// The established TCP connections to local port `port` from outside the
+/// container, in a `/proc/<pid>/net/tcp` or `tcp6` table. A connection
+/// from the container to itself (over loopback, or to its own address)
+/// does not count: a workload must not keep its own session from idling.
 pub fn count_established(table: &str, port: u16) -> u32 {
     const ESTABLISHED: &str = "01";
     table
@@ -263,14 +265,50 @@ pub fn count_established(table: &str, port: u16) -> u32 {
         .skip(1)
         .filter(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            cols.len() > 3
-                && cols[3] == ESTABLISHED
-                && cols[1]
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
+            if cols.len() <= 3 || cols[3] != ESTABLISHED {
+                return false;
+            }
+            let (Some((local, local_port)), Some((remote, _))) =
+                (proc_endpoint(cols[1]), proc_endpoint(cols[2]))
+            else {
+                return false;
+            };
+            local_port == port && !from_itself(remote) && remote != local
         })
         .count() as u32
+}
+
+/// Whether an address is the container's own loopback (IPv4, IPv6 or
+/// IPv4-mapped).
+fn from_itself(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// An `ADDR:PORT` of `/proc/net/tcp{,6}`: the address in hex as the kernel
+/// stores it (each 32-bit word in host byte order, little-endian here), the
+/// port in hex.
+fn proc_endpoint(field: &str) -> Option<(std::net::IpAddr, u16)> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(u32::swap_bytes);
+    let ip = match addr.len() {
+        8 => std::net::IpAddr::V4(std::net::Ipv4Addr::from(word(addr)?)),
+        32 => {
+            let mut octets = [0u8; 16];
+            for i in 0..4 {
+                octets[i * 4..i * 4 + 4]
+                    .copy_from_slice(&word(&addr[i * 8..i * 8 + 8])?.to_be_bytes());
+            }
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some((ip, port))
 }
 
 /// The Docker create request for a [`ContainerSpec`]: uid 1000:1000, every
@@ -577,11 +615,40 @@ mod tests {
    2: 0200110A:1F90 0100110A:A1B4 06 00000000:00000000 00:00000000 00000000  1000        0 3 1 0
    3: 0200110A:C350 0100110A:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 4 1 0
 ";
-        // The listener (0A), a TIME_WAIT (06) and an outgoing connection to
-        // port 8080 elsewhere do not count.
+        // 10.17.0.2:8080 from 10.17.0.1 counts; the listener (0A), a
+        // TIME_WAIT (06) and an outgoing connection to port 8080 elsewhere
+        // do not.
         assert_eq!(count_established(table, 8080), 1);
         assert_eq!(count_established(table, 9999), 0);
         assert_eq!(count_established("", 8080), 0);
+        assert_eq!(
+            proc_endpoint("0200110A:1F90"),
+            Some(("10.17.0.2".parse().unwrap(), 8080))
+        );
+    }
+
+    #[test]
+    fn a_workload_connecting_to_itself_does_not_count_as_activity() {
+        // What a hostile workload would hold open to keep its session from
+        // idling: connections to its own port over 127.0.0.1, over ::1, over
+        // ::ffff:127.0.0.1, and to its own address 10.17.0.2.
+        let v4 = "  sl  local_address rem_address   st
+   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000 0 1 1 0
+   1: 0200110A:1F90 0200110A:D432 01 00000000:00000000 00:00000000 00000000  1000 0 2 1 0
+";
+        let v6 =
+            "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D433 01 0 0 0 1000 0 3
+   1: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D434 01 0 0 0 1000 0 4
+   2: 0000000000000000FFFF00000200110A:1F90 0000000000000000FFFF00000100110A:D435 01 0 0 0 1000 0 5
+";
+        assert_eq!(count_established(v4, 8080), 0);
+        // The last one, from 10.17.0.1 (the proxy's side), counts.
+        assert_eq!(count_established(v6, 8080), 1);
+        assert_eq!(
+            proc_endpoint("00000000000000000000000001000000:1F90"),
+            Some(("::1".parse().unwrap(), 8080))
+        );
     }
 
     #[test]
