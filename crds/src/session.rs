@@ -95,6 +95,9 @@ use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_P
     selectable = ".spec.owner"
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.workspace) && has(self.workspace.restoreFrom) ? self.workspace.restoreFrom : '') == (has(oldSelf.workspace) && has(oldSelf.workspace.restoreFrom) ? oldSelf.workspace.restoreFrom : '')"
+).message("workspace.restoreFrom is fixed once the session exists: restore into a new session"))]
 pub struct SessionSpec {
     /// The id of the user who owns this session. Only this user (and admins) may open it. Set at creation and immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable"))]

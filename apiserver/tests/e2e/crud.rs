@@ -306,8 +306,59 @@ async fn invalid_objects_get_422_naming_the_field() {
     );
     assert_eq!(err.details.unwrap().causes[0].field, "spec.owner");
     assert_eq!(api.get("good").await.unwrap().spec.owner, "erin");
+    // CEL: restoreFrom is fixed, whether set, changed or removed later.
+    for (patch, before) in [
+        (
+            json!({"spec": {"workspace": {"restoreFrom": "snap-a"}}}),
+            None,
+        ),
+        (
+            json!({"spec": {"workspace": {"restoreFrom": "snap-a"}}}),
+            Some("snap-b"),
+        ),
+        (json!({"spec": {"workspace": null}}), Some("snap-b")),
+    ] {
+        let name = format!("restored-{}", before.unwrap_or("none"));
+        let mut s = session(&name, "erin");
+        if let Some(b) = before {
+            s.spec.workspace = Some(medforge_crds::WorkspaceSpec {
+                quota: None,
+                restore_from: Some(b.into()),
+            });
+        }
+        let _ = api.delete(&name, &Default::default()).await;
+        common::create(&api, &s).await;
+        let err = status(
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch.clone()))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(err.code, 422, "{patch}");
+        assert!(
+            err.message.contains("workspace.restoreFrom is fixed"),
+            "{patch}: {}",
+            err.message
+        );
+        let stored = api.get(&name).await.unwrap();
+        assert_eq!(
+            stored
+                .spec
+                .workspace
+                .and_then(|w| w.restore_from)
+                .as_deref(),
+            before
+        );
+    }
+    // Other workspace changes still go through.
+    api.patch(
+        "good",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"workspace": {"quota": "1Gi"}}})),
+    )
+    .await
+    .unwrap();
     // Nothing invalid was stored.
-    assert_eq!(common::count(&api).await, 1);
+    assert_eq!(common::count(&api).await, 3);
     ts.server.shutdown().await;
 }
 
