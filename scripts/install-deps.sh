@@ -65,6 +65,9 @@ done
 $pg_ok && id postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # glibc's static library, for the statically linked test workload.
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+# The JupyterLab pack's image is built from Debian's packages, not pulled
+# (packs/jupyter/build.sh): mmdebstrap makes its root file system.
+want mmdebstrap mmdebstrap
 
 if $check_only; then
   if [ ${#need_apt[@]} -gt 0 ]; then

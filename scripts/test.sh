@@ -2,8 +2,9 @@
 # Sets up and runs every MedForge test on this machine (Debian, as root):
 # installs missing packages, checks formatting and lints, brings up the test
 # harness (dockerd in its own network namespace, zfs-fuse with a file-backed
-# pool), runs the whole test suite with cargo-nextest, and tears the harness
-# down again by PID. Ends with nextest's summary line.
+# pool), builds the JupyterLab pack's image into it, runs the whole test
+# suite with cargo-nextest, and tears the harness down again by PID. Ends
+# with nextest's summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +66,15 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "== harness up"
-timeout --kill-after=10 600 "$harness" up
+harness_vars=$(timeout --kill-after=10 600 "$harness" up)
+echo "$harness_vars"
+
+# The JupyterLab pack's image, into the harness's Docker, where
+# tests/e2e_jupyter.rs runs it. Built from Debian's packages and PyPI: the
+# one step here that reaches them (no test does). Its root file system is
+# cached under target/packs/, and an image of the same recipe is reused.
+echo "== the JupyterLab pack's image"
+DOCKER_HOST=$(sed -n 's/^DOCKER_HOST=//p' <<<"$harness_vars") bash packs/jupyter/build.sh >/dev/null
 
 echo "== tests"
 # Each test is ended after 5 min (.config/nextest.toml); the whole run gets
