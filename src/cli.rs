@@ -108,8 +108,10 @@ pub struct UpArgs {
     pub agent: AgentArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Create or update the Pack `default` with this image (pinned:
-    /// `name@sha256:…` or a local image id `sha256:…`) at start.
+    /// Create or update the default Pack (`--default-pack`) with this image
+    /// (pinned: `name@sha256:…` or a local image id `sha256:…`) at start;
+    /// its port, display name and description come from the image's
+    /// `dev.medforge.pack.*` labels when Docker has it.
     #[arg(long, env = "MEDFORGE_DEFAULT_PACK_IMAGE")]
     pub default_pack_image: Option<String>,
     #[command(flatten)]
@@ -256,6 +258,13 @@ pub struct ApiSettings {
     /// Namespace the Session resources live in.
     #[arg(long, default_value = "medforge")]
     pub namespace: String,
+    /// The Pack a create that names none gets. `medforge up` also creates
+    /// or updates it at start: from `--default-pack-image`, else, for a name
+    /// other than `default`, from the newest image in Docker labelled
+    /// `dev.medforge.pack=<name>` (`bash packs/<name>/build.sh` builds one;
+    /// `--quickstart` runs it when there is none).
+    #[arg(long, default_value = "default", env = "MEDFORGE_DEFAULT_PACK")]
+    pub default_pack: String,
     /// Email of the admin to create or promote at start. Its password comes
     /// from MEDFORGE_ADMIN_PASSWORD (used only when the account is new).
     #[arg(long, env = "MEDFORGE_ADMIN_EMAIL")]

@@ -63,6 +63,18 @@ impl ApiSettings {
             .map_err(|e| anyhow::anyhow!("--signup-mode/--signup-domains: {e}"))
     }
 
+    /// The Pack a create without one gets (`--default-pack`), refused when
+    /// a create could not name it.
+    pub fn default_pack(&self) -> anyhow::Result<&str> {
+        if !crate::packs::is_pack_name(&self.default_pack) {
+            anyhow::bail!(
+                "--default-pack {:?}: a Pack's name is 1 to 63 of a-z, 0-9 and -",
+                self.default_pack
+            );
+        }
+        Ok(&self.default_pack)
+    }
+
     /// The api's configuration, its default database under `data_dir`. An
     /// admin email needs its password in MEDFORGE_ADMIN_PASSWORD.
     pub fn config(
@@ -94,6 +106,7 @@ impl ApiSettings {
         }
         c.database_url = self.database_url.clone();
         c.sessions.namespace = self.namespace.clone();
+        c.sessions.default_pack = self.default_pack()?.to_string();
         c.sessions.ready_timeout = self.session_ready_timeout;
         c.sessions.expiry_warning = self.expiry_warning;
         if self.insecure_cookies {

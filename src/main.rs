@@ -1,13 +1,15 @@
 //! `medforge`: the one CLI binary. It only wires the crates together:
 //! `cli` holds the flags, `config` turns them into the crates'
-//! configurations, `run` composes each command, and `quickstart` sets up a
-//! bare host for `medforge up --quickstart`.
+//! configurations, `run` composes each command, `packs` makes the default
+//! Pack from an image (one a recipe under `packs/` built, found by its
+//! labels), and `quickstart` sets up a bare host for `medforge up --quickstart`.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod config;
 mod config_file;
 mod logging;
+mod packs;
 mod quickstart;
 mod run;
 

@@ -5,7 +5,9 @@
 //! else as a supervised `dockerd`), ZFS (zfs-fuse started when no ZFS
 //! answers; a file-backed *trial* pool under the data directory when the
 //! configured pool does not exist), the default Pack (the test workload image,
-//! built from the static workload binary), and Caddy with its internal CA in
+//! built from the static workload binary; or, with `--default-pack NAME`, the
+//! image of the recipe `packs/NAME/`, built by its script when Docker has
+//! none), and Caddy with its internal CA in
 //! front of the api. Whatever it starts, it records by PID under
 //! `<data-dir>/quickstart/`, where `medforge down` finds it.
 //!
@@ -36,7 +38,7 @@ pub use summary::summary;
 
 use docker::ensure_docker;
 use host::{iptables_usable, is_root};
-use pack::ensure_pack_image;
+use pack::{ensure_built_pack, ensure_pack_image};
 use process::{live_pid, stop_pid};
 use storage::ensure_zfs;
 
@@ -67,6 +69,7 @@ pub async fn prepare(
     docker_socket: &Path,
     zfs_binary: &Path,
     zfs_root: &str,
+    default_pack: &str,
     default_pack_image: Option<&str>,
 ) -> Result<Prepared> {
     if !is_root() {
@@ -89,12 +92,17 @@ pub async fn prepare(
     .await?;
     let pack_image = match default_pack_image {
         Some(i) => {
-            report.note(format!("default Pack image {i} (given)"));
+            report.note(format!("default Pack {default_pack}: image {i} (given)"));
             Some(i.to_string())
         }
-        None => Some(
+        None if default_pack == crate::packs::DEFAULT_PACK => Some(
             ensure_pack_image(docker_socket, args.workload_binary.as_deref(), &mut report).await?,
         ),
+        // `medforge up` takes the newest image built for it.
+        None => {
+            ensure_built_pack(docker_socket, default_pack, &mut report).await?;
+            None
+        }
     };
     Ok(Prepared {
         report,

@@ -1,4 +1,6 @@
-//! The default Pack's image, built from the static test workload binary.
+//! The default Pack's image: built from the static test workload binary for
+//! the Pack `default`, or by a recipe's build script (`packs/<name>/build.sh`)
+//! for another default Pack.
 
 use std::path::{Path, PathBuf};
 
@@ -69,4 +71,53 @@ pub async fn ensure_pack_image(
         binary.display()
     ));
     Ok(id)
+}
+
+/// Makes sure Docker has an image built for the Pack `name` (labelled
+/// `dev.medforge.pack=<name>`): reuses the newest, or runs the recipe's
+/// build script against this Docker (its progress on stderr; a minute or
+/// two the first time: Debian's packages and PyPI). Refused, with the
+/// command, when this checkout has no such recipe.
+pub async fn ensure_built_pack(socket: &Path, name: &str, report: &mut Report) -> Result<()> {
+    let docker = crate::packs::docker_at(socket)?;
+    if let Some(found) = crate::packs::find_built(&docker, name).await? {
+        report.note(format!(
+            "default Pack {name}: image {} exists: reusing it",
+            found.reference
+        ));
+        return Ok(());
+    }
+    let script = crate::packs::recipe_script(name).ok_or_else(|| {
+        anyhow!(
+            "--default-pack {name}: Docker has no image built for it and there is no recipe packs/{name}/build.sh here: \
+             build one with `{}` from a MedForge checkout, or pass --default-pack-image",
+            crate::packs::build_command(name)
+        )
+    })?;
+    report.note(format!(
+        "default Pack {name}: building its image with {} (Debian packages and PyPI; a few minutes the first time)",
+        script.display()
+    ));
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running bash {}", script.display()))?;
+    if !status.success() {
+        anyhow::bail!(
+            "bash {} failed ({status}); its messages are above",
+            script.display()
+        );
+    }
+    let built = crate::packs::find_built(&docker, name)
+        .await?
+        .ok_or_else(|| anyhow!("{} left no image labelled for {name}", script.display()))?;
+    report.note(format!(
+        "default Pack {name}: built image {}",
+        built.reference
+    ));
+    Ok(())
 }

@@ -15,26 +15,34 @@ use crate::cli::{ApiArgs, ApiserverArgs, CreateAdminArgs, DownArgs, OperatorArgs
 use crate::config::identity;
 use crate::quickstart;
 use parts::{Parts, serve_api, shutdown_token};
-use setup::{api_db, apply_default_pack, client_from, first_admin};
+use setup::{api_db, apply_pack, client_from, default_pack_image, first_admin};
 
 /// `medforge up`: everything in one process.
 pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     // Refused before anything starts.
     let policy = args.policy.policy()?;
     args.api.signup()?;
+    args.api.default_pack()?;
     private_dir(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let mut quickstart = None;
     if args.quickstart.quickstart {
         quickstart = Some(prepare_quickstart(&mut args).await?);
     }
+    // Found (or refused) before anything starts.
+    let pack_image = default_pack_image(
+        &args.api.default_pack,
+        args.default_pack_image.as_deref(),
+        &args.agent.docker_socket,
+    )
+    .await?;
     let server = start_control_plane(&args).await?;
     let client = server.client().context("connecting to the control plane")?;
     medforge_operator::leader::ensure_namespace(&client, &args.api.namespace)
         .await
         .context("creating the sessions namespace")?;
-    if let Some(image) = &args.default_pack_image {
-        apply_default_pack(&client, image).await?;
+    if let Some(image) = &pack_image {
+        apply_pack(&client, &args.api.default_pack, image).await?;
     }
 
     let mut parts = Parts::new();
@@ -98,6 +106,7 @@ async fn prepare_quickstart(args: &mut UpArgs) -> anyhow::Result<quickstart::Pre
         &args.agent.docker_socket,
         &args.agent.zfs_binary,
         &args.agent.zfs_root,
+        &args.api.default_pack,
         args.default_pack_image.as_deref(),
     )
     .await?;

@@ -1,9 +1,11 @@
 //! One-shot steps a command takes before its parts run: reaching the control
-//! plane, the default Pack, and the first admin.
+//! plane, the default Pack and its image, and the first admin.
 
 use std::path::Path;
 
 use anyhow::Context;
+
+use crate::packs::PackImage;
 
 /// A client of the control plane from `kubeconfig`, or from the usual places
 /// (KUBECONFIG, ~/.kube/config, in-cluster) when none is given.
@@ -23,27 +25,69 @@ pub async fn client_from(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-/// Creates or updates the `default` Pack. The control plane validates the
-/// image reference, so a bad one fails the start with a clear message.
-pub async fn apply_default_pack(client: &kube::Client, image: &str) -> anyhow::Result<()> {
+/// Creates or updates the Pack `name` that runs `image` (`packs::pack_manifest`),
+/// as a server-side apply by `medforge-up`: each start sets the fields it
+/// manages and leaves others' alone. The control plane validates the image
+/// reference, so a bad one fails the start with a clear message.
+pub async fn apply_pack(
+    client: &kube::Client,
+    name: &str,
+    image: &PackImage,
+) -> anyhow::Result<()> {
     use kube::api::{Patch, PatchParams};
+    let pack = crate::packs::pack_manifest(name, image)?;
     let packs: kube::Api<medforge_crds::Pack> = kube::Api::all(client.clone());
-    let pack = serde_json::json!({
-        "apiVersion": medforge_crds::API_VERSION,
-        "kind": "Pack",
-        "metadata": {"name": "default"},
-        "spec": {"image": image, "port": 8080},
-    });
     packs
         .patch(
-            "default",
+            name,
             &PatchParams::apply("medforge-up").force(),
             &Patch::Apply(&pack),
         )
         .await
-        .with_context(|| format!("applying the default Pack with image {image}"))?;
-    tracing::info!(%image, "default Pack applied");
+        .with_context(|| format!("applying the Pack {name} with image {}", image.reference))?;
+    tracing::info!(pack = name, image = %image.reference, port = %pack["spec"]["port"], "Pack applied");
     Ok(())
+}
+
+/// The image `medforge up` makes the default Pack (`--default-pack`) from:
+/// `--default-pack-image` (with its labels when Docker has it), else, for a
+/// Pack other than `default`, the newest image in Docker built for it
+/// (refused, saying how to build one, when there is none). `None`: the Pack
+/// `default` without an image, left as it is.
+pub async fn default_pack_image(
+    name: &str,
+    given: Option<&str>,
+    docker_socket: &Path,
+) -> anyhow::Result<Option<PackImage>> {
+    use crate::packs::{DEFAULT_PACK, build_command, docker_at, find_built, inspect};
+    if let Some(reference) = given {
+        return Ok(Some(match docker_at(docker_socket) {
+            Ok(docker) => inspect(&docker, reference).await,
+            Err(_) => PackImage {
+                reference: reference.to_string(),
+                ..PackImage::default()
+            },
+        }));
+    }
+    if name == DEFAULT_PACK {
+        return Ok(None);
+    }
+    let docker = docker_at(docker_socket)?;
+    let found = find_built(&docker, name).await.with_context(|| {
+        format!(
+            "looking in Docker at {} for the Pack {name}'s image (is Docker running?)",
+            docker_socket.display()
+        )
+    })?;
+    found.map(Some).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--default-pack {name}: Docker at {} has no image labelled {}={name}: build it with `{}` \
+             (or pass --default-pack-image, or --quickstart to build it)",
+            docker_socket.display(),
+            crate::packs::LABEL_PACK,
+            build_command(name)
+        )
+    })
 }
 
 /// Opens the api's database and brings its schema up to date.
