@@ -47,6 +47,11 @@ want ps procps
 # /usr/bin/kubectl is never replaced; kubernetes-client is installed only
 # when there is none (or it does not run).
 /usr/bin/kubectl version --client >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+# The image-pull tests run a registry (Debian's `docker-registry`) inside
+# the harness's namespace, one of them with htpasswd logins (bcrypt, made
+# by apache2-utils' htpasswd).
+want docker-registry docker-registry
+want htpasswd apache2-utils
 want wrk wrk
 want curl curl
 want cc gcc

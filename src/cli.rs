@@ -383,6 +383,20 @@ pub struct AgentArgs {
     /// An extra `key=value` label on every session container (repeatable).
     #[arg(long = "container-label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub container_labels: Vec<(String, String)>,
+    /// Registry credentials for image pulls: a Docker config file
+    /// (`{"auths": {"host": {"auth": "<base64 user:password>"}}}`), read at
+    /// every pull; in a cluster, a mounted `kubernetes.io/dockerconfigjson` Secret.
+    #[arg(long, env = "MEDFORGE_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
+    /// Image pulls one node runs at once (others wait for a slot).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub max_concurrent_pulls: u32,
+    /// The wait before a failed pull is tried again; it doubles each time…
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub pull_backoff: Duration,
+    /// …up to this.
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub pull_backoff_max: Duration,
 }
 
 /// The quickstart's options (part of `medforge up`).

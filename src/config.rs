@@ -143,6 +143,19 @@ impl AgentArgs {
         if self.destroy_workspaces {
             c.workspace_on_delete = WorkspaceOnDelete::Destroy;
         }
+        if self.pull_backoff > self.pull_backoff_max {
+            anyhow::bail!(
+                "--pull-backoff ({:?}) is longer than --pull-backoff-max ({:?})",
+                self.pull_backoff,
+                self.pull_backoff_max
+            );
+        }
+        c.pulls = medforge_operator::agent::pulls::PullPolicy {
+            max_concurrent: self.max_concurrent_pulls as usize,
+            backoff_min: self.pull_backoff,
+            backoff_max: self.pull_backoff_max,
+            auth_file: self.registry_auth_file.clone(),
+        };
         c.retention = medforge_crds::Retention {
             keep_last: self.snapshot_keep_last,
             keep_days: self.snapshot_keep_days,

@@ -491,6 +491,7 @@ async fn rig() -> Rig {
                     description: None,
                     exposures: Vec::new(),
                     deprecated: false,
+                    pre_pull: false,
                 },
             ),
         )

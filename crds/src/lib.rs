@@ -30,7 +30,10 @@ use kube::CustomResourceExt;
 pub use gpunode::{
     ComponentHealth, GpuAllocation, GpuHealth, GpuInfo, GpuNode, GpuNodeSpec, GpuNodeStatus,
 };
-pub use pack::{EnvVar, Pack, PackSessionDefaults, PackSpec, PackStatus, SessionMaxima};
+pub use pack::{
+    EnvVar, ImageState, Pack, PackNodeImage, PackSessionDefaults, PackSpec, PackStatus,
+    SessionMaxima,
+};
 pub use reason::{
     EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason, SnapshotCondition,
     SnapshotStatusReason,

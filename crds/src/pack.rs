@@ -91,6 +91,11 @@ pub struct PackSpec {
     /// A deprecated Pack takes no new sessions (the api refuses creates naming it, 422, and lists it to admins only); its existing sessions keep running, stop and resume as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deprecated: bool,
+    /// Pull the image onto every Ready node ahead of any session (each node
+    /// agent pulls it when it lacks it); otherwise a node pulls it when a
+    /// session first needs it there. Each node's state shows in `status.nodes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_pull: bool,
 }
 
 impl PackSpec {
@@ -198,12 +203,46 @@ pub struct EnvVar {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PackStatus {
-    /// Conditions, such as `ImagePresent` (the image exists on every Ready node).
+    /// Conditions (none are written yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.
     pub observed_generation: Option<i64>,
+    /// The image on each node that reported it, one entry per node (each
+    /// node agent writes its own, by server-side apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    pub nodes: Vec<PackNodeImage>,
+}
+
+/// Whether one node has a Pack's image.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackNodeImage {
+    /// The node (its GpuNode's name).
+    pub node: String,
+    /// The image this entry is about (the Pack's `image` when it was written).
+    pub image: String,
+    /// `Present`, `Pulling`, `Failed` or `Absent` (not pulled: no session
+    /// needed it there, and the Pack is not pre-pulled).
+    pub state: ImageState,
+    /// Why it failed (`ImagePullFailed`, `ImageNotFound`, `Unauthorized`).
+    pub reason: Option<String>,
+    /// The registry's message, or the bytes pulled so far.
+    pub message: Option<String>,
+    /// When `state` last changed.
+    pub last_transition_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// A node's copy of a Pack's image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, strum::Display)]
+pub enum ImageState {
+    Present,
+    Pulling,
+    Failed,
+    Absent,
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ vocabulary! {
         ContainerReady,
         /// The session answers on its port and may be routed to.
         Ready,
+        /// The node agent is pulling the Pack's image (`True`, with bytes
+        /// done and total in the message), could not (`False` with
+        /// `ImagePullFailed`, `ImageNotFound` or `Unauthorized`; it retries
+        /// with backoff), or pulled it (`False`, `Pulled`).
+        ImagePulling,
     }
 }
 
@@ -94,7 +99,22 @@ vocabulary! {
         /// The workload did not accept connections within the start timeout.
         StartTimeout,
         PackNotFound,
+        /// The Pack's image is not on the node and cannot be pulled (a local
+        /// image id, which no registry serves).
         ImageNotPresent,
+        /// The node agent is pulling the Pack's image.
+        Pulling,
+        /// The Pack's image was pulled onto the node.
+        Pulled,
+        /// A pull failed for another reason than the two below (the registry
+        /// cannot be reached, answered with an error, the pull was cut off);
+        /// the agent retries with backoff.
+        ImagePullFailed,
+        /// The registry has no such image (a wrong name or digest).
+        ImageNotFound,
+        /// The registry refused the node's credentials (or asked for some and
+        /// the node has none for it).
+        Unauthorized,
         /// `workspace.restoreFrom` names no WorkspaceSnapshot (or one not
         /// ready to use).
         SnapshotNotFound,

@@ -37,6 +37,7 @@ mod layout;
 mod lifecycle;
 mod netns;
 mod process;
+mod registry;
 mod scope;
 mod zfs;
 
@@ -63,6 +64,7 @@ pub use process::{
     Binaries, REQUIREMENTS, Requirement, default_search_path, fake_program, find_in_path,
     spawn_impostor,
 };
+pub use registry::{Registry, remove_image};
 pub use scope::{CleanupReport, Dataset, SCOPE_LABEL, TestScope, random_prefix};
 pub use zfs::DAEMON_SOCKET as ZFS_DAEMON_SOCKET;
 

@@ -104,8 +104,9 @@ pub struct EnvVarBody {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PackSpec")]
 pub struct PackBody {
-    /// The image, pinned by digest. The node agent never pulls: it must be
-    /// on the nodes (`docker load`, or `docker pull` by digest).
+    /// The image, pinned by digest: `repository@sha256:…`, which a node
+    /// lacking it pulls, or a local image id `sha256:…`, which must already
+    /// be on the nodes (`docker load`).
     #[schemars(schema_with = "crate::validate::schema::pack_image")]
     pub image: String,
     /// The port the session's server listens on in the container (8080).
@@ -141,6 +142,10 @@ pub struct PackBody {
     /// see it listed); its sessions run, stop and resume as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecated: Option<bool>,
+    /// `true`: every Ready node pulls the image ahead of any session
+    /// (default: a node pulls it when a session first needs it there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_pull: Option<bool>,
     /// Container limits for its sessions that set none.
     #[serde(
         default,
@@ -410,6 +415,7 @@ impl PackBody {
             description: self.description.filter(|d| !d.is_empty()),
             exposures,
             deprecated: self.deprecated.unwrap_or(false),
+            pre_pull: self.pre_pull.unwrap_or(false),
         })
     }
 }

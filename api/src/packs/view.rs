@@ -21,7 +21,7 @@ pub struct PackView {
     pub display_name: String,
     /// What it holds and what it is for.
     pub description: Option<String>,
-    /// The image, pinned by digest.
+    /// The image, pinned by digest (a node lacking it pulls it).
     pub image: String,
     /// The port its server listens on in the container.
     pub port: u16,
@@ -45,6 +45,8 @@ pub struct PackView {
     pub maxima: LimitValues,
     /// No new sessions (listed to admins only); its sessions run and resume.
     pub deprecated: bool,
+    /// Every Ready node pulls its image ahead of any session.
+    pub pre_pull: bool,
 }
 
 /// The answer of `PUT /api/v2/admin/packs/{name}`.
@@ -89,5 +91,6 @@ pub fn view(pack: &Pack, policy: &SessionPolicy) -> PackView {
             .map(LimitValues::from)
             .unwrap_or_default(),
         deprecated: spec.deprecated,
+        pre_pull: spec.pre_pull,
     }
 }

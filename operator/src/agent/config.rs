@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::dialer::{Dialer, TcpDialer};
 use super::plan::{StepKind, WorkspaceOnDelete};
+use super::pulls::PullPolicy;
 use crate::gpu::{GpuInventory, StaticInventory};
 use crate::isolation::CommandPrefix;
 
@@ -128,6 +129,11 @@ pub struct AgentConfig {
     pub isolation: Option<CommandPrefix>,
     /// How often the isolation rules are checked (and restored).
     pub isolation_period: Duration,
+    /// How images are pulled: concurrency, backoff, credentials.
+    pub pulls: PullPolicy,
+    /// How often the node's image state on every Pack is looked at (and
+    /// pre-pulls started) besides on every Pack change.
+    pub packs_period: Duration,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -190,6 +196,8 @@ impl AgentConfig {
             observer: None,
             isolation: None,
             isolation_period: Duration::from_secs(2),
+            pulls: PullPolicy::default(),
+            packs_period: Duration::from_secs(30),
         }
     }
 

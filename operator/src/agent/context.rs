@@ -16,6 +16,7 @@ use super::config::AgentConfig;
 use super::error::Error;
 use super::metrics::Metrics;
 use super::plan::Policy;
+use super::pulls::Pulls;
 use super::runtime::Cluster;
 use super::state::{Backoff, GpuClaims, NetworkReady, Peers, Reconciled, Written};
 
@@ -43,6 +44,8 @@ pub struct Context<C, W, K> {
     /// Whether the sessions' network is isolated: no container starts
     /// until it is.
     pub(super) isolation: IsolationGate,
+    /// The node's image pulls.
+    pub(super) pulls: Pulls,
 }
 
 impl<C, W, K> Context<C, W, K> {
@@ -55,6 +58,7 @@ impl<C, W, K> Context<C, W, K> {
         recorder: Option<Recorder>,
     ) -> Self {
         let backoff = Backoff::new(config.error_backoff_min, config.error_backoff_max);
+        let pulls = Pulls::new(config.pulls.clone());
         Context {
             config,
             containers,
@@ -69,6 +73,7 @@ impl<C, W, K> Context<C, W, K> {
             written: Written::default(),
             peers: None,
             isolation: IsolationGate::new(IsolationStatus::Disabled),
+            pulls,
         }
     }
 

@@ -1,11 +1,12 @@
 //! [`Containers`] on Docker Engine through bollard (API 1.41, Engine 20.10
-//! and later). Images are never pulled: a missing image is an error the
-//! Session shows.
+//! and later). Images are pulled by the reference their Pack names, with
+//! the node's registry credentials, by [`super::pulls`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
@@ -14,16 +15,58 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    ListNetworksOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use k8s_openapi::jiff::Timestamp;
 use medforge_crds::ComponentHealth;
 
+use futures::StreamExt;
+
 use super::runtime::{
     ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary, Containers,
+    PullError, PullProgress, RegistryCredentials,
 };
+
+/// The longest one pull may take (Docker's client timeout otherwise ends a
+/// large image's pull after two minutes).
+const PULL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Bytes per layer of a running pull, from Docker's progress messages.
+#[derive(Debug, Default)]
+struct Layers(BTreeMap<String, (u64, u64)>);
+
+impl Layers {
+    /// Takes one progress message in; whether the sums changed.
+    fn update(&mut self, id: &str, status: &str, current: Option<i64>, total: Option<i64>) -> bool {
+        let before = self.sums();
+        let entry = self.0.entry(id.to_string()).or_default();
+        let bytes = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        match status {
+            "Downloading" => {
+                if let Some(t) = bytes(total).filter(|t| *t > 0) {
+                    entry.1 = t;
+                }
+                if let Some(c) = bytes(current) {
+                    entry.0 = c.min(entry.1.max(c));
+                }
+            }
+            // Done with its download: every byte of it counts.
+            "Download complete" | "Verifying Checksum" | "Pull complete" | "Already exists" => {
+                entry.0 = entry.1;
+            }
+            _ => {}
+        }
+        self.sums() != before
+    }
+
+    fn sums(&self) -> (u64, u64) {
+        self.0
+            .values()
+            .fold((0, 0), |(d, t), (ld, lt)| (d + ld, t + lt))
+    }
+}
 
 /// The oldest API the agent speaks: Engine 20.10.
 pub const API_VERSION: ClientVersion = ClientVersion {
@@ -458,6 +501,76 @@ impl Containers for DockerContainers {
                 status_code: 404, ..
             }) => Ok(false),
             Err(e) => Err(classify(Op::Inspect, &format!("image {image}"), e)),
+        }
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        progress: &tokio::sync::watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: c.username.clone(),
+            password: c.password.clone(),
+            identitytoken: c.identity_token.clone(),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let docker = self.docker.clone().with_timeout(PULL_TIMEOUT);
+        let mut stream = docker.create_image(Some(options), None, credentials);
+        let mut layers = Layers::default();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(BollardError::DockerResponseServerError {
+                    status_code,
+                    message,
+                }) => return Err(PullError::from_registry(image, Some(status_code), &message)),
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(PullError::from_registry(image, None, &error));
+                }
+                Err(e) => {
+                    return Err(PullError::Failed {
+                        image: image.to_string(),
+                        message: format!("Docker: {e}"),
+                    });
+                }
+            };
+            if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_default();
+                return Err(PullError::from_registry(image, None, &message));
+            }
+            if let (Some(id), Some(status)) = (info.id.as_deref(), info.status.as_deref()) {
+                let (current, total) = info
+                    .progress_detail
+                    .map(|p| (p.current, p.total))
+                    .unwrap_or_default();
+                if layers.update(id, status, current, total) {
+                    let (done, total) = layers.sums();
+                    progress.send_replace(PullProgress {
+                        queued: false,
+                        done,
+                        total,
+                    });
+                }
+            }
+        }
+        // Docker ends the stream without an error only when the image is there.
+        match self.image_present(image).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PullError::Failed {
+                image: image.to_string(),
+                message: "Docker ended the pull but has no such image".to_string(),
+            }),
+            Err(e) => Err(PullError::Failed {
+                image: image.to_string(),
+                message: e.to_string(),
+            }),
         }
     }
 

@@ -50,6 +50,13 @@ pub struct Metrics {
     pub docker_events: Counter,
     /// Containers removed because no Session owns them.
     pub orphans_removed: Counter,
+    /// Image pulls ended, by result (`Pulled`, or the failure's reason).
+    pub pulls: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +75,12 @@ impl Default for Metrics {
         let steps = Family::<StepLabels, Counter>::default();
         let docker_events = Counter::default();
         let orphans_removed = Counter::default();
+        let pulls = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "image_pulls",
+            "Image pulls ended, by result (Pulled, ImagePullFailed, ImageNotFound, Unauthorized)",
+            pulls.clone(),
+        );
         registry.register("reconciles", "Session reconciles run", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -104,11 +117,34 @@ impl Default for Metrics {
             steps,
             docker_events,
             orphans_removed,
+            pulls,
         }
     }
 }
 
 impl Metrics {
+    /// A pull ended.
+    pub fn pull_ended(&self, outcome: &Result<(), super::runtime::PullError>) {
+        let result = match outcome {
+            Ok(()) => medforge_crds::SessionReason::Pulled,
+            Err(e) => e.reason(),
+        };
+        self.pulls
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Pulls ended with `result` so far.
+    pub fn pulls_ended(&self, result: medforge_crds::SessionReason) -> u64 {
+        self.pulls
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .get()
+    }
+
     pub fn failure(&self, reason: &str) {
         self.failures
             .get_or_create(&ReasonLabels {

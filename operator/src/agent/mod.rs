@@ -16,6 +16,9 @@
 //! - `steps`: one executor per kind of step (dataset, container, port wait,
 //!   stop and snapshot);
 //! - `cleanup`: the finalizer's cleanup on delete;
+//! - `packs`: pre-pulls and this node's image state on each Pack's status;
+//! - `pulls`: the node's image pulls (one per image, bounded, retried with
+//!   backoff, with progress), which the `begin` step looks at;
 //! - `snapshots`: the controller of this node's `WorkspaceSnapshot`s
 //!   (manual snapshots, the finalizer that destroys them, retention);
 //! - `runtime` holds the traits every I/O goes through; `docker`, `zfs` and
@@ -47,7 +50,9 @@ mod driver;
 mod error;
 pub mod events;
 pub mod metrics;
+pub mod packs;
 pub mod plan;
+pub mod pulls;
 pub mod recovery;
 pub mod runtime;
 pub mod snapshots;

@@ -145,8 +145,92 @@ pub enum ContainerError {
     },
 }
 
+/// Credentials for one registry, as a Docker config file's `auths` gives
+/// them. `Debug` shows only the server and user.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct RegistryCredentials {
+    /// The registry host (`registry.example.org`, `127.0.0.1:5000`).
+    pub server: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// An OAuth identity token instead of a password.
+    pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far an image pull has come: bytes of its layers downloaded so far,
+/// and in all (of the layers Docker has announced).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Waiting for one of the node's pull slots.
+    pub queued: bool,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Why a pull failed, with the registry's (or Docker's) own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullError {
+    /// The registry has no such image.
+    #[error("the registry has no image {image}: {message}")]
+    NotFound { image: String, message: String },
+    /// The registry refused the credentials, or wants some the node lacks.
+    #[error("the registry refused to serve {image} to this node: {message}")]
+    Unauthorized { image: String, message: String },
+    /// Anything else: the registry cannot be reached, the pull broke off.
+    #[error("pulling {image} failed: {message}")]
+    Failed { image: String, message: String },
+}
+
+impl PullError {
+    /// The reason a session or Pack status gives for it.
+    pub fn reason(&self) -> medforge_crds::SessionReason {
+        use medforge_crds::SessionReason as R;
+        match self {
+            PullError::NotFound { .. } => R::ImageNotFound,
+            PullError::Unauthorized { .. } => R::Unauthorized,
+            PullError::Failed { .. } => R::ImagePullFailed,
+        }
+    }
+
+    /// Sorts Docker's answer to a pull by what it means, from its status
+    /// code and the registry's words that Docker passes on.
+    pub fn from_registry(image: &str, status: Option<u16>, message: &str) -> PullError {
+        let m = message.to_ascii_lowercase();
+        let (image, message) = (image.to_string(), message.to_string());
+        let unauthorized = [
+            "unauthorized",
+            "authentication required",
+            "no basic auth credentials",
+            "denied",
+            "incorrect username or password",
+        ];
+        let not_found = [
+            "manifest unknown",
+            "not found",
+            "does not exist",
+            "name unknown",
+        ];
+        if matches!(status, Some(401 | 403)) || unauthorized.iter().any(|w| m.contains(w)) {
+            PullError::Unauthorized { image, message }
+        } else if status == Some(404) || not_found.iter().any(|w| m.contains(w)) {
+            PullError::NotFound { image, message }
+        } else {
+            PullError::Failed { image, message }
+        }
+    }
+}
+
 /// Containers on this node.
-pub trait Containers: Send + Sync + 'static {
+pub trait Containers: Send + Sync + Clone + 'static {
     /// The container with this name or id, `None` when there is none.
     fn inspect(
         &self,
@@ -162,6 +246,14 @@ pub trait Containers: Send + Sync + 'static {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<bool, ContainerError>> + Send;
+    /// Pulls an image by the reference the Pack names (`name@sha256:…`),
+    /// reporting progress into `progress` while it runs.
+    fn pull(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        progress: &tokio::sync::watch::Sender<PullProgress>,
+    ) -> impl Future<Output = Result<(), PullError>> + Send;
     /// Creates the network sessions are attached to, unless it exists.
     fn ensure_network(&self, name: &str)
     -> impl Future<Output = Result<(), ContainerError>> + Send;

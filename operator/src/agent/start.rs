@@ -183,6 +183,14 @@ pub async fn run(
         .with_peers(Arc::new(move || peers_store.state()))
         .with_isolation(gate),
     );
+    let packs = super::packs::run(
+        client.clone(),
+        node.clone(),
+        containers.clone(),
+        ctx.pulls.clone(),
+        metrics.clone(),
+        config.packs_period,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = Controller::for_stream(trigger, store.clone())
         .with_config(kube_controller::Config::default().concurrency(config.concurrency))
@@ -210,7 +218,8 @@ pub async fn run(
             root,
             synced,
             isolation,
-            snapshots
+            snapshots,
+            packs
         );
     };
     tokio::pin!(side);

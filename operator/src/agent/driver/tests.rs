@@ -528,3 +528,84 @@ fn errors_name_their_category_and_whole_cause() {
     let chain = cause_chain(&long);
     assert!(chain.len() <= 1024 && chain.ends_with("..."));
 }
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_with_progress_and_a_failed_pull_recovers_by_itself() {
+    let image = format!("127.0.0.1:5000/workload@sha256:{}", "b".repeat(64));
+    let mut pack = fixtures::pack("default");
+    pack.spec.image = image.clone();
+    let w = World {
+        docker: FakeContainers::default(),
+        cluster: FakeCluster::with_pack(pack),
+        ..World::new()
+    };
+    let mut config = fixtures::config();
+    config.pulls.backoff_min = Duration::from_millis(50);
+    config.pulls.backoff_max = Duration::from_millis(50);
+    let ctx = ctx_with(config, &w.docker, &w.zfs, &w.cluster);
+    let ready = |s: &Session| {
+        conditions::find(
+            &s.status.clone().unwrap_or_default().conditions,
+            SessionCondition::Ready,
+        )
+        .map(|c| c.reason.clone())
+    };
+    w.cluster.put(fixtures::bound_session("s1", 0));
+    // The registry does not have it yet: the session says so and waits;
+    // nothing is made, and it does not fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        drive(&ctx, w.cluster.session("s1")).await.unwrap();
+        let s = w.cluster.session("s1");
+        if ready(&s).as_deref() == Some(SessionReason::ImageNotFound.as_str()) {
+            let st = s.status.unwrap();
+            let pulling = conditions::find(&st.conditions, SessionCondition::ImagePulling).unwrap();
+            assert_eq!(pulling.status, "False");
+            assert!(
+                pulling.message.contains("manifest unknown"),
+                "{}",
+                pulling.message
+            );
+            assert_ne!(st.phase, Some(SessionPhase::Failed));
+            assert!(w.zfs.datasets().is_empty(), "nothing made before the image");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never said ImageNotFound: {:?}",
+            s.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Once the registry serves it, a later attempt pulls it and the session
+    // runs, without a new create.
+    w.docker.publish(&image);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.phase("s1") != SessionPhase::Running {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ran: {:?}",
+            w.cluster.session("s1").status
+        );
+        drive(&ctx, w.cluster.session("s1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = w.cluster.session("s1").status.unwrap();
+    let pulling = conditions::find(&st.conditions, SessionCondition::ImagePulling).unwrap();
+    assert_eq!(
+        (pulling.status.as_str(), pulling.reason.as_str()),
+        ("False", "Pulled")
+    );
+    // A second session of the same Pack finds the image: no pull.
+    let pulls = w.docker.pulls();
+    w.cluster.put(fixtures::bound_session("s2", 0));
+    drive(&ctx, w.cluster.session("s2")).await.unwrap();
+    assert_eq!(w.docker.pulls(), pulls);
+    assert!(
+        conditions::find(
+            &w.cluster.session("s2").status.unwrap().conditions,
+            SessionCondition::ImagePulling
+        )
+        .is_none()
+    );
+}

@@ -33,6 +33,7 @@ pub use record::{
 };
 pub use retention::{Kept, expired};
 pub use status::{
-    status_active, status_failed, status_finished, status_gpu_in_use, status_running,
-    status_runtime_unavailable, status_starting, status_stopping, status_waiting_for_port,
+    pull_message, status_active, status_failed, status_finished, status_gpu_in_use,
+    status_image_pulling, status_pull_failed, status_running, status_runtime_unavailable,
+    status_starting, status_stopping, status_waiting_for_port,
 };

@@ -12,7 +12,7 @@ use medforge_crds::{
 };
 
 use super::model::{StopCause, World, planned_snapshot};
-use crate::agent::runtime::ContainerObs;
+use crate::agent::runtime::{ContainerObs, PullError, PullProgress};
 
 /// A session's status being rewritten: the conditions set on it carry the
 /// session's generation and one time.
@@ -81,6 +81,15 @@ pub fn status_starting(
     let mut d = Draft::of(s, now);
     d.phase(SessionPhase::Starting, None);
     d.st.limits = Some(limits);
+    // A session that waited for its image says the wait is over.
+    if medforge_crds::conditions::find(&d.st.conditions, SessionCondition::ImagePulling).is_some() {
+        d.set(
+            SessionCondition::ImagePulling,
+            Some(false),
+            SessionReason::Pulled,
+            "the Pack's image is on this node",
+        );
+    }
     d.st.workspace
         .get_or_insert_with(WorkspaceStatus::default)
         .dataset = Some(dataset.to_string());
@@ -154,6 +163,93 @@ pub fn status_waiting_for_port(s: &Session, addr: SocketAddr, now: Timestamp) ->
         &format!("waiting for the workload to accept connections at {addr}"),
     );
     d.st
+}
+
+/// Bytes as people read them (`12.3 MiB`).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// What a pull's progress says in a condition's message.
+pub fn pull_message(image: &str, p: &PullProgress) -> String {
+    if p.queued {
+        format!("waiting for a free pull slot on this node to pull {image}")
+    } else if p.total == 0 {
+        format!("pulling {image}")
+    } else {
+        format!(
+            "pulling {image}: {} of {} ({}%)",
+            bytes(p.done),
+            bytes(p.total),
+            p.done.saturating_mul(100) / p.total
+        )
+    }
+}
+
+/// `ImagePulling=True` with the bytes done and in all, and `Ready=False`
+/// (`Pulling`). `None` when the status already says exactly this.
+pub fn status_image_pulling(
+    s: &Session,
+    image: &str,
+    p: &PullProgress,
+    now: Timestamp,
+) -> Option<SessionStatus> {
+    let mut d = Draft::of(s, now);
+    let message = pull_message(image, p);
+    let a = d.set(
+        SessionCondition::ImagePulling,
+        Some(true),
+        SessionReason::Pulling,
+        &message,
+    );
+    let b = d.set(
+        SessionCondition::Ready,
+        Some(false),
+        SessionReason::Pulling,
+        &message,
+    );
+    (a || b).then_some(d.st)
+}
+
+/// `ImagePulling=False` and `Ready=False` with the failure's reason and the
+/// registry's words; the next attempt's time is in the message. `None`
+/// when the status already says so.
+pub fn status_pull_failed(
+    s: &Session,
+    error: &PullError,
+    attempts: u32,
+    retry_in: std::time::Duration,
+    now: Timestamp,
+) -> Option<SessionStatus> {
+    let mut d = Draft::of(s, now);
+    let message = format!(
+        "{error} (attempt {attempts}; the node agent tries again in {}s)",
+        retry_in.as_secs().max(1)
+    );
+    let a = d.set(
+        SessionCondition::ImagePulling,
+        Some(false),
+        error.reason(),
+        &message,
+    );
+    let b = d.set(
+        SessionCondition::Ready,
+        Some(false),
+        error.reason(),
+        &message,
+    );
+    (a || b).then_some(d.st)
 }
 
 /// `Ready=False` (`GpuInUse`) while a GPU of the session is held by another

@@ -1,5 +1,6 @@
 //! `Begin`: check the inputs (Pack, spec, image, restore snapshot, GPUs)
-//! before anything is made, then write `Starting`.
+//! before anything is made, then write `Starting`. A missing image is
+//! pulled first (`ImagePulling`).
 
 use std::time::Duration;
 
@@ -11,8 +12,22 @@ use super::pass::{Next, Pass};
 use crate::agent::context::write_status;
 use crate::agent::error::Error;
 use crate::agent::plan::{self};
+use crate::agent::pulls::{self, PullState};
 use crate::agent::runtime::{Cluster, Containers, Workspaces};
 use crate::agent::spec;
+
+/// How often a session waiting for its image looks at the pull.
+const PULL_POLL: Duration = Duration::from_secs(2);
+
+/// Whether the session's `Ready` condition gives `reason` already.
+fn has_reason(s: &medforge_crds::Session, reason: SessionReason) -> bool {
+    s.status
+        .as_ref()
+        .and_then(|st| {
+            medforge_crds::conditions::find(&st.conditions, medforge_crds::SessionCondition::Ready)
+        })
+        .is_some_and(|c| c.reason == reason.as_str())
+}
 
 impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
     /// The ZFS snapshot the session restores from, read from its record.
@@ -24,6 +39,64 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             .get_snapshot(&s.namespace().unwrap_or_default(), name)
             .await?;
         Ok(spec::restore_source(&ctx.config, s, record.as_ref()))
+    }
+
+    /// The Pack's image is not on the node: starts (or looks at) its pull,
+    /// and says how far it is in the session's status. Nothing else is made
+    /// until the image is there; a failed pull is tried again (with
+    /// backoff) while the session waits, so it recovers on its own.
+    async fn pull(&self, image: &str) -> Result<Next, Error> {
+        let Pass { ctx, s, now, .. } = *self;
+        let cfg = &ctx.config;
+        if !pulls::pullable(image) {
+            let msg = format!(
+                "image {image} of pack {:?} is not present on node {}, and a local image id cannot be pulled: \
+                 load it on the node (docker load), or name it as repository@sha256:… in the Pack so nodes pull it",
+                s.spec.pack, cfg.node_name
+            );
+            return self.fail(SessionReason::ImageNotPresent, &msg).await;
+        }
+        match ctx.pulls.ensure(&ctx.containers, image, &ctx.metrics) {
+            // The next pass finds the image on the node.
+            PullState::Done => Ok(Next::Wait(Duration::from_millis(100))),
+            PullState::Pulling(progress) => {
+                if let Some(st) = plan::status_image_pulling(s, image, &progress, now) {
+                    let first = !has_reason(s, SessionReason::Pulling);
+                    write_status(ctx, s, st).await?;
+                    if first {
+                        let msg = plan::pull_message(image, &progress);
+                        ctx.publish(
+                            s,
+                            EventType::Normal,
+                            SessionReason::Pulling,
+                            EventAction::Start,
+                            msg,
+                        );
+                    }
+                }
+                Ok(Next::Wait(PULL_POLL))
+            }
+            PullState::Failed {
+                error,
+                attempts,
+                retry_in,
+            } => {
+                if let Some(st) = plan::status_pull_failed(s, &error, attempts, retry_in, now) {
+                    let first = !has_reason(s, error.reason());
+                    write_status(ctx, s, st).await?;
+                    if first {
+                        ctx.publish(
+                            s,
+                            EventType::Warning,
+                            error.reason(),
+                            EventAction::Start,
+                            error.to_string(),
+                        );
+                    }
+                }
+                Ok(Next::Wait(retry_in.max(PULL_POLL)))
+            }
+        }
     }
 
     /// Checks the inputs before anything is made, then writes `Starting`.
@@ -42,12 +115,7 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             Err(e) => return self.fail(e.reason, &e.message).await,
         };
         if !ctx.containers.image_present(&pack.spec.image).await? {
-            let msg = format!(
-                "image {} of pack {:?} is not present on node {}; the node agent never pulls images: \
-                 load it on the node (docker load, or docker pull by digest) and create the session again",
-                pack.spec.image, s.spec.pack, cfg.node_name
-            );
-            return self.fail(SessionReason::ImageNotPresent, &msg).await;
+            return self.pull(&pack.spec.image).await;
         }
         // A resumed session has its dataset already: the snapshot it was
         // first cloned from may be long gone.

@@ -10,12 +10,18 @@ use k8s_openapi::jiff::Timestamp;
 use super::down::unless_down;
 use crate::agent::runtime::{
     ContainerError, ContainerObs, ContainerSpec, ContainerState, ContainerSummary, Containers,
+    PullError, PullProgress, RegistryCredentials,
 };
 
 #[derive(Debug, Default)]
 struct DockerState {
     containers: BTreeMap<String, (ContainerObs, ContainerSpec)>,
     images: BTreeSet<String>,
+    /// What a pull gives: images a registry serves, or the error every pull
+    /// answers with.
+    registry: BTreeSet<String>,
+    pull_error: Option<PullError>,
+    pulls: u32,
     networks: BTreeSet<String>,
     next: u32,
     down: bool,
@@ -36,6 +42,25 @@ impl FakeContainers {
         let f = FakeContainers::default();
         f.state.lock().unwrap().images.insert(image.to_string());
         f
+    }
+
+    /// A registry serves `image`: a pull of it succeeds.
+    pub fn publish(&self, image: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .registry
+            .insert(image.to_string());
+    }
+
+    /// Every pull fails with `error` (`None`: pulls work again).
+    pub fn fail_pulls(&self, error: Option<PullError>) {
+        self.state.lock().unwrap().pull_error = error;
+    }
+
+    /// Pulls asked for.
+    pub fn pulls(&self) -> u32 {
+        self.state.lock().unwrap().pulls
     }
 
     /// Every running container reports this many open connections.
@@ -135,6 +160,32 @@ impl Containers for FakeContainers {
 
     async fn image_present(&self, image: &str) -> Result<bool, ContainerError> {
         Ok(self.check()?.images.contains(image))
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        _credentials: Option<&RegistryCredentials>,
+        progress: &tokio::sync::watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        let mut st = self.state.lock().unwrap();
+        st.pulls += 1;
+        if let Some(e) = st.pull_error.clone() {
+            return Err(e);
+        }
+        if !st.registry.contains(image) {
+            return Err(PullError::NotFound {
+                image: image.to_string(),
+                message: "manifest unknown".to_string(),
+            });
+        }
+        st.images.insert(image.to_string());
+        progress.send_replace(PullProgress {
+            queued: false,
+            done: 1,
+            total: 1,
+        });
+        Ok(())
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), ContainerError> {

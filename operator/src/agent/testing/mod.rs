@@ -145,6 +145,7 @@ pub fn pack(name: &str) -> Pack {
             description: None,
             exposures: Vec::new(),
             deprecated: false,
+            pre_pull: false,
         },
     )
 }

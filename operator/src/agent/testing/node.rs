@@ -183,6 +183,7 @@ impl TestNode {
                 description: None,
                 exposures: Vec::new(),
                 deprecated: false,
+                pre_pull: false,
             },
         );
         api.create(&PostParams::default(), &pack).await.unwrap();
