@@ -32,11 +32,11 @@ pub use gpunode::{
 };
 pub use pack::{
     EnvVar, ImageState, Pack, PackNodeImage, PackSessionDefaults, PackSpec, PackStatus,
-    SessionMaxima,
+    SessionMaxima, is_pinned,
 };
 pub use reason::{
-    EventAction, NodeCondition, NodeReason, SessionCondition, SessionReason, SnapshotCondition,
-    SnapshotStatusReason,
+    EventAction, NodeCondition, NodeReason, PackCondition, SessionCondition, SessionReason,
+    SnapshotCondition, SnapshotStatusReason,
 };
 pub use session::{
     AssignedGpu, DesiredState, Exposure, Session, SessionLimits, SessionPhase, SessionResources,

@@ -14,7 +14,7 @@ pub const DISPLAY_NAME_MAX: usize = 64;
 /// The most characters of a Pack's `description`.
 pub const DESCRIPTION_MAX: usize = 1024;
 
-/// A container image pinned by digest, with the port and defaults its sessions use, and how the api's catalogue (`GET /api/v2/packs`) shows it.
+/// A container image (pinned by digest, or a tag the node agents resolve to one), with the port and defaults its sessions use, and how the api's catalogue (`GET /api/v2/packs`) shows it.
 #[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -27,7 +27,7 @@ pub const DESCRIPTION_MAX: usize = 1024;
     derive = "PartialEq",
     shortname = "pk",
     category = "medforge",
-    doc = "An image pack: the container image a session runs (pinned by digest), its port, command, environment and default resources, and how the catalogue shows it (display name, description, exposures, GPU range, deprecated).",
+    doc = "An image pack: the container image a session runs (pinned by digest, or a tag resolved to one), its port, command, environment and default resources, and how the catalogue shows it (display name, description, exposures, GPU range, deprecated).",
     printcolumn(
         name = "Display-Name",
         type_ = "string",
@@ -38,7 +38,7 @@ pub const DESCRIPTION_MAX: usize = 1024;
         name = "Image",
         type_ = "string",
         json_path = ".spec.image",
-        description = "The image, pinned by digest"
+        description = "The image, pinned by digest, or a tag"
     ),
     printcolumn(name = "Port", type_ = "integer", json_path = ".spec.port"),
     printcolumn(
@@ -58,8 +58,9 @@ pub const DESCRIPTION_MAX: usize = 1024;
     "!has(self.minima) || !has(self.minima.gpus) || !has(self.maxima) || !has(self.maxima.gpus) || self.minima.gpus <= self.maxima.gpus"
 ).message("minima.gpus must not be above maxima.gpus"))]
 pub struct PackSpec {
-    /// The image, pinned by digest: `name@sha256:<64 hex>`, or a local image id `sha256:<64 hex>`.
-    #[schemars(regex(pattern = r"^([^@\s]+@)?sha256:[a-f0-9]{64}$"))]
+    /// The image: pinned by digest (`name@sha256:<64 hex>`, pulled by a node that lacks it), a local image id (`sha256:<64 hex>`, never pulled), or a tag (`name:tag`), which the node agents resolve to a digest once per change of the Pack (`status.resolvedImage`) so that every node runs the same bytes; sessions start from the digest only.
+    #[schemars(regex(pattern = r"^(([^@\s]+@)?sha256:[a-f0-9]{64}|[a-z0-9][^@\s]*)$"))]
+    #[schemars(length(max = 512))]
     pub image: String,
     /// The port the session's server listens on inside the container.
     #[serde(default = "default_port")]
@@ -96,6 +97,29 @@ pub struct PackSpec {
     /// session first needs it there. Each node's state shows in `status.nodes`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pre_pull: bool,
+}
+
+impl Pack {
+    /// The image its sessions run, pinned: `spec.image` when it is pinned
+    /// (by digest or as a local id), else the digest resolved for this
+    /// generation; `None` while its tag is not resolved (for this generation).
+    pub fn pinned_image(&self) -> Option<&str> {
+        if is_pinned(&self.spec.image) {
+            return Some(&self.spec.image);
+        }
+        let st = self.status.as_ref()?;
+        (st.observed_generation.is_some() && st.observed_generation == self.metadata.generation)
+            .then_some(st.resolved_image.as_deref())
+            .flatten()
+    }
+}
+
+/// Whether an image reference is pinned: `…@sha256:<hex>` or `sha256:<hex>`.
+pub fn is_pinned(image: &str) -> bool {
+    let digest = image.rsplit_once('@').map_or(image, |(_, d)| d);
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl PackSpec {
@@ -203,12 +227,18 @@ pub struct EnvVar {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PackStatus {
-    /// Conditions (none are written yet).
+    /// Conditions: `Resolved` (a tag was resolved to a digest, or why not:
+    /// `ImageNotFound`, `Unauthorized`, `ImagePullFailed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// The `metadata.generation` this status was computed from.
+    /// The `metadata.generation` this status was computed from
+    /// (`resolvedImage` is the image of this generation).
     pub observed_generation: Option<i64>,
+    /// When `image` is a tag: the image pinned to the digest the tag named
+    /// when a node agent asked its registry for `observedGeneration`.
+    /// Sessions run this (a pinned `image` is run as it is).
+    pub resolved_image: Option<String>,
     /// The image on each node that reported it, one entry per node (each
     /// node agent writes its own, by server-side apply).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -268,6 +298,31 @@ mod tests {
             written.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["image", "port"]
         );
+    }
+
+    #[test]
+    fn a_tag_runs_only_once_resolved_for_the_packs_generation() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        assert!(is_pinned(&digest) && is_pinned(&format!("r.io/x@{digest}")));
+        assert!(!is_pinned("r.io/x:1.0") && !is_pinned("x") && !is_pinned("x@sha256:12"));
+        let mut p = Pack::new("p", spec(serde_json::json!({})));
+        p.metadata.generation = Some(2);
+        assert_eq!(
+            p.pinned_image(),
+            Some(format!("sha256:{}", "a".repeat(64)).as_str())
+        );
+        p.spec.image = "r.io/x:1.0".into();
+        assert_eq!(p.pinned_image(), None);
+        let resolved = format!("r.io/x@{digest}");
+        p.status = Some(PackStatus {
+            observed_generation: Some(1),
+            resolved_image: Some(resolved.clone()),
+            ..PackStatus::default()
+        });
+        // Resolved for an older generation: not this one's.
+        assert_eq!(p.pinned_image(), None);
+        p.status.as_mut().unwrap().observed_generation = Some(2);
+        assert_eq!(p.pinned_image(), Some(resolved.as_str()));
     }
 
     #[test]

@@ -102,10 +102,16 @@ vocabulary! {
         /// The Pack's image is not on the node and cannot be pulled (a local
         /// image id, which no registry serves).
         ImageNotPresent,
+        /// The Pack names its image by a tag that no node agent has resolved
+        /// to a digest yet (or could not: the message says why).
+        ImageUnresolved,
         /// The node agent is pulling the Pack's image.
         Pulling,
         /// The Pack's image was pulled onto the node.
         Pulled,
+        /// The Pack's tag named this digest when a node agent asked the
+        /// registry (Pack condition `Resolved`).
+        TagResolved,
         /// A pull failed for another reason than the two below (the registry
         /// cannot be reached, answered with an error, the pull was cut off);
         /// the agent retries with backoff.
@@ -170,6 +176,15 @@ impl SessionReason {
     /// Whether this is one of [`SessionReason::REFUSALS`].
     pub fn is_refusal(self) -> bool {
         Self::REFUSALS.contains(&self)
+    }
+}
+
+vocabulary! {
+    /// Condition types a Pack's status carries.
+    pub enum PackCondition {
+        /// Its tag is resolved to a digest (`TagResolved`), or why not
+        /// (`ImageNotFound`, `Unauthorized`, `ImagePullFailed`).
+        Resolved,
     }
 }
 

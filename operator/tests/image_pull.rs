@@ -33,6 +33,12 @@ fn ready_reason(s: &Session) -> Option<String> {
     condition(s, SessionCondition::Ready).map(|c| c.1)
 }
 
+/// The image reference the session's container was created from.
+async fn image_of(env: &Env, s: &Session) -> String {
+    let c = env.only_container_of(s).await;
+    c.config.unwrap().image.unwrap()
+}
+
 /// Pulls that ended with `result`, from the agent's own /metrics.
 async fn pulls_ended(agent: &medforge_operator::agent::testing::Agent, result: &str) -> u64 {
     let addr = agent.state.borrow().metrics_addr.expect("metrics address");
@@ -322,4 +328,123 @@ async fn a_pre_pulled_pack_is_pulled_before_any_session_and_every_node_says_so()
     medforge_testkit::remove_image(&docker, &image)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_resolved_once_per_pack_change_and_sessions_run_that_digest() {
+    let env = Env::new().await;
+    let registry = Registry::start(&env.harness, None).await.unwrap();
+    let first = registry
+        .push_unique_as("mf-tagged", "stable", 1 << 20)
+        .await
+        .unwrap();
+    let tag = format!("{}/mf-tagged:stable", registry.host());
+    env.put_pack("tagged", &tag, Vec::new()).await;
+    let mut config = env.config();
+    config.packs_period = Duration::from_millis(300);
+    let agent = env.spawn_agent(config);
+    let packs: Api<Pack> = Api::all(env.client.clone());
+    let resolved = || async {
+        let p = packs.get("tagged").await.unwrap();
+        let st = p.status.clone().unwrap_or_default();
+        (st.observed_generation == p.metadata.generation)
+            .then_some(st.resolved_image)
+            .flatten()
+    };
+    let got =
+        medforge_testkit::eventually("the tag resolved", DEADLINE, || async { resolved().await })
+            .await;
+    assert_eq!(got, first);
+    let p = packs.get("tagged").await.unwrap();
+    let c = conditions::find(
+        &p.status.unwrap().conditions,
+        medforge_crds::PackCondition::Resolved,
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "TagResolved")
+    );
+
+    // A session runs the digest, not the tag.
+    env.create_bound("one", Env::spec("tagged", 0)).await;
+    let one = env
+        .wait_for("one", "Running and Ready", DEADLINE, is_running_and_ready)
+        .await;
+    assert_eq!(image_of(&env, &one).await, first);
+
+    // The tag moves in the registry; the Pack did not change, so nothing
+    // resolves it again: a new session runs the same bytes as the first.
+    let second = registry
+        .push_unique_as("mf-tagged", "stable", 1 << 20)
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    env.create_bound("two", Env::spec("tagged", 0)).await;
+    let two = env
+        .wait_for("two", "Running and Ready", DEADLINE, is_running_and_ready)
+        .await;
+    assert_eq!(image_of(&env, &two).await, first);
+    assert_eq!(resolved().await.as_deref(), Some(first.as_str()));
+
+    // Changing the Pack resolves its tag again, to where it points now.
+    packs
+        .patch(
+            "tagged",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"description": "moved on"}})),
+        )
+        .await
+        .unwrap();
+    medforge_testkit::eventually("the tag resolved again", DEADLINE, || async {
+        resolved().await.as_deref() == Some(second.as_str())
+    })
+    .await;
+
+    let docker = env.docker.clone();
+    env.finish(agent).await;
+    for image in [&first, &second] {
+        medforge_testkit::remove_image(&docker, image)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_the_registry_lacks_keeps_sessions_waiting_with_the_reason() {
+    let env = Env::new().await;
+    let registry = Registry::start(&env.harness, None).await.unwrap();
+    let tag = format!("{}/mf-no-such:tag", registry.host());
+    env.put_pack("missing", &tag, Vec::new()).await;
+    let mut config = env.config();
+    config.packs_period = Duration::from_millis(300);
+    let agent = env.spawn_agent(config);
+    env.create_bound("s", Env::spec("missing", 0)).await;
+    let s = env
+        .wait_for(
+            "s",
+            "ImageUnresolved with the registry's reason",
+            DEADLINE,
+            |s| {
+                condition(s, SessionCondition::Ready).is_some_and(|c| {
+                    c.1 == SessionReason::ImageUnresolved.as_str() && c.2.contains("no image")
+                })
+            },
+        )
+        .await;
+    assert!(env.containers_of(&s).await.is_empty(), "nothing made");
+    let packs: Api<Pack> = Api::all(env.client.clone());
+    let p = packs.get("missing").await.unwrap();
+    let c = conditions::find(
+        &p.status.unwrap().conditions,
+        medforge_crds::PackCondition::Resolved,
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ImageNotFound")
+    );
+    env.finish(agent).await;
 }

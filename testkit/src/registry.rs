@@ -219,10 +219,22 @@ impl Registry {
     /// `<host>/<repository>`, removes it from dockerd again, and returns
     /// `<host>/<repository>@sha256:…`: what a Pack names and a node lacks.
     pub async fn push_unique(&self, repository: &str, bytes: usize) -> Result<String> {
+        let tag = format!("t{}", rand::rng().random::<u32>());
+        self.push_unique_as(repository, &tag, bytes).await
+    }
+
+    /// [`Registry::push_unique`] under a tag of the caller's (pushing again
+    /// moves the tag to the new image).
+    pub async fn push_unique_as(
+        &self,
+        repository: &str,
+        tag: &str,
+        bytes: usize,
+    ) -> Result<String> {
         let docker = self.harness.docker();
         let base = self.harness.workload_image().await?;
         let local = format!("{}/{repository}", self.host());
-        let tag = format!("t{}", rand::rng().random::<u32>());
+        let tag = tag.to_string();
         build_with_noise(docker, &base, &format!("{local}:{tag}"), bytes).await?;
         let mut push = docker.push_image(
             &local,

@@ -574,6 +574,43 @@ impl Containers for DockerContainers {
         }
     }
 
+    async fn resolve(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<String, PullError> {
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: c.username.clone(),
+            password: c.password.clone(),
+            identitytoken: c.identity_token.clone(),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let found = self
+            .docker
+            .inspect_registry_image(image, credentials)
+            .await
+            .map_err(|e| match e {
+                BollardError::DockerResponseServerError {
+                    status_code,
+                    message,
+                } => PullError::from_registry(image, Some(status_code), &message),
+                other => PullError::Failed {
+                    image: image.to_string(),
+                    message: format!("Docker: {other}"),
+                },
+            })?;
+        let digest = found
+            .descriptor
+            .digest
+            .filter(|d| medforge_crds::is_pinned(d))
+            .ok_or_else(|| PullError::Failed {
+                image: image.to_string(),
+                message: "the registry answered without a sha256 digest".to_string(),
+            })?;
+        Ok(format!("{}@{digest}", super::runtime::repository_of(image)))
+    }
+
     async fn ensure_network(&self, name: &str) -> Result<(), ContainerError> {
         if self.dedupe_network(name).await? {
             return Ok(());

@@ -152,6 +152,15 @@ impl Pulls {
         PullState::Pulling(first)
     }
 
+    /// The node's credentials for the image's registry (from the policy's
+    /// file, read now).
+    pub fn credentials(&self, image: &str) -> Result<Option<RegistryCredentials>, String> {
+        match &self.policy.auth_file {
+            Some(file) => credentials_for(file, image),
+            None => Ok(None),
+        }
+    }
+
     /// The image's pull as it stands, starting none.
     pub fn peek(&self, image: &str) -> Option<PullState> {
         let now = Instant::now();
@@ -181,13 +190,12 @@ impl Pulls {
             message: "the node agent is shutting down".to_string(),
         })?;
         progress.send_replace(PullProgress::default());
-        let credentials = match &self.policy.auth_file {
-            Some(file) => credentials_for(file, image).map_err(|message| PullError::Failed {
+        let credentials = self
+            .credentials(image)
+            .map_err(|message| PullError::Failed {
                 image: image.to_string(),
                 message,
-            })?,
-            None => None,
-        };
+            })?;
         tracing::info!(%image, with_credentials = credentials.is_some(), "pulling");
         containers.pull(image, credentials.as_ref(), progress).await
     }

@@ -229,6 +229,17 @@ impl PullError {
     }
 }
 
+/// The repository of an image reference, without its tag or digest
+/// (`host:5000/a/b:1.0` is `host:5000/a/b`).
+pub fn repository_of(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rsplit_once(':') {
+        // A colon after the last slash starts a tag; before it, a port.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    }
+}
+
 /// Containers on this node.
 pub trait Containers: Send + Sync + Clone + 'static {
     /// The container with this name or id, `None` when there is none.
@@ -254,6 +265,13 @@ pub trait Containers: Send + Sync + Clone + 'static {
         credentials: Option<&RegistryCredentials>,
         progress: &tokio::sync::watch::Sender<PullProgress>,
     ) -> impl Future<Output = Result<(), PullError>> + Send;
+    /// Asks the image's registry which digest a tag names now; the image
+    /// pinned to it (`name@sha256:…`). Nothing is pulled.
+    fn resolve(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+    ) -> impl Future<Output = Result<String, PullError>> + Send;
     /// Creates the network sessions are attached to, unless it exists.
     fn ensure_network(&self, name: &str)
     -> impl Future<Output = Result<(), ContainerError>> + Send;

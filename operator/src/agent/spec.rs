@@ -296,7 +296,7 @@ pub fn container_spec(
 
     Ok(ContainerSpec {
         name: container_name(&config.container_prefix, &slug),
-        image: pack.spec.image.clone(),
+        image: pack.pinned_image().unwrap_or(&pack.spec.image).to_string(),
         cmd: pack.spec.command.clone(),
         env,
         labels: labels_map,

@@ -35,5 +35,5 @@ pub use retention::{Kept, expired};
 pub use status::{
     pull_message, status_active, status_failed, status_finished, status_gpu_in_use,
     status_image_pulling, status_pull_failed, status_running, status_runtime_unavailable,
-    status_starting, status_stopping, status_waiting_for_port,
+    status_starting, status_stopping, status_waiting, status_waiting_for_port,
 };

@@ -252,6 +252,19 @@ pub fn status_pull_failed(
     (a || b).then_some(d.st)
 }
 
+/// `Ready=False` with `reason` while the session waits before it begins.
+/// `None` when the status already says so.
+pub fn status_waiting(
+    s: &Session,
+    reason: SessionReason,
+    message: &str,
+    now: Timestamp,
+) -> Option<SessionStatus> {
+    let mut d = Draft::of(s, now);
+    d.set(SessionCondition::Ready, Some(false), reason, message)
+        .then_some(d.st)
+}
+
 /// `Ready=False` (`GpuInUse`) while a GPU of the session is held by another
 /// session on this node. `None` when the status already says so.
 pub fn status_gpu_in_use(s: &Session, message: &str, now: Timestamp) -> Option<SessionStatus> {

@@ -99,6 +99,33 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
         }
     }
 
+    /// The Pack names a tag no node agent has resolved for its current
+    /// generation: the session waits (`Ready=False`, `ImageUnresolved`,
+    /// with the Pack's own word on why when it has one).
+    async fn unresolved(&self, pack: &medforge_crds::Pack) -> Result<Next, Error> {
+        let Pass { ctx, s, now, .. } = *self;
+        let why = pack
+            .status
+            .as_ref()
+            .and_then(|st| {
+                medforge_crds::conditions::find(
+                    &st.conditions,
+                    medforge_crds::PackCondition::Resolved,
+                )
+            })
+            .filter(|c| c.status == "False")
+            .map(|c| format!(": {}", c.message))
+            .unwrap_or_default();
+        let msg = format!(
+            "pack {:?} names the tag {}, not resolved to a digest yet{why}",
+            s.spec.pack, pack.spec.image
+        );
+        if let Some(st) = plan::status_waiting(s, SessionReason::ImageUnresolved, &msg, now) {
+            write_status(ctx, s, st).await?;
+        }
+        Ok(Next::Wait(PULL_POLL))
+    }
+
     /// Checks the inputs before anything is made, then writes `Starting`.
     pub(super) async fn begin(&self, dataset: &str) -> Result<Next, Error> {
         let Pass { ctx, s, now, .. } = *self;
@@ -114,8 +141,11 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             Ok(amounts) => amounts,
             Err(e) => return self.fail(e.reason, &e.message).await,
         };
-        if !ctx.containers.image_present(&pack.spec.image).await? {
-            return self.pull(&pack.spec.image).await;
+        let Some(image) = pack.pinned_image() else {
+            return self.unresolved(&pack).await;
+        };
+        if !ctx.containers.image_present(image).await? {
+            return self.pull(image).await;
         }
         // A resumed session has its dataset already: the snapshot it was
         // first cloned from may be long gone.

@@ -49,7 +49,7 @@ impl<C: Containers, W: Workspaces, K: Cluster> Pass<'_, C, W, K> {
             }
             Err(ContainerError::NotFound { what }) => {
                 let msg = format!(
-                    "{what}: the image of pack {:?} is not present on node {}; the node agent never pulls images",
+                    "{what}: the image of pack {:?} is not on node {} (removed, or the Pack changed, since the session began)",
                     s.spec.pack, cfg.node_name
                 );
                 self.fail(SessionReason::ImageNotPresent, &msg).await

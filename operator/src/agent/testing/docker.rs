@@ -188,6 +188,26 @@ impl Containers for FakeContainers {
         Ok(())
     }
 
+    async fn resolve(
+        &self,
+        image: &str,
+        _credentials: Option<&RegistryCredentials>,
+    ) -> Result<String, PullError> {
+        let st = self.state.lock().unwrap();
+        if let Some(e) = st.pull_error.clone() {
+            return Err(e);
+        }
+        let repo = crate::agent::runtime::repository_of(image);
+        st.registry
+            .iter()
+            .find(|i| i.starts_with(&format!("{repo}@")))
+            .cloned()
+            .ok_or_else(|| PullError::NotFound {
+                image: image.to_string(),
+                message: "manifest unknown".to_string(),
+            })
+    }
+
     async fn ensure_network(&self, name: &str) -> Result<(), ContainerError> {
         self.check()?.networks.insert(name.to_string());
         Ok(())
