@@ -150,7 +150,7 @@ impl AgentArgs {
                 self.pull_backoff_max
             );
         }
-        c.pulls = medforge_operator::agent::pulls::PullPolicy {
+        c.pulls = medforge_operator::agent::PullPolicy {
             max_concurrent: self.max_concurrent_pulls as usize,
             backoff_min: self.pull_backoff,
             backoff_max: self.pull_backoff_max,

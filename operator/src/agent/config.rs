@@ -15,7 +15,6 @@ use tokio::sync::watch;
 
 use super::dialer::{Dialer, TcpDialer};
 use super::plan::{StepKind, WorkspaceOnDelete};
-use super::pulls::PullPolicy;
 use crate::gpu::{GpuInventory, StaticInventory};
 use crate::isolation::CommandPrefix;
 
@@ -225,4 +224,28 @@ pub fn host_capacity() -> Option<Capacity> {
         nano_cpus: cpus * 1_000_000_000,
         memory: kib * 1024,
     })
+}
+
+/// How a node pulls.
+#[derive(Debug, Clone)]
+pub struct PullPolicy {
+    /// Pulls running at once.
+    pub max_concurrent: usize,
+    /// The wait after a first failure, doubling up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// A Docker config file (`{"auths": {...}}`) with registry credentials;
+    /// read at every pull, so a rotated file (or Secret) is picked up.
+    pub auth_file: Option<PathBuf>,
+}
+
+impl Default for PullPolicy {
+    fn default() -> Self {
+        PullPolicy {
+            max_concurrent: 2,
+            backoff_min: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            auth_file: None,
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub mod testing;
 pub mod zfs;
 
 pub use cleanup::cleanup;
-pub use config::{AgentConfig, AgentState, StepHook};
+pub use config::{AgentConfig, AgentState, PullPolicy, StepHook};
 pub use driver::drive;
 pub use plan::WorkspaceOnDelete;
 pub use start::{AgentError, run};

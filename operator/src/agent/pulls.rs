@@ -6,13 +6,14 @@
 //! reconcile only looks at them and never waits on one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::{Semaphore, watch};
 
+use super::config::PullPolicy;
 use super::metrics::Metrics;
 use super::runtime::{Containers, PullError, PullProgress, RegistryCredentials};
 
@@ -44,30 +45,6 @@ enum Entry {
         retry_at: Instant,
     },
     Done(Instant),
-}
-
-/// How a node pulls.
-#[derive(Debug, Clone)]
-pub struct PullPolicy {
-    /// Pulls running at once.
-    pub max_concurrent: usize,
-    /// The wait after a first failure, doubling up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// A Docker config file (`{"auths": {...}}`) with registry credentials;
-    /// read at every pull, so a rotated file (or Secret) is picked up.
-    pub auth_file: Option<PathBuf>,
-}
-
-impl Default for PullPolicy {
-    fn default() -> Self {
-        PullPolicy {
-            max_concurrent: 2,
-            backoff_min: Duration::from_secs(10),
-            backoff_max: Duration::from_secs(300),
-            auth_file: None,
-        }
-    }
 }
 
 /// The node's pulls.
