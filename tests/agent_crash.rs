@@ -9,6 +9,13 @@
 //! dockerd or ZFS behind the dead agent's back, restarts the agent and
 //! checks that it converges with exactly one of everything: one container,
 //! one dataset, one snapshot per stop, the session in the phase asked for.
+//!
+//! A second test does the same inside the agent's calls to the control
+//! plane: its kubeconfig names a proxy in this test over plain HTTP
+//! (`support/kube_proxy.rs`), which holds one chosen request (the
+//! finalizer's add or removal, a status write to a phase, the stop's
+//! snapshot record) while the agent is SIGKILLed, then drops it unsent or
+//! forwards it to the control plane behind the dead agent's back.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use medforge_crds::conditions::set_condition;
+use medforge_crds::keys::AGENT_FINALIZER as FINALIZER;
 use medforge_crds::{
     Pack, PackSpec, Session, SessionCondition, SessionPhase, SessionReason, SessionStatus,
     WorkspaceSnapshot,
@@ -30,6 +38,9 @@ use tokio::sync::Notify;
 
 mod support;
 use support::{Proc, host_port, kube_client, scope_label, workload_image_id};
+#[path = "support/kube_proxy.rs"]
+mod kube_proxy;
+use kube_proxy::{KubeProxy, Release};
 
 const NS: &str = "crash";
 const NODE: &str = "crash-node";
@@ -209,6 +220,8 @@ struct Rig {
     client: kube::Client,
     docker: DockerProxy,
     zfs_dir: PathBuf,
+    /// The agent's way to the control plane, when the test holds its calls.
+    api: Option<KubeProxy>,
     agent_args: Vec<String>,
     agent: Option<Proc>,
     starts: usize,
@@ -280,12 +293,12 @@ impl Rig {
         });
     }
 
-    /// SIGKILLs the agent process and waits for it to be gone.
-    fn kill_agent(&mut self) {
+    /// SIGKILLs the agent process and waits for it to be gone; how it ended.
+    fn kill_agent(&mut self) -> std::process::ExitStatus {
         let mut agent = self.agent.take().expect("an agent runs");
         let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-        agent.child.wait().unwrap();
+        agent.child.wait().unwrap()
     }
 
     fn arm_zfs(&self, verb: &str, containing: &str) {
@@ -438,9 +451,140 @@ impl Rig {
             })
             .unwrap_or_default()
     }
+
+    /// The session's WorkspaceSnapshot records.
+    async fn records_of(&self, s: &Session) -> Vec<WorkspaceSnapshot> {
+        let records: Api<WorkspaceSnapshot> = Api::namespaced(self.client.clone(), NS);
+        records
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|r| r.spec.session.uid == s.uid().unwrap())
+            .collect()
+    }
+
+    /// Waits for `name` Running and Ready; checks it has one container and
+    /// its dataset.
+    async fn expect_started(&self, name: &str) -> Session {
+        let s = self.wait_running(name).await;
+        let containers = self.containers_of(&s).await;
+        assert_eq!(containers.len(), 1, "{name}: one container: {containers:?}");
+        assert!(
+            self.scope
+                .dataset_exists(&self.dataset_of(&s))
+                .await
+                .unwrap(),
+            "{name}: the dataset"
+        );
+        s
+    }
+
+    /// Asks for `name` stopped.
+    async fn request_stop(&self, name: &str) {
+        self.sessions()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"state": "Stopped"}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits for `name` Stopped at its owner's request; checks one stop
+    /// snapshot on ZFS, one planned in the status and one record.
+    async fn expect_stopped(&self, name: &str) -> Session {
+        let s = self.wait_phase(name, SessionPhase::Stopped).await;
+        let st = s.status.clone().unwrap();
+        assert_eq!(st.reason.as_deref(), Some("StopRequested"), "{name}");
+        let snapshots = self.snapshots_of(&self.dataset_of(&s)).await;
+        assert_eq!(
+            snapshots.len(),
+            1,
+            "{name}: one stop snapshot: {snapshots:?}"
+        );
+        assert_eq!(
+            st.workspace.unwrap().snapshots.len(),
+            1,
+            "{name}: one planned snapshot"
+        );
+        let records = self.records_of(&s).await;
+        assert_eq!(records.len(), 1, "{name}: one record");
+        s
+    }
+
+    /// Kills the running session's container from outside the agent.
+    async fn kill_container_of(&self, running: &Session) {
+        let id = running
+            .status
+            .as_ref()
+            .unwrap()
+            .container_id
+            .clone()
+            .unwrap();
+        self.harness
+            .docker()
+            .kill_container(
+                &id,
+                None::<medforge_testkit::bollard::query_parameters::KillContainerOptions>,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits for `name` Failed because its container exited; checks one
+    /// `death-` snapshot on ZFS.
+    async fn expect_died(&self, name: &str) -> Session {
+        let s = self.wait_phase(name, SessionPhase::Failed).await;
+        let st = s.status.clone().unwrap();
+        assert_eq!(st.reason.as_deref(), Some("ContainerExited"), "{st:?}");
+        let snapshots = self.snapshots_of(&self.dataset_of(&s)).await;
+        assert_eq!(snapshots.len(), 1, "{name}: one snapshot: {snapshots:?}");
+        assert!(snapshots[0].contains("@death-"), "{snapshots:?}");
+        s
+    }
+
+    /// Waits for `name` (which was `before`) gone; checks no container, the
+    /// dataset retired and one `predelete-` snapshot.
+    async fn expect_deleted(&self, name: &str, before: &Session) {
+        self.wait_for(name, "gone", |s| s.is_none()).await;
+        assert!(
+            self.containers_of(before).await.is_empty(),
+            "{name}: no container"
+        );
+        let dataset = self.dataset_of(before);
+        let retired = self
+            .harness
+            .zfs([
+                "get",
+                "-H",
+                "-o",
+                "value",
+                medforge_crds::keys::dataset::RETIRED,
+                &dataset,
+            ])
+            .await
+            .unwrap();
+        assert_ne!(retired.trim(), "-", "{name}: the dataset is retired");
+        let predelete: Vec<String> = self
+            .snapshots_of(&dataset)
+            .await
+            .into_iter()
+            .filter(|s| s.contains("@predelete-"))
+            .collect();
+        assert_eq!(
+            predelete.len(),
+            1,
+            "{name}: one BeforeDelete snapshot: {predelete:?}"
+        );
+    }
 }
 
-async fn rig() -> Rig {
+/// The rig; with `api_proxy`, the agent reaches the control plane through a
+/// [`KubeProxy`] (the test's own client goes direct).
+async fn rig(api_proxy: bool) -> Rig {
     let harness = Harness::get().await.expect("harness");
     let scope = harness.scope().await.expect("scope");
     let tmp = tempfile::Builder::new()
@@ -502,11 +646,19 @@ async fn rig() -> Rig {
     let zfs_dir = dir.join("zfs");
     std::fs::create_dir_all(&zfs_dir).unwrap();
     let zfs = zfs_wrapper(&zfs_dir, harness.zfs_binary());
+    let (api, kubeconfig) = if api_proxy {
+        let proxy = KubeProxy::start(kube_client(&data).await).await;
+        let path = dir.join("agent-kubeconfig");
+        std::fs::write(&path, proxy.kubeconfig()).unwrap();
+        (Some(proxy), path)
+    } else {
+        (None, data.join("kubeconfig"))
+    };
     let agent_args: Vec<String> = [
         "operator",
         "--no-scheduler",
         "--kubeconfig",
-        data.join("kubeconfig").to_str().unwrap(),
+        kubeconfig.to_str().unwrap(),
         "--node-name",
         NODE,
         "--gpus",
@@ -534,6 +686,7 @@ async fn rig() -> Rig {
         client,
         docker,
         zfs_dir,
+        api,
         agent_args,
         agent: None,
         starts: 0,
@@ -588,7 +741,7 @@ async fn kill_inside(rig: &mut Rig, target: &Target) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
-    let mut rig = rig().await;
+    let mut rig = rig(false).await;
     rig.start_agent();
     rig.wait_agent_ready().await;
     let mut report = Vec::new();
@@ -613,13 +766,7 @@ async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
         target.arm(&rig);
         rig.create_bound(name).await;
         let held = kill_inside(&mut rig, &target).await;
-        let s = rig.wait_running(name).await;
-        let containers = rig.containers_of(&s).await;
-        assert_eq!(containers.len(), 1, "{name}: one container: {containers:?}");
-        assert!(
-            rig.scope.dataset_exists(&rig.dataset_of(&s)).await.unwrap(),
-            "{name}"
-        );
+        rig.expect_started(name).await;
         report.push(format!(
             "{name}: killed inside `{held}`, then Running with one container"
         ));
@@ -637,39 +784,9 @@ async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
     ];
     for (name, target) in stop_calls {
         target.arm(&rig);
-        rig.sessions()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"state": "Stopped"}})),
-            )
-            .await
-            .unwrap();
+        rig.request_stop(name).await;
         let held = kill_inside(&mut rig, &target).await;
-        let s = rig.wait_phase(name, SessionPhase::Stopped).await;
-        let st = s.status.clone().unwrap();
-        assert_eq!(st.reason.as_deref(), Some("StopRequested"), "{name}");
-        let snapshots = rig.snapshots_of(&rig.dataset_of(&s)).await;
-        assert_eq!(
-            snapshots.len(),
-            1,
-            "{name}: one stop snapshot: {snapshots:?}"
-        );
-        assert_eq!(
-            st.workspace.unwrap().snapshots.len(),
-            1,
-            "{name}: one planned snapshot"
-        );
-        let records: Api<WorkspaceSnapshot> = Api::namespaced(rig.client.clone(), NS);
-        let mine: Vec<WorkspaceSnapshot> = records
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|r| r.spec.session.uid == s.uid().unwrap())
-            .collect();
-        assert_eq!(mine.len(), 1, "{name}: one record");
+        rig.expect_stopped(name).await;
         report.push(format!(
             "{name} stop: killed inside `{held}`, then Stopped with one snapshot and one record"
         ));
@@ -681,28 +798,9 @@ async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
     let running = rig.wait_running("death").await;
     let target = Target::Zfs("snapshot", "@death-");
     target.arm(&rig);
-    let id = running
-        .status
-        .as_ref()
-        .unwrap()
-        .container_id
-        .clone()
-        .unwrap();
-    rig.harness
-        .docker()
-        .kill_container(
-            &id,
-            None::<medforge_testkit::bollard::query_parameters::KillContainerOptions>,
-        )
-        .await
-        .unwrap();
+    rig.kill_container_of(&running).await;
     let held = kill_inside(&mut rig, &target).await;
-    let s = rig.wait_phase("death", SessionPhase::Failed).await;
-    let st = s.status.clone().unwrap();
-    assert_eq!(st.reason.as_deref(), Some("ContainerExited"), "{st:?}");
-    let snapshots = rig.snapshots_of(&rig.dataset_of(&s)).await;
-    assert_eq!(snapshots.len(), 1, "death: one snapshot: {snapshots:?}");
-    assert!(snapshots[0].contains("@death-"), "{snapshots:?}");
+    rig.expect_died("death").await;
     report.push(format!(
         "death: killed inside `{held}`, then Failed (ContainerExited) with one death snapshot"
     ));
@@ -726,41 +824,240 @@ async fn an_agent_killed_inside_docker_and_zfs_calls_converges_after_restart() {
             .await
             .unwrap();
         let held = kill_inside(&mut rig, &target).await;
-        rig.wait_for(name, "gone", |s| s.is_none()).await;
-        assert!(
-            rig.containers_of(&before).await.is_empty(),
-            "{name}: no container"
-        );
-        let dataset = rig.dataset_of(&before);
-        let retired = rig
-            .harness
-            .zfs([
-                "get",
-                "-H",
-                "-o",
-                "value",
-                medforge_crds::keys::dataset::RETIRED,
-                &dataset,
-            ])
-            .await
-            .unwrap();
-        assert_ne!(retired.trim(), "-", "{name}: the dataset is retired");
-        let predelete: Vec<String> = rig
-            .snapshots_of(&dataset)
-            .await
-            .into_iter()
-            .filter(|s| s.contains("@predelete-"))
-            .collect();
-        assert_eq!(
-            predelete.len(),
-            1,
-            "{name}: one BeforeDelete snapshot: {predelete:?}"
-        );
+        rig.expect_deleted(name, &before).await;
         report.push(format!(
             "{name} delete: killed inside `{held}`, then gone, the dataset retired once"
         ));
     }
 
+    eprintln!("{}", report.join("\n"));
+    rig.finish().await;
+}
+
+/// Which of the agent's calls to the control plane the kill lands in.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// The finalizer added to a Session the agent sees bound to its node
+    /// for the first time (a JSON patch adding to `metadata.finalizers`).
+    FinalizerAdd,
+    /// The status write that moves the Session to this phase (a replace of
+    /// `…/sessions/<name>/status` whose body has this `status.phase`).
+    Status(SessionPhase),
+    /// The creation of the stop's WorkspaceSnapshot record (a POST of one
+    /// naming the session and a `@stop-` snapshot).
+    RecordCreate,
+    /// The finalizer removed once the cleanup is done (a JSON patch
+    /// removing from `metadata.finalizers`).
+    FinalizerRemove,
+}
+
+impl Call {
+    /// Matches the call for the Session `name`, and nothing else.
+    fn matcher(self, name: &str) -> kube_proxy::Matcher {
+        let session = format!("/namespaces/{NS}/sessions/{name}");
+        let patches_finalizer = move |body: &serde_json::Value, op: &str| {
+            body.as_array().is_some_and(|ops| {
+                ops.iter().any(|o| {
+                    o["op"] == op
+                        && o["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("/metadata/finalizers"))
+                })
+            })
+        };
+        match self {
+            Call::FinalizerAdd => Box::new(move |r| {
+                r.method == "PATCH"
+                    && r.path.ends_with(&session)
+                    && patches_finalizer(&r.body, "add")
+                    && r.body.to_string().contains(FINALIZER)
+            }),
+            Call::FinalizerRemove => Box::new(move |r| {
+                r.method == "PATCH"
+                    && r.path.ends_with(&session)
+                    && patches_finalizer(&r.body, "remove")
+            }),
+            Call::Status(phase) => {
+                let phase = serde_json::to_value(phase).unwrap();
+                let status = format!("{session}/status");
+                Box::new(move |r| {
+                    matches!(r.method.as_str(), "PUT" | "PATCH")
+                        && r.path.ends_with(&status)
+                        && r.body["status"]["phase"] == phase
+                })
+            }
+            Call::RecordCreate => {
+                let (records, name) = (
+                    format!("/namespaces/{NS}/workspacesnapshots"),
+                    name.to_string(),
+                );
+                Box::new(move |r| {
+                    r.method == "POST"
+                        && r.path.ends_with(&records)
+                        && r.body["spec"]["session"]["name"] == name.as_str()
+                        && r.body["spec"]["snapshot"]
+                            .as_str()
+                            .is_some_and(|s| s.contains("@stop-"))
+                })
+            }
+        }
+    }
+
+    /// Whether what the call writes is in the control plane for `name`.
+    async fn landed(self, rig: &Rig, name: &str) -> bool {
+        let s = rig.sessions().get_opt(name).await.unwrap();
+        match self {
+            Call::FinalizerAdd => s.is_some_and(|s| s.finalizers().iter().any(|f| f == FINALIZER)),
+            Call::FinalizerRemove => s.is_none(),
+            Call::Status(phase) => s.is_some_and(|s| s.phase() == phase),
+            Call::RecordCreate => {
+                let s = s.expect("the session exists");
+                rig.records_of(&s)
+                    .await
+                    .iter()
+                    .any(|r| r.spec.snapshot.contains("@stop-"))
+            }
+        }
+    }
+}
+
+/// Once the agent's `call` for `name` (armed before the change that sets it
+/// off) is held at the control-plane proxy: checks its write is not in the
+/// control plane yet, SIGKILLs the agent, waits for the process to be gone
+/// and the proxy to see its connection close under the held request, then
+/// drops or forwards the request and checks the write is there exactly when
+/// it was forwarded (and answered 2xx), and restarts the agent. Returns what
+/// was held, for the report.
+async fn kill_in_api_call(rig: &mut Rig, call: Call, name: &str, how: Release) -> String {
+    let proxy = rig.api.clone().expect("the agent goes through the proxy");
+    let held = proxy.wait_held().await;
+    assert!(
+        !call.landed(rig, name).await,
+        "{name}: {call:?} is held, yet its write is in the control plane"
+    );
+    let pid = rig.agent.as_ref().unwrap().child.id();
+    let exit = rig.kill_agent();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(nix::sys::signal::Signal::SIGKILL as i32),
+        "{name}: the agent ended by SIGKILL"
+    );
+    proxy.wait_hung_up().await;
+    proxy.release(how);
+    let outcome = match how {
+        Release::Drop => "dropped unsent".to_string(),
+        Release::Forward => {
+            let status = proxy.wait_forwarded().await;
+            assert!(
+                (200..300).contains(&status),
+                "{name}: the forwarded {call:?} answered {status}"
+            );
+            format!("forwarded, answered {status}")
+        }
+    };
+    assert_eq!(
+        call.landed(rig, name).await,
+        how == Release::Forward,
+        "{name}: {call:?} {how:?}: its write is in the control plane exactly when forwarded"
+    );
+    rig.start_agent();
+    format!(
+        "{held}` (agent pid {pid} SIGKILLed while it was held, its connection closed under it, \
+         then {outcome})"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_inside_control_plane_calls_converges_after_restart() {
+    let mut rig = rig(true).await;
+    rig.start_agent();
+    rig.wait_agent_ready().await;
+    let proxy = rig.api.clone().unwrap();
+    let mut report = Vec::new();
+    for how in [Release::Drop, Release::Forward] {
+        let v = format!("{how:?}").to_lowercase();
+        let name = |n: &str| format!("{n}-{v}");
+
+        // Start: three new sessions, one per call.
+        let start_calls = [
+            ("a", Call::FinalizerAdd),
+            ("b", Call::Status(SessionPhase::Starting)),
+            ("c", Call::Status(SessionPhase::Running)),
+        ];
+        for (n, call) in start_calls {
+            let name = name(n);
+            proxy.arm(&format!("{call:?} of {name}"), call.matcher(&name));
+            rig.create_bound(&name).await;
+            let held = kill_in_api_call(&mut rig, call, &name, how).await;
+            let s = rig.expect_started(&name).await;
+            let finalizers = s.finalizers().iter().filter(|f| *f == FINALIZER).count();
+            assert_eq!(
+                finalizers,
+                1,
+                "{name}: the finalizer once: {:?}",
+                s.finalizers()
+            );
+            report.push(format!(
+                "{name} start, {call:?}: killed inside `{held}; Running with one container and the finalizer once"
+            ));
+        }
+
+        // Stop: the same three sessions, one call each.
+        let stop_calls = [
+            ("a", Call::Status(SessionPhase::Stopping)),
+            ("b", Call::RecordCreate),
+            ("c", Call::Status(SessionPhase::Stopped)),
+        ];
+        for (n, call) in stop_calls {
+            let name = name(n);
+            proxy.arm(&format!("{call:?} of {name}"), call.matcher(&name));
+            rig.request_stop(&name).await;
+            let held = kill_in_api_call(&mut rig, call, &name, how).await;
+            let s = rig.expect_stopped(&name).await;
+            let records = rig.records_of(&s).await;
+            assert!(
+                records[0]
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.taken_at.is_some()),
+                "{name}: the record has its status: {:?}",
+                records[0].status
+            );
+            report.push(format!(
+                "{name} stop, {call:?}: killed inside `{held}; Stopped with one snapshot and one record"
+            ));
+        }
+
+        // Death: the container killed from outside; the kill lands in the
+        // write of Failed, after the `death-` snapshot.
+        let name_d = name("death");
+        rig.create_bound(&name_d).await;
+        let running = rig.expect_started(&name_d).await;
+        let call = Call::Status(SessionPhase::Failed);
+        proxy.arm(&format!("{call:?} of {name_d}"), call.matcher(&name_d));
+        rig.kill_container_of(&running).await;
+        let held = kill_in_api_call(&mut rig, call, &name_d, how).await;
+        let s = rig.expect_died(&name_d).await;
+        assert_eq!(rig.records_of(&s).await.len(), 1, "{name_d}: one record");
+        report.push(format!(
+            "{name_d}, {call:?}: killed inside `{held}; Failed (ContainerExited) with one death snapshot and one record"
+        ));
+
+        // Delete: the finalizer's removal after the cleanup.
+        let name_a = name("a");
+        let before = rig.sessions().get(&name_a).await.unwrap();
+        let call = Call::FinalizerRemove;
+        proxy.arm(&format!("{call:?} of {name_a}"), call.matcher(&name_a));
+        rig.sessions()
+            .delete(&name_a, &DeleteParams::default())
+            .await
+            .unwrap();
+        let held = kill_in_api_call(&mut rig, call, &name_a, how).await;
+        rig.expect_deleted(&name_a, &before).await;
+        report.push(format!(
+            "{name_a} delete, {call:?}: killed inside `{held}; gone, no container, the dataset retired once"
+        ));
+    }
     eprintln!("{}", report.join("\n"));
     rig.finish().await;
 }
