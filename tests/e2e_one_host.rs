@@ -1,7 +1,8 @@
 //! One host, end to end: `medforge up` and Caddy inside the harness's network
 //! namespace, with the harness's real dockerd and zfs-fuse, driven with real
-//! HTTP and cookies through Caddy. Writes a Markdown evidence report under
-//! `target/evidence/`.
+//! HTTP and cookies through Caddy. Writes its part of the Markdown evidence
+//! report `target/evidence/one-host-evidence.md` (`tests/e2e_one_host_https.rs`
+//! writes the HTTPS part).
 //!
 //! Every client connection is made inside the namespace (`harness.connect`),
 //! never from the host's own network.
@@ -9,154 +10,29 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medforge_testkit::{Harness, HttpResponse, Method, eventually};
 
+#[path = "support/one_host.rs"]
+mod one_host;
 mod support;
+use one_host::{
+    ADMIN, Cookies, DOMAIN, Ports, Proxy, ProxyLog, start_caddy, start_medforge, websocket_echo,
+    write_evidence,
+};
 use serde_json::{Value, json};
 use support::{
-    Account, Proc, assert_success, free_port, scope_label, wait_until_ready, workload_image_id,
+    Account, assert_success, free_port, scope_label, wait_until_ready, workload_image_id,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const DOMAIN: &str = "medforge.test";
-const ADMIN: Account = Account::new("admin@medforge.test", "admin-password-e2e");
-
-struct Ports {
-    apiserver: u16,
-    api: u16,
-    caddy: u16,
-    caddy_admin: u16,
-}
-
-fn spawn(
-    harness: &Harness,
-    name: &'static str,
-    program: &Path,
-    args: &[String],
-    env: &[(&str, String)],
-    dir: &Path,
-) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let mut cmd: Command = harness.netns_command(program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc { name, child, log }
-}
-
-fn start_medforge(
-    harness: &Harness,
-    dir: &Path,
-    ports: &Ports,
-    zfs_root: &str,
-    image: &str,
-    scope_label: &str,
-) -> Proc {
-    let args: Vec<String> = [
-        "up",
-        "--container-label",
-        scope_label,
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-        "--apiserver-listen",
-        &format!("127.0.0.1:{}", ports.apiserver),
-        "--api-listen",
-        &format!("127.0.0.1:{}", ports.api),
-        "--domain",
-        DOMAIN,
-        "--insecure-cookies",
-        "--signup-mode",
-        "open",
-        "--node-name",
-        "e2e-node",
-        "--gpus",
-        "static:2",
-        "--docker-socket",
-        harness.layout().docker_socket.to_str().unwrap(),
-        "--zfs-root",
-        zfs_root,
-        "--zfs-binary",
-        harness.zfs_binary().to_str().unwrap(),
-        "--default-pack-image",
-        image,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    spawn(
-        harness,
-        "medforge-up",
-        Path::new(env!("CARGO_BIN_EXE_medforge")),
-        &args,
-        &[
-            ("MEDFORGE_ADMIN_EMAIL", ADMIN.email.to_string()),
-            ("MEDFORGE_ADMIN_PASSWORD", ADMIN.password.to_string()),
-            ("RUST_LOG", "info".to_string()),
-        ],
-        dir,
-    )
-}
-
-fn start_caddy(harness: &Harness, dir: &Path, ports: &Ports) -> Proc {
-    let home = dir.join("caddy-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let caddyfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/caddy/Caddyfile");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        caddyfile.to_str().unwrap().into(),
-        "--adapter".into(),
-        "caddyfile".into(),
-    ];
-    spawn(
-        harness,
-        "caddy",
-        Path::new("caddy"),
-        &args,
-        &[
-            ("MEDFORGE_DOMAIN", DOMAIN.into()),
-            ("MEDFORGE_API", format!("127.0.0.1:{}", ports.api)),
-            ("MEDFORGE_SCHEME", "http".into()),
-            ("MEDFORGE_TLS", "off".into()),
-            ("MEDFORGE_BIND", "127.0.0.1".into()),
-            ("MEDFORGE_HTTP_PORT", ports.caddy.to_string()),
-            (
-                "MEDFORGE_CADDY_ADMIN",
-                format!("127.0.0.1:{}", ports.caddy_admin),
-            ),
-            ("HOME", home.to_str().unwrap().into()),
-            ("XDG_DATA_HOME", home.join("data").to_str().unwrap().into()),
-            (
-                "XDG_CONFIG_HOME",
-                home.join("config").to_str().unwrap().into(),
-            ),
-        ],
-        dir,
-    )
-}
 
 /// A client that talks to Caddy inside the namespace. Every request it
-/// sends through the proxy is recorded with its status, and a 502 fails the
-/// run at once: this test never expects one (every session host it calls was
-/// reported Ready by the api first, and the api host is up before the first
-/// request).
+/// sends through the proxy is recorded with its status in `log`, and a 502
+/// fails the run at once ([`ProxyLog::record`]).
 struct Client<'a> {
     harness: &'a Harness,
     caddy: SocketAddr,
-    seen: std::sync::Mutex<Vec<(String, u16)>>,
+    log: ProxyLog,
 }
 
 impl Client<'_> {
@@ -194,18 +70,8 @@ impl Client<'_> {
             .http_with_headers(method, self.caddy, path, &headers, bytes)
             .await
             .unwrap_or_else(|e| panic!("{host}{path}: {e}"));
-        self.record(what, r.status);
+        self.log.record(what, r.status);
         r
-    }
-
-    /// Records one answer through the proxy; a 502 fails the run.
-    fn record(&self, what: String, status: u16) {
-        let mut seen = self.seen.lock().unwrap();
-        seen.push((what, status));
-        assert_ne!(
-            status, 502,
-            "502 through the proxy; every request so far:\n{seen:#?}"
-        );
     }
 
     async fn api(
@@ -242,42 +108,6 @@ impl Client<'_> {
         )
         .await
     }
-}
-
-/// Opens a websocket through Caddy and echoes one text frame.
-async fn websocket_echo(
-    harness: &Harness,
-    caddy: SocketAddr,
-    host: &str,
-    cookie: &str,
-    text: &str,
-) -> String {
-    let mut ws = harness.connect(caddy).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nCookie: medforge_session={cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    ws.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        ws.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
-    // One masked text frame (client frames are masked).
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    ws.write_all(&frame).await.unwrap();
-    let mut hdr = [0u8; 2];
-    ws.read_exact(&mut hdr).await.unwrap();
-    let len = (hdr[1] & 0x7f) as usize;
-    let mut payload = vec![0u8; len];
-    ws.read_exact(&mut payload).await.unwrap();
-    String::from_utf8(payload).unwrap()
 }
 
 async fn container_ip_pid(harness: &Harness, name: &str) -> (std::net::IpAddr, i64) {
@@ -353,11 +183,10 @@ async fn evidence_run_on_one_host() {
     let ports = Ports {
         apiserver: free_port(),
         api: free_port(),
-        caddy: free_port(),
-        caddy_admin: free_port(),
     };
+    let caddy_port = free_port();
     let mut report = String::new();
-    writeln!(report, "# MedForge one-host evidence run\n").unwrap();
+    writeln!(report, "# MedForge one-host evidence run: plain HTTP\n").unwrap();
     writeln!(
         report,
         "- domain: `{DOMAIN}`\n- pack image: `{image}`\n- workspace root: `{zfs_root}`\n"
@@ -373,12 +202,21 @@ async fn evidence_run_on_one_host() {
             &zfs_root,
             &image,
             &scope_label,
+            Cookies::Insecure,
         )
     };
     let mut up = start_up();
-    let caddy = start_caddy(&harness, dir.path(), &ports);
+    let caddy = start_caddy(
+        &harness,
+        dir.path(),
+        ports.api,
+        &Proxy::Plain {
+            port: caddy_port,
+            admin: free_port(),
+        },
+    );
     let api_addr: SocketAddr = format!("127.0.0.1:{}", ports.api).parse().unwrap();
-    let caddy_addr: SocketAddr = format!("127.0.0.1:{}", ports.caddy).parse().unwrap();
+    let caddy_addr: SocketAddr = format!("127.0.0.1:{caddy_port}").parse().unwrap();
     wait_until_ready(&harness, api_addr, &up).await;
     if harness
         .wait_for_port(caddy_addr, Duration::from_secs(20))
@@ -390,7 +228,7 @@ async fn evidence_run_on_one_host() {
     let c = Client {
         harness: &harness,
         caddy: caddy_addr,
-        seen: Default::default(),
+        log: ProxyLog::default(),
     };
 
     // Two users sign up; an admin logs in.
@@ -675,14 +513,13 @@ async fn evidence_run_on_one_host() {
     .unwrap();
     assert!(got.text().contains("written through the proxy"));
     let echo = websocket_echo(
-        &harness,
-        caddy_addr,
+        harness.connect(caddy_addr).await.unwrap(),
         &format!("s-{slug_a}.external.{DOMAIN}"),
-        &alice,
+        &format!("medforge_session={alice}"),
         "hello over caddy",
     )
     .await;
-    c.record(
+    c.log.record(
         format!("GET s-{slug_a}.external.{DOMAIN}/ws (websocket)"),
         101,
     );
@@ -1121,26 +958,12 @@ async fn evidence_run_on_one_host() {
         )
         .await;
     }
-    // Client::record failed the run at any 502; this says it in the report.
-    let seen = c.seen.lock().unwrap().clone();
-    assert!(seen.iter().all(|(_, s)| *s != 502));
-    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
-    for (_, s) in &seen {
-        *by_status.entry(*s).or_default() += 1;
-    }
-    writeln!(
-        report,
-        "\n## Every request through the proxy\n\n- {} requests, none answered 502; by status: `{by_status:?}`",
-        seen.len()
-    )
-    .unwrap();
+    // ProxyLog::record failed the run at any 502; this says it in the report.
+    report.push_str(&c.log.summary());
     up.stop(nix::sys::signal::Signal::SIGTERM);
     drop(caddy);
 
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/evidence");
-    std::fs::create_dir_all(&out).unwrap();
-    let file = out.join("one-host-evidence.md");
-    std::fs::write(&file, &report).unwrap();
+    let file = write_evidence("plain HTTP", &report);
     println!("evidence report: {}\n{report}", file.display());
     scope.cleanup().await.unwrap();
 }
