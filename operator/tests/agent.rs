@@ -1002,15 +1002,27 @@ async fn a_starting_agent_records_the_snapshots_it_finds_on_its_pool() {
     let records: Api<WorkspaceSnapshot> = Api::namespaced(env.client.clone(), &env.ns);
     let taken = records.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(taken.len(), 1, "{taken:?}");
-    // As if taken before records existed: the record gone, two more
-    // snapshots by hand, one of them not named by the agent.
+    // As if taken before records existed: the record gone (deleted and,
+    // with no agent to run its finalizer, the finalizer taken off by hand,
+    // so that no agent destroys the snapshot for a deleted record), two
+    // more snapshots by hand, one of them not named by the agent.
+    let record_name = taken[0].metadata.name.clone().unwrap();
     records
-        .delete(
-            &taken[0].metadata.name.clone().unwrap(),
-            &Default::default(),
+        .delete(&record_name, &Default::default())
+        .await
+        .unwrap();
+    records
+        .patch(
+            &record_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
         )
         .await
         .unwrap();
+    assert!(
+        records.get_opt(&record_name).await.unwrap().is_none(),
+        "the record is gone before the agent starts"
+    );
     let dataset = env.dataset_of(&s);
     for name in ["death-1700000000000", "backup"] {
         env.harness
