@@ -1,10 +1,14 @@
-//! The test harness: an API over the in-memory control plane and a real database
-//! (a SQLite file in a temporary directory, or a database of its own in a
-//! throwaway PostgreSQL cluster), and a small request builder over `oneshot`.
+//! The test harness: an API over a control plane (the in-memory one, or the
+//! embedded one with the real scheduler and a node agent: `cluster`) and a
+//! real database (a SQLite file in a temporary directory, or a database of
+//! its own in the shared PostgreSQL cluster: `crate::postgres`), and a small
+//! request builder over `oneshot`.
+
+pub mod cluster;
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,12 +17,14 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use medforge_api::backend::{MemoryBackend, MemoryBackendConfig};
+use medforge_api::backend::{MemoryBackend, MemoryBackendConfig, SessionBackend};
 use medforge_api::{Api, ApiConfig, AppState, Db, PasswordHashing};
+use medforge_crds::Session;
 use serde_json::Value;
 use tower::ServiceExt;
+
+pub use self::cluster::{Cluster, Plane};
 
 /// The base domain of every test API.
 pub const DOMAIN: &str = "medforge.test";
@@ -30,20 +36,22 @@ pub const GOOD_ORIGIN: &str = "https://medforge.test";
 pub enum TestEnv {
     /// A SQLite file per app.
     Sqlite,
-    /// A database per app in a shared PostgreSQL cluster, reached through its admin URL.
+    /// A database per app in the shared PostgreSQL cluster, reached through
+    /// its admin URL, named `<prefix>_<n>` (the prefix is the test's).
     Postgres {
         /// `postgres://postgres@127.0.0.1:<port>`
         base_url: String,
+        /// `t_<pid>_<test>`: the scenario's databases, dropped after it.
+        prefix: String,
     },
 }
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// One scenario, runnable on either database.
-pub type Scenario = fn(TestEnv) -> BoxFuture<'static, ()>;
-
-/// Declares scenarios: each becomes a SQLite test here and is listed in `SCENARIOS`
-/// for the PostgreSQL suite.
+/// Declares scenarios: each becomes a test on SQLite (`on_sqlite::<name>`)
+/// and one on PostgreSQL (`on_postgres::<name>`). A scenario chooses its
+/// control plane itself: `env.app()` is the in-memory one, `env.on(plane)`
+/// the embedded one ([`Plane`]).
 #[macro_export]
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
@@ -55,9 +63,14 @@ macro_rules! scenarios {
                 }
             )*
         }
-        pub const SCENARIOS: &[(&str, $crate::common::Scenario)] = &[
-            $( (concat!(module_path!(), "::", stringify!($name)), |env| Box::pin($name(env))) ),*
-        ];
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::postgres::scenario(super::$name).await
+                }
+            )*
+        }
     };
 }
 
@@ -96,22 +109,64 @@ pub fn test_config(data_dir: PathBuf) -> ApiConfig {
 }
 
 impl TestEnv {
-    /// An app with the test defaults, one node of 4 GPUs and the Pack `default`.
+    /// An app on the in-memory control plane with the test defaults, one
+    /// node of 4 GPUs and the Pack `default`.
     pub async fn app(&self) -> TestApp {
         self.app_with(|_| {}, memory_defaults()).await
     }
 
-    /// An app with a changed configuration and control plane.
+    /// An app on the in-memory control plane with a changed configuration.
     pub async fn app_with(
         &self,
         configure: impl FnOnce(&mut ApiConfig),
         memory: MemoryBackendConfig,
     ) -> TestApp {
+        let backend = MemoryBackend::new(memory);
+        backend.add_node("node-a", 4);
+        // The configured default Pack, as `medforge up` applies it.
+        backend.put_pack(pack("default", serde_json::json!({})));
+        self.start(
+            configure,
+            Arc::new(backend.clone()),
+            Backing::Memory(backend),
+        )
+        .await
+    }
+
+    /// An app on the embedded control plane with `plane` beside it (the real
+    /// scheduler, a node agent), its node `node-a` and the Pack `default`.
+    pub async fn on(&self, plane: Plane) -> TestApp {
+        self.on_with(|_| {}, plane).await
+    }
+
+    /// An app on the embedded control plane with a changed configuration.
+    /// Waits are longer than on the in-memory one: real components decide.
+    pub async fn on_with(&self, configure: impl FnOnce(&mut ApiConfig), plane: Plane) -> TestApp {
+        let cluster = Cluster::start(plane).await;
+        let backend = cluster.backend();
+        self.start(
+            |c| {
+                c.sessions.schedule_timeout = Duration::from_secs(30);
+                c.sessions.ready_timeout = Duration::from_secs(30);
+                configure(c);
+            },
+            backend,
+            Backing::Cluster(Box::new(cluster)),
+        )
+        .await
+    }
+
+    async fn start(
+        &self,
+        configure: impl FnOnce(&mut ApiConfig),
+        backend: Arc<dyn SessionBackend>,
+        backing: Backing,
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path().to_path_buf());
-        if let TestEnv::Postgres { base_url } = self {
+        if let TestEnv::Postgres { base_url, prefix } = self {
             let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let name = format!("t_{}_{n}", std::process::id());
+            let name = format!("{prefix}_{n}");
             create_database(base_url, &name).await;
             config.database_url = Some(format!("{base_url}/{name}"));
         }
@@ -120,19 +175,15 @@ impl TestEnv {
             .await
             .expect("database");
         db.migrate().await.expect("migrations");
-        let backend = MemoryBackend::new(memory);
-        backend.add_node("node-a", 4);
-        // The configured default Pack, as `medforge up` applies it.
-        backend.put_pack(pack("default", serde_json::json!({})));
-        let api = Api::with_db(config, db, Arc::new(backend.clone()));
+        let api = Api::with_db(config, db, backend);
         assert!(
-            api.wait_synced(Duration::from_secs(5)).await,
+            api.wait_synced(Duration::from_secs(10)).await,
             "watch synced"
         );
         TestApp {
             router: api.router(),
             api,
-            backend,
+            backend: backing,
             _dir: dir,
         }
     }
@@ -150,15 +201,55 @@ async fn create_database(base_url: &str, name: &str) {
     let _ = conn.close().await;
 }
 
+/// The control plane of a test app. `t.backend.…` is the in-memory one (a
+/// scenario on the embedded one that reaches for it fails, naming
+/// [`TestApp::cluster`]).
+pub enum Backing {
+    Memory(MemoryBackend),
+    Cluster(Box<Cluster>),
+}
+
+impl Deref for Backing {
+    type Target = MemoryBackend;
+
+    #[track_caller]
+    fn deref(&self) -> &MemoryBackend {
+        match self {
+            Backing::Memory(memory) => memory,
+            Backing::Cluster(_) => {
+                panic!(
+                    "this app runs on the embedded control plane: use t.cluster(), not t.backend"
+                )
+            }
+        }
+    }
+}
+
 /// A running test API.
 pub struct TestApp {
     /// The API (background tasks run while it lives).
     pub api: Api,
     /// Its router.
     pub router: Router,
-    /// The in-memory control plane.
-    pub backend: MemoryBackend,
+    /// The control plane.
+    pub backend: Backing,
     _dir: tempfile::TempDir,
+}
+
+/// Polls `check` (every 10 ms) until it gives a value, and returns it;
+/// fails the test, naming `what`, after 30 s.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 30 s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A logged-in user.
@@ -322,16 +413,43 @@ impl TestApp {
         res.json()["data"]["session"].clone()
     }
 
-    /// Creates or replaces a Pack in the control plane (as kubectl would).
+    /// Creates or replaces a Pack in the in-memory control plane (as kubectl would).
     pub fn put_pack(&self, name: &str, spec: Value) {
         self.backend.put_pack(pack(name, spec));
     }
 
-    /// Polls until the index shows the session `id` in `phase`.
+    /// The embedded control plane this app runs on.
+    #[track_caller]
+    pub fn cluster(&self) -> &Cluster {
+        match &self.backend {
+            Backing::Cluster(cluster) => cluster,
+            Backing::Memory(_) => panic!("this app runs on the in-memory control plane"),
+        }
+    }
+
+    /// The Session `id` as the control plane stores it.
+    pub async fn stored(&self, id: &str) -> Option<Session> {
+        match &self.backend {
+            Backing::Memory(memory) => memory.session(id),
+            Backing::Cluster(cluster) => cluster.session(id).await,
+        }
+    }
+
+    /// Every Session the control plane stores.
+    pub async fn stored_sessions(&self) -> Vec<Session> {
+        match &self.backend {
+            Backing::Memory(memory) => memory.sessions(),
+            Backing::Cluster(cluster) => cluster.sessions().await,
+        }
+    }
+
+    /// Polls until the index shows the session `id` in `phase` (and, for
+    /// `running`, routable).
     pub async fn wait_phase(&self, id: &str, phase: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(e) = self.state().index().get(id)
+            let seen = self.state().index().get(id);
+            if let Some(e) = &seen
                 && format!("{:?}", e.phase()).eq_ignore_ascii_case(phase)
                 && (phase != "running" || e.upstream.is_some())
             {
@@ -339,7 +457,8 @@ impl TestApp {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "session {id} never reached {phase}"
+                "session {id} never reached {phase}; last seen: {:?}",
+                seen.map(|e| e.session.status.clone())
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -367,9 +486,20 @@ pub struct OneSession {
 }
 
 impl TestEnv {
-    /// An app with one session (not waited for) and the three users around it.
+    /// An app on the in-memory control plane with one session (not waited
+    /// for) and the three users around it.
     pub async fn one_session(&self) -> OneSession {
-        let t = self.app().await;
+        OneSession::around(self.app().await).await
+    }
+
+    /// The same on the embedded control plane with `plane` beside it.
+    pub async fn one_session_on(&self, plane: Plane) -> OneSession {
+        OneSession::around(self.on(plane).await).await
+    }
+}
+
+impl OneSession {
+    async fn around(t: TestApp) -> OneSession {
         let owner = t.user("owner@example.org").await;
         let other = t.user("other@example.org").await;
         let admin = t.admin("root@example.org").await;
@@ -607,161 +737,5 @@ impl Res {
             .iter()
             .map(|e| e["field"].as_str().unwrap().to_owned())
             .collect()
-    }
-}
-
-/// A throwaway PostgreSQL cluster, stopped (by PID, through `pg_ctl stop`) when dropped.
-pub struct PgCluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    /// The port it listens on (127.0.0.1).
-    pub port: u16,
-    /// The postmaster's PID.
-    pub pid: u32,
-    as_postgres: bool,
-}
-
-fn pg_bin_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("MEDFORGE_PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-impl PgCluster {
-    /// Starts a cluster, or says why it cannot (`Err` when the binaries are absent).
-    pub fn start() -> Result<PgCluster, String> {
-        let bin = pg_bin_dir()
-            .ok_or("PostgreSQL server binaries not found (apt-get install postgresql)")?;
-        let uid = Command::new("id")
-            .arg("-u")
-            .output()
-            .map_err(|e| e.to_string())?;
-        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        let dir = tempfile::Builder::new()
-            .prefix("mf-api-pg-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        if as_postgres {
-            // initdb refuses to run as root: the cluster belongs to the postgres user.
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .map_err(|e| e.to_string())?;
-            assert!(status.success(), "chown of the cluster directory failed");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let mut cluster = PgCluster {
-            dir,
-            bin,
-            port,
-            pid: 0,
-            as_postgres,
-        };
-        let data = cluster.data_dir();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        )?;
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-            cluster.dir.path().display()
-        );
-        let log = cluster
-            .dir
-            .path()
-            .join("postgres.log")
-            .display()
-            .to_string();
-        cluster.run(
-            "pg_ctl",
-            &[
-                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
-            ],
-        )?;
-        let pidfile = std::fs::read_to_string(cluster.dir.path().join("data/postmaster.pid"))
-            .map_err(|e| e.to_string())?;
-        cluster.pid = pidfile
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or("no pid in postmaster.pid")?;
-        Ok(cluster)
-    }
-
-    fn data_dir(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        let exe = self.bin.join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let out = cmd
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| format!("{program}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
-            Err(format!(
-                "{program} {args:?} failed: {}{}\n{log}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    /// The admin URL (append `/<database>`).
-    pub fn base_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        let data = self.data_dir();
-        if self
-            .run(
-                "pg_ctl",
-                &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"],
-            )
-            .is_err()
-            && self.pid > 0
-        {
-            // pg_ctl could not stop it: end the postmaster by its PID.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.pid.to_string()])
-                .status();
-        }
     }
 }

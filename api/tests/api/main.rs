@@ -1,6 +1,9 @@
-//! Route tests of the API over the in-memory control plane. Every scenario runs
-//! on SQLite (one test each) and, in `postgres::all_scenarios`, on a throwaway
-//! PostgreSQL cluster started once for the whole suite.
+//! Route tests of the API. Every scenario runs on SQLite and on PostgreSQL,
+//! each its own test (`<module>::on_sqlite::<name>`, `…::on_postgres::…`),
+//! over the in-memory control plane or, for sessions and snapshots, the
+//! embedded control plane with the real scheduler and a node agent
+//! (`common::cluster`).
+//! Which scenario runs where: `docs/testing.md`, "The api's route tests".
 
 mod common;
 

@@ -1,19 +1,21 @@
-//! Session routes: create (bound, refused, timed out, wait=ready), list, get, stop, delete.
+//! Session routes: create (bound, refused, timed out, wait=ready), list,
+//! get, stop, start, delete. Every scenario runs on the embedded control
+//! plane with the real scheduler (`Plane::scheduler()`), and with a node
+//! agent (`Plane::agent()`) when its sessions must run or stop; one runs
+//! with no scheduler at all.
 
 use std::time::Duration;
 
 use axum::http::Method;
 
-use medforge_api::backend::{
-    MAX_SESSIONS_ANNOTATION, MemoryBackendConfig, OWNER_LABEL, SLUG_KEY, SchedulerMode,
-};
+use medforge_api::backend::{MAX_SESSIONS_ANNOTATION, OWNER_LABEL, SLUG_KEY};
 use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::json;
 
-use crate::common::{Client, OneSession, Res, TestApp, TestEnv};
+use crate::common::{OneSession, Plane, TestApp, TestEnv, eventually, pack};
 
 async fn create_binds_and_answers_201(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let body = json!({"gpus": 2, "idle_timeout": "30m", "max_lifetime": "12h",
                       "resources": {"cpu": "4", "memory": "16Gi", "shm": "2Gi", "pids": 4096}});
@@ -35,15 +37,20 @@ async fn create_binds_and_answers_201(env: TestEnv) {
     assert_eq!(s["gpu_count"], 2);
     assert_eq!(s["gpus"].as_array().unwrap().len(), 2);
     assert_eq!(s["node"], "node-a");
-    assert!(s["phase"] == "scheduled" || s["phase"] == "running", "{s}");
+    // Bound; no agent runs it.
+    assert_eq!(s["phase"], "scheduled", "{s}");
     assert_eq!(
         s["url"].as_str().unwrap(),
         format!("https://s-{slug}.external.medforge.test/")
     );
     assert!(s["created_at"].as_str().is_some());
     assert_eq!(s["error_message"], serde_json::Value::Null);
-    // The resource as written.
-    let session = t.backend.session(id).expect("Session resource");
+    // The resource as written, and bound by the scheduler.
+    let session = t.stored(id).await.expect("Session resource");
+    let status = session.status.clone().unwrap();
+    assert_eq!(status.node_name.as_deref(), Some("node-a"));
+    assert_eq!(status.gpus.len(), 2);
+    assert_eq!(status.slug.as_deref(), Some(slug), "the slug the api chose");
     let labels = session.metadata.labels.clone().unwrap();
     assert_eq!(labels[OWNER_LABEL], ada.id);
     assert_eq!(labels[SLUG_KEY], slug);
@@ -63,7 +70,7 @@ async fn create_binds_and_answers_201(env: TestEnv) {
 }
 
 async fn create_rejects_bad_input(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let create = |body: serde_json::Value| t.create_session(&ada, body);
     let refused: [(serde_json::Value, &[&str]); 9] = [
@@ -117,11 +124,11 @@ async fn create_rejects_bad_input(env: TestEnv) {
         .send()
         .await
         .problem(401, "unauthenticated");
-    assert!(t.backend.sessions().is_empty(), "nothing was created");
+    assert!(t.stored_sessions().await.is_empty(), "nothing was created");
 }
 
 async fn each_maximum_is_enforced_and_named(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     // The default policy's maxima (`SessionPolicy::default`), one over each.
     let over: [(serde_json::Value, &str, &str); 8] = [
@@ -188,20 +195,16 @@ async fn each_maximum_is_enforced_and_named(env: TestEnv) {
             "gpus"
         ]
     );
-    assert!(t.backend.sessions().is_empty(), "nothing was created");
+    assert!(t.stored_sessions().await.is_empty(), "nothing was created");
 
     // A Pack's maxima are lower still, and say so; a GPU count the body
     // leaves out is lowered to the Pack's maximum, not refused.
-    let mut small = medforge_crds::Pack::new(
-        "small",
-        serde_json::from_value(json!({
-            "image": format!("sha256:{}", "a".repeat(64)),
-            "maxima": {"memory": "4Gi", "gpus": 0, "idleTimeout": "1h"},
-        }))
-        .unwrap(),
-    );
-    small.metadata.name = Some("small".into());
-    t.backend.put_pack(small);
+    t.cluster()
+        .put_pack(pack(
+            "small",
+            json!({"maxima": {"memory": "4Gi", "gpus": 0, "idleTimeout": "1h"}}),
+        ))
+        .await;
     let problem = t
         .create_session(
             &ada,
@@ -234,39 +237,40 @@ async fn each_maximum_is_enforced_and_named(env: TestEnv) {
             .error_fields(),
         ["gpus"]
     );
-    // At the maxima, and with the GPU count left to the Pack, it is created.
+    // At the maxima, and with the GPU count left to the Pack, it is
+    // created (and bound without a GPU: this scheduler allows it, as the
+    // quickstart's does).
     let res = t
         .create_session(
             &ada,
             json!({"pack": "small", "resources": {"memory": "4Gi"}, "idle_timeout": "1h"}),
         )
         .await;
-    assert_eq!(res.data(201)["session"]["gpu_count"], 0);
+    let created = res.data(201)["session"].clone();
+    assert_eq!(created["gpu_count"], 0);
+    let stored = t.stored(created["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(stored.spec.gpus, 0);
+    assert_eq!(stored.spec.idle_timeout.as_deref(), Some("1h"));
 
     // A Pack's default GPU count is what a body without one gets.
-    let mut duo = medforge_crds::Pack::new(
-        "duo",
-        serde_json::from_value(json!({
-            "image": format!("sha256:{}", "a".repeat(64)),
-            "sessionDefaults": {"gpus": 2},
-        }))
-        .unwrap(),
-    );
-    duo.metadata.name = Some("duo".into());
-    t.backend.put_pack(duo);
+    t.cluster()
+        .put_pack(pack("duo", json!({"sessionDefaults": {"gpus": 2}})))
+        .await;
     let bob = t.user("bob@example.org").await;
     let res = t.create_session(&bob, json!({"pack": "duo"})).await;
-    assert_eq!(res.data(201)["session"]["gpu_count"], 2);
+    let created = res.data(201)["session"].clone();
+    assert_eq!(created["gpu_count"], 2);
+    assert_eq!(created["gpus"].as_array().unwrap().len(), 2, "{created}");
 }
 
 async fn internal_sessions_need_permission(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let admin = t.admin("root@example.org").await;
     t.post_as(&ada, "/api/v2/internal/sessions")
         .await
         .problem(403, "internal_not_allowed");
-    assert!(t.backend.sessions().is_empty());
+    assert!(t.stored_sessions().await.is_empty());
     t.req(
         axum::http::Method::PATCH,
         &format!("/api/v2/admin/users/{}", ada.id),
@@ -292,12 +296,12 @@ async fn internal_sessions_need_permission(env: TestEnv) {
 }
 
 async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let ada = t.user("ada@example.org").await;
     let res = t.create_session(&ada, json!({"gpus": 5})).await;
     res.problem_mentioning(409, "no_gpu_available", "GPU");
     assert!(
-        t.backend.sessions().is_empty(),
+        t.stored_sessions().await.is_empty(),
         "the refused Session is deleted"
     );
 
@@ -313,7 +317,8 @@ async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
     .await
     .data(200);
     let first = t.session(&ada).await;
-    let stored = t.backend.session(first["id"].as_str().unwrap()).unwrap();
+    let first_id = first["id"].as_str().unwrap();
+    let stored = t.stored(first_id).await.unwrap();
     assert_eq!(
         stored.metadata.annotations.unwrap()[MAX_SESSIONS_ANNOTATION],
         "1"
@@ -321,29 +326,21 @@ async fn refused_sessions_give_409_and_leave_nothing(env: TestEnv) {
     t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(409, "user_limit_reached");
-    assert_eq!(t.backend.sessions().len(), 1);
-    // Once stopped, it no longer counts.
-    t.post_as(
-        &ada,
-        &format!(
-            "/api/v2/external/sessions/{}/stop",
-            first["id"].as_str().unwrap()
-        ),
-    )
-    .await
-    .data(202);
+    assert_eq!(t.stored_sessions().await.len(), 1);
+    // Once stopped (by its agent), it no longer counts.
+    t.post_as(&ada, &format!("/api/v2/external/sessions/{first_id}/stop"))
+        .await
+        .data(202);
+    t.wait_phase(first_id, "stopped").await;
     t.session(&ada).await;
 }
 
 async fn concurrent_creates_at_limit_one(env: TestEnv) {
     let t = env
-        .app_with(
-            |_| {},
-            MemoryBackendConfig {
-                default_user_limit: 1,
-                ..MemoryBackendConfig::default()
-            },
-        )
+        .on(Plane {
+            user_limit: 1,
+            ..Plane::scheduler()
+        })
         .await;
     let ada = t.user("ada@example.org").await;
     let create = || t.post("/api/v2/external/sessions").cookie(&ada).send();
@@ -353,59 +350,39 @@ async fn concurrent_creates_at_limit_one(env: TestEnv) {
     assert_eq!(statuses, [201, 409], "{} / {}", a.text(), b.text());
     let refused = if a.status.as_u16() == 409 { &a } else { &b };
     refused.problem(409, "user_limit_reached");
-    assert_eq!(t.backend.sessions().len(), 1, "exactly one Session remains");
+    assert_eq!(
+        t.stored_sessions().await.len(),
+        1,
+        "exactly one Session remains"
+    );
 }
 
 async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
+    // No scheduler runs.
     let t = env
-        .app_with(
+        .on_with(
             |c| c.sessions.schedule_timeout = Duration::from_millis(200),
-            MemoryBackendConfig {
-                scheduler: SchedulerMode::Manual,
-                ..MemoryBackendConfig::default()
-            },
+            Plane::no_scheduler(),
         )
         .await;
     let ada = t.user("ada@example.org").await;
     let res = t.post_as(&ada, "/api/v2/external/sessions").await;
     res.problem(503, "scheduler_timeout");
     assert_eq!(res.header("retry-after"), Some("5"));
-    assert!(t.backend.sessions().is_empty());
+    assert!(t.stored_sessions().await.is_empty());
     // The control plane down: 503 too.
-    t.backend.set_reachable(false);
+    t.cluster().stop_control_plane().await;
     t.post_as(&ada, "/api/v2/external/sessions")
         .await
         .problem(503, "control_plane_unavailable");
 }
 
-/// An app whose create waits `ready_timeout` for Ready and whose simulated
-/// agent starts a session `start_after` binding (never with `None`), ada, and
-/// her first `POST …/sessions?wait=ready`.
-async fn create_waiting_for_ready(
-    env: TestEnv,
-    ready_timeout: Duration,
-    start_after: Option<Duration>,
-) -> (TestApp, Client, Res) {
-    let t = env
-        .app_with(
-            |c| c.sessions.ready_timeout = ready_timeout,
-            MemoryBackendConfig {
-                start_after,
-                ..MemoryBackendConfig::default()
-            },
-        )
-        .await;
+async fn wait_ready_returns_once_ready(env: TestEnv) {
+    let t = env.on(Plane::agent()).await;
     let ada = t.user("ada@example.org").await;
     let res = t
         .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
-    (t, ada, res)
-}
-
-async fn wait_ready_returns_once_ready(env: TestEnv) {
-    let (_t, _ada, res) =
-        create_waiting_for_ready(env, Duration::from_secs(5), Some(Duration::from_millis(50)))
-            .await;
     let data = res.data(201);
     assert_eq!(data["message"], "Session ready.");
     assert_eq!(data["session"]["phase"], "running");
@@ -414,42 +391,41 @@ async fn wait_ready_returns_once_ready(env: TestEnv) {
 }
 
 async fn wait_ready_answers_202_or_409_when_not_ready(env: TestEnv) {
-    let (t, ada, res) = create_waiting_for_ready(env, Duration::from_millis(200), None).await;
-    let data = res.data(202);
-    assert_eq!(data["session"]["phase"], "scheduled");
-    assert_eq!(data["session"]["ready"], false);
-
-    // A session that fails while starting: the simulated agent marks the next one Failed.
-    let first_id = data["session"]["id"].as_str().unwrap().to_owned();
-    let backend = t.backend.clone();
-    let failer = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let next = backend.sessions().into_iter().find(|s| {
-                s.metadata.name.as_deref() != Some(first_id.as_str())
-                    && s.phase() == SessionPhase::Scheduled
-            });
-            if let Some(s) = next {
-                backend.update_status(s.metadata.name.as_deref().unwrap(), |st| {
-                    st.phase = Some(SessionPhase::Failed);
-                    st.reason = Some("ImageMissing".into());
-                    st.message = Some("image not present on node-a".into());
-                });
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no second session");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
+    let t = env
+        .on_with(
+            |c| c.sessions.ready_timeout = Duration::from_secs(2),
+            Plane::agent(),
+        )
+        .await;
+    let ada = t.user("ada@example.org").await;
+    // The workload does not listen yet: not Ready within the wait.
+    t.cluster().ports.set_open(false);
     let res = t
         .post_as(&ada, "/api/v2/external/sessions?wait=ready")
         .await;
-    failer.await.unwrap();
-    res.problem_mentioning(409, "session_failed", "image not present");
+    let data = res.data(202);
+    assert_eq!(data["session"]["phase"], "starting", "{data}");
+    assert_eq!(data["session"]["ready"], false);
+
+    // A session that fails while starting: its Pack's image is not on the
+    // node, and a local image id cannot be pulled.
+    t.cluster()
+        .put_pack(pack(
+            "elsewhere",
+            json!({"image": format!("sha256:{}", "b".repeat(64))}),
+        ))
+        .await;
+    let res = t
+        .post("/api/v2/external/sessions?wait=ready")
+        .cookie(&ada)
+        .json(json!({"pack": "elsewhere"}))
+        .send()
+        .await;
+    res.problem_mentioning(409, "session_failed", "not present on node node-a");
 }
 
 async fn list_shows_own_sessions_paginated(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let ada = t.user("ada@example.org").await;
     let bob = t.user("bob@example.org").await;
     let admin = t.admin("root@example.org").await;
@@ -554,7 +530,7 @@ impl OneSession {
 }
 
 async fn get_shows_one_session_to_its_owner(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let path = format!("/api/v2/external/sessions/{id}");
@@ -570,7 +546,7 @@ async fn get_shows_one_session_to_its_owner(env: TestEnv) {
 }
 
 async fn stop_is_idempotent(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     f.hides_from_others(Method::POST, "/stop").await;
     let path = format!("/api/v2/external/sessions/{id}/stop");
@@ -578,7 +554,7 @@ async fn stop_is_idempotent(env: TestEnv) {
     assert_eq!(first["message"], "Session stop requested.");
     assert_eq!(first["session"]["state"], "stopped");
     assert_eq!(
-        t.backend.session(id).unwrap().spec.state,
+        t.stored(id).await.unwrap().spec.state,
         DesiredState::Stopped
     );
     t.wait_phase(id, "stopped").await;
@@ -589,7 +565,7 @@ async fn stop_is_idempotent(env: TestEnv) {
 }
 
 async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     f.hides_from_others(Method::POST, "/start").await;
     let path = format!("/api/v2/external/sessions/{id}/start");
@@ -600,9 +576,9 @@ async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
         running["message"],
         "Session is already running or starting."
     );
-    let generation = t.backend.session(id).unwrap().metadata.generation;
+    let generation = t.stored(id).await.unwrap().metadata.generation;
     assert_eq!(
-        t.backend.session(id).unwrap().metadata.generation,
+        t.stored(id).await.unwrap().metadata.generation,
         generation,
         "nothing written for a running session"
     );
@@ -619,7 +595,7 @@ async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
     assert_eq!(started["message"], "Session starting.");
     assert_eq!(view(&started)["state"], "running");
     assert_ne!(view(&started)["phase"], "stopped");
-    let stored = t.backend.session(id).unwrap();
+    let stored = t.stored(id).await.unwrap();
     assert_eq!(stored.spec.state, DesiredState::Running);
     assert!(stored.spec.resume_requested_at.is_some());
     assert_eq!(
@@ -635,15 +611,16 @@ async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
     assert_eq!(after["url"], before["url"], "the same URL");
     assert!(after["url"].as_str().is_some());
 
-    // A session stopped on its own keeps `state: running`; start still works.
-    let generation = t.backend.session(id).unwrap().metadata.generation;
-    t.backend.update_status(id, |st| {
-        st.phase = Some(SessionPhase::Stopped);
-        st.stopped_generation = generation;
-        st.gpus.clear();
-        st.upstream = None;
-    });
-    t.wait_phase(id, "stopped").await;
+    // A session that ended on its own (its container died: Failed) keeps
+    // `state: running`; start still works.
+    t.cluster().kill_container(id, 1).await;
+    t.wait_phase(id, "failed").await;
+    let failed = t.stored(id).await.unwrap();
+    assert_eq!(failed.spec.state, DesiredState::Running);
+    assert_eq!(
+        failed.status.unwrap().reason.as_deref(),
+        Some("ContainerExited")
+    );
     let again = t.post_as(&f.admin, &path).await.data(202);
     assert_eq!(
         again["message"], "Session starting.",
@@ -653,7 +630,7 @@ async fn start_resumes_a_stopped_session_on_the_same_url(env: TestEnv) {
 }
 
 async fn two_starts_racing_for_the_last_gpus_one_wins(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let ada = t.user("ada@example.org").await;
     let bob = t.user("bob@example.org").await;
     let carol = t.user("carol@example.org").await;
@@ -685,7 +662,7 @@ async fn two_starts_racing_for_the_last_gpus_one_wins(env: TestEnv) {
     };
     winner.0.data(202);
     loser.0.problem_mentioning(409, "no_gpu_available", "GPU");
-    let lost = t.backend.session(loser.1).unwrap();
+    let lost = t.stored(loser.1).await.unwrap();
     assert_eq!(
         lost.spec.state,
         DesiredState::Stopped,
@@ -697,7 +674,8 @@ async fn two_starts_racing_for_the_last_gpus_one_wins(env: TestEnv) {
 }
 
 async fn delete_is_for_admins(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
+    f.t.wait_phase(&f.id, "running").await;
     let (t, id) = (&f.t, f.id.as_str());
     let path = format!("/api/v2/external/sessions/{id}");
     let delete = |p: &str| t.req(Method::DELETE, p).cookie(&f.admin).send();
@@ -711,14 +689,19 @@ async fn delete_is_for_admins(env: TestEnv) {
     assert_eq!(res.status.as_u16(), 204, "{}", res.text());
     assert!(res.body.is_empty());
     assert!(res.header("x-request-id").is_some());
-    assert!(t.backend.session(id).is_none());
+    // The agent's finalizer holds it until its container and workspace are
+    // dealt with.
+    eventually("the Session gone", async || {
+        t.stored(id).await.is_none().then_some(())
+    })
+    .await;
     t.wait_phase_gone(id).await;
     delete(&path).await.problem(404, "not_found");
 }
 
 impl TestApp {
     async fn wait_phase_gone(&self, id: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.state().index().get(id).is_some() {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -736,7 +719,7 @@ async fn create_session_is_a_function_of_its_own(env: TestEnv) {
     use medforge_api::tokens::Principal;
     use medforge_crds::Exposure;
 
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let user = medforge_api::users::get_user(t.state().db(), &ada.id)
         .await
@@ -756,7 +739,7 @@ async fn create_session_is_a_function_of_its_own(env: TestEnv) {
     let Created::Scheduled(entry) = created else {
         panic!("{created:?}");
     };
-    let stored = t.backend.session(&entry.name).expect("the Session exists");
+    let stored = t.stored(&entry.name).await.expect("the Session exists");
     assert_eq!(stored.spec.owner, ada.id);
     assert_eq!(stored.spec.gpus, 1);
 
@@ -785,7 +768,7 @@ async fn create_session_is_a_function_of_its_own(env: TestEnv) {
         "{refused:?}"
     );
     assert_eq!(
-        t.backend.sessions().len(),
+        t.stored_sessions().await.len(),
         1,
         "only the first reached the control plane"
     );

@@ -1,18 +1,22 @@
-//! Snapshot routes over the in-memory control plane, whose simulated node
-//! agent records a `Stop` snapshot when a session stops, takes manual
-//! snapshots and releases deleted records: list (own, all for admins, by
-//! session, in pages), get, delete, manual snapshots of a running session,
-//! restoring a new session from one, the session view's snapshots and the
-//! snapshot events.
+//! Snapshot routes on the embedded control plane with the real scheduler
+//! (`common::cluster`): list (own, all for admins, by session, in pages),
+//! get, delete, manual snapshots of a running session, restoring a new
+//! session from one, the session view's snapshots and the snapshot events.
+//!
+//! Where sessions run, the node agent of `node-a` runs too, and its
+//! snapshot records are the real ones: it records a `Stop` snapshot when a
+//! session stops, takes a manual snapshot (or refuses it), holds each
+//! record of its node with its finalizer and destroys the ZFS snapshot (in
+//! its fake) when the record is deleted, unless a workspace was cloned from
+//! it. A record a scenario writes by hand is there for the agent to decide,
+//! or on `node-b`, where no agent runs; the list scenario runs no agent at
+//! all, and one scenario starts the scheduler late.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use medforge_api::backend::{
-    MemoryBackendConfig, SchedulerMode, SessionBackend, SnapshotDeletion, set_condition,
-};
+use medforge_api::backend::{SnapshotDeletion, set_condition};
 use medforge_crds::keys::{
     OWNER_LABEL, SNAPSHOT_FINALIZER, SNAPSHOT_RETENTION_ANNOTATION, container::SESSION_UID,
 };
@@ -23,17 +27,9 @@ use medforge_crds::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Client, OneSession, TestApp, TestEnv, memory_defaults};
+use crate::common::cluster::NODE;
+use crate::common::{Client, OneSession, Plane, TestApp, TestEnv, eventually};
 use crate::events::EventReader;
-
-/// Polls `check` until it holds (5 s at most).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// What a record says of itself, for [`record`].
 #[derive(Clone, Copy)]
@@ -105,35 +101,63 @@ fn record(
 }
 
 impl TestApp {
-    /// Stores a record and waits until the api's index has it.
+    /// Stores a record (as written, its creation time the control
+    /// plane's) and waits until the api's index has it as stored or newer
+    /// (an agent may have written it since; the embedded control plane's
+    /// resource versions are numbers that only grow).
     async fn put(&self, r: WorkspaceSnapshot) -> String {
         let name = r.metadata.name.clone().unwrap();
-        let rv = self.backend.put_snapshot(r).metadata.resource_version;
+        let version = |r: &WorkspaceSnapshot| -> u64 {
+            r.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .expect("a numeric resource version")
+        };
+        let stored = version(&self.cluster().put_record(r).await);
         let index = self.state().snapshots().clone();
-        eventually(&format!("{name} indexed"), || {
+        eventually(&format!("{name} indexed"), async || {
             index
                 .get(&name)
-                .is_some_and(|e| e.record.metadata.resource_version == rv)
+                .is_some_and(|e| version(&e.record) >= stored)
+                .then_some(())
         })
         .await;
         name
     }
 
-    /// A session's uid.
-    fn uid(&self, id: &str) -> String {
-        self.backend.session(id).unwrap().metadata.uid.unwrap()
+    /// Waits until the api's index shows the record `name` in `state` (as
+    /// the api shows it); its view.
+    async fn snapshot_state(&self, who: &Client, name: &str, state: &str) -> Value {
+        eventually(&format!("{name} {state}"), async || {
+            let got = self.snapshot_as(who, name).await;
+            (got["state"] == state).then_some(got)
+        })
+        .await
     }
 
-    /// Stops `who`'s session `id` and returns the id of the snapshot its stop made.
+    /// A session's uid.
+    async fn uid(&self, id: &str) -> String {
+        self.stored(id).await.unwrap().metadata.uid.unwrap()
+    }
+
+    /// Stops `who`'s session `id` and returns the id of the snapshot its
+    /// stop made (the agent's record, reason `Stop`).
     async fn stop_for_snapshot(&self, who: &Client, id: &str) -> String {
         self.post_as(who, &format!("/api/v2/external/sessions/{id}/stop"))
             .await
             .data(202);
         self.wait_phase(id, "stopped").await;
-        let uid = self.uid(id);
+        let uid = self.uid(id).await;
         let index = self.state().snapshots().clone();
-        eventually("the stop's snapshot", || !index.of_session(&uid).is_empty()).await;
-        index.of_session(&uid)[0].name.clone()
+        eventually("the stop's snapshot", async || {
+            index
+                .of_session(&uid)
+                .iter()
+                .find(|e| e.record.spec.reason == SnapshotReason::Stop)
+                .map(|e| e.name.clone())
+        })
+        .await
     }
 
     /// `GET /api/v2/snapshots/{id}` as `who`: its data.
@@ -184,26 +208,29 @@ fn ids(list: &Value) -> Vec<String> {
 }
 
 async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
-    let uid = t.uid(id);
+    let uid = t.uid(id).await;
     // The Session's own retention travels to its snapshots.
     let retention = r#"{"keepLast": 2, "keepDays": 1}"#;
-    t.backend
+    t.cluster()
+        .backend()
         .annotate(id, SNAPSHOT_RETENTION_ANNOTATION, retention)
         .await
         .unwrap();
     let index = t.state().index().clone();
-    eventually("the annotation indexed", || {
-        index.get(id).is_some_and(|e| {
-            e.session
-                .metadata
-                .annotations
-                .as_ref()
-                .unwrap()
-                .contains_key(SNAPSHOT_RETENTION_ANNOTATION)
-        })
+    eventually("the annotation indexed", async || {
+        index
+            .get(id)
+            .is_some_and(|e| {
+                e.session
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(SNAPSHOT_RETENTION_ANNOTATION))
+            })
+            .then_some(())
     })
     .await;
 
@@ -236,7 +263,8 @@ async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEn
         "{ms} not in {before}..={after}"
     );
     assert_eq!(sid, snapshot_object_name(id, &uid, &format!("manual-{ms}")));
-    let stored = t.backend.snapshot(&sid).expect("the record");
+    let stored = t.cluster().record(&sid).await.expect("the record");
+    let zfs_name = format!("pool/{}/{uid}@manual-{ms}", f.owner.id);
     assert_eq!(
         stored.spec,
         WorkspaceSnapshotSpec {
@@ -246,7 +274,7 @@ async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEn
                 uid: uid.clone()
             },
             node: "node-a".into(),
-            snapshot: format!("pool/{}/{uid}@manual-{ms}", f.owner.id),
+            snapshot: zfs_name.clone(),
             reason: SnapshotReason::Manual,
         }
     );
@@ -258,23 +286,22 @@ async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEn
         retention
     );
 
-    // The simulated agent takes it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let ready = loop {
-        let got = t.snapshot_as(&f.owner, &sid).await;
-        if got["state"] == "ready" {
-            break got;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never ready: {got}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert!(ready["taken_at"].as_str().is_some(), "{ready}");
-    assert!(ready["size_bytes"].as_i64().is_some(), "{ready}");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("manual-{ms}"))
+    // The agent takes it: the ZFS snapshot exists, the record is held by
+    // its finalizer and says when (the time its name carries) and how big.
+    let ready = t.snapshot_state(&f.owner, &sid, "ready").await;
+    assert!(t.cluster().zfs.snapshots().contains(&zfs_name));
+    let taken = t.cluster().record(&sid).await.expect("the record");
+    assert_eq!(
+        taken.metadata.finalizers,
+        Some(vec![SNAPSHOT_FINALIZER.to_owned()])
+    );
+    let taken_at: jiff::Timestamp = ready["taken_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(taken_at.as_second(), ms.div_euclid(1000), "{ready}");
+    // The fake's size of a snapshot is 0.
+    assert_eq!(ready["size_bytes"], 0, "{ready}");
+    assert_eq!(
+        ready["message"],
+        format!("snapshot {zfs_name} exists on node node-a").as_str()
     );
     t.snapshot_as(&f.admin, &sid).await;
     // The session lists it.
@@ -292,20 +319,15 @@ async fn manual_snapshot_of_a_running_session_is_recorded_then_ready(env: TestEn
 }
 
 async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: TestEnv) {
-    let t = env
-        .app_with(
-            |_| {},
-            MemoryBackendConfig {
-                // The agent takes no manual snapshot: they stay pending.
-                snapshot_after: None,
-                ..memory_defaults()
-            },
-        )
-        .await;
+    let t = env.on(Plane::agent()).await;
     let ada = t.user("ada@example.org").await;
     let bob = t.user("bob@example.org").await;
     let id = t.session(&ada).await["id"].as_str().unwrap().to_owned();
     t.wait_phase(&id, "running").await;
+    // ZFS does not answer: the agent cannot take a manual snapshot, and
+    // they stay pending (it tries again every 5 s). A running session's
+    // reconcile does not touch ZFS.
+    t.cluster().zfs.set_down(true);
     let path = format!("/api/v2/external/sessions/{id}/snapshots");
     t.problem(Method::POST, &path, Some(&bob), 404, "not_found")
         .await;
@@ -333,7 +355,7 @@ async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: T
         .await
         .problem(403, "origin_not_allowed");
     assert!(
-        t.backend.snapshots().is_empty(),
+        t.cluster().records().await.is_empty(),
         "nothing recorded for a refused request"
     );
 
@@ -349,11 +371,20 @@ async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: T
     t.take_snapshot(&ada, &id)
         .await
         .problem_mentioning(409, "too_many_pending_snapshots", "3");
-    assert_eq!(t.backend.snapshots().len(), 3);
-    t.backend.take_snapshot(&taken[0]);
+    let records = t.cluster().records().await;
+    assert_eq!(records.len(), 3);
+    assert!(
+        records.iter().all(|r| r.status.is_none()),
+        "none taken while ZFS is down: {records:?}"
+    );
+    // ZFS answers again: the agent takes them.
+    t.cluster().zfs.set_down(false);
     let index = t.state().snapshots().clone();
-    eventually("taken", || {
-        index.get(&taken[0]).is_some_and(|e| e.record.is_ready())
+    eventually("taken", async || {
+        taken
+            .iter()
+            .all(|s| index.get(s).is_some_and(|e| e.record.is_ready()))
+            .then_some(())
     })
     .await;
     t.take_snapshot(&ada, &id).await.data(202);
@@ -366,15 +397,20 @@ async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: T
     t.take_snapshot(&ada, &id)
         .await
         .problem(409, "session_not_running");
-    // Nor has one whose agent has not named its dataset yet.
+    // Nor has one whose status names no dataset (the agent always names
+    // it before Running: the status is written by hand here, and the
+    // agent leaves a running session's workspace as it is).
     let b = t.session(&bob).await["id"].as_str().unwrap().to_owned();
     t.wait_phase(&b, "running").await;
-    t.backend.update_status(&b, |st| st.workspace = None);
-    eventually("the dataset gone", || {
+    t.cluster()
+        .patch_status(&b, json!({"workspace": null}))
+        .await;
+    eventually("the dataset gone", async || {
         t.state()
             .index()
             .get(&b)
             .is_some_and(|e| e.session.status.as_ref().unwrap().workspace.is_none())
+            .then_some(())
     })
     .await;
     t.take_snapshot(&bob, &b)
@@ -382,15 +418,17 @@ async fn manual_snapshots_need_a_running_session_of_yours_and_are_bounded(env: T
         .problem(409, "session_not_running");
 }
 
+/// The records are written by hand (no agent runs: the sessions are
+/// bound, and nothing takes, retains or releases a record).
 async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let bob = t.user("bob@example.org").await;
     let admin = t.admin("root@example.org").await;
     let a1 = t.session(&ada).await["id"].as_str().unwrap().to_owned();
     let a2 = t.session(&ada).await["id"].as_str().unwrap().to_owned();
     let b1 = t.session(&bob).await["id"].as_str().unwrap().to_owned();
-    let (u1, u2, ub) = (t.uid(&a1), t.uid(&a2), t.uid(&b1));
+    let (u1, u2, ub) = (t.uid(&a1).await, t.uid(&a2).await, t.uid(&b1).await);
     // Taken at 100, 300, 200, 250 s (a1) and 250 s (a2: the same time,
     // ordered by id); bob's at 400 s.
     let mut expected = Vec::new();
@@ -419,9 +457,10 @@ async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
             Is::Ready,
         ))
         .await;
-    // A pending one counts from when its record was made (150 s).
+    // A pending one counts from when its record was made: the control
+    // plane sets that (now), so it is the newest.
     expected.push((
-        150,
+        jiff::Timestamp::now().as_second(),
         t.put(record(
             &ada.id,
             &a2,
@@ -438,18 +477,14 @@ async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
 
     let mine = t.get_as(&ada, "/api/v2/snapshots").await.data(200);
     assert_eq!(ids(&mine), newest_first, "ada's own, newest first");
-    assert_eq!(mine[0]["reason"], "stop");
-    assert_eq!(mine[0]["state"], "ready");
-    assert_eq!(mine[0]["taken_at"], "1970-01-01T00:05:00Z");
-    assert_eq!(mine[0]["size_bytes"], 1 << 20);
-    let pending = mine
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["reason"] == "manual")
-        .unwrap();
+    let pending = &mine[0];
+    assert_eq!(pending["reason"], "manual");
     assert_eq!(pending["state"], "pending");
     assert!(pending["taken_at"].is_null());
+    assert_eq!(mine[1]["reason"], "stop");
+    assert_eq!(mine[1]["state"], "ready");
+    assert_eq!(mine[1]["taken_at"], "1970-01-01T00:05:00Z");
+    assert_eq!(mine[1]["size_bytes"], 1 << 20);
     assert_eq!(
         t.all_pages(&ada, "/api/v2/snapshots?").await,
         newest_first,
@@ -482,7 +517,8 @@ async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
     // Admins see everyone's.
     let all = t.get_as(&admin, "/api/v2/snapshots").await.data(200);
     assert_eq!(all.as_array().unwrap().len(), newest_first.len() + 1);
-    assert_eq!(all[0]["id"], bobs.as_str());
+    assert_eq!(all[0]["id"], newest_first[0].as_str(), "ada's pending one");
+    assert_eq!(all[1]["id"], bobs.as_str());
     let of_b1 = t
         .get_as(&admin, &format!("/api/v2/snapshots?session={b1}"))
         .await
@@ -511,13 +547,18 @@ async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
     assert_eq!(listed.len(), 20);
     assert_eq!(
         listed[0]["id"],
+        snapshot_object_name(&a2, &u2, "manual-150000").as_str(),
+        "the pending one, made last"
+    );
+    assert_eq!(
+        listed[1]["id"],
         snapshot_object_name(&a2, &u2, "stop-1024000").as_str()
     );
     assert_eq!(
         listed[19]["id"],
-        snapshot_object_name(&a2, &u2, "stop-1005000").as_str()
+        snapshot_object_name(&a2, &u2, "stop-1006000").as_str()
     );
-    assert_eq!(listed[0]["taken_at"], "1970-01-01T00:17:04Z");
+    assert_eq!(listed[1]["taken_at"], "1970-01-01T00:17:04Z");
 
     let bad = |q: &str| t.get(&format!("/api/v2/snapshots?{q}")).cookie(&ada).send();
     assert_eq!(bad("limit=0").await.error_fields(), ["limit"]);
@@ -531,15 +572,16 @@ async fn lists_show_your_own_snapshots_newest_first_in_pages(env: TestEnv) {
 }
 
 async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let sid = t.stop_for_snapshot(&f.owner, id).await;
     let path = format!("/api/v2/snapshots/{sid}");
-    let got = t.snapshot_as(&f.owner, &sid).await;
+    let got = t.snapshot_state(&f.owner, &sid, "ready").await;
     assert_eq!(got["reason"], "stop");
-    assert_eq!(got["state"], "ready");
     assert_eq!(got["session"]["id"], id);
+    let zfs_name = t.cluster().record(&sid).await.unwrap().spec.snapshot;
+    assert!(t.cluster().zfs.snapshots().contains(&zfs_name));
     // Someone else's snapshot does not exist for them.
     t.problem(Method::GET, &path, Some(&f.other), 404, "not_found")
         .await;
@@ -553,7 +595,7 @@ async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
         .send()
         .await
         .problem(403, "origin_not_allowed");
-    assert!(t.backend.snapshot(&sid).is_some(), "still there");
+    assert!(t.cluster().record(&sid).await.is_some(), "still there");
     t.problem(
         Method::GET,
         "/api/v2/snapshots/nope",
@@ -581,8 +623,12 @@ async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
     assert_eq!(deleted["snapshot"]["id"], sid.as_str());
     assert_eq!(deleted["snapshot"]["state"], "deleting");
     let index = t.state().snapshots().clone();
-    eventually("released", || index.get(&sid).is_none()).await;
-    assert!(t.backend.snapshot(&sid).is_none());
+    eventually("released", async || index.get(&sid).is_none().then_some(())).await;
+    assert!(t.cluster().record(&sid).await.is_none());
+    assert!(
+        !t.cluster().zfs.snapshots().contains(&zfs_name),
+        "the agent destroyed the ZFS snapshot"
+    );
     t.problem(Method::GET, &path, Some(&f.owner), 404, "not_found")
         .await;
     t.problem(Method::DELETE, &path, Some(&f.owner), 404, "not_found")
@@ -594,14 +640,16 @@ async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
     assert_eq!(session["snapshot_count"], 0);
 
     // Without a finalizer it is gone at once: 204. An admin may delete it.
-    let uid = t.uid(id);
+    // (The agent puts its finalizer on every record of its node: this one
+    // is on node-b, where none runs.)
+    let uid = t.uid(id).await;
     let bare = t
         .put(record(
             &f.owner.id,
             id,
             &uid,
             "manual-5000",
-            "node-a",
+            "node-b",
             5,
             Is::Failed,
         ))
@@ -614,7 +662,7 @@ async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
         .await;
     assert_eq!(res.status.as_u16(), 204, "{}", res.text());
     assert!(res.body.is_empty());
-    assert!(t.backend.snapshot(&bare).is_none());
+    assert!(t.cluster().record(&bare).await.is_none());
     t.problem(
         Method::GET,
         &format!("/api/v2/snapshots/{bare}"),
@@ -624,50 +672,63 @@ async fn get_and_delete_are_for_the_owner_and_admins(env: TestEnv) {
     )
     .await;
 
-    // One a workspace was cloned from stays, deleting, and says why.
-    let mut held = record(&f.owner.id, id, &uid, "stop-6000", "node-a", 6, Is::Ready);
-    let conditions = &mut held.status.as_mut().unwrap().conditions;
-    set_condition(
-        conditions,
-        SnapshotCondition::Deleting,
-        false,
-        SnapshotStatusReason::CloneDependsOnIt,
-        "the workspace of session s2 was cloned from it",
-    );
-    let held = t.put(held).await;
-    let res = t
-        .req(Method::DELETE, &format!("/api/v2/snapshots/{held}"))
-        .cookie(&f.owner)
-        .send()
-        .await;
-    let data = res.data(202);
-    assert_eq!(data["snapshot"]["state"], "deleting");
-    assert_eq!(
-        data["snapshot"]["message"],
-        "the workspace of session s2 was cloned from it"
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let still = t.snapshot_as(&f.owner, &held).await;
-    assert_eq!(still["state"], "deleting", "held by the clone");
-    // Asked again: the same answer.
-    t.req(Method::DELETE, &format!("/api/v2/snapshots/{held}"))
+    // One a workspace was cloned from stays, deleting, and says why: a
+    // session restored from a stop's snapshot (the agent clones its
+    // workspace from it), then the snapshot deleted.
+    let second = t.session(&f.owner).await["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&second, "running").await;
+    let origin = t.stop_for_snapshot(&f.owner, &second).await;
+    let restored = t
+        .create_session(&f.owner, json!({"restore_from": origin}))
+        .await
+        .data(201)["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.wait_phase(&restored, "running").await;
+    let origin_zfs = t.cluster().record(&origin).await.unwrap().spec.snapshot;
+    let restored_uid = t.uid(&restored).await;
+    let clone = format!("pool/{}/{restored_uid}", f.owner.id);
+    let held_path = format!("/api/v2/snapshots/{origin}");
+    let data = t
+        .req(Method::DELETE, &held_path)
         .cookie(&f.owner)
         .send()
         .await
         .data(202);
+    assert_eq!(data["snapshot"]["state"], "deleting");
+    let why = format!(
+        "the workspace(s) {clone} were cloned from {origin_zfs}: it is destroyed once they are"
+    );
+    let still = eventually("the agent says why it waits", async || {
+        let got = t.snapshot_as(&f.owner, &origin).await;
+        (got["message"] == why.as_str()).then_some(got)
+    })
+    .await;
+    assert_eq!(still["state"], "deleting", "held by the clone");
+    assert!(t.cluster().zfs.snapshots().contains(&origin_zfs));
+    // Asked again: the same answer, and now it says why.
+    let again = t
+        .req(Method::DELETE, &held_path)
+        .cookie(&f.owner)
+        .send()
+        .await
+        .data(202);
+    assert_eq!(again["snapshot"]["state"], "deleting");
+    assert_eq!(again["snapshot"]["message"], why.as_str());
     assert!(matches!(
-        t.backend.delete_snapshot("nope").await.unwrap(),
+        t.cluster().backend().delete_snapshot("nope").await.unwrap(),
         SnapshotDeletion::Missing
     ));
 }
 
 async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let sid = t.stop_for_snapshot(&f.owner, id).await;
-    let count = || t.backend.sessions().len();
-    let before = count();
+    t.snapshot_state(&f.owner, &sid, "ready").await;
+    let before = t.stored_sessions().await.len();
 
     // Refused before anything is written.
     let restore =
@@ -682,14 +743,16 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
         restore(&f.owner, "Not_A_Name").await.error_fields(),
         ["restore_from"]
     );
-    let uid = t.uid(id);
+    let uid = t.uid(id).await;
+    // A manual snapshot the agent has not taken: ZFS does not answer.
+    t.cluster().zfs.set_down(true);
     let pending = t
         .put(record(
             &f.owner.id,
             id,
             &uid,
             "manual-7000",
-            "node-a",
+            NODE,
             7,
             Is::Pending,
         ))
@@ -697,37 +760,37 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
     restore(&f.owner, &pending)
         .await
         .problem_mentioning(409, "snapshot_not_ready", "pending");
-    let failed = t
-        .put(record(
-            &f.owner.id,
-            id,
-            &uid,
-            "manual-8000",
-            "node-a",
-            8,
-            Is::Failed,
-        ))
-        .await;
+    // One the agent refused: it names a dataset that is not the session's.
+    let mut mismatched = record(&f.owner.id, id, &uid, "manual-8000", NODE, 8, Is::Pending);
+    mismatched.spec.snapshot = "pool/x@manual-8000".into();
+    let failed = t.put(mismatched).await;
+    t.snapshot_state(&f.owner, &failed, "failed").await;
     restore(&f.owner, &failed).await.problem_mentioning(
         409,
         "snapshot_not_ready",
-        "not the session's workspace",
+        "is not a Manual snapshot of the workspace of session",
     );
-    assert_eq!(count(), before, "nothing was created");
+    assert_eq!(
+        t.stored_sessions().await.len(),
+        before,
+        "nothing was created"
+    );
+    t.cluster().zfs.set_down(false);
 
     // Its own ready snapshot: the spec carries it.
     let created = restore(&f.owner, &sid).await.data(201);
     let new_id = created["session"]["id"].as_str().unwrap();
     assert_eq!(created["session"]["restored_from"], sid.as_str());
-    let stored = t.backend.session(new_id).unwrap();
+    let stored = t.stored(new_id).await.unwrap();
     assert_eq!(
         stored.spec.workspace.unwrap().restore_from.as_deref(),
         Some(sid.as_str())
     );
     assert_eq!(created["session"]["node"], "node-a");
     // With a quota too; and on the node holding the snapshot.
-    // node-b has more free GPUs: packing alone would pick node-a.
-    t.backend.add_node("node-b", 8);
+    // node-b has more free GPUs: packing alone would pick node-a. No agent
+    // runs there: its record is written by hand.
+    t.cluster().add_node("node-b", 8).await;
     let on_b = t
         .put(record(
             &f.owner.id,
@@ -748,8 +811,8 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
         .data(201);
     assert_eq!(created["session"]["node"], "node-b");
     let stored = t
-        .backend
-        .session(created["session"]["id"].as_str().unwrap())
+        .stored(created["session"]["id"].as_str().unwrap())
+        .await
         .unwrap();
     let workspace = stored.spec.workspace.unwrap();
     assert_eq!(workspace.restore_from.as_deref(), Some(on_b.as_str()));
@@ -760,7 +823,7 @@ async fn restore_from_needs_your_own_ready_snapshot(env: TestEnv) {
 /// new session is the user's (theirs to see and open), the act is audited,
 /// and a disabled owner's snapshot is not restored.
 async fn an_admin_restores_a_users_snapshot_for_them(env: TestEnv) {
-    let f = env.one_session().await;
+    let f = env.one_session_on(Plane::agent()).await;
     let (t, id) = (&f.t, f.id.as_str());
     t.wait_phase(id, "running").await;
     let sid = t.stop_for_snapshot(&f.owner, id).await;
@@ -771,7 +834,7 @@ async fn an_admin_restores_a_users_snapshot_for_them(env: TestEnv) {
         .data(201);
     let new_id = created["session"]["id"].as_str().unwrap();
     assert_eq!(created["session"]["restored_from"], sid.as_str());
-    let stored = t.backend.session(new_id).unwrap();
+    let stored = t.stored(new_id).await.unwrap();
     assert_eq!(
         stored.spec.owner, f.owner.id,
         "the snapshot owner's session"
@@ -805,25 +868,19 @@ async fn an_admin_restores_a_users_snapshot_for_them(env: TestEnv) {
     .send()
     .await
     .data(200);
-    let before = t.backend.sessions().len();
+    let before = t.stored_sessions().await.len();
     t.create_session(&f.admin, json!({"restore_from": sid}))
         .await
         .problem(409, "owner_disabled");
-    assert_eq!(t.backend.sessions().len(), before);
+    assert_eq!(t.stored_sessions().await.len(), before);
 }
 
 /// The api checked the snapshot, but it was deleted before the scheduler
 /// decided: the scheduler's `SnapshotNotFound` is a 409 and nothing stays.
+/// No scheduler runs until the record is gone; then the real one starts
+/// and refuses the Session.
 async fn a_snapshot_gone_before_the_scheduler_decides_is_409(env: TestEnv) {
-    let t = env
-        .app_with(
-            |_| {},
-            MemoryBackendConfig {
-                scheduler: SchedulerMode::Manual,
-                ..memory_defaults()
-            },
-        )
-        .await;
+    let t = env.on(Plane::no_scheduler()).await;
     let ada = t.user("ada@example.org").await;
     let mut ready = record(
         &ada.id,
@@ -836,29 +893,30 @@ async fn a_snapshot_gone_before_the_scheduler_decides_is_409(env: TestEnv) {
     );
     ready.metadata.finalizers = None;
     let sid = t.put(ready).await;
-    let backend = t.backend.clone();
-    let deleter = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let name = loop {
-            if let Some(s) = backend.sessions().first() {
-                break s.metadata.name.clone().unwrap();
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no session");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        backend.delete_snapshot(&sid).await.unwrap();
-        backend.bind(&name);
-    });
-    let res = t
-        .create_session(
+    let cluster = t.cluster();
+    let deleter = async {
+        eventually("the Session", async || {
+            (!cluster.sessions().await.is_empty()).then_some(())
+        })
+        .await;
+        cluster
+            .snapshots
+            .delete(&sid, &Default::default())
+            .await
+            .expect("delete the record");
+        let node = cluster.nodes.get(NODE).await.expect("node-a");
+        cluster.start_scheduler(&node).await;
+    };
+    let (res, ()) = tokio::join!(
+        t.create_session(
             &ada,
             json!({"restore_from": snapshot_object_name("gone", "u-gone", "stop-1000")}),
-        )
-        .await;
-    deleter.await.unwrap();
+        ),
+        deleter
+    );
     res.problem_mentioning(409, "snapshot_not_found", "does not exist");
     assert!(
-        t.backend.sessions().is_empty(),
+        t.stored_sessions().await.is_empty(),
         "the refused Session is deleted"
     );
 }
@@ -870,7 +928,7 @@ async fn snapshot_events_follow_your_own_snapshots(env: TestEnv) {
         other,
         id,
         ..
-    } = env.one_session().await;
+    } = env.one_session_on(Plane::agent()).await;
     t.wait_phase(&id, "running").await;
     let theirs = t.session(&other).await["id"].as_str().unwrap().to_owned();
     t.wait_phase(&theirs, "running").await;
@@ -900,7 +958,8 @@ async fn snapshot_events_follow_your_own_snapshots(env: TestEnv) {
         .data(202);
     let deleted = events.next_named("snapshot.deleted").await;
     assert_eq!(deleted["id"], sid.as_str());
-    // A stop's record comes ready at once.
+    // A stop's record: the agent creates it, then writes its status
+    // (ready).
     let stop = t.stop_for_snapshot(&owner, &id).await;
     let created = events.next_named("snapshot.created").await;
     assert_eq!(created["id"], stop.as_str());
@@ -909,15 +968,15 @@ async fn snapshot_events_follow_your_own_snapshots(env: TestEnv) {
         events.next_named("snapshot.ready").await["id"],
         stop.as_str()
     );
-    // A failure is told too.
-    let uid = t.uid(&id);
+    // A failure is told too: a manual snapshot of a workspace that is not
+    // on node-a, which the agent refuses.
     let failing = t
         .put(record(
             &owner.id,
             &id,
-            &uid,
+            "no-such-uid",
             "manual-1000",
-            "node-a",
+            NODE,
             1,
             Is::Pending,
         ))
@@ -926,18 +985,16 @@ async fn snapshot_events_follow_your_own_snapshots(env: TestEnv) {
         events.next_named("snapshot.created").await["id"],
         failing.as_str()
     );
-    t.backend.update_snapshot_status(&failing, |st| {
-        set_condition(
-            &mut st.conditions,
-            SnapshotCondition::ReadyToUse,
-            false,
-            SnapshotStatusReason::WorkspaceNotFound,
-            "no workspace",
-        )
-    });
     let failed = events.next_named("snapshot.failed").await;
     assert_eq!(failed["id"], failing.as_str());
-    assert_eq!(failed["message"], "no workspace");
+    assert_eq!(
+        failed["message"],
+        format!(
+            "the workspace pool/{}/no-such-uid does not exist on node node-a",
+            owner.id
+        )
+        .as_str()
+    );
 }
 
 crate::scenarios!(
