@@ -1,14 +1,18 @@
 //! Account administration: each signup mode, invites, accounts an admin
 //! creates, passwords changed and reset, accounts disabled and enabled, and
-//! the audit log that records it all.
+//! the audit log that records it all. Over the in-memory control plane,
+//! except the three whose sessions must run: a disabled account's session
+//! stopped, an account's own session policy and its own snapshot retention
+//! held to, on the embedded control plane with the real scheduler and the
+//! node agent (`Plane::agent()`).
 
 use axum::http::Method;
 use medforge_api::backend::MemoryBackendConfig;
 use medforge_api::{ApiConfig, SignupMode};
-use medforge_crds::DesiredState;
+use medforge_crds::{DesiredState, SessionPhase};
 use serde_json::{Value, json};
 
-use crate::common::{Client, Res, TestApp, TestEnv, client_from};
+use crate::common::{Client, Plane, Res, TestApp, TestEnv, client_from, eventually};
 
 const PASSWORD: &str = "correct horse";
 
@@ -270,11 +274,12 @@ async fn a_password_change_needs_the_current_one_and_ends_the_other_logins(env: 
 }
 
 async fn a_disabled_account_cannot_log_in_and_its_sessions_stop(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let root = t.admin("root@example.org").await;
     let ada = t.user("ada@example.org").await;
     let session = t.session(&ada).await;
     let id = session["id"].as_str().unwrap().to_owned();
+    t.wait_phase(&id, "running").await;
     let user_path = format!("/api/v2/admin/users/{}", ada.id);
 
     let res = send_as(
@@ -291,9 +296,11 @@ async fn a_disabled_account_cannot_log_in_and_its_sessions_stop(env: TestEnv) {
         .await
         .problem(401, "unauthenticated");
     assert_eq!(
-        t.backend.session(&id).unwrap().spec.state,
+        t.stored(&id).await.unwrap().spec.state,
         DesiredState::Stopped
     );
+    // The agent stops it.
+    t.wait_phase(&id, "stopped").await;
     // The right password no longer logs in, and says why.
     t.post("/api/v2/auth/login")
         .json(account("ada@example.org"))
@@ -327,10 +334,9 @@ async fn a_disabled_account_cannot_log_in_and_its_sessions_stop(env: TestEnv) {
         .send()
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(
-        t.backend.session(&id).unwrap().spec.state,
-        DesiredState::Stopped
-    );
+    let stored = t.stored(&id).await.unwrap();
+    assert_eq!(stored.spec.state, DesiredState::Stopped);
+    assert_eq!(stored.phase(), SessionPhase::Stopped);
 }
 
 async fn an_admin_reset_sets_the_password_and_ends_every_login(env: TestEnv) {
@@ -475,7 +481,7 @@ async fn the_audit_log_records_each_action_newest_first(env: TestEnv) {
 }
 
 async fn an_accounts_own_snapshot_retention_reaches_its_sessions(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let root = t.admin("root@example.org").await;
     let ada = t.user("ada@example.org").await;
     let patch = |body: Value| {
@@ -495,18 +501,46 @@ async fn an_accounts_own_snapshot_retention_reaches_its_sessions(env: TestEnv) {
     );
     let created = t.create_session(&ada, json!({"gpus": 0})).await.data(201);
     let id = created["session"]["id"].as_str().unwrap();
-    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    let annotations = t.stored(id).await.unwrap().metadata.annotations.unwrap();
     let carried =
         medforge_crds::RetentionOverride::parse(&annotations["medforge.dev/snapshot-retention"])
             .expect("the node agent reads it");
     assert_eq!((carried.keep_last, carried.keep_days), (Some(2), Some(0)));
+    // And keeps to it: of three manual snapshots, the oldest goes once the
+    // third is taken.
+    t.wait_phase(id, "running").await;
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let sid = t
+            .post_as(&ada, &format!("/api/v2/external/sessions/{id}/snapshots"))
+            .await
+            .data(202)["snapshot"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let index = t.state().snapshots().clone();
+        eventually("taken", async || {
+            index
+                .get(&sid)
+                .is_some_and(|e| e.record.is_ready())
+                .then_some(())
+        })
+        .await;
+        taken.push(sid);
+    }
+    let index = t.state().snapshots().clone();
+    eventually("the oldest deleted by retention", async || {
+        index.get(&taken[0]).is_none().then_some(())
+    })
+    .await;
+    assert!(index.get(&taken[1]).is_some() && index.get(&taken[2]).is_some());
     // One value alone: the other stays the operator's.
     patch(json!({"session_policy": {"snapshot_retention": {"keep_days": 30}}}))
         .await
         .data(200);
     let created = t.create_session(&ada, json!({"gpus": 0})).await.data(201);
     let id = created["session"]["id"].as_str().unwrap();
-    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    let annotations = t.stored(id).await.unwrap().metadata.annotations.unwrap();
     assert_eq!(
         annotations["medforge.dev/snapshot-retention"],
         r#"{"keepDays":30}"#
@@ -528,7 +562,7 @@ async fn an_accounts_own_snapshot_retention_reaches_its_sessions(env: TestEnv) {
 }
 
 async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
-    let t = env.app().await;
+    let t = env.on(Plane::agent()).await;
     let root = t.admin("root@example.org").await;
     let ada = t.user("ada@example.org").await;
     let bob = t.user("bob@example.org").await;
@@ -550,12 +584,19 @@ async fn an_accounts_own_session_policy_replaces_the_operators(env: TestEnv) {
     // Above the operator's 256Gi, within Ada's own maximum.
     let created = t.create_session(&ada, big.clone()).await.data(201);
     let id = created["session"]["id"].as_str().unwrap();
-    let annotations = t.backend.session(id).unwrap().metadata.annotations.unwrap();
+    let annotations = t.stored(id).await.unwrap().metadata.annotations.unwrap();
     let carried: Value = serde_json::from_str(&annotations["medforge.dev/session-policy"]).unwrap();
     assert_eq!(
         carried["maxima"]["memory"], "512Gi",
         "the node agent gets it too"
     );
+    // And holds to it: the session runs, its container with 300Gi.
+    t.wait_phase(id, "running").await;
+    let uid = t.stored(id).await.unwrap().metadata.uid.unwrap();
+    let containers = t.cluster().docker.of_session(&uid);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let spec = t.cluster().docker.spec_of(&containers[0].id).unwrap();
+    assert_eq!(spec.memory_bytes, Some(300 << 30));
     // Bob has the operator's.
     let problem = t
         .create_session(&bob, big.clone())
