@@ -92,7 +92,10 @@ use crate::schema::{DURATION_PATTERN, GPU_UUID_PATTERN, QUANTITY_PATTERN, SLUG_P
         description = "The owner's user id",
         priority = "1"
     ),
-    selectable = ".spec.owner"
+    selectable = ".spec.owner",
+    // The node a session is bound to: each node agent watches only its own
+    // (`fieldSelector=status.nodeName=<node>`), as a kubelet watches its Pods.
+    selectable = ".status.nodeName"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(

@@ -1146,3 +1146,92 @@ async fn a_restarted_agent_adopts_its_containers_and_removes_orphans() {
     }
     env.finish(second).await;
 }
+
+/// Sessions in the agent's cache, from its own /metrics.
+async fn cached_sessions(agent: &medforge_operator::agent::testing::Agent) -> i64 {
+    let addr = agent.state.borrow().metrics_addr.expect("metrics address");
+    let body = http_get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("medforge_agent_cached_sessions "))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("medforge_agent_cached_sessions in /metrics")
+}
+
+/// A Session bound to another node, as the scheduler would bind it.
+async fn bind_elsewhere(env: &Env, name: &str, node: &str) {
+    env.sessions()
+        .create(
+            &Default::default(),
+            &Session::new(name, Env::spec("workload", 0)),
+        )
+        .await
+        .unwrap();
+    env.sessions()
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {
+                "phase": "Scheduled",
+                "nodeName": node,
+                "slug": medforge_crds::slug::Slug::random().into_string(),
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_caches_and_watches_only_its_own_nodes_sessions() {
+    let env = Env::new().await;
+    // Before the agent's first list: Sessions bound elsewhere, and unbound.
+    for i in 0..10 {
+        bind_elsewhere(&env, &format!("away-{i}"), "some-other-node").await;
+    }
+    for i in 0..5 {
+        env.sessions()
+            .create(
+                &Default::default(),
+                &Session::new(&format!("pending-{i}"), Env::spec("workload", 0)),
+            )
+            .await
+            .unwrap();
+    }
+    let agent = env.spawn_agent(env.config());
+    env.create_bound("mine", Env::spec("workload", 0)).await;
+    env.wait_for("mine", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    // After it: more elsewhere, then one of its own. Its watch delivers in
+    // the control plane's order, so once that one runs, every earlier
+    // Session would have reached its cache, had the watch not left them out.
+    for i in 10..20 {
+        bind_elsewhere(&env, &format!("away-{i}"), "yet-another-node").await;
+    }
+    env.create_bound("mine-too", Env::spec("workload", 0)).await;
+    env.wait_for("mine-too", "Running", DEADLINE, is_running_and_ready)
+        .await;
+    assert_eq!(
+        cached_sessions(&agent).await,
+        2,
+        "only its own two Sessions"
+    );
+    // Stopped, then bound elsewhere (as a resume on another node would be):
+    // it leaves the cache.
+    env.set_state("mine-too", "Stopped").await;
+    env.wait_phase("mine-too", SessionPhase::Stopped, EVENT_DRIVEN)
+        .await;
+    env.sessions()
+        .patch_status(
+            "mine-too",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"nodeName": "some-other-node"}})),
+        )
+        .await
+        .unwrap();
+    medforge_testkit::eventually(
+        "the Session bound away leaves the agent's cache",
+        EVENT_DRIVEN,
+        async || (cached_sessions(&agent).await == 1).then_some(()),
+    )
+    .await;
+    env.finish(agent).await;
+}

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub duration: Histogram,
     /// This node's sessions by phase (set at each scrape).
     pub sessions: Family<PhaseLabels, Gauge>,
+    /// Sessions in the agent's cache (set at each scrape): this node's
+    /// only, since the watch selects them.
+    pub cached_sessions: Gauge,
     /// Steps taken, by kind.
     pub steps: Family<StepLabels, Counter>,
     /// Docker container events received.
@@ -72,6 +75,7 @@ impl Default for Metrics {
         let failures = Family::<ReasonLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let sessions = Family::<PhaseLabels, Gauge>::default();
+        let cached_sessions = Gauge::default();
         let steps = Family::<StepLabels, Counter>::default();
         let docker_events = Counter::default();
         let orphans_removed = Counter::default();
@@ -97,6 +101,11 @@ impl Default for Metrics {
             "Sessions bound to this node, by phase",
             sessions.clone(),
         );
+        registry.register(
+            "cached_sessions",
+            "Sessions in the agent's cache (the watch selects this node's)",
+            cached_sessions.clone(),
+        );
         registry.register("steps", "Reconcile steps taken, by kind", steps.clone());
         registry.register(
             "docker_events",
@@ -114,6 +123,7 @@ impl Default for Metrics {
             failures,
             duration,
             sessions,
+            cached_sessions,
             steps,
             docker_events,
             orphans_removed,

@@ -321,11 +321,31 @@ pub fn bound_here(s: &Session, node: &str) -> bool {
     s.bound_node() == Some(node)
 }
 
+/// The field selector of the Sessions bound to `node` (the CRD declares
+/// `.status.nodeName` selectable), with `\`, `,` and `=` escaped as
+/// kube-apiserver's field selector grammar wants.
+pub fn node_selector(node: &str) -> String {
+    let mut value = String::with_capacity(node.len());
+    for c in node.chars() {
+        if matches!(c, '\\' | ',' | '=') {
+            value.push('\\');
+        }
+        value.push(c);
+    }
+    format!("status.nodeName={value}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::agent::testing as fixtures;
     use medforge_crds::SessionResources;
+
+    #[test]
+    fn node_selector_escapes_what_the_grammar_reserves() {
+        assert_eq!(node_selector("gpu-1"), "status.nodeName=gpu-1");
+        assert_eq!(node_selector("a,b=c\\d"), "status.nodeName=a\\,b\\=c\\\\d");
+    }
 
     #[test]
     fn names() {

@@ -19,7 +19,7 @@ use super::controller::error_policy;
 use super::docker::DockerContainers;
 use super::metrics::{Health, Metrics};
 use super::runtime::KubeCluster;
-use super::spec::bound_here;
+use super::spec::{bound_here, node_selector};
 use super::zfs::ZfsWorkspaces;
 use crate::isolation::{IsolationGate, IsolationStatus};
 use crate::node::{self, HealthCheck, NodeFacts};
@@ -61,13 +61,16 @@ pub async fn run(
         },
     );
 
-    // One cache of every Session (the heartbeat counts this node's GPUs from
-    // it); only this node's Sessions trigger reconciles.
+    // One cache of this node's Sessions, and only those: the watch selects
+    // `status.nodeName=<node>` on the control plane, so neither the cache
+    // nor the watch traffic grows with the rest of the fleet. A Session
+    // bound elsewhere later leaves it (the watch says DELETED). The
+    // heartbeat counts this node's GPUs from it.
     let (store, writer) = reflector::store();
     let trigger_node = node.clone();
     let trigger = watcher(
         Api::<Session>::all(client.clone()),
-        watcher::Config::default(),
+        watcher::Config::default().fields(&node_selector(&node)),
     )
     .default_backoff()
     .reflect(writer)
@@ -78,10 +81,14 @@ pub async fn run(
         Some(addr) => {
             let counter_store = store.clone();
             let counter_node = node.clone();
+            let cached = metrics.cached_sessions.clone();
             let app = metrics::router(
                 metrics.clone(),
                 health.clone(),
-                Arc::new(move || tasks::sessions_by_phase(&counter_store, &counter_node)),
+                Arc::new(move || {
+                    cached.set(counter_store.state().len() as i64);
+                    tasks::sessions_by_phase(&counter_store, &counter_node)
+                }),
             );
             let (bound, serve) = metrics::bind(addr, app)
                 .await
