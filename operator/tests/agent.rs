@@ -1235,3 +1235,38 @@ async fn the_agent_caches_and_watches_only_its_own_nodes_sessions() {
     .await;
     env.finish(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounting_a_workspace_mounts_its_unmounted_parents_first() {
+    use medforge_operator::agent::runtime::Workspaces;
+    let env = Env::new().await;
+    let config = env.config();
+    let owner = format!("{}/mount-owner", config.dataset_root);
+    let dataset = format!("{owner}/mount-uid");
+    env.harness.zfs(["create", "-p", &dataset]).await.unwrap();
+    // As after a ZFS daemon restart that the import has not finished
+    // mounting: the session's dataset and its owner's both unmounted.
+    for d in [&dataset, &owner] {
+        env.harness.zfs(["unmount", d]).await.unwrap();
+    }
+    let mounted = async |d: &str| {
+        env.harness
+            .zfs(["get", "-H", "-o", "value", "mounted", d])
+            .await
+            .unwrap()
+            .trim()
+            == "yes"
+    };
+    assert!(!mounted(&owner).await && !mounted(&dataset).await);
+
+    let zfs = medforge_operator::agent::zfs::ZfsWorkspaces::new(config.zfs_binary.clone());
+    zfs.mount(&dataset).await.unwrap();
+    // Both mounted: the owner's first, so the session's mountpoint is made
+    // inside it, not in the directory below it (where the owner's mount
+    // would then fail with "directory is not empty").
+    assert!(mounted(&owner).await, "the owner's dataset is mounted");
+    assert!(mounted(&dataset).await, "the session's dataset is mounted");
+    // And again: already mounted is done.
+    zfs.mount(&dataset).await.unwrap();
+    env.cleanup().await;
+}

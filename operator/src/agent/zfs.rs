@@ -6,6 +6,7 @@
 //! retried with a short backoff; after the daemon restarts, datasets come
 //! back unmounted (the reconciler mounts them again).
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -193,11 +194,65 @@ impl ZfsWorkspaces {
         }
     }
 
+    /// The ancestors of `dataset` that mount by themselves (`canmount=on`,
+    /// a path as mountpoint) and are not mounted, top first.
+    async fn unmounted_ancestors(&self, dataset: &str) -> Result<Vec<String>, WorkspaceError> {
+        let ancestors = ancestors(dataset);
+        if ancestors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            "get",
+            "-H",
+            "-o",
+            "name,property,value",
+            "mounted,canmount,mountpoint",
+        ];
+        args.extend(ancestors.iter().map(String::as_str));
+        let out = self.run(&args).await?;
+        Ok(parse_unmounted(&ancestors, &out))
+    }
+
     async fn unmount(&self, dataset: &str) -> Result<(), WorkspaceError> {
         let args = ["unmount", dataset];
         let once = || self.run_unless(&args, Refusal::NotMounted);
         once.retry(busy_backoff()).when(is_busy).await
     }
+}
+
+/// `a`, `a/b` for `a/b/c`: every dataset above this one, top first.
+fn ancestors(dataset: &str) -> Vec<String> {
+    dataset
+        .match_indices('/')
+        .map(|(i, _)| dataset[..i].to_string())
+        .collect()
+}
+
+/// Of `ancestors` (top first), those that `zfs get -H -o
+/// name,property,value mounted,canmount,mountpoint` says mount by
+/// themselves and are not mounted, in the same order.
+fn parse_unmounted(ancestors: &[String], out: &str) -> Vec<String> {
+    let mut props: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
+    for line in out.lines() {
+        let mut cols = line.split('\t');
+        if let (Some(name), Some(property), Some(value)) = (cols.next(), cols.next(), cols.next()) {
+            props
+                .entry(name)
+                .or_default()
+                .insert(property, value.trim());
+        }
+    }
+    ancestors
+        .iter()
+        .filter(|a| {
+            props.get(a.as_str()).is_some_and(|p| {
+                p.get("mounted") == Some(&"no")
+                    && p.get("canmount") == Some(&"on")
+                    && p.get("mountpoint").is_some_and(|m| m.starts_with('/'))
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// The arguments of `zfs create` or `zfs clone`: `<verb> -p -o k=v … <operands>`.
@@ -347,7 +402,23 @@ impl Workspaces for ZfsWorkspaces {
         }
     }
 
+    /// Mounts the dataset, and first its unmounted ancestors, top down.
+    /// After a ZFS daemon restart the agent may come to a session's dataset
+    /// before the import has mounted its parents; mounted under an
+    /// unmounted parent, it would make its mountpoint's directories in the
+    /// file system below, and the parent could then never be mounted over
+    /// them ("directory is not empty").
     async fn mount(&self, dataset: &str) -> Result<(), WorkspaceError> {
+        let parents = self.unmounted_ancestors(dataset).await?;
+        if !parents.is_empty() {
+            // One at a time, as creates are: zfs-fuse fails a parent's
+            // mount that races another.
+            let _one = self.creating.lock().await;
+            for parent in parents {
+                self.run_unless(&["mount", &parent], Refusal::AlreadyMounted)
+                    .await?;
+            }
+        }
         self.run_unless(&["mount", dataset], Refusal::AlreadyMounted)
             .await
     }
@@ -486,6 +557,22 @@ fn pool_problem(pool: &str, error: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ancestors_top_first_and_the_unmounted_ones_among_them() {
+        assert_eq!(
+            super::ancestors("tank/mf/alice/uid"),
+            ["tank", "tank/mf", "tank/mf/alice"]
+        );
+        assert!(super::ancestors("tank").is_empty());
+        let out = "tank\tmounted\tyes\ntank\tcanmount\ton\ntank\tmountpoint\t/tank\n\
+                   tank/mf\tmounted\tno\ntank/mf\tcanmount\ton\ntank/mf\tmountpoint\t/tank/mf\n\
+                   tank/mf/alice\tmounted\tno\ntank/mf/alice\tcanmount\tnoauto\ntank/mf/alice\tmountpoint\t/x\n";
+        let ancestors = super::ancestors("tank/mf/alice/uid");
+        assert_eq!(super::parse_unmounted(&ancestors, out), ["tank/mf"]);
+        let legacy = "tank\tmounted\tno\ntank\tcanmount\ton\ntank\tmountpoint\tlegacy\n";
+        assert!(super::parse_unmounted(&ancestors, legacy).is_empty());
+    }
+
     use super::*;
 
     #[test]
