@@ -125,3 +125,20 @@ if [ "$(cat "$fuzz_venv/.requirements.sha256" 2>/dev/null)" != "$fuzz_sum" ] ||
   "$fuzz_venv/bin/st" --version >/dev/null
   echo "$fuzz_sum" >"$fuzz_venv/.requirements.sha256"
 fi
+
+# Helm's engine for the chart check (tests/chart.rs runs
+# scripts/chart-check.py): helm-python-sdk, pinned in
+# scripts/helm-requirements.txt, in a virtualenv of its own. Reinstalled only
+# when that list changes.
+helm_venv=${MEDFORGE_HELM_VENV:-/opt/medforge/tools/helm}
+helm_reqs="$(cd "$(dirname "$0")" && pwd)/helm-requirements.txt"
+helm_sum=$(sha256sum "$helm_reqs" | cut -d' ' -f1)
+if [ "$(cat "$helm_venv/.requirements.sha256" 2>/dev/null)" != "$helm_sum" ] ||
+  ! "$helm_venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
+  echo "install-deps: installing Helm's engine (helm-python-sdk) into $helm_venv"
+  mkdir -p "$(dirname "$helm_venv")"
+  python3 -m venv --clear "$helm_venv"
+  "$helm_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$helm_reqs"
+  "$helm_venv/bin/python" -c 'import helm_python' >/dev/null
+  echo "$helm_sum" >"$helm_venv/.requirements.sha256"
+fi
