@@ -76,6 +76,12 @@ echo "$harness_vars"
 echo "== the JupyterLab pack's image"
 DOCKER_HOST=$(sed -n 's/^DOCKER_HOST=//p' <<<"$harness_vars") bash packs/jupyter/build.sh >/dev/null
 
+# The medforge image (the binary of the build above, the libraries it links,
+# non-root, labelled with the commit), into the harness's Docker, where
+# tests/image.rs checks and runs it.
+echo "== the medforge image"
+DOCKER_HOST=$(sed -n 's/^DOCKER_HOST=//p' <<<"$harness_vars") bash scripts/build-image.sh >/dev/null
+
 echo "== tests"
 # Each test is ended after 5 min (.config/nextest.toml); the whole run gets
 # 45 min, so that a wedged run still reports and tears down inside CI's limit.
