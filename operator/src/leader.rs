@@ -4,10 +4,16 @@
 //! client-go's leaderelection does: take the Lease when it is free or expired,
 //! renew it well inside its duration, and stop leading the moment a renewal
 //! fails, because another replica may take over once the Lease expires.
+//! A renewal that does not answer (the leader cut off from the control plane)
+//! counts as failed at the renew deadline, two thirds of the duration after
+//! the last renewal that succeeded (measured from before it was sent), so the
+//! leader stops before any other replica can see the Lease expired.
 //! Every write carries the resourceVersion it was based on, so two candidates
 //! can never both win the same term.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;
@@ -185,6 +191,15 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
     }
 }
 
+/// How long after the last successful renewal (from before it was sent)
+/// leadership ends when no renewal has succeeded since: two thirds of the
+/// Lease's duration (client-go's defaults are 10 s of 15 s), which leaves a
+/// third for clock skew and the request's own time before another replica
+/// may take the Lease.
+pub fn renew_deadline(duration: Duration) -> Duration {
+    duration * 2 / 3
+}
+
 /// Waits until this replica holds the Lease, then keeps renewing it in the
 /// background.
 pub async fn acquire(client: Client, cfg: LeaseConfig) -> Result<Leadership, kube::Error> {
@@ -193,26 +208,40 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Result<Leadership, kub
     // Candidates look again every few seconds whatever the Lease duration,
     // so a released Lease is taken at once (client-go retries every 2 s).
     let retry = (cfg.duration / 5).min(Duration::from_secs(2));
-    loop {
+    let acquired_at = loop {
+        let sent = Instant::now();
         match try_acquire(&api, &cfg).await {
-            Ok(true) => break,
+            Ok(true) => break sent,
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(lease = %cfg.name, error = %e, "could not read or take the lease; trying again")
             }
         }
         tokio::time::sleep(retry).await;
-    }
+    };
     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
     let (tx, rx) = watch::channel(false);
     let (renew_api, renew_cfg) = (api.clone(), cfg.clone());
     let renewer = tokio::spawn(async move {
         let (api, cfg) = (renew_api, renew_cfg);
         let period = cfg.duration / 3;
+        let deadline = renew_deadline(cfg.duration);
+        let mut renewed_at = acquired_at;
         loop {
             tokio::time::sleep(period).await;
-            match try_acquire(&api, &cfg).await {
-                Ok(true) => {}
+            let sent = Instant::now();
+            let left = (renewed_at + deadline).saturating_duration_since(sent);
+            let Ok(renewal) = tokio::time::timeout(left, try_acquire(&api, &cfg)).await else {
+                tracing::warn!(
+                    lease = %cfg.name,
+                    deadline_ms = deadline.as_millis() as u64,
+                    "no renewal of the lease within its renew deadline; stepping down"
+                );
+                let _ = tx.send(true);
+                return;
+            };
+            match renewal {
+                Ok(true) => renewed_at = sent,
                 Ok(false) => {
                     tracing::warn!(lease = %cfg.name, "another replica holds the lease; stepping down");
                     let _ = tx.send(true);

@@ -296,10 +296,19 @@ pub async fn run(
             }
             _ = wake_rx.recv() => {}
             _ = resync.tick() => {
-                mark_stale_nodes(&client, &nodes, &cfg).await;
-                mark_lost_sessions(&sessions_api, &sessions, &nodes, &cfg).await;
-                if let Some(history) = cfg.history {
-                    delete_finished_sessions(&client, &sessions, history).await;
+                // These writes wait on the control plane: leadership lost
+                // while one waits ends them, as it ends the binding writes.
+                let housekeeping = async {
+                    mark_stale_nodes(&client, &nodes, &cfg).await;
+                    mark_lost_sessions(&sessions_api, &sessions, &nodes, &cfg).await;
+                    if let Some(history) = cfg.history {
+                        delete_finished_sessions(&client, &sessions, history).await;
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = leadership.lost() => return Err(SchedulerError::LostLeadership),
+                    _ = housekeeping => {}
                 }
             }
         }
