@@ -328,13 +328,16 @@ fn field_selectors_must_name_a_known_field() {
     let q = |s: &str| Query::parse(Some(&format!("fieldSelector={s}&labelSelector=app%3Dx")));
     let sel = Selectors::from_query(rt, &q("spec.owner%3Dalice")).unwrap();
     assert_eq!(sel.fields.reqs.len(), 1);
+    // The node agents' selector (decision 0019).
+    let sel = Selectors::from_query(rt, &q("status.nodeName%3Dgpu-1")).unwrap();
+    assert_eq!(sel.fields.reqs.len(), 1);
     let e = Selectors::from_query(rt, &q("spec.gpus%3D1"))
         .err()
         .unwrap();
     assert_eq!(e.code, 400);
     assert_eq!(
         e.message,
-        "\"spec.gpus\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\", \"spec.owner\""
+        "\"spec.gpus\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\", \"spec.owner\", \"status.nodeName\""
     );
     let e = Selectors::from_query(reg.namespace_type(), &q("spec.x%3D1"))
         .err()
