@@ -410,6 +410,8 @@ struct User {
     /// Sessions acknowledged (201/202) and not deleted, with what was last
     /// acknowledged of them: true for running, false for stopped.
     sessions: BTreeMap<String, (String, bool)>,
+    /// Sessions whose delete got no answer or a 5xx: it may have happened.
+    maybe_deleted: BTreeSet<String>,
 }
 
 /// An HTTP client through Caddy.
@@ -568,7 +570,21 @@ async fn load_step(web: &Web, user: &mut User, admin: &str, tally: &Mutex<Tally>
                 s.1 = true;
             }
         }
-        ("delete", 204) | (_, 404) => {
+        ("delete", 204) => {
+            user.sessions.remove(&id);
+        }
+        ("delete", 0 | 500..) => {
+            user.maybe_deleted.insert(id);
+        }
+        (_, 404) => {
+            // Gone: fine after a delete whose outcome is unknown; otherwise
+            // an acknowledged session was lost.
+            if !user.maybe_deleted.remove(&id) {
+                tally.lock().unwrap().violation(format!(
+                    "acknowledged session {id} of {} answered 404 to {what} with no delete sent",
+                    user.email
+                ));
+            }
             user.sessions.remove(&id);
         }
         _ => {}
@@ -705,6 +721,8 @@ async fn final_checks(
         let Some(cookie) = &user.cookie else { continue };
         for (id, (_, running)) in &user.sessions {
             match session_view(web, id, cookie).await {
+                // Its delete had no answer: it may have happened.
+                None if user.maybe_deleted.contains(id) => {}
                 None => tally.lock().unwrap().violation(format!(
                     "acknowledged session {id} of {} is gone",
                     user.email
@@ -873,6 +891,7 @@ async fn chaos_soak() {
             email: format!("user{i}@soak.medforge.test"),
             cookie: None,
             sessions: BTreeMap::new(),
+            maybe_deleted: BTreeSet::new(),
         })
         .collect();
     // What each user's loop last acknowledged, for the checks.
