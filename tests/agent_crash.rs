@@ -620,24 +620,7 @@ async fn rig(api_proxy: bool) -> Rig {
     Api::<Pack>::all(client.clone())
         .create(
             &PostParams::default(),
-            &Pack::new(
-                "workload",
-                PackSpec {
-                    image,
-                    port: 8080,
-                    command: None,
-                    env: Vec::new(),
-                    resources: None,
-                    maxima: None,
-                    session_defaults: None,
-                    minima: None,
-                    display_name: None,
-                    description: None,
-                    exposures: Vec::new(),
-                    deprecated: false,
-                    pre_pull: false,
-                },
-            ),
+            &Pack::new("workload", PackSpec::of_image(image, 8080)),
         )
         .await
         .unwrap();

@@ -123,6 +123,27 @@ pub fn is_pinned(image: &str) -> bool {
 }
 
 impl PackSpec {
+    /// A Pack of `image` serving on `port`, everything else unset (no
+    /// command or environment of its own, the policy's resources and
+    /// limits, both exposures, not deprecated, not pre-pulled).
+    pub fn of_image(image: impl Into<String>, port: u16) -> PackSpec {
+        PackSpec {
+            image: image.into(),
+            port,
+            command: None,
+            env: Vec::new(),
+            resources: None,
+            maxima: None,
+            session_defaults: None,
+            minima: None,
+            display_name: None,
+            description: None,
+            exposures: Vec::new(),
+            deprecated: false,
+            pre_pull: false,
+        }
+    }
+
     /// Whether its sessions may have `exposure` (an empty list allows both).
     pub fn offers(&self, exposure: Exposure) -> bool {
         self.exposures.is_empty() || self.exposures.contains(&exposure)

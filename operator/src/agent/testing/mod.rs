@@ -130,24 +130,7 @@ pub fn bound_session(name: &str, gpus: u32) -> Session {
 }
 
 pub fn pack(name: &str) -> Pack {
-    Pack::new(
-        name,
-        PackSpec {
-            image: IMAGE.into(),
-            port: 8080,
-            command: None,
-            env: Vec::new(),
-            resources: None,
-            maxima: None,
-            session_defaults: None,
-            minima: None,
-            display_name: None,
-            description: None,
-            exposures: Vec::new(),
-            deprecated: false,
-            pre_pull: false,
-        },
-    )
+    Pack::new(name, PackSpec::of_image(IMAGE, 8080))
 }
 
 /// A running container of the session, as Docker would report it.

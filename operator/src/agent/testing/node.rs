@@ -171,19 +171,8 @@ impl TestNode {
         let pack = Pack::new(
             name,
             PackSpec {
-                image: image.to_string(),
-                port: 8080,
-                command: None,
                 env,
-                resources: None,
-                maxima: None,
-                session_defaults: None,
-                minima: None,
-                display_name: None,
-                description: None,
-                exposures: Vec::new(),
-                deprecated: false,
-                pre_pull: false,
+                ..PackSpec::of_image(image, 8080)
             },
         );
         api.create(&PostParams::default(), &pack).await.unwrap();
