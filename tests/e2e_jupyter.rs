@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use medforge_testkit::bollard::query_parameters::ListImagesOptionsBuilder;
@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/one_host.rs"]
+mod one_host;
 mod support;
+use one_host::Proxy;
 use support::{Account, Proc, free_port, scope_label, wait_until_ready};
 
 const DOMAIN: &str = "medforge.test";
@@ -76,32 +79,6 @@ struct Ports {
     caddy_admin: u16,
 }
 
-fn spawn(
-    harness: &Harness,
-    name: &'static str,
-    program: &Path,
-    args: &[String],
-    env: &[(&str, String)],
-    dir: &Path,
-) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let mut cmd: Command = harness.netns_command(program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc { name, child, log }
-}
-
 /// `medforge up --default-pack jupyter`: no image given, so it takes the
 /// newest one Docker has labelled for the Pack `jupyter`.
 fn start_medforge(
@@ -142,7 +119,7 @@ fn start_medforge(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    spawn(
+    one_host::spawn(
         harness,
         "medforge-up",
         Path::new(env!("CARGO_BIN_EXE_medforge")),
@@ -152,46 +129,17 @@ fn start_medforge(
             ("MEDFORGE_ADMIN_PASSWORD", ADMIN.password.to_string()),
             ("RUST_LOG", "info".to_string()),
         ],
+        false,
         dir,
     )
 }
 
 fn start_caddy(harness: &Harness, dir: &Path, ports: &Ports) -> Proc {
-    let home = dir.join("caddy-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let caddyfile = repo().join("deploy/caddy/Caddyfile");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        caddyfile.to_str().unwrap().into(),
-        "--adapter".into(),
-        "caddyfile".into(),
-    ];
-    spawn(
-        harness,
-        "caddy",
-        Path::new("caddy"),
-        &args,
-        &[
-            ("MEDFORGE_DOMAIN", DOMAIN.into()),
-            ("MEDFORGE_API", format!("127.0.0.1:{}", ports.api)),
-            ("MEDFORGE_SCHEME", "http".into()),
-            ("MEDFORGE_TLS", "off".into()),
-            ("MEDFORGE_BIND", "127.0.0.1".into()),
-            ("MEDFORGE_HTTP_PORT", ports.caddy.to_string()),
-            (
-                "MEDFORGE_CADDY_ADMIN",
-                format!("127.0.0.1:{}", ports.caddy_admin),
-            ),
-            ("HOME", home.to_str().unwrap().into()),
-            ("XDG_DATA_HOME", home.join("data").to_str().unwrap().into()),
-            (
-                "XDG_CONFIG_HOME",
-                home.join("config").to_str().unwrap().into(),
-            ),
-        ],
-        dir,
-    )
+    let proxy = Proxy::Plain {
+        port: ports.caddy,
+        admin: ports.caddy_admin,
+    };
+    one_host::start_caddy_for(harness, dir, DOMAIN, ports.api, &proxy)
 }
 
 /// A browser, as far as this test needs one: requests to Caddy inside the

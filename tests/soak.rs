@@ -13,13 +13,14 @@
 //! `MEDFORGE_SOAK_BINARY` names another `medforge` binary to run (a build
 //! broken on purpose, to see the soak report it).
 
+#[path = "support/one_host.rs"]
+mod one_host;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use medforge_crds::{Pack, PackSpec, Session, SessionPhase};
 use medforge_testkit::{DownOptions, Harness, HarnessConfig, Method};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use one_host::Proxy;
 use rand::Rng;
 use serde_json::{Value, json};
 use support::{Proc, cookie_of, free_port, workload_image_id};
@@ -85,6 +87,16 @@ struct Host {
 
 impl Host {
     fn spawn(&mut self, name: &'static str) {
+        if name == "caddy" {
+            let proxy = Proxy::Plain {
+                port: self.caddy_port,
+                admin: self.caddy_admin_port,
+            };
+            let p =
+                one_host::start_caddy_for(&self.harness, &self.dir, DOMAIN, self.api_port, &proxy);
+            self.procs.insert(name, p);
+            return;
+        }
         // MEDFORGE_SOAK_BINARY runs the soak against another build (one
         // broken on purpose, to see that the soak catches it).
         let binary = std::env::var_os("MEDFORGE_SOAK_BINARY")
@@ -160,60 +172,13 @@ impl Host {
                 ],
                 vec![("MEDFORGE_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string())],
             ),
-            "caddy" => {
-                let home = self.dir.join("caddy-home");
-                std::fs::create_dir_all(&home).unwrap();
-                let caddyfile =
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/caddy/Caddyfile");
-                (
-                    Path::new("caddy"),
-                    vec![
-                        "run".into(),
-                        "--config".into(),
-                        caddyfile.to_str().unwrap().into(),
-                        "--adapter".into(),
-                        "caddyfile".into(),
-                    ],
-                    vec![
-                        ("MEDFORGE_DOMAIN", DOMAIN.into()),
-                        ("MEDFORGE_API", format!("127.0.0.1:{}", self.api_port)),
-                        ("MEDFORGE_SCHEME", "http".into()),
-                        ("MEDFORGE_TLS", "off".into()),
-                        ("MEDFORGE_BIND", "127.0.0.1".into()),
-                        ("MEDFORGE_HTTP_PORT", self.caddy_port.to_string()),
-                        (
-                            "MEDFORGE_CADDY_ADMIN",
-                            format!("127.0.0.1:{}", self.caddy_admin_port),
-                        ),
-                        ("HOME", home.to_str().unwrap().into()),
-                        ("XDG_DATA_HOME", home.join("data").to_str().unwrap().into()),
-                        (
-                            "XDG_CONFIG_HOME",
-                            home.join("config").to_str().unwrap().into(),
-                        ),
-                    ],
-                )
-            }
             other => unreachable!("{other} is not a process of the host"),
         };
-        let log = self.dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let mut env = env;
+        env.push(("RUST_LOG", "info".into()));
         // nsenter execs the program: the child's PID is the component's.
-        let mut cmd: Command = self.harness.netns_command(program);
-        cmd.args(&args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        self.procs.insert(name, Proc { name, child, log });
+        let p = one_host::spawn(&self.harness, name, program, &args, &env, false, &self.dir);
+        self.procs.insert(name, p);
     }
 
     /// SIGKILLs one component (by the PID this test started, or the
@@ -837,24 +802,7 @@ async fn chaos_soak() {
     medforge_operator::leader::ensure_namespace(&client, NAMESPACE)
         .await
         .unwrap();
-    let pack = Pack::new(
-        "default",
-        PackSpec {
-            image: host.image.clone(),
-            port: 8080,
-            command: None,
-            env: Vec::new(),
-            resources: None,
-            maxima: None,
-            session_defaults: None,
-            minima: None,
-            display_name: None,
-            description: None,
-            exposures: Vec::new(),
-            deprecated: false,
-            pre_pull: false,
-        },
-    );
+    let pack = Pack::new("default", PackSpec::of_image(host.image.clone(), 8080));
     Api::<Pack>::all(client.clone())
         .create(&PostParams::default(), &pack)
         .await

@@ -150,6 +150,17 @@ pub fn caddy_root_cert(dir: &Path) -> PathBuf {
 
 /// Caddy with the shipped Caddyfile in front of the api on `api_port`.
 pub fn start_caddy(harness: &Harness, dir: &Path, api_port: u16, proxy: &Proxy) -> Proc {
+    start_caddy_for(harness, dir, DOMAIN, api_port, proxy)
+}
+
+/// [`start_caddy`] for the sessions and api of `domain`.
+pub fn start_caddy_for(
+    harness: &Harness,
+    dir: &Path,
+    domain: &str,
+    api_port: u16,
+    proxy: &Proxy,
+) -> Proc {
     let home = caddy_home(dir);
     std::fs::create_dir_all(&home).unwrap();
     let caddyfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/caddy/Caddyfile");
@@ -161,7 +172,7 @@ pub fn start_caddy(harness: &Harness, dir: &Path, api_port: u16, proxy: &Proxy) 
         "caddyfile".into(),
     ];
     let mut env: Vec<(&str, String)> = vec![
-        ("MEDFORGE_DOMAIN", DOMAIN.into()),
+        ("MEDFORGE_DOMAIN", domain.into()),
         ("MEDFORGE_API", format!("127.0.0.1:{api_port}")),
         ("HOME", home.to_str().unwrap().into()),
         ("XDG_DATA_HOME", home.join("data").to_str().unwrap().into()),
