@@ -97,6 +97,10 @@ pub struct UpArgs {
     /// (`30m`, `1h`, `2h30m`), as kube-apiserver's `--event-ttl`.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     pub event_ttl: Duration,
+    /// Append one JSON line per authorization decision of the control plane
+    /// to this file (kube-apiserver's `--audit-log-path`, level Metadata).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
     /// Where the api listens (Caddy forwards to it).
     #[arg(long, default_value = API_LISTEN, env = "MEDFORGE_API_LISTEN")]
     pub api_listen: SocketAddr,
@@ -134,6 +138,10 @@ pub struct ApiserverArgs {
     /// How long an Event lives after its last write (`30m`, `1h`, `2h30m`).
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     pub event_ttl: Duration,
+    /// Append one JSON line per authorization decision to this file
+    /// (kube-apiserver's `--audit-log-path`, level Metadata).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
 }
 
 /// `medforge operator`.

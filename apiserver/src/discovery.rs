@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::registry::{Registry, ResourceType};
+use crate::registry::{Builtin, Registry, ResourceType};
 
 /// The Kubernetes version this server reports.
 pub const KUBE_MAJOR: &str = "1";
@@ -16,16 +16,6 @@ pub const AGGREGATED_V2: &str =
 pub const AGGREGATED_V2BETA1: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
-const VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
 const SUB_VERBS: [&str; 3] = ["get", "patch", "update"];
 
 pub fn version() -> Value {
@@ -102,10 +92,21 @@ fn resource_entries(rt: &ResourceType) -> Vec<Value> {
         "singularName": rt.singular,
         "namespaced": rt.namespaced,
         "kind": rt.kind,
-        "verbs": VERBS,
+        "verbs": rt.verbs(),
     });
     add_names(&mut main, rt);
     let mut out = vec![main];
+    if rt.builtin == Some(Builtin::ServiceAccount) {
+        out.push(json!({
+            "name": "serviceaccounts/token",
+            "singularName": "",
+            "namespaced": true,
+            "group": "authentication.k8s.io",
+            "version": "v1",
+            "kind": "TokenRequest",
+            "verbs": ["create"],
+        }));
+    }
     if rt.status_subresource {
         out.push(json!({
             "name": format!("{}/status", rt.plural),
@@ -147,9 +148,16 @@ fn aggregated_resource(rt: &ResourceType) -> Value {
         "responseKind": kind,
         "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": rt.singular,
-        "verbs": VERBS,
+        "verbs": rt.verbs(),
     });
     add_names(&mut r, rt);
+    if rt.builtin == Some(Builtin::ServiceAccount) {
+        r["subresources"] = json!([{
+            "subresource": "token",
+            "responseKind": { "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest" },
+            "verbs": ["create"],
+        }]);
+    }
     if rt.status_subresource {
         r["subresources"] = json!([{
             "subresource": "status",

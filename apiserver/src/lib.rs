@@ -1,8 +1,8 @@
 //! MedForge's embedded control plane: a Kubernetes-compatible API server for
 //! the `medforge.dev` resources (registered from the CRDs of `medforge-crds`)
 //! and the core kinds the controllers use (`v1` Namespace,
-//! `events.k8s.io/v1` Event, `coordination.k8s.io/v1` Lease), stored in
-//! SQLite. The kube client, kube-runtime controllers and `kubectl` work
+//! `events.k8s.io/v1` Event, `coordination.k8s.io/v1` Lease, and RBAC with
+//! ServiceAccounts and their tokens), stored in SQLite. The kube client, kube-runtime controllers and `kubectl` work
 //! against it as against kube-apiserver.
 //!
 //! ```no_run
@@ -34,6 +34,7 @@ mod response;
 mod write;
 
 // What the request path is built on.
+mod auth;
 mod db;
 mod discovery;
 mod events;
@@ -94,6 +95,9 @@ pub struct Config {
     /// How long an Event lives after its last write before it is deleted;
     /// kube-apiserver's `--event-ttl`, one hour by default.
     pub event_ttl: Duration,
+    /// Where to append one JSON line per authorization decision
+    /// (kube-apiserver's `--audit-log-path`, at level Metadata). Default: none.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -108,6 +112,7 @@ impl Config {
             max_body_bytes: 3 * 1024 * 1024,
             kubeconfig_path: None,
             event_ttl: DEFAULT_EVENT_TTL,
+            audit_log: None,
         }
     }
 
@@ -187,6 +192,40 @@ impl RunningServer {
         Ok(kube::Client::try_from(self.kube_config())?)
     }
 
+    /// A token for the ServiceAccount `namespace/name` (which must exist),
+    /// valid for `lifetime` (at most 48 hours): what a TokenRequest gives,
+    /// for a process that holds the server.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        lifetime: Duration,
+    ) -> Result<String, Error> {
+        let secs = i64::try_from(lifetime.as_secs())
+            .unwrap_or(i64::MAX)
+            .clamp(1, auth::token::MAX_EXPIRATION_SECS);
+        auth::review::mint(
+            &self.state.auth,
+            &self.state.store,
+            &self.state.registry,
+            namespace,
+            name,
+            secs,
+        )
+        .map(|(token, _)| token)
+        .map_err(|e| Error::Config(e.message))
+    }
+
+    /// A kube client configuration for this server, as the ServiceAccount
+    /// `namespace/name`, that reads its token from `token_file` (re-read
+    /// when it changes, as a projected token in a Pod is).
+    pub fn kube_config_with_token_file(&self, token_file: &Path) -> kube::Config {
+        let mut c = self.kube_config();
+        c.auth_info.token = None;
+        c.auth_info.token_file = Some(token_file.display().to_string());
+        c
+    }
+
     /// The newest resourceVersion the server has given out.
     pub fn resource_version(&self) -> u64 {
         self.state.store.current_rv()
@@ -244,10 +283,19 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     })?;
     let url = pki::server_url(addr);
     let shutdown = CancellationToken::new();
+    let audit = match &config.audit_log {
+        Some(path) => Some(auth::audit::AuditLog::open(path)?),
+        None => None,
+    };
     let state = Arc::new(state::AppState {
         store,
+        auth: auth::Auth {
+            admin_token: creds.token.clone(),
+            authz: auth::rbac::Authorizer::new(&registry),
+            signer: auth::token::Signer::load_or_create(&config.data_dir)?,
+            audit,
+        },
         registry: registry.clone(),
-        token: creds.token.clone(),
         openapi: openapi::OpenApi::build(&registry),
         max_body: config.max_body_bytes,
         bookmark_interval: config.bookmark_interval,

@@ -25,6 +25,17 @@ pub fn component_name(rt: &ResourceType) -> String {
         Some(Builtin::Event) => "io.k8s.api.events.v1.Event".into(),
         Some(Builtin::CoreEvent) => "io.k8s.api.core.v1.Event".into(),
         Some(Builtin::Lease) => "io.k8s.api.coordination.v1.Lease".into(),
+        Some(Builtin::ServiceAccount) => "io.k8s.api.core.v1.ServiceAccount".into(),
+        Some(Builtin::Role) => "io.k8s.api.rbac.v1.Role".into(),
+        Some(Builtin::ClusterRole) => "io.k8s.api.rbac.v1.ClusterRole".into(),
+        Some(Builtin::RoleBinding) => "io.k8s.api.rbac.v1.RoleBinding".into(),
+        Some(Builtin::ClusterRoleBinding) => "io.k8s.api.rbac.v1.ClusterRoleBinding".into(),
+        Some(Builtin::SelfSubjectAccessReview) => {
+            "io.k8s.api.authorization.v1.SelfSubjectAccessReview".into()
+        }
+        Some(Builtin::SelfSubjectRulesReview) => {
+            "io.k8s.api.authorization.v1.SelfSubjectRulesReview".into()
+        }
         None => {
             let reversed: Vec<&str> = rt.group.split('.').rev().collect();
             format!("{}.{}.{}", reversed.join("."), rt.version, rt.kind)
@@ -49,6 +60,13 @@ fn builtin_definitions() -> Map<String, Value> {
     generator.subschema_for::<Event>();
     generator.subschema_for::<CoreEvent>();
     generator.subschema_for::<Lease>();
+    generator.subschema_for::<k8s_openapi::api::core::v1::ServiceAccount>();
+    generator.subschema_for::<k8s_openapi::api::rbac::v1::Role>();
+    generator.subschema_for::<k8s_openapi::api::rbac::v1::ClusterRole>();
+    generator.subschema_for::<k8s_openapi::api::rbac::v1::RoleBinding>();
+    generator.subschema_for::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>();
+    generator.subschema_for::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>();
+    generator.subschema_for::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>();
     generator.subschema_for::<ObjectMeta>();
     generator.subschema_for::<ListMeta>();
     generator.subschema_for::<Status>();

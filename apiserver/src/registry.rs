@@ -23,6 +23,38 @@ pub enum Builtin {
     /// The core `v1` view of the `events.k8s.io/v1` Events (see `events.rs`).
     CoreEvent,
     Lease,
+    ServiceAccount,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
+    /// `authorization.k8s.io/v1`: answered, never stored (create only).
+    SelfSubjectAccessReview,
+    SelfSubjectRulesReview,
+}
+
+impl Builtin {
+    /// Whether the server speaks Kubernetes protobuf for this kind (see
+    /// `protobuf/kinds.rs`); the others are JSON only, as custom resources are.
+    pub fn protobuf(self) -> bool {
+        matches!(
+            self,
+            Builtin::Namespace
+                | Builtin::Event
+                | Builtin::CoreEvent
+                | Builtin::Lease
+                | Builtin::SelfSubjectAccessReview
+                | Builtin::SelfSubjectRulesReview
+        )
+    }
+
+    /// A review: created to get an answer, never stored.
+    pub fn is_review(self) -> bool {
+        matches!(
+            self,
+            Builtin::SelfSubjectAccessReview | Builtin::SelfSubjectRulesReview
+        )
+    }
 }
 
 /// One column of `kubectl get`'s table.
@@ -81,7 +113,33 @@ pub struct ResourceType {
     pub alias_of: Option<ResourceId>,
 }
 
+/// Every verb a stored kind serves.
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
 impl ResourceType {
+    /// The verbs served on this kind (a review: `create` only).
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.builtin.is_some_and(Builtin::is_review) {
+            &["create"]
+        } else {
+            &VERBS
+        }
+    }
+
+    /// Whether the server speaks protobuf for this kind.
+    pub fn protobuf(&self) -> bool {
+        self.builtin.is_some_and(Builtin::protobuf)
+    }
+
     /// `medforge.dev/v1alpha1` or `v1`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -145,6 +203,13 @@ impl Registry {
             Builtin::Event,
             Builtin::Lease,
             Builtin::CoreEvent,
+            Builtin::ServiceAccount,
+            Builtin::Role,
+            Builtin::ClusterRole,
+            Builtin::RoleBinding,
+            Builtin::ClusterRoleBinding,
+            Builtin::SelfSubjectAccessReview,
+            Builtin::SelfSubjectRulesReview,
         ] {
             reg.add(builtin_type(b));
         }
@@ -304,6 +369,37 @@ fn selectable(paths: &[&str]) -> Vec<(String, JsonPath)> {
         .collect()
 }
 
+/// The RBAC API group.
+pub const RBAC: &str = "rbac.authorization.k8s.io";
+/// The group of the access reviews.
+pub const AUTHORIZATION: &str = "authorization.k8s.io";
+
+fn rbac_type(mut t: ResourceType) -> ResourceType {
+    t.categories = vec![];
+    t.printer_columns = vec![column(
+        "Created At",
+        "date",
+        ".metadata.creationTimestamp",
+        "When the role was created",
+        0,
+    )];
+    t
+}
+
+fn binding_type(mut t: ResourceType) -> ResourceType {
+    t.printer_columns = vec![
+        column(
+            "Role",
+            "string",
+            ".roleRef.name",
+            "The role the subjects get",
+            0,
+        ),
+        age_column(),
+    ];
+    t
+}
+
 fn builtin_type(b: Builtin) -> ResourceType {
     let base =
         |group: &str, version: &str, kind: &str, plural: &str, namespaced: bool| ResourceType {
@@ -404,6 +500,36 @@ fn builtin_type(b: Builtin) -> ResourceType {
             ));
             t
         }
+        Builtin::ServiceAccount => {
+            let mut t = base("", "v1", "ServiceAccount", "serviceaccounts", true);
+            t.short_names = vec!["sa".into()];
+            t.printer_columns = vec![age_column()];
+            t
+        }
+        Builtin::Role => rbac_type(base(RBAC, "v1", "Role", "roles", true)),
+        Builtin::ClusterRole => rbac_type(base(RBAC, "v1", "ClusterRole", "clusterroles", false)),
+        Builtin::RoleBinding => binding_type(base(RBAC, "v1", "RoleBinding", "rolebindings", true)),
+        Builtin::ClusterRoleBinding => binding_type(base(
+            RBAC,
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        )),
+        Builtin::SelfSubjectAccessReview => base(
+            AUTHORIZATION,
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        ),
+        Builtin::SelfSubjectRulesReview => base(
+            AUTHORIZATION,
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+        ),
         Builtin::Lease => {
             let mut t = base("coordination.k8s.io", "v1", "Lease", "leases", true);
             t.printer_columns = vec![

@@ -9,12 +9,10 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use headers::authorization::Bearer;
-use headers::{Authorization, HeaderMapExt};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 
+use crate::auth::{self, User};
 use crate::discovery;
 use crate::handlers;
 use crate::request::negotiate::{Output, negotiate};
@@ -39,16 +37,6 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
-}
-
-/// Lets the request through when it carries the server's bearer token
-/// (`Authorization: Bearer …`, the scheme in any case), compared in constant time.
-fn authenticate(token: &str, headers: &HeaderMap) -> ApiResult<()> {
-    let presented = headers.typed_get::<Authorization<Bearer>>();
-    match presented {
-        Some(auth) if bool::from(auth.token().as_bytes().ct_eq(token.as_bytes())) => Ok(()),
-        _ => Err(ApiError::unauthorized()),
-    }
 }
 
 fn text(s: &'static str) -> Response {
@@ -125,7 +113,9 @@ async fn route(st: Arc<AppState>, req: Request) -> ApiResult<Response> {
         "/version" | "/version/" => return Ok(json_value(&discovery::version())),
         _ => {}
     }
-    authenticate(&st.token, req.headers())?;
+    let uri = req.uri().to_string();
+    let user = auth::authenticate(&st.auth, &st.store, req.headers())?;
+    let user = auth::impersonate(&st.auth, &st.store, user, req.headers(), &uri)?;
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -141,6 +131,21 @@ async fn route(st: Arc<AppState>, req: Request) -> ApiResult<Response> {
         })
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let is_resource = matches!(s.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !is_resource {
+        let verb = if method == Method::GET || method == Method::HEAD {
+            "get".to_string()
+        } else {
+            method.as_str().to_lowercase()
+        };
+        auth::authorize(
+            &st.auth,
+            &st.store,
+            &user,
+            &auth::rbac::Attributes::non_resource(&verb, &path),
+            &uri,
+        )?;
+    }
     match s.as_slice() {
         ["api"] => {
             only_get(&method)?;
@@ -186,21 +191,101 @@ async fn route(st: Arc<AppState>, req: Request) -> ApiResult<Response> {
             }
             Ok(r)
         }
-        ["api", version, rest @ ..] => resource(st, "", version, rest, req).await,
-        ["apis", group, version, rest @ ..] => resource(st, group, version, rest, req).await,
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "serviceaccounts",
+            name,
+            "token",
+        ] => token_request(&st, &user, ns, name, &uri, req).await,
+        ["api", version, rest @ ..] => resource(st, &user, "", version, rest, req).await,
+        ["apis", group, version, rest @ ..] => resource(st, &user, group, version, rest, req).await,
         _ => Err(ApiError::path_not_found()),
+    }
+}
+
+/// `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token`: a
+/// TokenRequest (verb `create` on `serviceaccounts/token`).
+async fn token_request(
+    st: &AppState,
+    user: &User,
+    ns: &str,
+    name: &str,
+    uri: &str,
+    req: Request,
+) -> ApiResult<Response> {
+    let a = auth::rbac::Attributes::resource(
+        &method_verb(req.method()),
+        "",
+        "serviceaccounts",
+        "token",
+        ns,
+        name,
+    );
+    auth::authorize(&st.auth, &st.store, user, &a, uri)?;
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed_here());
+    }
+    let (accept, content_type) = {
+        let header = |h: header::HeaderName| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        (header(header::ACCEPT), header(header::CONTENT_TYPE))
+    };
+    // kubectl sends and reads a TokenRequest in protobuf.
+    let (chosen, _) = negotiate(Some(&accept).filter(|a| !a.is_empty()).map(String::as_str), true)
+        .ok_or_else(|| {
+            ApiError::not_acceptable(
+                "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf",
+            )
+        })?;
+    let body = read_body(st, req).await?;
+    let answer = (|| {
+        let v = match crate::request::body::media_type(&content_type) {
+            crate::protobuf::PROTOBUF => crate::protobuf::decode(&body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as {}: {e}",
+                    crate::protobuf::PROTOBUF
+                ))
+            })?,
+            _ => serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+            })?,
+        };
+        let answer = auth::review::token_request(&st.auth, &st.store, &st.registry, ns, name, v)?;
+        Ok(value_response(StatusCode::CREATED, &answer, &[]))
+    })();
+    match chosen {
+        Output::Json => answer,
+        Output::Protobuf => Ok(protobuf_response(answer).await),
+    }
+}
+
+/// The verb of a request on a subresource that only takes `create`.
+fn method_verb(method: &Method) -> String {
+    if *method == Method::POST {
+        "create".into()
+    } else {
+        method.as_str().to_lowercase()
     }
 }
 
 async fn resource(
     st: Arc<AppState>,
+    user: &User,
     group: &str,
     version: &str,
     rest: &[&str],
     req: Request,
 ) -> ApiResult<Response> {
     let mut output = Output::Json;
-    let result = resource_json(st, group, version, rest, req, &mut output).await;
+    let result = resource_json(st, user, group, version, rest, req, &mut output).await;
     match output {
         Output::Json => result,
         Output::Protobuf => Ok(protobuf_response(result).await),
@@ -211,6 +296,7 @@ async fn resource(
 /// type of the answer, which it writes in JSON except for a watch's frames.
 async fn resource_json(
     st: Arc<AppState>,
+    user: &User,
     group: &str,
     version: &str,
     rest: &[&str],
@@ -218,8 +304,17 @@ async fn resource_json(
     output: &mut Output,
 ) -> ApiResult<Response> {
     let target = Target::parse(&st.registry, group, version, rest)?;
-    let builtin = st.registry.get(target.rt_id).builtin.is_some();
     let method = req.method().clone();
+    let query = Query::parse(req.uri().query());
+    let attributes = auth::resource_attributes(&st.registry, &method, &target, &query);
+    auth::authorize(
+        &st.auth,
+        &st.store,
+        user,
+        &attributes,
+        &req.uri().to_string(),
+    )?;
+    let builtin = st.registry.get(target.rt_id).protobuf();
     let (accept, content_type, user_agent) = {
         let header = |h: header::HeaderName| {
             req.headers()
@@ -233,7 +328,6 @@ async fn resource_json(
             header(header::USER_AGENT),
         )
     };
-    let query = Query::parse(req.uri().query());
     let (chosen, range) = negotiate(accept.as_deref(), builtin).ok_or_else(|| {
         ApiError::not_acceptable(if builtin {
             "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
@@ -252,6 +346,16 @@ async fn resource_json(
     } else {
         Bytes::new()
     };
+    let rt = st.registry.get(target.rt_id);
+    if rt.builtin.is_some_and(crate::registry::Builtin::is_review) {
+        // A review is answered, never stored.
+        if method != Method::POST || target.name.is_some() {
+            return Err(ApiError::method_not_allowed_here());
+        }
+        let v = crate::request::body::decode_body(rt, &body, &content_type)?;
+        let answer = auth::review::answer(&st.auth, &st.store, rt, user, v)?;
+        return Ok(value_response(StatusCode::CREATED, &answer, &[]));
+    }
     let rr = ResourceRequest {
         target,
         query,
@@ -262,35 +366,4 @@ async fn resource_json(
         protobuf: chosen == Output::Protobuf,
     };
     handlers::dispatch(st.clone(), method, rr).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_authorization(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-        headers
-    }
-
-    #[test]
-    fn only_the_servers_bearer_token_gets_in() {
-        let token = "s3cret-token";
-        for (authorization, lets_in) in [
-            ("Bearer s3cret-token", true),
-            ("bearer s3cret-token", true),
-            ("BEARER s3cret-token", true),
-            ("Bearer s3cret-toke", false),
-            ("Bearer s3cret-token2", false),
-            ("Bearer ", false),
-            ("Basic s3cret-token", false),
-            ("s3cret-token", false),
-            ("Bearers3cret-token", false),
-        ] {
-            let answer = authenticate(token, &with_authorization(authorization));
-            assert_eq!(answer.is_ok(), lets_in, "{authorization}");
-        }
-        assert!(authenticate(token, &HeaderMap::new()).is_err(), "no header");
-    }
 }

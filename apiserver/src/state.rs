@@ -14,7 +14,8 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
-    pub token: String,
+    /// Authentication, RBAC and the audit log.
+    pub auth: crate::auth::Auth,
     pub openapi: OpenApi,
     pub max_body: usize,
     pub bookmark_interval: Duration,

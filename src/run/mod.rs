@@ -124,6 +124,7 @@ async fn start_control_plane(args: &UpArgs) -> anyhow::Result<medforge_apiserver
     let dir = args.data_dir.join("apiserver");
     let mut config = medforge_apiserver::Config::new(&dir).with_listen(args.apiserver_listen);
     config.event_ttl = args.event_ttl;
+    config.audit_log = args.audit_log_path.clone();
     let server = medforge_apiserver::start(config).await.with_context(|| {
         format!(
             "starting the control plane in {} (if its port is in use, pick another with --apiserver-listen)",
@@ -172,6 +173,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
 pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let mut config = medforge_apiserver::Config::new(&args.data_dir).with_listen(args.listen);
     config.event_ttl = args.event_ttl;
+    config.audit_log = args.audit_log_path.clone();
     let server = medforge_apiserver::start(config)
         .await
         .with_context(|| format!("starting the control plane in {}", args.data_dir.display()))?;

@@ -1,10 +1,14 @@
 //! The conversions of the kinds this server encodes, and of the types they
 //! are made of, field by field (see [`super::convert`] for the rules).
 
+use k8s_openapi::api::authentication::v1 as authentication;
+use k8s_openapi::api::authorization::v1 as authorization;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_pb::api::authentication::v1 as pb_authentication;
+use k8s_pb::api::authorization::v1 as pb_authorization;
 use k8s_pb::api::coordination::v1 as pb_coordination;
 use k8s_pb::api::core::v1 as pb_core;
 use k8s_pb::api::events::v1 as pb_events;
@@ -197,6 +201,154 @@ to_proto! {
         OmitEmpty: reporting_controller, reporting_instance, action, reason, note, deprecated_count;
     }
     renamed { type_ = r#type: OmitEmpty }
+}
+
+// authentication.k8s.io/v1: a TokenRequest (`kubectl create token` sends
+// and reads it in protobuf).
+
+to_proto! {
+    authentication::TokenRequest => pb_authentication::TokenRequest {
+        Object: metadata, spec;
+        Nested: status;
+    }
+}
+
+to_proto! {
+    authentication::TokenRequestSpec => pb_authentication::TokenRequestSpec {
+        AsIs: audiences, expiration_seconds;
+        Nested: bound_object_ref;
+    }
+}
+
+to_proto! {
+    authentication::BoundObjectReference => pb_authentication::BoundObjectReference {
+        OmitEmpty: kind, api_version, name;
+    }
+    renamed { uid = u_id: OmitEmpty }
+}
+
+to_proto! {
+    authentication::TokenRequestStatus => pb_authentication::TokenRequestStatus {
+        Required: token;
+        Object: expiration_timestamp;
+    }
+}
+
+// authorization.k8s.io/v1: the self-subject reviews (`kubectl auth can-i`
+// sends and reads them in protobuf).
+
+to_proto! {
+    authorization::SelfSubjectAccessReview => pb_authorization::SelfSubjectAccessReview {
+        Object: metadata, spec;
+        Nested: status;
+    }
+}
+
+to_proto! {
+    authorization::SelfSubjectAccessReviewSpec => pb_authorization::SelfSubjectAccessReviewSpec {
+        Nested: resource_attributes, non_resource_attributes;
+    }
+}
+
+// By hand: the field and label selectors of an access review are not
+// authorized on by this server, so they are not read (and never written).
+impl ToProto for authorization::ResourceAttributes {
+    type Pb = pb_authorization::ResourceAttributes;
+    fn to_pb(&self) -> pb_authorization::ResourceAttributes {
+        pb_authorization::ResourceAttributes {
+            namespace: self.namespace.clone(),
+            verb: self.verb.clone(),
+            group: self.group.clone(),
+            version: self.version.clone(),
+            resource: self.resource.clone(),
+            subresource: self.subresource.clone(),
+            name: self.name.clone(),
+            field_selector: None,
+            label_selector: None,
+        }
+    }
+    fn from_pb(pb: pb_authorization::ResourceAttributes) -> Result<Self, String> {
+        Ok(authorization::ResourceAttributes {
+            namespace: pb.namespace,
+            verb: pb.verb,
+            group: pb.group,
+            version: pb.version,
+            resource: pb.resource,
+            subresource: pb.subresource,
+            name: pb.name,
+            field_selector: None,
+            label_selector: None,
+        })
+    }
+}
+
+to_proto! {
+    authorization::NonResourceAttributes => pb_authorization::NonResourceAttributes {
+        AsIs: path, verb;
+    }
+}
+
+to_proto! {
+    authorization::SubjectAccessReviewStatus => pb_authorization::SubjectAccessReviewStatus {
+        Required: allowed;
+        AsIs: denied;
+        OmitEmpty: reason, evaluation_error;
+    }
+}
+
+to_proto! {
+    authorization::SelfSubjectRulesReview => pb_authorization::SelfSubjectRulesReview {
+        Object: metadata, spec;
+        Nested: status;
+    }
+}
+
+to_proto! {
+    authorization::SelfSubjectRulesReviewSpec => pb_authorization::SelfSubjectRulesReviewSpec {
+        AsIs: namespace;
+    }
+}
+
+impl ToProto for authorization::SubjectRulesReviewStatus {
+    type Pb = pb_authorization::SubjectRulesReviewStatus;
+    fn to_pb(&self) -> pb_authorization::SubjectRulesReviewStatus {
+        pb_authorization::SubjectRulesReviewStatus {
+            resource_rules: self.resource_rules.iter().map(ToProto::to_pb).collect(),
+            non_resource_rules: self.non_resource_rules.iter().map(ToProto::to_pb).collect(),
+            incomplete: Some(self.incomplete),
+            evaluation_error: self.evaluation_error.clone().filter(|e| !e.is_empty()),
+        }
+    }
+    fn from_pb(pb: pb_authorization::SubjectRulesReviewStatus) -> Result<Self, String> {
+        Ok(authorization::SubjectRulesReviewStatus {
+            resource_rules: pb
+                .resource_rules
+                .into_iter()
+                .map(ToProto::from_pb)
+                .collect::<Result<_, _>>()?,
+            non_resource_rules: pb
+                .non_resource_rules
+                .into_iter()
+                .map(ToProto::from_pb)
+                .collect::<Result<_, _>>()?,
+            incomplete: pb.incomplete.unwrap_or_default(),
+            evaluation_error: pb.evaluation_error,
+        })
+    }
+}
+
+to_proto! {
+    authorization::ResourceRule => pb_authorization::ResourceRule {
+        AsIs: verbs;
+        Values: api_groups, resources, resource_names;
+    }
+}
+
+to_proto! {
+    authorization::NonResourceRule => pb_authorization::NonResourceRule {
+        AsIs: verbs;
+    }
+    renamed { non_resource_urls = non_resource_ur_ls: Values }
 }
 
 // The list kinds.

@@ -77,6 +77,9 @@ enum Known {
     EventList,
     Status,
     DeleteOptions,
+    TokenRequest,
+    SelfSubjectAccessReview,
+    SelfSubjectRulesReview,
 }
 
 fn known(api_version: &str, kind: &str) -> Option<Known> {
@@ -90,6 +93,9 @@ fn known(api_version: &str, kind: &str) -> Option<Known> {
         ("events.k8s.io/v1", "Event") => Known::Event,
         ("events.k8s.io/v1", "EventList") => Known::EventList,
         ("v1" | "meta.k8s.io/v1", "Status") => Known::Status,
+        ("authentication.k8s.io/v1", "TokenRequest") => Known::TokenRequest,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Known::SelfSubjectAccessReview,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => Known::SelfSubjectRulesReview,
         // Like every meta/v1 option type, DeleteOptions is registered in every
         // group version: client-go labels it with the group of the resource.
         (_, "DeleteOptions") if !api_version.is_empty() => Known::DeleteOptions,
@@ -98,7 +104,9 @@ fn known(api_version: &str, kind: &str) -> Option<Known> {
 }
 
 const KNOWN_KINDS: &str = "v1 Namespace, NamespaceList, Event, EventList, Status; \
-     coordination.k8s.io/v1 Lease, LeaseList; events.k8s.io/v1 Event, EventList; DeleteOptions";
+     coordination.k8s.io/v1 Lease, LeaseList; events.k8s.io/v1 Event, EventList; \
+     authentication.k8s.io/v1 TokenRequest; authorization.k8s.io/v1 SelfSubjectAccessReview, \
+     SelfSubjectRulesReview; DeleteOptions";
 
 fn unknown_kind(api_version: &str, kind: &str) -> String {
     format!(
@@ -120,6 +128,13 @@ macro_rules! for_known {
             Known::EventList => $f::<List<events::Event>>($arg),
             Known::Status => $f::<meta::Status>($arg),
             Known::DeleteOptions => $f::<meta::DeleteOptions>($arg),
+            Known::TokenRequest => $f::<k8s_openapi::api::authentication::v1::TokenRequest>($arg),
+            Known::SelfSubjectAccessReview => {
+                $f::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>($arg)
+            }
+            Known::SelfSubjectRulesReview => {
+                $f::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>($arg)
+            }
         }
     };
 }

@@ -15,9 +15,9 @@ pub fn media_type(content_type: &str) -> &str {
 /// Decodes a protobuf request body: built-in kinds only, as on kube-apiserver,
 /// where custom resources are JSON (or YAML) only.
 pub fn decode_protobuf(rt: &ResourceType, body: &[u8]) -> ApiResult<Value> {
-    if rt.builtin.is_none() {
+    if !rt.protobuf() {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {}: {} is a custom resource, which is served in JSON only)",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {}: {} is served in JSON only)",
             protobuf::PROTOBUF,
             rt.group_resource()
         )));
@@ -48,7 +48,7 @@ pub fn decode_body(rt: &ResourceType, body: &[u8], content_type: &str) -> ApiRes
             })?
         }
         other => {
-            let accepted = if rt.builtin.is_some() {
+            let accepted = if rt.protobuf() {
                 "application/json, application/yaml, application/vnd.kubernetes.protobuf"
             } else {
                 "application/json, application/yaml"

@@ -105,6 +105,17 @@ impl Store {
         }
     }
 
+    /// How many objects of a stored kind there are and the newest
+    /// resourceVersion among them: every write of the kind changes one or
+    /// the other (a create or update brings a newer version, a delete one
+    /// object fewer), so a cache of the kind built at one fingerprint is
+    /// current while the fingerprint stays the same.
+    pub fn fingerprint(&self, rid: ResourceId) -> (usize, u64) {
+        let state = self.shared.read();
+        let map = &state.objects[rid];
+        (map.len(), map.values().map(|o| o.rv).max().unwrap_or(0))
+    }
+
     pub fn get(&self, rid: ResourceId, namespace: &str, name: &str) -> Option<Arc<StoredObject>> {
         if let Some(stored) = self.stored_kind(rid) {
             return self

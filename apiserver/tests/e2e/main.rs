@@ -8,4 +8,5 @@ mod crud;
 mod events;
 mod kubectl;
 mod protobuf;
+mod rbac;
 mod watch;
