@@ -962,6 +962,11 @@ async fn evidence_run_on_one_host() {
     report.push_str(&c.log.summary());
     up.stop(nix::sys::signal::Signal::SIGTERM);
     drop(caddy);
+    // Its parts ran as the chart's ServiceAccounts, under the chart's RBAC.
+    report.push_str("\n## Identities (the control plane's audit log)\n\n");
+    report.push_str(&one_host::assert_parts_ran_as_their_service_accounts(
+        dir.path(),
+    ));
 
     let file = write_evidence("plain HTTP", &report);
     println!("evidence report: {}\n{report}", file.display());

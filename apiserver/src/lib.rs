@@ -45,6 +45,7 @@ mod object_meta;
 mod openapi;
 mod pki;
 mod protobuf;
+pub mod rbac_report;
 mod registry;
 mod selector;
 mod status;
@@ -201,19 +202,15 @@ impl RunningServer {
         name: &str,
         lifetime: Duration,
     ) -> Result<String, Error> {
-        let secs = i64::try_from(lifetime.as_secs())
-            .unwrap_or(i64::MAX)
-            .clamp(1, auth::token::MAX_EXPIRATION_SECS);
-        auth::review::mint(
-            &self.state.auth,
-            &self.state.store,
-            &self.state.registry,
-            namespace,
-            name,
-            secs,
-        )
-        .map(|(token, _)| token)
-        .map_err(|e| Error::Config(e.message))
+        self.token_issuer()
+            .service_account_token(namespace, name, lifetime)
+    }
+
+    /// A handle that mints ServiceAccount tokens while the server runs.
+    pub fn token_issuer(&self) -> TokenIssuer {
+        TokenIssuer {
+            state: self.state.clone(),
+        }
     }
 
     /// A kube client configuration for this server, as the ServiceAccount
@@ -247,6 +244,44 @@ impl RunningServer {
         {
             tracing::warn!("the store did not close within 10 s (a request still holds it)");
         }
+    }
+}
+
+/// Mints ServiceAccount tokens for a process that runs the server (see
+/// [`RunningServer::token_issuer`]). Drop it before [`RunningServer::shutdown`]:
+/// it keeps the store open.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    state: Arc<state::AppState>,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenIssuer")
+    }
+}
+
+impl TokenIssuer {
+    /// See [`RunningServer::service_account_token`].
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        lifetime: Duration,
+    ) -> Result<String, Error> {
+        let secs = i64::try_from(lifetime.as_secs())
+            .unwrap_or(i64::MAX)
+            .clamp(1, auth::token::MAX_EXPIRATION_SECS);
+        auth::review::mint(
+            &self.state.auth,
+            &self.state.store,
+            &self.state.registry,
+            namespace,
+            name,
+            secs,
+        )
+        .map(|(token, _)| token)
+        .map_err(|e| Error::Config(e.message))
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`parts`]; the one-shot steps (client, default Pack, first admin) in
 //! [`setup`].
 
+mod identities;
 mod parts;
 mod setup;
 
@@ -44,13 +45,20 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     if let Some(image) = &pack_image {
         apply_pack(&client, &args.api.default_pack, image).await?;
     }
+    // Each part runs as the chart's ServiceAccount for it (decision 0021).
+    identities::apply(&client, &args.api.namespace).await?;
 
     let mut parts = Parts::new();
-    parts.start_scheduler(client.clone(), args.scheduler.config(&identity()));
+    let clients = identities::clients(
+        &server,
+        &args.data_dir.join("apiserver").join("identities"),
+        parts.shutdown(),
+    )?;
+    parts.start_scheduler(clients.scheduler, args.scheduler.config(&identity()));
     if !args.agent.no_agent {
         let mut agent_config = args.agent.config(policy)?;
         agent_config.storage_note = quickstart.as_ref().and_then(|q| q.storage_note.clone());
-        parts.start_agent(client.clone(), agent_config);
+        parts.start_agent(clients.agent, agent_config);
     }
 
     let api_config = args.api.config(&args.data_dir.join("api"), policy)?;
@@ -80,7 +88,7 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     }
     let result = serve_api(
         api_config,
-        client,
+        clients.api,
         args.api_listen,
         "--api-listen",
         parts.shutdown(),

@@ -104,6 +104,8 @@ pub fn start_medforge(
         harness.zfs_binary().to_str().unwrap(),
         "--default-pack-image",
         image,
+        "--audit-log-path",
+        audit_log(dir).to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -124,6 +126,54 @@ pub fn start_medforge(
         false,
         dir,
     )
+}
+
+/// The control plane's audit log of a `medforge up` in `dir`.
+pub fn audit_log(dir: &Path) -> PathBuf {
+    dir.join("audit.log")
+}
+
+/// Checks the audit log of a `medforge up` in `dir`: the scheduler, the
+/// node agent and the api each made requests as their own ServiceAccount
+/// (the chart's), none of them was refused, and nothing else but the admin
+/// (`medforge up`'s own setup, and the test's kubectl) made any. Returns a
+/// line per user with its count of requests.
+pub fn assert_parts_ran_as_their_service_accounts(dir: &Path) -> String {
+    let text = std::fs::read_to_string(audit_log(dir)).expect("the audit log");
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut refused = Vec::new();
+    for line in text.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("an audit event");
+        let user = e["user"]["username"].as_str().unwrap_or("").to_string();
+        if e["annotations"]["authorization.k8s.io/decision"] != "allow" {
+            refused.push(line.to_string());
+        }
+        *counts.entry(user).or_default() += 1;
+    }
+    assert!(
+        refused.is_empty(),
+        "requests refused:\n{}",
+        refused.join("\n")
+    );
+    for part in ["scheduler", "agent", "api"] {
+        let user = format!("system:serviceaccount:medforge-system:medforge-{part}");
+        assert!(
+            counts.get(&user).is_some_and(|n| *n > 0),
+            "no request as {user}: {counts:?}"
+        );
+    }
+    let others: Vec<&String> = counts
+        .keys()
+        .filter(|u| {
+            *u != "medforge-admin"
+                && !u.starts_with("system:serviceaccount:medforge-system:medforge-")
+        })
+        .collect();
+    assert!(others.is_empty(), "requests by {others:?}");
+    counts
+        .iter()
+        .map(|(u, n)| format!("- `{u}`: {n} requests, none refused\n"))
+        .collect()
 }
 
 /// How Caddy serves `deploy/caddy/Caddyfile`.

@@ -9,9 +9,7 @@ pub mod review;
 pub mod token;
 mod user;
 
-#[cfg(test)]
-use user::service_account_user;
-pub use user::{AUTHENTICATED, User};
+pub use user::{AUTHENTICATED, User, service_account_user};
 
 use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};

@@ -178,7 +178,8 @@ pub fn rule_allows(rule: &PolicyRule, a: &Attributes) -> bool {
     }
 }
 
-fn subject_matches(subject: &Subject, binding_ns: &str, user: &User) -> bool {
+/// Whether a binding's subject (in namespace `binding_ns`) names `user`.
+pub fn subject_matches(subject: &Subject, binding_ns: &str, user: &User) -> bool {
     match subject.kind.as_str() {
         "User" => subject.name == user.name,
         "Group" => user.groups.contains(&subject.name),
