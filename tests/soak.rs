@@ -15,6 +15,8 @@
 
 #[path = "support/one_host.rs"]
 mod one_host;
+#[path = "support/private_harness.rs"]
+mod private_harness;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,10 +30,11 @@ use std::time::{Duration, Instant};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use medforge_crds::{Pack, PackSpec, Session, SessionPhase};
-use medforge_testkit::{DownOptions, Harness, HarnessConfig, Method};
+use medforge_testkit::{Harness, HarnessConfig, Method};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use one_host::Proxy;
+use private_harness::PrivateHarness;
 use rand::Rng;
 use serde_json::{Value, json};
 use support::{Proc, cookie_of, free_port, workload_image_id};
@@ -54,22 +57,6 @@ const COMPONENTS: [&str; 7] = [
     "dockerd",
     "zfs-fuse",
 ];
-
-struct PrivateHarness {
-    config: HarnessConfig,
-}
-
-impl Drop for PrivateHarness {
-    fn drop(&mut self) {
-        let options = DownOptions {
-            wait: Duration::from_secs(30),
-            force: true,
-        };
-        if let Err(e) = medforge_testkit::down(&self.config, &options) {
-            eprintln!("soak: private harness teardown: {e}");
-        }
-    }
-}
 
 /// The host under test: its processes and where they listen.
 struct Host {

@@ -1,0 +1,1107 @@
+//! Multi-node: one embedded control plane (`medforge apiserver`), three node
+//! agents as separate processes (`medforge operator --no-scheduler`), each
+//! with a harness of its own (its own network namespace, dockerd and pool,
+//! so its own dataset root), two scheduler replicas (`medforge operator
+//! --no-agent`, one Lease) and two api replicas (`medforge api`) on one
+//! PostgreSQL database. Every process runs in this test's namespace on
+//! loopback; each agent reaches its containers with `--netns`.
+//!
+//! In order, each step checked by asserts:
+//!
+//! 1. 30 sessions created through both apis (6 users) all reach Running
+//!    with `Ready=True`, on all three nodes, and no (node, GPU index) is held
+//!    by two sessions (checked at every Session change a watch delivers,
+//!    for the whole test, and again at each step).
+//! 2. The leading scheduler (the Lease's holder, `<host>-<pid>`) is
+//!    SIGKILLed; the other replica takes the Lease within the lease
+//!    duration plus slack; sessions created right after the kill are bound
+//!    no earlier than its takeover, and every binding made before the kill
+//!    is unchanged.
+//! 3. One node agent is SIGKILLed: its GpuNode turns `Ready=Unknown`
+//!    (`NodeStatusUnknown`) and each of its sessions `Ready=False` with
+//!    reason `NodeLost`, in the control plane and as the api shows them; the
+//!    other nodes' sessions stay Running and Ready. The agent is started
+//!    again and its sessions come back Ready.
+//! 4. One api replica is SIGKILLed while 8 creates (`?wait=ready`) are in
+//!    flight on it; the cut ones are retried on the other replica. Every
+//!    session a client got a 2xx for exists once and its owner sees it
+//!    through the api; every other new Session was written by the killed
+//!    replica for a request that got no answer (counted, not hidden: the api
+//!    has no idempotency key). The killed replica, restarted, shows each
+//!    user the same sessions as the other (one database, one control plane).
+//!
+//! Every component uses the credentials [`kubeconfig_for`] gives it; for
+//! now that is the admin kubeconfig of `medforge apiserver` for all.
+
+#[path = "support/private_harness.rs"]
+mod private_harness;
+#[path = "support/private_postgres.rs"]
+mod private_postgres;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use medforge_crds::keys::OWNER_EMAIL_ANNOTATION;
+use medforge_crds::{
+    GpuNode, NodeCondition, Pack, PackSpec, Session, SessionCondition, SessionPhase,
+};
+use medforge_testkit::{Harness, HttpResponse, Method, eventually};
+use nix::sys::signal::Signal;
+use private_harness::PrivateHarness;
+use private_postgres::PrivatePostgres;
+use serde_json::{Value, json};
+use support::{Account, Proc, host_port, kube_client};
+
+const NS: &str = "medforge";
+const NODES: [&str; 3] = ["mn-node-a", "mn-node-b", "mn-node-c"];
+const AGENTS: [&str; 3] = ["agent-a", "agent-b", "agent-c"];
+const SCHEDULERS: [&str; 2] = ["scheduler-1", "scheduler-2"];
+const APIS: [&str; 2] = ["api-1", "api-2"];
+/// Static GPUs per node: room for every session the test creates (30, 3
+/// after the scheduler's death, 8 creates at the api's death plus as many
+/// left by cut requests) with GPUs to spare.
+const GPUS_PER_NODE: u32 = 20;
+const SESSIONS: usize = 30;
+const AFTER_SCHEDULER_KILL: usize = 3;
+const AT_API_KILL: usize = 8;
+const USERS: [Account; 6] = [
+    Account::new("ada@mn.medforge.test", "multi-node password 0"),
+    Account::new("bob@mn.medforge.test", "multi-node password 1"),
+    Account::new("cyd@mn.medforge.test", "multi-node password 2"),
+    Account::new("dan@mn.medforge.test", "multi-node password 3"),
+    Account::new("eve@mn.medforge.test", "multi-node password 4"),
+    Account::new("fay@mn.medforge.test", "multi-node password 5"),
+];
+const LEASE_SECS: u64 = 3;
+/// How late the new leader may be after the lease duration (its retry
+/// period is a fifth of the duration; the rest is a loaded 2-core machine).
+const TAKEOVER_SLACK: Duration = Duration::from_secs(10);
+/// The agents beat every 10 s.
+const HEARTBEAT_TIMEOUT_SECS: u64 = 20;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The kubeconfig `component` (`agent`, `scheduler` or `api`) runs with.
+fn kubeconfig_for(dir: &Path, component: &str) -> PathBuf {
+    assert!(
+        ["agent", "scheduler", "api"].contains(&component),
+        "no credentials for {component}"
+    );
+    // RBAC: replace with ServiceAccount tokens
+    // (each component its own identity, bound to the chart's rules).
+    dir.join("apiserver/kubeconfig")
+}
+
+/// The processes of the fleet, by name, and how each is started again.
+struct Fleet {
+    dir: PathBuf,
+    args: BTreeMap<&'static str, Vec<String>>,
+    procs: BTreeMap<&'static str, Proc>,
+}
+
+impl Fleet {
+    fn start(&mut self, name: &'static str) {
+        let log = self.dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_medforge"))
+            .args(&self.args[name])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.procs.insert(name, Proc { name, child, log });
+    }
+
+    /// Panics with its log when `name` exited by itself.
+    fn assert_alive(&mut self, name: &str) {
+        if let Some(p) = self.procs.get_mut(name)
+            && let Ok(Some(status)) = p.child.try_wait()
+        {
+            panic!("{name} exited ({status}):\n{}", self.tail(name));
+        }
+    }
+
+    fn assert_all_alive(&mut self) {
+        let names: Vec<&'static str> = self.procs.keys().copied().collect();
+        for name in names {
+            self.assert_alive(name);
+        }
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.procs[name].child.id()
+    }
+
+    /// SIGKILLs `name` by the PID this test started and waits for its exit.
+    fn kill(&mut self, name: &'static str) -> ExitStatus {
+        let mut p = self.procs.remove(name).expect("a running process");
+        p.stop(Signal::SIGKILL);
+        p.child.try_wait().unwrap().expect("it exited")
+    }
+
+    fn tail(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in self.args.keys() {
+                eprintln!("--- {name} log tail\n{}", self.tail(name));
+            }
+        }
+        // The control plane last, so the others drain against it.
+        let mut procs = std::mem::take(&mut self.procs);
+        let apiserver = procs.remove("apiserver");
+        for (_, mut p) in procs {
+            p.terminate_within(Duration::from_secs(15));
+        }
+        if let Some(mut p) = apiserver {
+            p.terminate_within(Duration::from_secs(15));
+        }
+    }
+}
+
+/// One HTTP/1 request on loopback of this namespace (where the apis
+/// listen), with a bearer token and a JSON body; `Err` when no complete
+/// answer came (a connection cut by a killed replica).
+async fn http(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    within: Duration,
+) -> Result<HttpResponse, String> {
+    use http_body_util::BodyExt;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", addr.to_string())
+            .header("content-length", bytes.len());
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let request = request
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer within {within:?}"))?
+}
+
+/// A user: its email and login token (one database: valid on both apis).
+#[derive(Clone)]
+struct User {
+    email: &'static str,
+    token: String,
+}
+
+/// A session a client got a 2xx for: whose, and through which api.
+#[derive(Clone, Debug)]
+struct Acked {
+    user: usize,
+    api: usize,
+}
+
+const CREATE: &str = "/api/v2/external/sessions";
+
+/// Creates one 1-GPU session through `api`; the session's id, or what went wrong.
+async fn create(api: SocketAddr, token: &str, path: &str) -> Result<String, String> {
+    let r = http(
+        api,
+        Method::POST,
+        path,
+        Some(token),
+        Some(&json!({"gpus": 1})),
+        Duration::from_secs(150),
+    )
+    .await?;
+    if !(200..300).contains(&r.status) {
+        return Err(format!("{}: {}", r.status, r.text()));
+    }
+    let v: Value = r.json().map_err(|e| e.to_string())?;
+    v["data"]["session"]["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no session id in {v}"))
+}
+
+/// The api's view of session `id` for its owner.
+async fn view(api: SocketAddr, token: &str, id: &str) -> Result<Value, String> {
+    let r = http(
+        api,
+        Method::GET,
+        &format!("{CREATE}/{id}"),
+        Some(token),
+        None,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if r.status != 200 {
+        return Err(format!("{}: {}", r.status, r.text()));
+    }
+    let v: Value = r.json().map_err(|e| e.to_string())?;
+    Ok(v["data"].clone())
+}
+
+/// The ids of the sessions the api lists for the owner of `token`.
+async fn listed(api: SocketAddr, token: &str) -> Result<BTreeSet<String>, String> {
+    let r = http(
+        api,
+        Method::GET,
+        &format!("{CREATE}?limit=200"),
+        Some(token),
+        None,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if r.status != 200 {
+        return Err(format!("{}: {}", r.status, r.text()));
+    }
+    let v: Value = r.json().map_err(|e| e.to_string())?;
+    Ok(v["data"]
+        .as_array()
+        .ok_or_else(|| format!("no list in {v}"))?
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect())
+}
+
+async fn sessions(client: &kube::Client) -> Vec<Session> {
+    Api::<Session>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .expect("the control plane lists Sessions")
+        .items
+}
+
+/// Where a session is bound: its node and GPU indexes.
+type Binding = (String, Vec<u32>);
+
+fn binding(s: &Session) -> Option<Binding> {
+    let st = s.status.as_ref()?;
+    let node = st.node_name.clone()?;
+    let mut gpus: Vec<u32> = st.gpus.iter().map(|g| g.index).collect();
+    gpus.sort_unstable();
+    Some((node, gpus))
+}
+
+/// Each (node, GPU index) held by two sessions at once, described.
+fn gpus_given_twice(all: &[Session]) -> Vec<String> {
+    let mut held: HashMap<(String, u32), String> = HashMap::new();
+    let mut twice = Vec::new();
+    for s in all.iter().filter(|s| s.holds_binding()) {
+        let Some((node, gpus)) = binding(s) else {
+            continue;
+        };
+        for g in gpus {
+            if let Some(other) = held.insert((node.clone(), g), s.name_any()) {
+                twice.push(format!(
+                    "GPU {g} of {node} held by {other} and {}",
+                    s.name_any()
+                ));
+            }
+        }
+    }
+    twice
+}
+
+/// Checks [`gpus_given_twice`] after every Session change the control
+/// plane's watch delivers, until aborted; the violations and the number of
+/// changes checked.
+async fn watch_gpus(client: kube::Client, seen: Arc<Mutex<(Vec<String>, u64)>>) {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let api = Api::<Session>::namespaced(client, NS);
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        if event.is_err() {
+            continue;
+        }
+        let all: Vec<Session> = reader.state().iter().map(|s| (**s).clone()).collect();
+        let twice = gpus_given_twice(&all);
+        let mut seen = seen.lock().unwrap();
+        seen.1 += 1;
+        for v in twice {
+            if !seen.0.contains(&v) {
+                eprintln!("VIOLATION: {v}");
+                seen.0.push(v);
+            }
+        }
+    }
+}
+
+fn running_and_ready(s: &Session) -> bool {
+    s.phase() == SessionPhase::Running
+        && s.condition(SessionCondition::Ready)
+            .is_some_and(|c| c.status == "True")
+}
+
+/// Waits until every session in `names` runs with `Ready=True`; returns them all.
+async fn all_running(client: &kube::Client, names: &BTreeSet<String>, what: &str) -> Vec<Session> {
+    eventually(what, DEADLINE, async || {
+        let all = sessions(client).await;
+        let twice = gpus_given_twice(&all);
+        assert!(twice.is_empty(), "a GPU given twice: {twice:?}");
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                !all.iter()
+                    .any(|s| s.name_any() == **n && running_and_ready(s))
+            })
+            .map(|n| {
+                let s = all.iter().find(|s| s.name_any() == *n);
+                format!(
+                    "{n}: {:?} {:?}",
+                    s.map(|s| s.phase()),
+                    s.and_then(|s| s.status.as_ref())
+                        .and_then(|st| st.message.clone())
+                )
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(all)
+        } else {
+            Err(format!("{} not running yet: {missing:?}", missing.len()))
+        }
+    })
+    .await
+}
+
+/// The scheduler Lease's holder and transitions.
+async fn lease_holder(leases: &Api<Lease>) -> Option<(String, i32, i64)> {
+    let spec = leases.get_opt("medforge-scheduler").await.ok()??.spec?;
+    Some((
+        spec.holder_identity.filter(|h| !h.is_empty())?,
+        spec.lease_transitions.unwrap_or(0),
+        spec.acquire_time?.0.as_second(),
+    ))
+}
+
+fn node_ready(node: &GpuNode) -> Option<(String, String)> {
+    let st = node.status.as_ref()?;
+    medforge_crds::conditions::find(&st.conditions, NodeCondition::Ready)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Copies the harness's workload image into `to` with its image ID (docker
+/// save and load keep the image's configuration, so its ID): every node
+/// runs the same `sha256:` image the Pack names.
+async fn copy_image(from: &Harness, to: &Harness, image: &str) {
+    let mut tar = Vec::new();
+    let mut export = std::pin::pin!(from.docker().export_image(image));
+    while let Some(chunk) = export.next().await {
+        tar.extend_from_slice(&chunk.expect("docker save of the workload image"));
+    }
+    let mut load = std::pin::pin!(to.docker().import_image(
+        bollard::query_parameters::ImportImageOptions::default(),
+        bollard::body_full(hyper::body::Bytes::from(tar)),
+        None,
+    ));
+    while let Some(step) = load.next().await {
+        step.expect("docker load of the workload image");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_two_schedulers_two_apis() {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("mn")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    // Torn down after everything below (dropped last), also on failure.
+    let guards: Vec<PrivateHarness> = (0..NODES.len())
+        .map(|i| PrivateHarness::new(dir.join(format!("harness-{i}"))))
+        .collect();
+    let starts = guards.iter().map(|g| Harness::start(g.config.clone()));
+    let harnesses: Vec<Harness> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|h| h.expect("a private harness"))
+        .collect();
+    let tag = harnesses[0].workload_image().await.expect("workload image");
+    for h in &harnesses[1..] {
+        copy_image(&harnesses[0], h, &tag).await;
+    }
+    let mut ids = BTreeSet::new();
+    for h in &harnesses {
+        ids.insert(h.docker().inspect_image(&tag).await.unwrap().id.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "one image ID on every node: {ids:?}");
+    let image = ids.pop_first().unwrap();
+    eprintln!("harnesses and image ready after {:?}", started.elapsed());
+
+    let postgres = PrivatePostgres::start(&dir.join("postgres"));
+    let apiserver_dir = dir.join("apiserver");
+    let api_addrs: Vec<SocketAddr> = APIS
+        .iter()
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], host_port())))
+        .collect();
+    let mut args: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    args.insert(
+        "apiserver",
+        strings(&[
+            "apiserver",
+            "--data-dir",
+            apiserver_dir.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", host_port()),
+        ]),
+    );
+    for (i, name) in AGENTS.iter().enumerate() {
+        let h = &harnesses[i];
+        args.insert(
+            *name,
+            strings(&[
+                "operator",
+                "--no-scheduler",
+                "--kubeconfig",
+                kubeconfig_for(&dir, "agent").to_str().unwrap(),
+                "--node-name",
+                NODES[i],
+                "--gpus",
+                &format!("static:{GPUS_PER_NODE}"),
+                "--docker-socket",
+                h.layout().docker_socket.to_str().unwrap(),
+                "--netns",
+                h.netns_path().to_str().unwrap(),
+                "--zfs-binary",
+                h.zfs_binary().to_str().unwrap(),
+                "--zfs-root",
+                &format!("{}/mn", h.layout().pool),
+            ]),
+        );
+    }
+    for name in SCHEDULERS {
+        args.insert(
+            name,
+            strings(&[
+                "operator",
+                "--no-agent",
+                "--kubeconfig",
+                kubeconfig_for(&dir, "scheduler").to_str().unwrap(),
+                "--lease-duration",
+                &format!("{LEASE_SECS}s"),
+                "--placement",
+                "spread",
+                "--heartbeat-timeout-secs",
+                &HEARTBEAT_TIMEOUT_SECS.to_string(),
+                "--max-sessions-per-user",
+                "100",
+                "--max-gpus-per-user",
+                "100",
+            ]),
+        );
+    }
+    for (i, name) in APIS.iter().enumerate() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        args.insert(
+            *name,
+            strings(&[
+                "api",
+                "--kubeconfig",
+                kubeconfig_for(&dir, "api").to_str().unwrap(),
+                "--data-dir",
+                dir.join(name).to_str().unwrap(),
+                "--listen",
+                &api_addrs[i].to_string(),
+                "--database-url",
+                &postgres.url(),
+                "--signup-mode",
+                "open",
+                "--login-burst",
+                "100",
+                "--login-per-minute",
+                "1000",
+            ]),
+        );
+    }
+    let mut fleet = Fleet {
+        dir: dir.clone(),
+        args,
+        procs: BTreeMap::new(),
+    };
+    fleet.start("apiserver");
+    let client = kube_client(&apiserver_dir).await;
+    medforge_operator::leader::ensure_namespace(&client, NS)
+        .await
+        .unwrap();
+    Api::<Pack>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Pack::new("default", PackSpec::of_image(image.clone(), 8080)),
+        )
+        .await
+        .unwrap();
+    for name in AGENTS.iter().chain(&SCHEDULERS) {
+        fleet.start(name);
+    }
+    let gpu_watch_seen = Arc::new(Mutex::new((Vec::<String>::new(), 0u64)));
+    let gpu_watch = tokio::spawn(watch_gpus(client.clone(), gpu_watch_seen.clone()));
+    let nodes: Api<GpuNode> = Api::all(client.clone());
+    eventually("three GpuNodes Ready", DEADLINE, async || {
+        fleet.assert_all_alive();
+        let list = nodes.list(&ListParams::default()).await.ok()?.items;
+        let ready = list
+            .iter()
+            .filter(|n| node_ready(n).is_some_and(|(s, _)| s == "True"))
+            .count();
+        (ready == NODES.len()).then_some(())
+    })
+    .await;
+    // The apis one after the other: two replicas starting at once on an
+    // empty database race to create the first admin (`first_admin` and
+    // `ensure_admin` look, then insert; the loser exits 1 on the unique
+    // email), which a restart gets past. Known, not fixed here.
+    for (i, addr) in api_addrs.iter().enumerate() {
+        fleet.start(APIS[i]);
+        eventually(&format!("{} ready", APIS[i]), DEADLINE, async || {
+            fleet.assert_alive(APIS[i]);
+            http(
+                *addr,
+                Method::GET,
+                "/readyz",
+                None,
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+    }
+    eprintln!("fleet up after {:?}", started.elapsed());
+
+    // Users: half sign up on each api; each token works on both.
+    let mut users = Vec::new();
+    for (i, account) in USERS.iter().enumerate() {
+        let api = api_addrs[i % 2];
+        let cookie = account
+            .sign_up(move |path, body| async move {
+                http(
+                    api,
+                    Method::POST,
+                    path,
+                    None,
+                    Some(&body),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
+            })
+            .await;
+        users.push(User {
+            email: account.email,
+            token: cookie,
+        });
+    }
+
+    // 1. 30 sessions through both apis, all Running, on every node.
+    let phase = Instant::now();
+    let mut acked: BTreeMap<String, Acked> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (u, user) in users.iter().enumerate() {
+        let (token, apis) = (user.token.clone(), api_addrs.clone());
+        tasks.spawn(async move {
+            let mut made = Vec::new();
+            for k in 0..SESSIONS / USERS.len() {
+                let api = (u + k) % 2;
+                let id = create(apis[api], &token, CREATE)
+                    .await
+                    .unwrap_or_else(|e| panic!("create {k} of user {u} on {}: {e}", APIS[api]));
+                made.push((id, Acked { user: u, api }));
+            }
+            made
+        });
+    }
+    while let Some(made) = tasks.join_next().await {
+        for (id, a) in made.unwrap() {
+            assert!(
+                acked.insert(id.clone(), a).is_none(),
+                "{id} acknowledged twice"
+            );
+        }
+    }
+    assert_eq!(acked.len(), SESSIONS);
+    let names: BTreeSet<String> = acked.keys().cloned().collect();
+    let all = all_running(&client, &names, "30 sessions Running").await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &all {
+        *per_node
+            .entry(binding(s).expect("a bound session").0)
+            .or_default() += 1;
+    }
+    assert!(
+        NODES
+            .iter()
+            .all(|n| per_node.get(*n).is_some_and(|c| *c > 0)),
+        "sessions on every node: {per_node:?}"
+    );
+    let per_api = (0..2)
+        .map(|a| acked.values().filter(|x| x.api == a).count())
+        .collect::<Vec<_>>();
+    eprintln!(
+        "1. {SESSIONS} sessions Running in {:?}: per node {per_node:?}, per api {per_api:?}",
+        phase.elapsed()
+    );
+
+    // 2. The leading scheduler SIGKILLed.
+    let phase = Instant::now();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "medforge-system");
+    let (holder, transitions, _) =
+        eventually("a scheduler holds the Lease", DEADLINE, async || {
+            lease_holder(&leases).await
+        })
+        .await;
+    let leader = *SCHEDULERS
+        .iter()
+        .find(|n| holder.ends_with(&format!("-{}", fleet.pid(n))))
+        .unwrap_or_else(|| panic!("the holder {holder} is neither scheduler"));
+    let other = *SCHEDULERS.iter().find(|n| **n != leader).unwrap();
+    let before: BTreeMap<String, Binding> = sessions(&client)
+        .await
+        .iter()
+        .map(|s| (s.name_any(), binding(s).expect("bound")))
+        .collect();
+    let status = fleet.kill(leader);
+    let killed = Instant::now();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{leader} died of SIGKILL"
+    );
+    // Sessions created now wait for a leader: the api waits (bounded) for
+    // the scheduler's decision.
+    let mut creates = tokio::task::JoinSet::new();
+    for (u, user) in users.iter().enumerate().take(AFTER_SCHEDULER_KILL) {
+        let (token, api) = (user.token.clone(), u % 2);
+        let addr = api_addrs[api];
+        creates.spawn(async move { (u, api, create(addr, &token, CREATE).await) });
+    }
+    let (new_holder, new_transitions, acquired) = eventually(
+        "the other scheduler takes the Lease",
+        Duration::from_secs(LEASE_SECS) + TAKEOVER_SLACK,
+        async || {
+            lease_holder(&leases)
+                .await
+                .filter(|(h, _, _)| *h != holder)
+                .ok_or_else(|| format!("still {holder}"))
+        },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    assert!(
+        new_holder.ends_with(&format!("-{}", fleet.pid(other))),
+        "the Lease went to {new_holder}, not {other}"
+    );
+    assert_eq!(new_transitions, transitions + 1, "one leader transition");
+    let mut after_kill = BTreeSet::new();
+    while let Some(done) = creates.join_next().await {
+        let (u, api, result) = done.unwrap();
+        let id = result
+            .unwrap_or_else(|e| panic!("create by user {u} on {} after the kill: {e}", APIS[api]));
+        assert!(acked.insert(id.clone(), Acked { user: u, api }).is_none());
+        after_kill.insert(id);
+    }
+    let names: BTreeSet<String> = acked.keys().cloned().collect();
+    let all = all_running(&client, &names, "every session Running after the takeover").await;
+    // Bound by the new leader: no earlier than its takeover (whole seconds).
+    for s in all.iter().filter(|s| after_kill.contains(&s.name_any())) {
+        let at = s
+            .condition(SessionCondition::Scheduled)
+            .expect("a decision")
+            .last_transition_time
+            .0
+            .as_second();
+        assert!(
+            at >= acquired,
+            "{} bound at {at}, before the takeover at {acquired}",
+            s.name_any()
+        );
+    }
+    for s in &all {
+        if let Some(was) = before.get(&s.name_any()) {
+            assert_eq!(
+                binding(s).as_ref(),
+                Some(was),
+                "{} moved across the takeover",
+                s.name_any()
+            );
+        }
+    }
+    assert_eq!(
+        all.len(),
+        SESSIONS + AFTER_SCHEDULER_KILL,
+        "no Session more or less"
+    );
+    eprintln!(
+        "2. {leader} killed; {other} took the Lease {takeover:?} after the kill (lease {LEASE_SECS} s); \
+         {} sessions created after the kill bound; {} bindings unchanged ({:?})",
+        after_kill.len(),
+        before.len(),
+        phase.elapsed()
+    );
+
+    // 3. A node agent SIGKILLed: its node lost, its sessions NodeLost.
+    let phase = Instant::now();
+    let (lost_node, lost_agent) = (NODES[2], AGENTS[2]);
+    let lost_bindings: BTreeMap<String, Binding> = all
+        .iter()
+        .filter_map(|s| Some((s.name_any(), binding(s)?)))
+        .filter(|(_, b)| b.0 == lost_node)
+        .collect();
+    let on_lost: BTreeSet<String> = lost_bindings.keys().cloned().collect();
+    assert!(!on_lost.is_empty(), "sessions on {lost_node}");
+    fleet.kill(lost_agent);
+    let lost_within = Duration::from_secs(HEARTBEAT_TIMEOUT_SECS + 10 + 5) + TAKEOVER_SLACK;
+    eventually(
+        &format!("{lost_node} Ready=Unknown and its sessions NodeLost"),
+        lost_within,
+        async || {
+            let node = nodes.get(lost_node).await.map_err(|e| e.to_string())?;
+            let ready = node_ready(&node);
+            if ready != Some(("Unknown".into(), "NodeStatusUnknown".into())) {
+                return Err(format!("{lost_node} Ready: {ready:?}"));
+            }
+            let all = sessions(&client).await;
+            let not_yet: Vec<String> = all
+                .iter()
+                .filter(|s| on_lost.contains(&s.name_any()))
+                .filter(|s| {
+                    let lost = s
+                        .condition(SessionCondition::Ready)
+                        .is_some_and(|c| c.status == "False" && c.reason == "NodeLost");
+                    let said = s
+                        .status
+                        .as_ref()
+                        .is_some_and(|st| st.reason.as_deref() == Some("NodeLost"));
+                    !(lost && said)
+                })
+                .map(|s| s.name_any())
+                .collect();
+            if not_yet.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not NodeLost yet: {not_yet:?}"))
+            }
+        },
+    )
+    .await;
+    let lost_after = phase.elapsed();
+    // The api says so too, to each owner, on both replicas.
+    for id in &on_lost {
+        let token = &users[acked[id].user].token;
+        for api in &api_addrs {
+            eventually(
+                &format!("the api shows {id} NodeLost"),
+                DEADLINE,
+                async || {
+                    let v = view(*api, token, id).await?;
+                    if v["ready"] == false && v["reason"] == "NodeLost" && v["node"] == lost_node {
+                        Ok(())
+                    } else {
+                        Err(format!("{v}"))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    // The other nodes and their sessions are untouched.
+    for node in &NODES[..2] {
+        let n = nodes.get(node).await.unwrap();
+        assert_eq!(
+            node_ready(&n).map(|r| r.0),
+            Some("True".to_string()),
+            "{node} stays Ready"
+        );
+    }
+    let all = sessions(&client).await;
+    for s in all.iter().filter(|s| !on_lost.contains(&s.name_any())) {
+        assert!(
+            running_and_ready(s),
+            "{} on {:?} stays Running and Ready: {:?}",
+            s.name_any(),
+            binding(s),
+            s.status
+        );
+    }
+    // The agent comes back: its node Ready, its sessions Ready again.
+    fleet.start(lost_agent);
+    eventually(&format!("{lost_node} Ready again"), DEADLINE, async || {
+        let n = nodes.get(lost_node).await.ok()?;
+        node_ready(&n).is_some_and(|r| r.0 == "True").then_some(())
+    })
+    .await;
+    let names: BTreeSet<String> = acked.keys().cloned().collect();
+    let all = all_running(&client, &names, "the lost node's sessions Ready again").await;
+    for s in all.iter().filter(|s| on_lost.contains(&s.name_any())) {
+        assert_eq!(
+            binding(s).as_ref(),
+            lost_bindings.get(&s.name_any()),
+            "{} moved",
+            s.name_any()
+        );
+        assert_ne!(
+            s.status.as_ref().and_then(|st| st.reason.as_deref()),
+            Some("NodeLost"),
+            "{} still says NodeLost",
+            s.name_any()
+        );
+    }
+    eprintln!(
+        "3. {lost_agent} killed: {} sessions NodeLost after {lost_after:?} (heartbeat timeout {HEARTBEAT_TIMEOUT_SECS} s); \
+         restarted, Ready again ({:?} in all)",
+        on_lost.len(),
+        phase.elapsed()
+    );
+
+    // 4. An api replica SIGKILLed with creates in flight.
+    let phase = Instant::now();
+    let known: BTreeSet<String> = sessions(&client)
+        .await
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(known, names, "only acknowledged sessions so far");
+    let (victim, survivor) = (0usize, 1usize);
+    let mut in_flight = tokio::task::JoinSet::new();
+    for i in 0..AT_API_KILL {
+        let u = i % users.len();
+        let (token, addr) = (users[u].token.clone(), api_addrs[victim]);
+        in_flight.spawn(async move {
+            (
+                u,
+                create(addr, &token, &format!("{CREATE}?wait=ready")).await,
+            )
+        });
+    }
+    // Killed once half of the creates have written their Session (they
+    // then wait for it to be Ready, seconds here).
+    let written = eventually(
+        "creates in flight have written their Sessions",
+        Duration::from_secs(60),
+        async || {
+            let n = sessions(&client)
+                .await
+                .iter()
+                .filter(|s| !known.contains(&s.name_any()))
+                .count();
+            (n >= AT_API_KILL / 2).then_some(n)
+        },
+    )
+    .await;
+    let status = fleet.kill(APIS[victim]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{} died of SIGKILL",
+        APIS[victim]
+    );
+    let mut answered = 0;
+    let mut cut: Vec<(usize, String)> = Vec::new();
+    while let Some(done) = in_flight.join_next().await {
+        match done.unwrap() {
+            (u, Ok(id)) => {
+                answered += 1;
+                assert!(
+                    acked
+                        .insert(
+                            id,
+                            Acked {
+                                user: u,
+                                api: victim
+                            }
+                        )
+                        .is_none()
+                );
+            }
+            (u, Err(why)) => cut.push((u, why)),
+        }
+    }
+    assert!(
+        !cut.is_empty(),
+        "no create was in flight when {} died ({answered} answered)",
+        APIS[victim]
+    );
+    // The clients retry what got no answer on the other replica.
+    for (u, why) in &cut {
+        let id = create(api_addrs[survivor], &users[*u].token, CREATE)
+            .await
+            .unwrap_or_else(|e| panic!("retry of a create cut by the kill ({why}): {e}"));
+        assert!(
+            acked
+                .insert(
+                    id,
+                    Acked {
+                        user: *u,
+                        api: survivor
+                    }
+                )
+                .is_none()
+        );
+    }
+    let names: BTreeSet<String> = acked.keys().cloned().collect();
+    let all = all_running(&client, &names, "every acknowledged session Running").await;
+    // Nothing acknowledged is lost, nothing is there twice.
+    for id in &names {
+        let n = all.iter().filter(|s| s.name_any() == *id).count();
+        assert_eq!(n, 1, "acknowledged session {id} exists {n} times");
+        let token = &users[acked[id].user].token;
+        let v = view(api_addrs[survivor], token, id)
+            .await
+            .unwrap_or_else(|e| panic!("{id} through {}: {e}", APIS[survivor]));
+        assert_eq!(v["id"], id.as_str());
+    }
+    // Every other Session was written by the killed replica for a request
+    // that got no answer, of that request's user.
+    let orphans: Vec<&Session> = all
+        .iter()
+        .filter(|s| !names.contains(&s.name_any()))
+        .collect();
+    assert!(
+        orphans.len() <= cut.len(),
+        "{} Sessions nobody acknowledged, {} requests cut",
+        orphans.len(),
+        cut.len()
+    );
+    for s in &orphans {
+        let email = s.annotations().get(OWNER_EMAIL_ANNOTATION).cloned();
+        assert!(
+            cut.iter()
+                .any(|(u, _)| Some(users[*u].email.to_string()) == email),
+            "{} ({email:?}) is neither acknowledged nor of a cut request",
+            s.name_any()
+        );
+    }
+    // The killed replica, back: the same sessions for each user as the other.
+    fleet.start(APIS[victim]);
+    eventually("the restarted api ready", DEADLINE, async || {
+        fleet.assert_alive(APIS[victim]);
+        http(
+            api_addrs[victim],
+            Method::GET,
+            "/readyz",
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    for user in &users {
+        let in_plane: BTreeSet<String> = all
+            .iter()
+            .filter(|s| {
+                s.annotations()
+                    .get(OWNER_EMAIL_ANNOTATION)
+                    .map(String::as_str)
+                    == Some(user.email)
+            })
+            .map(|s| s.name_any())
+            .collect();
+        for (i, api) in api_addrs.iter().enumerate() {
+            eventually(
+                &format!("{} lists {}'s sessions", APIS[i], user.email),
+                DEADLINE,
+                async || {
+                    let got = listed(*api, &user.token).await?;
+                    if got == in_plane {
+                        Ok(())
+                    } else {
+                        Err(format!("{got:?} != {in_plane:?}"))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    eprintln!(
+        "4. {} killed with {AT_API_KILL} creates in flight ({written} Sessions written): {answered} answered, \
+         {} cut and retried on {}; {} Sessions written for cut requests; {} acknowledged sessions, all there once ({:?})",
+        APIS[victim],
+        cut.len(),
+        APIS[survivor],
+        orphans.len(),
+        names.len(),
+        phase.elapsed()
+    );
+
+    gpu_watch.abort();
+    let (violations, checked) = gpu_watch_seen.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "GPUs given twice (of {checked} changes): {violations:?}"
+    );
+    assert!(checked > 0, "the GPU watch saw no change");
+    let twice = gpus_given_twice(&sessions(&client).await);
+    assert!(twice.is_empty(), "{twice:?}");
+    eprintln!(
+        "no GPU given twice over {checked} Session changes; {:?} in all",
+        started.elapsed()
+    );
+    drop(fleet);
+    drop(postgres);
+    drop(harnesses);
+    drop(guards);
+}
