@@ -30,8 +30,23 @@
 //!    has no idempotency key). The killed replica, restarted, shows each
 //!    user the same sessions as the other (one database, one control plane).
 //!
-//! Every component uses the credentials [`kubeconfig_for`] gives it; for
-//! now that is the admin kubeconfig of `medforge apiserver` for all.
+//! 5. The rest of a session's life through the surviving api: a manual
+//!    snapshot taken and deleted, a keepalive, two stops and starts (the
+//!    agents keep one snapshot per session, so retention deletes the
+//!    older), a session restored from the kept snapshot, the admin's
+//!    deletes, a stopped session deleted by the schedulers after the
+//!    session history (20 s here), and the admin's node (cordon, GPU
+//!    cordon) and Pack (create, replace, list, delete) routes. In step 3,
+//!    two of the lost node's Sessions are force-deleted (finalizer removed)
+//!    while its agent is down; the restarted agent removes their containers
+//!    as orphans and says so in Events about its GpuNode.
+//! 6. The control plane enforces the chart's RBAC from the start (its
+//!    ServiceAccounts, Roles and bindings, loaded with `kubectl apply` from
+//!    the chart's default rendering), and each component runs with a token
+//!    of its own ServiceAccount (`kubectl create token`). From the control
+//!    plane's audit log: each component made requests, none was refused,
+//!    and every grant the chart gives was used
+//!    (`medforge_apiserver::rbac_report`).
 
 #[path = "support/private_harness.rs"]
 mod private_harness;
@@ -88,16 +103,86 @@ const TAKEOVER_SLACK: Duration = Duration::from_secs(10);
 /// The agents beat every 10 s.
 const HEARTBEAT_TIMEOUT_SECS: u64 = 20;
 const DEADLINE: Duration = Duration::from_secs(180);
+/// A stopped session the schedulers delete after this long (step 5).
+const SESSION_HISTORY_SECS: u64 = 20;
+const ADMIN: Account = Account::new("root@mn.medforge.test", "multi-node admin password");
 
-/// The kubeconfig `component` (`agent`, `scheduler` or `api`) runs with.
+/// The chart's default rendering; its RBAC objects are what this test's
+/// control plane enforces (the chart's sessions namespace is `NS`).
+const CHART: &str = include_str!("../charts/medforge/golden/default.yaml");
+/// The chart's release namespace, where its ServiceAccounts live.
+const CHART_NAMESPACE: &str = "medforge-system";
+/// The RBAC kinds taken from the chart.
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+];
+
+/// The chart's ServiceAccounts, Roles and bindings.
+fn chart_rbac() -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(CHART).expect("the chart's rendering");
+    docs.into_iter()
+        .filter(|d| RBAC_KINDS.contains(&d["kind"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Loads the chart's RBAC objects into the control plane with `kubectl
+/// apply` (as the admin), then writes a kubeconfig per component with a
+/// token of the chart's ServiceAccount for it (`kubectl create token`).
+fn load_chart_rbac(dir: &Path) {
+    let admin = dir.join("apiserver/kubeconfig");
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .env("HOME", dir)
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A stream of JSON objects, one per object of the chart.
+    let docs: Vec<String> = chart_rbac().iter().map(Value::to_string).collect();
+    let file = dir.join("chart-rbac.json");
+    std::fs::write(&file, docs.join("\n")).unwrap();
+    kubectl(&["create", "namespace", CHART_NAMESPACE]);
+    kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    let admin_config = std::fs::read_to_string(&admin).unwrap();
+    let admin_token = std::fs::read_to_string(dir.join("apiserver/token")).unwrap();
+    for component in ["agent", "scheduler", "api"] {
+        let sa = format!("medforge-{component}");
+        let token = kubectl(&[
+            "create",
+            "token",
+            &sa,
+            "-n",
+            CHART_NAMESPACE,
+            "--duration",
+            "2h",
+        ]);
+        let config = admin_config.replace(admin_token.trim(), token.trim());
+        assert_ne!(config, admin_config, "the admin token is in its kubeconfig");
+        std::fs::write(kubeconfig_for(dir, component), config).unwrap();
+    }
+}
+
+/// The kubeconfig `component` (`agent`, `scheduler` or `api`) runs with: a
+/// token of the chart's ServiceAccount for it ([`load_chart_rbac`]).
 fn kubeconfig_for(dir: &Path, component: &str) -> PathBuf {
     assert!(
         ["agent", "scheduler", "api"].contains(&component),
         "no credentials for {component}"
     );
-    // RBAC: replace with ServiceAccount tokens
-    // (each component its own identity, bound to the chart's rules).
-    dir.join("apiserver/kubeconfig")
+    dir.join(format!("{component}.kubeconfig"))
 }
 
 /// The processes of the fleet, by name, and how each is started again.
@@ -505,6 +590,8 @@ async fn three_nodes_two_schedulers_two_apis() {
             apiserver_dir.to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{}", host_port()),
+            "--audit-log-path",
+            dir.join("audit.log").to_str().unwrap(),
         ]),
     );
     for (i, name) in AGENTS.iter().enumerate() {
@@ -528,6 +615,11 @@ async fn three_nodes_two_schedulers_two_apis() {
                 h.zfs_binary().to_str().unwrap(),
                 "--zfs-root",
                 &format!("{}/mn", h.layout().pool),
+                // Retention keeps a session's newest snapshot only (step 5).
+                "--snapshot-keep-last",
+                "1",
+                "--snapshot-keep-days",
+                "0",
             ]),
         );
     }
@@ -549,6 +641,8 @@ async fn three_nodes_two_schedulers_two_apis() {
                 "100",
                 "--max-gpus-per-user",
                 "100",
+                "--session-history",
+                &format!("{SESSION_HISTORY_SECS}s"),
             ]),
         );
     }
@@ -585,6 +679,7 @@ async fn three_nodes_two_schedulers_two_apis() {
     medforge_operator::leader::ensure_namespace(&client, NS)
         .await
         .unwrap();
+    load_chart_rbac(&dir);
     Api::<Pack>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -630,6 +725,7 @@ async fn three_nodes_two_schedulers_two_apis() {
         .await;
     }
     eprintln!("fleet up after {:?}", started.elapsed());
+    let admin = make_admin(&postgres.url(), api_addrs[1]).await;
 
     // Users: half sign up on each api; each token works on both.
     let mut users = Vec::new();
@@ -885,6 +981,31 @@ async fn three_nodes_two_schedulers_two_apis() {
             s.status
         );
     }
+    // An admin force-deletes two of its Sessions while the agent is down
+    // (the delete, then the agent's finalizer removed by hand): their
+    // containers are orphans, which the agent removes when it comes back,
+    // saying so in Events about its GpuNode.
+    let forced: Vec<String> = on_lost.iter().take(2).cloned().collect();
+    let all_sessions: Api<Session> = Api::namespaced(client.clone(), NS);
+    for name in &forced {
+        all_sessions
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+        all_sessions
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+            )
+            .await
+            .unwrap();
+        acked.remove(name);
+    }
+    let on_lost: BTreeSet<String> = on_lost
+        .difference(&forced.iter().cloned().collect())
+        .cloned()
+        .collect();
     // The agent comes back: its node Ready, its sessions Ready again.
     fleet.start(lost_agent);
     eventually(&format!("{lost_node} Ready again"), DEADLINE, async || {
@@ -908,10 +1029,35 @@ async fn three_nodes_two_schedulers_two_apis() {
             s.name_any()
         );
     }
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let orphans_removed = eventually(
+        "the restarted agent's Events: two orphan containers removed",
+        DEADLINE,
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?.items;
+            let count: i32 = list
+                .iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("OrphanContainerRemoved")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(lost_node)
+                })
+                .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+                .sum();
+            (count >= 2).then_some(count)
+        },
+    )
+    .await;
+    for name in &forced {
+        assert!(
+            all_sessions.get_opt(name).await.unwrap().is_none(),
+            "{name} came back"
+        );
+    }
     eprintln!(
         "3. {lost_agent} killed: {} sessions NodeLost after {lost_after:?} (heartbeat timeout {HEARTBEAT_TIMEOUT_SECS} s); \
-         restarted, Ready again ({:?} in all)",
-        on_lost.len(),
+         2 force-deleted meanwhile; restarted, Ready again, {orphans_removed} orphan containers removed ({:?} in all)",
+        on_lost.len() + forced.len(),
         phase.elapsed()
     );
 
@@ -1087,6 +1233,17 @@ async fn three_nodes_two_schedulers_two_apis() {
         phase.elapsed()
     );
 
+    // 5. The rest of a session's life and the admin's routes, through the
+    // surviving api, so that every grant the chart gives is exercised.
+    lifecycle(
+        &client,
+        api_addrs[survivor],
+        &admin,
+        &users[0].token,
+        &image,
+    )
+    .await;
+
     gpu_watch.abort();
     let (violations, checked) = gpu_watch_seen.lock().unwrap().clone();
     assert!(
@@ -1100,8 +1257,379 @@ async fn three_nodes_two_schedulers_two_apis() {
         "no GPU given twice over {checked} Session changes; {:?} in all",
         started.elapsed()
     );
+
+    // 6. Least privilege: each component made every call as its own
+    // ServiceAccount, none was refused, and every grant the chart gives was
+    // used by the calls above.
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let report = medforge_apiserver::rbac_report::report(&chart_rbac(), &audit).unwrap();
+    eprintln!(
+        "6. RBAC, from the control plane's audit log:\n{}",
+        report.render()
+    );
+    for component in ["agent", "scheduler", "api"] {
+        let user = format!("system:serviceaccount:{CHART_NAMESPACE}:medforge-{component}");
+        assert!(
+            report.accounts.get(&user).is_some_and(|a| a.requests > 0),
+            "{user} made no request"
+        );
+    }
+    assert!(
+        report.is_clean(),
+        "refused requests or unused grants:\n{}",
+        report.render()
+    );
     drop(fleet);
     drop(postgres);
     drop(harnesses);
     drop(guards);
+}
+
+/// Creates the api's admin with `medforge create-admin` (the password on
+/// standard input) and logs it in through `api`; its login token.
+async fn make_admin(database_url: &str, api: SocketAddr) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medforge"))
+        .args([
+            "create-admin",
+            "--email",
+            ADMIN.email,
+            "--database-url",
+            database_url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", ADMIN.password).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "create-admin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ADMIN
+        .log_in(move |path, body| async move {
+            http(
+                api,
+                Method::POST,
+                path,
+                None,
+                Some(&body),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+        })
+        .await
+}
+
+/// `method path` on `api` with `token`; asserts the status is one of `want`
+/// and returns the answer's `data`.
+async fn call(
+    api: SocketAddr,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    want: &[u16],
+) -> Value {
+    let r = http(
+        api,
+        method.clone(),
+        path,
+        Some(token),
+        body.as_ref(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    assert!(
+        want.contains(&r.status),
+        "{method} {path}: {} {}",
+        r.status,
+        r.text()
+    );
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json::<Value>()
+            .map(|v| v["data"].clone())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Step 5: a manual snapshot taken and deleted, a keepalive, two stops and
+/// starts (retention deletes the older stop snapshot), a session restored
+/// from the kept one, the admin's deletes, a stopped session deleted by the
+/// schedulers after the session history, and the admin's node and Pack
+/// routes (cordon and uncordon a node and a GPU, create, replace, list and
+/// delete a Pack).
+async fn lifecycle(client: &kube::Client, api: SocketAddr, admin: &str, token: &str, image: &str) {
+    let phase = Instant::now();
+    let sessions: Api<Session> = Api::namespaced(client.clone(), NS);
+    let running = |id: String| {
+        let sessions = sessions.clone();
+        async move {
+            eventually(&format!("{id} Running and Ready"), DEADLINE, async || {
+                let s = sessions.get(&id).await.ok()?;
+                running_and_ready(&s).then_some(())
+            })
+            .await
+        }
+    };
+    let stopped = |id: String| {
+        let sessions = sessions.clone();
+        async move {
+            eventually(&format!("{id} Stopped"), DEADLINE, async || {
+                let s = sessions.get(&id).await.ok()?;
+                (s.status.as_ref()?.phase == Some(SessionPhase::Stopped)).then_some(())
+            })
+            .await
+        }
+    };
+    let gone = |id: String| {
+        let sessions = sessions.clone();
+        async move {
+            eventually(
+                &format!("{id} gone from the control plane"),
+                DEADLINE,
+                async || sessions.get_opt(&id).await.ok()?.is_none().then_some(()),
+            )
+            .await
+        }
+    };
+    let id = create(api, token, CREATE).await.unwrap();
+    running(id.clone()).await;
+
+    // A manual snapshot: taken by the node agent, then deleted.
+    let snap = call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/snapshots"),
+        None,
+        &[202],
+    )
+    .await;
+    let snap_id = snap["snapshot"]["id"].as_str().unwrap().to_string();
+    eventually("the manual snapshot ready", DEADLINE, async || {
+        let r = http(
+            api,
+            Method::GET,
+            &format!("/api/v2/snapshots/{snap_id}"),
+            Some(token),
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .ok()?;
+        let v: Value = r.json().ok()?;
+        (v["data"]["state"] == "ready").then_some(())
+    })
+    .await;
+    call(
+        api,
+        token,
+        Method::DELETE,
+        &format!("/api/v2/snapshots/{snap_id}"),
+        None,
+        &[202, 204],
+    )
+    .await;
+    eventually("the manual snapshot deleted", DEADLINE, async || {
+        let r = http(
+            api,
+            Method::GET,
+            &format!("/api/v2/snapshots/{snap_id}"),
+            Some(token),
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .ok()?;
+        (r.status == 404).then_some(())
+    })
+    .await;
+
+    // Activity, a stop (with its snapshot) and a start on the same workspace.
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/keepalive"),
+        None,
+        &[200],
+    )
+    .await;
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/stop"),
+        None,
+        &[202],
+    )
+    .await;
+    stopped(id.clone()).await;
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/start"),
+        None,
+        &[202],
+    )
+    .await;
+    running(id.clone()).await;
+    // A second stop: its snapshot is the newest, and retention (the newest
+    // one kept) deletes the first.
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/stop"),
+        None,
+        &[202],
+    )
+    .await;
+    stopped(id.clone()).await;
+    let kept = eventually(
+        "retention down to one snapshot of the session",
+        DEADLINE,
+        async || {
+            let r = http(
+                api,
+                Method::GET,
+                &format!("/api/v2/snapshots?session={id}"),
+                Some(token),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .ok()?;
+            let v: Value = r.json().ok()?;
+            let list = v["data"].as_array()?;
+            (list.len() == 1 && list[0]["state"] == "ready")
+                .then(|| list[0]["id"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{id}/start"),
+        None,
+        &[202],
+    )
+    .await;
+    running(id.clone()).await;
+    // A new session restored from the kept snapshot.
+    let restored = call(
+        api,
+        token,
+        Method::POST,
+        CREATE,
+        Some(json!({ "gpus": 1, "restore_from": kept })),
+        &[201, 202],
+    )
+    .await;
+    let restored = restored["session"]["id"].as_str().unwrap().to_string();
+    running(restored.clone()).await;
+    // The admin deletes both; the agents clean up and let them go.
+    for s in [&id, &restored] {
+        call(
+            api,
+            admin,
+            Method::DELETE,
+            &format!("{CREATE}/{s}"),
+            None,
+            &[204],
+        )
+        .await;
+        gone(s.to_string()).await;
+    }
+
+    // A stopped session is deleted by the schedulers after the history.
+    let old = create(api, token, CREATE).await.unwrap();
+    running(old.clone()).await;
+    call(
+        api,
+        token,
+        Method::POST,
+        &format!("{CREATE}/{old}/stop"),
+        None,
+        &[202],
+    )
+    .await;
+    stopped(old.clone()).await;
+    gone(old).await;
+
+    // The admin's node routes.
+    let node = NODES[0];
+    call(api, admin, Method::GET, "/api/v2/admin/nodes", None, &[200]).await;
+    for action in ["cordon", "uncordon"] {
+        call(
+            api,
+            admin,
+            Method::POST,
+            &format!("/api/v2/admin/nodes/{node}/{action}"),
+            None,
+            &[200],
+        )
+        .await;
+        call(
+            api,
+            admin,
+            Method::POST,
+            &format!("/api/v2/admin/nodes/{node}/gpus/0/{action}"),
+            None,
+            &[200],
+        )
+        .await;
+    }
+    // The admin's Pack routes.
+    let pack = json!({ "image": image, "port": 8080 });
+    call(
+        api,
+        admin,
+        Method::PUT,
+        "/api/v2/admin/packs/extra",
+        Some(pack.clone()),
+        &[201],
+    )
+    .await;
+    let mut replaced = pack;
+    replaced["display_name"] = json!("Extra");
+    call(
+        api,
+        admin,
+        Method::PUT,
+        "/api/v2/admin/packs/extra",
+        Some(replaced),
+        &[200],
+    )
+    .await;
+    let listed = call(api, admin, Method::GET, "/api/v2/packs", None, &[200]).await;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|l| l.iter().any(|p| p["name"] == "extra")),
+        "{listed}"
+    );
+    call(
+        api,
+        admin,
+        Method::DELETE,
+        "/api/v2/admin/packs/extra",
+        None,
+        &[204],
+    )
+    .await;
+    eprintln!(
+        "5. snapshot, stop, start, keepalive, restore, delete, history, node and Pack routes ({:?})",
+        phase.elapsed()
+    );
 }

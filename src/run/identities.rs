@@ -56,14 +56,23 @@ impl Component {
 }
 
 /// The chart's ServiceAccounts, Roles and bindings, with the sessions
-/// namespace `sessions_namespace`.
-pub fn chart_rbac(sessions_namespace: &str) -> anyhow::Result<Vec<Value>> {
+/// namespace `sessions_namespace`; with `destroy_workspaces`, the agent may
+/// also list WorkspaceSnapshots there, as the chart renders it with
+/// `config.operator.destroy-workspaces`.
+pub fn chart_rbac(
+    sessions_namespace: &str,
+    destroy_workspaces: bool,
+) -> anyhow::Result<Vec<Value>> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(CHART).context("parsing the chart's default rendering")?;
     let mut out = Vec::new();
     for mut doc in docs {
-        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
-        if !KINDS.contains(&kind) {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if !KINDS.contains(&kind.as_str()) {
             continue;
         }
         if let Some(ns) = doc.pointer_mut("/metadata/namespace")
@@ -71,17 +80,30 @@ pub fn chart_rbac(sessions_namespace: &str) -> anyhow::Result<Vec<Value>> {
         {
             *ns = Value::String(sessions_namespace.to_string());
         }
+        if destroy_workspaces && kind == "Role" && doc["metadata"]["name"] == "medforge-agent" {
+            for rule in doc["rules"].as_array_mut().into_iter().flatten() {
+                if rule["resources"] == serde_json::json!(["workspacesnapshots"])
+                    && let Some(verbs) = rule["verbs"].as_array_mut()
+                {
+                    verbs.push(Value::String("list".into()));
+                }
+            }
+        }
         out.push(doc);
     }
     Ok(out)
 }
 
 /// Applies the chart's RBAC objects (server-side apply by `medforge-up`).
-pub async fn apply(admin: &kube::Client, sessions_namespace: &str) -> anyhow::Result<()> {
+pub async fn apply(
+    admin: &kube::Client,
+    sessions_namespace: &str,
+    destroy_workspaces: bool,
+) -> anyhow::Result<()> {
     medforge_operator::leader::ensure_namespace(admin, CHART_NAMESPACE)
         .await
         .context("creating the namespace of MedForge's ServiceAccounts")?;
-    for obj in chart_rbac(sessions_namespace)? {
+    for obj in chart_rbac(sessions_namespace, destroy_workspaces)? {
         let api_version = obj["apiVersion"].as_str().unwrap_or("");
         let kind = obj["kind"].as_str().unwrap_or("");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -179,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_chart_gives_each_component_an_account_and_its_roles_in_this_hosts_namespace() {
-        let objs = chart_rbac("sessions-here").unwrap();
+        let objs = chart_rbac("sessions-here", false).unwrap();
         let named = |kind: &str, name: &str| {
             objs.iter()
                 .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
@@ -205,5 +227,26 @@ mod tests {
             objs.iter()
                 .all(|o| KINDS.contains(&o["kind"].as_str().unwrap()))
         );
+    }
+
+    #[test]
+    fn only_an_agent_that_destroys_workspaces_may_list_snapshot_records() {
+        let verbs = |destroy: bool| {
+            let objs = chart_rbac("ns", destroy).unwrap();
+            let role = objs
+                .iter()
+                .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "medforge-agent")
+                .unwrap()
+                .clone();
+            role["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["resources"] == serde_json::json!(["workspacesnapshots"]))
+                .unwrap()["verbs"]
+                .clone()
+        };
+        assert!(!verbs(false).as_array().unwrap().contains(&"list".into()));
+        assert!(verbs(true).as_array().unwrap().contains(&"list".into()));
     }
 }

@@ -46,7 +46,7 @@ pub async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         apply_pack(&client, &args.api.default_pack, image).await?;
     }
     // Each part runs as the chart's ServiceAccount for it (decision 0021).
-    identities::apply(&client, &args.api.namespace).await?;
+    identities::apply(&client, &args.api.namespace, args.agent.destroy_workspaces).await?;
 
     let mut parts = Parts::new();
     let clients = identities::clients(
