@@ -516,6 +516,22 @@ pub enum ExistingAccount {
     /// Sets its password to the one given, ends its logins and makes it an
     /// admin, whatever it was.
     ResetPassword,
+    /// An admin already: left as it is (the password given is not used).
+    /// Not an admin: as [`ExistingAccount::ResetPassword`]. The generated
+    /// first admin of `medforge up`: a replica starting at the same moment
+    /// may have created it, with the password it wrote down.
+    ResetUnlessAdmin,
+}
+
+/// What [`ensure_admin_outcome`] did to the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminOutcome {
+    /// This call created it, with the password given.
+    Created,
+    /// This call set its password to the one given (and made it an admin).
+    PasswordReset,
+    /// It was an admin already and was left as it is (its password too).
+    LeftAsItIs,
 }
 
 /// Makes `email` an admin. A missing account is created with `password`;
@@ -523,6 +539,11 @@ pub enum ExistingAccount {
 /// account is handled as `existing` says: never silently promoted with a
 /// password someone else chose. Used by the configuration's
 /// `bootstrap_admin`, the first start and the CLI.
+///
+/// Safe to run concurrently, in this process or in others on the same
+/// database (api replicas starting at once): the account is inserted, and
+/// when the insert loses to another one (the email is unique) the account
+/// that won is read back and handled as an existing one.
 pub async fn ensure_admin(
     db: &Db,
     hashing: PasswordHashing,
@@ -530,37 +551,75 @@ pub async fn ensure_admin(
     password: Option<&str>,
     existing: ExistingAccount,
 ) -> Result<User, BootstrapError> {
+    ensure_admin_outcome(db, hashing, email, password, existing)
+        .await
+        .map(|(user, _)| user)
+}
+
+/// [`ensure_admin`], saying also what it did: whether the password given is
+/// now the account's.
+pub async fn ensure_admin_outcome(
+    db: &Db,
+    hashing: PasswordHashing,
+    email: &str,
+    password: Option<&str>,
+    existing: ExistingAccount,
+) -> Result<(User, AdminOutcome), BootstrapError> {
     let email = normalize_email(email).map_err(|e| BootstrapError::Email(e.message))?;
     if let Some(user) = users::get_user_by_email(db, &email).await? {
-        match existing {
-            ExistingAccount::Refuse if user.is_admin => {
-                tracing::info!(user_id = %user.id, "admin exists; left as it is");
-                return Ok(user);
-            }
-            ExistingAccount::Refuse => return Err(BootstrapError::NotAnAdmin(email)),
-            ExistingAccount::ResetPassword => {
-                let hash = new_password_hash(hashing, &email, password).await?;
-                users::set_password_hash(db, &user.id, &hash).await?;
-                let ended = users::delete_user_tokens(db, &user.id).await?;
-                let update = users::UserUpdate {
-                    is_admin: Some(true),
-                    can_use_internal: Some(true),
-                    max_sessions: None,
-                    disabled_at: Some(None),
-                    session_policy: None,
-                };
-                let user = users::update_user(db, &user.id, &update)
-                    .await?
-                    .unwrap_or(user);
-                tracing::info!(user_id = %user.id, logins_ended = ended, "admin ensured: existing account, password reset");
-                return Ok(user);
-            }
-        }
+        return existing_admin(db, hashing, &email, password, existing, user).await;
     }
     let hash = new_password_hash(hashing, &email, password).await?;
-    let user = users::create_user(db, &email, &hash, true, now_secs()).await?;
-    tracing::info!(user_id = %user.id, "admin created");
-    Ok(user)
+    match users::create_user(db, &email, &hash, true, now_secs()).await {
+        Ok(user) => {
+            tracing::info!(user_id = %user.id, "admin created");
+            Ok((user, AdminOutcome::Created))
+        }
+        // Another process inserted the account between the look and the insert.
+        Err(err) if err.is_unique_violation() => {
+            let Some(user) = users::get_user_by_email(db, &email).await? else {
+                return Err(err.into()); // …and it is gone again: say what failed.
+            };
+            tracing::info!(user_id = %user.id, "admin account created meanwhile by another process");
+            existing_admin(db, hashing, &email, password, existing, user).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// [`ensure_admin`] for an account that exists.
+async fn existing_admin(
+    db: &Db,
+    hashing: PasswordHashing,
+    email: &str,
+    password: Option<&str>,
+    existing: ExistingAccount,
+    user: User,
+) -> Result<(User, AdminOutcome), BootstrapError> {
+    match existing {
+        ExistingAccount::Refuse | ExistingAccount::ResetUnlessAdmin if user.is_admin => {
+            tracing::info!(user_id = %user.id, "admin exists; left as it is");
+            Ok((user, AdminOutcome::LeftAsItIs))
+        }
+        ExistingAccount::Refuse => Err(BootstrapError::NotAnAdmin(email.to_owned())),
+        ExistingAccount::ResetPassword | ExistingAccount::ResetUnlessAdmin => {
+            let hash = new_password_hash(hashing, email, password).await?;
+            users::set_password_hash(db, &user.id, &hash).await?;
+            let ended = users::delete_user_tokens(db, &user.id).await?;
+            let update = users::UserUpdate {
+                is_admin: Some(true),
+                can_use_internal: Some(true),
+                max_sessions: None,
+                disabled_at: Some(None),
+                session_policy: None,
+            };
+            let user = users::update_user(db, &user.id, &update)
+                .await?
+                .unwrap_or(user);
+            tracing::info!(user_id = %user.id, logins_ended = ended, "admin ensured: existing account, password reset");
+            Ok((user, AdminOutcome::PasswordReset))
+        }
+    }
 }
 
 /// The hash of an admin's new password; a missing or too short one is an error.

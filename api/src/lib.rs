@@ -58,7 +58,7 @@ pub mod watch_index;
 
 pub use activity::flush_activity;
 pub use app::{app, app_with};
-pub use auth::{ExistingAccount, ensure_admin};
+pub use auth::{AdminOutcome, ExistingAccount, ensure_admin, ensure_admin_outcome};
 pub use clock::{now_secs, rfc3339};
 pub use config::{AdminBootstrap, ApiConfig, PasswordHashing, SignupMode};
 pub use db::Db;

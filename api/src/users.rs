@@ -125,6 +125,12 @@ pub(crate) async fn find_for_login(
     .await)?)
 }
 
+/// The stored password hash of the account with this email, if any (to
+/// check a password outside the login route: `auth::verify_password`).
+pub async fn password_hash_of(db: &Db, email: &str) -> Result<Option<String>, DbError> {
+    Ok(find_for_login(db, email).await?.map(|u| u.password_hash))
+}
+
 /// A user by id.
 pub async fn get_user(db: &Db, id: &str) -> Result<Option<User>, DbError> {
     Ok(on_pool!(db, |p| {

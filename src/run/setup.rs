@@ -106,6 +106,10 @@ pub async fn api_db(
 /// creates `admin@<domain>` with a random password, written to
 /// `<data_dir>/admin-password` (mode 0600); the log names the file, never the
 /// password. Returns how to sign in as the first admin.
+///
+/// Safe when several replicas start at once on one empty database: one
+/// creates the admin; the others find it created and leave it, and its
+/// password file, as they are.
 pub async fn first_admin(
     config: &medforge_api::ApiConfig,
     data_dir: &Path,
@@ -119,29 +123,58 @@ pub async fn first_admin(
     let db = api_db(config.database_url.as_deref(), &config.data_dir).await?;
     let email = format!("admin@{}", config.domain);
     let file = data_dir.join("admin-password");
-    if medforge_api::users::count_admins(&db).await? > 0 {
-        return Ok(if file.exists() {
+    let existing = |file: &Path| {
+        if file.exists() {
             format!(
                 "{email}, password in {} (unless changed since)",
                 file.display()
             )
         } else {
             "an existing admin (`medforge create-admin` makes another)".to_string()
-        });
+        }
+    };
+    if medforge_api::users::count_admins(&db).await? > 0 {
+        return Ok(existing(&file));
     }
     let password = random_password();
-    write_secret(&file, &password)?;
+    // Written under a name of this process's own, and moved into place only
+    // once the account has this password: a replica that loses the race to
+    // create the admin leaves the winner's file as it is.
+    let pending = data_dir.join(format!(
+        "admin-password.{}-{:016x}.new",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    write_secret(&pending, &password)?;
     // A fresh password that only the file holds: an account someone signed up
     // as admin@<domain> before the first start gets it and loses its logins.
-    medforge_api::ensure_admin(
+    let ensured = medforge_api::ensure_admin_outcome(
         &db,
         config.auth.password_hashing,
         &email,
         Some(&password),
-        medforge_api::ExistingAccount::ResetPassword,
+        medforge_api::ExistingAccount::ResetUnlessAdmin,
     )
-    .await
-    .context("creating the first admin")?;
+    .await;
+    let outcome = match ensured {
+        Ok((_, outcome)) => outcome,
+        Err(err) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(anyhow::Error::new(err).context("creating the first admin"));
+        }
+    };
+    if outcome == medforge_api::AdminOutcome::LeftAsItIs {
+        let _ = std::fs::remove_file(&pending);
+        tracing::info!(%email, "the first admin was created meanwhile by another process; left as it is");
+        return Ok(existing(&file));
+    }
+    std::fs::rename(&pending, &file).with_context(|| {
+        format!(
+            "moving the first admin's password from {} to {}",
+            pending.display(),
+            file.display()
+        )
+    })?;
     tracing::info!(%email, password_file = %file.display(), "created the first admin; the password is in the file (mode 0600)");
     Ok(format!("{email}, password in {}", file.display()))
 }
@@ -177,7 +210,59 @@ fn random_password() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::random_password;
+    use super::{first_admin, random_password};
+
+    /// Replicas starting at once on one empty database (and, here, one data
+    /// directory): every one starts, one admin is made, and the password
+    /// file is the winner's, never a loser's left behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_at_once_make_one_first_admin() {
+        const REPLICAS: usize = 6;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = medforge_api::ApiConfig::new("example.org", dir.path());
+        config.auth.password_hashing = medforge_api::PasswordHashing::INSECURE_FAST;
+        // The schema first, as one replica would have it: the race is the admin's.
+        super::api_db(None, dir.path()).await.unwrap();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(REPLICAS));
+        let replicas: Vec<_> = (0..REPLICAS)
+            .map(|_| {
+                let config = config.clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    first_admin(&config, &config.data_dir).await
+                })
+            })
+            .collect();
+        for replica in replicas {
+            let said = replica.await.unwrap().expect("every replica starts");
+            assert!(said.starts_with("admin@example.org"), "{said}");
+        }
+        let db = super::api_db(None, dir.path()).await.unwrap();
+        assert_eq!(medforge_api::users::count_admins(&db).await.unwrap(), 1);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("admin-password"))
+            .collect();
+        assert_eq!(names, ["admin-password"], "no pending password files left");
+        let password = std::fs::read_to_string(dir.path().join("admin-password")).unwrap();
+        let stored = medforge_api::users::password_hash_of(&db, "admin@example.org")
+            .await
+            .unwrap();
+        let slot = medforge_api::hash_slots::HashSlots::new(1).take().unwrap();
+        assert!(
+            medforge_api::auth::verify_password(
+                config.auth.password_hashing,
+                password.trim().to_owned(),
+                stored,
+                slot
+            )
+            .await
+            .unwrap(),
+            "the password file holds the admin's password"
+        );
+    }
 
     #[test]
     fn a_random_password_has_20_characters_without_look_alikes() {

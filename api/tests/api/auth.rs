@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
 use medforge_api::backend::MemoryBackendConfig;
-use medforge_api::{ExistingAccount, tokens, users};
+use medforge_api::{AdminOutcome, ExistingAccount, tokens, users};
 use serde_json::json;
 
 use crate::common::{GOOD_ORIGIN, TestApp, TestEnv, client_from};
@@ -730,6 +730,71 @@ async fn a_self_registered_account_is_never_promoted_with_its_password(env: Test
     assert_eq!(me["user"]["is_admin"], true);
 }
 
+/// api replicas starting at once on an empty database each ensure the
+/// admin (the configured one, or `medforge up`'s generated first admin):
+/// every call succeeds, one account is made, and the password of exactly one
+/// call is the account's (the others leave it as the winner made it).
+async fn concurrent_admin_bootstraps_make_one_account(env: TestEnv) {
+    const CALLS: usize = 8;
+    let t = env.app().await;
+    let fast = medforge_api::PasswordHashing::INSECURE_FAST;
+    for (email, existing) in [
+        ("race@example.org", ExistingAccount::Refuse),
+        ("first@example.org", ExistingAccount::ResetUnlessAdmin),
+    ] {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(CALLS));
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let db = t.state().db().clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    let password = format!("password number {i}");
+                    start.wait().await;
+                    let ensured = medforge_api::ensure_admin_outcome(
+                        &db,
+                        fast,
+                        email,
+                        Some(&password),
+                        existing,
+                    )
+                    .await;
+                    ensured.map(|(user, outcome)| (user.id, outcome, password))
+                })
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut created = Vec::new();
+        for call in calls {
+            let (id, outcome, password) = call
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{email}: a concurrent call failed: {e}"));
+            ids.insert(id);
+            match outcome {
+                AdminOutcome::Created => created.push(password),
+                AdminOutcome::LeftAsItIs => {}
+                AdminOutcome::PasswordReset => panic!("{email}: a racing call reset the password"),
+            }
+        }
+        assert_eq!(ids.len(), 1, "{email}: one account for every call: {ids:?}");
+        assert_eq!(
+            created.len(),
+            1,
+            "{email}: one call created it: {created:?}"
+        );
+        let user = users::get_user_by_email(t.state().db(), email)
+            .await
+            .unwrap()
+            .expect("the account");
+        assert!(user.is_admin && ids.contains(&user.id));
+        t.post("/api/v2/auth/login")
+            .json(json!({"email": email, "password": created[0]}))
+            .send()
+            .await
+            .data(200);
+    }
+}
+
 /// forward_auth reads the session hosts' cookie: its values are looked up
 /// together, in one query, and the first valid one in the order sent
 /// decides; a fifth value is never looked at.
@@ -817,4 +882,5 @@ crate::scenarios!(
     origin_allowlist_guards_state_changing_routes,
     admin_bootstrap_never_uses_a_default_password,
     a_self_registered_account_is_never_promoted_with_its_password,
+    concurrent_admin_bootstraps_make_one_account,
 );
