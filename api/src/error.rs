@@ -115,6 +115,19 @@ pub enum ApiError {
         /// Seconds after which a retry makes sense.
         retry_after_secs: Option<u64>,
     },
+    /// A request refused with a code of its own and `errors[]` naming what
+    /// is at fault (400 `invalid_idempotency_key`: a header, not the body).
+    #[error("{detail}")]
+    Rejected {
+        /// The status (400).
+        status: StatusCode,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is wrong, and what to do.
+        detail: String,
+        /// The fields or headers at fault.
+        errors: Vec<FieldError>,
+    },
     /// A bug or an unexpected failure (500). The detail goes to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -232,6 +245,12 @@ impl ApiError {
                     None => p,
                 }
             }
+            ApiError::Rejected {
+                status,
+                code,
+                detail,
+                errors,
+            } => Problem::new(*status, *code, detail.clone()).with_errors(errors.clone()),
             ApiError::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -154,10 +154,10 @@ pub fn document(config: &ApiConfig) -> Value {
         let mut responses = Map::new();
         for (status, success) in &o.success {
             let mut headers = request_id_header();
-            for (name, description) in &o.success_headers {
+            for (name, description, required) in &o.success_headers {
                 headers.insert(
                     (*name).into(),
-                    json!({"description": description, "required": true, "schema": {"type": "string"}}),
+                    json!({"description": description, "required": required, "schema": {"type": "string"}}),
                 );
             }
             let mut r = json!({ "description": status_text(*status), "headers": headers });

@@ -36,7 +36,7 @@ pub enum Success {
 pub struct Param {
     /// Its name.
     pub name: &'static str,
-    /// `path` or `query`.
+    /// `path`, `query` or `header`.
     pub location: &'static str,
     /// Its schema.
     pub schema: Value,
@@ -82,8 +82,8 @@ pub struct Operation {
     pub params: Vec<Param>,
     /// Links from every success answer.
     pub links: Vec<Link>,
-    /// Headers of success answers: (name, description).
-    pub success_headers: Vec<(&'static str, &'static str)>,
+    /// Headers of success answers: (name, description, always sent).
+    pub success_headers: Vec<(&'static str, &'static str, bool)>,
 }
 
 /// Schemas of the request and response types, collected as operations name them.
@@ -144,6 +144,16 @@ pub(super) fn query(name: &'static str, schema: Value, description: &'static str
     Param {
         name,
         location: "query",
+        schema,
+        description,
+        admin_only: false,
+    }
+}
+
+pub(super) fn header(name: &'static str, schema: Value, description: &'static str) -> Param {
+    Param {
+        name,
+        location: "header",
         schema,
         description,
         admin_only: false,
@@ -254,7 +264,12 @@ impl Operation {
         self
     }
     pub(super) fn header(mut self, name: &'static str, description: &'static str) -> Self {
-        self.success_headers.push((name, description));
+        self.success_headers.push((name, description, true));
+        self
+    }
+    /// A header some success answers carry.
+    pub(super) fn optional_header(mut self, name: &'static str, description: &'static str) -> Self {
+        self.success_headers.push((name, description, false));
         self
     }
 

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::operation::{
-    Access, Operation, Schemas, Success, limit_param, list_params, op, path_param, query,
+    Access, Operation, Schemas, Success, header, limit_param, list_params, op, path_param, query,
 };
 use crate::request::{GpuRef, InviteId, NodeName, PackName, SessionId, SnapshotId, UserId};
 use crate::validate;
@@ -224,8 +224,19 @@ pub(super) fn operations_with(s: &mut Schemas) -> Vec<Operation> {
             json!({"type": "string", "enum": validate::WAIT_VALUES}),
             "`ready`: answer once the session is Ready (202 if it is not in time)",
         ))
+        .param(header(
+            crate::sessions::idempotency::HEADER,
+            validate::IDEMPOTENCY_KEY.schema(),
+            "Makes the create idempotent: a retry with the same key and body gets the session the first request created (docs/api.md, \"Idempotent creates\")",
+        ))
         .ok(201, Success::Envelope(session_reply.clone()))
         .ok(202, Success::Envelope(session_reply.clone()))
+        .optional_header(
+            crate::sessions::idempotency::REPLAYED_HEADER,
+            "`true` when the session is the one an earlier request with the same Idempotency-Key created",
+        )
+        .error(400, &["invalid_idempotency_key"])
+        .error(409, &["idempotency_key_reused"])
         .error(
             409,
             &[

@@ -3,7 +3,7 @@
 use medforge_crds::policy::{SessionPolicy, resolve};
 use medforge_crds::{DesiredState, Exposure, Pack, SessionResources, SessionSpec, WorkspaceSpec};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::SessionsConfig;
 use crate::error::{ApiError, FieldError};
@@ -11,7 +11,9 @@ use crate::packs::catalogue::gpu_range;
 use crate::validate;
 
 /// Body of `POST …/sessions`. Every field is optional; `null` is the same as absent.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+/// Serialized (every field, absent ones as `null`) only to compare the
+/// bodies of idempotent creates.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// Pack name (default: the configured default pack).
@@ -45,7 +47,7 @@ pub struct CreateSession {
 }
 
 /// Container limits in a create body; `null` is the same as absent.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Resources")]
 pub struct ResourcesBody {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use medforge_crds::keys::{
@@ -21,9 +22,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::body::{CreateSession, within_policy};
+use super::idempotency::{self, IdempotencyKey};
 use super::view::{SessionReply, phase_name, view_indexed};
 use crate::account_policy::{overrides_of, policy_for};
 use crate::auth::Auth;
+use crate::backend::BackendError;
 use crate::error::ApiError;
 use crate::index::{IndexedSession, SessionIndex};
 use crate::packs::catalogue::may_start_new;
@@ -115,6 +118,7 @@ pub(super) async fn create(
     Extension(exposure): Extension<Exposure>,
     Auth(principal): Auth,
     Query(query): Query<CreateQuery>,
+    headers: HeaderMap,
     JsonOrEmpty(body): JsonOrEmpty<CreateSession>,
 ) -> Result<Response, ApiError> {
     // The permission is checked before the query, as it always was.
@@ -124,17 +128,34 @@ pub(super) async fn create(
         Some("ready") => true,
         Some(_) => return Err(ApiError::invalid("wait", "must be `ready` or absent")),
     };
-    let created = create_session(&state, &principal, exposure, body, wait_ready).await?;
+    let key = idempotency::key_of(&headers)?;
+    let (created, replayed) = create_session_once(
+        &state,
+        &principal,
+        exposure,
+        body,
+        wait_ready,
+        key.as_deref(),
+    )
+    .await?;
     let reply = |message: &str, entry: &IndexedSession| SessionReply {
         message: message.into(),
         session: view_indexed(&state, entry),
     };
-    Ok(match created {
+    let reply = match created {
         Created::Scheduled(entry) => Reply::created(reply("Session scheduled.", &entry)),
         Created::Ready(entry) => Reply::created(reply("Session ready.", &entry)),
         Created::NotReadyYet(entry) => {
             Reply::accepted(reply("Session scheduled; not ready yet.", &entry))
         }
+    };
+    Ok(if replayed {
+        reply.header(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        )
+    } else {
+        reply
     }
     .into_response())
 }
@@ -152,7 +173,38 @@ pub async fn create_session(
     body: CreateSession,
     wait_ready: bool,
 ) -> Result<Created, ApiError> {
+    create_session_once(state, principal, exposure, body, wait_ready, None)
+        .await
+        .map(|(created, _)| created)
+}
+
+/// [`create_session`] with an idempotency key (`Idempotency-Key`): the
+/// Session is named after the caller and the key
+/// ([`IdempotencyKey::session_name`]), so a retry, on any replica, finds the
+/// one an earlier request wrote and answers with it (`true`: a replay), as
+/// that request would have, waiting for the scheduler and, with
+/// `wait_ready`, for Ready. A retry asking for something else (body or
+/// exposure) is 409 `idempotency_key_reused`. Without a key, every call
+/// creates a new session.
+pub async fn create_session_once(
+    state: &AppState,
+    principal: &Principal,
+    exposure: Exposure,
+    body: CreateSession,
+    wait_ready: bool,
+    key: Option<&str>,
+) -> Result<(Created, bool), ApiError> {
     may_create(principal, exposure)?;
+    let key = key.map(|k| IdempotencyKey::new(&principal.user.id, k, exposure, &body));
+    // A retry: answered with what the first request created, checks and all
+    // (they held when it was created).
+    if let Some(key) = &key
+        && let Some(existing) = state.backend().get(key.session_name()).await?
+    {
+        return replay(state, key, &existing, wait_ready)
+            .await
+            .map(|c| (c, true));
+    }
     let config = &state.config().sessions;
     let gpus_given = body.gpus.is_some();
     let mut spec = body.into_spec(&principal.user.id, exposure, config)?;
@@ -180,9 +232,31 @@ pub async fn create_session(
     let policy = policy_for(&config.policy, &principal.user)?;
     within_policy(&mut spec, gpus_given, Some(pack), &policy)?;
     let slug = new_slug(state.index());
-    let session = new_session(state, principal, spec, &slug);
+    let mut session = new_session(state, principal, spec, &slug);
+    if let Some(key) = &key {
+        session.metadata.name = Some(key.session_name().to_owned());
+        if let Some(annotations) = session.metadata.annotations.as_mut() {
+            annotations.insert(idempotency::ANNOTATION.to_owned(), key.stamp().to_owned());
+        }
+    }
     let name = session.metadata.name.clone().unwrap_or_default();
-    state.backend().create(session).await?;
+    match (state.backend().create(session).await, &key) {
+        (Ok(_), _) => {}
+        // Another request with this key (a retry on another replica) wrote
+        // it between our look and our create: answer as a retry.
+        (Err(BackendError::Conflict(_)), Some(key)) => {
+            let existing = state.backend().get(&name).await?.ok_or_else(|| {
+                ApiError::conflict(
+                    "session_deleted",
+                    "The session made with this Idempotency-Key was deleted meanwhile.",
+                )
+            })?;
+            return replay(state, key, &existing, wait_ready)
+                .await
+                .map(|c| (c, true));
+        }
+        (Err(err), _) => return Err(err.into()),
+    }
     if let (Some(admin), Some(from)) = (on_behalf.as_ref().map(|_| admin_id), &restore_from) {
         crate::audit::record(
             state.db(),
@@ -199,9 +273,41 @@ pub async fn create_session(
     let bound = scheduled(state, &name).await?;
     follow_given_slug(state, &name, &slug, &bound).await;
     if !wait_ready {
+        return Ok((Created::Scheduled(bound), false));
+    }
+    ready(state, &name, bound).await.map(|c| (c, false))
+}
+
+/// The answer to a retry of a keyed create whose Session `existing` exists:
+/// the create's own answer, once the request is known to be the same.
+async fn replay(
+    state: &AppState,
+    key: &IdempotencyKey,
+    existing: &Session,
+    wait_ready: bool,
+) -> Result<Created, ApiError> {
+    key.check(existing)?;
+    let name = key.session_name();
+    if existing.metadata.deletion_timestamp.is_some() {
+        return Err(ApiError::conflict(
+            "session_deleted",
+            "The session made with this Idempotency-Key is being deleted; use a new key for a new session.",
+        ));
+    }
+    tracing::info!(session = %name, "idempotent create retried; answering with its session");
+    let bound = scheduled(state, name).await?;
+    if let Some(chosen) = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SLUG_KEY))
+    {
+        follow_given_slug(state, name, chosen, &bound).await;
+    }
+    if !wait_ready {
         return Ok(Created::Scheduled(bound));
     }
-    ready(state, &name, bound).await
+    ready(state, name, bound).await
 }
 
 /// The owner of the snapshot `from`, as the principal a session is created

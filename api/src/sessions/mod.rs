@@ -9,6 +9,7 @@
 
 mod body;
 mod create;
+pub mod idempotency;
 mod lifecycle;
 mod list;
 mod snapshot;
@@ -22,7 +23,8 @@ use medforge_crds::Exposure;
 
 pub use self::body::{CreateSession, ResourcesBody};
 pub use self::create::{
-    CreateQuery, Created, OTHER_REFUSAL, SCHEDULER_REFUSALS, create_session, new_slug,
+    CreateQuery, Created, OTHER_REFUSAL, SCHEDULER_REFUSALS, create_session, create_session_once,
+    new_slug,
 };
 pub use self::list::{ListQuery, list_sessions};
 pub use self::view::{GpuView, SessionReply, SessionView, expiry, view};

@@ -105,6 +105,15 @@ pub const KUBE_NAME: Rule = Rule {
     example: "gpu-node-1",
 };
 
+/// An `Idempotency-Key` header of a create (`docs/api.md`, "Idempotent creates").
+pub const IDEMPOTENCY_KEY: Rule = Rule {
+    pattern: Some("^[A-Za-z0-9._:+/=-]{1,128}$"),
+    min_length: 1,
+    max_length: 128,
+    expected: "1 to 128 characters of [A-Za-z0-9._:+/=-] (a UUID will do)",
+    example: "5f0c1c3e-5d2b-4a8e-9b1f-2c3d4e5f6a7b",
+};
+
 /// A Pack name (a DNS-1123 label).
 pub const PACK_NAME: Rule = Rule {
     pattern: Some("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),

@@ -357,6 +357,150 @@ async fn concurrent_creates_at_limit_one(env: TestEnv) {
     );
 }
 
+/// `Idempotency-Key`: a retry with the same key and body gets the session
+/// the first request created (201 again, `Idempotent-Replayed: true`) and
+/// creates nothing, also when retries race; another body or exposure with
+/// the key is 409; another user's key of the same text is theirs alone; a
+/// bad key is 400; quotas still hold.
+async fn idempotency_keys_make_retried_creates_return_the_first_session(env: TestEnv) {
+    let t = env
+        .on(Plane {
+            user_limit: 2,
+            ..Plane::scheduler()
+        })
+        .await;
+    let ada = t.user("ada@example.org").await;
+    let bob = t.user("bob@example.org").await;
+    let keyed = |who: &crate::common::Client, key: &str, body: serde_json::Value| {
+        t.post("/api/v2/external/sessions")
+            .cookie(who)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+    };
+    let key = "9b2f6c1e-retry-key";
+    let body = json!({"gpus": 1, "idle_timeout": "30m"});
+    // Sent three times at once (a client retrying on other replicas before
+    // the first answers): one creates, the others get its session.
+    let (a, b, c) = tokio::join!(
+        keyed(&ada, key, body.clone()),
+        keyed(&ada, key, body.clone()),
+        keyed(&ada, key, body.clone())
+    );
+    let id = a.data(201)["session"]["id"].as_str().unwrap().to_owned();
+    for res in [&b, &c] {
+        assert_eq!(res.data(201)["session"]["id"], id.as_str());
+    }
+    let replayed: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.header("idempotent-replayed"))
+        .collect();
+    assert_eq!(
+        replayed.iter().filter(|r| r.is_none()).count(),
+        1,
+        "one created it: {replayed:?}"
+    );
+    assert_eq!(t.stored_sessions().await.len(), 1);
+    let stored = t.stored(&id).await.expect("the Session");
+    let stamp = &stored.metadata.annotations.clone().unwrap()["medforge.dev/idempotency"];
+    assert!(stamp.starts_with(&format!("{}/", ada.id)), "{stamp}");
+
+    // The same body, written differently: the same session, nothing new.
+    let again = keyed(
+        &ada,
+        key,
+        json!({"idle_timeout": "30m", "gpus": 1.0, "pack": null}),
+    )
+    .await;
+    let data = again.data(201);
+    assert_eq!(data["session"]["id"], id.as_str());
+    assert_eq!(data["message"], "Session scheduled.");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // Retries racing each other: all get it.
+    let (a, b, c) = tokio::join!(
+        keyed(&ada, key, body.clone()),
+        keyed(&ada, key, body.clone()),
+        keyed(&ada, key, body.clone())
+    );
+    for res in [a, b, c] {
+        assert_eq!(res.data(201)["session"]["id"], id.as_str());
+    }
+    assert_eq!(
+        t.stored_sessions().await.len(),
+        1,
+        "one Session for every retry"
+    );
+
+    // Another body with the key: refused, nothing created.
+    keyed(&ada, key, json!({"gpus": 2, "idle_timeout": "30m"}))
+        .await
+        .problem(409, "idempotency_key_reused");
+    keyed(&ada, key, json!({}))
+        .await
+        .problem(409, "idempotency_key_reused");
+    assert_eq!(t.stored_sessions().await.len(), 1);
+
+    // Bob's key of the same text is his: a session of his own.
+    let bobs = keyed(&bob, key, body.clone()).await.data(201)["session"].clone();
+    assert_ne!(bobs["id"], id.as_str());
+    assert_eq!(bobs["owner"], bob.id.as_str());
+    let bobs_again = keyed(&bob, key, body.clone()).await;
+    assert_eq!(bobs_again.data(201)["session"]["id"], bobs["id"]);
+    assert_eq!(t.stored_sessions().await.len(), 2);
+
+    // Quotas hold for keyed creates; a retry is no new session.
+    t.create_session(&ada, json!({"gpus": 1})).await.data(201);
+    keyed(&ada, "another-key", body.clone())
+        .await
+        .problem(409, "user_limit_reached");
+    assert_eq!(
+        keyed(&ada, key, body.clone()).await.data(201)["session"]["id"],
+        id.as_str()
+    );
+    assert_eq!(t.stored_sessions().await.len(), 3);
+
+    // The same key and body on the other exposure is another request.
+    let root = t.admin("root@example.org").await;
+    t.post("/api/v2/external/sessions")
+        .cookie(&root)
+        .header("idempotency-key", "exposure-key")
+        .json(json!({"gpus": 1}))
+        .send()
+        .await
+        .data(201);
+    t.post("/api/v2/internal/sessions")
+        .cookie(&root)
+        .header("idempotency-key", "exposure-key")
+        .json(json!({"gpus": 1}))
+        .send()
+        .await
+        .problem(409, "idempotency_key_reused");
+
+    // Bad keys: 400 naming the header, nothing created.
+    let before = t.stored_sessions().await.len();
+    for bad in ["", "has space", "a,b", "quote\"d", &"k".repeat(129)] {
+        let problem = keyed(&bob, bad, body.clone())
+            .await
+            .problem(400, "invalid_idempotency_key");
+        assert_eq!(problem["errors"][0]["field"], "Idempotency-Key", "{bad:?}");
+    }
+    let twice = t
+        .post("/api/v2/external/sessions")
+        .cookie(&bob)
+        .header("idempotency-key", "one")
+        .header("idempotency-key", "two")
+        .json(body.clone())
+        .send()
+        .await;
+    twice.problem(400, "invalid_idempotency_key");
+    assert_eq!(t.stored_sessions().await.len(), before);
+    // The longest key is taken: the create reaches the scheduler (and
+    // finds every GPU of node-a held).
+    keyed(&bob, &"k".repeat(128), body.clone())
+        .await
+        .problem(409, "no_gpu_available");
+}
+
 async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
     // No scheduler runs.
     let t = env
@@ -782,6 +926,7 @@ crate::scenarios!(
     internal_sessions_need_permission,
     refused_sessions_give_409_and_leave_nothing,
     concurrent_creates_at_limit_one,
+    idempotency_keys_make_retried_creates_return_the_first_session,
     create_gives_up_when_the_scheduler_is_silent,
     wait_ready_returns_once_ready,
     wait_ready_answers_202_or_409_when_not_ready,
