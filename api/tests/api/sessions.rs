@@ -501,6 +501,49 @@ async fn idempotency_keys_make_retried_creates_return_the_first_session(env: Tes
         .problem(409, "no_gpu_available");
 }
 
+/// The case `Idempotency-Key` is for: a replica cut off after it wrote the
+/// Session, before it answered (here: the request is dropped while it waits
+/// for Ready, as a killed process drops it), and the client's retry on
+/// another replica (its own watch and index, the same database and control
+/// plane), which gets that session and creates none.
+async fn a_create_cut_after_its_write_is_retried_on_another_replica(env: TestEnv) {
+    // No node agent: `wait=ready` holds the first request open once bound.
+    let t = env.on(Plane::scheduler()).await;
+    let ada = t.user("ada@example.org").await;
+    let other = medforge_api::Api::with_db(
+        t.state().config().clone(),
+        t.state().db().clone(),
+        t.cluster().backend(),
+    );
+    assert!(other.wait_synced(Duration::from_secs(10)).await);
+    let body = json!({"gpus": 1});
+    let first = t
+        .post("/api/v2/external/sessions?wait=ready")
+        .cookie(&ada)
+        .header("idempotency-key", "cut-after-write")
+        .json(body.clone())
+        .send();
+    let written = eventually("the first create's Session", async || {
+        let stored = t.stored_sessions().await;
+        (stored.len() == 1).then(|| stored[0].metadata.name.clone().unwrap())
+    });
+    let name = tokio::select! {
+        res = first => panic!("the first create answered before it was cut: {}", res.text()),
+        name = written => name,
+    };
+    let retry = crate::common::request(&other.router(), Method::POST, "/api/v2/external/sessions")
+        .cookie(&ada)
+        .header("idempotency-key", "cut-after-write")
+        .json(body)
+        .send()
+        .await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let data = retry.data(201);
+    assert_eq!(data["session"]["id"], name.as_str());
+    assert_eq!(data["session"]["owner"], ada.id.as_str());
+    assert_eq!(t.stored_sessions().await.len(), 1, "no second Session");
+}
+
 async fn create_gives_up_when_the_scheduler_is_silent(env: TestEnv) {
     // No scheduler runs.
     let t = env
@@ -927,6 +970,7 @@ crate::scenarios!(
     refused_sessions_give_409_and_leave_nothing,
     concurrent_creates_at_limit_one,
     idempotency_keys_make_retried_creates_return_the_first_session,
+    a_create_cut_after_its_write_is_retried_on_another_replica,
     create_gives_up_when_the_scheduler_is_silent,
     wait_ready_returns_once_ready,
     wait_ready_answers_202_or_409_when_not_ready,
