@@ -132,6 +132,30 @@ pub fn wants_binding(s: &Session) -> bool {
     s.wants_binding()
 }
 
+/// What one watch event tells the loop: whether it can change a decision,
+/// and the Session it is about.
+struct Touched {
+    decides: bool,
+    uid: Option<String>,
+}
+
+impl Touched {
+    /// A node, a snapshot record, a deleted Session, a relist.
+    const ALWAYS: Touched = Touched {
+        decides: true,
+        uid: None,
+    };
+}
+
+/// Whether a change to `s` can change what the scheduler decides: it waits
+/// for a binding, or it holds none (it stopped or failed, so its GPUs are
+/// free; a deleted one arrives as a delete, which always counts). A bound
+/// session's own progress (Starting, Running, the agent's status writes,
+/// most of the watch's traffic) cannot, and makes no pass.
+pub fn may_decide(s: &Session) -> bool {
+    s.wants_binding() || !s.holds_binding()
+}
+
 /// Builds the view from the caches plus the bindings still being written.
 fn build_view(
     nodes: &Store<GpuNode>,
@@ -150,9 +174,9 @@ fn build_view(
         }
         let status = s.status.as_ref().expect("holds_binding checked status");
         let uuids: Vec<String> = status.gpus.iter().map(|g| g.uuid.clone()).collect();
-        let uid = s.uid().unwrap_or_default();
+        let uid = s.metadata.uid.as_deref().unwrap_or_default();
         if let Err(e) = view.record(
-            &uid,
+            uid,
             &s.spec.owner,
             status.node_name.as_deref().unwrap_or(""),
             &uuids,
@@ -200,20 +224,26 @@ pub async fn run(
     let (nodes, nodes_writer) = reflector::store();
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
 
+    // Each event says whether it can change a decision (see `may_decide`).
     let session_events = reflector::reflector(
         sessions_writer,
         watcher(sessions_api.clone(), watcher::Config::default()),
     )
     .default_backoff()
-    .touched_objects()
-    .map_ok(|_| ())
+    .map_ok(|ev| match ev {
+        watcher::Event::Apply(s) | watcher::Event::InitApply(s) => Touched {
+            decides: may_decide(&s),
+            uid: s.metadata.uid.clone(),
+        },
+        _ => Touched::ALWAYS,
+    })
     .map_err(|e| tracing::warn!(error = %e, "session watch failed; retrying"))
     .boxed();
     let node_events =
         reflector::reflector(nodes_writer, watcher(nodes_api, watcher::Config::default()))
             .default_backoff()
             .touched_objects()
-            .map_ok(|_| ())
+            .map_ok(|_| Touched::ALWAYS)
             .map_err(|e| tracing::warn!(error = %e, "GpuNode watch failed; retrying"))
             .boxed();
     let (snapshots, snapshots_writer) = reflector::store();
@@ -226,7 +256,7 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects()
-    .map_ok(|_| ())
+    .map_ok(|_| Touched::ALWAYS)
     .map_err(|e| tracing::warn!(error = %e, "WorkspaceSnapshot watch failed; retrying"))
     .boxed();
     let mut events = futures::stream::select_all([session_events, node_events, snapshot_events]);
@@ -258,6 +288,8 @@ pub async fn run(
 
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
     let mut writes = FuturesUnordered::new();
+    // Whether the last pass left sessions waiting for a free write slot.
+    let mut left_waiting = false;
     let mut resync = tokio::time::interval(cfg.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let _ = wake_tx.try_send(());
@@ -283,15 +315,33 @@ pub async fn run(
                 // A written binding stays in flight until the cache shows it
                 // (below): until then the cache still calls that session
                 // pending and its GPUs free. A failed one is dropped now.
+                // Either way a slot is free: a pass binds the next ones.
                 if let Outcome::Bound { uid, ok: false } = done {
                     in_flight.remove(&uid);
+                }
+                if left_waiting {
                     let _ = wake_tx.try_send(());
                 }
                 continue;
             }
             ev = events.next() => {
-                if ev.is_none() {
+                let Some(ev) = ev else {
                     return Err(SchedulerError::WatchEnded);
+                };
+                // Drain whatever else arrived; no pass when none of it can
+                // change a decision (a binding of ours that the cache now
+                // shows can: it leaves `in_flight` in a pass).
+                let counts = |ev: Result<Touched, ()>| {
+                    ev.map_or(true, |t| {
+                        t.decides || t.uid.is_some_and(|u| in_flight.contains_key(&u))
+                    })
+                };
+                let mut decides = counts(ev);
+                while let Some(Some(ev)) = events.next().now_or_never() {
+                    decides |= counts(ev);
+                }
+                if !decides {
+                    continue;
                 }
             }
             _ = wake_rx.recv() => {}
@@ -318,12 +368,13 @@ pub async fn run(
         // A binding is in flight until the cache shows it, or shows that its
         // session is gone.
         let all = sessions.state();
-        let cached: HashMap<String, bool> = all
-            .iter()
-            .filter_map(|s| s.uid().map(|u| (u, s.holds_binding())))
-            .collect();
-        in_flight.retain(|uid, _| cached.get(uid) == Some(&false));
-        let mut view = build_view(&nodes, &all, &in_flight, &cfg);
+        if !in_flight.is_empty() {
+            let cached: HashMap<&str, bool> = all
+                .iter()
+                .filter_map(|s| s.metadata.uid.as_deref().map(|u| (u, s.holds_binding())))
+                .collect();
+            in_flight.retain(|uid, _| cached.get(uid.as_str()) == Some(&false));
+        }
         if let Some(observer) = &cfg.observer {
             observer.send_replace(
                 nodes
@@ -337,23 +388,40 @@ pub async fn run(
         let mut pending: Vec<&Arc<Session>> = all
             .iter()
             .filter(|s| wants_binding(s))
-            .filter(|s| s.uid().is_some_and(|u| !in_flight.contains_key(&u)))
+            .filter(|s| {
+                s.metadata
+                    .uid
+                    .as_deref()
+                    .is_some_and(|u| !in_flight.contains_key(u))
+            })
             .collect();
+        left_waiting = false;
+        if pending.is_empty() {
+            // Nothing to decide: the view is not needed.
+            continue;
+        }
+        // Oldest first, then by name; borrowed, not copied: this runs on
+        // every pass over every waiting session.
         pending.sort_by(|a, b| {
-            a.creation_timestamp()
-                .map(|t| t.0)
-                .cmp(&b.creation_timestamp().map(|t| t.0))
-                .then_with(|| a.name_any().cmp(&b.name_any()))
+            fn key(s: &Session) -> (Option<Timestamp>, &str) {
+                (
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    s.metadata.name.as_deref().unwrap_or(""),
+                )
+            }
+            key(a).cmp(&key(b))
         });
+        let mut view = build_view(&nodes, &all, &in_flight, &cfg);
 
-        let used_slugs: std::collections::HashSet<String> = all
+        let used_slugs: std::collections::HashSet<&str> = all
             .iter()
-            .filter_map(|s| s.status.as_ref().and_then(|st| st.slug.clone()))
+            .filter_map(|s| s.status.as_ref().and_then(|st| st.slug.as_deref()))
             .collect();
 
         for s in pending {
             if writes.len() >= cfg.max_in_flight {
                 // The completion of a write wakes us for the rest.
+                left_waiting = true;
                 break;
             }
             let mut req = Request::of(s);
@@ -512,7 +580,7 @@ async fn write_status(api: &Api<Session>, name: &str, session: Session) -> bool 
 fn status_for(
     s: &Session,
     decision: &Decision,
-    used_slugs: &std::collections::HashSet<String>,
+    used_slugs: &std::collections::HashSet<&str>,
 ) -> Option<Session> {
     let mut updated = s.clone();
     let generation = s.meta().generation;
@@ -533,7 +601,7 @@ fn status_for(
                 let wanted = s
                     .labels()
                     .get(SLUG_LABEL)
-                    .filter(|l| l.parse::<Slug>().is_ok() && !used_slugs.contains(*l));
+                    .filter(|l| l.parse::<Slug>().is_ok() && !used_slugs.contains(l.as_str()));
                 status.slug = Some(match wanted {
                     Some(l) => l.clone(),
                     None => Slug::unused(|c| used_slugs.contains(c)).into_string(),
