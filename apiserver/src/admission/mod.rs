@@ -152,6 +152,28 @@ pub fn prepare_update(
                 };
             }
             meta.remove("selfLink");
+            // A binding's role is fixed at creation, as on kube-apiserver: a
+            // write may not turn a binding into a grant of another role.
+            if matches!(
+                rt.builtin,
+                Some(Builtin::RoleBinding | Builtin::ClusterRoleBinding)
+            ) && old.get("roleRef") != out.get("roleRef")
+            {
+                return Err(ApiError::invalid(
+                    rt,
+                    meta_str(old, "name").unwrap_or(""),
+                    vec![Cause::new(
+                        "FieldValueInvalid",
+                        "roleRef",
+                        format!(
+                            "Invalid value: {}: cannot change roleRef",
+                            out.get("roleRef")
+                                .map(|v| v.to_string())
+                                .unwrap_or_default()
+                        ),
+                    )],
+                ));
+            }
             if old_meta.get("deletionTimestamp").is_some() {
                 let before = finalizers(old);
                 let added: Vec<String> = finalizers(&out)

@@ -486,6 +486,22 @@ async fn bad_rbac_objects_are_refused_with_the_field_that_is_wrong() {
         assert!(!out.status.success(), "{yaml}");
         assert!(text(&out).contains(want), "{yaml}: {}", text(&out));
     }
+    // A binding's role cannot be changed afterwards, as on kube-apiserver.
+    apply(&ts, RBAC).await;
+    let out = run(
+        &ts,
+        &[
+            "patch", "rolebinding", "reader", "-n", NS, "--type", "merge", "-p",
+            r#"{"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"}}"#,
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("cannot change roleRef"),
+        "{}",
+        text(&out)
+    );
     ts.shutdown().await;
 }
 
