@@ -61,6 +61,20 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Check least privilege: from RBAC objects (the chart's rendering) and
+    /// an audit log (the embedded control plane's `--audit-log-path`, or
+    /// kube-apiserver's at level Metadata or above), list for each
+    /// ServiceAccount the requests it was refused and the grants it never
+    /// used. Exits 1 when there are any.
+    RbacReport {
+        /// The audit log: one JSON event per line.
+        #[arg(long, value_name = "FILE")]
+        audit_log: PathBuf,
+        /// A YAML file of RBAC objects (`helm template …`); other kinds in it
+        /// are skipped (repeatable).
+        #[arg(long, value_name = "FILE", required = true)]
+        rbac: Vec<PathBuf>,
+    },
     /// Print every MedForge CustomResourceDefinition as YAML, or write one file per CRD.
     Crds {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.

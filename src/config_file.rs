@@ -37,6 +37,8 @@ const NOT_IN_FILE: &[&str] = &[
     "purge",
     "reset-password",
     "email",
+    "audit-log",
+    "rbac",
 ];
 
 /// A value from the file, as the flag takes it.

@@ -104,6 +104,7 @@ fn config_check(
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::RbacReport { audit_log, rbac } => run::rbac_report(&audit_log, &rbac),
         Command::Crds { write: None } => run::print_crds(),
         Command::Crds { write: Some(dir) } => run::write_crds(&dir),
         Command::Apiserver(args) => runtime()?.block_on(run::apiserver(args)),

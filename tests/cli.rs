@@ -346,3 +346,100 @@ async fn create_admin_never_promotes_a_self_registered_account_silently() {
     // That the new password works and the old one does not is checked
     // through the api's login (api tests, `auth`).
 }
+
+/// An audit event of the agent's ServiceAccount: `verb` on Sessions (or
+/// their `sub`resource) in `ns`, with the decision.
+fn audit_line(verb: &str, sub: &str, ns: &str, decision: &str) -> String {
+    let mut object =
+        serde_json::json!({ "resource": "sessions", "apiGroup": "medforge.dev", "namespace": ns });
+    if !sub.is_empty() {
+        object["subresource"] = serde_json::json!(sub);
+    }
+    serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": verb, "requestURI": "/x",
+        "user": { "username": "system:serviceaccount:sys:agent", "groups": ["system:authenticated"] },
+        "objectRef": object,
+        "annotations": { "authorization.k8s.io/decision": decision },
+    })
+    .to_string()
+}
+
+const RBAC_YAML: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: agent, namespace: work }
+rules:
+  - { apiGroups: [medforge.dev], resources: [sessions], verbs: [get, patch] }
+  - { apiGroups: [medforge.dev], resources: [sessions/status], verbs: [update] }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: agent, namespace: work }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: agent }
+subjects: [{ kind: ServiceAccount, name: agent, namespace: sys }]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: skipped, namespace: work }
+";
+
+#[test]
+fn rbac_report_passes_only_when_every_grant_was_used_and_nothing_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(&rbac, RBAC_YAML).unwrap();
+    let run = |lines: &[String]| {
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        medforge(&[
+            "rbac-report",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--rbac",
+            rbac.to_str().unwrap(),
+        ])
+    };
+    let all_used = [
+        audit_line("get", "", "work", "allow"),
+        audit_line("patch", "", "work", "allow"),
+        audit_line("update", "status", "work", "allow"),
+    ];
+    let out = run(&all_used);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("system:serviceaccount:sys:agent: 3 requests, 0 refused, 0 unused grants"),
+        "{said}"
+    );
+
+    // No patch, and a refused delete.
+    let out = run(&[
+        audit_line("get", "", "work", "allow"),
+        audit_line("update", "status", "work", "allow"),
+        audit_line("delete", "", "work", "forbid"),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(
+        said.contains("unused:  patch sessions (medforge.dev) in work"),
+        "{said}"
+    );
+    assert!(
+        said.contains("refused: delete sessions (medforge.dev) in work"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused requests or unused grants"));
+
+    // A log that is not JSON lines is refused, naming the line.
+    let out = run(&["not json".to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit log line 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -252,6 +252,31 @@ pub fn print_crds() -> anyhow::Result<()> {
         .context("writing to standard output")
 }
 
+/// `medforge rbac-report`: refused requests and unused grants per
+/// ServiceAccount; an error (exit 1) when there are any.
+pub fn rbac_report(audit_log: &Path, rbac: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut objects: Vec<serde_json::Value> = Vec::new();
+    for file in rbac {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("{}: not YAML", file.display()))?;
+        objects.extend(docs.into_iter().filter(|d| !d.is_null()));
+    }
+    let audit = std::fs::read_to_string(audit_log)
+        .with_context(|| format!("reading {}", audit_log.display()))?;
+    let report = medforge_apiserver::rbac_report::report(&objects, &audit)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", report.render());
+    if report.accounts.is_empty() {
+        bail!("the RBAC objects bind no ServiceAccount");
+    }
+    if !report.is_clean() {
+        bail!("refused requests or unused grants (above)");
+    }
+    Ok(())
+}
+
 /// `medforge crds --write DIR`: one `<plural>.<group>.yaml` file per CRD.
 pub fn write_crds(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
