@@ -417,7 +417,7 @@ mod tests {
             .collect();
         assert_eq!(
             unused,
-            ["update sessions/status", "watch sessions"],
+            ["watch sessions", "update sessions/status"],
             "{}",
             r.render()
         );
