@@ -6,7 +6,9 @@
 //! - The control plane runs in a child process (this binary, re-executed),
 //!   so that its CPU time and RSS are its own.
 //! - This process runs the real scheduler and `MEDFORGE_FLEET_NODES` (200)
-//!   node agents: each is the agent's real kube-runtime controller
+//!   node agents but one, the observed one, which runs alone in a second
+//!   child process (this binary again) so that its RSS is its own: each is
+//!   the agent's real kube-runtime controller
 //!   (`controller::reconcile`, `error_policy`) over the agent's fakes of
 //!   Docker and ZFS and a readiness probe that always connects, with its own
 //!   client and its own watch, selected by `status.nodeName=<node>` as the
@@ -56,6 +58,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 const CHILD_ENV: &str = "MEDFORGE_FLEET_BENCH_CHILD";
+/// Set (to the node's name) in the child that runs the observed agent, with
+/// the control plane's kubeconfig in [`AGENT_KUBECONFIG_ENV`] and its GPUs
+/// in [`AGENT_GPUS_ENV`].
+const AGENT_ENV: &str = "MEDFORGE_FLEET_BENCH_AGENT";
+const AGENT_KUBECONFIG_ENV: &str = "MEDFORGE_FLEET_BENCH_KUBECONFIG";
+const AGENT_GPUS_ENV: &str = "MEDFORGE_FLEET_BENCH_GPUS";
 const NS: &str = "fleet";
 const FANOUT_NS: &str = "fanout";
 const DATASET_ROOT: &str = "pool";
@@ -74,6 +82,10 @@ struct Sizes {
 fn main() {
     if std::env::var_os(CHILD_ENV).is_some() {
         serve();
+        return;
+    }
+    if let Ok(node) = std::env::var(AGENT_ENV) {
+        serve_agent(node);
         return;
     }
     let sizes = Sizes {
@@ -107,6 +119,99 @@ fn serve() {
         let _ = done.await;
         cp.shutdown().await;
     });
+}
+
+/// Child: one node agent, until stdin closes; each line read on stdin is
+/// answered with a line `<cache size> <watch events> <watch bytes>`.
+fn serve_agent(node: String) {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    rt.block_on(async {
+        let path = std::env::var(AGENT_KUBECONFIG_ENV).expect("the kubeconfig path");
+        let gpus: u32 = env_or(AGENT_GPUS_ENV, 8);
+        let kc = kube::config::Kubeconfig::read_from(path).expect("a kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("a client configuration");
+        let agent = start_agent(
+            Client::try_from(config).expect("a client"),
+            node,
+            gpus,
+            true,
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                if line.is_err() || tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        while rx.recv().await.is_some() {
+            println!(
+                "{} {} {}",
+                agent.store.state().len(),
+                agent.traffic.events.load(Ordering::Relaxed),
+                agent.traffic.bytes.load(Ordering::Relaxed)
+            );
+        }
+    });
+}
+
+/// The observed agent's process: what it answers, and its RSS.
+struct ObservedAgent {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    pid: String,
+}
+
+impl ObservedAgent {
+    fn start(kubeconfig: &str, node: &str, gpus: u32) -> ObservedAgent {
+        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            .env(AGENT_ENV, node)
+            .env(AGENT_KUBECONFIG_ENV, kubeconfig)
+            .env(AGENT_GPUS_ENV, gpus.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the observed agent's process starts");
+        let pid = child.id().to_string();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        ObservedAgent { child, lines, pid }
+    }
+
+    /// (cache size, watch events, watch bytes) now.
+    fn report(&mut self) -> (usize, u64, u64) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("its stdin");
+        writeln!(stdin).expect("ask the observed agent");
+        stdin.flush().expect("ask the observed agent");
+        let line = self
+            .lines
+            .next()
+            .expect("an answer")
+            .expect("an answer line");
+        let mut parts = line
+            .split_whitespace()
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        let (cache, events, bytes) = (
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        );
+        (cache as usize, events, bytes)
+    }
+
+    fn rss(&self) -> u64 {
+        rss_kib(&self.pid).0
+    }
+}
+
+impl Drop for ObservedAgent {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// (VmRSS, VmHWM) in KiB.
@@ -169,7 +274,6 @@ struct Traffic {
 }
 
 struct Agent {
-    node: String,
     store: reflector::Store<Session>,
     traffic: Arc<Traffic>,
 }
@@ -230,11 +334,7 @@ fn start_agent(client: Client, node: String, gpus: u32, measure_bytes: bool) -> 
             .run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| async {}),
     );
-    Agent {
-        node,
-        store,
-        traffic,
-    }
+    Agent { store, traffic }
 }
 
 /// What the benchmark's own watch of every Session has seen.
@@ -380,10 +480,13 @@ async fn drive(sz: Sizes) {
     cfg.heartbeat_timeout = Duration::from_secs(3600);
     tokio::spawn(run_scheduler(client(), cfg, std::future::pending()));
 
-    // The agents. The observed one is in the middle of the fleet.
+    // The agents. The observed one is in the middle of the fleet, in its
+    // own process.
     let observed = sz.nodes / 2;
+    let mut watched = ObservedAgent::start(line.trim(), &node_name(observed), sz.gpus);
     let agents: Vec<Agent> = (0..sz.nodes)
-        .map(|i| start_agent(client(), node_name(i), sz.gpus, i == observed))
+        .filter(|i| *i != observed)
+        .map(|i| start_agent(client(), node_name(i), sz.gpus, false))
         .collect();
 
     // The benchmark's own watch of every Session.
@@ -395,6 +498,7 @@ async fn drive(sz: Sizes) {
     let (cpu0, self_cpu0) = (cpu_secs(&pid), cpu_secs("self"));
     let (self_rss0, _) = rss_kib("self");
     let (cp_rss0, _) = rss_kib(&pid);
+    let agent_rss0 = watched.rss();
 
     // 16 clients create the Sessions, one request in flight each.
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -535,26 +639,26 @@ async fn drive(sz: Sizes) {
     );
 
     // One agent's share.
-    let agent = &agents[observed];
-    let own = per_node.get(&agent.node).copied().unwrap_or(0);
+    let agent_node = node_name(observed);
+    let own = per_node.get(&agent_node).copied().unwrap_or(0);
     let fleet_events = seen.lock().unwrap().events;
-    let (ev1, by1) = (
-        agent.traffic.events.load(Ordering::Relaxed),
-        agent.traffic.bytes.load(Ordering::Relaxed),
-    );
+    let (cache1, ev1, by1) = watched.report();
+    let agent_rss1 = watched.rss();
     let mut all_events: Vec<u64> = agents
         .iter()
         .map(|a| a.traffic.events.load(Ordering::Relaxed))
+        .chain([ev1])
         .collect();
     all_events.sort();
+    println!("\none agent ({agent_node}, {own} of the fleet's sessions; its own process)");
     println!(
-        "\none agent ({}, {own} of the fleet's sessions)",
-        agent.node
+        "  cache {cache1} Sessions; its watch received {ev1} events (~{:.1} KiB as JSON) while the fleet's watch received {fleet_events}",
+        by1 as f64 / 1024.0
     );
     println!(
-        "  cache {} Sessions; its watch received {ev1} events (~{:.1} KiB as JSON) while the fleet's watch received {fleet_events}",
-        agent.store.state().len(),
-        by1 as f64 / 1024.0
+        "  its RSS: {} before the first create, {} with its sessions Running",
+        mib(agent_rss0),
+        mib(agent_rss1)
     );
     println!(
         "  every agent's watch, events: min {}, median {}, max {}",
@@ -569,7 +673,7 @@ async fn drive(sz: Sizes) {
         let mut v: Vec<String> = seen
             .node_of
             .iter()
-            .filter(|(_, n)| **n != agent.node)
+            .filter(|(_, n)| **n != agent_node)
             .map(|(s, _)| s.clone())
             .collect();
         v.sort();
@@ -612,10 +716,8 @@ async fn drive(sz: Sizes) {
     })
     .await;
     let churn = churn_start.elapsed();
-    let (ev2, by2) = (
-        agent.traffic.events.load(Ordering::Relaxed),
-        agent.traffic.bytes.load(Ordering::Relaxed),
-    );
+    let (cache2, ev2, by2) = watched.report();
+    let agent_rss2 = watched.rss();
     let fleet_events3 = seen.lock().unwrap().events;
     let (self_rss3, _) = rss_kib("self");
     println!(
@@ -626,10 +728,11 @@ async fn drive(sz: Sizes) {
         fleet_events3 - fleet_events2
     );
     println!(
-        "  meanwhile this agent's watch received {} events (~{:.1} KiB); cache {} Sessions; process RSS {} -> {}",
+        "  meanwhile this agent's watch received {} events (~{:.1} KiB); cache {cache2} Sessions; its RSS {} -> {} (the fleet process's {} -> {})",
         ev2 - ev1,
         (by2 - by1) as f64 / 1024.0,
-        agent.store.state().len(),
+        mib(agent_rss1),
+        mib(agent_rss2),
         mib(self_rss2),
         mib(self_rss3)
     );
