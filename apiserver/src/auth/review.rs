@@ -165,6 +165,14 @@ pub fn token_request(
             "spec.boundObjectRef is not supported by this server: a token is bound to its ServiceAccount only",
         ));
     }
+    // Refused, not ignored: a token this server gives is not bound to an
+    // audience, so one asked for one would be accepted anywhere.
+    if !request.spec.audiences.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "spec.audiences {:?} is not supported by this server: its tokens carry no audience (leave it empty)",
+            request.spec.audiences
+        )));
+    }
     let lifetime = token::lifetime(request.spec.expiration_seconds).map_err(|why| {
         ApiError::invalid_kind(
             "authentication.k8s.io",

@@ -189,6 +189,15 @@ pub fn validate_builtin(rt: &ResourceType, value: &mut Value) -> ApiResult<Vec<S
         Some(Builtin::ClusterRole) => {
             let v = decode_typed::<k8s_openapi::api::rbac::v1::ClusterRole>(rt, value)?;
             check_rules(&v, &mut causes);
+            // Refused, not ignored: this server does not aggregate roles,
+            // so an aggregated role would silently grant nothing.
+            if v.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+                causes.push(Cause::new(
+                    "FieldValueForbidden",
+                    "aggregationRule",
+                    "Forbidden: aggregated ClusterRoles are not supported by this server (docs/decisions/0021); list the rules in `rules`",
+                ));
+            }
             v
         }
         Some(Builtin::RoleBinding) => {

@@ -317,6 +317,22 @@ async fn deleting_or_recreating_the_service_account_revokes_its_tokens() {
         "{}",
         text(&out)
     );
+    // An audience is refused, not ignored: the token would not be bound to it.
+    let out = run(
+        &ts,
+        &[
+            "create",
+            "token",
+            "reader",
+            "-n",
+            NS,
+            "--audience",
+            "https://vault.example.org",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("spec.audiences"), "{}", text(&out));
     // Too short a lifetime is refused, as kube-apiserver refuses it.
     let out = run(
         &ts,
@@ -478,6 +494,10 @@ async fn bad_rbac_objects_are_refused_with_the_field_that_is_wrong() {
         (
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: { name: r }\nrules: [{ verbs: [get], resources: [pods] }]\n",
             "rules[0].apiGroups: Required value",
+        ),
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: { name: r }\naggregationRule: { clusterRoleSelectors: [{ matchLabels: { a: b } }] }\n",
+            "aggregated ClusterRoles are not supported",
         ),
     ] {
         let file = ts.dir.path().join("bad.yaml");
