@@ -289,57 +289,27 @@ async fn http_with(
     headers: &[(&str, &str)],
     within: Duration,
 ) -> Result<HttpResponse, String> {
-    use http_body_util::BodyExt;
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("content-length", bytes.len());
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        if let Some(t) = token {
-            request = request.header("authorization", format!("Bearer {t}"));
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
-    };
-    tokio::time::timeout(within, exchange)
-        .await
-        .map_err(|_| format!("{method} {path}: no answer within {within:?}"))?
+    // This process's own namespace: the apis listen on its loopback.
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(a) = &auth {
+        all.push(("authorization", a));
+    }
+    if body.is_some() {
+        all.push(("content-type", "application/json"));
+    }
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    medforge_testkit::request_with_headers(
+        Path::new("/proc/self/ns/net"),
+        addr,
+        method,
+        path,
+        &all,
+        bytes.into(),
+        within,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// A user: its email and login token (one database: valid on both apis).
@@ -391,12 +361,13 @@ async fn create_with_key(
         .ok_or_else(|| format!("no session id in {v}"))
 }
 
-/// The api's view of session `id` for its owner.
-async fn view(api: SocketAddr, token: &str, id: &str) -> Result<Value, String> {
+/// `GET path` on `api` as the owner of `token`: the answer's `data`, or
+/// what went wrong.
+async fn get_data(api: SocketAddr, token: &str, path: &str) -> Result<Value, String> {
     let r = http(
         api,
         Method::GET,
-        &format!("{CREATE}/{id}"),
+        path,
         Some(token),
         None,
         Duration::from_secs(10),
@@ -409,23 +380,15 @@ async fn view(api: SocketAddr, token: &str, id: &str) -> Result<Value, String> {
     Ok(v["data"].clone())
 }
 
+/// The api's view of session `id` for its owner.
+async fn view(api: SocketAddr, token: &str, id: &str) -> Result<Value, String> {
+    get_data(api, token, &format!("{CREATE}/{id}")).await
+}
+
 /// The ids of the sessions the api lists for the owner of `token`.
 async fn listed(api: SocketAddr, token: &str) -> Result<BTreeSet<String>, String> {
-    let r = http(
-        api,
-        Method::GET,
-        &format!("{CREATE}?limit=200"),
-        Some(token),
-        None,
-        Duration::from_secs(10),
-    )
-    .await?;
-    if r.status != 200 {
-        return Err(format!("{}: {}", r.status, r.text()));
-    }
-    let v: Value = r.json().map_err(|e| e.to_string())?;
-    Ok(v["data"]
-        .as_array()
+    let v = get_data(api, token, &format!("{CREATE}?limit=200")).await?;
+    Ok(v.as_array()
         .ok_or_else(|| format!("no list in {v}"))?
         .iter()
         .filter_map(|s| s["id"].as_str().map(str::to_string))
@@ -1451,18 +1414,10 @@ async fn lifecycle(client: &kube::Client, api: SocketAddr, admin: &str, token: &
     .await;
     let snap_id = snap["snapshot"]["id"].as_str().unwrap().to_string();
     eventually("the manual snapshot ready", DEADLINE, async || {
-        let r = http(
-            api,
-            Method::GET,
-            &format!("/api/v2/snapshots/{snap_id}"),
-            Some(token),
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .ok()?;
-        let v: Value = r.json().ok()?;
-        (v["data"]["state"] == "ready").then_some(())
+        let v = get_data(api, token, &format!("/api/v2/snapshots/{snap_id}"))
+            .await
+            .ok()?;
+        (v["state"] == "ready").then_some(())
     })
     .await;
     call(
@@ -1535,18 +1490,10 @@ async fn lifecycle(client: &kube::Client, api: SocketAddr, admin: &str, token: &
         "retention down to one snapshot of the session",
         DEADLINE,
         async || {
-            let r = http(
-                api,
-                Method::GET,
-                &format!("/api/v2/snapshots?session={id}"),
-                Some(token),
-                None,
-                Duration::from_secs(10),
-            )
-            .await
-            .ok()?;
-            let v: Value = r.json().ok()?;
-            let list = v["data"].as_array()?;
+            let v = get_data(api, token, &format!("/api/v2/snapshots?session={id}"))
+                .await
+                .ok()?;
+            let list = v.as_array()?;
             (list.len() == 1 && list[0]["state"] == "ready")
                 .then(|| list[0]["id"].as_str().unwrap().to_string())
         },

@@ -51,7 +51,7 @@ pub use fixtures::{
     ready_node_status, session_spec,
 };
 pub use harness::Harness;
-pub use http::{DEFAULT_TIMEOUT as HTTP_TIMEOUT, HttpResponse};
+pub use http::{DEFAULT_TIMEOUT as HTTP_TIMEOUT, HttpResponse, request_with_headers};
 pub use hyper::Method;
 pub use image::{
     ENV_WORKLOAD_BIN, WORKLOAD_REPOSITORY, build_workload_binary, ensure_image_from_binary,
