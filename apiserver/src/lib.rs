@@ -193,19 +193,6 @@ impl RunningServer {
         Ok(kube::Client::try_from(self.kube_config())?)
     }
 
-    /// A token for the ServiceAccount `namespace/name` (which must exist),
-    /// valid for `lifetime` (at most 48 hours): what a TokenRequest gives,
-    /// for a process that holds the server.
-    pub fn service_account_token(
-        &self,
-        namespace: &str,
-        name: &str,
-        lifetime: Duration,
-    ) -> Result<String, Error> {
-        self.token_issuer()
-            .service_account_token(namespace, name, lifetime)
-    }
-
     /// A handle that mints ServiceAccount tokens while the server runs.
     pub fn token_issuer(&self) -> TokenIssuer {
         TokenIssuer {
@@ -262,7 +249,9 @@ impl std::fmt::Debug for TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// See [`RunningServer::service_account_token`].
+    /// A token for the ServiceAccount `namespace/name` (which must exist),
+    /// valid for `lifetime` (at most 48 hours): what a TokenRequest gives,
+    /// for a process that holds the server.
     pub fn service_account_token(
         &self,
         namespace: &str,
