@@ -10,8 +10,16 @@ The run has one Pack, `default`. A create naming another is refused (422
 on `pack`, as the document says), so creates name `default` or none; and the
 admin's Pack routes work on a Pack of their own (`fuzz-pack`), so that they
 never deprecate or delete the one every create needs.
+
+A Pack's GPU range must hold together (minima.gpus <= session_defaults.gpus
+<= maxima.gpus; a 422 names the field otherwise), which JSON Schema cannot
+say. So the Pack bodies generated here set `gpus` in `minima` only; the
+range's checks are in the api tests (api/tests/api/packs.rs). Only the
+request body's schema (PackSpec) changes: the shared component schemas the
+responses are checked against stay as the document has them.
 """
 
+import copy
 import os
 
 import schemathesis
@@ -19,7 +27,30 @@ import schemathesis
 FUZZ_PACK = "fuzz-pack"
 
 
+def without_gpus(schemas, name):
+    """A copy of component `name`, nullable, without its `gpus` property."""
+    base = copy.deepcopy(schemas[name])
+    base.get("properties", {}).pop("gpus", None)
+    if "required" in base:
+        base["required"] = [r for r in base["required"] if r != "gpus"]
+    return {"anyOf": [base, {"type": "null"}]}
+
+
+def pin_pack_gpu_range(raw_schema):
+    schemas = raw_schema.get("components", {}).get("schemas", {})
+    spec = schemas.get("PackSpec")
+    if not spec:
+        return
+    for field, component in (
+        ("session_defaults", "PackSessionDefaults"),
+        ("maxima", "SessionLimitValues"),
+    ):
+        if field in spec.get("properties", {}) and component in schemas:
+            spec["properties"][field] = without_gpus(schemas, component)
+
+
 def pin_packs(raw_schema):
+    pin_pack_gpu_range(raw_schema)
     create = raw_schema.get("components", {}).get("schemas", {}).get("CreateSession")
     if create and "pack" in create.get("properties", {}):
         create["properties"]["pack"] = {"enum": ["default", None]}
